@@ -1,0 +1,30 @@
+# The two commands: `make test` and `make demo`. Each creates .venv and installs the
+# project into it when it is missing or stale (keyed on requirements.txt + pyproject.toml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+KEY    := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.installed-$(KEY)
+PYTEST_ARGS ?=
+
+.PHONY: test demo install clean-venv
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/omg demo
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@echo "[make] installing into $(VENV) (requirements key $(KEY)) ..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "[make] $(VENV) is ready"
+
+clean-venv:
+	rm -rf $(VENV)

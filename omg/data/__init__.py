@@ -1,0 +1,1 @@
+"""Data: the dataset catalog, sample records, format readers and writers, the omg-shapes generator."""

@@ -1,0 +1,26 @@
+"""Shared fixtures. The environment defaults are the CLI's (omg.env), applied before any test."""
+
+from __future__ import annotations
+
+import pytest
+
+from omg.env import apply_env_defaults
+
+apply_env_defaults()
+
+#: a small omg-shapes: every split and format, a few seconds to generate
+TINY_SHAPES = dict(
+    image_size=64, num_train_images=16, num_val_images=6, num_val_ov_images=4,
+    num_train_videos=3, num_val_videos=2, min_frames=8, max_frames=10,
+    crowd_prob=0.4, void_prob=0.4,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory) -> str:
+    """Root of a tiny omg-shapes dataset (generated once per test session; treat as read-only)."""
+    from omg.data.synthetic import SynthOptions, generate
+
+    root = tmp_path_factory.mktemp("omg-shapes") / "omg-shapes"
+    generate(str(root), seed=7, opts=SynthOptions(**TINY_SHAPES), progress=False)
+    return str(root)

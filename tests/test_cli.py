@@ -1,0 +1,102 @@
+"""The omg command: every subcommand's help, the catalog commands, synth + validate, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from omg import __version__
+from omg.cli import main
+
+from .conftest import TINY_SHAPES
+
+OMG = [sys.executable, "-m", "omg.cli"]
+
+
+def _tiny_flags() -> list[str]:
+    return [x for k, v in TINY_SHAPES.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def test_version_through_console_script():
+    exe = Path(sys.executable).parent / "omg"
+    cmd = [str(exe)] if exe.exists() else OMG
+    out = subprocess.run(cmd + ["--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"omg {__version__}"
+
+
+@pytest.mark.parametrize("argv,words", [
+    ([], ["data", "catalog", "demo"]),
+    (["data", "synth"], ["deterministic", "--out", "meta.json"]),
+    (["data", "validate"], ["problem", "Exit status"]),
+    (["catalog", "list"], ["one dataset name per line"]),
+    (["catalog", "show"], ["Writes nothing"]),
+    (["demo"], ["omg-shapes", "rerun"]),
+])
+def test_every_subcommand_has_help(capsys, argv, words):
+    with pytest.raises(SystemExit) as info:
+        main(argv + ["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for w in words:
+        assert w in text
+
+
+def test_group_without_subcommand_prints_its_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["catalog"])
+    assert "show" in capsys.readouterr().out
+
+
+def test_catalog_list_one_name_per_line(capsys):
+    assert main(["catalog", "list"]) == 0
+    names = capsys.readouterr().out.split("\n")
+    assert "coco-panoptic" in names and "omg-shapes" in names and all(" " not in n for n in names)
+
+
+def test_catalog_show(capsys):
+    assert main(["catalog", "show", "cityscapes-panoptic"]) == 0
+    out = capsys.readouterr().out
+    assert "19 (8 things, 11 stuff)" in out and "OMG_ROOT_CITYSCAPES_PANOPTIC" in out
+    assert main(["catalog", "show", "vipseg", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["classes"]) == 124 and doc["format"] == "vipseg"
+
+
+def test_catalog_show_unknown_name(capsys):
+    assert main(["catalog", "show", "nope"]) == 2
+    assert "no dataset named 'nope'" in capsys.readouterr().err
+
+
+def test_synth_then_validate(tmp_path, capsys):
+    out = tmp_path / "shapes"
+    assert main(["data", "synth", "--out", str(out), "--seed", "3", "--quiet"] + _tiny_flags()) == 0
+    assert "images train: 16" in capsys.readouterr().out
+    assert main(["data", "validate", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "valid: 9 split(s) checked, 0 problem(s)" in text
+    # a broken file makes validate fail, naming the file
+    (out / "annotations/panoptic_val.json").write_text("{")
+    assert main(["data", "validate", str(out), "--no-images"]) == 1
+    assert "panoptic_val.json" in capsys.readouterr().out
+
+
+def test_validate_refuses_a_folder_without_omg_shapes(tmp_path, capsys):
+    assert main(["data", "validate", str(tmp_path)]) == 2
+    assert "omg data synth" in capsys.readouterr().err
+
+
+def test_demo_generates_validates_and_reruns(tmp_path):
+    """`omg demo` in a subprocess, as `make demo` runs it (data under OMG_DATA_DIR); a rerun does nothing new."""
+    env = dict(os.environ, OMG_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.run(OMG + ["demo"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "demo done" in proc.stdout and "== demo 2/2" in proc.stderr
+    assert (tmp_path / "data/omg-shapes/meta.json").exists()
+    assert "problem" not in proc.stdout.replace("0 problem(s)", "")
+    again = subprocess.run(OMG + ["demo"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stderr
