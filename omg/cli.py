@@ -125,6 +125,34 @@ def cmd_catalog_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- model
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from omg.modeling.info import model_info
+
+    t0 = time.monotonic()
+    info = model_info(args.variant, flops=not args.no_flops, height=args.height, width=args.width)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+
+    def m(n: int) -> str:
+        return f"{n / 1e6:10.2f} M"
+
+    print(f"{args.variant}: parameters (built on the meta device; no weights loaded)")
+    print(f"  {'component':28s} {'total':>12s} {'trainable':>12s} {'frozen':>12s}")
+    for name, c in info["components"].items():
+        print(f"  {name:28s} {m(c['total'])} {m(c['trainable'])} {m(c['frozen'])}")
+    print(f"  {'all':28s} {m(info['total'])} {m(info['trainable'])} {m(info['frozen'])}")
+    print(f"  inference model (without the text tower): {info['inference'] / 1e6:.2f} M")
+    if "gflops" in info:
+        h, w = info["gflops_input"]
+        print(f"  GFLOPs at {args.width}x{args.height} (padded to {w}x{h}), one image, object queries: "
+              f"{info['gflops']:.1f} (= {info['gflops'] / 2:.1f} GMACs)")
+    print(f"[{time.monotonic() - t0:.1f}s]", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -201,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the whole entry as JSON")
     show.add_argument("--max-classes", type=int, default=20, help="classes to list (default 20)")
     show.set_defaults(func=cmd_catalog_show)
+
+    info = sub.add_parser(
+        "model-info", help="parameters per component and GFLOPs of a model variant",
+        description="Build VARIANT on the meta device (no memory, no weights) and print its parameters "
+                    "(total, trainable, frozen, per component) and the GFLOPs of one forward pass measured with "
+                    "torch.utils.flop_counter at --width x --height (default 1200x800, padded to the size "
+                    "divisibility). Writes nothing.")
+    info.add_argument("variant", help="a backbone variant (convnext_large_d_320, RN50, ViT-L-14, tiny_convnext, ...)")
+    info.add_argument("--json", action="store_true",
+                      help="print JSON with keys total, trainable, frozen, components, gflops")
+    info.add_argument("--height", type=int, default=800)
+    info.add_argument("--width", type=int, default=1200)
+    info.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    info.set_defaults(func=cmd_model_info)
 
     demo = sub.add_parser(
         "demo", help="run the platform end to end on omg-shapes",

@@ -24,3 +24,16 @@ def tiny_shapes(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("omg-shapes") / "omg-shapes"
     generate(str(root), seed=7, opts=SynthOptions(**TINY_SHAPES), progress=False)
     return str(root)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same random state (point sampling, init), so results repeat."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)

@@ -1,0 +1,1 @@
+"""Matching and losses (model spec section 9)."""

@@ -1,0 +1,144 @@
+"""Location queries: point and box prompts encoded as decoder queries (model spec section 7.2).
+
+A prompt is a box in input pixels (XYXY). A point is encoded as the released code does: a
+small pseudo-box ``[x - r, y - r, x + r, y + r]`` (r = 3 px) of prompt type 0 — the model is
+trained and evaluated that way; real boxes go through the same encoder.
+
+Encoding: normalise by the unpadded image size, convert to (cx, cy, w, h), sine-encode the
+4 numbers (``coordinate_to_encoding``: y, x, w, h) and project (``pos_linear``) -> the
+query's positional part. The content part is ``pb_embedding[0] + mask_tokens[0]``, shared by
+all location queries: prompts differ only through their positions, and image content enters
+through masked cross-attention. Between location queries, self-attention is *masked* (each
+query attends to itself only; the paper's setting) or *full* (the ablation of Table 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from omg.modeling.position import coordinate_to_encoding
+
+POINT_BOX_RADIUS = 3.0
+
+
+@dataclass
+class Prompts:
+    """A batch of prompts.
+
+    boxes: N x P x 4 float, XYXY in pixels of the (resized, unpadded) model input.
+    valid: N x P bool (False = padding, when images have different numbers of prompts).
+    image_sizes: N x 2 long, (height, width) of each unpadded input.
+    is_point: N x P bool, which prompts were points (informational; they are already pseudo-boxes).
+    """
+
+    boxes: torch.Tensor
+    valid: torch.Tensor
+    image_sizes: torch.Tensor
+    is_point: torch.Tensor
+
+    @property
+    def num_prompts(self) -> int:
+        return self.boxes.shape[1]
+
+    def to(self, device) -> "Prompts":
+        return Prompts(self.boxes.to(device), self.valid.to(device), self.image_sizes.to(device), self.is_point.to(device))
+
+    @staticmethod
+    def from_lists(points: list[torch.Tensor | None], boxes: list[torch.Tensor | None],
+                   image_sizes: list[tuple[int, int]], radius: float = POINT_BOX_RADIUS) -> "Prompts":
+        """Per image: points (K x 2, XY) and/or boxes (K x 4, XYXY) in input pixels -> a padded batch.
+
+        Raises ``ValueError`` naming the image and prompt when a prompt lies outside its image,
+        a box is inverted, or an image has no prompt.
+        """
+        rows, kinds = [], []
+        for i, (pts, bxs, (h, w)) in enumerate(zip(points, boxes, image_sizes)):
+            parts, flags = [], []
+            if pts is not None and len(pts):
+                pts = torch.as_tensor(pts, dtype=torch.float32).reshape(-1, 2)
+                bad = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
+                if bad.any():
+                    k = int(bad.nonzero()[0])
+                    raise ValueError(f"image {i}: point {k} {pts[k].tolist()} lies outside the {w}x{h} image")
+                parts.append(points_to_boxes(pts, radius, h, w))
+                flags += [True] * len(pts)
+            if bxs is not None and len(bxs):
+                bxs = torch.as_tensor(bxs, dtype=torch.float32).reshape(-1, 4)
+                bad = (bxs[:, 0] < 0) | (bxs[:, 1] < 0) | (bxs[:, 2] > w) | (bxs[:, 3] > h) | \
+                      (bxs[:, 2] <= bxs[:, 0]) | (bxs[:, 3] <= bxs[:, 1])
+                if bad.any():
+                    k = int(bad.nonzero()[0])
+                    raise ValueError(f"image {i}: box {k} {bxs[k].tolist()} is not an XYXY box inside the {w}x{h} image")
+                parts.append(bxs)
+                flags += [False] * len(bxs)
+            if not parts:
+                raise ValueError(f"image {i}: no prompt (give at least one point or box)")
+            rows.append(torch.cat(parts))
+            kinds.append(torch.tensor(flags))
+        p = max(r.shape[0] for r in rows)
+        n = len(rows)
+        out = torch.zeros(n, p, 4)
+        valid = torch.zeros(n, p, dtype=torch.bool)
+        is_point = torch.zeros(n, p, dtype=torch.bool)
+        for i, (r, k) in enumerate(zip(rows, kinds)):
+            out[i, : len(r)] = r
+            valid[i, : len(r)] = True
+            is_point[i, : len(r)] = k
+        return Prompts(out, valid, torch.tensor(image_sizes, dtype=torch.long), is_point)
+
+
+def points_to_boxes(points: torch.Tensor, radius: float, height: int, width: int) -> torch.Tensor:
+    """K x 2 XY points -> K x 4 pseudo-boxes ``[x - r, y - r, x + r, y + r]`` clipped to the image."""
+    x, y = points[:, 0], points[:, 1]
+    boxes = torch.stack([x - radius, y - radius, x + radius, y + radius], dim=-1)
+    limits = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+    return torch.minimum(boxes.clamp(min=0), limits)
+
+
+class LocationQueryEncoder(nn.Module):
+    def __init__(self, dim: int, jitter: float = 0.4 * 0.01):
+        super().__init__()
+        self.dim = dim
+        self.jitter = jitter
+        self.pos_linear = nn.Linear(2 * dim, dim)
+        self.pb_embedding = nn.Embedding(2, dim)  # 0 = box / pseudo-box (the released model's only type)
+        self.mask_tokens = nn.Embedding(1, dim)
+
+    def forward(self, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (query_feat, query_pos), each N x P x D."""
+        boxes = prompts.boxes
+        hw = prompts.image_sizes.to(boxes.dtype)
+        scale = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], -1)[:, None, :]
+        b = boxes / scale
+        cxcywh = torch.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2,
+                              b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]], dim=-1)
+        if self.training and self.jitter > 0:
+            wh = cxcywh[..., 2:]
+            amp = torch.cat([wh / 2, wh], -1) * self.jitter
+            cxcywh = cxcywh + (torch.rand_like(cxcywh) * 2 - 1) * amp
+        cxcywh = cxcywh.clamp(0.0, 1.0)
+        pos = self.pos_linear(coordinate_to_encoding(cxcywh, num_feats=self.dim // 2))
+        content = (self.pb_embedding.weight[0] + self.mask_tokens.weight[0])
+        feat = content.expand(boxes.shape[0], boxes.shape[1], self.dim)
+        return feat, pos
+
+
+def location_self_attn_mask(valid: torch.Tensor, mode: Literal["masked", "full"], heads: int) -> torch.Tensor:
+    """Self-attention mask between location queries: (N*heads) x P x P bool, True = blocked.
+
+    ``masked``: every off-diagonal entry blocked (each query attends to itself only).
+    ``full``: queries attend to every valid prompt of their image (padding blocked).
+    """
+    n, p = valid.shape
+    eye = torch.eye(p, dtype=torch.bool, device=valid.device)
+    if mode == "masked":
+        mask = ~eye[None].expand(n, p, p)
+    elif mode == "full":
+        mask = ~valid[:, None, :].expand(n, p, p) & ~eye[None]
+    else:
+        raise ValueError(f"interactive_self_attn must be 'masked' or 'full', got {mode!r}")
+    return mask.repeat_interleave(heads, dim=0)

@@ -1,0 +1,155 @@
+"""Class-name text embeddings for the CLIP classifier (model spec section 8.1).
+
+``TextEmbedder(backbone).embed(vocabulary)`` turns class names with synonyms into a
+C x K x E tensor of unit vectors: per synonym, the 14 ViLD prompt templates are encoded by
+the CLIP text tower, L2-normalised, averaged and normalised again; short synonym lists
+are padded with copies of their first synonym (so a max over K needs no mask).
+
+Results are cached by a content digest of (CLIP architecture, text-tower weights,
+templates, names): in memory, and on disk under ``$OMG_CACHE_DIR/text_embeddings``
+(default ``~/.cache/omg``). Any vocabulary works at any time; there is no generation step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+#: the 14 ViLD templates, as used by FC-CLIP and OMG-Seg
+VILD_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "This is a photo of a {}",
+    "There is a {} in the scene",
+    "There is the {} in the scene",
+    "a photo of a {} in the scene",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "There is a small {} in the scene.",
+    "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
+)
+
+
+def normalize_class_name(name: str) -> list[str]:
+    """OMG-Seg's class-string normalisation: ``_or_`` and ``/`` -> ``,``; ``_`` -> space; lower case; split on ``,``."""
+    text = name.replace("_or_", ",").replace("/", ",").replace("_", " ").lower()
+    out: list[str] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return out
+
+
+Vocabulary = Sequence[Sequence[str]]
+
+
+def as_vocabulary(classes: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    """Accept ``["circle, disc", ...]`` or ``[["circle", "disc"], ...]``; return synonym lists.
+
+    Raises ``ValueError`` for an empty vocabulary or a class without a name.
+    """
+    if len(classes) == 0:
+        raise ValueError("the vocabulary is empty: give at least one class name")
+    vocab = []
+    for i, c in enumerate(classes):
+        syns = normalize_class_name(c) if isinstance(c, str) else [s for n in c for s in normalize_class_name(n)]
+        if not syns:
+            raise ValueError(f"class {i} of the vocabulary has no name: {c!r}")
+        vocab.append(syns)
+    return vocab
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("OMG_CACHE_DIR") or Path.home() / ".cache" / "omg") / "text_embeddings"
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class TextEmbedder:
+    """Embeds vocabularies with a backbone's CLIP text tower, with a content-addressed cache."""
+
+    def __init__(self, backbone, templates: Sequence[str] = VILD_TEMPLATES, use_disk_cache: bool = True,
+                 batch_size: int = 256):
+        import open_clip
+
+        self.backbone = backbone
+        self.templates = tuple(templates)
+        self.use_disk_cache = use_disk_cache
+        self.batch_size = batch_size
+        self.tokenizer = open_clip.get_tokenizer(backbone.variant.clip_model)
+        self._memory: dict[str, torch.Tensor] = {}
+        self._weights_digest: str | None = None
+
+    def weights_digest(self) -> str:
+        """Digest of the text-tower weights (computed once; the tower is frozen)."""
+        if self._weights_digest is None:
+            state = {k: v for k, v in self.backbone.clip.state_dict().items() if not k.startswith("visual.")}
+            self._weights_digest = tensor_digest(state)
+        return self._weights_digest
+
+    def key(self, vocab: list[list[str]]) -> str:
+        doc = {"model": self.backbone.variant.clip_model, "weights": self.weights_digest(),
+               "templates": list(self.templates), "names": vocab}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    @torch.no_grad()
+    def embed(self, classes: Sequence[str | Sequence[str]]) -> torch.Tensor:
+        """-> C x K x E unit vectors on the backbone's device."""
+        vocab = as_vocabulary(classes)
+        key = self.key(vocab)
+        device = self.backbone.pixel_mean.device
+        if key in self._memory:
+            return self._memory[key].to(device)
+        path = cache_dir() / f"{key}.pt"
+        if self.use_disk_cache and path.exists():
+            emb = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            emb = self._compute(vocab)
+            if self.use_disk_cache:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                torch.save(emb, tmp)
+                os.replace(tmp, path)
+        self._memory[key] = emb
+        return emb.to(device)
+
+    def _compute(self, vocab: list[list[str]]) -> torch.Tensor:
+        synonyms = sorted({s for syns in vocab for s in syns})
+        prompts = [t.format(s) for s in synonyms for t in self.templates]
+        device = self.backbone.pixel_mean.device
+        feats = []
+        was_training = self.backbone.clip.training
+        self.backbone.clip.eval()
+        try:
+            for i in range(0, len(prompts), self.batch_size):
+                tokens = self.tokenizer(prompts[i: i + self.batch_size]).to(device)
+                feats.append(self.backbone.encode_text(tokens).float().cpu())
+        finally:
+            self.backbone.clip.train(was_training)
+        per_prompt = torch.cat(feats).view(len(synonyms), len(self.templates), -1)
+        per_synonym = torch.nn.functional.normalize(per_prompt.mean(1), dim=-1)
+        index = {s: i for i, s in enumerate(synonyms)}
+        k = max(len(s) for s in vocab)
+        out = torch.empty(len(vocab), k, per_synonym.shape[-1])
+        for c, syns in enumerate(vocab):
+            rows = [index[s] for s in syns] + [index[syns[0]]] * (k - len(syns))
+            out[c] = per_synonym[rows]
+        return out

@@ -1,0 +1,114 @@
+"""Mask decoder: masked cross-attention -> self-attention -> FFN, with heads after every layer (spec section 5).
+
+Level schedule: layer i attends to level ``i % 3`` of the memories [s32, s16, s8]. Keys
+are memory + learned level embedding, with a 3-D sine position (T frames of a clip are
+concatenated into T*h*w tokens). Predictions are made from the raw initial queries and
+after every layer (``dec_layers + 1`` sets); each set's mask logits, resized to the next
+layer's level, give that layer's attention mask: a key is blocked where sigmoid < 0.5, and
+a query whose whole row would be blocked attends everywhere (the all-blocked-row fix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omg.modeling.heads import MaskHead, MLP, TextClassifier
+from omg.modeling.position import sine_3d
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm: masked cross-attention, self-attention, FFN (mmdet ``Mask2FormerTransformerDecoderLayer``)."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int):
+        super().__init__()
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Linear(ffn_dim, dim))
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, q, q_pos, memory, key_pos, attn_mask=None, self_attn_mask=None):
+        x = self.cross_attn(q + q_pos, memory + key_pos, memory, attn_mask=attn_mask, need_weights=False)[0]
+        q = self.norm1(q + x)
+        x = self.self_attn(q + q_pos, q + q_pos, q, attn_mask=self_attn_mask, need_weights=False)[0]
+        q = self.norm2(q + x)
+        return self.norm3(q + self.ffn(q))
+
+
+@dataclass
+class PredictionSet:
+    """One set of predictions. Q = queries, C = vocabulary size.
+
+    logits: N x Q x (C + 1), last column = background (always 0 before softmax).
+    masks: N x Q x T x H/4 x W/4 mask logits.
+    objectness: N x Q x 1 logits.
+    """
+
+    logits: torch.Tensor
+    masks: torch.Tensor
+    objectness: torch.Tensor
+
+
+class MaskDecoder(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, layers: int, embed_dim: int, levels: int = 3):
+        super().__init__()
+        self.dim, self.heads, self.levels = dim, heads, levels
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim) for _ in range(layers))
+        self.post_norm = nn.LayerNorm(dim)
+        self.level_embed = nn.Embedding(levels, dim)
+        self.mask_head = MaskHead(dim)
+        self.classifier = TextClassifier(dim, embed_dim)
+        self.objectness = MLP(dim, dim, 1, 3)
+        for layer in self.layers:
+            for p in layer.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_normal_(p)
+
+    def predict(self, q: torch.Tensor, mask_features: torch.Tensor, text_embeddings: torch.Tensor) -> tuple[PredictionSet, torch.Tensor]:
+        """Heads on the post-normed queries. Returns the predictions and the normed queries."""
+        qn = self.post_norm(q)
+        masks = self.mask_head(qn, mask_features)
+        logits = self.classifier(qn, masks, mask_features, text_embeddings)
+        return PredictionSet(logits, masks, self.objectness(qn)), qn
+
+    def attn_mask(self, masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """N x Q x T x h4 x w4 logits -> (N*heads) x Q x (T*h*w) bool, True = blocked."""
+        n, q, t = masks.shape[:3]
+        m = F.interpolate(masks.detach().flatten(0, 2)[:, None], size=size, mode="bilinear", align_corners=False)
+        blocked = (m.sigmoid() < 0.5).view(n, q, t * size[0] * size[1])
+        blocked[blocked.all(-1)] = False
+        return blocked.repeat_interleave(self.heads, dim=0)
+
+    def forward(self, query_feat: torch.Tensor, query_pos: torch.Tensor, memories: list[torch.Tensor],
+                mask_features: torch.Tensor, text_embeddings: torch.Tensor,
+                self_attn_mask: torch.Tensor | None = None) -> tuple[list[PredictionSet], torch.Tensor]:
+        """Run the decoder.
+
+        query_feat, query_pos: N x Q x D. memories: [s32, s16, s8], each N x D x T x h x w.
+        mask_features: N x D x T x H/4 x W/4. text_embeddings: C x K x E.
+        Returns the ``layers + 1`` prediction sets and the last layer's raw (pre-post-norm) queries.
+        """
+        n, _, t = mask_features.shape[:3]
+        keys, key_pos, sizes = [], [], []
+        for lvl, mem in enumerate(memories):
+            h, w = mem.shape[-2:]
+            sizes.append((h, w))
+            keys.append(mem.flatten(2).transpose(1, 2) + self.level_embed.weight[lvl])
+            pos = sine_3d(t, h, w, self.dim // 2, device=mem.device).to(mem.dtype)  # T x D x h x w
+            key_pos.append(pos.permute(0, 2, 3, 1).reshape(1, t * h * w, self.dim).expand(n, -1, -1))
+        q = query_feat
+        preds = []
+        pred, _ = self.predict(q, mask_features, text_embeddings)
+        preds.append(pred)
+        for i, layer in enumerate(self.layers):
+            lvl = i % self.levels
+            mask = self.attn_mask(pred.masks, sizes[lvl])
+            q = layer(q, query_pos, keys[lvl], key_pos[lvl], attn_mask=mask, self_attn_mask=self_attn_mask)
+            pred, _ = self.predict(q, mask_features, text_embeddings)
+            preds.append(pred)
+        return preds, q
