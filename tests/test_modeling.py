@@ -133,10 +133,10 @@ def test_learned_backbone_gets_gradient():
 
 def test_location_mask_blocks_exactly_the_off_diagonal():
     valid = torch.tensor([[True, True, True], [True, True, False]])
-    m = location_self_attn_mask(valid, "masked", heads=2)
-    assert m.shape == (4, 3, 3)
-    assert torch.equal(m[0], ~torch.eye(3, dtype=torch.bool)) and torch.equal(m[3], ~torch.eye(3, dtype=torch.bool))
-    full = location_self_attn_mask(valid, "full", heads=1)
+    m = location_self_attn_mask(valid, "masked")
+    assert m.shape == (2, 3, 3)
+    assert torch.equal(m[0], ~torch.eye(3, dtype=torch.bool)) and torch.equal(m[1], ~torch.eye(3, dtype=torch.bool))
+    full = location_self_attn_mask(valid, "full")
     assert not full[0].any()
     assert torch.equal(full[1], torch.tensor([[False, False, True], [False, False, True], [False, False, False]]))
 

@@ -35,7 +35,8 @@ class MaskHead(nn.Module):
         self.mask_embed = MLP(dim, dim, dim, 3)
 
     def forward(self, q: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("nqc,ncthw->nqthw", self.mask_embed(q), mask_features)
+        n, c, t, h, w = mask_features.shape
+        return torch.bmm(self.mask_embed(q), mask_features.reshape(n, c, t * h * w)).view(n, -1, t, h, w)
 
 
 def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
@@ -44,9 +45,9 @@ def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor
     ``mask_logits`` N x Q x T x h x w (same resolution). A query with an empty mask pools to 0.
     Returns N x Q x C.
     """
-    m = (mask_logits.detach() > 0).to(features.dtype)
-    area = m.flatten(2).sum(-1).clamp(min=1.0)
-    return torch.einsum("nqthw,ncthw->nqc", m, features) / area[..., None]
+    m = (mask_logits.detach() > 0).to(features.dtype).flatten(2)  # N x Q x THW
+    area = m.sum(-1).clamp(min=1.0)
+    return torch.bmm(m, features.flatten(2).transpose(1, 2)) / area[..., None]
 
 
 class TextClassifier(nn.Module):

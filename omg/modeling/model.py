@@ -147,8 +147,8 @@ class OMGSeg(nn.Module):
         feats = self.backbone(images.flatten(0, 1))
         mask_features, memories = self.pixel_decoder(feats)
 
-        def tube(x: torch.Tensor) -> torch.Tensor:  # (N*T) x C x h x w -> N x C x T x h x w
-            return x.view(n, t, *x.shape[1:]).transpose(1, 2)
+        def tube(x: torch.Tensor) -> torch.Tensor:  # (N*T) x C x h x w -> N x C x T x h x w (contiguous:
+            return x.view(n, t, *x.shape[1:]).transpose(1, 2).contiguous()  # the heads read it 2x per layer)
 
         return Features(tube(mask_features), [tube(m) for m in memories], tube(feats[3]), (h, w))
 
@@ -166,7 +166,7 @@ class OMGSeg(nn.Module):
             if prompts.boxes.shape[0] != n:
                 raise ValueError(f"prompts are for {prompts.boxes.shape[0]} images, features for {n}")
             q, q_pos = self.location_encoder(prompts)
-            self_mask = location_self_attn_mask(prompts.valid, self.config.interactive_self_attn, self.config.nheads)
+            self_mask = location_self_attn_mask(prompts.valid, self.config.interactive_self_attn)
         preds, raw = self.decoder(q, q_pos, features.memories, features.mask_features, text_embeddings, self_mask)
         last = preds[-1]
         return OMGOutput(last.logits, last.masks, last.objectness, preds, raw, prompts is not None)

@@ -35,15 +35,14 @@ def ms_deform_attn_core(value: torch.Tensor, shapes: list[tuple[int, int]], samp
     _, q, _, levels, points, _ = sampling_locations.shape
     values = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
-    sampled = []
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, q, levels, points)
+    out = None
     for lvl, (h, w) in enumerate(shapes):
         v = values[lvl].flatten(2).transpose(1, 2).reshape(n * m, dh, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (N*M) x Q x P x 2
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # (N*M) x Dh x Q x L x P
-    stacked = torch.stack(sampled, dim=-2)
-    w = attention_weights.transpose(1, 2).reshape(n * m, 1, q, levels, points)
-    out = (stacked * w).sum(dim=(-1, -2))  # (N*M) x Dh x Q
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N*M) x Dh x Q x P
+        part = (sampled * weights[..., lvl, :]).sum(-1)
+        out = part if out is None else out + part
     return out.view(n, m * dh, q).transpose(1, 2).contiguous()
 
 

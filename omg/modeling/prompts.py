@@ -127,8 +127,8 @@ class LocationQueryEncoder(nn.Module):
         return feat, pos
 
 
-def location_self_attn_mask(valid: torch.Tensor, mode: Literal["masked", "full"], heads: int) -> torch.Tensor:
-    """Self-attention mask between location queries: (N*heads) x P x P bool, True = blocked.
+def location_self_attn_mask(valid: torch.Tensor, mode: Literal["masked", "full"]) -> torch.Tensor:
+    """Self-attention mask between location queries: N x P x P bool, True = blocked (shared by the heads).
 
     ``masked``: every off-diagonal entry blocked (each query attends to itself only).
     ``full``: queries attend to every valid prompt of their image (padding blocked).
@@ -141,4 +141,4 @@ def location_self_attn_mask(valid: torch.Tensor, mode: Literal["masked", "full"]
         mask = ~valid[:, None, :].expand(n, p, p) & ~eye[None]
     else:
         raise ValueError(f"interactive_self_attn must be 'masked' or 'full', got {mode!r}")
-    return mask.repeat_interleave(heads, dim=0)
+    return mask

@@ -20,22 +20,54 @@ from omg.modeling.heads import MaskHead, MLP, TextClassifier
 from omg.modeling.position import sine_3d
 
 
+class Attention(nn.Module):
+    """Multi-head attention with ``nn.MultiheadAttention``'s parameters, on ``scaled_dot_product_attention``.
+
+    Masks are boolean with True = *blocked* (the ``nn.MultiheadAttention`` convention) and
+    broadcast over heads: N x Q x K or N x 1 x Q x K, so a mask is never copied per head.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.dim, self.heads = dim, heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.constant_(self.out_proj.bias, 0.0)
+
+    def forward(self, q, k, v, blocked: torch.Tensor | None = None) -> torch.Tensor:
+        n, lq, d = q.shape
+        wq, wk, wv = self.in_proj_weight.chunk(3)
+        bq, bk, bv = self.in_proj_bias.chunk(3)
+        h, dh = self.heads, d // self.heads
+
+        def split(x, w, b):
+            return F.linear(x, w, b).view(n, x.shape[1], h, dh).transpose(1, 2)
+
+        allowed = None
+        if blocked is not None:
+            allowed = ~(blocked[:, None] if blocked.dim() == 3 else blocked)
+        out = F.scaled_dot_product_attention(split(q, wq, bq), split(k, wk, bk), split(v, wv, bv), attn_mask=allowed)
+        return self.out_proj(out.transpose(1, 2).reshape(n, lq, d))
+
+
 class DecoderLayer(nn.Module):
     """Post-norm: masked cross-attention, self-attention, FFN (mmdet ``Mask2FormerTransformerDecoderLayer``)."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int):
         super().__init__()
-        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross_attn = Attention(dim, heads)
         self.norm1 = nn.LayerNorm(dim)
-        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.self_attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Linear(ffn_dim, dim))
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, q, q_pos, memory, key_pos, attn_mask=None, self_attn_mask=None):
-        x = self.cross_attn(q + q_pos, memory + key_pos, memory, attn_mask=attn_mask, need_weights=False)[0]
+        x = self.cross_attn(q + q_pos, memory + key_pos, memory, attn_mask)
         q = self.norm1(q + x)
-        x = self.self_attn(q + q_pos, q + q_pos, q, attn_mask=self_attn_mask, need_weights=False)[0]
+        x = self.self_attn(q + q_pos, q + q_pos, q, self_attn_mask)
         q = self.norm2(q + x)
         return self.norm3(q + self.ffn(q))
 
@@ -77,12 +109,14 @@ class MaskDecoder(nn.Module):
         return PredictionSet(logits, masks, self.objectness(qn)), qn
 
     def attn_mask(self, masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """N x Q x T x h4 x w4 logits -> (N*heads) x Q x (T*h*w) bool, True = blocked."""
+        """N x Q x T x h4 x w4 logits -> N x Q x (T*h*w) bool, True = blocked (shared by the heads).
+
+        sigmoid(x) < 0.5 is x < 0; a row with every key blocked is fully unblocked.
+        """
         n, q, t = masks.shape[:3]
         m = F.interpolate(masks.detach().flatten(0, 2)[:, None], size=size, mode="bilinear", align_corners=False)
-        blocked = (m.sigmoid() < 0.5).view(n, q, t * size[0] * size[1])
-        blocked[blocked.all(-1)] = False
-        return blocked.repeat_interleave(self.heads, dim=0)
+        blocked = (m < 0).view(n, q, t * size[0] * size[1])
+        return blocked & ~blocked.all(-1, keepdim=True)
 
     def forward(self, query_feat: torch.Tensor, query_pos: torch.Tensor, memories: list[torch.Tensor],
                 mask_features: torch.Tensor, text_embeddings: torch.Tensor,
