@@ -38,7 +38,7 @@ from omg.utils.typed import SchemaError, from_dict
 
 Task = Literal["panoptic", "instance", "semantic", "vis", "vps", "vss", "vos", "interactive", "open_vocab"]
 Format = Literal[
-    "coco_panoptic", "coco_sam", "cityscapes_panoptic", "ade20k_panoptic",
+    "coco_panoptic", "coco_sam", "coco_instances", "cityscapes_panoptic", "ade20k_panoptic",
     "vipseg", "youtube_vis", "vspw", "davis",
 ]
 Evaluator = Literal[
@@ -58,10 +58,12 @@ VIDEO_TASKS = frozenset({"vis", "vps", "vss", "vos"})
 FORMAT_SPLIT_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "coco_panoptic": (frozenset({"images", "panoptic_json", "panoptic_masks"}), frozenset({"instances_json"})),
     "coco_sam": (frozenset({"images", "panoptic_json", "panoptic_masks"}), frozenset()),
+    # your own COCO-format instance data (polygons or RLE; instances may overlap)
+    "coco_instances": (frozenset({"images", "instances_json"}), frozenset()),
     "cityscapes_panoptic": (frozenset({"images", "panoptic_json", "panoptic_masks"}), frozenset()),
     "ade20k_panoptic": (frozenset({"images", "panoptic_json", "panoptic_masks"}), frozenset()),
-    # without panoptic_json the masks are VIPSeg's raw 16-bit panomasks
-    "vipseg": (frozenset({"frames", "panoptic_masks"}), frozenset({"panoptic_json"})),
+    # without panoptic_json the masks are VIPSeg's raw 16-bit panomasks (list: the split's video names)
+    "vipseg": (frozenset({"frames", "panoptic_masks"}), frozenset({"panoptic_json", "list"})),
     "youtube_vis": (frozenset({"frames", "annotations"}), frozenset()),
     "vspw": (frozenset({"frames", "labels"}), frozenset({"list"})),
     "davis": (frozenset({"frames", "annotations"}), frozenset({"imageset"})),

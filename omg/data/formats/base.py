@@ -1,0 +1,90 @@
+"""Shared pieces of the format readers."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from omg.data import io as uio
+from omg.data.catalog import DatasetEntry
+from omg.data.masks import mask_bbox, rle_encode
+from omg.data.records import BadRecord, Sample, Segment
+
+
+class Reader:
+    """Base class: ``items()`` lists, ``load(item)`` reads one record."""
+
+    def __init__(self, entry: DatasetEntry, split: str, root: str | None = None):
+        self.entry = entry
+        self.split = split
+        self.paths = entry.split_paths(split, root)
+        self.known_categories = {c.id for c in entry.classes}
+
+    def items(self) -> list[dict]:
+        raise NotImplementedError
+
+    def load(self, item: dict) -> Sample:
+        raise NotImplementedError
+
+    def __iter__(self):
+        for item in self.items():
+            yield self.load(item)
+
+    # ------------------------------------------------------------------ helpers
+    def read(self, uri: str, record: str, field_: str) -> bytes:
+        try:
+            return uio.read_bytes(uri)
+        except FileNotFoundError:
+            raise BadRecord(uri, record, field_, "file is missing") from None
+        except OSError as err:
+            raise BadRecord(uri, record, field_, f"cannot read: {err}") from None
+
+    def image(self, uri: str, record: str, field_: str = "file_name") -> tuple[bytes, tuple[int, int]]:
+        """Encoded bytes and (height, width); decodes fully so a truncated file is caught here."""
+        data = self.read(uri, record, field_)
+        try:
+            img = Image.open(io.BytesIO(data))
+            img.load()
+        except Exception as err:
+            raise BadRecord(uri, record, field_, f"unreadable or truncated image ({err})") from None
+        return data, (img.height, img.width)
+
+    def png_array(self, uri: str, record: str, field_: str) -> tuple[bytes, np.ndarray, str]:
+        data = self.read(uri, record, field_)
+        try:
+            img = Image.open(io.BytesIO(data))
+            img.load()
+        except Exception as err:
+            raise BadRecord(uri, record, field_, f"unreadable or truncated mask PNG ({err})") from None
+        return data, np.array(img), img.mode
+
+    def check_category(self, cat: int, source: str, record: str) -> None:
+        if self.known_categories and cat not in self.known_categories:
+            raise BadRecord(source, record, "category_id",
+                            f"unknown category {cat} (not among the {len(self.known_categories)} classes of {self.entry.name})")
+
+    def check_size(self, got: tuple[int, int], want: tuple[int, int], source: str, record: str, field_: str) -> None:
+        if tuple(got) != tuple(want):
+            raise BadRecord(source, record, field_, f"size {got[1]}x{got[0]} does not match the image's {want[1]}x{want[0]}")
+
+
+def segments_from_id_maps(id_maps: list[np.ndarray], categories: dict[int, int], crowd: dict[int, bool],
+                          with_rles: bool = False) -> list[Segment]:
+    """Per-frame id maps -> one Segment per id (areas and boxes per frame), in ``categories`` order."""
+    t = len(id_maps)
+    out = []
+    for sid, cat in categories.items():
+        areas, boxes, rles = [], [], []
+        for ids in id_maps:
+            m = ids == sid
+            a = int(m.sum())
+            areas.append(a)
+            boxes.append([float(v) for v in mask_bbox(m)] if a else [0.0, 0.0, 0.0, 0.0])
+            if with_rles:
+                rles.append(rle_encode(m)["counts"] if a else "")
+        out.append(Segment(id=int(sid), category_id=int(cat), iscrowd=bool(crowd.get(sid, False)), areas=areas,
+                           bboxes=boxes, rles=rles if with_rles else []))
+    assert all(len(s.areas) == t for s in out)
+    return out
