@@ -153,6 +153,14 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- pipelines
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from pipelines.preprocess import main as preprocess_main
+
+    return preprocess_main(args.rest)
+
+
 # ----------------------------------------------------------------------------- demo
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -243,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--width", type=int, default=1200)
     info.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     info.set_defaults(func=cmd_model_info)
+
+    pre = sub.add_parser(
+        "preprocess", add_help=False, prefix_chars="\0",
+        help="Ray Data job: a catalog dataset -> Parquet shards + manifest (same flags as pipelines/preprocess.py)",
+        description="Same as `python pipelines/preprocess.py`; see `omg preprocess --help`.")
+    pre.add_argument("rest", nargs=argparse.REMAINDER)
+    pre.set_defaults(func=cmd_preprocess)
 
     demo = sub.add_parser(
         "demo", help="run the platform end to end on omg-shapes",

@@ -1,0 +1,256 @@
+"""Preprocess a catalog dataset into Parquet shards with Ray Data.
+
+    python pipelines/preprocess.py --dataset omg-shapes --out runs/shards
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+        python pipelines/preprocess.py --dataset coco-panoptic --split val --root s3://bucket/coco --out s3://bucket/shards
+
+For each split, the format reader lists the records on the driver; a Ray Data job loads
+them in parallel (one task per shard of ``--shard-size`` records), validates them, and
+writes ``<out>/<dataset>/<split>/``:
+
+- ``shards/part-NNNNN.parquet``: encoded bytes (JPEG/PNG frames, PNG/RLE masks), never tensors;
+- ``shards/part-NNNNN.json``: a receipt (rows, sha256) written after its shard;
+- ``quarantine/part-NNNNN.parquet``: records that failed, with the reason (file, record, field);
+- ``manifest.json``: written last and atomically (shard paths, row counts, sha256s, the schema
+  and code versions, the digest of the source listing, the dataset's classes).
+
+Idempotent (the same input gives byte-identical shards and manifest) and resumable (a rerun
+after an interruption builds only the shards without a receipt). ``--fail-on-bad`` makes
+a bad record fatal instead of quarantining it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import omg
+from omg.data import io as uio
+from omg.data.catalog import DatasetEntry, get_entry, load_catalog
+from omg.data.formats import get_reader
+from omg.data.records import ARROW_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION, BadRecord, json_digest
+from omg.env import apply_env_defaults
+from omg.utils.progress import Progress
+
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["dataset", "split", "modality",
+                                                                              "mask_kind"], write_statistics=False)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **PARQUET_OPTIONS)
+    return buf.getvalue()
+
+
+def split_dir(out: str, dataset: str, split: str) -> str:
+    return uio.join(out, dataset, split)
+
+
+# ----------------------------------------------------------------------------- the Ray Data task
+
+def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, out_dir: str,
+                fail_on_bad: bool) -> dict:
+    """Load one shard's records, write its Parquet file, quarantine table and receipt; return the receipt."""
+    reader = get_reader(entry, split, root)
+    items = json.loads(spec["items_json"])
+    rows, bad = [], []
+    for item in items:
+        try:
+            rows.append(reader.load(item).to_row())
+        except BadRecord as err:
+            if fail_on_bad:
+                raise
+            bad.append({"dataset": entry.name, "split": split, "key": str(item.get("key")), "source": err.source,
+                        "field": err.field, "reason": str(err)})
+    name = f"part-{spec['index']:05d}"
+    data = parquet_bytes(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
+    uio.write_bytes(uio.join(out_dir, "shards", f"{name}.parquet"), data)
+    receipt = {"index": spec["index"], "path": f"shards/{name}.parquet", "rows": len(rows), "bytes": len(data),
+               "sha256": hashlib.sha256(data).hexdigest(), "quarantined": len(bad), "plan": spec["plan"]}
+    if bad:
+        receipt["quarantine_path"] = f"quarantine/{name}.parquet"
+        uio.write_bytes(uio.join(out_dir, receipt["quarantine_path"]),
+                        parquet_bytes(pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA)))
+    uio.write_json(uio.join(out_dir, "shards", f"{name}.json"), receipt)
+    return receipt
+
+
+def _row_task(row: dict, **kwargs) -> dict:
+    return {"receipt": json.dumps(build_shard(row, **kwargs))}
+
+
+# ----------------------------------------------------------------------------- the driver
+
+def plan_shards(items: list[dict], shard_size: int, plan_key: str) -> list[dict]:
+    return [{"index": i, "items_json": json.dumps(items[s:s + shard_size], sort_keys=True), "plan": plan_key}
+            for i, s in enumerate(range(0, len(items), shard_size))]
+
+
+def read_receipt(out_dir: str, index: int, plan_key: str) -> dict | None:
+    uri = uio.join(out_dir, "shards", f"part-{index:05d}.json")
+    if not uio.exists(uri):
+        return None
+    receipt = uio.read_json(uri)
+    return receipt if receipt.get("plan") == plan_key else None
+
+
+def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None = None, shard_size: int = 256,
+                     fail_on_bad: bool = False, concurrency: int | None = None, progress: bool = True,
+                     limit: int | None = None, log=print) -> dict:
+    """Shard one split; return its manifest. Requires ``ray.init()`` to have been called."""
+    import ray
+
+    out_dir = split_dir(out, entry.name, split)
+    reader = get_reader(entry, split, root)
+    t0 = time.monotonic()
+    items = reader.items()
+    if limit is not None:
+        items = items[:limit]
+    listing = json_digest(items)
+    code_version = omg.__version__
+    plan_key = json_digest({"listing": listing, "shard_size": shard_size, "schema": SCHEMA_VERSION,
+                            "code": code_version, "entry": dataclasses.asdict(dataclasses.replace(entry, source="")),
+                            "fail_on_bad": fail_on_bad})
+    manifest_uri = uio.join(out_dir, "manifest.json")
+    if uio.exists(manifest_uri):
+        old = uio.read_json(manifest_uri)
+        if old.get("plan") == plan_key:
+            log(f"[preprocess {entry.name}/{split}] up to date: {old['rows']} rows in {len(old['shards'])} shards "
+                f"({old['quarantined']} quarantined) at {out_dir}")
+            return old
+    specs = plan_shards(items, shard_size, plan_key)
+    receipts = {s["index"]: read_receipt(out_dir, s["index"], plan_key) for s in specs}
+    todo = [s for s in specs if receipts[s["index"]] is None]
+    log(f"[preprocess {entry.name}/{split}] {len(items)} records -> {len(specs)} shards of <= {shard_size} "
+        f"({len(specs) - len(todo)} already done) at {out_dir}")
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ds = ds.map(_row_task, fn_kwargs=dict(entry=entry, split=split, root=root, out_dir=out_dir,
+                                              fail_on_bad=fail_on_bad),
+                    num_cpus=1, concurrency=concurrency)
+        done_rows = quarantined = 0
+        with Progress(f"preprocess {entry.name}/{split}", total=len(todo), unit="shard", enabled=progress) as prog:
+            for row in ds.iter_rows():
+                r = json.loads(row["receipt"])
+                receipts[r["index"]] = r
+                done_rows += r["rows"]
+                quarantined += r["quarantined"]
+                prog.update(extra=f"{done_rows} rows, {quarantined} quarantined")
+    ordered = [receipts[s["index"]] for s in specs]
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "code_version": code_version,
+        "dataset": entry.name,
+        "split": split,
+        "format": entry.format,
+        "modality": entry.modality,
+        "source_root": entry.resolve_root(root),
+        "listing_digest": listing,
+        "plan": plan_key,
+        "num_source_records": len(items),
+        "rows": sum(r["rows"] for r in ordered),
+        "quarantined": sum(r["quarantined"] for r in ordered),
+        "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]} for r in ordered],
+        "quarantine": [r["quarantine_path"] for r in ordered if r.get("quarantine_path")],
+        "class_agnostic": entry.class_agnostic,
+        "classes": [dataclasses.asdict(c) for c in entry.classes],
+    }
+    uio.write_json(manifest_uri, manifest)
+    log(f"[preprocess {entry.name}/{split}] {manifest['rows']} rows, {manifest['quarantined']} quarantined, "
+        f"{len(specs)} shards [{time.monotonic() - t0:.1f}s]")
+    if manifest["quarantined"]:
+        for q in manifest["quarantine"][:3]:
+            table = pq.read_table(io.BytesIO(uio.read_bytes(uio.join(out_dir, q))))
+            for reason in table.column("reason").to_pylist()[:3]:
+                log(f"  quarantined: {reason}")
+    return manifest
+
+
+def read_quarantine(manifest: dict, out_dir: str) -> list[dict]:
+    rows = []
+    for q in manifest["quarantine"]:
+        rows += pq.read_table(io.BytesIO(uio.read_bytes(uio.join(out_dir, q)))).to_pylist()
+    return rows
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
+    local Ray with a capped object store."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
+                 log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="preprocess",
+        description="Turn a catalog dataset (official format, any fsspec URI) into Parquet shards + manifest with Ray "
+                    "Data: OUT/<dataset>/<split>/{shards,quarantine,manifest.json}. Idempotent and resumable.")
+    p.add_argument("--dataset", required=True, help="catalog entry (omg catalog list)")
+    p.add_argument("--split", action="append", help="split to process (repeatable; default: every split)")
+    p.add_argument("--root", help="dataset root URI (overrides the catalog's root and $OMG_ROOT_<NAME>)")
+    p.add_argument("--out", default=os.path.join("runs", "shards"), help="output URI (default runs/shards)")
+    p.add_argument("--shard-size", type=int, default=256, help="records per shard (default 256)")
+    p.add_argument("--fail-on-bad", action="store_true", help="a bad record aborts the job instead of being quarantined")
+    p.add_argument("--num-workers", type=int, help="concurrent shard tasks (default: as Ray resources allow)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
+    p.add_argument("--smoke-test", action="store_true", help="only the first 2 shards' worth of records per split")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_env_defaults()
+    args = build_parser().parse_args(argv)
+    if args.shard_size < 1:
+        print("preprocess: error: --shard-size must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        entry = get_entry(args.dataset, load_catalog())
+    except KeyError as err:
+        print(f"preprocess: error: {err.args[0]}", file=sys.stderr)
+        return 2
+    splits = args.split or list(entry.splits)
+    unknown = [s for s in splits if s not in entry.splits]
+    if unknown:
+        print(f"preprocess: error: {entry.name} has no split {unknown[0]!r} (splits: {', '.join(entry.splits)})",
+              file=sys.stderr)
+        return 2
+    init_ray(args.num_cpus)
+    limit = 2 * args.shard_size if args.smoke_test else None
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        for split in splits:
+            m = preprocess_split(entry, split, args.out, args.root, args.shard_size, args.fail_on_bad,
+                                 args.num_workers, progress=not args.quiet, limit=limit, log=log)
+            print(json.dumps({"dataset": entry.name, "split": split, "rows": m["rows"], "quarantined": m["quarantined"],
+                              "shards": len(m["shards"]),
+                              "manifest": uio.join(split_dir(args.out, entry.name, split), "manifest.json")}))
+    except Exception as err:  # Ray wraps worker errors; say what failed and stop
+        cause = err
+        while getattr(cause, "__cause__", None) is not None:
+            cause = cause.__cause__
+        print(f"preprocess: error: {type(cause).__name__}: {cause}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
