@@ -1,0 +1,201 @@
+"""Training ingest: shards of several datasets -> augmented, collated training batches.
+
+- :func:`build_label_space` merges the datasets' classes (``omg.data.labels``);
+- :func:`omg.data.sampling.epoch_plan` balances them with repeat factors;
+- :class:`BatchBuilder` turns one plan item (a batch from one dataset) into numpy arrays:
+  decode, clip sampling, augmentation, targets in the merged label space, prompts for
+  interactive (class-agnostic) datasets. It is a callable for Ray Data's ``map_batches``
+  (the Ray Train path, built in ``pipelines/``) and the body of :class:`PlanDataset`, a
+  plain ``torch.utils.data.Dataset`` (notebooks, tests, single-process training);
+- :func:`to_model_inputs` turns a built batch into model inputs (tensors, targets, prompts).
+
+Everything is deterministic for a given seed: each sample's augmentation draws from its own
+generator seeded by the plan.
+
+A built batch (numpy, B samples of one dataset):
+``images`` B x T x H x W x 3 uint8; ``kind`` "object" | "location"; ``dataset``;
+``labels`` (sum M) int64 and ``masks`` (sum M) x T x H x W bool with ``counts`` B (M per sample);
+``boxes`` B x P x 4 float32 (XYXY; a point is a zero-size box), ``is_point`` B x P bool,
+``image_sizes`` B x 2 int (valid height, width before padding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from omg.data.decode import decode_frames, decode_masks
+from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spaces
+from omg.data.sampling import PlanItem, epoch_plan, worker_plan
+from omg.data.shards import ShardReader, read_manifest
+from omg.data.transforms import Augment, augment, clip_indices, sample_prompts
+from omg.losses.criterion import Target
+from omg.modeling.prompts import POINT_BOX_RADIUS, Prompts, points_to_boxes
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one preprocessed dataset is sampled (defaults from its catalog ``sampling``)."""
+
+    name: str
+    manifest: str
+    repeat_factor: float = 1.0
+    mode: str = "image"  # image | pseudo_video | clip
+    resize_range: tuple[float, float] = (0.8, 2.0)
+    clip_length: int = 2
+    clip_interval: int = 2
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    crop_size: tuple[int, int] = (736, 1280)
+    batch_size: int = 1
+    num_prompts: int = 20
+    box_prompt_prob: float = 0.0
+    #: COCO-SAM drops masks smaller than this (pixels, after augmentation)
+    min_prompt_area: int = 32
+    seed: int = 0
+    datasets: tuple[DatasetSpec, ...] = field(default_factory=tuple)
+
+
+def build_label_space(manifests: dict[str, dict]) -> LabelSpace:
+    return merge_label_spaces([DatasetClasses.from_manifest(m) for m in manifests.values()])
+
+
+class BatchBuilder:
+    def __init__(self, config: IngestConfig, label_space: LabelSpace | None = None):
+        self.config = config
+        self.specs = {d.name: d for d in config.datasets}
+        self.manifests = {d.name: read_manifest(d.manifest) for d in config.datasets}
+        for d in config.datasets:
+            if self.manifests[d.name]["dataset"] != d.name:
+                raise ValueError(f"{d.manifest}: manifest is for {self.manifests[d.name]['dataset']!r}, "
+                                 f"configured as {d.name!r}")
+        self.label_space = label_space or build_label_space(self.manifests)
+        self._readers: dict[str, ShardReader] = {}
+
+    def reader(self, name: str) -> ShardReader:
+        if name not in self._readers:
+            self._readers[name] = ShardReader(self.manifests[name])
+        return self._readers[name]
+
+    def sizes(self) -> dict[str, int]:
+        return {name: int(m["rows"]) for name, m in self.manifests.items()}
+
+    def plan(self, epoch: int, rank: int = 0, world: int = 1) -> list[PlanItem]:
+        repeat = {d.name: d.repeat_factor for d in self.config.datasets}
+        full = epoch_plan(self.sizes(), repeat, self.config.batch_size, self.config.seed, epoch)
+        return worker_plan(full, rank, world)
+
+    def kind(self, name: str) -> str:
+        return "location" if self.manifests[name]["class_agnostic"] else "object"
+
+    # ------------------------------------------------------------------ one sample
+    def example(self, name: str, index: int, seed: int) -> dict:
+        spec = self.specs[name]
+        rng = np.random.default_rng(seed)
+        sample = self.reader(name)[index]
+        if spec.mode == "clip" and sample.num_frames > 1:
+            idx = clip_indices(sample.num_frames, spec.clip_length, spec.clip_interval, rng)
+        elif spec.mode == "pseudo_video":
+            idx = [0, 0]
+        else:
+            idx = [0]
+        frames = decode_frames(sample, idx)
+        kind = self.kind(name)
+        segs = [k for k, s in enumerate(sample.segments) if not s.iscrowd]
+        masks = decode_masks(sample, idx)[segs]
+        aug = Augment(self.config.crop_size, tuple(spec.resize_range),
+                      independent_crops=spec.mode == "pseudo_video")
+        if kind == "location":
+            for _attempt in range(5):
+                f, m, valid = augment(frames, masks, aug, rng)
+                keep = m[:, 0].sum((1, 2)) >= self.config.min_prompt_area
+                if keep.any():
+                    break
+            else:  # no usable segment in 5 crops: take the image unscaled
+                f, m, valid = augment(frames, masks, Augment(self.config.crop_size, (1e-6, 1e-6), 0.0), rng)
+                keep = m[:, 0].sum((1, 2)) > 0
+                if not keep.any():
+                    raise ValueError(f"{name} row {index}: no segment to prompt")
+            m = m[keep]
+            boxes, is_point, order = sample_prompts(m[:, 0], self.config.num_prompts, rng, self.config.box_prompt_prob)
+            return {"images": f, "masks": m[order], "labels": np.full(len(order), IGNORE, dtype=np.int64),
+                    "boxes": boxes, "is_point": is_point, "image_size": np.array(valid)}
+        f, m, valid = augment(frames, masks, aug, rng)
+        labels = np.array([self.label_space.map(name, sample.segments[k].category_id) for k in segs], dtype=np.int64)
+        keep = m.reshape(len(m), -1).any(1) if len(m) else np.zeros(0, bool)
+        return {"images": f, "masks": m[keep], "labels": labels[keep], "image_size": np.array(valid)}
+
+    # ------------------------------------------------------------------ one batch
+    def build(self, item: PlanItem | dict) -> dict:
+        if isinstance(item, dict):
+            item = PlanItem(item["dataset"], tuple(item["indices"]), tuple(item["seeds"]))
+        exs = [self.example(item.dataset, i, s) for i, s in zip(item.indices, item.seeds)]
+        kind = self.kind(item.dataset)
+        out = {
+            "dataset": item.dataset,
+            "kind": kind,
+            "indices": np.array(item.indices, dtype=np.int64),
+            "seeds": np.array(item.seeds, dtype=np.int64),
+            "images": np.stack([e["images"] for e in exs]),
+            "labels": np.concatenate([e["labels"] for e in exs]),
+            "masks": np.concatenate([e["masks"] for e in exs]),
+            "counts": np.array([len(e["labels"]) for e in exs], dtype=np.int64),
+            "image_sizes": np.stack([e["image_size"] for e in exs]).astype(np.int64),
+        }
+        if kind == "location":
+            out["boxes"] = np.stack([e["boxes"] for e in exs])
+            out["is_point"] = np.stack([e["is_point"] for e in exs])
+        else:  # same columns for every batch (Arrow needs them): no prompts
+            out["boxes"] = np.zeros((len(exs), 0, 4), dtype=np.float32)
+            out["is_point"] = np.zeros((len(exs), 0), dtype=bool)
+        return out
+
+    def __call__(self, batch: dict) -> dict:
+        """Ray Data ``map_batches`` entry: rows of plan items -> rows of built batches (one per item)."""
+        built = [self.build({"dataset": d, "indices": list(i), "seeds": list(s)})
+                 for d, i, s in zip(batch["dataset"], batch["indices"], batch["seeds"])]
+        return {k: [b[k] for b in built] for k in built[0]}
+
+
+class PlanDataset(torch.utils.data.Dataset):
+    """A worker's share of an epoch as a map-style dataset of built batches (use ``batch_size=None``)."""
+
+    def __init__(self, builder: BatchBuilder, epoch: int = 0, rank: int = 0, world: int = 1):
+        self.builder = builder
+        self.items = builder.plan(epoch, rank, world)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.builder.build(self.items[i])
+
+
+def to_model_inputs(batch: dict, device: str | torch.device = "cpu"
+                    ) -> tuple[torch.Tensor, list[Target], Prompts | None]:
+    """A built batch -> (images B x T x 3 x H x W float 0..255, targets, prompts or None)."""
+    images = torch.from_numpy(np.array(batch["images"])).to(device).permute(0, 1, 4, 2, 3).float()
+    counts = np.asarray(batch["counts"]).tolist()
+    labels = torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)
+    masks = torch.from_numpy(np.array(batch["masks"], dtype=bool))
+    targets, start = [], 0
+    for c in counts:
+        targets.append(Target(labels[start:start + c].to(device), masks[start:start + c].to(device)))
+        start += c
+    prompts = None
+    if batch["kind"] == "location":
+        boxes = torch.as_tensor(np.asarray(batch["boxes"]), dtype=torch.float32)
+        is_point = torch.as_tensor(np.asarray(batch["is_point"]), dtype=torch.bool)
+        sizes = torch.as_tensor(np.asarray(batch["image_sizes"]), dtype=torch.long)
+        out = boxes.clone()
+        for b in range(boxes.shape[0]):
+            h, w = sizes[b].tolist()
+            pts = boxes[b, is_point[b], :2]
+            if len(pts):
+                out[b, is_point[b]] = points_to_boxes(pts, POINT_BOX_RADIUS, h, w)
+        prompts = Prompts(out, torch.ones_like(is_point), sizes, is_point).to(device)
+    return images, targets, prompts
