@@ -91,6 +91,15 @@ def test_augment_shares_resize_and_flip_across_frames():
     assert not f[:, valid[0]:].any() and not f[:, :, valid[1]:].any(), "padding is zero"
 
 
+def test_id_maps_pad_with_the_ignore_value():
+    from omg.data.transforms import AugmentParams, apply
+
+    p = AugmentParams(size=(4, 4), flip=False, offsets=((0, 0),), valid=(4, 4))
+    ids = np.zeros((1, 1, 4, 4), np.int64)  # class 0 everywhere (a semantic map)
+    _, m = apply(p, (6, 6), np.zeros((1, 4, 4, 3), np.uint8), ids, fill=255)
+    assert (m[0, 0, :4, :4] == 0).all() and (m[0, 0, 4:] == 255).all() and (m[0, 0, :, 4:] == 255).all()
+
+
 def test_pseudo_video_crops_are_independent():
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     frames[1] = frames[0]

@@ -12,10 +12,40 @@ from omg.data.masks import rgb2id, rle_decode
 from omg.data.records import Sample
 
 
-def decode_frames(sample: Sample, indices: Sequence[int] | None = None) -> np.ndarray:
-    """-> T x H x W x 3 uint8 RGB for the chosen frames (all by default)."""
+def decode_frames(sample: Sample, indices: Sequence[int] | None = None,
+                  min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """-> T x h x w x 3 uint8 RGB for the chosen frames (all by default).
+
+    ``min_size`` (h, w) lets a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) that is
+    still at least that large: much less work when training shrinks the image anyway.
+    """
     idx = range(sample.num_frames) if indices is None else indices
-    return np.stack([np.array(Image.open(io.BytesIO(sample.frames[t])).convert("RGB")) for t in idx])
+    out = []
+    for t in idx:
+        img = Image.open(io.BytesIO(sample.frames[t]))
+        if min_size is not None and img.format == "JPEG":
+            img.draft("RGB", (max(1, min_size[1]), max(1, min_size[0])))
+        out.append(np.array(img.convert("RGB")))
+    return np.stack(out)
+
+
+def decode_id_maps(sample: Sample, indices: Sequence[int] | None = None) -> np.ndarray | None:
+    """-> 1 x T x H x W int64 segment-id maps (panoptic, semantic and index masks); None for RLE masks.
+
+    A segment's mask is ``maps == segment.id`` (for panoptic maps 0 is VOID; semantic maps
+    use 255 for ignore). Augmenting one id map instead of S boolean masks is S times cheaper.
+    """
+    if sample.mask_kind == "rle":
+        return None
+    idx = range(sample.num_frames) if indices is None else indices
+    frames = []
+    for t in idx:
+        img = Image.open(io.BytesIO(sample.masks[t]))
+        if sample.mask_kind == "panoptic":
+            frames.append(rgb2id(np.array(img.convert("RGB"))))
+        else:
+            frames.append(np.array(img).astype(np.int64))
+    return np.stack(frames)[None]
 
 
 def decode_masks(sample: Sample, indices: Sequence[int] | None = None) -> np.ndarray:

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from omg.data.decode import decode_frames, decode_masks
+from omg.data.decode import decode_frames, decode_id_maps, decode_masks
 from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spaces
 from omg.data.sampling import PlanItem, epoch_plan, worker_plan
 from omg.data.shards import ShardReader, read_manifest
-from omg.data.transforms import Augment, augment, clip_indices, sample_prompts
+from omg.data.transforms import Augment, apply, clip_indices, draw, sample_prompts
 from omg.losses.criterion import Target
 from omg.modeling.prompts import POINT_BOX_RADIUS, Prompts, points_to_boxes
 
@@ -103,31 +103,45 @@ class BatchBuilder:
             idx = [0, 0]
         else:
             idx = [0]
-        frames = decode_frames(sample, idx)
         kind = self.kind(name)
         segs = [k for k, s in enumerate(sample.segments) if not s.iscrowd]
-        masks = decode_masks(sample, idx)[segs]
         aug = Augment(self.config.crop_size, tuple(spec.resize_range),
                       independent_crops=spec.mode == "pseudo_video")
         if kind == "location":
-            for _attempt in range(5):
-                f, m, valid = augment(frames, masks, aug, rng)
-                keep = m[:, 0].sum((1, 2)) >= self.config.min_prompt_area
-                if keep.any():
-                    break
-            else:  # no usable segment in 5 crops: take the image unscaled
-                f, m, valid = augment(frames, masks, Augment(self.config.crop_size, (1e-6, 1e-6), 0.0), rng)
-                keep = m[:, 0].sum((1, 2)) > 0
-                if not keep.any():
-                    raise ValueError(f"{name} row {index}: no segment to prompt")
-            m = m[keep]
-            boxes, is_point, order = sample_prompts(m[:, 0], self.config.num_prompts, rng, self.config.box_prompt_prob)
-            return {"images": f, "masks": m[order], "labels": np.full(len(order), IGNORE, dtype=np.int64),
-                    "boxes": boxes, "is_point": is_point, "image_size": np.array(valid)}
-        f, m, valid = augment(frames, masks, aug, rng)
+            return self._location_example(name, index, sample, idx, segs, aug, rng)
+        p = draw(aug, (sample.height, sample.width), len(idx), rng)
+        frames, masks = self._augmented(sample, idx, segs, p, aug)
         labels = np.array([self.label_space.map(name, sample.segments[k].category_id) for k in segs], dtype=np.int64)
-        keep = m.reshape(len(m), -1).any(1) if len(m) else np.zeros(0, bool)
-        return {"images": f, "masks": m[keep], "labels": labels[keep], "image_size": np.array(valid)}
+        keep = masks.reshape(len(masks), -1).any(1) if len(masks) else np.zeros(0, bool)
+        return {"images": frames, "masks": masks[keep], "labels": labels[keep], "image_size": np.array(p.valid)}
+
+    def _augmented(self, sample, idx, segs, p, aug) -> tuple[np.ndarray, np.ndarray]:
+        """Decode at the scale the augmentation needs, then resize/flip/crop frames and masks together."""
+        frames = decode_frames(sample, idx, min_size=p.size)
+        ids = decode_id_maps(sample, idx)
+        if ids is not None:  # one id map through the augmentation, then a mask per segment
+            f, m = apply(p, aug.crop, frames, ids, fill=255 if sample.mask_kind == "semantic" else 0)
+            seg_ids = np.array([sample.segments[k].id for k in segs], dtype=np.int64)
+            return f, m[0][None] == seg_ids[:, None, None, None]
+        return apply(p, aug.crop, frames, decode_masks(sample, idx)[segs])
+
+    def _location_example(self, name, index, sample, idx, segs, aug, rng) -> dict:
+        for _attempt in range(5):
+            p = draw(aug, (sample.height, sample.width), len(idx), rng)
+            f, m = self._augmented(sample, idx, segs, p, aug)
+            keep = m[:, 0].sum((1, 2)) >= self.config.min_prompt_area
+            if keep.any():
+                break
+        else:  # no usable segment in 5 crops: take the image at scale 1 of the crop, unflipped
+            p = draw(Augment(self.config.crop_size, (1.0, 1.0), 0.0), (sample.height, sample.width), len(idx), rng)
+            f, m = self._augmented(sample, idx, segs, p, aug)
+            keep = m[:, 0].sum((1, 2)) > 0
+            if not keep.any():
+                raise ValueError(f"{name} row {index}: no segment to prompt")
+        m = m[keep]
+        boxes, is_point, order = sample_prompts(m[:, 0], self.config.num_prompts, rng, self.config.box_prompt_prob)
+        return {"images": f, "masks": m[order], "labels": np.full(len(order), IGNORE, dtype=np.int64),
+                "boxes": boxes, "is_point": is_point, "image_size": np.array(p.valid)}
 
     # ------------------------------------------------------------------ one batch
     def build(self, item: PlanItem | dict) -> dict:
@@ -178,19 +192,22 @@ class PlanDataset(torch.utils.data.Dataset):
 def to_model_inputs(batch: dict, device: str | torch.device = "cpu"
                     ) -> tuple[torch.Tensor, list[Target], Prompts | None]:
     """A built batch -> (images B x T x 3 x H x W float 0..255, targets, prompts or None)."""
-    images = torch.from_numpy(np.array(batch["images"])).to(device).permute(0, 1, 4, 2, 3).float()
+    def tensor(x, dtype) -> torch.Tensor:  # a copy: Ray hands out read-only arrays
+        return torch.from_numpy(np.array(x, dtype=dtype))
+
+    images = tensor(batch["images"], np.uint8).to(device).permute(0, 1, 4, 2, 3).float()
     counts = np.asarray(batch["counts"]).tolist()
-    labels = torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)
-    masks = torch.from_numpy(np.array(batch["masks"], dtype=bool))
+    labels = tensor(batch["labels"], np.int64)
+    masks = tensor(batch["masks"], bool)
     targets, start = [], 0
     for c in counts:
         targets.append(Target(labels[start:start + c].to(device), masks[start:start + c].to(device)))
         start += c
     prompts = None
     if batch["kind"] == "location":
-        boxes = torch.as_tensor(np.asarray(batch["boxes"]), dtype=torch.float32)
-        is_point = torch.as_tensor(np.asarray(batch["is_point"]), dtype=torch.bool)
-        sizes = torch.as_tensor(np.asarray(batch["image_sizes"]), dtype=torch.long)
+        boxes = tensor(batch["boxes"], np.float32)
+        is_point = tensor(batch["is_point"], bool)
+        sizes = tensor(batch["image_sizes"], np.int64)
         out = boxes.clone()
         for b in range(boxes.shape[0]):
             h, w = sizes[b].tolist()

@@ -24,50 +24,79 @@ class Augment:
     independent_crops: bool = False
 
 
-def resize(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear (Pillow, antialiased when shrinking) for frames, nearest for masks.
-
-    Pillow's integer arithmetic gives the same bytes in every process, whatever its thread
-    settings, so a training batch is reproducible wherever it is built.
-    """
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear (Pillow, antialiased when shrinking): the same bytes in every process, whatever its threads."""
     h, w = size
     if frames.shape[1:3] == (h, w):
-        return frames, masks
-    frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in frames])
-    src_h, src_w = masks.shape[2:] if masks.ndim == 4 else (0, 0)
-    if masks.size:
-        rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
-        cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
-        masks = masks[:, :, rows][:, :, :, cols]
-    else:
-        masks = np.zeros((masks.shape[0], frames.shape[0], h, w), dtype=bool)
-    return frames, masks
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in frames])
+
+
+def resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of the last two axes (masks or id maps, any dtype)."""
+    h, w = size
+    src_h, src_w = maps.shape[-2:]
+    if (src_h, src_w) == (h, w):
+        return maps
+    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
+    return maps[..., rows, :][..., cols]
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One draw of the augmentation for a sample of T frames of size (H, W)."""
+
+    size: tuple[int, int]  # resized (h, w)
+    flip: bool
+    offsets: tuple[tuple[int, int], ...]  # crop (y0, x0) per frame
+    valid: tuple[int, int]  # content size inside the crop
+
+
+def draw(aug: Augment, src_size: tuple[int, int], num_frames: int, rng: np.random.Generator) -> AugmentParams:
+    ch, cw = aug.crop
+    h, w = src_size
+    s = rng.uniform(*aug.resize_range)
+    factor = min(s * ch / h, s * cw / w)
+    nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
+    flip = bool(rng.random() < aug.flip_prob)
+    vh, vw = min(nh, ch), min(nw, cw)
+    offsets = []
+    for k in range(num_frames):
+        if k == 0 or aug.independent_crops:
+            y0 = int(rng.integers(0, nh - vh + 1))
+            x0 = int(rng.integers(0, nw - vw + 1))
+        offsets.append((y0, x0))
+    return AugmentParams((nh, nw), flip, tuple(offsets), (vh, vw))
+
+
+def apply(p: AugmentParams, crop: tuple[int, int], frames: np.ndarray, maps: np.ndarray,
+          fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """frames T x h x w x 3 (any decoded size) and maps K x T x h' x w' (masks or id maps, any size)
+    -> T x cH x cW x 3 (zero-padded) and K x T x cH x cW (padded with ``fill``: 0 / False, or 255
+    for semantic label maps, where 0 is a class)."""
+    frames = resize_frames(frames, p.size)
+    maps = resize_nearest(maps, p.size)
+    if p.flip:
+        frames = frames[:, :, ::-1]
+        maps = maps[..., ::-1]
+    t = frames.shape[0]
+    ch, cw = crop
+    vh, vw = p.valid
+    out_f = np.zeros((t, ch, cw, 3), dtype=np.uint8)
+    out_m = np.full((maps.shape[0], t, ch, cw), fill, dtype=maps.dtype)
+    for k, (y0, x0) in enumerate(p.offsets):
+        out_f[k, :vh, :vw] = frames[k, y0:y0 + vh, x0:x0 + vw]
+        out_m[:, k, :vh, :vw] = maps[:, k, y0:y0 + vh, x0:x0 + vw]
+    return out_f, out_m
 
 
 def augment(frames: np.ndarray, masks: np.ndarray, aug: Augment, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """-> (frames T x cH x cW x 3, masks S x T x cH x cW, (valid h, valid w) of the content before padding)."""
-    ch, cw = aug.crop
-    h, w = frames.shape[1:3]
-    s = rng.uniform(*aug.resize_range)
-    factor = min(s * ch / h, s * cw / w)
-    nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
-    frames, masks = resize(frames, masks, (nh, nw))
-    if rng.random() < aug.flip_prob:
-        frames = frames[:, :, ::-1]
-        masks = masks[..., ::-1]
-    t = frames.shape[0]
-    out_f = np.zeros((t, ch, cw, 3), dtype=np.uint8)
-    out_m = np.zeros((masks.shape[0], t, ch, cw), dtype=bool)
-    vh, vw = min(nh, ch), min(nw, cw)
-    y0 = x0 = 0
-    for k in range(t):
-        if k == 0 or aug.independent_crops:
-            y0 = int(rng.integers(0, nh - vh + 1))
-            x0 = int(rng.integers(0, nw - vw + 1))
-        out_f[k, :vh, :vw] = frames[k, y0:y0 + vh, x0:x0 + vw]
-        out_m[:, k, :vh, :vw] = masks[:, k, y0:y0 + vh, x0:x0 + vw]
-    return out_f, out_m, (vh, vw)
+    """Draw and apply: frames T x H x W x 3, masks (or id maps) K x T x H x W -> cropped, plus the valid size."""
+    p = draw(aug, frames.shape[1:3], frames.shape[0], rng)
+    f, m = apply(p, aug.crop, frames, masks)
+    return f, m, p.valid
 
 
 def clip_indices(num_frames: int, length: int, interval: int, rng: np.random.Generator) -> list[int]:
