@@ -196,6 +196,8 @@ def init_ray(num_cpus: int | None = None) -> None:
                  log_to_driver=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
+    # one heavy operator per job: let it use every CPU instead of reserving half for others
+    ctx.op_resource_reservation_enabled = False
 
 
 def build_parser() -> argparse.ArgumentParser:

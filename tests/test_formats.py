@@ -141,7 +141,8 @@ def test_coco_panoptic_handmade_crowd_and_void(tmp_path):
     pan = _coco_panoptic(tmp_path)
     reader = get_reader(_entry("omg-shapes", tmp_path, {**PAN_SPLIT}), "s")
     (s,) = list(reader)
-    assert s.mask_kind == "panoptic" and s.modality == "image" and (s.height, s.width) == (H, W)
+    assert s.mask_kind == "segment_index" and s.modality == "image" and (s.height, s.width) == (H, W)
+    assert Image.open(io.BytesIO(s.masks[0])).mode == "L", "an 8-bit index PNG"
     got = {g.id: (g.category_id, g.iscrowd, g.areas[0], g.bboxes[0]) for g in s.segments}
     assert got[8] == (2, True, 60, [20.0, 14.0, 10.0, 6.0])
     assert got[7] == (1, False, 48, [4.0, 4.0, 8.0, 6.0])

@@ -46,7 +46,7 @@ def test_every_omg_shapes_split_is_sharded(ray_local, tiny_shapes, tmp_path):
         for split in entry.splits:
             m = preprocess_split(entry, split, str(tmp_path), tiny_shapes, shard_size=4, progress=False, log=lambda _: None)
             assert m["rows"] == m["num_source_records"] and m["quarantined"] == 0
-            assert m["schema_version"] == 1 and len(m["listing_digest"]) == 64
+            assert m["schema_version"] == 2 and len(m["listing_digest"]) == 64
             assert len(m["shards"]) == -(-m["rows"] // 4)
             rows = _rows(tmp_path, name, split)
             assert [r.key for r in rows] == sorted({r.key for r in rows}, key=[r.key for r in rows].index)

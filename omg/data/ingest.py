@@ -117,12 +117,12 @@ class BatchBuilder:
 
     def _augmented(self, sample, idx, segs, p, aug) -> tuple[np.ndarray, np.ndarray]:
         """Decode at the scale the augmentation needs, then resize/flip/crop frames and masks together."""
-        frames = decode_frames(sample, idx, min_size=p.size)
-        ids = decode_id_maps(sample, idx)
-        if ids is not None:  # one id map through the augmentation, then a mask per segment
+        frames = decode_frames(sample, idx, min_size=p.size, as_pil=True)
+        decoded = decode_id_maps(sample, idx)
+        if decoded is not None:  # one id map through the augmentation, then a mask per segment
+            ids, values = decoded
             f, m = apply(p, aug.crop, frames, ids, fill=255 if sample.mask_kind == "semantic" else 0)
-            seg_ids = np.array([sample.segments[k].id for k in segs], dtype=np.int64)
-            return f, m[0][None] == seg_ids[:, None, None, None]
+            return f, m[0][None] == values[segs][:, None, None, None]
         return apply(p, aug.crop, frames, decode_masks(sample, idx)[segs])
 
     def _location_example(self, name, index, sample, idx, segs, aug, rng) -> dict:

@@ -4,6 +4,9 @@ A :class:`Sample` carries encoded bytes only (JPEG/PNG frames, PNG or RLE masks)
 cheap to move through Ray Data and to store in Parquet; decoding happens in the training
 ingest. Masks are lossless and come in one of four kinds:
 
+``segment_index`` one 8-bit (16-bit beyond 255 segments) PNG per frame; value k > 0 is ``segments[k-1]``,
+              0 = VOID. Panoptic data (COCO, Cityscapes, ADE20K, VIPSeg) is stored this way: lossless given
+              ``segments`` (which keep the original ids), a third of an RGB id PNG, and no id decoding
 ``panoptic``  one RGB id PNG per frame (id = R + 256 G + 256^2 B, 0 = VOID); segment ids as in ``segments``
 ``semantic``  one label PNG per frame (uint8 class id, 255 = ignore); a segment per class present, id = class id
 ``index``     one palette PNG per frame (DAVIS: 0 = background, 255 = ignore, k = object k)
@@ -22,10 +25,10 @@ from typing import Literal
 
 import pyarrow as pa
 
-MaskKind = Literal["panoptic", "semantic", "index", "rle"]
+MaskKind = Literal["segment_index", "panoptic", "semantic", "index", "rle"]
 
 #: bump when the Parquet layout changes
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class BadRecord(ValueError):

@@ -24,25 +24,6 @@ class Augment:
     independent_crops: bool = False
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear (Pillow, antialiased when shrinking): the same bytes in every process, whatever its threads."""
-    h, w = size
-    if frames.shape[1:3] == (h, w):
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in frames])
-
-
-def resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of the last two axes (masks or id maps, any dtype)."""
-    h, w = size
-    src_h, src_w = maps.shape[-2:]
-    if (src_h, src_w) == (h, w):
-        return maps
-    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
-    return maps[..., rows, :][..., cols]
-
-
 @dataclass(frozen=True)
 class AugmentParams:
     """One draw of the augmentation for a sample of T frames of size (H, W)."""
@@ -72,29 +53,43 @@ def draw(aug: Augment, src_size: tuple[int, int], num_frames: int, rng: np.rando
 
 def apply(p: AugmentParams, crop: tuple[int, int], frames: np.ndarray, maps: np.ndarray,
           fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """frames T x h x w x 3 (any decoded size) and maps K x T x h' x w' (masks or id maps, any size)
+    """frames T x h x w x 3 (any decoded size; or a list of T RGB ``PIL.Image``) and maps K x T x h' x w'
+    (masks or id maps, any size)
     -> T x cH x cW x 3 (zero-padded) and K x T x cH x cW (padded with ``fill``: 0 / False, or 255
-    for semantic label maps, where 0 is a class)."""
-    frames = resize_frames(frames, p.size)
-    maps = resize_nearest(maps, p.size)
-    if p.flip:
-        frames = frames[:, :, ::-1]
-        maps = maps[..., ::-1]
-    t = frames.shape[0]
+    for semantic label maps, where 0 is a class).
+
+    Equivalent to resizing to ``p.size``, flipping and cropping, but only the crop window is
+    ever computed: the frame's source box is resampled straight to the crop (Pillow, bilinear,
+    antialiased when shrinking) and the maps are sampled at the crop's pixel centres.
+    """
+    pil = [f if isinstance(f, Image.Image) else Image.fromarray(f) for f in frames]
+    t = len(pil)
     ch, cw = crop
     vh, vw = p.valid
+    nh, nw = p.size
+    fw, fh = pil[0].size
+    mh, mw = maps.shape[-2:]
     out_f = np.zeros((t, ch, cw, 3), dtype=np.uint8)
     out_m = np.full((maps.shape[0], t, ch, cw), fill, dtype=maps.dtype)
     for k, (y0, x0) in enumerate(p.offsets):
-        out_f[k, :vh, :vw] = frames[k, y0:y0 + vh, x0:x0 + vw]
-        out_m[:, k, :vh, :vw] = maps[:, k, y0:y0 + vh, x0:x0 + vw]
+        if p.flip:  # the crop of the flipped image is the mirrored crop of the unflipped one
+            x0 = nw - x0 - vw
+        box = (x0 * fw / nw, y0 * fh / nh, (x0 + vw) * fw / nw, (y0 + vh) * fh / nh)
+        f = np.asarray(pil[k].resize((vw, vh), Image.Resampling.BILINEAR, box=box))
+        rows = np.minimum(((y0 + np.arange(vh) + 0.5) * mh / nh).astype(np.int64), mh - 1)
+        cols = np.minimum(((x0 + np.arange(vw) + 0.5) * mw / nw).astype(np.int64), mw - 1)
+        m = maps[:, k][:, rows][:, :, cols]
+        if p.flip:
+            f, m = f[:, ::-1], m[..., ::-1]
+        out_f[k, :vh, :vw] = f
+        out_m[:, k, :vh, :vw] = m
     return out_f, out_m
 
 
 def augment(frames: np.ndarray, masks: np.ndarray, aug: Augment, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Draw and apply: frames T x H x W x 3, masks (or id maps) K x T x H x W -> cropped, plus the valid size."""
-    p = draw(aug, frames.shape[1:3], frames.shape[0], rng)
+    p = draw(aug, frames.shape[1:3], len(frames), rng)
     f, m = apply(p, aug.crop, frames, masks)
     return f, m, p.valid
 

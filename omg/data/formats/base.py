@@ -70,6 +70,24 @@ class Reader:
             raise BadRecord(source, record, field_, f"size {got[1]}x{got[0]} does not match the image's {want[1]}x{want[0]}")
 
 
+def segment_index_pngs(id_maps: list[np.ndarray], segments: list[Segment]) -> list[bytes]:
+    """Per-frame id maps -> PNGs of the ``segment_index`` kind (value k = ``segments[k-1]``, 0 = VOID;
+    ids not among ``segments``, e.g. crowd regions dropped for COCO-SAM, become VOID)."""
+    ids = np.array([s.id for s in segments], dtype=np.int64)
+    order = np.argsort(ids)
+    dtype = np.uint8 if len(segments) < 256 else np.uint16
+    if len(segments) >= 65536:
+        raise ValueError("more than 65535 segments in one record")
+    out = []
+    for m in id_maps:
+        pos = np.searchsorted(ids[order], m)
+        pos = np.minimum(pos, len(ids) - 1) if len(ids) else pos
+        hit = (ids[order][pos] == m) if len(ids) else np.zeros(m.shape, bool)
+        index = np.where(hit, order[pos] + 1, 0).astype(dtype)
+        out.append(uio.encode_png(index))
+    return out
+
+
 def segments_from_id_maps(id_maps: list[np.ndarray], categories: dict[int, int], crowd: dict[int, bool],
                           with_rles: bool = False) -> list[Segment]:
     """Per-frame id maps -> one Segment per id (areas and boxes per frame), in ``categories`` order."""

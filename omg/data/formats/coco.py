@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from omg.data import io as uio
-from omg.data.formats.base import Reader, segments_from_id_maps
+from omg.data.formats.base import Reader, segment_index_pngs, segments_from_id_maps
 from omg.data.masks import mask_bbox, polygons_to_mask, rgb2id, rle_decode, rle_encode
 from omg.data.records import BadRecord, Sample, Segment, digest, json_digest
 
@@ -76,7 +76,8 @@ class CocoPanopticReader(Reader):
         segments = segments_from_id_maps([ids], cats, crowd)
         return Sample(dataset=self.entry.name, split=self.split, key=item["key"], modality="image",
                       height=size[0], width=size[1], frame_names=[item["image"]], frames=[img_bytes],
-                      mask_kind="panoptic", masks=[png_bytes], segments=segments, source=img_uri,
+                      mask_kind="segment_index", masks=segment_index_pngs([ids], segments), segments=segments,
+                      source=img_uri,
                       checksum=digest(img_bytes, png_bytes, json_digest(infos)))
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from omg.data import io as uio
-from omg.data.formats.base import Reader, segments_from_id_maps
-from omg.data.masks import id2rgb, rgb2id
+from omg.data.formats.base import Reader, segment_index_pngs, segments_from_id_maps
+from omg.data.masks import rgb2id
 from omg.data.records import BadRecord, Sample, digest, json_digest
 
 RAW_VOID = (0, 200)
@@ -80,7 +80,6 @@ class VIPSegReader(Reader):
                 values = arr.astype(np.int64)
                 frame_cats = raw_panomask_categories(values)
                 ids = np.where(np.isin(values, RAW_VOID), 0, values)
-                png = uio.encode_png(id2rgb(ids))
             else:
                 if arr.ndim != 3:
                     raise BadRecord(png_uri, rec, "", f"a converted VIPSeg PNG is RGB, got shape {arr.shape}")
@@ -100,13 +99,14 @@ class VIPSegReader(Reader):
                     raise BadRecord(png_uri, f"{rec}, segment {sid}", "category_id",
                                     f"track {sid} changes category ({cats[sid]} -> {cat})")
             frames.append(data)
-            masks.append(png)
+            masks.append(png)  # the source bytes, for the checksum
             id_maps.append(ids)
             names.append(f"{vid}/{fr['image']}")
         if not frames:
             raise BadRecord(self.paths["panoptic_masks"], record, "", "video has no frames")
         segments = segments_from_id_maps(id_maps, dict(sorted(cats.items())), crowd)
         return Sample(dataset=self.entry.name, split=self.split, key=vid, modality="video", height=size[0],
-                      width=size[1], frame_names=names, frames=frames, mask_kind="panoptic", masks=masks,
+                      width=size[1], frame_names=names, frames=frames, mask_kind="segment_index",
+                      masks=segment_index_pngs(id_maps, segments),
                       segments=segments, source=uio.join(self.paths["frames"], vid),
                       checksum=digest(*frames, *masks, json_digest([f.get("segments_info") for f in item["frames"]])))
