@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="preprocess",
         description="Turn a catalog dataset (official format, any fsspec URI) into Parquet shards + manifest with Ray "
                     "Data: OUT/<dataset>/<split>/{shards,quarantine,manifest.json}. Idempotent and resumable.")
-    p.add_argument("--dataset", required=True, help="catalog entry (omg catalog list)")
+    p.add_argument("--dataset", required=True, action="append",
+                   help="catalog entry (omg catalog list); repeat it to process several datasets")
     p.add_argument("--split", action="append", help="split to process (repeatable; default: every split)")
     p.add_argument("--root", help="dataset root URI (overrides the catalog's root and $OMG_ROOT_<NAME>)")
     p.add_argument("--out", default=os.path.join("runs", "shards"), help="output URI (default runs/shards)")
@@ -224,22 +225,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard_size < 1:
         print("preprocess: error: --shard-size must be >= 1", file=sys.stderr)
         return 2
-    try:
-        entry = get_entry(args.dataset, load_catalog())
-    except KeyError as err:
-        print(f"preprocess: error: {err.args[0]}", file=sys.stderr)
-        return 2
-    splits = args.split or list(entry.splits)
-    unknown = [s for s in splits if s not in entry.splits]
-    if unknown:
-        print(f"preprocess: error: {entry.name} has no split {unknown[0]!r} (splits: {', '.join(entry.splits)})",
-              file=sys.stderr)
-        return 2
+    catalog = load_catalog()
+    jobs = []
+    for name in args.dataset:
+        try:
+            entry = get_entry(name, catalog)
+        except KeyError as err:
+            print(f"preprocess: error: {err.args[0]}", file=sys.stderr)
+            return 2
+        splits = args.split or list(entry.splits)
+        unknown = [s for s in splits if s not in entry.splits]
+        if unknown:
+            print(f"preprocess: error: {entry.name} has no split {unknown[0]!r} (splits: {', '.join(entry.splits)})",
+                  file=sys.stderr)
+            return 2
+        jobs += [(entry, split) for split in splits]
     init_ray(args.num_cpus)
     limit = 2 * args.shard_size if args.smoke_test else None
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
-        for split in splits:
+        for entry, split in jobs:
             m = preprocess_split(entry, split, args.out, args.root, args.shard_size, args.fail_on_bad,
                                  args.num_workers, progress=not args.quiet, limit=limit, log=log)
             print(json.dumps({"dataset": entry.name, "split": split, "rows": m["rows"], "quarantined": m["quarantined"],
