@@ -153,6 +153,14 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- inference
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from omg.inference.run import main_predict
+
+    return main_predict(args)
+
+
 # ----------------------------------------------------------------------------- pipelines
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
@@ -251,6 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--width", type=int, default=1200)
     info.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     info.set_defaults(func=cmd_model_info)
+
+    pred = sub.add_parser(
+        "predict", help="run a checkpoint on an image, image folder or video; write official-format results",
+        description="Run any task of a checkpoint on --input (an image, a folder of images, or for video tasks a "
+                    "folder of frames or a video file) and write under --out: COCO panoptic PNG+JSON (panoptic), COCO "
+                    "results JSON (instance), label PNGs (semantic, vss), prompt masks + JSON (interactive), "
+                    "YouTube-VIS results JSON (vis), VIPSeg PNG+JSON (vps), DAVIS PNGs (vos), and coloured overlays "
+                    "(overlays/) to look at.")
+    pred.add_argument("--checkpoint", required=True, help="an OMG-Seg checkpoint (path or fsspec URI)")
+    pred.add_argument("--input", required=True, help="image file, image folder, frames folder or video file")
+    pred.add_argument("--task", required=True,
+                      choices=["panoptic", "instance", "semantic", "interactive", "vis", "vps", "vss", "vos"])
+    pred.add_argument("--out", required=True, help="output folder or URI")
+    pred.add_argument("--vocabulary", action="append",
+                      help="a class (synonyms comma-separated; prefix 'stuff:' for stuff); repeat for each class "
+                           "(default: the checkpoint's training vocabulary)")
+    pred.add_argument("--points", action="append", help="interactive: a point X,Y in image pixels (repeatable)")
+    pred.add_argument("--boxes", action="append", help="interactive: a box X0,Y0,X1,Y1 (repeatable)")
+    pred.add_argument("--label", action="store_true", help="interactive: name each prompted mask (CLIP scores)")
+    pred.add_argument("--first-frame-masks", help="vos: DAVIS-style indexed PNG of the first frame's objects")
+    pred.add_argument("--dataset", help="write the category ids of this catalog dataset (training label space)")
+    pred.add_argument("--video-id", type=int, default=1, help="vis: the video_id written in the results JSON")
+    pred.add_argument("--score-threshold", type=float, default=0.3, help="overlays: hide instances below it")
+    pred.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    pred.add_argument("--no-overlays", action="store_true")
+    pred.set_defaults(func=cmd_predict)
 
     pre = sub.add_parser(
         "preprocess", add_help=False, prefix_chars="\0",

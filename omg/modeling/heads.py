@@ -68,10 +68,12 @@ class TextClassifier(nn.Module):
         return self.cls_proj(self.maskpool_proj(mask_pool(mask_features, mask_logits)) + q)
 
     def forward(self, q: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor,
-                text_embeddings: torch.Tensor) -> torch.Tensor:
-        """-> N x Q x (C + 1) logits; ``text_embeddings`` C x K x E, unit norm (K synonyms)."""
+                text_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (N x Q x (C + 1) logits, N x Q x E unit class embeddings); ``text_embeddings`` C x K x E, unit
+        norm (K synonyms). The embeddings do not depend on the vocabulary: logits for another
+        vocabulary are ``class_logits(embeddings, other_text, scale)``."""
         e = nn.functional.normalize(self.embed(q, mask_logits, mask_features), dim=-1)
-        return class_logits(e, text_embeddings, self.logit_scale.exp())
+        return class_logits(e, text_embeddings, self.logit_scale.exp()), e
 
 
 def class_logits(embeddings: torch.Tensor, text_embeddings: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:

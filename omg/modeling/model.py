@@ -102,6 +102,8 @@ class OMGOutput:
     pred_logits: N x Q x (C + 1) class logits of the last layer (background last, fixed at 0).
     pred_masks: N x Q x T x H/4 x W/4 mask logits of the last layer (T = 1 for images).
     pred_objectness: N x Q x 1 objectness logits of the last layer.
+    class_embed: N x Q x E unit class embeddings of the last layer (logits for any vocabulary:
+    ``omg.modeling.heads.class_logits(class_embed, text, 100)``).
     predictions: every prediction set (before the first layer and after each), last one = the above.
     query_embed: N x Q x D last-layer queries before the post-norm (used for video association).
     location: True when the queries were location queries from prompts.
@@ -110,6 +112,7 @@ class OMGOutput:
     pred_logits: torch.Tensor
     pred_masks: torch.Tensor
     pred_objectness: torch.Tensor
+    class_embed: torch.Tensor
     predictions: list[PredictionSet]
     query_embed: torch.Tensor
     location: bool
@@ -169,7 +172,7 @@ class OMGSeg(nn.Module):
             self_mask = location_self_attn_mask(prompts.valid, self.config.interactive_self_attn)
         preds, raw = self.decoder(q, q_pos, features.memories, features.mask_features, text_embeddings, self_mask)
         last = preds[-1]
-        return OMGOutput(last.logits, last.masks, last.objectness, preds, raw, prompts is not None)
+        return OMGOutput(last.logits, last.masks, last.objectness, last.class_embed, preds, raw, prompts is not None)
 
     def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor, prompts: Prompts | None = None) -> OMGOutput:
         return self.decode(self.extract(images), text_embeddings, prompts)

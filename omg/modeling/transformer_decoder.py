@@ -79,11 +79,14 @@ class PredictionSet:
     logits: N x Q x (C + 1), last column = background (always 0 before softmax).
     masks: N x Q x T x H/4 x W/4 mask logits.
     objectness: N x Q x 1 logits.
+    class_embed: N x Q x E unit class embeddings (vocabulary-independent; ``logits`` are their
+    scaled cosines with the text embeddings), or None.
     """
 
     logits: torch.Tensor
     masks: torch.Tensor
     objectness: torch.Tensor
+    class_embed: torch.Tensor | None = None
 
 
 class MaskDecoder(nn.Module):
@@ -105,8 +108,8 @@ class MaskDecoder(nn.Module):
         """Heads on the post-normed queries. Returns the predictions and the normed queries."""
         qn = self.post_norm(q)
         masks = self.mask_head(qn, mask_features)
-        logits = self.classifier(qn, masks, mask_features, text_embeddings)
-        return PredictionSet(logits, masks, self.objectness(qn)), qn
+        logits, embed = self.classifier(qn, masks, mask_features, text_embeddings)
+        return PredictionSet(logits, masks, self.objectness(qn), embed), qn
 
     def attn_mask(self, masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """N x Q x T x h4 x w4 logits -> N x Q x (T*h*w) bool, True = blocked (shared by the heads).

@@ -1,0 +1,79 @@
+"""Open-vocabulary classification: the frozen CLIP branch and the geometric ensemble (model spec 8.4).
+
+1. CLIP branch: mask-pool the frozen backbone's stride-32 features with each query's binary
+   mask (logit > 0 after resizing the mask to stride 32; over all frames of a video), map the
+   pooled vector through the CLIP image head, and score it against the text embeddings with
+   the same x100 scale and max over synonyms -> ``p_clip`` (softmax over classes).
+2. In-vocabulary branch: the model's class logits without the background -> ``p_in``.
+3. Fusion: seen classes ``log(p_in^(1-alpha) p_clip^alpha)``, unseen ``log(p_in^(1-beta) p_clip^beta)``
+   (alpha = 0.4, beta = 0.8, FC-CLIP's values); a query whose stride-32 mask is empty uses p_in only.
+4. Void: ``p_void`` = the background column of the softmax over the original logits; the final
+   probabilities are ``[softmax(fused) * (1 - p_void), p_void]``, returned as ``log(p + 1e-8)``.
+
+"Seen" is computed against the training vocabulary a checkpoint records: a test class is seen
+if any of its synonyms is a synonym of a training class (not against a vocabulary that
+contains the test set itself, the released code's ADE quirk).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from omg.modeling.heads import class_logits
+from omg.modeling.text import as_vocabulary
+
+ALPHA = 0.4
+BETA = 0.8
+
+
+def seen_classes(vocabulary: Sequence[Sequence[str]], training_vocabulary: Sequence[Sequence[str]]) -> torch.Tensor:
+    """C bool: which classes of ``vocabulary`` share a synonym with the training vocabulary."""
+    train = {s for syns in as_vocabulary(list(training_vocabulary)) for s in syns}
+    return torch.tensor([bool(set(syns) & train) for syns in as_vocabulary(list(vocabulary))], dtype=torch.bool)
+
+
+def clip_pooled(clip_features: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask pooling of the stride-32 CLIP features.
+
+    clip_features N x C5 x T x h x w; mask_logits N x Q x T x H4 x W4 -> (N x Q x C5 pooled, N x Q bool non-empty).
+    """
+    n, q, t = mask_logits.shape[:3]
+    h, w = clip_features.shape[-2:]
+    m = F.interpolate(mask_logits.detach().float().flatten(0, 2)[:, None], size=(h, w), mode="bilinear",
+                      align_corners=False).view(n, q, t * h * w)
+    binary = (m > 0).to(clip_features.dtype)
+    area = binary.sum(-1)
+    feats = clip_features.flatten(2)  # N x C5 x (T h w)
+    pooled = torch.bmm(binary, feats.transpose(1, 2)) / area.clamp(min=1.0)[..., None]
+    return pooled, area > 0
+
+
+def clip_logits(backbone, clip_features: torch.Tensor, mask_logits: torch.Tensor, text_embeddings: torch.Tensor,
+                scale: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (N x Q x C CLIP logits without background, N x Q bool non-empty masks)."""
+    pooled, nonempty = clip_pooled(clip_features, mask_logits)
+    with torch.no_grad():
+        emb = F.normalize(backbone.clip_image_head(pooled).float(), dim=-1)
+    return class_logits(emb, text_embeddings, scale)[..., :-1], nonempty
+
+
+def geometric_ensemble(in_logits: torch.Tensor, clip_logit: torch.Tensor, seen: torch.Tensor,
+                       nonempty: torch.Tensor | None = None, alpha: float = ALPHA, beta: float = BETA) -> torch.Tensor:
+    """in_logits ... x (C + 1) (background last); clip_logit ... x C; seen C bool; nonempty ... bool.
+
+    -> ... x (C + 1) log-probabilities to use as logits in post-processing.
+    """
+    p_full = in_logits.float().softmax(-1)
+    p_void = p_full[..., -1:]
+    p_in = in_logits[..., :-1].float().softmax(-1)
+    p_clip = clip_logit.float().softmax(-1)
+    a = torch.where(seen.to(p_in.device), torch.tensor(alpha), torch.tensor(beta)).to(p_in)
+    a = a.expand_as(p_in)
+    if nonempty is not None:
+        a = a * nonempty[..., None].to(a.dtype)
+    fused = (1 - a) * torch.log(p_in + 1e-8) + a * torch.log(p_clip + 1e-8)
+    probs = torch.cat([fused.softmax(-1) * (1 - p_void), p_void], dim=-1)
+    return torch.log(probs + 1e-8)

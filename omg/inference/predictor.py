@@ -1,0 +1,506 @@
+"""OMGPredictor: one model, every task, features computed once.
+
+    predictor = OMGPredictor.from_checkpoint("runs/demo/model.pt")      # any path or fsspec URI
+    predictor.set_image(image)                                         # H x W x 3 uint8 RGB (or a list)
+    pan = predictor.predict("panoptic")                                # training vocabulary
+    ov = predictor.predict("panoptic", vocabulary=["hexagon, six-sided shape", "stuff:sky"])
+    clicks = predictor.predict("interactive", points=[[40, 52]], boxes=[[10, 10, 60, 60]],
+                               vocabulary=["circle", "square"])        # masks + open-vocabulary labels
+    predictor.set_video(frames)                                        # T x H x W x 3 uint8 (or a list)
+    tracks = predictor.predict("vis")                                  # also "vps", "vss", "vos"
+
+``set_image`` runs the backbone and pixel decoder once; every ``predict`` after it reuses
+them. The object queries' masks and class embeddings do not depend on the vocabulary, so a
+new vocabulary costs one text embedding (cached) and a matrix product; prompts cost one
+decoder pass. ``set_video`` keeps the frames; the first video ``predict`` decodes clip by
+clip (features for one clip at a time) and caches what every video task needs.
+
+Deviation (documented): post-processing runs at the resized input resolution and the final
+id maps / masks are resized to the original image size (nearest), instead of resizing every
+query's mask logits to the original size first; results are identical when the image is not
+resized (e.g. omg-shapes) and far cheaper on large images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from omg.data.masks import mask_bbox
+from omg.inference import open_vocab as ov
+from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
+from omg.inference.results import (
+    InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult, VideoInstanceResult,
+    VideoPanopticResult, VideoSemanticResult, VOSResult,
+)
+from omg.inference.video import associate, clip_length, split_clips, vos_from_proposals
+from omg.modeling.checkpoint import load_checkpoint
+from omg.modeling.heads import class_logits
+from omg.modeling.model import Features, OMGSeg
+from omg.modeling.prompts import Prompts
+from omg.modeling.text import TextEmbedder, as_vocabulary
+
+IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
+VIDEO_TASKS = ("vis", "vps", "vss", "vos")
+
+
+@dataclass
+class Vocabulary:
+    """Class names (synonym lists) with their thing/stuff flags."""
+
+    names: list[list[str]]
+    isthing: list[bool]
+
+    @property
+    def display(self) -> list[str]:
+        return [n[0] for n in self.names]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @staticmethod
+    def parse(items: Sequence[Any], training: "Vocabulary | None" = None) -> "Vocabulary":
+        """Accepts ``"circle, disc"``, ``["circle", "disc"]``, ``"stuff:sky"`` or ``{"names": [...], "isthing": bool}``.
+
+        Without an explicit flag a class is stuff if it matches a stuff class of the training
+        vocabulary, else a thing.
+        """
+        if isinstance(items, str) or len(items) == 0:
+            raise ValueError("the vocabulary must be a non-empty list of class names")
+        names, isthing = [], []
+        train = {}
+        if training is not None:
+            for syns, th in zip(training.names, training.isthing):
+                for s in syns:
+                    train.setdefault(s, th)
+        for i, item in enumerate(items):
+            flag = None
+            if isinstance(item, dict):
+                raw, flag = item.get("names") or item.get("name"), item.get("isthing")
+            else:
+                raw = item
+            if isinstance(raw, str) and raw.lower().startswith(("stuff:", "thing:")):
+                flag = raw.lower().startswith("thing:")
+                raw = raw.split(":", 1)[1]
+            syns = as_vocabulary([raw])[0] if raw else []
+            if not syns:
+                raise ValueError(f"vocabulary entry {i} has no name: {item!r}")
+            if flag is None:
+                flag = next((train[s] for s in syns if s in train), True)
+            names.append(syns)
+            isthing.append(bool(flag))
+        return Vocabulary(names, isthing)
+
+
+@dataclass
+class _ImageState:
+    features: Features
+    original: list[tuple[int, int]]
+    resized: list[tuple[int, int]]
+    batched: bool
+    objects: dict | None = None  # cached object-query outputs
+
+
+@dataclass
+class _VideoState:
+    frames: list[np.ndarray]
+    original: tuple[int, int]
+    cache: dict = field(default_factory=dict)
+
+
+def _as_image(a: Any, where: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{where}: expected a numpy array (H x W x 3 RGB), got {type(a).__name__}")
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"{where}: expected an H x W x 3 RGB array, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"{where}: expected uint8 (or float 0..255) pixels, got dtype {a.dtype}")
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise ValueError(f"{where}: float pixels must lie in 0..255")
+    if a.shape[0] < 8 or a.shape[1] < 8:
+        raise ValueError(f"{where}: image {a.shape[1]}x{a.shape[0]} is too small")
+    return a
+
+
+class OMGPredictor:
+    def __init__(self, model: OMGSeg, metadata: dict | None = None, device: str | torch.device | None = None,
+                 test_size: tuple[int, int] | None = None):
+        metadata = metadata or {}
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.eval().to(self.device)
+        self.metadata = metadata
+        ls = metadata.get("label_space")
+        if ls is not None:
+            self.training_vocabulary = Vocabulary([list(n) for n in ls["names"]], [bool(x) for x in ls["isthing"]])
+        elif metadata.get("vocabulary"):
+            v = metadata["vocabulary"]
+            self.training_vocabulary = Vocabulary([list(n) for n in v["names"]], [bool(x) for x in v["isthing"]])
+        else:
+            self.training_vocabulary = None
+        #: (long side, short side) limits of the test-time resize (keep ratio)
+        self.test_size = tuple(test_size or metadata.get("test_size") or (1333, 800))
+        self.embedder = TextEmbedder(self.model.backbone)
+        self.stats = {"backbone_calls": 0, "decoder_calls": 0}
+        self._image: _ImageState | None = None
+        self._video: _VideoState | None = None
+
+    @classmethod
+    def from_checkpoint(cls, uri: str, device: str | torch.device | None = None, **kwargs) -> "OMGPredictor":
+        model, metadata = load_checkpoint(uri, device=device or "cpu")
+        return cls(model, metadata, device=device, **kwargs)
+
+    # ------------------------------------------------------------------ vocabulary
+    def vocabulary(self, items: Sequence[Any] | None) -> Vocabulary:
+        if items is None:
+            if self.training_vocabulary is None:
+                raise ValueError("this checkpoint records no training vocabulary: pass vocabulary=[...]")
+            return self.training_vocabulary
+        return Vocabulary.parse(items, self.training_vocabulary)
+
+    def _text(self, vocab: Vocabulary) -> torch.Tensor:
+        return self.embedder.embed(vocab.names).to(self.device)
+
+    def _use_open_vocab(self, vocab: Vocabulary, open_vocab: bool | str) -> tuple[bool, torch.Tensor]:
+        if self.training_vocabulary is None:
+            seen = torch.zeros(len(vocab), dtype=torch.bool)
+        else:
+            seen = ov.seen_classes(vocab.names, self.training_vocabulary.names)
+        if open_vocab == "auto":
+            return bool((~seen).any()), seen
+        return bool(open_vocab), seen
+
+    # ------------------------------------------------------------------ inputs
+    def _resize_factor(self, h: int, w: int) -> float:
+        long_max, short_max = self.test_size
+        return min(long_max / max(h, w), short_max / min(h, w))
+
+    def _prepare(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Resize (keep ratio) to the test size, pad to a common size divisible by the backbone's."""
+        tensors, sizes = [], []
+        for a in arrays:
+            h, w = a.shape[:2]
+            f = self._resize_factor(h, w)
+            rh, rw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+            t = torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32).permute(2, 0, 1)[None]
+            if (rh, rw) != (h, w):
+                t = F.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False).clamp(0, 255)
+            tensors.append(t[0])
+            sizes.append((rh, rw))
+        d = self.model.size_divisibility
+        ph = -(-max(s[0] for s in sizes) // d) * d
+        pw = -(-max(s[1] for s in sizes) // d) * d
+        batch = torch.zeros(len(tensors), 3, ph, pw)
+        for i, t in enumerate(tensors):
+            batch[i, :, : t.shape[1], : t.shape[2]] = t
+        return batch.to(self.device), sizes
+
+    # ------------------------------------------------------------------ images
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray | Sequence[np.ndarray]) -> None:
+        """Compute the image features once (H x W x 3 RGB uint8, or a list of such images)."""
+        batched = not isinstance(image, np.ndarray)
+        arrays = [_as_image(a, f"image {i}") for i, a in enumerate(image)] if batched else [_as_image(image, "image")]
+        if not arrays:
+            raise ValueError("set_image got an empty list")
+        batch, sizes = self._prepare(arrays)
+        feats = self.model.extract(batch)
+        self.stats["backbone_calls"] += 1
+        self._image = _ImageState(feats, [a.shape[:2] for a in arrays], sizes, batched)
+        self._video = None
+
+    def _objects(self) -> dict:
+        st = self._image
+        if st.objects is None:
+            text = self._text(self.training_vocabulary) if self.training_vocabulary else \
+                F.normalize(torch.ones(1, 1, self.model.backbone.variant.embed_dim, device=self.device), dim=-1)
+            out = self.model.decode(st.features, text)
+            self.stats["decoder_calls"] += 1
+            st.objects = {"masks": out.pred_masks[:, :, 0], "embed": out.class_embed,
+                          "objectness": out.pred_objectness[..., 0]}
+        return st.objects
+
+    def _input_logits(self, masks: torch.Tensor, i: int) -> torch.Tensor:
+        """Q x h4 x w4 mask logits of image i -> Q x h x w at its resized input resolution."""
+        st = self._image
+        ph, pw = st.features.image_size
+        rh, rw = st.resized[i]
+        up = F.interpolate(masks[None].float(), size=(ph, pw), mode="bilinear", align_corners=False)[0]
+        return up[:, :rh, :rw]
+
+    @staticmethod
+    def _to_original(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """... x h x w (ids or bool) -> ... x H x W (nearest)."""
+        if tuple(m.shape[-2:]) == tuple(size):
+            return m.cpu().numpy()
+        shape = m.shape
+        x = m.reshape(-1, 1, *shape[-2:]).float()
+        x = F.interpolate(x, size=size, mode="nearest")
+        return x.reshape(*shape[:-2], *size).to(m.dtype).cpu().numpy()
+
+    def _class_logits(self, embed: torch.Tensor, masks: torch.Tensor, clip_features: torch.Tensor,
+                      vocab: Vocabulary, open_vocab: bool | str) -> torch.Tensor:
+        """N x Q x (C + 1) logits for ``vocab``, with the CLIP ensemble when asked (or 'auto' and unseen classes)."""
+        text = self._text(vocab)
+        logits = class_logits(embed, text, self.model.decoder.classifier.logit_scale.exp())
+        use, seen = self._use_open_vocab(vocab, open_vocab)
+        if use:
+            clip, nonempty = ov.clip_logits(self.model.backbone, clip_features, masks, text)
+            logits = ov.geometric_ensemble(logits, clip, seen, nonempty)
+        return logits
+
+    @torch.no_grad()
+    def predict(self, task: str, points=None, boxes=None, vocabulary: Sequence[Any] | None = None,
+                open_vocab: bool | str = "auto", first_frame_masks=None, object_ids=None, topk: int = 100,
+                **kwargs):
+        """Run ``task`` on the current image(s) or video. Returns a result dataclass (a list of them for
+        a batch of images). See the module docstring; ``points`` / ``boxes`` are in original pixels
+        (per image when batched); ``first_frame_masks`` (K x H x W bool or an H x W id map) and
+        ``object_ids`` are for "vos"."""
+        if task in IMAGE_TASKS:
+            if self._image is None:
+                raise ValueError(f"task {task!r} needs an image: call set_image() first")
+            results = [self._predict_image(task, i, points, boxes, vocabulary, open_vocab, topk)
+                       for i in range(len(self._image.original))] if task != "interactive" else \
+                self._predict_interactive(points, boxes, vocabulary)
+            return results if self._image.batched else results[0]
+        if task in VIDEO_TASKS:
+            if self._video is None:
+                raise ValueError(f"task {task!r} needs a video: call set_video() first")
+            return self._predict_video(task, vocabulary, open_vocab, first_frame_masks, object_ids, topk)
+        raise ValueError(f"unknown task {task!r}; image tasks: {', '.join(IMAGE_TASKS)}; "
+                         f"video tasks: {', '.join(VIDEO_TASKS)}")
+
+    def _predict_image(self, task, i, points, boxes, vocabulary, open_vocab, topk):
+        if points is not None or boxes is not None:
+            raise ValueError(f"task {task!r} takes no prompts (use task='interactive')")
+        vocab = self.vocabulary(vocabulary)
+        obj = self._objects()
+        st = self._image
+        masks = obj["masks"][i : i + 1]
+        logits = self._class_logits(obj["embed"][i : i + 1], masks[:, :, None], st.features.clip_features[i : i + 1],
+                                    vocab, open_vocab)[0]
+        mlog = self._input_logits(masks[0], i)
+        isthing = torch.tensor(vocab.isthing, device=mlog.device)
+        size = st.original[i]
+        if task == "panoptic":
+            pan, segs = panoptic_inference(logits, mlog, isthing)
+            pan_full = self._to_original(pan, size).astype(np.int32)
+            infos = []
+            for s in segs:
+                m = pan_full == s.id
+                infos.append(SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, int(m.sum()),
+                                         mask_bbox(m)))
+            return PanopticResult(pan_full, [s for s in infos if s.area > 0], vocab.display)
+        if task == "instance":
+            inst = instance_inference(logits, mlog, isthing, topk=topk)
+            masks_full = self._to_original(inst.masks, size).astype(bool)
+            labels = inst.labels.cpu().numpy()
+            return InstanceResult(masks_full, labels, inst.scores.cpu().numpy(), [vocab.display[k] for k in labels],
+                                  vocab.display)
+        labels, _ = semantic_inference(logits, mlog)
+        return SemanticResult(self._to_original(labels, size).astype(np.int32), vocab.display)
+
+    def _scaled_prompts(self, points, boxes) -> Prompts:
+        st = self._image
+        n = len(st.original)
+        if not st.batched:
+            points = [points] if points is not None else [None]
+            boxes = [boxes] if boxes is not None else [None]
+        points = points if points is not None else [None] * n
+        boxes = boxes if boxes is not None else [None] * n
+        if len(points) != n or len(boxes) != n:
+            raise ValueError(f"prompts for {max(len(points), len(boxes))} images, but {n} image(s) are set")
+        pts, bxs = [], []
+        for i in range(n):
+            h, w = st.original[i]
+            rh, rw = st.resized[i]
+            sy, sx = rh / h, rw / w
+            p = None if points[i] is None else np.asarray(points[i], dtype=np.float32).reshape(-1, 2)
+            b = None if boxes[i] is None else np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)
+            if p is not None:
+                bad = (p[:, 0] < 0) | (p[:, 0] > w) | (p[:, 1] < 0) | (p[:, 1] > h)
+                if bad.any():
+                    k = int(np.flatnonzero(bad)[0])
+                    raise ValueError(f"image {i}: point {k} {p[k].tolist()} lies outside the {w}x{h} image")
+                p = p * np.array([sx, sy], dtype=np.float32)
+            if b is not None:
+                bad = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+                if bad.any():
+                    k = int(np.flatnonzero(bad)[0])
+                    raise ValueError(f"image {i}: box {k} {b[k].tolist()} is not an XYXY box inside the {w}x{h} image")
+                b = b * np.array([sx, sy, sx, sy], dtype=np.float32)
+            pts.append(None if p is None else torch.from_numpy(p))
+            bxs.append(None if b is None else torch.from_numpy(b))
+        return Prompts.from_lists(pts, bxs, st.resized).to(self.device)
+
+    def _predict_interactive(self, points, boxes, vocabulary) -> list[InteractiveResult]:
+        st = self._image
+        prompts = self._scaled_prompts(points, boxes)
+        text = self._text(self.training_vocabulary) if self.training_vocabulary else \
+            F.normalize(torch.ones(1, 1, self.model.backbone.variant.embed_dim, device=self.device), dim=-1)
+        out = self.model.decode(st.features, text, prompts)
+        self.stats["decoder_calls"] += 1
+        results = []
+        vocab = self.vocabulary(vocabulary) if vocabulary is not None else None
+        for i in range(len(st.original)):
+            valid = prompts.valid[i]
+            m = out.pred_masks[i, valid, 0]
+            mlog = self._input_logits(m, i)
+            prob = mlog.sigmoid()
+            binary = prob > 0.5
+            scores = ((prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
+            res = InteractiveResult(self._to_original(binary, st.original[i]).astype(bool), scores)
+            if vocab is not None:
+                clip, _ = ov.clip_logits(self.model.backbone, st.features.clip_features[i : i + 1], m[None, :, None],
+                                         self._text(vocab))
+                p = clip[0].softmax(-1)
+                s, lab = p.max(-1)
+                res.labels, res.label_scores = lab.cpu().numpy(), s.cpu().numpy()
+                res.names = [vocab.display[k] for k in res.labels]
+            results.append(res)
+        return results
+
+    # ------------------------------------------------------------------ videos
+    def set_video(self, frames: np.ndarray | Iterable[np.ndarray]) -> None:
+        """Keep the frames (T x H x W x 3 uint8 RGB, or an iterable of H x W x 3 frames)."""
+        arrays = list(frames) if not (isinstance(frames, np.ndarray) and frames.ndim == 4) else list(frames)
+        if not arrays:
+            raise ValueError("set_video got no frames")
+        arrays = [_as_image(a, f"frame {t}") for t, a in enumerate(arrays)]
+        size = arrays[0].shape[:2]
+        for t, a in enumerate(arrays):
+            if a.shape[:2] != size:
+                raise ValueError(f"frame {t} is {a.shape[1]}x{a.shape[0]}, frame 0 is {size[1]}x{size[0]}")
+        self._video = _VideoState(arrays, size)
+        self._image = None
+
+    def _video_queries(self, length: int) -> dict:
+        """Decode the video clip by clip (features for one clip at a time), associate the queries,
+        and cache what every video task needs (per clip length)."""
+        vs = self._video
+        if length in vs.cache:
+            return vs.cache[length]
+        text = self._text(self.training_vocabulary) if self.training_vocabulary else \
+            F.normalize(torch.ones(1, 1, self.model.backbone.variant.embed_dim, device=self.device), dim=-1)
+        masks, embeds, objs, pooled, areas = [], [], [], [], []
+        prev = None
+        resized = None
+        for clip in split_clips(len(vs.frames), length):
+            batch, sizes = self._prepare([vs.frames[t] for t in clip])
+            resized = sizes[0]
+            feats = self.model.extract(batch[None])  # 1 x T x 3 x H x W
+            self.stats["backbone_calls"] += 1
+            out = self.model.decode(feats, text)
+            self.stats["decoder_calls"] += 1
+            raw = out.query_embed[0]
+            perm = torch.arange(raw.shape[0]) if prev is None else associate(prev, raw)
+            prev = raw[perm]
+            m = out.pred_masks[0, perm]  # Q x t x h4 x w4
+            pool, nonempty = ov.clip_pooled(feats.clip_features, m[None])
+            h, w = feats.clip_features.shape[-2:]
+            area = F.interpolate(m.float().flatten(0, 1)[:, None], size=(h, w), mode="bilinear",
+                                 align_corners=False).gt(0).view(m.shape[0], -1).sum(1).float()
+            masks.append(m.half().cpu())
+            embeds.append(out.class_embed[0, perm])
+            objs.append(out.pred_objectness[0, perm, 0])
+            pooled.append(pool[0] * area[:, None])
+            areas.append(area)
+            image_size = feats.image_size
+        total_area = torch.stack(areas).sum(0)
+        cache = {
+            "masks": torch.cat(masks, dim=1),  # Q x T x h4 x w4 (float16, CPU)
+            "embeds": torch.stack(embeds),  # clips x Q x E
+            "objectness": torch.stack(objs).mean(0).sigmoid(),  # Q
+            "pooled": torch.stack(pooled).sum(0) / total_area.clamp(min=1)[:, None],  # Q x C5
+            "nonempty": total_area > 0,
+            "image_size": image_size,
+            "resized": resized,
+        }
+        vs.cache[length] = cache
+        return cache
+
+    def _video_logits(self, cache: dict, vocab: Vocabulary, open_vocab) -> torch.Tensor:
+        text = self._text(vocab)
+        scale = self.model.decoder.classifier.logit_scale.exp()
+        logits = torch.stack([class_logits(e, text, scale) for e in cache["embeds"]]).mean(0)  # Q x (C+1)
+        use, seen = self._use_open_vocab(vocab, open_vocab)
+        if use:
+            with torch.no_grad():
+                emb = F.normalize(self.model.backbone.clip_image_head(cache["pooled"]).float(), dim=-1)
+            clip = class_logits(emb, text, scale)[..., :-1]
+            logits = ov.geometric_ensemble(logits, clip, seen, cache["nonempty"])
+        return logits
+
+    def _frame_logits(self, cache: dict, t: int) -> torch.Tensor:
+        """Q x h x w mask logits of frame t at the resized input resolution."""
+        ph, pw = cache["image_size"]
+        rh, rw = cache["resized"]
+        m = cache["masks"][:, t].float().to(self.device)
+        return F.interpolate(m[None], size=(ph, pw), mode="bilinear", align_corners=False)[0][:, :rh, :rw]
+
+    def _predict_video(self, task, vocabulary, open_vocab, first_frame_masks, object_ids, topk):
+        vs = self._video
+        num_frames = len(vs.frames)
+        cache = self._video_queries(clip_length(task, num_frames))
+        size = vs.original
+        if task == "vos":
+            if first_frame_masks is None:
+                raise ValueError("task 'vos' needs first_frame_masks (K x H x W bool, or an H x W id map)")
+            given = np.asarray(first_frame_masks)
+            if given.ndim == 2:
+                ids = [int(v) for v in np.unique(given) if v not in (0, 255)]
+                given = np.stack([given == v for v in ids]) if ids else np.zeros((0, *given.shape), bool)
+                object_ids = object_ids or ids
+            object_ids = list(object_ids or range(1, len(given) + 1))
+            if given.shape[1:] != tuple(size) or len(object_ids) != len(given):
+                raise ValueError(f"first_frame_masks must be K x {size[0]} x {size[1]} with one id per mask")
+            props = np.stack([self._to_original(self._frame_logits(cache, t) > 0, size) for t in range(num_frames)], 1)
+            out, queries = vos_from_proposals(props, cache["objectness"].cpu().numpy(), given.astype(bool), object_ids)
+            return VOSResult(out, object_ids, queries)
+        vocab = self.vocabulary(vocabulary)
+        logits = self._video_logits(cache, vocab, open_vocab)
+        isthing = torch.tensor(vocab.isthing, device=logits.device)
+        if task == "vis":
+            c = len(vocab)
+            scores = logits.float().softmax(-1)[:, :c]
+            k = min(topk, scores.numel())
+            top, flat = scores.flatten().topk(k)
+            labels, queries = flat % c, flat // c
+            keep = isthing[labels]
+            top, labels, queries = top[keep], labels[keep], queries[keep]
+            masks = np.stack([self._to_original(self._frame_logits(cache, t)[queries] > 0, size)
+                              for t in range(num_frames)], 1) if len(queries) else \
+                np.zeros((0, num_frames, *size), bool)
+            # rescore with the mask probability over the whole video
+            probs = torch.stack([self._frame_logits(cache, t)[queries].sigmoid() for t in range(num_frames)], 1)
+            binary = probs > 0.5
+            mscore = (probs * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+            lab = labels.cpu().numpy()
+            return VideoInstanceResult(masks, lab, (top * mscore).cpu().numpy(), (queries + 1).cpu().numpy(),
+                                       [vocab.display[k] for k in lab], vocab.display)
+        if task == "vss":
+            maps = [self._to_original(semantic_inference(logits, self._frame_logits(cache, t))[0], size)
+                    for t in range(num_frames)]
+            return VideoSemanticResult(np.stack(maps).astype(np.int32), vocab.display)
+        pans, seg_info, frame_ids = [], {}, []
+        for t in range(num_frames):
+            pan, segs = panoptic_inference(logits, self._frame_logits(cache, t), isthing, stable_ids=True)
+            full = self._to_original(pan, size).astype(np.int32)
+            pans.append(full)
+            present = []
+            for s in segs:
+                area = int((full == s.id).sum())
+                if area == 0:
+                    continue
+                present.append(s.id)
+                if s.id not in seg_info:
+                    seg_info[s.id] = SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, 0,
+                                                 mask_bbox(full == s.id))
+                seg_info[s.id].area += area
+            frame_ids.append(present)
+        return VideoPanopticResult(np.stack(pans), sorted(seg_info.values(), key=lambda s: s.id), vocab.display, frame_ids)

@@ -1,0 +1,189 @@
+"""``omg predict``: a checkpoint, an input (image, image folder, frames folder or video file), a task ->
+official-format result files and overlays under ``--out``."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from omg.data import io as uio
+from omg.inference import writers
+from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS, OMGPredictor
+from omg.utils.progress import Progress
+
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def load_image(path: str) -> np.ndarray:
+    try:
+        img = Image.open(io.BytesIO(uio.read_bytes(path)))
+        img.load()
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path}: cannot decode image ({err})") from None
+    return np.asarray(img.convert("RGB"))
+
+
+def list_images(folder: str) -> list[str]:
+    names = [n for n in uio.listdir(folder) if n.lower().endswith(IMAGE_EXT)]
+    if not names:
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXT)})")
+    return [uio.join(folder, n) for n in names]
+
+
+def load_video(path: str) -> tuple[list[np.ndarray], list[str]]:
+    """Frames of a folder of images (sorted by name) or of a video file (torchvision, needs PyAV)."""
+    if os.path.isdir(path) or path.endswith("/"):
+        files = list_images(path)
+        return [load_image(f) for f in files], [Path(f).stem for f in files]
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise ValueError(f"{path}: reading video files needs PyAV (`pip install av`); or pass a folder of frames") from None
+    from torchvision.io import read_video
+
+    frames, _, _ = read_video(path, pts_unit="sec", output_format="THWC")
+    if frames.shape[0] == 0:
+        raise ValueError(f"{path}: no frames decoded")
+    return [f.numpy() for f in frames], [f"{t:05d}" for t in range(frames.shape[0])]
+
+
+def parse_floats(values: list[str] | None, n: int, what: str) -> list[list[float]] | None:
+    if not values:
+        return None
+    out = []
+    for v in values:
+        try:
+            nums = [float(x) for x in v.replace(" ", "").split(",")]
+        except ValueError:
+            raise ValueError(f"--{what} {v!r}: expected {n} comma-separated numbers") from None
+        if len(nums) != n:
+            raise ValueError(f"--{what} {v!r}: expected {n} comma-separated numbers, got {len(nums)}")
+        out.append(nums)
+    return out
+
+
+def category_ids_for(predictor: OMGPredictor, dataset: str | None, vocabulary: list | None) -> list[int] | None:
+    """Map vocabulary indices to a catalog dataset's category ids (through the checkpoint's label space)."""
+    if dataset is None:
+        return None
+    if vocabulary is not None:
+        raise ValueError("--dataset maps the training vocabulary to a dataset's ids; it cannot be combined with --vocabulary")
+    ls = predictor.metadata.get("label_space")
+    if not ls or dataset not in ls["mappings"]:
+        known = ", ".join(sorted((ls or {}).get("mappings", {})))
+        raise ValueError(f"the checkpoint's label space has no mapping for dataset {dataset!r} (it has: {known or 'none'})")
+    inverse = {int(v): int(k) for k, v in ls["mappings"][dataset].items()}
+    return [inverse.get(i, -1) for i in range(len(ls["names"]))]
+
+
+def run(args) -> int:
+    t0 = time.monotonic()
+    predictor = OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    vocabulary = args.vocabulary or None
+    vocab = predictor.vocabulary(vocabulary)
+    cat_ids = category_ids_for(predictor, args.dataset, vocabulary)
+    out = args.out
+    task = args.task
+    points = parse_floats(args.points, 2, "points")
+    boxes = parse_floats(args.boxes, 4, "boxes")
+    written = []
+    if task in VIDEO_TASKS:
+        frames, names = load_video(args.input)
+        video = Path(args.input.rstrip("/")).stem
+        predictor.set_video(frames)
+        kwargs = {}
+        if task == "vos":
+            if not args.first_frame_masks:
+                raise ValueError("task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0)")
+            kwargs["first_frame_masks"] = writers.read_png(args.first_frame_masks)
+        r = predictor.predict(task, vocabulary=vocabulary, **kwargs)
+        if task == "vis":
+            written.append(writers.write_ytvis(out, [(args.video_id, r)], cat_ids))
+            ids = np.zeros((len(frames), *frames[0].shape[:2]), np.int32)
+            for k in np.argsort(r.scores):  # lowest first: higher scores paint over
+                if r.scores[k] >= args.score_threshold:
+                    ids[r.masks[k]] = r.track_ids[k]
+            labels = {int(r.track_ids[k]): f"{r.names[k]} {r.scores[k]:.2f}" for k in range(len(r.labels))}
+        elif task == "vps":
+            written.append(writers.write_vipseg(out, [(video, names, r)], vocab.isthing, cat_ids))
+            ids, labels = r.panoptic, {s.id: s.name for s in r.segments}
+        elif task == "vss":
+            writers.write_vss(out, video, names, r)
+            written.append(uio.join(out, "semantic", video))
+            ids, labels = r.labels + 1, {k + 1: n for k, n in enumerate(r.vocabulary)}
+        else:
+            writers.write_vos(out, video, names, r)
+            written.append(uio.join(out, "Annotations", video))
+            ids, labels = r.masks, None
+        if not args.no_overlays:
+            for t, name in enumerate(names):
+                writers.write_overlay(uio.join(out, "overlays", video, f"{name}.png"), frames[t], ids[t], labels)
+            written.append(uio.join(out, "overlays", video))
+    elif task in IMAGE_TASKS:
+        files = list_images(args.input) if (os.path.isdir(args.input) or args.input.endswith("/")) else [args.input]
+        if task == "interactive" and len(files) != 1:
+            raise ValueError("task interactive takes one image (prompts are per image)")
+        pan_items, inst_items = [], []
+        with Progress(f"predict {task}", total=len(files), unit="img") as prog:
+            for image_id, path in enumerate(files, start=1):
+                image = load_image(path)
+                name = Path(path).stem
+                predictor.set_image(image)
+                if task == "interactive":
+                    if points is None and boxes is None:
+                        raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
+                    r = predictor.predict(task, points=points, boxes=boxes, vocabulary=vocabulary if args.label else None)
+                    written.append(writers.write_interactive(out, name, r))
+                    ids = np.zeros(r.masks.shape[1:], np.int32)
+                    for k, m in enumerate(r.masks):
+                        ids[m] = k + 1
+                    labels = {k + 1: (f"{r.names[k]} {r.label_scores[k]:.2f}" if r.names else f"#{k}")
+                              for k in range(len(r.masks))}
+                else:
+                    r = predictor.predict(task, vocabulary=vocabulary)
+                    if task == "panoptic":
+                        pan_items.append((image_id, name, r))
+                        ids, labels = r.panoptic, {s.id: s.name for s in r.segments}
+                    elif task == "instance":
+                        inst_items.append((image_id, name, r))
+                        ids = np.zeros(r.masks.shape[1:], np.int32)
+                        keep = [k for k in range(len(r.scores)) if r.scores[k] >= args.score_threshold]
+                        for k in keep[::-1]:
+                            ids[r.masks[k]] = k + 1
+                        labels = {k + 1: f"{r.names[k]} {r.scores[k]:.2f}" for k in keep}
+                    else:
+                        written.append(writers.write_semantic(out, name, r))
+                        ids, labels = r.labels + 1, {k + 1: n for k, n in enumerate(r.vocabulary)}
+                if not args.no_overlays:
+                    uri = uio.join(out, "overlays", f"{name}.png")
+                    writers.write_overlay(uri, image, ids, labels)
+                    written.append(uri)
+                prog.update()
+        if pan_items:
+            written.append(writers.write_panoptic(out, pan_items, vocab.isthing, cat_ids))
+        if inst_items:
+            written.append(writers.write_instances(out, inst_items, cat_ids))
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    shown = written if len(written) <= 6 else written[:3] + ["..."] + written[-2:]
+    print(f"{task}: wrote {len(written)} outputs under {out} [{time.monotonic() - t0:.1f}s]")
+    for w in shown:
+        print(f"  {w}")
+    return 0
+
+
+def main_predict(args) -> int:
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"omg predict: error: {err}", file=sys.stderr)
+        return 2
