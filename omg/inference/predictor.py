@@ -298,10 +298,11 @@ class OMGPredictor:
             return PanopticResult(pan_full, [s for s in infos if s.area > 0], vocab.display)
         if task == "instance":
             inst = instance_inference(logits, mlog, isthing, topk=topk)
-            masks_full = self._to_original(inst.masks, size).astype(bool)
-            labels = inst.labels.cpu().numpy()
-            return InstanceResult(masks_full, labels, inst.scores.cpu().numpy(), [vocab.display[k] for k in labels],
-                                  vocab.display)
+            order = inst.scores.argsort(descending=True)
+            masks_full = self._to_original(inst.masks[order], size).astype(bool)
+            labels = inst.labels[order].cpu().numpy()
+            return InstanceResult(masks_full, labels, inst.scores[order].cpu().numpy(),
+                                  [vocab.display[k] for k in labels], vocab.display)
         labels, _ = semantic_inference(logits, mlog)
         return SemanticResult(self._to_original(labels, size).astype(np.int32), vocab.display)
 
