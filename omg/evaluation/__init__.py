@@ -1,0 +1,1 @@
+"""Metrics, each matching its official implementation (see the module docstrings), plus evaluators."""
