@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--no-overlays", action="store_true")
     pred.set_defaults(func=cmd_predict)
 
+    from omg.evaluation.cli import add_metric_parser
+
+    add_metric_parser(sub)
+
     pre = sub.add_parser(
         "preprocess", add_help=False, prefix_chars="\0",
         help="Ray Data job: a catalog dataset -> Parquet shards + manifest (same flags as pipelines/preprocess.py)",
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         # a group without its subcommand: print that group's help
-        target = {"data": "data", "catalog": "catalog"}.get(args.command or "")
+        target = {"data": "data", "catalog": "catalog", "metric": "metric"}.get(args.command or "")
         if target:
             parser.parse_args([target, "--help"])
         parser.print_help()
