@@ -169,6 +169,12 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return preprocess_main(args.rest)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipelines.evaluate import main as evaluate_main
+
+    return evaluate_main(args.rest)
+
+
 # ----------------------------------------------------------------------------- demo
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -296,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Same as `python pipelines/preprocess.py`; see `omg preprocess --help`.")
     pre.add_argument("rest", nargs=argparse.REMAINDER)
     pre.set_defaults(func=cmd_preprocess)
+
+    ev = sub.add_parser(
+        "eval", add_help=False, prefix_chars="\0",
+        help="Ray fan-out: evaluate a checkpoint on (dataset, split, task) pairs, log to MLflow "
+             "(same flags as pipelines/evaluate.py)",
+        description="Same as `python pipelines/evaluate.py`; see `omg eval --help`.")
+    ev.add_argument("rest", nargs=argparse.REMAINDER)
+    ev.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser(
         "demo", help="run the platform end to end on omg-shapes",

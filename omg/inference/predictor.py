@@ -186,7 +186,7 @@ class OMGPredictor:
             h, w = a.shape[:2]
             f = self._resize_factor(h, w)
             rh, rw = max(1, int(round(h * f))), max(1, int(round(w * f)))
-            t = torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32).permute(2, 0, 1)[None]
+            t = torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]
             if (rh, rw) != (h, w):
                 t = F.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False).clamp(0, 255)
             tensors.append(t[0])

@@ -39,6 +39,7 @@ class Progress:
         self.start = time.monotonic()
         self._last = self.start  # first line after min_interval; short work prints only the final line
         self._extra = ""
+        self._emitted_count = -1
 
     def __enter__(self) -> "Progress":
         return self
@@ -74,8 +75,9 @@ class Progress:
         return " ".join(parts)
 
     def _emit(self, final: bool) -> None:
-        if not self.enabled:
+        if not self.enabled or (final and not self.tty and self._emitted_count == self.count):
             return
+        self._emitted_count = self.count
         text = self.line()
         if self.tty:
             self.stream.write("\r\033[K" + text + ("\n" if final else ""))

@@ -1,0 +1,182 @@
+"""Evaluate a checkpoint on many (dataset, split, task) pairs: one Ray task per pair, results to MLflow.
+
+    python pipelines/evaluate.py --checkpoint runs/demo/model.pt --dataset omg-shapes --dataset omg-shapes-vis
+    python pipelines/evaluate.py --checkpoint s3://bucket/ckpt.pt --pair coco-panoptic:val:panoptic --root s3://bucket/coco
+    ray job submit --working-dir . -- python pipelines/evaluate.py --checkpoint ... --dataset vipseg
+
+Each pair runs as a Ray task (on a GPU when the cluster has one) that predicts, writes the
+official prediction files under ``<out>/<checkpoint digest>/<dataset>/<split>/<task>/`` and
+scores them; the driver logs ``eval/<dataset>/<metric>`` metrics, the per-class tables and a
+few overlays to MLflow (the ``--run-id`` run, e.g. the training run, or a new run tagged with
+the checkpoint). A failing pair is retried once and reported; it does not stop the others. A
+rerun skips pairs already evaluated for the same checkpoint (same bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+
+from omg.data import io as uio
+from omg.data.catalog import get_entry, load_catalog
+from omg.env import apply_env_defaults
+from omg.evaluation.runner import TASK_FORMATS, default_pairs
+from omg.utils.progress import Progress
+
+
+def checkpoint_digest(uri: str) -> str:
+    import fsspec
+
+    h = hashlib.sha256()
+    with fsspec.open(uri, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def eval_task(checkpoint: str, entry, split: str, task: str, root: str | None, out_dir: str, limit: int | None,
+              device: str | None) -> dict:
+    from omg.evaluation.runner import evaluate_pair
+
+    return evaluate_pair(checkpoint, entry, split, task, root, out_dir, limit=limit, device=device).to_dict()
+
+
+def plan(args, catalog) -> list[tuple]:
+    pairs = []
+    for name in args.dataset or []:
+        entry = catalog[name]
+        pairs += [(entry, split, task) for split, task in default_pairs(entry)]
+    for spec in args.pair or []:
+        try:
+            name, split, task = spec.split(":")
+        except ValueError:
+            raise ValueError(f"--pair {spec!r}: expected DATASET:SPLIT:TASK") from None
+        entry = get_entry(name, catalog)
+        if split not in entry.splits:
+            raise ValueError(f"--pair {spec!r}: {name} has no split {split!r}")
+        if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
+            raise ValueError(f"--pair {spec!r}: task {task!r} cannot be evaluated on format {entry.format}")
+        pairs.append((entry, split, task))
+    if not pairs:
+        raise ValueError("nothing to evaluate: give --dataset NAME or --pair DATASET:SPLIT:TASK")
+    return pairs
+
+
+def log_results(results: list[dict], run_id: str | None, checkpoint: str, digest: str, metadata: dict,
+                tracking: str | None, experiment: str) -> str:
+    import mlflow
+
+    from pipelines.tracking import metric_key, setup
+
+    setup(experiment, tracking)
+    tags = {"omg.checkpoint": checkpoint, "omg.checkpoint_sha256": digest, "omg.kind": "evaluation"}
+    if metadata.get("mlflow_run_id"):
+        tags["omg.train_run_id"] = metadata["mlflow_run_id"]
+    ctx = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f"eval-{digest[:12]}", tags=tags)
+    with ctx as run:
+        if run_id:
+            mlflow.set_tags(tags)
+        for r in results:
+            metrics = {metric_key("eval", r["dataset"], k): float(v) for k, v in r["metrics"].items()
+                       if v is not None and v == v}
+            mlflow.log_metrics(metrics)
+            base = f"eval/{r['dataset']}/{r['split']}/{r['task']}"
+            mlflow.log_dict(r["metrics"], f"{base}/metrics.json")
+            if r["tables"]:
+                mlflow.log_dict(json.loads(json.dumps(r["tables"], default=float)), f"{base}/tables.json")
+            for f in r["files"]:
+                if "/overlays/" in f and os.path.isfile(f):
+                    mlflow.log_artifact(f, f"{base}/overlays")
+        return run.info.run_id
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="OMG-Seg checkpoint (path or fsspec URI)")
+    p.add_argument("--dataset", action="append", help="evaluate every task of this catalog entry (repeatable)")
+    p.add_argument("--pair", action="append", help="DATASET:SPLIT:TASK (repeatable)")
+    p.add_argument("--root", help="dataset root URI (overrides the catalog root; one root for all datasets)")
+    p.add_argument("--out", default=os.path.join("runs", "eval"), help="where prediction files go (default runs/eval)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images/videos of each split")
+    p.add_argument("--run-id", help="log into this MLflow run (e.g. the training run) instead of a new one")
+    p.add_argument("--experiment", default="eval", help="MLflow experiment of a new run (default: eval)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
+    p.add_argument("--no-mlflow", action="store_true", help="only print and write result.json files")
+    p.add_argument("--smoke-test", action="store_true", help="--limit 2")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_env_defaults()
+    args = build_parser().parse_args(argv)
+    limit = 2 if args.smoke_test else args.limit
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        pairs = plan(args, load_catalog())
+    except (ValueError, KeyError) as err:
+        print(f"evaluate: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    if not uio.exists(args.checkpoint):
+        print(f"evaluate: error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
+        return 2
+    import ray
+
+    from omg.modeling.checkpoint import read_checkpoint
+    from pipelines.preprocess import init_ray
+
+    t0 = time.monotonic()
+    digest = checkpoint_digest(args.checkpoint)
+    metadata = read_checkpoint(args.checkpoint).get("metadata", {})
+    init_ray(args.num_cpus)
+    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    remote = ray.remote(eval_task).options(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1, retry_exceptions=True)
+    results, failures, pending = [], [], {}
+    for entry, split, task in pairs:
+        out_dir = uio.join(args.out, digest[:12], entry.name, split, task)
+        done = uio.join(out_dir, "result.json")
+        if uio.exists(done):
+            cached = uio.read_json(done)
+            if limit is None or cached.get("limit") == limit:
+                log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({done})")
+                results.append(cached)
+                continue
+        ref = remote.remote(args.checkpoint, entry, split, task, args.root, out_dir, limit, "cuda" if gpus else None)
+        pending[ref] = (entry.name, split, task, out_dir)
+    log(f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "
+        f"{'GPU' if gpus else 'CPU'} tasks")
+    with Progress("eval", total=len(pending), unit="pair", enabled=not args.quiet) as prog:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            name, split, task, out_dir = pending.pop(ready[0])
+            try:
+                r = ray.get(ready[0])
+                r["limit"] = limit
+                uio.write_json(uio.join(out_dir, "result.json"), r)
+                results.append(r)
+                head = ", ".join(f"{k} {v:.2f}" for k, v in list(r["metrics"].items())[:3])
+                prog.update(extra=f"{name}/{split}/{task}: {head}")
+            except Exception as err:  # retried once by Ray already
+                cause = getattr(err, "cause", None) or err
+                failures.append((name, split, task, f"{type(cause).__name__}: {cause}"))
+                prog.update(extra=f"{name}/{split}/{task} FAILED")
+    run_id = None
+    if results and not args.no_mlflow:
+        run_id = log_results(results, args.run_id, args.checkpoint, digest, metadata, args.tracking_uri, args.experiment)
+    for r in sorted(results, key=lambda r: (r["dataset"], r["task"])):
+        figures = "  ".join(f"{k} {v:.2f}" for k, v in r["metrics"].items() if v == v)
+        print(f"{r['dataset']}/{r['split']}/{r['task']}: {figures}")
+    for name, split, task, why in failures:
+        print(f"FAILED {name}/{split}/{task}: {why}")
+    if run_id:
+        print(f"MLflow run {run_id} ({len(results)} pairs) [{time.monotonic() - t0:.1f}s]")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""pipelines/evaluate.py: one Ray task per (dataset, split, task), metrics and artifacts in MLflow,
+reruns skip finished pairs, a failing pair does not stop the others."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from omg.modeling.checkpoint import save_checkpoint
+from omg.modeling.model import ModelConfig, build_model
+from pipelines.evaluate import main as evaluate_main
+
+from .test_inference import LABEL_SPACE
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("evalckpt") / "tiny.pt"
+    save_checkpoint(build_model(ModelConfig.tiny()), str(path), {"label_space": LABEL_SPACE, "test_size": [64, 64],
+                                                                 "mlflow_run_id": "train-run-123"})
+    return str(path)
+
+
+def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt, tmp_path, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--checkpoint", tiny_ckpt, "--root", tiny_shapes, "--out", str(tmp_path / "eval"), "--limit", "2",
+            "--tracking-uri", uri, "--quiet"]
+    for d in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps", "omg-shapes-vos"):
+        args += ["--dataset", d]
+    assert evaluate_main(args) == 0
+    out = capsys.readouterr().out
+    for pair in ("omg-shapes/val/panoptic", "omg-shapes/val/instance", "omg-shapes/val/semantic",
+                 "omg-shapes/val_ov/open_vocab", "omg-shapes-sam/val/interactive", "omg-shapes-vis/val/vis",
+                 "omg-shapes-vps/val/vps", "omg-shapes-vps/val/vss", "omg-shapes-vos/val/vos"):
+        assert pair in out
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["eval"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    m = run.data.metrics
+    for key in ("eval/omg-shapes/PQ", "eval/omg-shapes/AP", "eval/omg-shapes/mIoU", "eval/omg-shapes/OV_PQ_heldout",
+                "eval/omg-shapes-sam/mIoU", "eval/omg-shapes-sam/NoC_85", "eval/omg-shapes-vis/AP",
+                "eval/omg-shapes-vps/VPQ", "eval/omg-shapes-vps/STQ", "eval/omg-shapes-vps/mIoU",
+                "eval/omg-shapes-vos/JF-Mean"):
+        assert key in m, key
+    assert run.data.tags["omg.train_run_id"] == "train-run-123" and run.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval/omg-shapes/val/panoptic")}
+    assert {"eval/omg-shapes/val/panoptic/metrics.json", "eval/omg-shapes/val/panoptic/tables.json",
+            "eval/omg-shapes/val/panoptic/overlays"} <= artifacts
+    # a rerun skips every pair evaluated for this checkpoint
+    assert evaluate_main([a for a in args if a != "--quiet"] + ["--no-mlflow"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("already evaluated for this checkpoint") == 9 and "9 pairs, 0 to run" in err
+    assert len(list((tmp_path / "eval").rglob("result.json"))) == 9
+
+
+def test_a_failing_pair_is_reported_not_fatal(ray_local, tiny_shapes, tiny_ckpt, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_shapes, broken)
+    (broken / "videos/val/instances.json").write_text("{")
+    rc = evaluate_main(["--checkpoint", tiny_ckpt, "--root", str(broken), "--out", str(tmp_path / "eval"),
+                        "--limit", "1", "--no-mlflow", "--quiet", "--pair", "omg-shapes-vis:val:vis",
+                        "--pair", "omg-shapes:val:semantic"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAILED omg-shapes-vis/val/vis" in out and "omg-shapes/val/semantic: mIoU" in out
+
+
+def test_bad_arguments(tiny_ckpt, capsys):
+    assert evaluate_main(["--checkpoint", tiny_ckpt]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert evaluate_main(["--checkpoint", tiny_ckpt, "--pair", "omg-shapes:val:vis"]) == 2
+    assert "cannot be evaluated on format coco_panoptic" in capsys.readouterr().err
+    assert evaluate_main(["--checkpoint", "/nonexistent.pt", "--dataset", "omg-shapes"]) == 2
+    assert "does not exist" in capsys.readouterr().err
