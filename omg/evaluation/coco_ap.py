@@ -35,8 +35,10 @@ class APResult:
         return self.summary_text
 
 
-def coco_from(doc_or_uri) -> COCO:
-    doc = uio.read_json(doc_or_uri) if isinstance(doc_or_uri, str) else copy.deepcopy(doc_or_uri)
+def coco_from(doc_or_uri, copy_doc: bool = True) -> COCO:
+    """A pycocotools COCO object; a dict is deep-copied unless ``copy_doc=False`` (pycocotools mutates it)."""
+    doc = uio.read_json(doc_or_uri) if isinstance(doc_or_uri, str) else (
+        copy.deepcopy(doc_or_uri) if copy_doc else doc_or_uri)
     coco = COCO()
     coco.dataset = doc
     with contextlib.redirect_stdout(io.StringIO()):

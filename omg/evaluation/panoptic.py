@@ -61,41 +61,76 @@ class PQResult:
         return "\n".join(lines)
 
 
+class _IdIndex:
+    """Maps 24-bit segment ids to small indices with a reusable lookup table (no sorting: O(pixels))."""
+
+    def __init__(self):
+        self.lut = np.full(OFFSET, -1, dtype=np.int32)
+
+    def __call__(self, ids_map: np.ndarray, ids: list[int], void: int, unknown: int) -> np.ndarray:
+        """Pixels of ``ids[k]`` -> k + 2, VOID -> ``void``, any other id -> ``unknown``."""
+        keys = np.asarray(ids, dtype=np.int64)
+        if keys.size and (keys.min() < 0 or keys.max() >= OFFSET):
+            raise ValueError(f"segment ids must lie in [0, 2^24), got {keys.min()}..{keys.max()}")
+        self.lut[keys] = np.arange(2, 2 + len(keys), dtype=np.int32)
+        try:
+            out = self.lut[ids_map]
+        finally:
+            self.lut[keys] = -1
+        out[out < 0] = unknown
+        out[ids_map == VOID] = void
+        return out
+
+
+_INDEX = None
+
+
+def _index() -> _IdIndex:
+    global _INDEX
+    if _INDEX is None:
+        _INDEX = _IdIndex()
+    return _INDEX
+
+
 def pq_image(gt: np.ndarray, gt_segments: dict[int, dict], pred: np.ndarray, pred_segments: dict[int, dict],
              categories: dict[int, dict], stats: dict[int, ClassStats], where: str = "") -> None:
     """Accumulate one image into ``stats``.
 
-    gt / pred: H x W int64 segment ids (0 = VOID). gt_segments: id -> {"category_id", "iscrowd", "area"}
+    gt / pred: H x W segment ids (0 = VOID). gt_segments: id -> {"category_id", "iscrowd", "area"}
     (the JSON area is used, as panopticapi does); pred_segments: id -> {"category_id"}.
     Raises ``ValueError`` naming ``where`` and the id for the inputs panopticapi rejects.
+
+    Counting: pixels are mapped to segment indices through a lookup table and one ``bincount``
+    gives every intersection (panopticapi sorts the joint labels with ``np.unique``); the
+    numbers are the same.
     """
-    labels, counts = np.unique(pred, return_counts=True)
-    pred_area: dict[int, int] = {}
-    for label, cnt in zip(labels.tolist(), counts.tolist()):
-        if label not in pred_segments:
-            if label == VOID:
-                continue
-            raise ValueError(f"{where}: segment id {label} is in the prediction PNG but not in its JSON")
-        pred_area[label] = cnt
-        cat = pred_segments[label]["category_id"]
-        if cat not in categories:
-            raise ValueError(f"{where}: segment id {label} has category {cat}, not among the ground-truth categories")
-    missing = set(pred_segments) - set(pred_area)
+    index = _index()
+    g_ids = [k for k in gt_segments if k != VOID]
+    p_ids = [k for k in pred_segments if k != VOID]
+    gi = index(gt, g_ids, void=0, unknown=1)  # 0 VOID, 1 an id not in the GT JSON (skipped), k+2 = g_ids[k]
+    pi = index(pred, p_ids, void=0, unknown=1)
+    if (pi == 1).any():
+        bad = int(pred[pi == 1].flat[0])
+        raise ValueError(f"{where}: segment id {bad} is in the prediction PNG but not in its JSON")
+    ng, np_ = len(g_ids) + 2, len(p_ids) + 2
+    counts = np.bincount((gi.astype(np.int64) * np_ + pi).ravel(), minlength=ng * np_).reshape(ng, np_)
+    pred_area = counts.sum(0)
+    missing = [p_ids[k] for k in range(len(p_ids)) if pred_area[k + 2] == 0]
     if missing:
         raise ValueError(f"{where}: segment ids {sorted(missing)[:5]} are in the prediction JSON but not in its PNG")
-    joint = gt.astype(np.int64) * OFFSET + pred.astype(np.int64)
-    labels, counts = np.unique(joint, return_counts=True)
-    inter = {(int(l // OFFSET), int(l % OFFSET)): int(c) for l, c in zip(labels.tolist(), counts.tolist())}
+    for p in p_ids:
+        cat = pred_segments[p]["category_id"]
+        if cat not in categories:
+            raise ValueError(f"{where}: segment id {p} has category {cat}, not among the ground-truth categories")
     gt_matched, pred_matched = set(), set()
-    for (g, p), i in inter.items():
-        if g not in gt_segments or p not in pred_segments:
-            continue
+    rows, cols = np.nonzero(counts[2:, 2:])
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        g, p = g_ids[r], p_ids[c]
         gs = gt_segments[g]
-        if gs.get("iscrowd", 0) == 1:
+        if gs.get("iscrowd", 0) == 1 or gs["category_id"] != pred_segments[p]["category_id"]:
             continue
-        if gs["category_id"] != pred_segments[p]["category_id"]:
-            continue
-        union = pred_area[p] + gs["area"] - i - inter.get((VOID, p), 0)
+        i = int(counts[r + 2, c + 2])
+        union = int(pred_area[c + 2]) + gs["area"] - i - int(counts[0, c + 2])
         iou = i / union
         if iou > 0.5:
             st = stats[gs["category_id"]]
@@ -110,13 +145,16 @@ def pq_image(gt: np.ndarray, gt_segments: dict[int, dict], pred: np.ndarray, pre
             continue
         if g not in gt_matched:
             stats[gs["category_id"]].fn += 1
-    for p, ps in pred_segments.items():
+    g_pos = {g: k + 2 for k, g in enumerate(g_ids)}
+    for c, p in enumerate(p_ids):
         if p in pred_matched:
             continue
-        i = inter.get((VOID, p), 0)
-        if ps["category_id"] in crowd_by_cat:
-            i += inter.get((crowd_by_cat[ps["category_id"]], p), 0)
-        if i / pred_area[p] > 0.5:
+        ps = pred_segments[p]
+        i = int(counts[0, c + 2])
+        crowd = crowd_by_cat.get(ps["category_id"])
+        if crowd is not None and crowd in g_pos:
+            i += int(counts[g_pos[crowd], c + 2])
+        if i / int(pred_area[c + 2]) > 0.5:
             continue
         stats[ps["category_id"]].fp += 1
 
@@ -160,23 +198,34 @@ class PQEvaluator:
 def _read_ids(uri: str) -> np.ndarray:
     try:
         img = Image.open(io.BytesIO(uio.read_bytes(uri)))
-        return rgb2id(np.array(img.convert("RGB")))
+        return rgb2id(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri}: missing panoptic PNG") from None
 
 
-def pq_from_files(gt_json: str, gt_folder: str, pred_json: str, pred_folder: str) -> PQResult:
+def pq_from_files(gt_json: str, gt_folder: str, pred_json: str, pred_folder: str, threads: int | None = None) -> PQResult:
+    """PQ from the official files. PNGs are decoded in a thread pool (Pillow releases the GIL while
+    decoding), accumulation stays in order, so results do not depend on ``threads``."""
+    from concurrent.futures import ThreadPoolExecutor
+    import os
+
     gt_doc, pred_doc = uio.read_json(gt_json), uio.read_json(pred_json)
     categories = {c["id"]: c for c in gt_doc["categories"]}
     preds = {a["image_id"]: a for a in pred_doc["annotations"]}
-    ev = PQEvaluator(categories)
+    jobs = []
     for ann in gt_doc["annotations"]:
-        image_id = ann["image_id"]
-        if image_id not in preds:
-            raise ValueError(f"{pred_json}: no prediction for image_id {image_id}")
-        p = preds[image_id]
-        gt = _read_ids(uio.join(gt_folder, ann["file_name"]))
-        pred = _read_ids(uio.join(pred_folder, p["file_name"]))
-        ev.process(gt, {s["id"]: s for s in ann["segments_info"]}, pred, {s["id"]: s for s in p["segments_info"]},
-                   where=f"{uio.join(pred_folder, p['file_name'])} (image_id {image_id})")
+        if ann["image_id"] not in preds:
+            raise ValueError(f"{pred_json}: no prediction for image_id {ann['image_id']}")
+        p = preds[ann["image_id"]]
+        jobs.append((ann, p, uio.join(gt_folder, ann["file_name"]), uio.join(pred_folder, p["file_name"])))
+    ev = PQEvaluator(categories)
+
+    def load(job):
+        return _read_ids(job[2]), _read_ids(job[3])
+
+    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+        for job, (gt, pred) in zip(jobs, pool.map(load, jobs)):
+            ann, p, _, pred_uri = job
+            ev.process(gt, {s["id"]: s for s in ann["segments_info"]}, pred, {s["id"]: s for s in p["segments_info"]},
+                       where=f"{pred_uri} (image_id {ann['image_id']})")
     return ev.evaluate()

@@ -62,20 +62,48 @@ class YTVOSeval(COCOeval):
             return []
         inds = np.argsort([-d["score"] for d in dt], kind="mergesort")
         dt = [dt[i] for i in inds][: self.params.maxDets[-1]]
-        ious = np.zeros((len(dt), len(gt)))
-        for i, d in enumerate(dt):
-            for j, g in enumerate(gt):
-                inter = union = 0.0
-                for ds, gs in zip(d["segmentations"], g["segmentations"]):
-                    if ds is not None and gs is not None:
-                        inter += mask_utils.area(mask_utils.merge([ds, gs], True))
-                        union += mask_utils.area(mask_utils.merge([ds, gs], False))
-                    elif ds is not None:
-                        union += mask_utils.area(ds)
-                    elif gs is not None:
-                        union += mask_utils.area(gs)
-                ious[i, j] = inter / union if union > 0 else 0.0
-        return ious
+        return spatiotemporal_iou([d["segmentations"] for d in dt], [g["segmentations"] for g in gt],
+                                  np.stack([d["_areas"] for d in dt]) if dt else None,
+                                  np.stack([g["_areas"] for g in gt]) if gt else None)
+
+
+def frame_areas(segs: list) -> np.ndarray:
+    """Per-frame pixel areas of a track (0 where absent)."""
+    present = [t for t, x in enumerate(segs) if x is not None]
+    out = np.zeros(len(segs))
+    if present:
+        out[present] = mask_utils.area([segs[t] for t in present])
+    return out
+
+
+def spatiotemporal_iou(dts: list[list], gts: list[list], a_d: np.ndarray | None = None,
+                       a_g: np.ndarray | None = None) -> np.ndarray:
+    """D x G IoU of tracks given as per-frame RLE lists (None where absent).
+
+    Union = sum_t (|d_t| + |g_t| - |d_t ∩ g_t|) over every frame; intersections come from one
+    ``maskUtils.iou`` call per frame for all pairs present in it (I = iou (a + b) / (1 + iou)).
+    ``a_d`` / ``a_g``: per-frame areas (D x T, G x T), computed when not given.
+    """
+    d_n, g_n = len(dts), len(gts)
+    if d_n == 0 or g_n == 0:
+        return np.zeros((d_n, g_n))
+    a_d = np.stack([frame_areas(x) for x in dts]) if a_d is None else a_d
+    a_g = np.stack([frame_areas(x) for x in gts]) if a_g is None else a_g
+    inter = np.zeros((d_n, g_n))
+    di, dt_ = np.nonzero(a_d > 0)
+    gj, gt_ = np.nonzero(a_g > 0)
+    if len(di) and len(gj):
+        # one C call for every (detection frame, track frame) pair; only same-frame pairs are kept
+        iou = np.asarray(mask_utils.iou([dts[i][t] for i, t in zip(di, dt_)], [gts[j][t] for j, t in zip(gj, gt_)],
+                                        [0] * len(gj))).reshape(len(di), len(gj))
+        same = dt_[:, None] == gt_[None, :]
+        rows, cols = np.nonzero(same & (iou > 0))
+        if len(rows):
+            v = iou[rows, cols]
+            pair = a_d[di[rows], dt_[rows]] + a_g[gj[cols], gt_[cols]]
+            np.add.at(inter, (di[rows], gj[cols]), np.rint(v * pair / (1 + v)))
+    union = a_d.sum(1)[:, None] + a_g.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def _video_coco(doc: dict, tracks: list[dict], videos: dict) -> dict:
@@ -85,10 +113,11 @@ def _video_coco(doc: dict, tracks: list[dict], videos: dict) -> dict:
         segs = [_rle(s, v["height"], v["width"]) for s in a["segmentations"]]
         if len(segs) != v["length"]:
             raise ValueError(f"track {k} (video {a['video_id']}): {len(segs)} segmentations for a {v['length']}-frame video")
-        areas = a.get("areas") or [float(mask_utils.area(s)) if s is not None else None for s in segs]
+        pixel_areas = frame_areas(segs)
+        areas = a.get("areas") or [float(x) if x else None for x in pixel_areas]
         anns.append({"id": a.get("id", k + 1), "image_id": a["video_id"], "category_id": a["category_id"],
                      "iscrowd": a.get("iscrowd", 0), "segmentations": segs, "area": _avg_area(areas),
-                     "score": a.get("score", 1.0), "bbox": [0, 0, 0, 0]})
+                     "score": a.get("score", 1.0), "bbox": [0, 0, 0, 0], "_areas": pixel_areas})
     return {"images": [{"id": vid} for vid in videos], "annotations": anns,
             "categories": doc["categories"]}
 
@@ -105,14 +134,14 @@ def ytvis_ap(gt, results, max_dets: tuple[int, int, int] = (1, 10, 100)) -> APRe
             raise ValueError(f"result {i}: video_id {r.get('video_id')} is not in the ground truth")
         if r.get("category_id") not in cats:
             raise ValueError(f"result {i}: unknown category {r.get('category_id')}")
-    gt_coco = coco_from(_video_coco(doc, doc["annotations"], videos))
+    gt_coco = coco_from(_video_coco(doc, doc["annotations"], videos), copy_doc=False)
     if not res:
         return APResult({k: -1.0 for k in STAT_NAMES}, {}, "no detections")
     dt_doc = _video_coco(doc, res, videos)
-    for k, a in enumerate(dt_doc["annotations"]):
+    for k, a in enumerate(dt_doc["annotations"]):  # results: areas from the masks, as YTVOS.loadRes does
         a["id"] = k + 1
-        a["area"] = _avg_area([float(mask_utils.area(s)) if s is not None else None for s in a["segmentations"]])
-    dt_coco = coco_from(dt_doc)
+        a["area"] = _avg_area([float(x) if x else None for x in a["_areas"]])
+    dt_coco = coco_from(dt_doc, copy_doc=False)
     ev = YTVOSeval(gt_coco, dt_coco, "segm")
     ev.params.areaRng = AREA_RANGES
     ev.params.maxDets = list(max_dets)
