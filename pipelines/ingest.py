@@ -26,11 +26,13 @@ def plan_rows(builder: BatchBuilder, epochs: int, start_epoch: int = 0) -> list[
 
 
 def ray_training_dataset(config: IngestConfig, label_space: LabelSpace, epochs: int = 1, start_epoch: int = 0,
-                         concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0):
+                         concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0,
+                         rows: tuple[int, int] | None = None):
+    """``rows=(start, stop)`` keeps that slice of the plan's batches (resuming at global batch ``start``)."""
     import ray
 
     builder = BatchBuilder(config, label_space)
-    rows = plan_rows(builder, epochs, start_epoch)
+    rows = plan_rows(builder, epochs, start_epoch)[slice(*rows) if rows else slice(None)]
     if not rows:
         raise ValueError("the training plan is empty: check the datasets' repeat factors and the batch size")
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))

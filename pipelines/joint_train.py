@@ -1,0 +1,500 @@
+"""Joint training of OMG-Seg on every dataset at once, with Ray Train and MLflow.
+
+    python pipelines/joint_train.py --config pipelines/configs/shapes_demo.yaml
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+        python pipelines/joint_train.py --config pipelines/configs/omg_convnext_l.yaml optim.max_steps=1000
+
+Reads top to bottom: setup (config, Ray) -> build (datasets, label space, trainer) -> resume
+(the run name is derived from the config, so relaunching the same command continues from the
+last checkpoint: step, optimiser, schedule, sampler position and RNG state) -> train (Ray Train
+``TorchTrainer``: DDP with gloo on CPU, NCCL on GPU; bf16 autocast on GPU) -> evaluate
+(periodic and final validation on a held-out subset) -> export (a self-describing checkpoint
+the predictor loads: model config, weights, training vocabulary).
+
+Rank 0 logs to MLflow: the resolved config (params and artifact), per-step losses, learning
+rate, samples/s, system metrics, the shard manifests as dataset inputs, git commit and Ray job
+id tags, validation metrics, the final model. The run ends FINISHED or FAILED, never RUNNING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from omg.config import TrainConfig, config_dict, config_from_dict, flat_params, load_config
+from omg.data import io as uio
+from omg.data.catalog import load_catalog
+from omg.env import apply_env_defaults
+from omg.utils.progress import format_duration
+from omg.utils.typed import SchemaError
+
+SMOKE_OVERRIDES = ["optim.max_steps=4", "checkpoint.every_steps=2", "tracking.log_every=1", "validation.limit=2",
+                   "optim.num_points=1024", "optim.warmup_iters=2"]
+
+
+# ============================================================================= build (driver)
+
+def _abs(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def resolve_datasets(cfg: TrainConfig) -> tuple[list, dict]:
+    """Catalog defaults filled in; manifests read (they must exist: run pipelines/preprocess.py first)."""
+    from omg.data.ingest import DatasetSpec
+    from omg.data.shards import read_manifest
+
+    catalog = load_catalog()
+    specs, manifests = [], {}
+    for d in cfg.data.datasets:
+        if d.name not in catalog:
+            raise SchemaError("config", "data.datasets", f"no catalog dataset named {d.name!r}")
+        sampling = catalog[d.name].sampling
+        uri = uio.join(_abs(cfg.data.shards), d.name, d.split)
+        manifests[d.name] = read_manifest(uri)
+        specs.append(DatasetSpec(
+            name=d.name, manifest=uri,
+            repeat_factor=d.repeat_factor if d.repeat_factor is not None else sampling.repeat_factor,
+            mode=d.mode or sampling.mode,
+            resize_range=tuple(d.resize_range or sampling.resize_range),
+            clip_length=sampling.clip_length, clip_interval=sampling.clip_interval))
+    if not specs:
+        raise SchemaError("config", "data.datasets", "no training dataset")
+    return specs, manifests
+
+
+def ingest_config(cfg: TrainConfig, specs: list):
+    from omg.data.ingest import IngestConfig
+
+    return IngestConfig(crop_size=tuple(cfg.data.crop_size), batch_size=cfg.data.batch_size,
+                        num_prompts=cfg.data.num_prompts, box_prompt_prob=cfg.data.box_prompt_prob,
+                        seed=cfg.seed, datasets=tuple(specs))
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's OMG_*, MLFLOW_* and offline settings, for workers of an already running cluster."""
+    keep = ("OMG_", "MLFLOW_", "HF_", "TRANSFORMERS_", "RAY_AUTH_MODE", "RAY_USAGE_STATS")
+    return {k: v for k, v in os.environ.items() if k.startswith(keep)}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def read_progress(storage: str, name: str) -> dict:
+    uri = uio.join(storage, name, "progress.json")
+    return uio.read_json(uri) if uio.exists(uri) else {}
+
+
+# ============================================================================= train (every worker)
+
+def train_loop_per_worker(loop: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from omg.data.ingest import BatchBuilder, PlanDataset
+    from omg.data.labels import LabelSpace
+    from omg.losses.criterion import Criterion
+    from omg.modeling.model import build_model
+    from omg.modeling.text import TextEmbedder
+    from omg.modeling.variants import get_variant
+    from omg.training.optim import build_optimizer, build_scheduler
+    from omg.training.step import rng_state, set_rng_state, train_step
+
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)  # open_clip narrates every model build at INFO
+    cfg = config_from_dict(loop["config"])
+    label_space = LabelSpace.from_dict(loop["label_space"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    np.random.seed(cfg.seed * 1000 + rank)
+    random.seed(cfg.seed * 1000 + rank)
+
+    # ---- build
+    model = build_model(cfg.model).to(device)
+    text = TextEmbedder(model.backbone).embed(label_space.vocabulary()).to(device)
+    builder = BatchBuilder(loop["ingest"], label_space)
+    steps_per_epoch = len(builder.plan(0, rank, world))
+    if steps_per_epoch == 0:
+        raise ValueError("an epoch has no batch for this worker: more data, a smaller batch or fewer workers")
+    total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    variant = get_variant(cfg.model.variant)
+    lr_mult = cfg.optim.backbone_lr_mult if cfg.optim.backbone_lr_mult is not None else variant.lr_mult
+    optimizer = build_optimizer(model, cfg.optim, cfg.data.batch_size * world, lr_mult)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, total)
+
+    # ---- resume
+    step, run_id = 0, None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            step, run_id = int(state["step"]), state.get("mlflow_run_id")
+            rng_file = os.path.join(d, f"rng_rank{rank}.pt")
+            if os.path.exists(rng_file):
+                set_rng_state(torch.load(rng_file, weights_only=True))
+    model = ray.train.torch.prepare_model(model)
+    inner = model.module if hasattr(model, "module") else model
+    reduce_fn = None
+    if world > 1:
+        import torch.distributed as dist
+
+        def reduce_fn(x: torch.Tensor) -> torch.Tensor:
+            y = x.detach().clone().float()
+            dist.all_reduce(y)
+            return y / world
+    criterion = Criterion(num_points=cfg.optim.num_points, reduce_fn=reduce_fn)
+    amp = cfg.amp == "auto" and device.type == "cuda"
+
+    tracker = Tracker(cfg, loop, rank, run_id, resumed=step > 0)
+    tracker.start_step = step
+    try:
+        # ---- train
+        if loop["ingest_mode"] == "ray":
+            from pipelines.ingest import iter_shard_batches
+
+            batches = iter_shard_batches(ray.train.get_dataset_shard("train"))
+        else:
+            batches = local_batches(builder, step, steps_per_epoch, total, rank, world, cfg.data.loader_workers)
+        t0, last_log, samples = time.monotonic(), time.monotonic(), 0
+        log_samples = 0
+        fault = fault_injection(loop, rank)
+        for batch in batches:
+            if step >= total:
+                break
+            if fault is not None and step == fault:
+                inject_fault(loop, rank, step)
+            stats = train_step(model, batch, text, criterion, optimizer, scheduler, cfg.optim.grad_clip, device, amp)
+            trace_sample(loop, rank, step, batch)  # after the update: the trace lists committed steps
+            step += 1
+            n = len(batch["images"]) * world
+            samples += n
+            log_samples += n
+            if rank == 0 and (step % cfg.tracking.log_every == 0 or step == total):
+                now = time.monotonic()
+                rate = log_samples / max(now - last_log, 1e-9)
+                last_log, log_samples = now, 0
+                stats.update({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate, "epoch": step / steps_per_epoch})
+                tracker.log(stats, step)
+                eta = (now - t0) / max(step - tracker.start_step, 1) * (total - step)
+                print(f"[train] step {step}/{total} ({100 * step / total:.0f}%) loss {stats['loss/total']:.3f} "
+                      f"(cls {stats['loss/cls']:.2f} mask {stats['loss/mask']:.2f} dice {stats['loss/dice']:.2f} "
+                      f"obj {stats['loss/obj']:.2f}) {rate:.1f} samples/s lr {stats['lr']:.2e} "
+                      f"ETA {format_duration(eta)}", flush=True)
+            if cfg.validation.every_steps and step % cfg.validation.every_steps == 0 and step < total and rank == 0:
+                tracker.validate(inner, label_space, step)
+            if step % cfg.checkpoint.every_steps == 0 or step == total:
+                save_checkpoint_dir(inner, optimizer, scheduler, step, tracker.run_id, rank, loop, total)
+        # ---- evaluate + export
+        if rank == 0:
+            tracker.validate(inner, label_space, step)
+            tracker.export(inner, label_space, step)
+        tracker.finish("FINISHED")
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+
+
+# ---- testing hooks (environment variables; off unless set): fault injection and a sample trace
+
+def fault_injection(loop: dict, rank: int) -> int | None:
+    """``OMG_FAULT_STEP=N`` (with ``OMG_FAULT_RANK``, default 1, and ``OMG_FAULT_MODE`` = kill | raise):
+    the worker dies at step N, once per run (a marker in the run's storage prevents a repeat)."""
+    step = os.environ.get("OMG_FAULT_STEP")
+    if step is None or rank != int(os.environ.get("OMG_FAULT_RANK", "1")):
+        return None
+    if uio.exists(uio.join(loop["storage"], loop["name"], "fault_injected")):
+        return None
+    return int(step)
+
+
+def inject_fault(loop: dict, rank: int, step: int) -> None:
+    uio.write_bytes(uio.join(loop["storage"], loop["name"], "fault_injected"), f"rank {rank} step {step}".encode())
+    print(f"[train] fault injection: rank {rank} dies at step {step}", flush=True)
+    if os.environ.get("OMG_FAULT_MODE", "kill") == "kill":
+        os._exit(1)
+    raise RuntimeError(f"injected failure at step {step}")
+
+
+def trace_sample(loop: dict, rank: int, step: int, batch: dict) -> None:
+    """``OMG_TRACE_SAMPLES=1``: append (step, dataset, indices, seeds) of every trained batch to trace/rank<r>.jsonl."""
+    if os.environ.get("OMG_TRACE_SAMPLES") != "1":
+        return
+    uri = os.path.join(loop["storage"], loop["name"], "trace", f"rank{rank}.jsonl")
+    os.makedirs(os.path.dirname(uri), exist_ok=True)
+    with open(uri, "a") as f:
+        f.write(json.dumps({"step": step, "dataset": str(batch["dataset"]),
+                            "indices": np.asarray(batch["indices"]).tolist(),
+                            "seeds": np.asarray(batch["seeds"]).tolist()}) + "\n")
+
+
+def local_batches(builder, step: int, steps_per_epoch: int, total: int, rank: int, world: int, loader_workers: int):
+    """This worker's deterministic batches from ``step`` on (epoch plans in order; exact resume)."""
+    import torch
+
+    from omg.data.ingest import PlanDataset
+
+    while step < total:
+        epoch, start = divmod(step, steps_per_epoch)
+        ds = PlanDataset(builder, epoch, rank, world)
+        idx = list(range(start, len(ds)))
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=None,
+                                             num_workers=loader_workers, prefetch_factor=2 if loader_workers else None)
+        for batch in loader:
+            yield batch
+            step += 1
+            if step >= total:
+                return
+
+
+def save_checkpoint_dir(inner, optimizer, scheduler, step: int, run_id: str | None, rank: int, loop: dict,
+                        total: int) -> None:
+    import ray.train
+    import torch
+
+    from omg.training.step import rng_state
+
+    with tempfile.TemporaryDirectory() as d:
+        if rank == 0:
+            torch.save({"model": inner.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "step": step, "mlflow_run_id": run_id}, os.path.join(d, "state.pt"))
+        torch.save(rng_state(), os.path.join(d, f"rng_rank{rank}.pt"))
+        ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(d))
+    if rank == 0:
+        uio.write_json(uio.join(loop["storage"], loop["name"], "progress.json"),
+                       {"step": step, "total": total, "mlflow_run_id": run_id})
+
+
+class Tracker:
+    """MLflow on rank 0 (a no-op elsewhere): resumes the run of a relaunched name, ends FINISHED/FAILED."""
+
+    def __init__(self, cfg: TrainConfig, loop: dict, rank: int, run_id: str | None, resumed: bool):
+        self.cfg, self.loop, self.rank = cfg, loop, rank
+        self.run_id = run_id
+        self.start_step = 0
+        self.active = rank == 0 and loop.get("mlflow", True)
+        if not self.active:
+            return
+        import mlflow
+
+        from pipelines.tracking import setup
+
+        setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
+        if self.run_id is None:  # a relaunch before the first checkpoint: the run of this name and storage
+            runs = mlflow.search_runs(filter_string=f"tags.`omg.run_name` = '{loop['name']}' and "
+                                                    f"tags.`omg.storage` = '{loop['storage']}'", output_format="list")
+            self.run_id = runs[0].info.run_id if runs else None
+        tags = {"omg.run_name": loop["name"], "omg.storage": loop["storage"], "git_commit": loop["git_commit"],
+                "ray_job_id": loop["ray_job_id"], "omg.variant": cfg.model.variant}
+        run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else loop["name"], tags=tags,
+                               log_system_metrics=cfg.tracking.system_metrics)
+        self.run_id = run.info.run_id
+        if not resumed:
+            mlflow.log_params(flat_params(cfg))
+            mlflow.log_dict(config_dict(cfg), "config.json")
+            for name, m in loop["manifests"].items():
+                self._log_input(mlflow, name, m)
+        else:
+            mlflow.set_tag("omg.resumed", "true")
+
+    @staticmethod
+    def _log_input(mlflow, name: str, manifest: dict) -> None:
+        """The shard manifest as an MLflow dataset input (one row per shard: path, rows, bytes, sha256)."""
+        import warnings
+
+        import pandas as pd
+
+        df = pd.DataFrame(manifest["shards"]).astype({"rows": "float64", "bytes": "float64"})
+        with warnings.catch_warnings():  # MLflow's hints about integer columns and local sources
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(df, source=manifest["_uri"], name=f"{name}/{manifest['split']}",
+                                         digest=manifest["listing_digest"][:32])
+            mlflow.log_input(ds, context="training")
+
+    def log(self, stats: dict, step: int) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.log_metrics({k.replace("loss/", "train/loss_") if k.startswith("loss/") else f"train/{k}": v
+                                for k, v in stats.items()}, step=step)
+
+    def validate(self, inner, label_space, step: int) -> dict:
+        if not self.active or not self.cfg.validation.pairs:
+            return {}
+        from omg.evaluation.runner import evaluate_pair
+        from omg.inference.predictor import OMGPredictor
+        from pipelines.tracking import metric_key
+
+        inner.eval()
+        catalog = load_catalog()
+        predictor = OMGPredictor(inner, {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size)})
+        out = {}
+        try:
+            for pair in self.cfg.validation.pairs:
+                name, split, task = pair.split(":")
+                r = evaluate_pair("<live model>", catalog[name], split, task, self.loop["val_root"].get(name),
+                                  uio.join(self.loop["storage"], self.loop["name"], "val", f"step{step}", name, split, task),
+                                  limit=self.cfg.validation.limit, predictor=predictor)
+                for k, v in r.metrics.items():
+                    if v == v:
+                        out[metric_key("val", name, k)] = v
+                print(f"[val] step {step} {name}/{split}/{task}: " +
+                      ", ".join(f"{k} {v:.2f}" for k, v in list(r.metrics.items())[:4]), flush=True)
+        finally:
+            inner.train()
+        import mlflow
+
+        mlflow.log_metrics(out, step=step)
+        return out
+
+    def export(self, inner, label_space, step: int) -> None:
+        from omg.modeling.checkpoint import save_checkpoint
+
+        uri = uio.join(self.loop["storage"], self.loop["name"], "model.pt")
+        meta = {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size),
+                "train_config": config_dict(self.cfg), "step": step, "mlflow_run_id": self.run_id,
+                "run_name": self.loop["name"]}
+        save_checkpoint(inner, uri, meta)
+        uio.write_json(uio.join(self.loop["storage"], self.loop["name"], "run.json"),
+                       {"model": uri, "mlflow_run_id": self.run_id, "step": step})
+        print(f"[train] exported {uri}", flush=True)
+        if self.active:
+            import mlflow
+
+            if "://" not in uri:
+                mlflow.log_artifact(uri, "checkpoint")
+            if self.cfg.tracking.log_model:
+                import mlflow.pytorch
+
+                mlflow.pytorch.log_model(inner, name="model", serialization_format="pickle",
+                                         pip_requirements=["omg", "torch", "open_clip_torch"])
+
+    def finish(self, status: str) -> None:
+        if self.active:
+            import mlflow
+
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status)
+
+
+# ============================================================================= the driver
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="joint_train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="a YAML run config (pipelines/configs/)")
+    p.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. optim.max_steps=100 scaling.num_workers=2")
+    p.add_argument("--smoke-test", action="store_true", help="4 steps, checkpoints every 2, tiny validation")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
+    p.add_argument("--no-mlflow", action="store_true", help="no MLflow logging")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    # ---- setup
+    apply_env_defaults()
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, list(args.overrides) + (SMOKE_OVERRIDES if args.smoke_test else []))
+    except (SchemaError, ValueError) as err:
+        print(f"joint_train: error: {err}", file=sys.stderr)
+        return 2
+    stem = Path(args.config).stem
+    name = cfg.run_name(stem)
+    storage = _abs(cfg.checkpoint.storage_path)
+    print(f"[train] run {name} (storage {storage})\n[train] resolved config:\n" + json.dumps(config_dict(cfg), indent=1),
+          file=sys.stderr, flush=True)
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.preprocess import init_ray
+
+    # ---- build
+    try:
+        specs, manifests = resolve_datasets(cfg)
+    except (SchemaError, FileNotFoundError, ValueError) as err:
+        print(f"joint_train: error: {err}", file=sys.stderr)
+        return 2
+    from omg.data.ingest import build_label_space
+
+    label_space = build_label_space(manifests)
+    ingest = ingest_config(cfg, specs)
+    catalog = load_catalog()
+    val_root = {}
+    for pair in cfg.validation.pairs:
+        ds = pair.split(":")[0]
+        if ds not in catalog:
+            print(f"joint_train: error: validation pair {pair!r}: no catalog dataset {ds!r}", file=sys.stderr)
+            return 2
+        val_root[ds] = _abs(catalog[ds].resolve_root())
+    init_ray(args.num_cpus)
+    # ---- resume
+    progress = read_progress(storage, name)
+    start = int(progress.get("step", 0))
+    if start:
+        print(f"[train] resuming {name} from step {start} (relaunch of the same config)", file=sys.stderr, flush=True)
+    datasets = {}
+    if cfg.data.ingest == "ray":
+        from omg.data.ingest import BatchBuilder
+        from pipelines.ingest import ray_training_dataset
+
+        builder = BatchBuilder(ingest, label_space)
+        per_epoch = len(builder.plan(0)) // cfg.scaling.num_workers
+        total = cfg.optim.max_steps or cfg.optim.epochs * per_epoch
+        epochs = -(-total // max(per_epoch, 1))
+        datasets["train"] = ray_training_dataset(
+            ingest, label_space, epochs=epochs, concurrency=cfg.data.ray_data_concurrency,
+            rows=(start * cfg.scaling.num_workers, total * cfg.scaling.num_workers))
+    loop = {
+        "config": config_dict(cfg), "label_space": label_space.to_dict(), "ingest": ingest, "name": name,
+        "storage": storage, "manifests": manifests, "git_commit": git_commit(), "val_root": val_root,
+        "ray_job_id": os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
+        "ingest_mode": cfg.data.ingest, "mlflow": not args.no_mlflow,
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop,
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
+                             worker_runtime_env={"env_vars": worker_env()}),
+        datasets=datasets or None,
+    )
+    # ---- train
+    t0 = time.monotonic()
+    try:
+        result = trainer.fit()
+    except Exception as err:
+        print(f"joint_train: error: training failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    info = uio.read_json(uio.join(storage, name, "run.json")) if uio.exists(uio.join(storage, name, "run.json")) else {}
+    print(json.dumps({"run": name, "step": result.metrics.get("step") if result.metrics else None,
+                      "model": info.get("model"), "mlflow_run_id": info.get("mlflow_run_id"),
+                      "seconds": round(time.monotonic() - t0, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

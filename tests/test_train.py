@@ -1,0 +1,176 @@
+"""pipelines/joint_train.py: 2-worker CPU training through the real TorchTrainer, MLflow (a real server on
+loopback), exact resume after a relaunch, restart after a killed worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from omg.data.catalog import load_catalog
+from pipelines.joint_train import main as train_main
+from pipelines.preprocess import preprocess_split
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "pipelines/configs/shapes_smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def shards(ray_local, tiny_shapes, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("train-shards")
+    catalog = load_catalog()
+    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
+        preprocess_split(catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def data_env(tiny_shapes):
+    """The validation pairs read omg-shapes from the tiny dataset."""
+    saved = {k: os.environ.get(k) for k in ("OMG_ROOT_OMG_SHAPES", "OMG_ROOT_OMG_SHAPES_SAM", "OMG_TRACE_SAMPLES")}
+    os.environ.update(OMG_ROOT_OMG_SHAPES=tiny_shapes, OMG_ROOT_OMG_SHAPES_SAM=tiny_shapes, OMG_TRACE_SAMPLES="1")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a loopback port, in its own process group, stopped even on failure."""
+    d = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{d}/mlflow.db",
+         "--default-artifact-root", str(d / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(d / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"mlflow server did not start: {(d / 'server.log').read_text()[-2000:]}")
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _train(shards, storage, tracking, extra=(), capsys=None) -> tuple[int, dict]:
+    rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
+                     f"tracking.tracking_uri={tracking}", *extra])
+    out = capsys.readouterr().out if capsys else ""
+    lines = [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
+    return rc, (lines[-1] if lines else {})
+
+
+def _trace(storage: Path) -> dict[int, list]:
+    out = {}
+    for f in storage.rglob("trace/rank*.jsonl"):
+        out[int(f.stem[4:])] = [json.loads(x) for x in f.read_text().splitlines()]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(shards, data_env, mlflow_server, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("train-ref")
+    rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
+                     f"tracking.tracking_uri={mlflow_server}"])
+    assert rc == 0
+    return storage
+
+
+def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server, tiny_shapes):
+    import mlflow
+
+    from omg.inference.predictor import OMGPredictor
+
+    info = json.loads(next(reference.rglob("run.json")).read_text())
+    assert info["step"] == 6
+    mlflow.set_tracking_uri(mlflow_server)
+    run = mlflow.get_run(info["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    assert p["model.variant"] == "tiny_convnext" and p["scaling.num_workers"] == "2" and p["optim.max_steps"] == "6"
+    for key in ("train/loss_total", "train/loss_cls", "train/loss_mask", "train/loss_dice", "train/loss_obj",
+                "train/lr", "train/samples_per_s", "val/omg-shapes/PQ", "val/omg-shapes-sam/mIoU"):
+        assert key in m, key
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss_total")
+    assert [h.step for h in history] == [1, 2, 3, 4, 5, 6]
+    assert len(t["git_commit"]) >= 7 and t["ray_job_id"] and t["omg.run_name"].startswith("shapes_smoke-")
+    inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
+    assert inputs == {"omg-shapes/train", "omg-shapes-sam/train", "omg-shapes-vps/train"}
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"config.json", "checkpoint"} <= arts
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
+    assert [x.name for x in models] == ["model"], "the final model, logged with MLflow 3 log_model(name=...)"
+    # the exported checkpoint is self-describing: the predictor loads it and knows the vocabulary
+    pred = OMGPredictor.from_checkpoint(info["model"])
+    assert pred.training_vocabulary.display[:4] == ["circle", "square", "triangle", "star"]
+    assert pred.metadata["train_config"]["model"]["variant"] == "tiny_convnext"
+    traces = _trace(reference)
+    assert sorted(traces) == [0, 1] and [r["step"] for r in traces[0]] == list(range(6))
+
+
+def test_relaunch_resumes_without_repeating_samples(reference, shards, data_env, mlflow_server, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    monkeypatch.setenv("OMG_FAULT_STEP", "3")
+    monkeypatch.setenv("OMG_FAULT_MODE", "raise")
+    rc, _ = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0"], capsys)
+    assert rc == 1
+    first = _trace(tmp_path)
+    assert [r["step"] for r in first[1]] == [0, 1, 2]
+    monkeypatch.delenv("OMG_FAULT_STEP")
+    rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0"], capsys)
+    assert rc == 0 and out["step"] == 6
+    resumed = _trace(tmp_path)
+    ref = _trace(reference)
+    for rank in (0, 1):
+        steps = [r["step"] for r in resumed[rank]]
+        assert steps == list(range(6)), f"rank {rank}: every step once, resumed at the checkpoint ({steps})"
+        assert resumed[rank] == ref[rank], "the same batches as an uninterrupted run"
+    mlflow.set_tracking_uri(mlflow_server)
+    run = mlflow.get_run(out["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags.get("omg.resumed") == "true"
+    assert [h.step for h in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss_total")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_killed_worker_is_restarted_and_training_finishes(shards, data_env, mlflow_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMG_FAULT_STEP", "4")
+    monkeypatch.setenv("OMG_FAULT_MODE", "kill")
+    rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=2", "tracking.log_model=false"], capsys)
+    assert rc == 0 and out["step"] == 6
+    assert (tmp_path / out["run"] / "fault_injected").read_text() == "rank 1 step 4"
+
+
+def test_bad_config_is_rejected_with_the_key(capsys):
+    assert train_main(["--config", CONFIG, "optim.lr=-1"]) == 2
+    assert "optim.lr must be > 0" in capsys.readouterr().err
+    assert train_main(["--config", CONFIG, "optim.learning_rate=1"]) == 2
+    assert "key 'optim.learning_rate': unknown key" in capsys.readouterr().err
+    assert train_main(["--config", CONFIG, "data.shards=/nonexistent"]) == 2
+    assert "no manifest" in capsys.readouterr().err
