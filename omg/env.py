@@ -10,8 +10,6 @@ is left alone.
 - ``RAY_AUTH_MODE=disabled``: a fresh ``ray.init()`` otherwise enables token auth and
   later ``ray job submit`` calls fail with "Missing authentication token".
 - ``RAY_USAGE_STATS_ENABLED=0``: no usage reporting (there is no network anyway).
-- ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: a single-node local Ray registers on
-  127.0.0.1.
 - ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false``: progress bars of artifact uploads
   would interleave with the pipelines' own progress output.
 - ``TOKENIZERS_PARALLELISM=false``: quiet fork warnings in Ray workers.
@@ -27,7 +25,6 @@ DEFAULTS: dict[str, str] = {
     "HF_DATASETS_OFFLINE": "1",
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TOKENIZERS_PARALLELISM": "false",
 }

@@ -1,0 +1,139 @@
+"""A 2-node Ray cluster on loopback (head 127.0.0.2, worker 127.0.0.3) receiving `ray job submit` of the
+smoke training config. The test starts the cluster in its own process groups and temp dir and stops
+exactly that cluster, even on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from omg.data.catalog import load_catalog
+from pipelines.preprocess import preprocess_split
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _loopback_ok() -> bool:
+    try:
+        for host in ("127.0.0.2", "127.0.0.3"):
+            with socket.socket() as s:
+                s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+def _stop(procs: list[subprocess.Popen], temp: str) -> None:
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # anything of this cluster that left its process group (matched by our own temp dir)
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    for line in out.splitlines()[1:]:
+        pid, _, args = line.strip().partition(" ")
+        if temp in args and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster():
+    if not _loopback_ok():
+        pytest.skip("127.0.0.2 / 127.0.0.3 are not usable loopback addresses on this machine")
+    temp = tempfile.mkdtemp(prefix="omgc-", dir="/tmp")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" would refuse a second node
+    port, dash = _free_port("127.0.0.2"), _free_port("127.0.0.2")
+    common = ["--num-cpus=1", "--object-store-memory=200000000", "--block", "--disable-usage-stats"]
+
+    def agent_ports(host: str) -> list[str]:  # free ports: another local Ray (the test session's) holds the defaults
+        return [f"--dashboard-agent-listen-port={_free_port(host)}", f"--dashboard-agent-grpc-port={_free_port(host)}",
+                f"--metrics-export-port={_free_port(host)}", f"--runtime-env-agent-port={_free_port(host)}"]
+
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [RAY, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}", "--dashboard-host=127.0.0.2",
+             f"--dashboard-port={dash}", f"--temp-dir={temp}", *agent_ports("127.0.0.2"), *common],
+            stdout=open(f"{temp}/head.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        _wait_for(lambda: _status(port, env, 1), "head node", temp)
+        procs.append(subprocess.Popen(
+            [RAY, "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3", *agent_ports("127.0.0.3"),
+             *common],
+            stdout=open(f"{temp}/worker.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        _wait_for(lambda: _status(port, env, 2), "worker node", temp)
+        yield {"gcs": f"127.0.0.2:{port}", "dashboard": f"http://127.0.0.2:{dash}", "env": env, "temp": temp}
+    finally:
+        _stop(procs, temp)
+
+
+def _status(port: int, env: dict, nodes: int) -> bool:
+    out = subprocess.run([RAY, "status", "--address", f"127.0.0.2:{port}"], capture_output=True, text=True, env=env)
+    return out.returncode == 0 and out.stdout.count(" node_") >= nodes
+
+
+def _wait_for(check, what: str, temp: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(2)
+    logs = "".join(Path(temp, f).read_text()[-1500:] for f in ("head.log", "worker.log") if Path(temp, f).exists())
+    raise RuntimeError(f"the {what} of the loopback cluster did not come up:\n{logs}")
+
+
+@pytest.mark.slow
+def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, tiny_shapes, ray_local, tmp_path):
+    shards = tmp_path / "shards"
+    catalog = load_catalog()
+    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
+        preprocess_split(catalog[name], "train", str(shards), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
+    runtime_env = {"env_vars": {"OMG_ROOT_OMG_SHAPES": tiny_shapes, "OMG_ROOT_OMG_SHAPES_SAM": tiny_shapes,
+                                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}}
+    cmd = [RAY, "job", "submit", "--address", loopback_cluster["dashboard"], "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps(runtime_env), "--",
+           sys.executable, "pipelines/joint_train.py", "--config", "pipelines/configs/shapes_smoke.yaml",
+           f"data.shards={shards}", f"checkpoint.storage_path={tmp_path}/train", "tracking.log_model=false"]
+    for _attempt in range(20):  # the head's job agent comes up a little after the node
+        out = subprocess.run(cmd, capture_output=True, text=True, env=loopback_cluster["env"], timeout=420)
+        text = out.stdout + out.stderr
+        if "No available agent to submit job" not in text:
+            break
+        time.sleep(3)
+    assert out.returncode == 0 and "succeeded" in text, text[-4000:]
+    assert "ip=127.0.0.3" in text, "a training worker ran on the second node"
+    result = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{"run"')]
+    assert result and result[-1]["step"] == 6 and Path(result[-1]["model"]).exists()
