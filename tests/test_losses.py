@@ -192,7 +192,7 @@ def test_tiny_model_overfits_8_omg_shapes_images(tiny_shapes):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.05)
     losses = []
     t0 = time.monotonic()
-    for _ in range(80):
+    for _ in range(100):
         out = model(images, text)
         loss = crit(out.predictions, targets)
         opt.zero_grad()

@@ -88,19 +88,26 @@ class Criterion:
         """``valid`` (N x P bool) marks real prompts in a location batch (padding is not supervised)."""
         if len(targets) != predictions[-1].logits.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {predictions[-1].logits.shape[0]}")
-        num_masks = self._num_masks(targets, location, valid, predictions[-1].masks.device)
-        per_set = [self._set_losses(p, targets, location, valid, num_masks) for p in predictions]
+        device = predictions[-1].masks.device
+        plans = [self._class_targets(p, targets, location, valid) for p in predictions]
+        # every normaliser of the call in one all-reduce: the mask count, then each set's class weights
+        local = torch.stack([self._local_num_masks(targets, location, valid, device)] +
+                            [plan[2].sum() for plan in plans])
+        reduced = self.reduce_fn(local)
+        num_masks = reduced[0].clamp(min=1.0)
+        per_set = [self._set_losses(p, targets, plan, reduced[k + 1].clamp(min=1.0), num_masks)
+                   for k, (p, plan) in enumerate(zip(predictions, plans))]
         terms = {k: sum(s[k] for s in per_set) for k in self.weights}
         total = sum(terms.values())
         return LossOutput(total, terms, per_set)
 
     # -------------------------------------------------------------------------
-    def _num_masks(self, targets, location, valid, device) -> torch.Tensor:
-        if location:
-            n = float(valid.sum()) if valid is not None else float(sum(len(t.labels) for t in targets))
+    def _local_num_masks(self, targets, location, valid, device) -> torch.Tensor:
+        if location and valid is not None:
+            n = float(valid.sum())
         else:
             n = float(sum(len(t.labels) for t in targets))
-        return self.reduce_fn(torch.tensor(n, device=device)).clamp(min=1.0)
+        return torch.tensor(n, device=device)
 
     def _assign(self, pred: PredictionSet, targets, location, valid):
         """Per sample: (prediction indices, target indices)."""
@@ -118,12 +125,11 @@ class Criterion:
                 out.append(self.matcher.match(pred.logits[i], pred.masks[i], t.labels, t.masks))
         return out
 
-    def _set_losses(self, pred: PredictionSet, targets, location, valid, num_masks) -> dict[str, torch.Tensor]:
+    def _class_targets(self, pred: PredictionSet, targets, location, valid):
+        """Assignment, class targets, class weights (N x Q) and matched flags of one prediction set."""
         n, q, c1 = pred.logits.shape
         device = pred.logits.device
         assignment = self._assign(pred, targets, location, valid)
-
-        # class + objectness: every query of every sample
         cls_target = torch.full((n, q), c1 - 1, dtype=torch.long, device=device)
         cls_weight = torch.full((n, q), self.background_weight, device=device)
         matched = torch.zeros(n, q, device=device)
@@ -134,8 +140,12 @@ class Criterion:
             matched[i, pi] = 1.0
         if location and valid is not None:
             cls_weight = cls_weight * valid.to(cls_weight.dtype)
+        return assignment, cls_target, cls_weight, matched, location
+
+    def _set_losses(self, pred: PredictionSet, targets, plan, cls_norm, num_masks) -> dict[str, torch.Tensor]:
+        n, q, c1 = pred.logits.shape
+        assignment, cls_target, cls_weight, matched, location = plan
         ce = F.cross_entropy(pred.logits.float().reshape(n * q, c1), cls_target.reshape(-1), reduction="none")
-        cls_norm = self.reduce_fn(cls_weight.sum()).clamp(min=1.0)
         loss_cls = (ce * cls_weight.reshape(-1)).sum() / cls_norm
         loss_obj = sigmoid_focal_loss(pred.objectness[..., 0].float(), matched).sum() / cls_norm
         if location:
