@@ -297,3 +297,17 @@ def test_parameter_counts_cover_every_parameter(tiny_model):
     counts = parameter_counts(tiny_model)
     assert counts["total"] == sum(p.numel() for p in tiny_model.parameters())
     assert counts["components"]["backbone.text_tower"]["trainable"] == 0
+
+
+def test_sampled_location_content_reads_the_pixels_under_the_prompt():
+    """location_content="sampled": prompts at different places start from different content."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny("tiny_convnext", location_content="sampled")).eval()
+    x, text = _images(1, s=64), _text()
+    feats = model.extract(x)
+    prompts = Prompts.from_lists([torch.tensor([[5.0, 5.0], [50.0, 50.0]])], [None], [(64, 64)])
+    content = model.location_encoder.sample_content(feats.mask_features[:, :, 0], prompts, feats.image_size)
+    assert content.shape == (1, 2, 64) and not torch.allclose(content[0, 0], content[0, 1])
+    assert build_model(ModelConfig.tiny("tiny_convnext")).location_encoder.content_proj is None, "paper default unchanged"
+    with pytest.raises(ValueError, match="location_content"):
+        ModelConfig.tiny(location_content="roi")

@@ -53,9 +53,35 @@ class EvalResult:
                 "tables": self.tables, "files": self.files, "seconds": self.seconds}
 
 
-def vocabulary_of(entry: DatasetEntry, include_heldout: bool) -> tuple[list[dict], list[int]]:
+def vocabulary_of(entry: DatasetEntry, include_heldout: bool, predictor: OMGPredictor | None = None
+                  ) -> tuple[list[dict], list[int]]:
+    """The dataset's classes (label k -> ``ids[k]``). With a predictor, the training classes the dataset
+    lacks are appended with id -1: a query that found one of them (e.g. sky, for a things-only video
+    dataset) is then classified as that class and dropped, instead of being forced onto the
+    dataset's classes."""
     classes = [c for c in entry.classes if include_heldout or not c.heldout]
-    return [{"names": list(c.synonyms), "isthing": c.isthing} for c in classes], [c.id for c in classes]
+    vocab = [{"names": list(c.synonyms), "isthing": c.isthing} for c in classes]
+    ids = [c.id for c in classes]
+    train = predictor.training_vocabulary if predictor is not None else None
+    if train is not None:
+        have = {s for c in classes for s in c.synonyms}
+        for names, isthing in zip(train.names, train.isthing):
+            if not have & set(names):
+                vocab.append({"names": list(names), "isthing": isthing})
+                ids.append(-1)
+    return vocab, ids
+
+
+def drop_unmapped(r, cat_ids: list[int]):
+    """Remove segments whose class maps to no dataset category (id -1): their pixels become VOID."""
+    bad = {s.id for s in r.segments if cat_ids[s.label] == -1}
+    if not bad:
+        return r
+    r.panoptic[np.isin(r.panoptic, list(bad))] = 0
+    r.segments = [s for s in r.segments if s.id not in bad]
+    if hasattr(r, "frame_segments"):
+        r.frame_segments = [[i for i in ids if i not in bad] for ids in r.frame_segments]
+    return r
 
 
 def _pct(x: float) -> float:
@@ -89,7 +115,7 @@ def _images(paths: dict, limit: int | None) -> tuple[dict, list[dict], dict]:
 
 
 def _predict_panoptic(pred, entry, paths, out_dir, limit, overlays, progress, include_heldout, what):
-    vocab, cat_ids = vocabulary_of(entry, include_heldout)
+    vocab, cat_ids = vocabulary_of(entry, include_heldout, pred)
     doc, anns, images = _images(paths, limit)
     items, files = [], []
     with Progress(f"eval {entry.name} {what}", total=len(anns), unit="img", enabled=progress) as prog:
@@ -97,7 +123,7 @@ def _predict_panoptic(pred, entry, paths, out_dir, limit, overlays, progress, in
             im = images[ann["image_id"]]
             image = load_image(uio.join(paths["images"], im["file_name"]))
             pred.set_image(image)
-            r = pred.predict("panoptic", vocabulary=vocab)
+            r = drop_unmapped(pred.predict("panoptic", vocabulary=vocab), cat_ids)
             name = ann["file_name"][:-4]
             items.append((ann["image_id"], name, r))
             if k < overlays:
@@ -143,7 +169,7 @@ def _instance(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalRes
 
     if "instances_json" not in paths:
         raise ValueError(f"{entry.name}: instance evaluation needs instances_json in the catalog split")
-    vocab, cat_ids = vocabulary_of(entry, False)
+    vocab, cat_ids = vocabulary_of(entry, False, pred)
     gt = uio.read_json(paths["instances_json"])
     images = sorted(gt["images"], key=lambda i: str(i["id"]))[:limit]
     keep = {im["id"] for im in images}
@@ -153,7 +179,7 @@ def _instance(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalRes
         for im in images:
             pred.set_image(load_image(uio.join(paths["images"], im["file_name"])))
             r = pred.predict("instance", vocabulary=vocab)
-            recs += writers.instance_records(im["id"], r, cat_ids)
+            recs += [x for x in writers.instance_records(im["id"], r, cat_ids) if x["category_id"] != -1]
             prog.update()
     uri = uio.join(out_dir, "instances_results.json")
     uio.write_json(uri, recs)
@@ -174,7 +200,7 @@ def _semantic(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalRes
     from omg.data.masks import rgb2id
     from omg.evaluation.semantic import SemSegEvaluator
 
-    vocab, cat_ids = vocabulary_of(entry, False)
+    vocab, cat_ids = vocabulary_of(entry, False, pred)
     index = {c: k for k, c in enumerate(cat_ids)}
     doc, anns, images = _images(paths, limit)
     ev = SemSegEvaluator(len(vocab))
@@ -264,7 +290,7 @@ def _video_frames(paths: dict, frames_dir: str, names: list[str]) -> list[np.nda
 def _vis(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.ytvis import ytvis_ap
 
-    vocab, cat_ids = vocabulary_of(entry, False)
+    vocab, cat_ids = vocabulary_of(entry, False, pred)
     gt = uio.read_json(paths["annotations"])
     videos = sorted(gt["videos"], key=lambda v: v["id"])[:limit]
     keep = {v["id"] for v in videos}
@@ -275,7 +301,7 @@ def _vis(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
             frames = _video_frames(paths, paths["frames"], v["file_names"])
             pred.set_video(frames)
             r = pred.predict("vis", vocabulary=vocab)
-            recs += writers.ytvis_records(v["id"], r, cat_ids)
+            recs += [x for x in writers.ytvis_records(v["id"], r, cat_ids) if x["category_id"] != -1]
             prog.update()
     uri = uio.join(out_dir, "results.json")
     uio.write_json(uri, recs)
@@ -294,7 +320,7 @@ def _vipseg_videos(paths: dict, limit):
 def _vps(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.vps import vps_from_files
 
-    vocab, cat_ids = vocabulary_of(entry, False)
+    vocab, cat_ids = vocabulary_of(entry, False, pred)
     doc, anns, videos = _vipseg_videos(paths, limit)
     items = []
     with Progress(f"eval {entry.name} vps", total=len(anns), unit="video", enabled=progress) as prog:
@@ -303,7 +329,7 @@ def _vps(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
             images = {im["id"]: im for im in videos[vid]["images"]}
             names = [images[fa["image_id"]]["file_name"] for fa in vann["annotations"]]
             pred.set_video(_video_frames(paths, uio.join(paths["frames"], vid), names))
-            r = pred.predict("vps", vocabulary=vocab)
+            r = drop_unmapped(pred.predict("vps", vocabulary=vocab), cat_ids)
             items.append((vid, [fa["file_name"][:-4] for fa in vann["annotations"]], r))
             prog.update()
     files = [writers.write_vipseg(out_dir, items, [v["isthing"] for v in vocab], cat_ids)]
@@ -322,7 +348,7 @@ def _vss(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.semantic import SemSegEvaluator
     from omg.evaluation.vspw import mean_vc
 
-    vocab, cat_ids = vocabulary_of(entry, False)
+    vocab, cat_ids = vocabulary_of(entry, False, pred)
     index = {c: k for k, c in enumerate(cat_ids)}
     doc, anns, videos = _vipseg_videos(paths, limit)
     ev = SemSegEvaluator(len(vocab))

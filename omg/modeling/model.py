@@ -50,6 +50,10 @@ class ModelConfig:
     nheads: int = 8
     #: self-attention between location queries: "masked" (self only; the paper) or "full" (Table 3 ablation)
     interactive_self_attn: Literal["masked", "full"] = "masked"
+    #: content of a location query: "embedding" (the released model: one shared learned vector; prompts
+    #: differ only by position) or "sampled" (an improvement: plus the pixel features sampled inside the
+    #: prompt's box, so a query starts from what is under the click; learns much faster on small budgets)
+    location_content: Literal["embedding", "sampled"] = "embedding"
 
     def __post_init__(self):
         get_variant(self.variant)  # raises with the list of known variants
@@ -59,6 +63,8 @@ class ModelConfig:
             raise ValueError("hidden_dim must be a multiple of 4 (sine encodings)")
         if self.interactive_self_attn not in ("masked", "full"):
             raise ValueError(f"interactive_self_attn must be 'masked' or 'full', got {self.interactive_self_attn!r}")
+        if self.location_content not in ("embedding", "sampled"):
+            raise ValueError(f"location_content must be 'embedding' or 'sampled', got {self.location_content!r}")
         for name in ("num_queries", "enc_layers", "dec_layers", "enc_points"):
             if getattr(self, name) < (0 if name == "enc_layers" else 1):
                 raise ValueError(f"{name} must be positive")
@@ -169,6 +175,8 @@ class OMGSeg(nn.Module):
             if prompts.boxes.shape[0] != n:
                 raise ValueError(f"prompts are for {prompts.boxes.shape[0]} images, features for {n}")
             q, q_pos = self.location_encoder(prompts)
+            if self.config.location_content == "sampled":
+                q = q + self.location_encoder.sample_content(features.mask_features[:, :, 0], prompts, features.image_size)
             self_mask = location_self_attn_mask(prompts.valid, self.config.interactive_self_attn)
         preds, raw = self.decoder(q, q_pos, features.memories, features.mask_features, text_embeddings, self_mask)
         last = preds[-1]
@@ -210,6 +218,6 @@ def build_model(config: ModelConfig, device=None) -> OMGSeg:
             backbone,
             build_pixel_decoder(config, variant.channels),
             build_decoder(config, variant.embed_dim),
-            LocationQueryEncoder(config.hidden_dim),
+            LocationQueryEncoder(config.hidden_dim, sampled_content=config.location_content == "sampled"),
         )
     return model

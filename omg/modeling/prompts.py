@@ -100,13 +100,30 @@ def points_to_boxes(points: torch.Tensor, radius: float, height: int, width: int
 
 
 class LocationQueryEncoder(nn.Module):
-    def __init__(self, dim: int, jitter: float = 0.4 * 0.01):
+    def __init__(self, dim: int, jitter: float = 0.4 * 0.01, sampled_content: bool = False):
         super().__init__()
         self.dim = dim
         self.jitter = jitter
         self.pos_linear = nn.Linear(2 * dim, dim)
         self.pb_embedding = nn.Embedding(2, dim)  # 0 = box / pseudo-box (the released model's only type)
         self.mask_tokens = nn.Embedding(1, dim)
+        #: projection of the features sampled under a prompt (only with ``location_content: sampled``)
+        self.content_proj = nn.Linear(dim, dim) if sampled_content else None
+
+    def sample_content(self, features: torch.Tensor, prompts: Prompts, padded: tuple[int, int]) -> torch.Tensor:
+        """Mean of ``features`` (N x D x h x w, covering the padded input) at a 3 x 3 grid inside each
+        prompt's box (a point's pseudo-box: around the click) -> N x P x D, projected."""
+        ph, pw = padded
+        b = prompts.boxes
+        frac = torch.tensor([0.25, 0.5, 0.75], device=b.device, dtype=b.dtype)
+        xs = b[..., 0:1] + (b[..., 2:3] - b[..., 0:1]) * frac  # N x P x 3
+        ys = b[..., 1:2] + (b[..., 3:4] - b[..., 1:2]) * frac
+        gx = (xs[..., None, :].expand(*xs.shape[:2], 3, 3) / pw) * 2 - 1
+        gy = (ys[..., :, None].expand(*ys.shape[:2], 3, 3) / ph) * 2 - 1
+        grid = torch.stack([gx, gy], -1).flatten(2, 3)  # N x P x 9 x 2
+        sampled = torch.nn.functional.grid_sample(features, grid.to(features.dtype), mode="bilinear",
+                                                  align_corners=False)  # N x D x P x 9
+        return self.content_proj(sampled.mean(-1).transpose(1, 2))
 
     def forward(self, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (query_feat, query_pos), each N x P x D."""
