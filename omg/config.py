@@ -124,6 +124,10 @@ class TrackingConfig:
     log_every: int = 10
     system_metrics: bool = True
     log_model: bool = True
+    #: make the run a child of this MLflow run (an ablation grid's parent run)
+    parent_run_id: str | None = None
+    #: extra tags of the run (e.g. an ablation trial's axis values)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

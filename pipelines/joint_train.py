@@ -305,7 +305,9 @@ class Tracker:
                                                     f"tags.`omg.storage` = '{loop['storage']}'", output_format="list")
             self.run_id = runs[0].info.run_id if runs else None
         tags = {"omg.run_name": loop["name"], "omg.storage": loop["storage"], "git_commit": loop["git_commit"],
-                "ray_job_id": loop["ray_job_id"], "omg.variant": cfg.model.variant}
+                "ray_job_id": loop["ray_job_id"], "omg.variant": cfg.model.variant, **cfg.tracking.tags}
+        if cfg.tracking.parent_run_id:
+            tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
         run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else loop["name"], tags=tags,
                                log_system_metrics=cfg.tracking.system_metrics)
         self.run_id = run.info.run_id
