@@ -13,6 +13,7 @@ video's per-frame cost for "vis".
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--frames", type=int, default=6)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
     args = p.parse_args(argv)
     from omg.inference.predictor import OMGPredictor
     from omg.modeling.model import ModelConfig, build_model
@@ -49,6 +51,7 @@ def main(argv=None) -> int:
     meta = {"label_space": {"names": [["circle"], ["square"], ["sky"]], "isthing": [True, True, False],
                             "mappings": {}, "class_agnostic": []}, "test_size": [s, s]}
     print(f"CPU, {torch.get_num_threads()} threads, image {image.shape[1]}x{image.shape[0]}, video {args.frames} frames")
+    figures = {}
     for name in args.variants:
         cfg = ModelConfig.tiny(name) if get_variant(name).tiny else ModelConfig(variant=name)
         pred = OMGPredictor(build_model(cfg), meta)
@@ -66,6 +69,11 @@ def main(argv=None) -> int:
         print(f"{name:22s} image: set_image {t_set * 1000:7.0f} ms, panoptic {t_pan * 1000:6.0f} ms, "
               f"new vocabulary {t_voc * 1000:5.0f} ms, click {t_click * 1000:5.0f} ms | "
               f"video: {t_vid / args.frames * 1000:6.0f} ms/frame (vis)", flush=True)
+        figures[name] = {"set_image_ms": t_set * 1000, "panoptic_ms": t_pan * 1000, "new_vocabulary_ms": t_voc * 1000,
+                         "click_ms": t_click * 1000, "video_ms_per_frame": t_vid / args.frames * 1000}
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(figures, f)
     return 0
 
 

@@ -11,6 +11,7 @@ Time is the Ray Data job (listing, loading, validating, encoding Parquet, writin
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=25)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
     args = p.parse_args(argv)
 
     import ray
@@ -62,6 +64,9 @@ def main(argv=None) -> int:
     for k in (1, 2):
         print(f"  {k} worker(s): {med[k]:7.1f} rows/s  {[round(x, 1) for x in rates[k]]}")
     print(f"  speed-up 2 vs 1 workers: {med[2] / med[1]:.2f}x (target >= 1.6x)")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"rows_per_s_1": med[1], "rows_per_s_2": med[2], "speedup_2v1": med[2] / med[1]}, f)
     return 0
 
 

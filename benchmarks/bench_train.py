@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=os.path.join("runs", "bench-train"))
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=2, help="the config's data.batch_size (per worker)")
+    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     from omg.data.catalog import load_catalog
@@ -106,7 +107,12 @@ def main(argv=None) -> int:
                for w in (1, 2)]
     for r in results:
         print(json.dumps(r))
-    print(f"speed-up 2 vs 1 workers: {results[1]['samples_per_s'] / results[0]['samples_per_s']:.2f}x (target >= 1.5x)")
+    speedup = results[1]["samples_per_s"] / results[0]["samples_per_s"]
+    print(f"speed-up 2 vs 1 workers: {speedup:.2f}x (target >= 1.5x)")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"samples_per_s_1": results[0]["samples_per_s"], "samples_per_s_2": results[1]["samples_per_s"],
+                       "speedup_2v1": speedup}, f)
     return 0
 
 

@@ -175,6 +175,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return evaluate_main(args.rest)
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from pipelines.ablations import main as ablations_main
+
+    return ablations_main(args.rest)
+
+
 # ----------------------------------------------------------------------------- demo
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -310,6 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Same as `python pipelines/evaluate.py`; see `omg eval --help`.")
     ev.add_argument("rest", nargs=argparse.REMAINDER)
     ev.set_defaults(func=cmd_eval)
+
+    abl = sub.add_parser(
+        "ablate", add_help=False, prefix_chars="\0",
+        help="Ray: run an ablation grid (training + evaluation per trial, MLflow parent/child runs) "
+             "(same flags as pipelines/ablations.py)",
+        description="Same as `python pipelines/ablations.py`; see `omg ablate --help`.")
+    abl.add_argument("rest", nargs=argparse.REMAINDER)
+    abl.set_defaults(func=cmd_ablate)
+
+    from dashboards.cli import add_parsers as add_dashboard_parsers
+
+    add_dashboard_parsers(sub)
 
     demo = sub.add_parser(
         "demo", help="run the platform end to end on omg-shapes",

@@ -167,17 +167,23 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+def apply_values(data: dict, values: dict, source: str) -> dict:
+    """A copy of ``data`` with each ``{"dotted.key": value}`` set (sections created as needed)."""
     data = json.loads(json.dumps(data))
-    for text in overrides:
-        keys, value = parse_override(text)
+    for dotted, value in values.items():
+        keys = dotted.split(".")
         node = data
         for k in keys[:-1]:
             if not isinstance(node.get(k, {}), dict):
-                raise SchemaError(source, ".".join(keys), f"{k} is not a section")
+                raise SchemaError(source, dotted, f"{k} is not a section")
             node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        node[keys[-1]] = json.loads(json.dumps(value))
     return data
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """``["optim.lr=2e-4", ...]`` applied to a copy of ``data``."""
+    return apply_values(data, {".".join(k): v for k, v in map(parse_override, overrides)}, source)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:

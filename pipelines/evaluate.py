@@ -72,7 +72,12 @@ def log_results(results: list[dict], run_id: str | None, checkpoint: str, digest
 
     from pipelines.tracking import metric_key, setup
 
-    setup(experiment, tracking)
+    if run_id:
+        # log into an existing run (e.g. an ablation trial's training run): select its experiment
+        setup(experiment, tracking)
+        mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
+    else:
+        setup(experiment, tracking)
     tags = {"omg.checkpoint": checkpoint, "omg.checkpoint_sha256": digest, "omg.kind": "evaluation"}
     if metadata.get("mlflow_run_id"):
         tags["omg.train_run_id"] = metadata["mlflow_run_id"]
@@ -131,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.preprocess import init_ray
 
     t0 = time.monotonic()
+    # paths as the cluster's workers must see them (their working directory is not ours)
+    args.out = args.out if "://" in args.out else os.path.abspath(args.out)
+    args.checkpoint = args.checkpoint if "://" in args.checkpoint else os.path.abspath(args.checkpoint)
     digest = checkpoint_digest(args.checkpoint)
     metadata = read_checkpoint(args.checkpoint).get("metadata", {})
     init_ray(args.num_cpus)
@@ -146,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({done})")
                 results.append(cached)
                 continue
-        ref = remote.remote(args.checkpoint, entry, split, task, args.root, out_dir, limit, "cuda" if gpus else None)
+        # the root is resolved here: the tasks' workers belong to the cluster and do not see this shell's
+        # $OMG_ROOT_* / $OMG_DATA_DIR, nor its working directory
+        root = args.root or entry.resolve_root()
+        root = root if "://" in root else os.path.abspath(root)
+        ref = remote.remote(args.checkpoint, entry, split, task, root, out_dir, limit, "cuda" if gpus else None)
         pending[ref] = (entry.name, split, task, out_dir)
     log(f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "
         f"{'GPU' if gpus else 'CPU'} tasks")

@@ -1,0 +1,116 @@
+"""Ablation grids: definitions, trial configs, and the smoke grid end to end (Ray tasks, MLflow parent and
+child runs, rerun skips finished trials) followed by its dashboard."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from omg.config import TrainConfig
+from omg.data.catalog import load_catalog
+from omg.utils.typed import SchemaError
+from pipelines.ablations import axis_values, load_grids, trial_config
+
+GRIDS = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "ablations.yaml"
+
+
+def test_every_grid_builds_valid_trial_configs(tmp_path):
+    grids = load_grids(GRIDS)
+    assert {"cpu", "smoke", "backbone", "resnet", "interactive", "cotraining"} <= set(grids)
+    catalog = load_catalog()
+    for name, grid in grids.items():
+        for trial in grid.trials:
+            cfg = trial_config(grid, trial, str(tmp_path), "parent123", "ablations")
+            assert isinstance(cfg, TrainConfig) and cfg.name == f"{name}-{trial}"
+            assert cfg.tracking.parent_run_id == "parent123"
+            assert cfg.tracking.tags["omg.grid"] == name and cfg.tracking.tags["omg.trial"] == trial
+            assert all(d.name in catalog for d in cfg.data.datasets)
+            assert cfg.checkpoint.storage_path == f"{tmp_path}/{name}"
+        for d in grid.eval.datasets:
+            assert d in catalog, f"grid {name}: eval dataset {d}"
+
+
+def test_the_cpu_grid_varies_one_axis_per_trial():
+    grid = load_grids(GRIDS)["cpu"]
+    base = trial_config(grid, grid.baseline, "/tmp/x", None, "ablations")
+    assert (base.model.variant, base.model.interactive_self_attn) == ("tiny_convnext_learned", "masked")
+    seen = {}
+    for trial, spec in grid.trials.items():
+        cfg = trial_config(grid, trial, "/tmp/x", None, "ablations")
+        changed = [a for a, v in spec.axes.items() if v != grid.trials[grid.baseline].axes[a]]
+        assert len(changed) <= 1, trial
+        seen[trial] = (cfg.model.variant, cfg.model.interactive_self_attn, cfg.model.is_frozen)
+    assert seen["vit-learned-masked"][0] == "tiny_vit_learned"
+    assert seen["convnext-frozen-masked"][2] is True and seen["convnext-learned-masked"][2] is False
+    assert seen["convnext-learned-full"][1] == "full"
+    assert axis_values(grid) == {"backbone": ["convnext", "vit"], "backbone_training": ["learned", "frozen"],
+                                 "interactive_attention": ["masked", "full"]}
+
+
+def test_bad_grids_are_rejected_with_the_grid_named(tmp_path):
+    bad = tmp_path / "grids.yaml"
+    bad.write_text("g:\n  description: x\n  base: shapes_smoke.yaml\n  baseline: nope\n"
+                   "  trials:\n    a: {axes: {x: '1'}}\n")
+    with pytest.raises(SchemaError, match="g.*baseline 'nope' is not one of the trials"):
+        load_grids(bad)
+    bad.write_text("g:\n  description: x\n  base: shapes_smoke.yaml\n  baseline: a\n"
+                   "  trials:\n    a: {axes: {x: '1'}}\n    b: {axes: {y: '2'}}\n")
+    with pytest.raises(SchemaError, match="same axes"):
+        load_grids(bad)
+    bad.write_text("g:\n  description: x\n  base: shapes_smoke.yaml\n  baseline: a\n"
+                   "  trials:\n    a: {axes: {x: '1'}, overrides: {model.hidden_dim: 62}}\n")
+    grid = load_grids(bad)["g"]
+    with pytest.raises(SchemaError, match="trial a.*hidden_dim"):
+        trial_config(grid, "a", str(tmp_path), None, "ablations", Path(__file__).parents[1] / "pipelines" / "configs")
+
+
+@pytest.mark.slow
+def test_smoke_grid_end_to_end_then_dashboard(tiny_shapes, ray_local, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from dashboards.report import build_report
+    from pipelines.ablations import main
+    from pipelines.preprocess import preprocess_split
+
+    shards = tmp_path / "shards"
+    catalog = load_catalog()
+    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
+        preprocess_split(catalog[name], "train", str(shards), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
+    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps"):
+        monkeypatch.setenv(catalog[name].env_var(), tiny_shapes)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("OMG_RUNS_DIR", str(tmp_path / "runs"))
+    args = ["--grid", "smoke", "--storage", str(tmp_path / "abl"), "--set", f"data.shards={shards}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "convnext-full" in out and "MLflow parent run" in out
+    records = {t: json.loads((tmp_path / "abl" / "smoke" / t / "trial.json").read_text())
+               for t in ("convnext-masked", "convnext-full")}
+    assert all(r["status"] == "finished" for r in records.values())
+    assert "omg-shapes/PQ" in records["convnext-full"]["metrics"]
+    mlflow.set_tracking_uri(uri)
+    parent = mlflow.search_runs(experiment_names=["ablations"], filter_string="tags.`omg.kind` = 'ablation-grid'",
+                                output_format="list")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = mlflow.search_runs(experiment_names=["ablations"],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'", output_format="list")
+    assert sorted(c.data.tags["omg.axis.interactive_attention"] for c in children) == ["full", "masked"]
+    assert all("eval/omg-shapes/PQ" in c.data.metrics and c.info.status == "FINISHED" for c in children)
+
+    # a rerun skips both finished trials (and reuses the parent run)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("finished earlier") == 2
+    assert len(mlflow.search_runs(experiment_names=["ablations"], output_format="list")) == 3
+
+    report = build_report(tmp_path / "report", grid="smoke", tracking_uri=uri)
+    html = report.read_text()
+    assert "Ablation: interactive_attention" in html and "baseline" in html and "<svg" in html
+    rows = list(csv.DictReader(open(tmp_path / "report" / "grid-smoke.csv")))
+    assert [r["setting"] for r in rows] == ["convnext-masked", "convnext-full"]
+    assert rows[1]["omg-shapes/PQ delta"] or rows[1]["omg-shapes/PQ"] == rows[0]["omg-shapes/PQ"]
+    assert list((tmp_path / "report" / "gallery").rglob("*.png")), "overlays copied into the report"
