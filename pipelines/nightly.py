@@ -212,16 +212,21 @@ def compare(figures: dict[str, float], previous: dict[str, float], baseline: dic
 
 
 def previous_night(suite: str, tracking: str | None) -> tuple[str | None, dict[str, float]]:
+    """(newest earlier run of ``suite``, each figure's newest earlier value): a night that measured only some
+    groups (``--only``) does not hide the others' last values. Drills (``--inject``) are never a reference."""
     import mlflow
 
     from pipelines.tracking import setup
 
     exp_id = setup("nightly", tracking)
     runs = mlflow.search_runs([exp_id], filter_string=f"tags.`omg.suite` = '{suite}' and tags.`omg.injected` = 'none'",
-                              order_by=["start_time DESC"], max_results=1, output_format="list")
-    if not runs:
-        return None, {}
-    return runs[0].info.run_id, {k: v for k, v in runs[0].data.metrics.items() if k in FIGURES}
+                              order_by=["start_time DESC"], max_results=50, output_format="list")
+    figures: dict[str, float] = {}
+    for run in runs:
+        for k, v in run.data.metrics.items():
+            if k in FIGURES:
+                figures.setdefault(k, v)
+    return (runs[0].info.run_id if runs else None), figures
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nightly: error: --inject {spec!r}: no figure {name!r} (figures: {', '.join(FIGURES)})", file=sys.stderr)
             return 2
         inject[name] = float(factor)
+    if inject and args.update_baseline:
+        print("nightly: error: --inject with --update-baseline: a drill never becomes the baseline", file=sys.stderr)
+        return 2
     baseline_path = Path(args.baseline or BENCH / f"nightly_baseline_{args.suite}.json")
     work = Path(args.work).resolve() / args.suite
     work.mkdir(parents=True, exist_ok=True)
@@ -299,9 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.log_text(report, "report.txt")
         mlflow.set_tag("omg.status", "regressed" if bad else "ok")
     if args.update_baseline:
-        if inject:
-            print("nightly: error: refusing to write a baseline with injected figures", file=sys.stderr)
-            return 2
         baseline_path.write_text(json.dumps({"suite": args.suite, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                                              "date": time.strftime("%Y-%m-%d"), "git_commit": git_commit(),
                                              "figures": figures}, indent=1, sort_keys=True) + "\n")
