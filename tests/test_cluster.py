@@ -137,3 +137,37 @@ def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, tiny_shapes, r
     assert "ip=127.0.0.3" in text, "a training worker ran on the second node"
     result = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{"run"')]
     assert result and result[-1]["step"] == 6 and Path(result[-1]["model"]).exists()
+
+
+@pytest.mark.slow
+def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_cluster, tiny_shapes, ray_local, tmp_path):
+    import mlflow
+
+    shards = tmp_path / "shards"
+    catalog = load_catalog()
+    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
+        preprocess_split(catalog[name], "train", str(shards), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    roots = {catalog[n].env_var(): tiny_shapes for n in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps")}
+    runtime_env = {"env_vars": {**roots, "MLFLOW_TRACKING_URI": uri}}
+    cmd = [RAY, "job", "submit", "--address", loopback_cluster["dashboard"], "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps(runtime_env), "--",
+           sys.executable, "pipelines/ablations.py", "--grid", "smoke", "--storage", str(tmp_path / "abl"),
+           "--set", f"data.shards={shards}"]
+    for _attempt in range(20):
+        out = subprocess.run(cmd, capture_output=True, text=True, env=loopback_cluster["env"], timeout=540)
+        text = out.stdout + out.stderr
+        if "No available agent to submit job" not in text:
+            break
+        time.sleep(3)
+    assert out.returncode == 0 and "succeeded" in text, text[-4000:]
+    records = [json.loads((tmp_path / "abl" / "smoke" / t / "trial.json").read_text())
+               for t in ("convnext-masked", "convnext-full")]
+    assert all(r["status"] == "finished" for r in records), records
+    assert {r["node"] for r in records} == {"127.0.0.2", "127.0.0.3"}, "one trial per node (SPREAD)"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["ablations"], output_format="list")
+    parent = [r for r in runs if r.data.tags.get("omg.kind") == "ablation-grid"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert len(parent) == 1 and len(children) == 2
+    assert all("eval/omg-shapes/PQ" in c.data.metrics for c in children)
