@@ -184,21 +184,28 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- demo
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from omg.data.synthetic import generate
-    from omg.data.validate import validate_omg_shapes
+    from pipelines.demo import main as demo_main
 
-    t0 = time.monotonic()
-    root = os.path.join(args.data_dir, "omg-shapes")
-    _log(f"== demo 1/2: generate omg-shapes (seed {args.seed}) -> {root}")
-    generate(root, seed=args.seed, progress=True, log=_log)
-    _log("== demo 2/2: validate every omg-shapes format (COCO panoptic/instances, YouTube-VIS, VIPSeg, DAVIS)")
-    bad = _print_reports(validate_omg_shapes(root, progress=True))
-    if bad:
-        _log(f"demo FAILED: {bad} problem(s) in the generated dataset")
+    return demo_main(args.rest)
+
+
+# ----------------------------------------------------------------------------- serve
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from omg.serve import Limits, default_checkpoint, find_samples, runs_dir, serve
+
+    checkpoint = args.checkpoint or default_checkpoint(runs_dir())
+    if checkpoint is None:
+        _log("omg serve: error: no --checkpoint given and no demo model found under "
+             f"{runs_dir()}/ (run `make demo` first, or pass --checkpoint PATH)")
+        return 2
+    data = args.samples or os.path.join(default_data_dir(), "omg-shapes")
+    try:
+        return serve(checkpoint, args.host, args.port, find_samples(data),
+                     Limits(max_bytes=args.max_bytes, max_pixels=args.max_pixels), args.device, quiet=args.quiet)
+    except OSError as err:
+        _log(f"omg serve: error: cannot listen on {args.host}:{args.port}: {err}")
         return 1
-    print(f"\ndemo done in {time.monotonic() - t0:.1f}s. omg-shapes is at {root}; "
-          f"`omg catalog show omg-shapes` describes it.")
-    return 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -329,13 +336,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dashboard_parsers(sub)
 
+    srv = sub.add_parser(
+        "serve", help="the interactive web demo: click or drag on an image, get masks with open-vocabulary labels",
+        description="Start a web app on 127.0.0.1 (only loopback unless --host says otherwise) for a checkpoint: "
+                    "pick an omg-shapes sample or upload a PNG/JPEG, click points and drag boxes to get masks "
+                    "with open-vocabulary labels, or switch to panoptic / instance / semantic mode; download "
+                    "the masks (PNG) and the result (JSON). Uploads stay in memory: nothing is written to disk.")
+    srv.add_argument("--checkpoint", help="model checkpoint (default: the demo model, runs/demo/state.json)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    srv.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1, loopback only)")
+    srv.add_argument("--samples", help="an omg-shapes root whose val images the page offers "
+                                       "(default: $OMG_DATA_DIR/omg-shapes or runs/data/omg-shapes)")
+    srv.add_argument("--max-bytes", type=int, default=8 * 1024 * 1024, help="upload size limit (default 8 MiB)")
+    srv.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                     help="upload pixel limit, checked before decoding (default 4096x4096)")
+    srv.add_argument("--device", help="torch device (default: the checkpoint loader's, cpu)")
+    srv.add_argument("--quiet", action="store_true", help="no request log")
+    srv.set_defaults(func=cmd_serve)
+
     demo = sub.add_parser(
-        "demo", help="run the platform end to end on omg-shapes",
-        description="The demo `make demo` runs: generate omg-shapes under DATA_DIR/omg-shapes and validate every "
-                    "format. A rerun skips work already done.")
-    demo.add_argument("--data-dir", default=default_data_dir(),
-                      help="where datasets are written (default: $OMG_DATA_DIR or runs/data)")
-    demo.add_argument("--seed", type=int, default=0)
+        "demo", add_help=False, prefix_chars="\0",
+        help="the platform end to end on omg-shapes: data, shards, training, evaluation, ablations, report "
+             "(same flags as pipelines/demo.py)",
+        description="Same as `python pipelines/demo.py`; see `omg demo --help`.")
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -57,3 +57,57 @@ def ray_local():
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
+    """A tiny OMG-Seg trained for a few hundred CPU steps on tiny omg-shapes (interactive prompts + panoptic), so
+    that a click lands a mask on the right shape: the serve and browser tests' model (deterministic, ~1 min)."""
+    import torch
+
+    from omg.data.catalog import load_catalog
+    from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset
+    from omg.losses.criterion import Criterion
+    from omg.modeling.checkpoint import save_checkpoint
+    from omg.modeling.model import ModelConfig, build_model
+    from omg.modeling.text import TextEmbedder
+    from omg.config import OptimConfig
+    from omg.training.optim import build_optimizer, build_scheduler
+    from omg.training.step import train_step
+    from pipelines.preprocess import preprocess_split
+
+    tmp = tmp_path_factory.mktemp("interactive")
+    catalog = load_catalog()
+    for name in ("omg-shapes", "omg-shapes-sam"):
+        preprocess_split(catalog[name], "train", str(tmp / "shards"), tiny_shapes, shard_size=8, progress=False,
+                         log=lambda _: None)
+    ingest = IngestConfig(crop_size=(64, 64), batch_size=4, num_prompts=6, box_prompt_prob=0.25, datasets=(
+        DatasetSpec("omg-shapes", str(tmp / "shards/omg-shapes/train"), 0.5, "pseudo_video"),
+        DatasetSpec("omg-shapes-sam", str(tmp / "shards/omg-shapes-sam/train"), 2.0, "image", (0.75, 1.5))))
+    builder = BatchBuilder(ingest)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny("tiny_convnext_learned", location_content="sampled", hidden_dim=64,
+                                         num_queries=20, dec_layers=3, enc_layers=1, dec_ffn_dim=128, enc_ffn_dim=128,
+                                         nheads=4))
+    text = TextEmbedder(model.backbone).embed(builder.label_space.vocabulary())
+    optim = OptimConfig(lr=1e-3, base_batch=4, grad_clip=1.0, warmup_iters=20, max_steps=100000, epochs=12,
+                        milestones=(11, 12), num_points=1024)
+    opt = build_optimizer(model, optim, 4, 1.0)
+    sched = build_scheduler(opt, optim, 1000, 100000)
+    criterion = Criterion(num_points=optim.num_points)
+    steps, epoch = 0, 0
+    model.train()
+    while steps < INTERACTIVE_STEPS:
+        plan = PlanDataset(builder, epoch)
+        for i in range(len(plan)):
+            train_step(model, plan[i], text, criterion, opt, sched, optim.grad_clip, "cpu")
+            steps += 1
+            if steps >= INTERACTIVE_STEPS:
+                break
+        epoch += 1
+    path = tmp / "interactive.pt"
+    save_checkpoint(model, str(path), {"label_space": builder.label_space.to_dict(), "test_size": [64, 64]})
+    return str(path)
+
+
+INTERACTIVE_STEPS = 300

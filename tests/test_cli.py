@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ def test_version_through_console_script():
     (["data", "validate"], ["problem", "Exit status"]),
     (["catalog", "list"], ["one dataset name per line"]),
     (["catalog", "show"], ["Writes nothing"]),
-    (["demo"], ["omg-shapes", "rerun"]),
+    (["demo"], ["omg-shapes", "--quick", "ablation"]),
 ])
 def test_every_subcommand_has_help(capsys, argv, words):
     with pytest.raises(SystemExit) as info:
@@ -90,13 +92,38 @@ def test_validate_refuses_a_folder_without_omg_shapes(tmp_path, capsys):
     assert "omg data synth" in capsys.readouterr().err
 
 
-def test_demo_generates_validates_and_reruns(tmp_path):
-    """`omg demo` in a subprocess, as `make demo` runs it (data under OMG_DATA_DIR); a rerun does nothing new."""
-    env = dict(os.environ, OMG_DATA_DIR=str(tmp_path / "data"))
-    proc = subprocess.run(OMG + ["demo"], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "demo done" in proc.stdout and "== demo 2/2" in proc.stderr
-    assert (tmp_path / "data/omg-shapes/meta.json").exists()
-    assert "problem" not in proc.stdout.replace("0 problem(s)", "")
-    again = subprocess.run(OMG + ["demo"], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert again.returncode == 0 and "already complete" in again.stderr
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
+    """`omg demo --quick` in a subprocess, as `make demo` runs it: data, shards, 2-worker training, the
+    evaluation fan-out, the smoke grid and the report; a rerun skips every stage."""
+    ray_tmp = tempfile.mkdtemp(prefix="omgd-", dir="/tmp")  # Ray's socket paths must stay short
+    env = dict(os.environ, OMG_RUNS_DIR=str(tmp_path / "runs"), RAY_TMPDIR=ray_tmp)
+    env.pop("OMG_DATA_DIR", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        proc = subprocess.run(OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        for i, stage in enumerate(("data", "shards", "train", "evaluate", "ablate", "dashboard"), 1):
+            assert f"== demo {i}/6 {stage}: finished" in proc.stderr
+        assert "ETA" in proc.stderr
+        runs = tmp_path / "runs"
+        assert (runs / "data/omg-shapes-quick/meta.json").exists() and (runs / "mlflow.db").exists()
+        report = runs / "dashboard" / "index.html"
+        assert f"report:      {report}" in proc.stdout and report.exists()
+        state = json.loads((runs / "demo" / "state.json").read_text())
+        # every task was evaluated and reported
+        for key in ("omg-shapes/val/panoptic", "omg-shapes/val/instance", "omg-shapes/val/semantic",
+                    "omg-shapes/val_ov/panoptic", "omg-shapes-vis/val/vis", "omg-shapes-vps/val/vps",
+                    "omg-shapes-vos/val/vos", "omg-shapes-sam/val/interactive"):
+            assert state["evaluate"]["metrics"][key], key
+        for task in ("panoptic", "instance", "semantic", "vis", "vps", "vos", "interactive"):
+            assert f"  {task} " in proc.stdout
+        assert "omg mlflow-ui" in proc.stdout
+
+        again = subprocess.run(OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                               timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.stderr.count("done earlier") == 6 and "0 to run" in again.stderr
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

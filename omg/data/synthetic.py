@@ -46,7 +46,7 @@ from omg.data.masks import id2rgb, mask_bbox, rle_encode
 from omg.utils.progress import Progress
 
 #: bump when the generator's output changes for the same seed and options
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: class-specific thing patterns
 
 
 @dataclass(frozen=True)
@@ -227,10 +227,37 @@ def thing_color(rng: np.random.Generator) -> np.ndarray:
     return np.array(rgb) * 255.0
 
 
-def thing_texture(color: np.ndarray, h: int, w: int, rng: np.random.Generator, direction: float) -> np.ndarray:
+#: each thing class's surface pattern, drawn over its (random) colour and shading. Real categories differ
+#: in appearance as well as in outline; with outline alone (the first version of omg-shapes), the four
+#: training classes had identical appearance statistics and a Mask2Former-style classifier (mask-pooled
+#: features + query) at 128 px learned them far too slowly for the demo's budget (PQ_things ~12 after
+#: 8 CPU minutes, every shape confused with every other).
+THING_PATTERNS = {"circle": "plain", "square": "stripes", "triangle": "checks", "star": "dots",
+                  "hexagon": "diagonal", "cross": "rings"}
+
+
+def thing_texture(color: np.ndarray, h: int, w: int, rng: np.random.Generator, direction: float,
+                  pattern: str = "plain") -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     shade = ((xx * math.cos(direction) + yy * math.sin(direction)) / max(h, w) - 0.5) * 40.0
-    return color + shade[..., None] + _noise(rng, h, w, 4.0)
+    period, phase = rng.uniform(6.0, 8.0), rng.uniform(0.0, 8.0)
+    wave = lambda v: np.sign(np.sin(2 * np.pi * (v + phase) / period))  # noqa: E731
+    if pattern == "plain":
+        motif = np.zeros((h, w))
+    elif pattern == "stripes":
+        motif = wave(yy)
+    elif pattern == "checks":
+        motif = wave(xx) * wave(yy)
+    elif pattern == "dots":
+        motif = np.where((np.sin(2 * np.pi * (xx + phase) / period) * np.sin(2 * np.pi * (yy + phase) / period)) > 0.5,
+                         1.5, -0.5)
+    elif pattern == "diagonal":
+        motif = wave((xx + yy) / math.sqrt(2))
+    elif pattern == "rings":
+        motif = wave(np.hypot(xx - rng.uniform(0, w), yy - rng.uniform(0, h)))
+    else:
+        raise ValueError(f"unknown thing pattern {pattern!r}")
+    return color + shade[..., None] + 30.0 * motif[..., None] + _noise(rng, h, w, 4.0)
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -415,12 +442,13 @@ def image_scene(rng: np.random.Generator, opts: SynthOptions, split: str) -> Sce
         for _ in range(int(rng.integers(5, 9))):
             m |= rasterize(shape_polygon(cls.name, cx + rng.normal(0, 0.06 * s), cy + rng.normal(0, 0.06 * s),
                                          rng.uniform(0.025, 0.045) * s, rng.uniform(0, 2 * np.pi)), s, s)
-        scene.crowd = (cls, m, thing_texture(color, s, s, rng, 0.0))
+        scene.crowd = (cls, m, thing_texture(color, s, s, rng, 0.0, THING_PATTERNS[cls.name]))
     classes = TRAIN_THINGS if split != "val_ov" else THING_CLASSES
     required = (HELDOUT_THINGS[int(rng.integers(len(HELDOUT_THINGS)))],) if split == "val_ov" else ()
     n = int(rng.integers(1, opts.max_things + 1))
     scene.things = _place_things(rng, s, max(n, len(required)), classes, required)
-    scene.thing_textures = [thing_texture(t.color, s, s, rng, t.shade_dir) for t in scene.things]
+    scene.thing_textures = [thing_texture(t.color, s, s, rng, t.shade_dir, THING_PATTERNS[t.cls.name])
+                            for t in scene.things]
     return scene
 
 
@@ -447,7 +475,8 @@ def video_scene(rng: np.random.Generator, opts: SynthOptions, num_frames: int) -
             speed = d / rng.uniform(0.4 * num_frames, 0.9 * num_frames)
             th.vx, th.vy = float((tx - th.cx) / d * speed), float((ty - th.cy) / d * speed)
     scene.things = things
-    scene.thing_textures = [thing_texture(t.color, s, s, rng, t.shade_dir) for t in things]
+    scene.thing_textures = [thing_texture(t.color, s, s, rng, t.shade_dir, THING_PATTERNS[t.cls.name])
+                            for t in things]
     return scene
 
 

@@ -254,6 +254,17 @@ class OMGPredictor:
         return logits
 
     @torch.no_grad()
+    def image_state(self) -> _ImageState:
+        """The current image's features (opaque): keep it to switch back later without recomputing."""
+        if self._image is None:
+            raise ValueError("no image is set: call set_image() first")
+        return self._image
+
+    def restore_image_state(self, state: _ImageState) -> None:
+        """Make a state from :meth:`image_state` current again (no backbone call)."""
+        self._image, self._video = state, None
+
+    @torch.no_grad()
     def predict(self, task: str, points=None, boxes=None, vocabulary: Sequence[Any] | None = None,
                 open_vocab: bool | str = "auto", first_frame_masks=None, object_ids=None, topk: int = 100,
                 **kwargs):

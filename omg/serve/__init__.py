@@ -1,0 +1,57 @@
+"""`omg serve`: the interactive web demo (see :mod:`omg.serve.app`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from omg.serve.app import Limits, ServeApp, make_server
+
+__all__ = ["Limits", "ServeApp", "make_server", "default_checkpoint", "find_samples", "serve"]
+
+
+def default_checkpoint(runs_dir: str) -> str | None:
+    """The demo model (``make demo``), if it was trained under ``runs_dir``."""
+    state = Path(runs_dir) / "demo" / "state.json"
+    if state.exists():
+        model = json.loads(state.read_text()).get("train", {}).get("model")
+        if model and Path(model).exists():
+            return model
+    return None
+
+
+def find_samples(data_dir: str | None, limit: int = 24) -> dict[str, str]:
+    """``{name: path}`` of omg-shapes validation images (the page's sample picker)."""
+    if not data_dir:
+        return {}
+    folder = Path(data_dir) / "images" / "val"
+    if not folder.is_dir():
+        return {}
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
+    return {p.stem: str(p) for p in files}
+
+
+def serve(checkpoint: str, host: str, port: int, samples: dict[str, str], limits: Limits, device: str | None,
+          quiet: bool = False) -> int:
+    from omg.inference.predictor import OMGPredictor
+
+    predictor = OMGPredictor.from_checkpoint(checkpoint, device=device)
+    app = ServeApp(predictor, samples=samples, limits=limits, checkpoint=checkpoint)
+    server = make_server(app, host, port, quiet=quiet)
+    url = f"http://{host}:{server.server_address[1]}/"
+    print(f"omg serve: {checkpoint} with {len(samples)} sample image(s) at {url}  (Ctrl-C stops)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"omg serve: warning: listening on {host}, reachable from other machines", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def runs_dir() -> str:
+    return os.environ.get("OMG_RUNS_DIR", "runs")

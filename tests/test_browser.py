@@ -1,0 +1,180 @@
+"""The web demo in a real browser: headless Chromium driven by Selenium (the Debian packages `chromium` and
+`chromium-driver`; nothing is downloaded). Starts `omg serve` itself on a free loopback port, clicks a
+point on a known shape, checks the mask against the ground truth, drags a box, switches modes, undoes,
+and saves screenshots to ``tests/artifacts/`` (``$OMG_TEST_ARTIFACTS`` overrides)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_serve import _gt_segment
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+INSTALL = "install it with: sudo apt-get install -y chromium chromium-driver (Debian/Ubuntu)"
+ARTIFACTS = Path(os.environ.get("OMG_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
+
+if not (CHROMIUM and CHROMEDRIVER) and os.environ.get("OMG_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"OMG_REQUIRE_BROWSER=1 but headless Chromium + chromedriver are not installed; {INSTALL}")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason=f"headless Chromium + chromedriver not found; {INSTALL}")
+
+
+@pytest.fixture(scope="module")
+def served(interactive_checkpoint, tiny_shapes):
+    """`omg serve` in a subprocess (its own process group) on a free loopback port; stopped afterwards."""
+    env = dict(os.environ, OMG_DATA_DIR=str(Path(tiny_shapes).parent))
+    proc = subprocess.Popen([sys.executable, "-m", "omg.cli", "serve", "--checkpoint", interactive_checkpoint,
+                             "--samples", tiny_shapes, "--port", "0", "--quiet"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, url, seen = time.monotonic() + 120, None, []
+        while time.monotonic() < deadline and url is None:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            seen.append(line)
+            if " at http://127.0.0.1:" in line:
+                url = line.split(" at ", 1)[1].split()[0]
+        assert url, "omg serve did not start:\n" + "".join(seen)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
+                "--no-proxy-server", "--disable-extensions", "--disable-background-networking"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver, condition, what: str, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+    except Exception:
+        status = driver.find_element("id", "status").text
+        raise AssertionError(f"timed out waiting for {what}; page status: {status!r}") from None
+
+
+def _ready(driver) -> int:
+    """How many results the page has shown (body[data-ready]) once no request is in flight."""
+    _wait(driver, lambda d: d.execute_script("return (document.body.dataset.busy || '0') === '0'"), "idle")
+    return int(driver.execute_script("return document.body.dataset.ready || '0'"))
+
+
+def _result_ready(driver, after: int) -> int:
+    """Wait until a result newer than number ``after`` is on screen and nothing is in flight."""
+    _wait(driver, lambda d: d.execute_script("return (document.body.dataset.busy || '0') === '0' && "
+                                             "Number(document.body.dataset.ready || 0)") > after, "a result")
+    return _ready(driver)
+
+
+def _label_map(driver) -> np.ndarray:
+    href = driver.find_element("id", "download-png").get_attribute("href")
+    assert href.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))))
+
+
+def _at(driver, canvas, x: float, y: float) -> tuple[int, int]:
+    """Offset from the canvas centre (what Selenium's move_to_element_with_offset takes) of image pixel (x, y)."""
+    w, h = canvas.size["width"], canvas.size["height"]
+    iw, ih = driver.execute_script("const c = document.getElementById('canvas'); return [c.width, c.height]")
+    s = w / iw
+    x, y = min(max(x, 0.5), iw - 0.5), min(max(y, 0.5), ih - 0.5)  # stay on the canvas
+    return int(round(x * s - w / 2)), int(round(y * s - h / 2))
+
+
+def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_shapes):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    d = browser
+    d.get(served)
+    _wait(d, lambda d: d.execute_script("return document.body.dataset.loaded") == "1", "the page to load")
+    names = [o.get_attribute("value") for o in d.find_elements("css selector", "#sample option")]
+    assert names, "the page lists omg-shapes samples"
+    # the sample with the largest thing segment
+    best = max(((n, _gt_segment(tiny_shapes, n)) for n in names), key=lambda t: -1 if t[1] is None else t[1][0].sum())
+    name, (gt, (x, y)) = best
+    Select(d.find_element("id", "sample")).select_by_value(name)
+    d.find_element("id", "load-sample").click()
+    _wait(d, lambda d: d.execute_script("return document.body.dataset.image || ''") != "", "the image features")
+    ready = _result_ready(d, 0)  # the empty interactive view of the new image
+
+    # click a point on the shape
+    marks = d.find_element("id", "marks")
+    ActionChains(d).move_to_element_with_offset(marks, *_at(d, marks, x, y)).click().perform()
+    ready = _result_ready(d, ready)
+    # in the page: mouse-up -> request -> decoder -> overlay drawn
+    click_ms = float(d.execute_script("return document.body.dataset.roundTripMs"))
+    pred = _label_map(d) == 1
+    iou = (pred & gt).sum() / max((pred | gt).sum(), 1)
+    assert iou > 0.3, f"click at ({x:.0f}, {y:.0f}): mask IoU {iou:.2f} with the shape"
+    rows = d.find_elements("css selector", "#results li")
+    assert len(rows) == 1 and "#1" in rows[0].text and "%" in rows[0].text
+    d.save_screenshot(str(ARTIFACTS / "serve_click.png"))
+
+    # drag a box around the shape: a second mask
+    ys, xs = np.nonzero(gt)
+    x0, y0, x1, y1 = xs.min() - 1, ys.min() - 1, xs.max() + 2, ys.max() + 2
+    ActionChains(d).move_to_element_with_offset(marks, *_at(d, marks, x0, y0)).click_and_hold() \
+        .move_by_offset(5, 5).move_to_element_with_offset(marks, *_at(d, marks, x1, y1)).release().perform()
+    ready = _result_ready(d, ready)
+    assert len(d.find_elements("css selector", "#results li")) == 2
+    box_mask = _label_map(d) == 2
+    assert (box_mask & gt).sum() / max((box_mask | gt).sum(), 1) > 0.3
+    doc = json.loads(__import__("urllib.parse").parse.unquote(d.find_element("id", "download-json").get_attribute("href").split(",", 1)[1]))
+    assert [("point" in p, "box" in p) for p in doc["prompts"]] == [(True, False), (False, True)]
+    d.save_screenshot(str(ARTIFACTS / "serve_box.png"))
+
+    # undo the box
+    d.find_element("id", "undo").click()
+    ready = _result_ready(d, ready)
+    assert len(d.find_elements("css selector", "#results li")) == 1
+
+    # switch modes: a legend of segments each time
+    for mode in ("panoptic", "instance", "semantic"):
+        d.find_element("id", f"mode-{mode}").click()
+        ready = _result_ready(d, ready)
+        assert mode in d.find_element("id", "status").text
+        d.save_screenshot(str(ARTIFACTS / f"serve_{mode}.png"))
+    legend = [li.text for li in d.find_elements("css selector", "#results li")]
+    assert legend and all("px" in t for t in legend)
+
+    # clear all
+    d.find_element("id", "mode-interactive").click()
+    ready = _result_ready(d, ready)
+    d.find_element("id", "clear").click()
+    assert d.find_elements("css selector", "#results li") == []
+    (ARTIFACTS / "serve_latency.json").write_text(json.dumps({"click_round_trip_ms": round(click_ms, 1)}))

@@ -1,0 +1,197 @@
+"""`omg serve`: the HTTP API (prompts, modes, downloads), its safety rules (size/pixel caps, strict
+decoding, clear 4xx errors) and the prompt round-trip latency. The server runs in a thread on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from omg.serve import Limits, ServeApp, find_samples, make_server
+from omg.serve.app import RequestError, decode_upload
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_decode_upload_is_strict_and_capped():
+    img = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    assert decode_upload(_png(img), Limits()).shape == (40, 50, 3)
+    cases = [
+        (b"", 400, "empty upload"),
+        (b"GIF89a" + b"\0" * 50, 415, "not a PNG or JPEG"),
+        (_png(img)[:60], 400, "cannot"),  # truncated
+        (_png(img), 413, "exceeds the limit of 100 bytes"),
+    ]
+    for data, status, words in cases:
+        limits = Limits(max_bytes=100) if status == 413 else Limits()
+        with pytest.raises(RequestError, match=words) as info:
+            decode_upload(data, limits)
+        assert info.value.status == status
+
+
+def test_a_decompression_bomb_is_refused_from_its_header():
+    buf = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buf, format="PNG")  # 144 MP of zeros: a few KB compressed
+    data = buf.getvalue()
+    assert len(data) < 200_000
+    with pytest.raises(RequestError, match="decompression bombs") as info:
+        decode_upload(data, Limits(max_pixels=4096 * 4096))
+    assert info.value.status == 413
+
+
+@pytest.fixture(scope="module")
+def server(interactive_checkpoint, tiny_shapes):
+    from omg.inference.predictor import OMGPredictor
+
+    predictor = OMGPredictor.from_checkpoint(interactive_checkpoint)
+    app = ServeApp(predictor, samples=find_samples(tiny_shapes), limits=Limits(max_bytes=300_000, max_pixels=1 << 20),
+                   checkpoint=interactive_checkpoint)
+    srv = make_server(app, "127.0.0.1", 0, quiet=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", app
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _call(url: str, data=None, ctype="application/json", method=None):
+    body = json.dumps(data).encode() if isinstance(data, dict) else data
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": ctype} if body is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            raw, status = r.read(), r.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
+def _gt_segment(root: str, sample: str, min_area: int = 120):
+    """(mask, centroid) of the largest thing segment of a sample, from the COCO panoptic ground truth."""
+    from omg.data.masks import rgb2id
+
+    doc = json.loads((Path(root) / "annotations" / "panoptic_val.json").read_text())
+    ann = next(a for a in doc["annotations"] if a["file_name"].startswith(sample))
+    ids = rgb2id(np.asarray(Image.open(Path(root) / "annotations" / "panoptic_val" / ann["file_name"]).convert("RGB")))
+    things = {c["id"] for c in doc["categories"] if c["isthing"]}
+    segs = [s for s in ann["segments_info"] if s["category_id"] in things and not s.get("iscrowd") and s["area"] >= min_area]
+    if not segs:
+        return None
+    seg = max(segs, key=lambda s: s["area"])
+    m = ids == seg["id"]
+    ys, xs = np.nonzero(m)
+    # a pixel of the shape near its centroid (the centroid of a star may fall outside it)
+    k = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
+    return m, (float(xs[k]) + 0.5, float(ys[k]) + 0.5)
+
+
+def _mask_from(doc: dict, n: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(doc["label_png"])))) == n
+
+
+def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
+    url, app = server
+    status, info = _call(f"{url}/api/info")
+    assert status == 200 and info["samples"] and "circle" in info["vocabulary"]
+    status, page = _call(f"{url}/")
+    assert status == 200 and b"<canvas" in page
+
+    # the sample with the largest thing
+    best = None
+    for name in info["samples"]:
+        seg = _gt_segment(tiny_shapes, name)
+        if seg is not None and (best is None or seg[0].sum() > best[1][0].sum()):
+            best = (name, seg)
+    name, (gt, (x, y)) = best
+    status, img = _call(f"{url}/api/image", {"sample": name})
+    assert status == 200 and (img["width"], img["height"]) == (64, 64)
+
+    status, res = _call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"point": [x, y]}],
+                                              "vocabulary": "circle, disc\nsquare, box\ntriangle\nstar\nhexagon"})
+    assert status == 200, res
+    (m,) = res["masks"]
+    assert m["label"] in ("circle", "square", "triangle", "star", "hexagon") and 0 <= m["label_score"] <= 1
+    pred = _mask_from(res, 1)
+    iou = (pred & gt).sum() / max((pred | gt).sum(), 1)
+    assert iou > 0.3, f"a click on the shape at ({x:.0f}, {y:.0f}) gave a mask with IoU {iou:.2f}"
+    overlay = Image.open(io.BytesIO(base64.b64decode(res["overlay_png"])))
+    assert overlay.mode == "RGBA" and overlay.size == (64, 64)
+
+    # a point and a box in one request come back in the request's order
+    ys, xs = np.nonzero(gt)
+    box = [float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1]
+    status, two = _call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"box": box}, {"point": [x, y]}]})
+    assert status == 200 and [m["prompt"] for m in two["masks"]] == [1, 2] and "label" not in two["masks"][0]
+    box_mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(two["label_png"])))) > 0
+    assert (box_mask & gt).sum() / max((box_mask | gt).sum(), 1) > 0.3
+
+    for task in ("panoptic", "instance", "semantic"):
+        status, seg = _call(f"{url}/api/segment", {"image_id": img["image_id"], "task": task})
+        assert status == 200 and seg["task"] == task, seg
+        assert all({"name", "color", "area"} <= set(r) for r in seg["legend"])
+    status, seg = _call(f"{url}/api/segment", {"image_id": img["image_id"], "task": "semantic"})
+    assert {r["name"] for r in seg["legend"]} <= set(app.predictor.training_vocabulary.display)
+
+    # features once per image: prompts and modes reuse them
+    calls = app.predictor.stats["backbone_calls"]
+    _call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"point": [x, y]}]})
+    assert app.predictor.stats["backbone_calls"] == calls
+
+    # an upload (PNG bytes) works like a sample
+    arr = np.asarray(Image.open(find_samples(tiny_shapes)[name]).convert("RGB"))
+    status, up = _call(f"{url}/api/image", _png(arr), ctype="image/png")
+    assert status == 200 and up["image_id"] != img["image_id"]
+
+
+@pytest.mark.parametrize("path,body,ctype,status,words", [
+    ("/api/prompt", b"{not json", "application/json", 400, "not valid JSON"),
+    ("/api/prompt", {"image_id": "nope", "prompts": [{"point": [1, 1]}]}, None, 404, "unknown image_id"),
+    ("/api/prompt", {"image_id": "img1", "prompts": []}, None, 400, "non-empty list"),
+    ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [1]}]}, None, 400, "prompts[0]"),
+    ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [500, 5]}]}, None, 400, "outside"),
+    ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [9, 9, 3, 3]}]}, None, 400, "not an XYXY box"),
+    ("/api/segment", {"image_id": "img1", "task": "video"}, None, 400, "field 'task'"),
+    ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": 3}, None, 400, "field 'vocabulary'"),
+    ("/api/image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "image/png", 400, "cannot read the PNG header"),
+    ("/api/image", b"x" * 400_000, "image/png", 413, "exceeds the limit"),
+    ("/api/image", {"sample": "../../etc/passwd"}, None, 404, "no sample"),
+    ("/api/nothing", {}, None, 404, "no such endpoint"),
+])
+def test_malformed_requests_get_a_4xx_with_a_clear_message(server, tiny_shapes, path, body, ctype, status, words):
+    url, _ = server
+    name = sorted(find_samples(tiny_shapes))[0]
+    assert _call(f"{url}/api/image", {"sample": name})[0] == 200  # so that img1 exists
+    got, doc = _call(f"{url}{path}", body, ctype=ctype or "application/json")
+    assert got == status and words in doc["error"], doc
+
+
+def test_other_methods_and_pages_are_refused(server):
+    url, _ = server
+    assert _call(f"{url}/api/info", {}, method="PUT")[0] == 405
+    status, doc = _call(f"{url}/secret.txt")
+    assert status == 404 and "no such page" in doc["error"]
+
+
+def test_the_server_binds_loopback_by_default():
+    import inspect
+
+    from omg.cli import build_parser
+
+    assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
