@@ -114,10 +114,10 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         state = json.loads((runs / "demo" / "state.json").read_text())
         # every task was evaluated and reported
         for key in ("omg-shapes/val/panoptic", "omg-shapes/val/instance", "omg-shapes/val/semantic",
-                    "omg-shapes/val_ov/panoptic", "omg-shapes-vis/val/vis", "omg-shapes-vps/val/vps",
+                    "omg-shapes/val_ov/open_vocab", "omg-shapes-vis/val/vis", "omg-shapes-vps/val/vps",
                     "omg-shapes-vos/val/vos", "omg-shapes-sam/val/interactive"):
             assert state["evaluate"]["metrics"][key], key
-        for task in ("panoptic", "instance", "semantic", "vis", "vps", "vos", "interactive"):
+        for task in ("panoptic", "instance", "semantic", "open_vocab", "vis", "vps", "vss", "vos", "interactive"):
             assert f"  {task} " in proc.stdout
         assert "omg mlflow-ui" in proc.stdout
 

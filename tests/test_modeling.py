@@ -311,3 +311,18 @@ def test_sampled_location_content_reads_the_pixels_under_the_prompt():
     assert build_model(ModelConfig.tiny("tiny_convnext")).location_encoder.content_proj is None, "paper default unchanged"
     with pytest.raises(ValueError, match="location_content"):
         ModelConfig.tiny(location_content="roi")
+
+
+@pytest.mark.parametrize("variant", ["tiny_convnext_learned", "tiny_vit_learned"])
+def test_a_learned_backbone_trains_exactly_the_parameters_the_losses_reach(variant):
+    """DDP needs every trainable parameter in the graph: the learned image tower trains, the text tower and
+    the CLIP image head (open-vocabulary branch only) stay frozen."""
+    model = build_model(ModelConfig.tiny(variant))
+    model.train()
+    text = torch.nn.functional.normalize(torch.randn(3, 1, model.backbone.variant.embed_dim), dim=-1)
+    out = model(torch.rand(1, 3, 64, 64) * 255, text)
+    (out.pred_logits.sum() + out.pred_masks.sum() + out.pred_objectness.sum() + model.zero_touch()).backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("backbone.clip.visual.") for n in trainable)
+    assert not any(n.startswith("backbone.clip.") and not n.startswith("backbone.clip.visual.") for n in trainable)
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []

@@ -32,6 +32,11 @@ from torch import nn
 from omg.modeling.variants import BackboneVariant, register_tiny_configs
 
 
+#: parameter-name prefixes of the CLIP image head (image embedding for the text space) by backbone kind
+_CLIP_HEADS = {"convnext": ("visual.trunk.head.", "visual.head."), "vit": ("visual.ln_post.", "visual.proj"),
+               "resnet": ("visual.attnpool.",)}
+
+
 class CLIPBackbone(nn.Module):
     def __init__(self, variant: BackboneVariant, frozen: bool | None = None, device: str | torch.device | None = None):
         super().__init__()
@@ -51,6 +56,13 @@ class CLIPBackbone(nn.Module):
             for p in self.clip.parameters():
                 p.requires_grad_(False)
             self.clip.eval()
+        else:
+            # learned: the image tower's feature path trains; the text tower and the CLIP image head
+            # stay frozen (they serve the open-vocabulary branch and take no part in the training
+            # losses: trainable-but-unused parameters would also break DDP's gradient reduction)
+            for name, p in self.clip.named_parameters():
+                if not name.startswith("visual.") or name.startswith(_CLIP_HEADS.get(variant.kind, ())):
+                    p.requires_grad_(False)
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "CLIPBackbone":
