@@ -249,22 +249,34 @@ def trace_sample(loop: dict, rank: int, step: int, batch: dict) -> None:
 
 
 def local_batches(builder, step: int, steps_per_epoch: int, total: int, rank: int, world: int, loader_workers: int):
-    """This worker's deterministic batches from ``step`` on (epoch plans in order; exact resume)."""
+    """This worker's deterministic batches from ``step`` on (epoch plans in order; exact resume).
+
+    Epochs are walked by their real plan lengths: with fractional repeat factors an epoch's plan
+    can be a few batches shorter or longer than ``steps_per_epoch`` (the schedule's estimate)."""
     import torch
 
     from omg.data.ingest import PlanDataset
 
+    epoch, offset = 0, step
+    while True:  # the epoch and position of ``step``
+        n = len(PlanDataset(builder, epoch, rank, world))
+        if n == 0:
+            raise ValueError(f"epoch {epoch} has no batch for worker {rank} of {world}: too little data for "
+                             "the batch size and worker count")
+        if offset < n:
+            break
+        offset -= n
+        epoch += 1
     while step < total:
-        epoch, start = divmod(step, steps_per_epoch)
         ds = PlanDataset(builder, epoch, rank, world)
-        idx = list(range(start, len(ds)))
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=None,
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, list(range(offset, len(ds)))), batch_size=None,
                                              num_workers=loader_workers, prefetch_factor=2 if loader_workers else None)
         for batch in loader:
             yield batch
             step += 1
             if step >= total:
                 return
+        epoch, offset = epoch + 1, 0
 
 
 def save_checkpoint_dir(inner, optimizer, scheduler, step: int, run_id: str | None, rank: int, loop: dict,

@@ -174,3 +174,33 @@ def test_bad_config_is_rejected_with_the_key(capsys):
     assert "key 'optim.learning_rate': unknown key" in capsys.readouterr().err
     assert train_main(["--config", CONFIG, "data.shards=/nonexistent"]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+class _FakeBuilder:
+    """plan()/build() of a BatchBuilder over made-up dataset sizes: epochs of different lengths
+    (a fractional repeat factor draws a different number of samples each epoch)."""
+
+    def __init__(self):
+        from omg.data.sampling import epoch_plan, worker_plan
+
+        self._plan = lambda e, r, w: worker_plan(epoch_plan({"a": 10, "b": 9}, {"a": 1.0, "b": 0.5}, 2, 0, e), r, w)
+
+    def plan(self, epoch, rank=0, world=1):
+        return self._plan(epoch, rank, world)
+
+    def build(self, item):
+        return {"dataset": item.dataset, "indices": list(item.indices)}
+
+
+def test_local_batches_cross_epochs_of_any_length_and_resume_exactly():
+    from pipelines.joint_train import local_batches
+
+    b = _FakeBuilder()
+    lengths = [len(b.plan(e, 0, 2)) for e in range(8)]
+    assert len(set(lengths)) > 1, "the fake data must give epochs of different lengths"
+    estimate = max(lengths)  # what steps_per_epoch would say from epoch 0 (wrong for shorter epochs)
+    full = list(local_batches(b, 0, estimate, 30, 0, 2, 0))
+    assert len(full) == 30
+    for k in (1, lengths[0] - 1, lengths[0], lengths[0] + 1, 17):
+        resumed = list(local_batches(b, k, estimate, 30, 0, 2, 0))
+        assert resumed == full[k:], f"resume from step {k}"
