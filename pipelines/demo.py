@@ -48,8 +48,9 @@ HEADLINES = (("omg-shapes", "val", "panoptic", "PQ"), ("omg-shapes", "val", "ins
 #: --quick: a small omg-shapes (every split and format) so the plumbing runs in a couple of minutes
 QUICK_DATA = dict(image_size=64, num_train_images=16, num_val_images=4, num_val_ov_images=4, num_train_videos=3,
                   num_val_videos=2, min_frames=8, max_frames=10)
-#: expected seconds of each stage on 2 CPU cores (measured; the ETAs printed between stages)
-EXPECTED = {"data": 40, "shards": 40, "train": 540, "evaluate": 120, "ablate": 360, "dashboard": 20}
+#: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages)
+EXPECTED = {"data": 12, "shards": 36, "train": 515, "evaluate": 40, "ablate": 260, "dashboard": 5}
+EXPECTED_QUICK = {"data": 3, "shards": 25, "train": 40, "evaluate": 20, "ablate": 65, "dashboard": 3}
 
 
 def log(msg: str) -> None:
@@ -60,7 +61,7 @@ class Demo:
     def __init__(self, runs: Path, data_dir: Path, quick: bool, seed: int):
         self.runs, self.quick, self.seed = runs, quick, seed
         self.data = data_dir / ("omg-shapes-quick" if quick else "omg-shapes")
-        self.shards = runs / "shards"
+        self.shards = runs / ("shards-quick" if quick else "shards")
         self.state_path = runs / "demo" / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -159,17 +160,18 @@ class Demo:
 
     def main(self) -> int:
         t0 = time.monotonic()
+        expected = EXPECTED_QUICK if self.quick else EXPECTED
         todo = [s for s in self.STAGES if not self.state.get(s, {}).get("done")]
         log(f"== demo: {len(self.STAGES)} stages, {len(todo)} to run, everything under {self.runs}/ "
-            f"(expected about {format_duration(sum(EXPECTED[s] for s in todo))} on 2 CPU cores)")
+            f"(expected about {format_duration(sum(expected[s] for s in todo))} on 2 CPU cores)")
         for i, stage in enumerate(self.STAGES, 1):
             if stage not in todo:
                 log(f"== demo {i}/{len(self.STAGES)} {stage}: done earlier "
                     f"({format_duration(self.state[stage].get('seconds', 0))}), skipped")
                 continue
-            left = sum(EXPECTED[s] for s in todo[todo.index(stage):])
+            left = sum(expected[s] for s in todo[todo.index(stage):])
             log(f"== demo {i}/{len(self.STAGES)} {stage}: {_DESCRIPTIONS[stage]} "
-                f"(about {format_duration(EXPECTED[stage])}; demo ETA {format_duration(left)}, "
+                f"(about {format_duration(expected[stage])}; demo ETA {format_duration(left)}, "
                 f"elapsed {format_duration(time.monotonic() - t0)})")
             s0 = time.monotonic()
             try:
