@@ -112,7 +112,7 @@ def run_bench(name: str, cmd: list[str], work: Path, env: dict) -> dict[str, flo
     out = work / f"bench-{name}.json"
     out.unlink(missing_ok=True)
     full = [sys.executable, str(BENCH / cmd[0]), *cmd[1:], "--json-out", str(out)]
-    if name != "predict":
+    if name not in ("predict", "model"):  # the benchmarks that write scratch files take --work
         full += ["--work", str(work / f"bench-{name}")]
     t0 = time.monotonic()
     r = subprocess.run(full, cwd=ROOT, env=env, capture_output=True, text=True)
