@@ -37,18 +37,27 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:.3g}"
 
 
+def _open(title: str, width: int, height: int) -> list[str]:
+    """The opening of a chart: the svg element and its title."""
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+            f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>']
+
+
+def _no_data(parts: list[str], width: int, height: int) -> str:
+    parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no data</text></svg>')
+    return "".join(parts)
+
+
 def line_chart(title: str, series: dict[str, list[tuple[float, float]]], x_label: str = "step",
                y_label: str = "", width: int = 420, height: int = 260, colours: dict[str, str] | None = None) -> str:
     """``series``: name -> [(x, y), ...]. Empty series are skipped; an empty chart says so."""
     series = {k: sorted(v) for k, v in series.items() if v}
     left, right, top, bottom = 52, 12, 28, 40
     w, h = width - left - right, height - top - bottom
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>']
+    parts = _open(title, width, height)
     if not series:
-        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no data</text></svg>')
-        return "".join(parts)
+        return _no_data(parts, width, height)
     xs = [x for s in series.values() for x, _ in s]
     ys = [y for s in series.values() for _, y in s if math.isfinite(y)]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
@@ -90,12 +99,9 @@ def bar_chart(title: str, values: dict[str, float], baseline: str | None = None,
     items = [(k, v) for k, v in values.items() if v is not None and math.isfinite(v)]
     left, right, top, bottom = 52, 12, 28, 70
     w, h = width - left - right, height - top - bottom
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>']
+    parts = _open(title, width, height)
     if not items:
-        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no data</text></svg>')
-        return "".join(parts)
+        return _no_data(parts, width, height)
     yt = _nice_ticks(min(0.0, min(v for _, v in items)), max(v for _, v in items))
     y0, y1 = yt[0], yt[-1] if yt[-1] > yt[0] else yt[0] + 1
 

@@ -163,30 +163,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- pipelines
 
-def cmd_preprocess(args: argparse.Namespace) -> int:
-    from pipelines.preprocess import main as preprocess_main
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """A ``pipelines/<module>.py`` entry point with the rest of the command line (imported lazily)."""
+    import importlib
 
-    return preprocess_main(args.rest)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.evaluate import main as evaluate_main
-
-    return evaluate_main(args.rest)
+    return importlib.import_module(f"pipelines.{args.pipeline}").main(args.rest)
 
 
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from pipelines.ablations import main as ablations_main
-
-    return ablations_main(args.rest)
-
-
-# ----------------------------------------------------------------------------- demo
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.demo import main as demo_main
-
-    return demo_main(args.rest)
+def _add_pipeline_parser(sub, name: str, module: str, help: str) -> None:
+    p = sub.add_parser(name, add_help=False, prefix_chars="\0", help=f"{help} (same flags as pipelines/{module}.py)",
+                       description=f"Same as `python pipelines/{module}.py`; see `omg {name} --help`.")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_pipeline, pipeline=module)
 
 
 # ----------------------------------------------------------------------------- serve
@@ -309,28 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_metric_parser(sub)
 
-    pre = sub.add_parser(
-        "preprocess", add_help=False, prefix_chars="\0",
-        help="Ray Data job: a catalog dataset -> Parquet shards + manifest (same flags as pipelines/preprocess.py)",
-        description="Same as `python pipelines/preprocess.py`; see `omg preprocess --help`.")
-    pre.add_argument("rest", nargs=argparse.REMAINDER)
-    pre.set_defaults(func=cmd_preprocess)
-
-    ev = sub.add_parser(
-        "eval", add_help=False, prefix_chars="\0",
-        help="Ray fan-out: evaluate a checkpoint on (dataset, split, task) pairs, log to MLflow "
-             "(same flags as pipelines/evaluate.py)",
-        description="Same as `python pipelines/evaluate.py`; see `omg eval --help`.")
-    ev.add_argument("rest", nargs=argparse.REMAINDER)
-    ev.set_defaults(func=cmd_eval)
-
-    abl = sub.add_parser(
-        "ablate", add_help=False, prefix_chars="\0",
-        help="Ray: run an ablation grid (training + evaluation per trial, MLflow parent/child runs) "
-             "(same flags as pipelines/ablations.py)",
-        description="Same as `python pipelines/ablations.py`; see `omg ablate --help`.")
-    abl.add_argument("rest", nargs=argparse.REMAINDER)
-    abl.set_defaults(func=cmd_ablate)
+    _add_pipeline_parser(sub, "preprocess", "preprocess",
+                         "Ray Data job: a catalog dataset -> Parquet shards + manifest")
+    _add_pipeline_parser(sub, "eval", "evaluate",
+                         "Ray fan-out: evaluate a checkpoint on (dataset, split, task) pairs, log to MLflow")
+    _add_pipeline_parser(sub, "ablate", "ablations",
+                         "Ray: run an ablation grid (training + evaluation per trial, MLflow parent/child runs)")
 
     from dashboards.cli import add_parsers as add_dashboard_parsers
 
@@ -354,13 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--quiet", action="store_true", help="no request log")
     srv.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser(
-        "demo", add_help=False, prefix_chars="\0",
-        help="the platform end to end on omg-shapes: data, shards, training, evaluation, ablations, report "
-             "(same flags as pipelines/demo.py)",
-        description="Same as `python pipelines/demo.py`; see `omg demo --help`.")
-    demo.add_argument("rest", nargs=argparse.REMAINDER)
-    demo.set_defaults(func=cmd_demo)
+    _add_pipeline_parser(sub, "demo", "demo", "the platform end to end on omg-shapes: data, shards, training, "
+                                              "evaluation, ablations, report")
     return p
 
 

@@ -115,24 +115,37 @@ def _wait_for(check, what: str, temp: str, timeout: float = 90) -> None:
     raise RuntimeError(f"the {what} of the loopback cluster did not come up:\n{logs}")
 
 
-@pytest.mark.slow
-def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, tiny_shapes, ray_local, tmp_path):
-    shards = tmp_path / "shards"
+@pytest.fixture(scope="module")
+def cluster_shards(tiny_shapes, ray_local, tmp_path_factory) -> Path:
+    """Training shards of the tiny omg-shapes, shared by the job tests."""
+    shards = tmp_path_factory.mktemp("cluster") / "shards"
     catalog = load_catalog()
     for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
         preprocess_split(catalog[name], "train", str(shards), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
-    runtime_env = {"env_vars": {"OMG_ROOT_OMG_SHAPES": tiny_shapes, "OMG_ROOT_OMG_SHAPES_SAM": tiny_shapes,
-                                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}}
-    cmd = [RAY, "job", "submit", "--address", loopback_cluster["dashboard"], "--working-dir", str(ROOT),
-           "--runtime-env-json", json.dumps(runtime_env), "--",
-           sys.executable, "pipelines/joint_train.py", "--config", "pipelines/configs/shapes_smoke.yaml",
-           f"data.shards={shards}", f"checkpoint.storage_path={tmp_path}/train", "tracking.log_model=false"]
-    for _attempt in range(20):  # the head's job agent comes up a little after the node
-        out = subprocess.run(cmd, capture_output=True, text=True, env=loopback_cluster["env"], timeout=420)
+    return shards
+
+
+def _submit(cluster: dict, entry: list[str], env_vars: dict, timeout: float) -> tuple[subprocess.CompletedProcess, str]:
+    """`ray job submit` of ``entry`` with this checkout as the working dir; retried while the head's job
+    agent is still coming up (it starts a little after the node)."""
+    cmd = [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", sys.executable, *entry]
+    for _attempt in range(20):
+        out = subprocess.run(cmd, capture_output=True, text=True, env=cluster["env"], timeout=timeout)
         text = out.stdout + out.stderr
         if "No available agent to submit job" not in text:
             break
         time.sleep(3)
+    return out, text
+
+
+@pytest.mark.slow
+def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, cluster_shards, tiny_shapes, tmp_path):
+    out, text = _submit(loopback_cluster, [
+        "pipelines/joint_train.py", "--config", "pipelines/configs/shapes_smoke.yaml", f"data.shards={cluster_shards}",
+        f"checkpoint.storage_path={tmp_path}/train", "tracking.log_model=false"],
+        {"OMG_ROOT_OMG_SHAPES": tiny_shapes, "OMG_ROOT_OMG_SHAPES_SAM": tiny_shapes,
+         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}, timeout=420)
     assert out.returncode == 0 and "succeeded" in text, text[-4000:]
     assert "ip=127.0.0.3" in text, "a training worker ran on the second node"
     result = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{"run"')]
@@ -140,26 +153,16 @@ def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, tiny_shapes, r
 
 
 @pytest.mark.slow
-def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_cluster, tiny_shapes, ray_local, tmp_path):
+def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_cluster, cluster_shards, tiny_shapes,
+                                                                   tmp_path):
     import mlflow
 
-    shards = tmp_path / "shards"
     catalog = load_catalog()
-    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
-        preprocess_split(catalog[name], "train", str(shards), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     roots = {catalog[n].env_var(): tiny_shapes for n in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps")}
-    runtime_env = {"env_vars": {**roots, "MLFLOW_TRACKING_URI": uri}}
-    cmd = [RAY, "job", "submit", "--address", loopback_cluster["dashboard"], "--working-dir", str(ROOT),
-           "--runtime-env-json", json.dumps(runtime_env), "--",
-           sys.executable, "pipelines/ablations.py", "--grid", "smoke", "--storage", str(tmp_path / "abl"),
-           "--set", f"data.shards={shards}"]
-    for _attempt in range(20):
-        out = subprocess.run(cmd, capture_output=True, text=True, env=loopback_cluster["env"], timeout=540)
-        text = out.stdout + out.stderr
-        if "No available agent to submit job" not in text:
-            break
-        time.sleep(3)
+    out, text = _submit(loopback_cluster, [
+        "pipelines/ablations.py", "--grid", "smoke", "--storage", str(tmp_path / "abl"), "--set",
+        f"data.shards={cluster_shards}"], {**roots, "MLFLOW_TRACKING_URI": uri}, timeout=540)
     assert out.returncode == 0 and "succeeded" in text, text[-4000:]
     records = [json.loads((tmp_path / "abl" / "smoke" / t / "trial.json").read_text())
                for t in ("convnext-masked", "convnext-full")]
