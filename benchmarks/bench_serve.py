@@ -15,24 +15,19 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import threading
-import time
 import urllib.request
 
 import numpy as np
 import torch
 from PIL import Image
 
+from bench_predict_latency import timed as predict_timed  # benchmarks/ is on sys.path when run as a script
+
 
 def timed(fn, repeats: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out) * 1000
+    """Median milliseconds of ``repeats`` calls after a warm-up (bench_predict_latency's timer)."""
+    return predict_timed(fn, repeats) * 1000
 
 
 def post(url: str, body: bytes, ctype: str) -> dict:
