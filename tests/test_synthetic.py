@@ -107,6 +107,35 @@ def test_heldout_classes_only_in_val_ov(tiny_shapes):
         assert not {a["category_id"] for a in yt["annotations"]} & heldout
 
 
+def _hue_distance(rgb, centre: float) -> float:
+    import colorsys
+
+    h = colorsys.rgb_to_hsv(*(np.asarray(rgb, dtype=float) / 255.0))[0]
+    d = abs(h - centre) % 1.0
+    return min(d, 1.0 - d)
+
+
+def test_each_thing_class_has_its_own_hue_band(tiny_shapes):
+    rng = np.random.default_rng(0)
+    for name, centre in synthetic.THING_HUES.items():
+        for _ in range(50):
+            assert _hue_distance(synthetic.thing_color(rng, name), centre) <= synthetic.THING_HUE_SPREAD + 1e-9
+    # and in the written images: a thing segment's mean colour sits near its class's hue
+    # (shading and pattern add the same offset to R, G and B; JPEG and clipping add a little)
+    doc = _load(tiny_shapes, "annotations/panoptic_train.json")
+    hues = {c["id"]: synthetic.THING_HUES[c["name"]] for c in doc["categories"] if c["isthing"]}
+    checked = 0
+    for a in doc["annotations"]:
+        pan = _pan(tiny_shapes, f"annotations/panoptic_train/{a['file_name']}")
+        img = np.asarray(Image.open(Path(tiny_shapes) / "images/train" / a["file_name"].replace(".png", ".jpg")))
+        for seg in a["segments_info"]:
+            m = pan == seg["id"]
+            if seg["category_id"] in hues and not seg["iscrowd"] and m.sum() >= 40:
+                assert _hue_distance(img[m].mean(0), hues[seg["category_id"]]) < 0.1, (a["file_name"], seg)
+                checked += 1
+    assert checked >= 5
+
+
 def test_crowd_void_stuff_and_occlusion_occur(tmp_path):
     opts = SynthOptions(image_size=96, num_train_images=40, num_val_images=0, num_val_ov_images=0,
                         num_train_videos=0, num_val_videos=0)
