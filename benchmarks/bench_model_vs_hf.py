@@ -36,6 +36,9 @@ def build_ours(variant: str, num_classes: int):
     text = torch.nn.functional.normalize(torch.randn(num_classes, 1, embed), dim=-1)
 
     def forward(x):
+        nonlocal text
+        if text.device != x.device:  # the model was moved after it was built
+            text = text.to(x.device)
         return model(x, text)
 
     def scalar(out):
