@@ -2,9 +2,10 @@
 
 Scenes of textured "stuff" regions (sky, grass, water, sand) with "thing" shapes on top
 (circle, square, triangle, star; hexagon and cross are held out of every training split
-for open-vocabulary evaluation; like real categories, each thing class has its own look as
-well as its outline: a hue band and a surface pattern), as still images and as videos in which the shapes move,
-scale, rotate, enter, leave and occlude each other while the stuff layout drifts.
+for open-vocabulary evaluation), as still images and as videos in which the shapes move,
+scale, rotate, enter, leave and occlude each other while the stuff layout drifts. Like real
+categories, each thing class has its own look as well as its outline: a hue band and a
+surface pattern.
 
 Everything is written in the official formats, so the platform's real readers serve it:
 
