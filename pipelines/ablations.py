@@ -274,7 +274,7 @@ def summary_table(grid: Grid, records: dict[str, dict]) -> str:
 
 
 #: the paper's headline figure of each task
-HEADLINE = ("PQ", "AP", "mIoU", "VPQ", "J&F-Mean", "JF-Mean", "OV_PQ_heldout")
+HEADLINE = ("PQ", "AP", "mIoU", "VPQ", "J&F-Mean", "OV_PQ_heldout")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,7 +175,7 @@ def train_loop_per_worker(loop: dict) -> None:
 
             batches = iter_shard_batches(ray.train.get_dataset_shard("train"))
         else:
-            batches = local_batches(builder, step, steps_per_epoch, total, rank, world, cfg.data.loader_workers)
+            batches = local_batches(builder, step, total, rank, world, cfg.data.loader_workers)
         t0, last_log, samples = time.monotonic(), time.monotonic(), 0
         log_samples = 0
         fault = fault_injection(loop, rank)
@@ -248,27 +248,29 @@ def trace_sample(loop: dict, rank: int, step: int, batch: dict) -> None:
                             "seeds": np.asarray(batch["seeds"]).tolist()}) + "\n")
 
 
-def local_batches(builder, step: int, steps_per_epoch: int, total: int, rank: int, world: int, loader_workers: int):
+def local_batches(builder, step: int, total: int, rank: int, world: int, loader_workers: int):
     """This worker's deterministic batches from ``step`` on (epoch plans in order; exact resume).
 
     Epochs are walked by their real plan lengths: with fractional repeat factors an epoch's plan
-    can be a few batches shorter or longer than ``steps_per_epoch`` (the schedule's estimate)."""
+    can be a few batches shorter or longer than another's (and than the schedule's estimate)."""
     import torch
 
     from omg.data.ingest import PlanDataset
 
-    epoch, offset = 0, step
-    while True:  # the epoch and position of ``step``
-        n = len(PlanDataset(builder, epoch, rank, world))
-        if n == 0:
+    def plan(epoch: int) -> PlanDataset:
+        ds = PlanDataset(builder, epoch, rank, world)
+        if len(ds) == 0:
             raise ValueError(f"epoch {epoch} has no batch for worker {rank} of {world}: too little data for "
                              "the batch size and worker count")
-        if offset < n:
-            break
-        offset -= n
+        return ds
+
+    epoch, offset = 0, step
+    ds = plan(epoch)
+    while offset >= len(ds):  # the epoch and position of ``step``
+        offset -= len(ds)
         epoch += 1
+        ds = plan(epoch)
     while step < total:
-        ds = PlanDataset(builder, epoch, rank, world)
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, list(range(offset, len(ds)))), batch_size=None,
                                              num_workers=loader_workers, prefetch_factor=2 if loader_workers else None)
         for batch in loader:
@@ -277,6 +279,7 @@ def local_batches(builder, step: int, steps_per_epoch: int, total: int, rank: in
             if step >= total:
                 return
         epoch, offset = epoch + 1, 0
+        ds = plan(epoch)
 
 
 def save_checkpoint_dir(inner, optimizer, scheduler, step: int, run_id: str | None, rank: int, loop: dict,

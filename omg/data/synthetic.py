@@ -34,6 +34,7 @@ Determinism: each sample draws from its own ``numpy`` generator seeded with
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import hashlib
 import math
@@ -230,14 +231,10 @@ THING_HUE_SPREAD = 0.04
 
 
 def thing_color(rng: np.random.Generator, name: str) -> np.ndarray:
-    """A saturated colour in the hue band of thing class ``name`` (HSV -> RGB)."""
+    """A saturated colour in the hue band of thing class ``name`` (HSV -> RGB, 0..255)."""
     hue = (THING_HUES[name] + rng.uniform(-THING_HUE_SPREAD, THING_HUE_SPREAD)) % 1.0
     sat, val = rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)
-    i = int(hue * 6) % 6
-    f = hue * 6 - int(hue * 6)
-    p, q, t = val * (1 - sat), val * (1 - f * sat), val * (1 - (1 - f) * sat)
-    rgb = [(val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val), (val, p, q)][i]
-    return np.array(rgb) * 255.0
+    return np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255.0
 
 
 #: each thing class's surface pattern, drawn over its colour and shading.
