@@ -19,12 +19,12 @@ id tags, validation metrics, the final model. The run ends FINISHED or FAILED, n
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +34,11 @@ from omg.config import TrainConfig, config_dict, config_from_dict, flat_params, 
 from omg.data import io as uio
 from omg.data.catalog import load_catalog
 from omg.env import apply_env_defaults
+from omg.training.checkpointer import Checkpointer
 from omg.utils.progress import format_duration
 from omg.utils.typed import SchemaError
+from pipelines.errors import fail, interruptible
+from pipelines.train_hooks import parse_hook
 
 SMOKE_OVERRIDES = ["optim.max_steps=4", "checkpoint.every_steps=2", "tracking.log_every=1", "validation.limit=2",
                    "optim.num_points=1024", "optim.warmup_iters=2"]
@@ -93,11 +96,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def read_progress(storage: str, name: str) -> dict:
-    uri = uio.join(storage, name, "progress.json")
-    return uio.read_json(uri) if uio.exists(uri) else {}
-
-
 # ============================================================================= train (every worker)
 
 def train_loop_per_worker(loop: dict) -> None:
@@ -112,7 +110,8 @@ def train_loop_per_worker(loop: dict) -> None:
     from omg.modeling.text import TextEmbedder
     from omg.modeling.variants import get_variant
     from omg.training.optim import build_optimizer, build_scheduler
-    from omg.training.step import rng_state, set_rng_state, train_step
+    from omg.training.step import train_step
+    from pipelines.train_hooks import HookContext
 
     import logging
 
@@ -140,19 +139,18 @@ def train_loop_per_worker(loop: dict) -> None:
     optimizer = build_optimizer(model, cfg.optim, cfg.data.batch_size * world, lr_mult)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, total)
 
-    # ---- resume
+    # ---- resume (the newest complete checkpoint of this run, if any)
+    checkpointer = Checkpointer(run_dir(loop), rank, world, cfg.checkpoint.num_to_keep, barrier=_barrier(world))
     step, run_id = 0, None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step, run_id = int(state["step"]), state.get("mlflow_run_id")
-            rng_file = os.path.join(d, f"rng_rank{rank}.pt")
-            if os.path.exists(rng_file):
-                set_rng_state(torch.load(rng_file, weights_only=True))
+    latest = checkpointer.latest()
+    if latest is not None:
+        restored = checkpointer.restore(latest, model, optimizer, scheduler)
+        step, run_id = restored.step, restored.mlflow_run_id
+        if rank == 0:
+            print(f"[train] resumed from the checkpoint of step {step} ({latest.uri})"
+                  + ("" if restored.rng_restored else "; written by fewer workers: this rank's RNG starts fresh"),
+                  flush=True)
+    checkpointer.clean()  # rank 0: folders left incomplete by a crash
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
     reduce_fn = None
@@ -165,6 +163,8 @@ def train_loop_per_worker(loop: dict) -> None:
             return y / world
     criterion = Criterion(num_points=cfg.optim.num_points, reduce_fn=reduce_fn)
     amp = cfg.amp == "auto" and device.type == "cuda"
+    hooks = loop.get("hooks") or []
+    hook_ctx = HookContext(rank=rank, world_size=world, run_dir=run_dir(loop))
 
     tracker = Tracker(cfg, loop, rank, run_id, resumed=step > 0)
     tracker.start_step = step
@@ -174,22 +174,23 @@ def train_loop_per_worker(loop: dict) -> None:
             from pipelines.ingest import iter_shard_batches
 
             batches = iter_shard_batches(ray.train.get_dataset_shard("train"))
+            # the driver's dataset starts at the step it saw; after a restart inside this fit, skip to ours
+            batches = itertools.islice(batches, max(0, step - loop["start_step"]), None)
         else:
             batches = local_batches(builder, step, total, rank, world, cfg.data.loader_workers)
-        t0, last_log, samples = time.monotonic(), time.monotonic(), 0
-        log_samples = 0
-        fault = fault_injection(loop, rank)
+        for hook in hooks:
+            hook.on_start(hook_ctx)
+        t0, last_log, log_samples = time.monotonic(), time.monotonic(), 0
         for batch in batches:
             if step >= total:
                 break
-            if fault is not None and step == fault:
-                inject_fault(loop, rank, step)
+            for hook in hooks:
+                hook.on_step_begin(hook_ctx, step)
             stats = train_step(model, batch, text, criterion, optimizer, scheduler, cfg.optim.grad_clip, device, amp)
-            trace_sample(loop, rank, step, batch)  # after the update: the trace lists committed steps
+            for hook in hooks:
+                hook.on_step_end(hook_ctx, step, batch)
             step += 1
-            n = len(batch["images"]) * world
-            samples += n
-            log_samples += n
+            log_samples += len(batch["images"]) * world
             if rank == 0 and (step % cfg.tracking.log_every == 0 or step == total):
                 now = time.monotonic()
                 rate = log_samples / max(now - last_log, 1e-9)
@@ -204,7 +205,7 @@ def train_loop_per_worker(loop: dict) -> None:
             if cfg.validation.every_steps and step % cfg.validation.every_steps == 0 and step < total and rank == 0:
                 tracker.validate(inner, label_space, step)
             if step % cfg.checkpoint.every_steps == 0 or step == total:
-                save_checkpoint_dir(inner, optimizer, scheduler, step, tracker.run_id, rank, loop, total)
+                checkpointer.save(step, inner, optimizer, scheduler, tracker.run_id)
         # ---- evaluate + export
         if rank == 0:
             tracker.validate(inner, label_space, step)
@@ -215,37 +216,16 @@ def train_loop_per_worker(loop: dict) -> None:
         raise
 
 
-# ---- testing hooks (environment variables; off unless set): fault injection and a sample trace
-
-def fault_injection(loop: dict, rank: int) -> int | None:
-    """``OMG_FAULT_STEP=N`` (with ``OMG_FAULT_RANK``, default 1, and ``OMG_FAULT_MODE`` = kill | raise):
-    the worker dies at step N, once per run (a marker in the run's storage prevents a repeat)."""
-    step = os.environ.get("OMG_FAULT_STEP")
-    if step is None or rank != int(os.environ.get("OMG_FAULT_RANK", "1")):
-        return None
-    if uio.exists(uio.join(loop["storage"], loop["name"], "fault_injected")):
-        return None
-    return int(step)
+def run_dir(loop: dict) -> str:
+    return uio.join(loop["storage"], loop["name"])
 
 
-def inject_fault(loop: dict, rank: int, step: int) -> None:
-    uio.write_bytes(uio.join(loop["storage"], loop["name"], "fault_injected"), f"rank {rank} step {step}".encode())
-    print(f"[train] fault injection: rank {rank} dies at step {step}", flush=True)
-    if os.environ.get("OMG_FAULT_MODE", "kill") == "kill":
-        os._exit(1)
-    raise RuntimeError(f"injected failure at step {step}")
+def _barrier(world: int):
+    if world == 1:
+        return lambda: None
+    import torch.distributed as dist
 
-
-def trace_sample(loop: dict, rank: int, step: int, batch: dict) -> None:
-    """``OMG_TRACE_SAMPLES=1``: append (step, dataset, indices, seeds) of every trained batch to trace/rank<r>.jsonl."""
-    if os.environ.get("OMG_TRACE_SAMPLES") != "1":
-        return
-    uri = os.path.join(loop["storage"], loop["name"], "trace", f"rank{rank}.jsonl")
-    os.makedirs(os.path.dirname(uri), exist_ok=True)
-    with open(uri, "a") as f:
-        f.write(json.dumps({"step": step, "dataset": str(batch["dataset"]),
-                            "indices": np.asarray(batch["indices"]).tolist(),
-                            "seeds": np.asarray(batch["seeds"]).tolist()}) + "\n")
+    return dist.barrier
 
 
 def local_batches(builder, step: int, total: int, rank: int, world: int, loader_workers: int):
@@ -280,24 +260,6 @@ def local_batches(builder, step: int, total: int, rank: int, world: int, loader_
                 return
         epoch, offset = epoch + 1, 0
         ds = plan(epoch)
-
-
-def save_checkpoint_dir(inner, optimizer, scheduler, step: int, run_id: str | None, rank: int, loop: dict,
-                        total: int) -> None:
-    import ray.train
-    import torch
-
-    from omg.training.step import rng_state
-
-    with tempfile.TemporaryDirectory() as d:
-        if rank == 0:
-            torch.save({"model": inner.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "step": step, "mlflow_run_id": run_id}, os.path.join(d, "state.pt"))
-        torch.save(rng_state(), os.path.join(d, f"rng_rank{rank}.pt"))
-        ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(d))
-    if rank == 0:
-        uio.write_json(uio.join(loop["storage"], loop["name"], "progress.json"),
-                       {"step": step, "total": total, "mlflow_run_id": run_id})
 
 
 class Tracker:
@@ -423,13 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="4 steps, checkpoints every 2, tiny validation")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--no-mlflow", action="store_true", help="no MLflow logging")
+    p.add_argument("--hook", action="append", default=[], metavar="MODULE:NAME[:KEY=VALUE,...]",
+                   help="a training-loop callback (pipelines/train_hooks.py), e.g. "
+                        "pipelines.train_hooks:FaultInjection:step=100,mode=kill; repeatable")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     # ---- setup
     apply_env_defaults()
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # KEY=VALUE and --options in any order
     try:
         cfg = load_config(args.config, list(args.overrides) + (SMOKE_OVERRIDES if args.smoke_test else []))
     except (SchemaError, ValueError) as err:
@@ -441,10 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[train] run {name} (storage {storage})\n[train] resolved config:\n" + json.dumps(config_dict(cfg), indent=1),
           file=sys.stderr, flush=True)
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from pipelines.preprocess import init_ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from pipelines.preprocess import init_ray, shutdown_ray
 
     # ---- build
     try:
@@ -464,12 +427,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"joint_train: error: validation pair {pair!r}: no catalog dataset {ds!r}", file=sys.stderr)
             return 2
         val_root[ds] = _abs(catalog[ds].resolve_root())
-    init_ray(args.num_cpus)
-    # ---- resume
-    progress = read_progress(storage, name)
-    start = int(progress.get("step", 0))
+    try:
+        hooks = [parse_hook(h) for h in args.hook]
+    except ValueError as err:
+        print(f"joint_train: error: {err}", file=sys.stderr)
+        return 2
+    owned = init_ray(args.num_cpus)
+    # ---- resume (the same record the workers read: the newest complete checkpoint of this run)
+    latest = Checkpointer(uio.join(storage, name)).latest()
+    start = latest.step if latest else 0
     if start:
-        print(f"[train] resuming {name} from step {start} (relaunch of the same config)", file=sys.stderr, flush=True)
+        print(f"[train] resuming {name} from step {start}: the newest complete checkpoint ({latest.uri})",
+              file=sys.stderr, flush=True)
     datasets = {}
     if cfg.data.ingest == "ray":
         from omg.data.ingest import BatchBuilder
@@ -486,31 +455,85 @@ def main(argv: list[str] | None = None) -> int:
         "config": config_dict(cfg), "label_space": label_space.to_dict(), "ingest": ingest, "name": name,
         "storage": storage, "manifests": manifests, "git_commit": git_commit(), "val_root": val_root,
         "ray_job_id": os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
-        "ingest_mode": cfg.data.ingest, "mlflow": not args.no_mlflow,
+        "ingest_mode": cfg.data.ingest, "mlflow": not args.no_mlflow, "start_step": start, "hooks": hooks,
     }
-    trainer = TorchTrainer(
+    trainer = _interruptible_trainer_class()(
         train_loop_per_worker,
         train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
                              worker_runtime_env={"env_vars": worker_env()}),
         datasets=datasets or None,
     )
-    # ---- train
+    # ---- train (Ctrl-C or SIGTERM: a clean stop, the MLflow run marked KILLED, a relaunch resumes)
     t0 = time.monotonic()
-    try:
-        result = trainer.fit()
-    except Exception as err:
-        print(f"joint_train: error: training failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    with interruptible():
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            trainer.abort()  # the workers stop first, so that none of them touches the run afterwards
+            shutdown_ray(owned)
+            latest = Checkpointer(uio.join(storage, name)).latest()
+            mark_interrupted(cfg, name, storage, args.no_mlflow)
+            print(f"joint_train: interrupted; the same command resumes {name} from step "
+                  f"{latest.step if latest else 0} (its newest complete checkpoint)", file=sys.stderr, flush=True)
+            return 130
+        except Exception as err:  # Ray Train wraps the worker's exception: its cause goes last
+            shutdown_ray(owned)
+            return fail("joint_train", err)
+    shutdown_ray(owned)
     info = uio.read_json(uio.join(storage, name, "run.json")) if uio.exists(uio.join(storage, name, "run.json")) else {}
-    print(json.dumps({"run": name, "step": result.metrics.get("step") if result.metrics else None,
-                      "model": info.get("model"), "mlflow_run_id": info.get("mlflow_run_id"),
-                      "seconds": round(time.monotonic() - t0, 1)}))
+    print(json.dumps({"run": name, "step": info.get("step"), "model": info.get("model"),
+                      "mlflow_run_id": info.get("mlflow_run_id"), "seconds": round(time.monotonic() - t0, 1)}))
     return 0
+
+
+def _interruptible_trainer_class():
+    from ray.train.torch import TorchTrainer
+
+    class InterruptibleTrainer(TorchTrainer):
+        """A ``TorchTrainer`` whose interrupt is the driver's: Ray Train's own SIGINT handler (which aborts the
+        run and then exits the process with a status of its choosing) is not installed, so Ctrl-C (and SIGTERM,
+        under :func:`pipelines.errors.interruptible`) raises ``KeyboardInterrupt`` out of ``fit()``; then
+        :meth:`abort` stops the run as Ray's handler would (the controller aborts its worker group)."""
+
+        controller = None
+
+        def _register_sigint_handler(self, controller) -> None:  # Ray Train V2's hook, called by fit()
+            self.controller = controller
+
+        def abort(self) -> None:
+            import ray
+
+            if self.controller is None:
+                return
+            try:
+                ray.get(self.controller.abort.remote(), timeout=60)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass  # abort ends the controller actor: its death is the expected answer
+
+    return InterruptibleTrainer
+
+
+def mark_interrupted(cfg: TrainConfig, name: str, storage: str, no_mlflow: bool) -> None:
+    """The MLflow run of this name and storage, left RUNNING by the killed workers, becomes KILLED."""
+    if no_mlflow:
+        return
+    try:
+        import mlflow
+
+        from pipelines.tracking import setup
+
+        setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
+        runs = mlflow.search_runs(filter_string=f"tags.`omg.run_name` = '{name}' and tags.`omg.storage` = "
+                                                f"'{storage}' and attributes.status = 'RUNNING'", output_format="list")
+        for run in runs:
+            mlflow.MlflowClient().set_terminated(run.info.run_id, "KILLED")
+    except Exception as err:  # noqa: BLE001 - the interrupt must not turn into a traceback
+        print(f"joint_train: warning: could not mark the MLflow run KILLED ({type(err).__name__}: {err})",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from omg.data.formats import get_reader
 from omg.data.records import ARROW_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION, BadRecord, json_digest
 from omg.env import apply_env_defaults
 from omg.utils.progress import Progress
+from pipelines.errors import fail, interruptible
 
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["dataset", "split", "modality",
                                                                               "mask_kind"], write_statistics=False)
@@ -95,12 +96,35 @@ def plan_shards(items: list[dict], shard_size: int, plan_key: str) -> list[dict]
             for i, s in enumerate(range(0, len(items), shard_size))]
 
 
+def _intact(out_dir: str, path: str, size: int, sha256: str) -> bool:
+    """The file exists with the recorded size and sha256 (a receipt or manifest is trusted no further)."""
+    uri = uio.join(out_dir, path)
+    try:
+        data = uio.read_bytes(uri)
+    except (FileNotFoundError, OSError):
+        return False
+    return len(data) == size and hashlib.sha256(data).hexdigest() == sha256
+
+
 def read_receipt(out_dir: str, index: int, plan_key: str) -> dict | None:
+    """The receipt of a shard built for this plan whose file is intact; else None (the shard is (re)built)."""
     uri = uio.join(out_dir, "shards", f"part-{index:05d}.json")
     if not uio.exists(uri):
         return None
-    receipt = uio.read_json(uri)
-    return receipt if receipt.get("plan") == plan_key else None
+    try:
+        receipt = uio.read_json(uri)
+    except (ValueError, OSError):
+        return None
+    if receipt.get("plan") != plan_key or not _intact(out_dir, receipt["path"], receipt["bytes"], receipt["sha256"]):
+        return None
+    if receipt.get("quarantine_path") and not uio.exists(uio.join(out_dir, receipt["quarantine_path"])):
+        return None
+    return receipt
+
+
+def damaged_shards(manifest: dict, out_dir: str) -> list[str]:
+    """Shard paths of a manifest whose file is missing, truncated or has another sha256."""
+    return [s["path"] for s in manifest["shards"] if not _intact(out_dir, s["path"], s["bytes"], s["sha256"])]
 
 
 def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None = None, shard_size: int = 256,
@@ -124,9 +148,13 @@ def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None
     if uio.exists(manifest_uri):
         old = uio.read_json(manifest_uri)
         if old.get("plan") == plan_key:
-            log(f"[preprocess {entry.name}/{split}] up to date: {old['rows']} rows in {len(old['shards'])} shards "
-                f"({old['quarantined']} quarantined) at {out_dir}")
-            return old
+            damaged = damaged_shards(old, out_dir)
+            if not damaged:
+                log(f"[preprocess {entry.name}/{split}] up to date: {old['rows']} rows in {len(old['shards'])} "
+                    f"shards ({old['quarantined']} quarantined, every shard's sha256 checked) at {out_dir}")
+                return old
+            log(f"[preprocess {entry.name}/{split}] {len(damaged)} shard(s) missing or damaged (size or sha256 "
+                f"differs from the manifest), rebuilding: {', '.join(damaged[:3])}{' ...' if len(damaged) > 3 else ''}")
     specs = plan_shards(items, shard_size, plan_key)
     receipts = {s["index"]: read_receipt(out_dir, s["index"], plan_key) for s in specs}
     todo = [s for s in specs if receipts[s["index"]] is None]
@@ -182,13 +210,14 @@ def read_quarantine(manifest: dict, out_dir: str) -> list[dict]:
     return rows
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def init_ray(num_cpus: int | None = None) -> bool:
     """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
-    local Ray with a capped object store."""
+    local Ray with a capped object store. Returns False when Ray was already initialised (by the caller, who
+    then also shuts it down)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
@@ -198,6 +227,16 @@ def init_ray(num_cpus: int | None = None) -> None:
     ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
     # one heavy operator per job: let it use every CPU instead of reserving half for others
     ctx.op_resource_reservation_enabled = False
+    return True
+
+
+def shutdown_ray(owned: bool) -> None:
+    """Stop the Ray this process started or joined (``owned``: :func:`init_ray` returned True); a local
+    cluster's processes and this job's workers go with it."""
+    import ray
+
+    if owned and ray.is_initialized():
+        ray.shutdown()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,37 +264,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard_size < 1:
         print("preprocess: error: --shard-size must be >= 1", file=sys.stderr)
         return 2
-    catalog = load_catalog()
-    jobs = []
-    for name in args.dataset:
-        try:
+    try:
+        catalog = load_catalog()
+        jobs = []
+        for name in args.dataset:
             entry = get_entry(name, catalog)
-        except KeyError as err:
-            print(f"preprocess: error: {err.args[0]}", file=sys.stderr)
-            return 2
-        splits = args.split or list(entry.splits)
-        unknown = [s for s in splits if s not in entry.splits]
-        if unknown:
-            print(f"preprocess: error: {entry.name} has no split {unknown[0]!r} (splits: {', '.join(entry.splits)})",
-                  file=sys.stderr)
-            return 2
-        jobs += [(entry, split) for split in splits]
-    init_ray(args.num_cpus)
+            splits = args.split or list(entry.splits)
+            unknown = [s for s in splits if s not in entry.splits]
+            if unknown:
+                raise ValueError(f"{entry.name} has no split {unknown[0]!r} (splits: {', '.join(entry.splits)})")
+            jobs += [(entry, split) for split in splits]
+    except KeyError as err:
+        print(f"preprocess: error: {err.args[0]}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # a malformed catalog file (SchemaError names file and key), a bad split
+        print(f"preprocess: error: {err}", file=sys.stderr)
+        return 2
     limit = 2 * args.shard_size if args.smoke_test else None
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    try:
-        for entry, split in jobs:
-            m = preprocess_split(entry, split, args.out, args.root, args.shard_size, args.fail_on_bad,
-                                 args.num_workers, progress=not args.quiet, limit=limit, log=log)
-            print(json.dumps({"dataset": entry.name, "split": split, "rows": m["rows"], "quarantined": m["quarantined"],
-                              "shards": len(m["shards"]),
-                              "manifest": uio.join(split_dir(args.out, entry.name, split), "manifest.json")}))
-    except Exception as err:  # Ray wraps worker errors; say what failed and stop
-        cause = err
-        while getattr(cause, "__cause__", None) is not None:
-            cause = cause.__cause__
-        print(f"preprocess: error: {type(cause).__name__}: {cause}", file=sys.stderr)
-        return 1
+    owned = False
+    with interruptible():
+        try:
+            owned = init_ray(args.num_cpus)
+            for entry, split in jobs:
+                m = preprocess_split(entry, split, args.out, args.root, args.shard_size, args.fail_on_bad,
+                                     args.num_workers, progress=not args.quiet, limit=limit, log=log)
+                print(json.dumps({"dataset": entry.name, "split": split, "rows": m["rows"],
+                                  "quarantined": m["quarantined"], "shards": len(m["shards"]),
+                                  "manifest": uio.join(split_dir(args.out, entry.name, split), "manifest.json")}))
+        except KeyboardInterrupt:
+            shutdown_ray(owned)
+            print("preprocess: interrupted; the shards written so far are kept, and rerunning the same command "
+                  "builds only the rest", file=sys.stderr, flush=True)
+            return 130
+        except Exception as err:  # Ray wraps worker errors: the cause (file, record, field; errno, path) last
+            shutdown_ray(owned)
+            return fail("preprocess", err)
+    shutdown_ray(owned)
     return 0
 
 

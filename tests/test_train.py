@@ -34,8 +34,8 @@ def shards(ray_local, tiny_shapes, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def data_env(tiny_shapes):
     """The validation pairs read omg-shapes from the tiny dataset."""
-    saved = {k: os.environ.get(k) for k in ("OMG_ROOT_OMG_SHAPES", "OMG_ROOT_OMG_SHAPES_SAM", "OMG_TRACE_SAMPLES")}
-    os.environ.update(OMG_ROOT_OMG_SHAPES=tiny_shapes, OMG_ROOT_OMG_SHAPES_SAM=tiny_shapes, OMG_TRACE_SAMPLES="1")
+    saved = {k: os.environ.get(k) for k in ("OMG_ROOT_OMG_SHAPES", "OMG_ROOT_OMG_SHAPES_SAM")}
+    os.environ.update(OMG_ROOT_OMG_SHAPES=tiny_shapes, OMG_ROOT_OMG_SHAPES_SAM=tiny_shapes)
     yield
     for k, v in saved.items():
         if v is None:
@@ -78,9 +78,16 @@ def mlflow_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+TRACE = "--hook=pipelines.train_hooks:SampleTrace"
+
+
+def fault(step: int, mode: str, rank: int = 1) -> str:
+    return f"--hook=pipelines.train_hooks:FaultInjection:step={step},mode={mode},rank={rank}"
+
+
 def _train(shards, storage, tracking, extra=(), capsys=None) -> tuple[int, dict]:
     rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
-                     f"tracking.tracking_uri={tracking}", *extra])
+                     f"tracking.tracking_uri={tracking}", TRACE, *extra])
     out = capsys.readouterr().out if capsys else ""
     lines = [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
     return rc, (lines[-1] if lines else {})
@@ -97,7 +104,7 @@ def _trace(storage: Path) -> dict[int, list]:
 def reference(shards, data_env, mlflow_server, tmp_path_factory):
     storage = tmp_path_factory.mktemp("train-ref")
     rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
-                     f"tracking.tracking_uri={mlflow_server}"])
+                     f"tracking.tracking_uri={mlflow_server}", TRACE])
     assert rc == 0
     return storage
 
@@ -135,16 +142,21 @@ def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server,
     assert sorted(traces) == [0, 1] and [r["step"] for r in traces[0]] == list(range(6))
 
 
-def test_relaunch_resumes_without_repeating_samples(reference, shards, data_env, mlflow_server, tmp_path, monkeypatch, capsys):
+def _checkpoint_steps(storage: Path, run: str) -> list[int]:
+    return sorted(int(p.name[5:]) for p in (storage / run / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_relaunch_resumes_without_repeating_samples(attempt, reference, shards, data_env, mlflow_server, tmp_path,
+                                                     capsys):
+    """A worker fails right after the checkpoint of step 3 (the failure that raced Ray's checkpoint registry and
+    restarted at step 0); the relaunch resumes at exactly 3. Three attempts, so a race would show."""
     import mlflow
 
-    monkeypatch.setenv("OMG_FAULT_STEP", "3")
-    monkeypatch.setenv("OMG_FAULT_MODE", "raise")
-    rc, _ = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0"], capsys)
+    rc, _ = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0", fault(3, "raise")], capsys)
     assert rc == 1
     first = _trace(tmp_path)
     assert [r["step"] for r in first[1]] == [0, 1, 2]
-    monkeypatch.delenv("OMG_FAULT_STEP")
     rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0"], capsys)
     assert rc == 0 and out["step"] == 6
     resumed = _trace(tmp_path)
@@ -157,14 +169,78 @@ def test_relaunch_resumes_without_repeating_samples(reference, shards, data_env,
     run = mlflow.get_run(out["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags.get("omg.resumed") == "true"
     assert [h.step for h in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss_total")] == [1, 2, 3, 4, 5, 6]
+    assert _checkpoint_steps(tmp_path, out["run"]) == [3, 6], "num_to_keep 2, no orphan folder"
 
 
-def test_a_killed_worker_is_restarted_and_training_finishes(shards, data_env, mlflow_server, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("OMG_FAULT_STEP", "4")
-    monkeypatch.setenv("OMG_FAULT_MODE", "kill")
-    rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=2", "tracking.log_model=false"], capsys)
-    assert rc == 0 and out["step"] == 6
-    assert (tmp_path / out["run"] / "fault_injected").read_text() == "rank 1 step 4"
+def test_a_killed_worker_resumes_from_the_last_complete_checkpoint(shards, data_env, mlflow_server, tmp_path, capsys):
+    """Worker 1 is killed (os._exit) before step 7 of 12, checkpoints every 3: the restarted group resumes at
+    exactly 6 (the last complete checkpoint), so only step 6 is trained twice (< one checkpoint interval)."""
+    rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=2", "tracking.log_model=false",
+                                                       "optim.max_steps=12", "validation.pairs=[]", fault(7, "kill")],
+                     capsys)
+    assert rc == 0 and out["step"] == 12
+    assert (tmp_path / out["run"] / "fault_injected").read_text() == "rank 1 step 7"
+    trace = _trace(tmp_path)
+    for rank in (0, 1):
+        steps = [r["step"] for r in trace[rank]]
+        restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+        assert steps[restart] == 6, f"rank {rank} resumed at {steps[restart]}, not at the checkpoint of step 6: {steps}"
+        assert steps == list(range(7)) + list(range(6, 12)), steps
+    assert _checkpoint_steps(tmp_path, out["run"]) == [9, 12], "num_to_keep 2, no orphan folder"
+
+
+def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_env, mlflow_server, tmp_path, capsys):
+    """SIGINT to the driver mid-run: exit 130 with one clear line (no traceback, no native stack dump), the MLflow
+    run KILLED (not RUNNING); the relaunch says the step it resumes at and resumes exactly there."""
+    import mlflow
+
+    steps, every = 40, 4
+    args = [f"data.shards={shards}", f"checkpoint.storage_path={tmp_path}", f"tracking.tracking_uri={mlflow_server}",
+            f"optim.max_steps={steps}", f"checkpoint.every_steps={every}", "tracking.log_model=false",
+            "validation.pairs=[]"]
+    env = dict(os.environ, PYTHONPATH=str(Path(CONFIG).parents[2]))
+    proc = subprocess.Popen([sys.executable, str(Path(CONFIG).parents[1] / "joint_train.py"), "--config", CONFIG,
+                             "--num-cpus", "2", TRACE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            trace = _trace(tmp_path)
+            if len(trace.get(0, [])) >= 10:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"training ended before the interrupt: {proc.communicate()[1][-3000:]}"
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    tail = err.strip().splitlines()[-1]
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted; the same command resumes" in tail, tail
+    own = [line for line in err.splitlines() if not line.startswith("\x1b[36m(")]  # not a Ray actor's output
+    # (this test's second Ray instance makes Ray's PlacementGroupCleaner actor log a traceback of its own)
+    assert not [x for x in own if "Traceback" in x or "Fatal Python error" in x or "*** SIG" in x
+                or "Stack (most recent call first)" in x], "\n".join(own[-40:])
+    run_name = tail.split("resumes ", 1)[1].split(" ", 1)[0]
+    resume_at = int(tail.split("from step ", 1)[1].split(" ", 1)[0])
+    killed_at = max(r["step"] for r in _trace(tmp_path)[0])
+    assert 0 < resume_at <= killed_at + 1 and killed_at + 1 - resume_at <= every, (resume_at, killed_at)
+    mlflow.set_tracking_uri(mlflow_server)
+    runs = mlflow.search_runs(experiment_names=["omg-smoke"], filter_string=f"tags.`omg.run_name` = '{run_name}'",
+                              output_format="list")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert not [p for p in (tmp_path / run_name / "checkpoints").iterdir() if not (p / "COMPLETE.json").exists()]
+
+    before = {rank: len(rows) for rank, rows in _trace(tmp_path).items()}
+    assert train_main(["--config", CONFIG, TRACE, *args]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming {run_name} from step {resume_at}" in err
+    for rank, rows in _trace(tmp_path).items():
+        after = [r["step"] for r in rows[before[rank]:]]
+        assert after == list(range(resume_at, steps)), f"rank {rank} relaunch trained {after[:5]}..."
+    assert mlflow.get_run(runs[0].info.run_id).info.status == "FINISHED"
 
 
 def test_bad_config_is_rejected_with_the_key(capsys):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
+import uuid
 from typing import Any
 
 import fsspec
@@ -37,19 +40,35 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write ``data``; on a local disk atomically (temp file + rename)."""
+    """Write ``data``. On a local disk atomically: a temp file beside the target, then a rename; the temp
+    file is removed when the write fails (a full or read-only disk raises ``OSError`` with errno and path).
+    A target that exists but is not a regular file (``/dev/stdout``, ``/dev/null``, a FIFO) is written in
+    place, never replaced by a file."""
     fs, path = fs_and_path(uri)
-    parent = os.path.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    if isinstance(fs, LocalFileSystem):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    else:
+    if not isinstance(fs, LocalFileSystem):
+        parent = os.path.dirname(path)
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "wb") as f:
             f.write(data)
+        return
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", path)
+    if os.path.exists(path) and not os.path.isfile(path):  # a device, FIFO or socket: write through it
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # the umask's permissions, unlike mkstemp's 0600
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(uri: str) -> Any:
@@ -63,6 +82,20 @@ def dumps_json(obj: Any) -> bytes:
 
 def write_json(uri: str, obj: Any) -> None:
     write_bytes(uri, dumps_json(obj))
+
+
+def sizes(uri: str) -> dict[str, int]:
+    """``{base name: size in bytes}`` of the files directly in a directory."""
+    fs, path = fs_and_path(uri)
+    return {os.path.basename(e["name"].rstrip("/")): int(e["size"]) for e in fs.ls(path, detail=True)
+            if e.get("type") == "file"}
+
+
+def remove_tree(uri: str) -> None:
+    """Remove a directory and everything in it (no error if it is already gone)."""
+    fs, path = fs_and_path(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def listdir(uri: str) -> list[str]:
@@ -87,11 +120,41 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
     return buf.getvalue()
 
 
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_image(data: bytes, source: str = "<bytes>") -> tuple[int, int]:
+    """Decode an image fully and strictly; -> (height, width). Anything damaged raises ``ValueError``
+    naming ``source``.
+
+    Pillow decodes a JPEG with garbage bytes mid-stream without a word (libjpeg only warns), so a JPEG
+    is decoded by libjpeg-turbo (simplejpeg) with its warnings as errors: corrupt entropy data,
+    extraneous bytes, a premature end. A PNG's chunk CRCs (IDAT included) are verified, then it is
+    decoded. Other formats get Pillow's full decode (which catches truncation).
+    """
+    try:
+        if data.startswith(JPEG_MAGIC):
+            import simplejpeg
+
+            colorspace = simplejpeg.decode_jpeg_header(data)[2]
+            rgb = simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace == "CMYK" else "RGB", strict=True)
+            return int(rgb.shape[0]), int(rgb.shape[1])
+        if data.startswith(PNG_MAGIC):
+            Image.open(io.BytesIO(data)).verify()
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img.height, img.width
+    except Exception as err:  # PIL and simplejpeg raise many types
+        raise ValueError(f"{source}: cannot decode image: {err}") from err
+
+
 def decode_image(data: bytes, source: str = "<bytes>") -> Image.Image:
-    """Decode and fully load an image; a truncated or unreadable file raises ``ValueError`` naming ``source``."""
+    """:func:`check_image`, then the decoded Pillow image."""
+    check_image(data, source)
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except Exception as err:  # PIL raises many types
+    except Exception as err:
         raise ValueError(f"{source}: cannot decode image: {err}") from err
     return img

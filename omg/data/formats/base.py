@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
 from omg.data import io as uio
 from omg.data.catalog import DatasetEntry
@@ -25,8 +22,32 @@ class Reader:
     def items(self) -> list[dict]:
         raise NotImplementedError
 
-    def load(self, item: dict) -> Sample:
+    #: the ``paths`` key of the annotation file that a malformed record is reported against
+    annotation_key: str = ""
+
+    def parse(self, item: dict) -> Sample:
+        """One record from its item (the subclass's work)."""
         raise NotImplementedError
+
+    def load(self, item: dict) -> Sample:
+        """One record; a missing or ill-typed annotation field becomes a :class:`BadRecord` naming the
+        annotation file, the record and the field, so a batch job quarantines it and goes on."""
+        try:
+            return self.parse(item)
+        except BadRecord:
+            raise
+        except KeyError as err:
+            raise BadRecord(self.annotation_file(), self.record_name(item), str(err.args[0]) if err.args else "",
+                            "missing from the annotation") from None
+        except (TypeError, ValueError, IndexError, AttributeError) as err:
+            raise BadRecord(self.annotation_file(), self.record_name(item), "",
+                            f"malformed annotation ({type(err).__name__}: {err})") from None
+
+    def annotation_file(self) -> str:
+        return self.paths.get(self.annotation_key) or next(iter(self.paths.values()), self.entry.name)
+
+    def record_name(self, item: dict) -> str:
+        return f"{'video' if self.entry.modality == 'video' else 'image_id'} {item.get('key', '?')}"
 
     def __iter__(self):
         for item in self.items():
@@ -42,22 +63,21 @@ class Reader:
             raise BadRecord(uri, record, field_, f"cannot read: {err}") from None
 
     def image(self, uri: str, record: str, field_: str = "file_name") -> tuple[bytes, tuple[int, int]]:
-        """Encoded bytes and (height, width); decodes fully so a truncated file is caught here."""
+        """Encoded bytes and (height, width); decodes fully and strictly (:func:`omg.data.io.check_image`),
+        so a truncated or corrupt file is caught here."""
         data = self.read(uri, record, field_)
         try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
-        except Exception as err:
-            raise BadRecord(uri, record, field_, f"unreadable or truncated image ({err})") from None
-        return data, (img.height, img.width)
+            size = uio.check_image(data, uri)
+        except ValueError as err:
+            raise BadRecord(uri, record, field_, f"unreadable, truncated or corrupt image ({err.__cause__ or err})") from None
+        return data, size
 
     def png_array(self, uri: str, record: str, field_: str) -> tuple[bytes, np.ndarray, str]:
         data = self.read(uri, record, field_)
         try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
-        except Exception as err:
-            raise BadRecord(uri, record, field_, f"unreadable or truncated mask PNG ({err})") from None
+            img = uio.decode_image(data, uri)
+        except ValueError as err:
+            raise BadRecord(uri, record, field_, f"unreadable, truncated or corrupt mask PNG ({err.__cause__ or err})") from None
         return data, np.array(img), img.mode
 
     def check_category(self, cat: int, source: str, record: str) -> None:

@@ -26,6 +26,8 @@ class CocoPanopticReader(Reader):
     folders, trainId categories) and ``ade20k_panoptic``.
     """
 
+    annotation_key = "panoptic_json"
+
     def items(self) -> list[dict]:
         doc = uio.read_json(self.paths["panoptic_json"])
         images = {im["id"]: im for im in doc.get("images", [])}
@@ -41,7 +43,7 @@ class CocoPanopticReader(Reader):
                         "width": im["width"], "height": im["height"], "segments_info": ann.get("segments_info", [])})
         return out
 
-    def load(self, item: dict) -> Sample:
+    def parse(self, item: dict) -> Sample:
         record = f"image_id {item['key']}"
         if not item["image"]:
             raise BadRecord(self.paths["panoptic_json"], record, "image_id", "annotation for an image not in 'images'")
@@ -84,6 +86,8 @@ class CocoPanopticReader(Reader):
 class CocoInstancesReader(Reader):
     """COCO instances JSON (polygons, compressed or uncompressed RLE); instances may overlap."""
 
+    annotation_key = "instances_json"
+
     def items(self) -> list[dict]:
         doc = uio.read_json(self.paths["instances_json"])
         by_image: dict = {}
@@ -96,7 +100,7 @@ class CocoInstancesReader(Reader):
                         "annotations": anns})
         return out
 
-    def load(self, item: dict) -> Sample:
+    def parse(self, item: dict) -> Sample:
         record = f"image_id {item['key']}"
         img_uri = uio.join(self.paths["images"], item["image"])
         img_bytes, size = self.image(img_uri, record)

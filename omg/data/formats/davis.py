@@ -10,6 +10,8 @@ from omg.data.records import BadRecord, Sample, digest
 
 
 class DavisReader(Reader):
+    annotation_key = "annotations"
+
     def items(self) -> list[dict]:
         if "imageset" in self.paths:
             names = [x.strip() for x in uio.read_bytes(self.paths["imageset"]).decode().splitlines() if x.strip()]
@@ -21,14 +23,35 @@ class DavisReader(Reader):
                 frames = [f for f in uio.listdir(uio.join(self.paths["frames"], name)) if f.endswith(".jpg")]
             except FileNotFoundError:
                 frames = []
-            out.append({"key": name, "frames": frames})
+            try:
+                annotations = [f for f in uio.listdir(uio.join(self.paths["annotations"], name)) if f.endswith(".png")]
+            except FileNotFoundError:
+                annotations = []
+            out.append({"key": name, "frames": frames, "annotations": annotations})
         return out
 
-    def load(self, item: dict) -> Sample:
+    def check_frames(self, item: dict) -> None:
+        """Every annotated frame has its JPEG and the numbering has no gap (DAVIS names frames 00000.jpg,
+        00001.jpg, ...): a missing frame is a bad record, never a silently shorter video."""
+        vid, frames = item["key"], item["frames"]
+        have = {f[:-4] for f in frames}
+        for png in item.get("annotations", []):
+            if png[:-4] not in have:
+                raise BadRecord(uio.join(self.paths["frames"], vid, png[:-4] + ".jpg"), f"video {vid}", "file_name",
+                                f"frame is missing (its annotation {png} exists)")
+        numbers = [int(f[:-4]) for f in frames if f[:-4].isdigit()]
+        if len(numbers) == len(frames) and numbers:
+            for a, b in zip(numbers, numbers[1:]):
+                if b != a + 1:
+                    raise BadRecord(uio.join(self.paths["frames"], vid), f"video {vid}", "file_name",
+                                    f"frame {a + 1:05d}.jpg is missing (frames jump from {a:05d} to {b:05d})")
+
+    def parse(self, item: dict) -> Sample:
         vid = item["key"]
         record = f"video {vid}"
         if not item["frames"]:
             raise BadRecord(uio.join(self.paths["frames"], vid), record, "", "no frames")
+        self.check_frames(item)
         frames, masks, maps, names = [], [], [], []
         size = None
         for t, fn in enumerate(item["frames"]):

@@ -25,6 +25,8 @@ def raw_panomask_categories(values: np.ndarray) -> dict[int, int]:
 
 
 class VIPSegReader(Reader):
+    annotation_key = "panoptic_json"
+
     def items(self) -> list[dict]:
         if "panoptic_json" in self.paths:
             doc = uio.read_json(self.paths["panoptic_json"])
@@ -53,7 +55,7 @@ class VIPSegReader(Reader):
                         "frames": [{"image": f[:-4] + ".jpg", "mask": f} for f in masks]})
         return out
 
-    def load(self, item: dict) -> Sample:
+    def parse(self, item: dict) -> Sample:
         record = f"video {item['key']}"
         vid = item["key"]
         if not item["raw"] and item["num_images"] != len(item["frames"]):

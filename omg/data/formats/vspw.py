@@ -22,6 +22,8 @@ def reduce_labels(raw: np.ndarray) -> np.ndarray:
 
 
 class VSPWReader(Reader):
+    annotation_key = "labels"
+
     def items(self) -> list[dict]:
         if "list" in self.paths:
             names = [x.strip() for x in uio.read_bytes(self.paths["list"]).decode().splitlines() if x.strip()]
@@ -36,7 +38,7 @@ class VSPWReader(Reader):
             out.append({"key": name, "frames": frames})
         return out
 
-    def load(self, item: dict) -> Sample:
+    def parse(self, item: dict) -> Sample:
         vid = item["key"]
         record = f"video {vid}"
         if not item["frames"]:

@@ -9,6 +9,8 @@ from omg.data.records import BadRecord, Sample, Segment, digest, json_digest
 
 
 class YouTubeVISReader(Reader):
+    annotation_key = "annotations"
+
     def items(self) -> list[dict]:
         doc = uio.read_json(self.paths["annotations"])
         by_video: dict = {}
@@ -21,7 +23,7 @@ class YouTubeVISReader(Reader):
                         "annotations": sorted(by_video.get(v["id"], []), key=lambda a: a["id"])})
         return out
 
-    def load(self, item: dict) -> Sample:
+    def parse(self, item: dict) -> Sample:
         record = f"video {item['key']}"
         if item["length"] != len(item["file_names"]):
             raise BadRecord(self.paths["annotations"], record, "length",

@@ -1,0 +1,79 @@
+"""How the pipelines end: the cause of a failure as the last line the user sees, and a clean interrupt.
+
+Ray wraps an exception raised inside a task or actor (``RayTaskError``, Ray Data's
+``UserCodeException``, Ray Train's ``TrainingFailedError``) and prints the worker's traceback
+on the way; a user wants the cause: the file, record and field of a bad record, the errno and
+path of an I/O error. :func:`root_cause` unwraps, :func:`describe` words it, :func:`fail` prints
+it as the last line. :func:`interruptible` turns SIGTERM into ``KeyboardInterrupt`` so Ctrl-C and
+``kill`` take the same clean way out (no traceback, no native stack dump).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from typing import Iterator
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception behind Ray's wrappers (a task's ``.cause``, Ray Train's ``worker_failures``, the
+    ``__cause__`` of any ``ray.*`` exception); a non-Ray exception is its own cause."""
+    for _ in range(32):
+        inner = getattr(err, "cause", None)
+        failures = getattr(err, "worker_failures", None)
+        if isinstance(inner, BaseException):
+            err = inner
+        elif isinstance(failures, dict) and failures:
+            err = next(iter(failures.values()))
+        elif _is_ray(err) and err.__cause__ is not None:
+            err = err.__cause__
+        else:
+            break
+    return err
+
+
+def _is_ray(err: BaseException) -> bool:
+    return any(c.__module__.startswith("ray.") for c in type(err).__mro__)
+
+
+def describe(err: BaseException) -> str:
+    """``BadRecord`` and ``SchemaError`` say file/record/field themselves; an ``OSError`` gets its errno name
+    and path; anything else its type and message (first line: Ray appends tracebacks to messages)."""
+    import errno as errno_mod
+    import os
+
+    if isinstance(err, OSError) and err.errno is not None:
+        name = errno_mod.errorcode.get(err.errno, str(err.errno))
+        path = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror or os.strerror(err.errno)} [{name}]{path}"
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    if type(err).__name__ in ("BadRecord", "SchemaError"):
+        return first
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def fail(prog: str, err: BaseException, code: int = 1) -> int:
+    """Print ``<prog>: error: <cause>`` on stderr as the last line and return ``code``."""
+    sys.stdout.flush()
+    print(f"{prog}: error: {describe(root_cause(err))}", file=sys.stderr, flush=True)
+    return code
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C (``KeyboardInterrupt``) inside the block, on the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
