@@ -17,6 +17,11 @@ import threading
 from typing import Iterator
 
 
+class TaskFailed(Exception):
+    """A task's failure carried back as words (:func:`describe` of its cause): Ray Data loses an
+    exception's ``__cause__`` on the way to the driver, so tasks we write return what went wrong instead."""
+
+
 def root_cause(err: BaseException) -> BaseException:
     """The exception behind Ray's wrappers (a task's ``.cause``, Ray Train's ``worker_failures``, the
     ``__cause__`` of any ``ray.*`` exception); a non-Ray exception is its own cause."""
@@ -50,7 +55,7 @@ def describe(err: BaseException) -> str:
         return f"{err.strerror or os.strerror(err.errno)} [{name}]{path}"
     text = str(err).strip().splitlines()
     first = text[0] if text else ""
-    if type(err).__name__ in ("BadRecord", "SchemaError"):
+    if type(err).__name__ in ("BadRecord", "SchemaError", "CatalogError", "TaskFailed"):
         return first
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 

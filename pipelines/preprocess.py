@@ -40,7 +40,7 @@ from omg.data.formats import get_reader
 from omg.data.records import ARROW_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION, BadRecord, json_digest
 from omg.env import apply_env_defaults
 from omg.utils.progress import Progress
-from pipelines.errors import fail, interruptible
+from pipelines.errors import TaskFailed, describe, fail, interruptible
 
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["dataset", "split", "modality",
                                                                               "mask_kind"], write_statistics=False)
@@ -86,7 +86,12 @@ def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, o
 
 
 def _row_task(row: dict, **kwargs) -> dict:
-    return {"receipt": json.dumps(build_shard(row, **kwargs))}
+    """One shard; a fatal error comes back as words (file, record, field; errno, path), since Ray Data would
+    hand the driver only "UDF failed to process a data block"."""
+    try:
+        return {"receipt": json.dumps(build_shard(row, **kwargs)), "error": ""}
+    except Exception as err:  # noqa: BLE001 - reported by the driver
+        return {"receipt": "", "error": describe(err)}
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -168,6 +173,8 @@ def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None
         done_rows = quarantined = 0
         with Progress(f"preprocess {entry.name}/{split}", total=len(todo), unit="shard", enabled=progress) as prog:
             for row in ds.iter_rows():
+                if row["error"]:
+                    raise TaskFailed(row["error"])
                 r = json.loads(row["receipt"])
                 receipts[r["index"]] = r
                 done_rows += r["rows"]

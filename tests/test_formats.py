@@ -182,7 +182,7 @@ def test_ade20k_reader(tmp_path):
     ("png_extra_id", "segments_info", "in the PNG but not in the JSON"),
     ("json_extra_id", "segments_info", "in the JSON but not in the PNG"),
     ("unknown_category", "category_id", "unknown category 99"),
-    ("truncated_image", "file_name", "unreadable or truncated image"),
+    ("truncated_image", "file_name", "unreadable, truncated or corrupt image"),
     ("missing_png", "file_name", "file is missing"),
     ("size_mismatch", "file_name", "does not match the image's"),
 ])

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_bad_records_are_quarantined_with_reasons(ray_local, tiny_shapes, tmp_pa
     reasons = {q["key"]: q for q in read_quarantine(m, str(out / "omg-shapes/train"))}
     assert len(reasons) == 4
     by_kind = sorted(q["reason"] for q in reasons.values())
-    assert any("unreadable or truncated image" in r for r in by_kind)
+    assert any("unreadable, truncated or corrupt image" in r for r in by_kind)
     assert any("in the PNG but not in the JSON" in r for r in by_kind)
     assert any("unknown category 999" in r for r in by_kind)
     assert any("does not match the image's" in r for r in by_kind)
@@ -140,7 +141,8 @@ def test_cli_fail_on_bad_and_smoke(ray_local, tiny_shapes, tmp_path, capsys):
                           str(tmp_path / "o"), "--fail-on-bad", "--quiet"])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "BadRecord" in err and "image_id" in err
+    last = err.strip().splitlines()[-1]  # the cause (file, record, field) is the last line, not Ray's wrapper
+    assert last.startswith(f"preprocess: error: {root}") and "image_id" in last and "field '" in last, last
     assert not (tmp_path / "o/omg-shapes/train/manifest.json").exists()
     rc = preprocess_main(["--dataset", "omg-shapes-vos", "--root", tiny_shapes, "--out", str(tmp_path / "s"),
                           "--shard-size", "1", "--smoke-test", "--quiet"])
@@ -149,3 +151,138 @@ def test_cli_fail_on_bad_and_smoke(ray_local, tiny_shapes, tmp_path, capsys):
     assert [x["split"] for x in lines] == ["train", "val"] and all(x["rows"] == 2 for x in lines)
     assert preprocess_main(["--dataset", "nope", "--out", str(tmp_path)]) == 2
     assert preprocess_main(["--dataset", "omg-shapes", "--split", "test", "--out", str(tmp_path)]) == 2
+
+
+def test_rerun_rebuilds_a_truncated_missing_or_altered_shard(ray_local, tiny_shapes, tmp_path):
+    """A receipt or manifest is not trusted further than the file it names: a shard that is truncated, missing
+    or has another sha256 is rebuilt on the rerun (it used to be "up to date", the manifest pointing at it)."""
+    entry = get_entry("omg-shapes")
+    ref = tmp_path / "ref"
+    preprocess_split(entry, "train", str(ref), tiny_shapes, shard_size=3, progress=False, log=lambda _: None)
+    reference = _files(ref)
+    shards = ref / "omg-shapes/train/shards"
+    for damage in ("truncated", "missing", "altered"):
+        if damage == "truncated":
+            (shards / "part-00000.parquet").write_bytes((shards / "part-00000.parquet").read_bytes()[:-10])
+        elif damage == "missing":
+            (shards / "part-00002.parquet").unlink()
+        else:
+            data = bytearray((shards / "part-00004.parquet").read_bytes())
+            data[len(data) // 2] ^= 0xFF  # same size, another sha256
+            (shards / "part-00004.parquet").write_bytes(bytes(data))
+        logs = []
+        preprocess_split(entry, "train", str(ref), tiny_shapes, shard_size=3, progress=False, log=logs.append)
+        assert "missing or damaged" in logs[0] and "up to date" not in logs[0], (damage, logs[0])
+        assert _files(ref) == reference, f"{damage}: rebuilt byte for byte"
+    assert not [p for p in ref.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name], "no temp-file litter"
+
+
+def _strict_copy(tiny_shapes: str, tmp_path: Path) -> tuple[Path, dict]:
+    """A copy with the damage a strict reader must catch: garbage bytes inside a JPEG (Pillow decodes it without a
+    word), a segment without ``category_id``, an ill-typed ``segments_info``, a DAVIS video missing a frame."""
+    root = tmp_path / "strict-shapes"
+    shutil.copytree(tiny_shapes, root)
+    doc = json.loads((root / "annotations/panoptic_train.json").read_text())
+    anns = doc["annotations"]
+    img = root / "images/train" / anns[0]["file_name"].replace(".png", ".jpg")
+    data = bytearray(img.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 40] = bytes(range(40))
+    img.write_bytes(bytes(data))
+    del anns[1]["segments_info"][0]["category_id"]
+    anns[2]["segments_info"] = "not a list"
+    (root / "annotations/panoptic_train.json").write_text(json.dumps(doc))
+    vos = get_entry("omg-shapes-vos").split_paths("train", str(root))
+    video = sorted(Path(vos["frames"]).iterdir())[0]
+    (video / "00003.jpg").unlink()
+    keys = {"jpeg": str(anns[0]["image_id"]), "category": str(anns[1]["image_id"]), "typed": str(anns[2]["image_id"]),
+            "davis": video.name}
+    return root, keys
+
+
+def test_corrupt_jpegs_missing_fields_and_missing_frames_are_quarantined(ray_local, tiny_shapes, tmp_path):
+    root, keys = _strict_copy(tiny_shapes, tmp_path)
+    out = tmp_path / "out"
+    m = preprocess_split(get_entry("omg-shapes"), "train", str(out), str(root), shard_size=4, progress=False,
+                         log=lambda _: None)
+    q = {r["key"]: r for r in read_quarantine(m, str(out / "omg-shapes/train"))}
+    assert sorted(q) == sorted([keys["jpeg"], keys["category"], keys["typed"]]) and m["rows"] == 13
+    assert "corrupt" in q[keys["jpeg"]]["reason"] and "extraneous bytes" in q[keys["jpeg"]]["reason"]
+    assert q[keys["jpeg"]]["field"] == "file_name" and q[keys["jpeg"]]["source"].endswith(".jpg")
+    assert q[keys["category"]]["field"] == "category_id" and "missing" in q[keys["category"]]["reason"]
+    assert q[keys["category"]]["source"].endswith("panoptic_train.json")
+    assert "malformed annotation" in q[keys["typed"]]["reason"]
+    vm = preprocess_split(get_entry("omg-shapes-vos"), "train", str(out), str(root), shard_size=4, progress=False,
+                          log=lambda _: None)
+    (d,) = read_quarantine(vm, str(out / "omg-shapes-vos/train"))
+    assert d["key"] == keys["davis"] and d["source"].endswith("00003.jpg") and "frame is missing" in d["reason"]
+    assert vm["rows"] == vm["num_source_records"] - 1
+
+
+def test_an_unwritable_output_names_errno_and_path_last(ray_local, tiny_shapes, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc = preprocess_main(["--dataset", "omg-shapes", "--split", "val", "--root", tiny_shapes, "--out",
+                          str(blocker / "shards"), "--quiet"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith("preprocess: error: ") and "[ENOTDIR]" in last and str(blocker) in last, last
+
+
+def _ray_processes(marker: str) -> list:
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in a for a in (p.info["cmdline"] or [])):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes, tmp_path):
+    """A FIFO in place of one image holds its shard task mid-read, so the signal always lands mid-job. Ctrl-C: exit
+    130 with one line, no traceback; either way no process of that Ray instance is left (own RAY_TMPDIR)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "fifo-shapes"
+    shutil.copytree(tiny_shapes, root)
+    doc = json.loads((root / "annotations/panoptic_val.json").read_text())
+    last = max(doc["annotations"], key=lambda a: str(a["image_id"]))  # the last record: earlier shards finish first
+    img = root / "images/val" / last["file_name"].replace(".png", ".jpg")
+    img.unlink()
+    os.mkfifo(img)
+    ray_tmp = tempfile.mkdtemp(prefix="omgrt-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_ADDRESS="")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.preprocess", "--dataset", "omg-shapes", "--split", "val",
+                             "--root", str(root), "--out", str(tmp_path / "out"), "--shard-size", "1", "--num-cpus", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (tmp_path / "out/omg-shapes/val/shards/part-00000.json").exists():
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        assert _ray_processes(ray_tmp), "the job runs on its own Ray"
+        os.kill(proc.pid, getattr(signal, how))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if how == "SIGINT":
+        assert proc.returncode == 130, err[-2000:]
+        assert err.strip().splitlines()[-1].startswith("preprocess: interrupted;"), err[-2000:]
+        assert "Traceback" not in err, err[-3000:]
+    deadline = time.monotonic() + 30
+    while _ray_processes(ray_tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = _ray_processes(ray_tmp)
+    for p in left:
+        p.kill()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not left, [" ".join(p.cmdline())[:120] for p in left]

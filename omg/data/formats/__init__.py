@@ -6,7 +6,7 @@ driver and load in parallel on the workers:
 - ``reader.items()`` -> a deterministic list of small JSON-able items (one per image or
   video: keys, relative file names, the record's annotations);
 - ``reader.load(item)`` -> a :class:`Sample`, or :class:`~omg.data.records.BadRecord`
-  naming the file, record and field (unreadable or truncated image, PNG ids that disagree
+  naming the file, record and field (unreadable, truncated or corrupt image, PNG ids that disagree
   with the JSON, unknown category, missing frame, mask/image size mismatch).
 
 ``get_reader(entry, split, root)`` picks the reader for a catalog entry's format.
