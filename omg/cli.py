@@ -15,6 +15,7 @@ import time
 
 from omg import __version__
 from omg.env import apply_env_defaults
+from omg.utils.errors import describe
 
 
 def _log(msg: str) -> None:
@@ -188,12 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
              f"{runs_dir()}/ (run `make demo` first, or pass --checkpoint PATH)")
         return 2
     data = args.samples or os.path.join(default_data_dir(), "omg-shapes")
-    try:
-        return serve(checkpoint, args.host, args.port, find_samples(data),
-                     Limits(max_bytes=args.max_bytes, max_pixels=args.max_pixels), args.device, quiet=args.quiet)
-    except OSError as err:
-        _log(f"omg serve: error: cannot listen on {args.host}:{args.port}: {err}")
-        return 1
+    return serve(checkpoint, args.host, args.port, find_samples(data),
+                 Limits(max_bytes=args.max_bytes, max_pixels=args.max_pixels), args.device, quiet=args.quiet)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -346,8 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (KeyError, ValueError, FileExistsError, FileNotFoundError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, FileNotFoundError) and err.errno is not None:
+            msg = describe(err)
         print(f"omg: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full or read-only disk, a device: errno and path
+        print(f"omg: error: {describe(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 
 from omg.modeling.model import ModelConfig
-from omg.utils.typed import SchemaError, from_dict, to_dict
+from omg.utils.typed import SchemaError, from_dict, to_dict, yaml_problem
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except OSError as err:
             raise SchemaError(source, "", f"cannot read: {err}") from None
         except yaml.YAMLError as err:
-            raise SchemaError(source, "", f"not valid YAML: {err}") from None
+            raise SchemaError(source, "", yaml_problem(err)) from None
     data = apply_overrides(data, overrides or [], source + " (with overrides)" if overrides else source)
     return from_dict(TrainConfig, data, source)
 

@@ -16,6 +16,11 @@ import sys
 import threading
 from typing import Iterator
 
+from omg.utils.errors import describe
+
+
+__all__ = ["TaskFailed", "describe", "fail", "interruptible", "root_cause"]
+
 
 class TaskFailed(Exception):
     """A task's failure carried back as words (:func:`describe` of its cause): Ray Data loses an
@@ -41,23 +46,6 @@ def root_cause(err: BaseException) -> BaseException:
 
 def _is_ray(err: BaseException) -> bool:
     return any(c.__module__.startswith("ray.") for c in type(err).__mro__)
-
-
-def describe(err: BaseException) -> str:
-    """``BadRecord`` and ``SchemaError`` say file/record/field themselves; an ``OSError`` gets its errno name
-    and path; anything else its type and message (first line: Ray appends tracebacks to messages)."""
-    import errno as errno_mod
-    import os
-
-    if isinstance(err, OSError) and err.errno is not None:
-        name = errno_mod.errorcode.get(err.errno, str(err.errno))
-        path = f": {err.filename}" if err.filename else ""
-        return f"{err.strerror or os.strerror(err.errno)} [{name}]{path}"
-    text = str(err).strip().splitlines()
-    first = text[0] if text else ""
-    if type(err).__name__ in ("BadRecord", "SchemaError", "CatalogError", "TaskFailed"):
-        return first
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def fail(prog: str, err: BaseException, code: int = 1) -> int:

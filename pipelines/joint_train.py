@@ -432,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"joint_train: error: {err}", file=sys.stderr)
         return 2
+    try:  # the storage must take our files before any worker starts: a read-only or full disk is said here
+        uio.write_json(uio.join(storage, name, "config.json"), config_dict(cfg))
+    except OSError as err:
+        return fail("joint_train", err)
     owned = init_ray(args.num_cpus)
     # ---- resume (the same record the workers read: the newest complete checkpoint of this run)
     latest = Checkpointer(uio.join(storage, name)).latest()

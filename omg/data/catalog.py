@@ -34,7 +34,7 @@ from typing import Literal, Mapping
 
 import yaml
 
-from omg.utils.typed import SchemaError, from_dict
+from omg.utils.typed import SchemaError, from_dict, yaml_problem
 
 Task = Literal["panoptic", "instance", "semantic", "vis", "vps", "vss", "vos", "interactive", "open_vocab"]
 Format = Literal[
@@ -251,7 +251,7 @@ def load_entry(path: str | Path) -> DatasetEntry:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise CatalogError(source, "", f"not valid YAML: {err}") from err
+        raise CatalogError(source, "", yaml_problem(err)) from err
     except OSError as err:
         raise CatalogError(source, "", f"cannot read: {err}") from err
     if not isinstance(data, dict):

@@ -41,7 +41,7 @@ def read_bytes(uri: str) -> bytes:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data``. On a local disk atomically: a temp file beside the target, then a rename; the temp
-    file is removed when the write fails (a full or read-only disk raises ``OSError`` with errno and path).
+    file is removed when the write fails, and the ``OSError`` (a full or read-only disk) names the target.
     A target that exists but is not a regular file (``/dev/stdout``, ``/dev/null``, a FIFO) is written in
     place, never replaced by a file."""
     fs, path = fs_and_path(uri)
@@ -52,6 +52,15 @@ def write_bytes(uri: str, data: bytes) -> None:
         with fs.open(path, "wb") as f:
             f.write(data)
         return
+    try:
+        _write_local(path, data)
+    except OSError as err:
+        if err.filename is None and err.errno is not None:  # a failed write(2) names no file: name ours
+            raise OSError(err.errno, err.strerror, path) from err
+        raise
+
+
+def _write_local(path: str, data: bytes) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", path)
     if os.path.exists(path) and not os.path.isfile(path):  # a device, FIFO or socket: write through it
@@ -72,7 +81,11 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(read_bytes(uri).decode("utf-8"))
+    """Parse a JSON file; invalid JSON raises ``ValueError`` naming the file, line and column."""
+    try:
+        return json.loads(read_bytes(uri).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{uri}: not valid JSON ({err})") from None
 
 
 def dumps_json(obj: Any) -> bytes:

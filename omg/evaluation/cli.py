@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from omg.data import io as uio
+from omg.utils.errors import describe
 
 
 def _clean(obj):
@@ -31,7 +32,7 @@ def _clean(obj):
 
 
 def _png(uri: str) -> np.ndarray:
-    return np.array(Image.open(io.BytesIO(uio.read_bytes(uri))))
+    return np.array(uio.decode_image(uio.read_bytes(uri), uri))
 
 
 def run_pq(a) -> dict:
@@ -211,10 +212,17 @@ def metric_main(args: argparse.Namespace) -> int:
     fn = METRICS[args.metric][0]
     try:
         result = fn(args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except FileNotFoundError as err:
+        print(f"omg metric {args.metric}: error: {err if err.errno is None else describe(err)}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as err:
         print(f"omg metric {args.metric}: error: {err}", file=sys.stderr)
         return 2
     if args.json_out:
-        uio.write_bytes(args.json_out, json.dumps(_clean(result), indent=1).encode())
+        try:
+            uio.write_bytes(args.json_out, json.dumps(_clean(result), indent=1).encode())
+        except OSError as err:
+            print(f"omg metric {args.metric}: error: cannot write --json-out: {describe(err)}", file=sys.stderr)
+            return 1
         print(f"wrote {args.json_out}")
     return 0

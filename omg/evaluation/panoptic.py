@@ -195,37 +195,74 @@ class PQEvaluator:
         return summarize(self.stats, self.categories)
 
 
-def _read_ids(uri: str) -> np.ndarray:
+def _read_ids(uri: str, what: str) -> np.ndarray:
+    """A panoptic PNG's segment ids; a missing or undecodable file raises naming it and ``what`` it is."""
     try:
-        img = Image.open(io.BytesIO(uio.read_bytes(uri)))
-        return rgb2id(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
+        img = uio.decode_image(uio.read_bytes(uri), uri)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{uri}: missing panoptic PNG") from None
+        raise FileNotFoundError(f"{uri}: missing panoptic PNG ({what})") from None
+    except ValueError as err:
+        raise ValueError(f"{err} ({what})") from None
+    return rgb2id(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
+
+
+def _segments(ann: dict, source: str, where: str) -> dict[int, dict]:
+    infos = ann.get("segments_info")
+    if not isinstance(infos, list):
+        raise ValueError(f"{source}: {where}: 'segments_info' must be a list, got {type(infos).__name__}")
+    out = {}
+    for k, seg in enumerate(infos):
+        for key in ("id", "category_id"):
+            if not isinstance(seg, dict) or not isinstance(seg.get(key), int):
+                raise ValueError(f"{source}: {where}, segments_info[{k}]: '{key}' is missing or not an integer")
+        out[seg["id"]] = seg
+    return out
+
+
+def _annotations(doc: dict, source: str) -> list[dict]:
+    anns = doc.get("annotations")
+    if not isinstance(anns, list):
+        raise ValueError(f"{source}: 'annotations' is missing or not a list")
+    for k, ann in enumerate(anns):
+        for key in ("image_id", "file_name", "segments_info"):
+            if not isinstance(ann, dict) or key not in ann:
+                raise ValueError(f"{source}: annotations[{k}]: '{key}' is missing")
+    return anns
 
 
 def pq_from_files(gt_json: str, gt_folder: str, pred_json: str, pred_folder: str, threads: int | None = None) -> PQResult:
     """PQ from the official files. PNGs are decoded in a thread pool (Pillow releases the GIL while
-    decoding), accumulation stays in order, so results do not depend on ``threads``."""
+    decoding), accumulation stays in order, so results do not depend on ``threads``. Malformed input
+    (invalid JSON, a missing key, an undecodable or resized PNG) raises ``ValueError`` naming the file and
+    the image id."""
     from concurrent.futures import ThreadPoolExecutor
     import os
 
     gt_doc, pred_doc = uio.read_json(gt_json), uio.read_json(pred_json)
+    if not isinstance(gt_doc.get("categories"), list):
+        raise ValueError(f"{gt_json}: 'categories' is missing or not a list")
     categories = {c["id"]: c for c in gt_doc["categories"]}
-    preds = {a["image_id"]: a for a in pred_doc["annotations"]}
+    preds = {a["image_id"]: a for a in _annotations(pred_doc, pred_json)}
     jobs = []
-    for ann in gt_doc["annotations"]:
+    for ann in _annotations(gt_doc, gt_json):
         if ann["image_id"] not in preds:
             raise ValueError(f"{pred_json}: no prediction for image_id {ann['image_id']}")
         p = preds[ann["image_id"]]
-        jobs.append((ann, p, uio.join(gt_folder, ann["file_name"]), uio.join(pred_folder, p["file_name"])))
+        where = f"image_id {ann['image_id']}"
+        jobs.append((ann, p, uio.join(gt_folder, ann["file_name"]), uio.join(pred_folder, p["file_name"]),
+                     _segments(ann, gt_json, where), _segments(p, pred_json, where)))
     ev = PQEvaluator(categories)
 
     def load(job):
-        return _read_ids(job[2]), _read_ids(job[3])
+        where = f"image_id {job[0]['image_id']}"
+        return _read_ids(job[2], f"ground truth of {where}"), _read_ids(job[3], f"prediction for {where}")
 
     with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
         for job, (gt, pred) in zip(jobs, pool.map(load, jobs)):
-            ann, p, _, pred_uri = job
-            ev.process(gt, {s["id"]: s for s in ann["segments_info"]}, pred, {s["id"]: s for s in p["segments_info"]},
-                       where=f"{pred_uri} (image_id {ann['image_id']})")
+            ann, p, _, pred_uri, gt_segs, pred_segs = job
+            where = f"{pred_uri} (image_id {ann['image_id']})"
+            if gt.shape != pred.shape:
+                raise ValueError(f"{where}: the prediction is {pred.shape[1]}x{pred.shape[0]} pixels, its ground "
+                                 f"truth {gt.shape[1]}x{gt.shape[0]} (predictions must be at the image's size)")
+            ev.process(gt, gt_segs, pred, pred_segs, where=where)
     return ev.evaluate()

@@ -34,10 +34,19 @@ def save_checkpoint(model: OMGSeg, uri: str, metadata: dict[str, Any] | None = N
 
 
 def read_checkpoint(uri: str) -> dict:
+    """The checkpoint's contents; a missing file, a folder or another kind of file raises with what to do."""
+    fs, path = uio.fs_and_path(uri)
+    if fs.isdir(path):
+        hint = [n for n in ("model.pt",) if fs.exists(uio.join(path, n))]
+        raise ValueError(f"{uri}: is a folder, not a checkpoint file" +
+                         (f"; did you mean {uio.join(uri, hint[0])}?" if hint else
+                          " (give the model.pt a training run exported)"))
     try:
-        doc = torch.load(io.BytesIO(uio.read_bytes(uri)), map_location="cpu", weights_only=True)
+        data = uio.read_bytes(uri)
     except FileNotFoundError:
-        raise
+        raise FileNotFoundError(f"{uri}: no such checkpoint file") from None
+    try:
+        doc = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{uri}: not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -47,15 +56,22 @@ def read_checkpoint(uri: str) -> dict:
 
 
 def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[OMGSeg, dict]:
-    """-> (model in eval mode on ``device``, metadata)."""
+    """-> (model in eval mode on ``device``, metadata). Weights that do not fit the checkpoint's own model
+    config (missing or unexpected names, other shapes) raise ``ValueError`` naming the first few."""
     doc = read_checkpoint(uri)
     try:
         config = ModelConfig(**doc["model_config"])
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{uri}: model_config does not fit this version of omg: {err}") from err
     model = build_model(config, device=device)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (the config's model has {tuple(own[k].shape)})"
+             for k, v in doc["state_dict"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"{uri}: weights do not fit the checkpoint's model config ({config.variant}, hidden_dim "
+                         f"{config.hidden_dim}): {len(wrong)} with another shape, e.g. {'; '.join(wrong[:3])}")
     result = model.load_state_dict(doc["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{uri}: weights do not fit the model: missing {result.missing_keys[:5]}, "
+        raise ValueError(f"{uri}: weights do not fit the checkpoint's model config: missing {result.missing_keys[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
     return model.eval(), doc["metadata"]

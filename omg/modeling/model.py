@@ -29,6 +29,7 @@ from omg.modeling.pixel_decoder import PixelDecoder
 from omg.modeling.prompts import LocationQueryEncoder, Prompts, location_self_attn_mask
 from omg.modeling.transformer_decoder import MaskDecoder, PredictionSet
 from omg.modeling.variants import get_variant
+from omg.utils.typed import FieldError
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,10 @@ class ModelConfig:
     location_content: Literal["embedding", "sampled"] = "embedding"
 
     def __post_init__(self):
-        get_variant(self.variant)  # raises with the list of known variants
+        try:
+            get_variant(self.variant)
+        except KeyError as err:  # names the known variants
+            raise FieldError("variant", err.args[0]) from None
         if self.hidden_dim % self.nheads:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by nheads ({self.nheads})")
         if self.hidden_dim % 4:

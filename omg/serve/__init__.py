@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from omg.serve.app import Limits, ServeApp, make_server
+from omg.utils.errors import describe
 
 __all__ = ["Limits", "ServeApp", "make_server", "default_checkpoint", "find_samples", "serve"]
 
@@ -37,9 +38,17 @@ def serve(checkpoint: str, host: str, port: int, samples: dict[str, str], limits
           quiet: bool = False) -> int:
     from omg.inference.predictor import OMGPredictor
 
-    predictor = OMGPredictor.from_checkpoint(checkpoint, device=device)
+    try:
+        predictor = OMGPredictor.from_checkpoint(checkpoint, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"omg serve: error: cannot load the checkpoint: {err}", file=sys.stderr, flush=True)
+        return 2
     app = ServeApp(predictor, samples=samples, limits=limits, checkpoint=checkpoint)
-    server = make_server(app, host, port, quiet=quiet)
+    try:
+        server = make_server(app, host, port, quiet=quiet)
+    except OSError as err:
+        print(f"omg serve: error: cannot listen on {host}:{port}: {describe(err)}", file=sys.stderr, flush=True)
+        return 1
     url = f"http://{host}:{server.server_address[1]}/"
     print(f"omg serve: {checkpoint} with {len(samples)} sample image(s) at {url}  (Ctrl-C stops)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):

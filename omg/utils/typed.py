@@ -25,6 +25,23 @@ class SchemaError(ValueError):
         super().__init__(f"{source}: {where}: {message}")
 
 
+class FieldError(ValueError):
+    """Raised by a dataclass's ``__post_init__`` for one field: :func:`from_dict` reports it under that field's
+    dotted key (``model.variant``), with the source."""
+
+    def __init__(self, field_: str, message: str):
+        self.field, self.message = field_, message
+        super().__init__(f"{field_}: {message}")
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML parse error in one line: ``not valid YAML (line 3, column 7): found unexpected end of stream``."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"not valid YAML{where}: {problem}"
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
@@ -122,6 +139,8 @@ def from_dict(cls: type, data: dict, source: str, prefix: str = "") -> Any:
         return cls(**kwargs)
     except SchemaError:
         raise
+    except FieldError as err:
+        raise SchemaError(source, _join(prefix, err.field), err.message) from err
     except (ValueError, TypeError) as err:  # __post_init__ invariants
         raise SchemaError(source, prefix, str(err)) from err
 
