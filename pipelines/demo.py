@@ -91,8 +91,9 @@ class Demo:
                                     text=True, bufsize=1)
             for line in proc.stdout:
                 f.write(line)
-                if _worth_showing(line):
-                    sys.stderr.write("    " + _strip_ray_prefix(line))
+                shown = _strip_ray_prefix(line)
+                if _worth_showing(shown):
+                    sys.stderr.write("    " + shown)
             if proc.wait() != 0:
                 raise RuntimeError(f"{Path(cmd[1]).name} exited with {proc.returncode}; full log: {path}")
 
@@ -230,7 +231,8 @@ _NOISE = ("INFO ", "WARNING ", "Failed to query Ray Train Controller", "Placemen
 
 
 def _worth_showing(line: str) -> bool:
-    """Progress and results yes, Ray's own chatter no (the full output is in the stage's log)."""
+    """Progress and results yes, Ray's own chatter no (the full output is in the stage's log). ``line`` has
+    Ray's ``(RayTrainWorker pid=...)`` prefix removed already (:func:`_strip_ray_prefix`)."""
     s = line.strip()
     return bool(s) and s.startswith(("[", "(", "MLflow", "omg-", "FAILED", "error", "joint_train", "evaluate",
                                      "Traceback")) and not any(n in s for n in _NOISE)

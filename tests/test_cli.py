@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -107,6 +108,8 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         for i, stage in enumerate(("data", "shards", "train", "evaluate", "ablate", "dashboard"), 1):
             assert f"== demo {i}/6 {stage}: finished" in proc.stderr
         assert "ETA" in proc.stderr
+        # the training stage shows its progress (step, loss, ETA), not only the log file
+        assert re.search(r"\n    \[train\] step 6/6 \(100%\) loss \d+\.\d+ .* ETA ", proc.stderr), proc.stderr[-3000:]
         runs = tmp_path / "runs"
         assert (runs / "data/omg-shapes-quick/meta.json").exists() and (runs / "mlflow.db").exists()
         report = runs / "dashboard" / "index.html"
@@ -127,3 +130,19 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         assert again.stderr.count("done earlier") == 6 and "0 to run" in again.stderr
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_the_demo_shows_training_progress_from_ray_workers(tmp_path, capsys, monkeypatch):
+    """Ray prefixes a worker's lines with a coloured "(RayTrainWorker pid=...)": the demo used to test for "[" before
+    removing that prefix, so every "[train] step ..." line was dropped and the training stage printed nothing."""
+    from pipelines.demo import Demo
+
+    monkeypatch.setenv("OMG_RUNS_DIR", str(tmp_path))
+    demo = Demo(tmp_path, tmp_path / "data", quick=True, seed=0)
+    lines = ["\x1b[36m(RayTrainWorker pid=4242)\x1b[0m [train] step 250/1500 (17%) loss 3.1 ETA 7m 12s",
+             "\x1b[36m(RayTrainWorker pid=4242)\x1b[0m Moving model to device: cpu",
+             "2026-11-29 23:00:00,000\tINFO worker.py:2038 -- Started a local Ray instance."]
+    demo.run([sys.executable, "-c", f"print({chr(10).join(lines)!r})"], "train")
+    err = capsys.readouterr().err
+    assert err == "    [train] step 250/1500 (17%) loss 3.1 ETA 7m 12s\n", err
+    assert "Moving model" in (tmp_path / "demo" / "train.log").read_text(), "everything stays in the stage's log"
