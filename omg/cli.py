@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--dataset", help="write the category ids of this catalog dataset (training label space)")
     pred.add_argument("--video-id", type=int, default=1, help="vis: the video_id written in the results JSON")
     pred.add_argument("--score-threshold", type=float, default=0.3, help="overlays: hide instances below it")
+    pred.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                      help="refuse images with more pixels, checked from the header before decoding (default 4096x4096, "
+                           "as omg serve)")
     pred.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     pred.add_argument("--no-overlays", action="store_true")
     pred.set_defaults(func=cmd_predict)

@@ -168,9 +168,16 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [9, 9, 3, 3]}]}, None, 400, "not an XYXY box"),
     ("/api/segment", {"image_id": "img1", "task": "video"}, None, 400, "field 'task'"),
     ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": 3}, None, 400, "field 'vocabulary'"),
-    ("/api/image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "image/png", 400, "cannot read the PNG header"),
+    ("/api/image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "image/png", 400, "PNG upload: cannot read the image header"),
     ("/api/image", b"x" * 400_000, "image/png", 413, "exceeds the limit"),
     ("/api/image", {"sample": "../../etc/passwd"}, None, 404, "no sample"),
+    ("/api/segment", {"image_id": "img1", "task": "instance", "min_score": "abc"}, None, 400, "field 'min_score'"),
+    ("/api/segment", {"image_id": "img1", "task": "instance", "min_score": True}, None, 400, "field 'min_score'"),
+    ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [True, 5]}]}, None, 400, "prompts[0]"),
+    ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [1, 2, False, 9]}]}, None, 400, "prompts[0]"),
+    ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": "\n".join(f"c{i}" for i in range(301))},
+     None, 413, "301 classes, at most 300"),
+    ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": "x" * 20_001}, None, 413, "characters"),
     ("/api/nothing", {}, None, 404, "no such endpoint"),
 ])
 def test_malformed_requests_get_a_4xx_with_a_clear_message(server, tiny_shapes, path, body, ctype, status, words):
@@ -195,3 +202,23 @@ def test_the_server_binds_loopback_by_default():
 
     assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+
+
+def test_the_image_cache_is_sized_in_bytes_and_says_when_an_image_expired(interactive_checkpoint):
+    from omg.inference.predictor import OMGPredictor
+    from omg.serve.app import nbytes
+
+    predictor = OMGPredictor.from_checkpoint(interactive_checkpoint)
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    predictor.set_image(img)
+    per_image = img.nbytes + nbytes(predictor.image_state())
+    assert per_image > 100_000, "features, not only pixels, are counted"
+    app = ServeApp(predictor, limits=Limits(cache_bytes=int(2.5 * per_image)))
+    ids = [app.add_image(img)["image_id"] for _ in range(3)]
+    with pytest.raises(RequestError, match="image img1 expired.*upload it again") as info:
+        app.prompt({"image_id": ids[0], "prompts": [{"point": [5, 5]}]})
+    assert info.value.status == 410
+    assert app.prompt({"image_id": ids[2], "prompts": [{"point": [5, 5]}]})["masks"]
+    with pytest.raises(RequestError, match="unknown image_id") as info:
+        app.prompt({"image_id": "img99", "prompts": [{"point": [5, 5]}]})
+    assert info.value.status == 404

@@ -171,3 +171,36 @@ def decode_image(data: bytes, source: str = "<bytes>") -> Image.Image:
     except Exception as err:
         raise ValueError(f"{source}: cannot decode image: {err}") from err
     return img
+
+
+#: the most pixels (width x height) an image may have before it is decoded, in ``omg predict`` and ``omg serve``
+MAX_PIXELS = 4096 * 4096
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header announces more pixels than allowed (decompression bombs never decode)."""
+
+
+def decode_rgb(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image bytes -> H x W x 3 uint8 RGB. The size is read from the header first: more than ``max_pixels``
+    raises :class:`ImageTooLarge` before any pixel is decoded (a 17 KB PNG can announce 12000 x 12000);
+    an unreadable or truncated file raises ``ValueError``; both name ``source``."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # our own pixel cap below is the rule, not PIL's default
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        w, h = img.size
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(f"{source}: refused as a decompression bomb ({err})") from None
+    except Exception as err:  # PIL raises many types
+        raise ValueError(f"{source}: cannot read the image header ({err})") from None
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"{source}: image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels "
+                            "(checked before decoding; raise the limit with --max-pixels)")
+    try:
+        img.load()  # a truncated file raises (ImageFile.LOAD_TRUNCATED_IMAGES stays False)
+        return np.asarray(img.convert("RGB"))
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{source}: cannot decode the image ({err})") from None

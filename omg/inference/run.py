@@ -3,14 +3,12 @@ official-format result files and overlays under ``--out``."""
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from omg.data import io as uio
 from omg.inference import writers
@@ -21,15 +19,9 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
-def load_image(path: str) -> np.ndarray:
-    try:
-        img = Image.open(io.BytesIO(uio.read_bytes(path)))
-        img.load()
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise ValueError(f"{path}: cannot decode image ({err})") from None
-    return np.asarray(img.convert("RGB"))
+def load_image(path: str, max_pixels: int = uio.MAX_PIXELS) -> np.ndarray:
+    """H x W x 3 uint8; more than ``max_pixels`` is refused from the header, before decoding (as in ``omg serve``)."""
+    return uio.decode_rgb(uio.read_bytes(path), path, max_pixels)
 
 
 def list_images(folder: str) -> list[str]:
@@ -39,11 +31,11 @@ def list_images(folder: str) -> list[str]:
     return [uio.join(folder, n) for n in names]
 
 
-def load_video(path: str) -> tuple[list[np.ndarray], list[str]]:
+def load_video(path: str, max_pixels: int = uio.MAX_PIXELS) -> tuple[list[np.ndarray], list[str]]:
     """Frames of a folder of images (sorted by name) or of a video file (torchvision, needs PyAV)."""
     if os.path.isdir(path) or path.endswith("/"):
         files = list_images(path)
-        return [load_image(f) for f in files], [Path(f).stem for f in files]
+        return [load_image(f, max_pixels) for f in files], [Path(f).stem for f in files]
     try:
         import av  # noqa: F401
     except ImportError:
@@ -97,7 +89,7 @@ def run(args) -> int:
     boxes = parse_floats(args.boxes, 4, "boxes")
     written = []
     if task in VIDEO_TASKS:
-        frames, names = load_video(args.input)
+        frames, names = load_video(args.input, args.max_pixels)
         video = Path(args.input.rstrip("/")).stem
         predictor.set_video(frames)
         kwargs = {}
@@ -135,7 +127,7 @@ def run(args) -> int:
         pan_items, inst_items = [], []
         with Progress(f"predict {task}", total=len(files), unit="img") as prog:
             for image_id, path in enumerate(files, start=1):
-                image = load_image(path)
+                image = load_image(path, args.max_pixels)
                 name = Path(path).stem
                 predictor.set_image(image)
                 if task == "interactive":

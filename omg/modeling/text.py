@@ -6,8 +6,10 @@ the CLIP text tower, L2-normalised, averaged and normalised again; short synonym
 are padded with copies of their first synonym (so a max over K needs no mask).
 
 Results are cached by a content digest of (CLIP architecture, text-tower weights,
-templates, names): in memory, and on disk under ``$OMG_CACHE_DIR/text_embeddings``
-(default ``~/.cache/omg``). Any vocabulary works at any time; there is no generation step.
+templates, names): in memory (the last vocabularies, and every synonym's vector, so a
+vocabulary that changes one class encodes only that class), and on disk under
+``$OMG_CACHE_DIR/text_embeddings`` (default ``~/.cache/omg``). Any vocabulary works at any
+time; there is no generation step.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -86,6 +90,10 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 class TextEmbedder:
     """Embeds vocabularies with a backbone's CLIP text tower, with a content-addressed cache."""
 
+    #: vocabularies and synonym vectors kept in memory (least recently used go first)
+    MAX_VOCABULARIES = 32
+    MAX_SYNONYMS = 20000
+
     def __init__(self, backbone, templates: Sequence[str] = VILD_TEMPLATES, use_disk_cache: bool = True,
                  batch_size: int = 256):
         import open_clip
@@ -95,7 +103,9 @@ class TextEmbedder:
         self.use_disk_cache = use_disk_cache
         self.batch_size = batch_size
         self.tokenizer = open_clip.get_tokenizer(backbone.variant.clip_model)
-        self._memory: dict[str, torch.Tensor] = {}
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._synonyms: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()  # the caches' bookkeeping (embed may run in several threads)
         self._weights_digest: str | None = None
 
     def weights_digest(self) -> str:
@@ -116,8 +126,10 @@ class TextEmbedder:
         vocab = as_vocabulary(classes)
         key = self.key(vocab)
         device = self.backbone.pixel_mean.device
-        if key in self._memory:
-            return self._memory[key].to(device)
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key].to(device)
         path = cache_dir() / f"{key}.pt"
         if self.use_disk_cache and path.exists():
             emb = torch.load(path, map_location="cpu", weights_only=True)
@@ -128,28 +140,40 @@ class TextEmbedder:
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 torch.save(emb, tmp)
                 os.replace(tmp, path)
-        self._memory[key] = emb
+        with self._lock:
+            self._memory[key] = emb
+            while len(self._memory) > self.MAX_VOCABULARIES:
+                self._memory.popitem(last=False)
         return emb.to(device)
 
     def _compute(self, vocab: list[list[str]]) -> torch.Tensor:
         synonyms = sorted({s for syns in vocab for s in syns})
-        prompts = [t.format(s) for s in synonyms for t in self.templates]
-        device = self.backbone.pixel_mean.device
-        feats = []
-        was_training = self.backbone.clip.training
-        self.backbone.clip.eval()
-        try:
-            for i in range(0, len(prompts), self.batch_size):
-                tokens = self.tokenizer(prompts[i: i + self.batch_size]).to(device)
-                feats.append(self.backbone.encode_text(tokens).float().cpu())
-        finally:
-            self.backbone.clip.train(was_training)
-        per_prompt = torch.cat(feats).view(len(synonyms), len(self.templates), -1)
-        per_synonym = torch.nn.functional.normalize(per_prompt.mean(1), dim=-1)
-        index = {s: i for i, s in enumerate(synonyms)}
+        with self._lock:
+            vectors = {s: self._synonyms[s] for s in synonyms if s in self._synonyms}
+        todo = [s for s in synonyms if s not in vectors]
+        if todo:
+            prompts = [t.format(s) for s in todo for t in self.templates]
+            device = self.backbone.pixel_mean.device
+            feats = []
+            was_training = self.backbone.clip.training
+            self.backbone.clip.eval()
+            try:
+                for i in range(0, len(prompts), self.batch_size):
+                    tokens = self.tokenizer(prompts[i: i + self.batch_size]).to(device)
+                    feats.append(self.backbone.encode_text(tokens).float().cpu())
+            finally:
+                self.backbone.clip.train(was_training)
+            per_prompt = torch.cat(feats).view(len(todo), len(self.templates), -1)
+            per_synonym = torch.nn.functional.normalize(per_prompt.mean(1), dim=-1)
+            vectors.update(zip(todo, per_synonym))
+        with self._lock:
+            for s in synonyms:
+                self._synonyms[s] = vectors[s]
+                self._synonyms.move_to_end(s)
+            while len(self._synonyms) > self.MAX_SYNONYMS:
+                self._synonyms.popitem(last=False)
         k = max(len(s) for s in vocab)
-        out = torch.empty(len(vocab), k, per_synonym.shape[-1])
+        out = torch.empty(len(vocab), k, next(iter(vectors.values())).shape[-1])
         for c, syns in enumerate(vocab):
-            rows = [index[s] for s in syns] + [index[syns[0]]] * (k - len(syns))
-            out[c] = per_synonym[rows]
+            out[c] = torch.stack([vectors[s] for s in syns] + [vectors[syns[0]]] * (k - len(syns)))
         return out
