@@ -61,9 +61,10 @@ def mlflow_server(tmp_path_factory):
         stdout=open(d / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        deadline = time.monotonic() + 240  # ~6 s on an idle machine; much more while both cores are busy
+        while time.monotonic() < deadline:
             try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=1).status == 200:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
                     break
             except OSError:
                 time.sleep(0.5)
