@@ -4,4 +4,4 @@
 what they need.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -76,7 +76,8 @@ def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, o
     data = parquet_bytes(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
     uio.write_bytes(uio.join(out_dir, "shards", f"{name}.parquet"), data)
     receipt = {"index": spec["index"], "path": f"shards/{name}.parquet", "rows": len(rows), "bytes": len(data),
-               "sha256": hashlib.sha256(data).hexdigest(), "quarantined": len(bad), "plan": spec["plan"]}
+               "sha256": hashlib.sha256(data).hexdigest(), "quarantined": len(bad), "plan": spec["plan"],
+               "dropped": dict(sorted(reader.dropped.items()))}
     if bad:
         receipt["quarantine_path"] = f"quarantine/{name}.parquet"
         uio.write_bytes(uio.join(out_dir, receipt["quarantine_path"]),
@@ -196,18 +197,29 @@ def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None
         "quarantined": sum(r["quarantined"] for r in ordered),
         "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]} for r in ordered],
         "quarantine": [r["quarantine_path"] for r in ordered if r.get("quarantine_path")],
+        "dropped": _sum_counts(r.get("dropped", {}) for r in ordered),
         "class_agnostic": entry.class_agnostic,
         "classes": [dataclasses.asdict(c) for c in entry.classes],
     }
     uio.write_json(manifest_uri, manifest)
     log(f"[preprocess {entry.name}/{split}] {manifest['rows']} rows, {manifest['quarantined']} quarantined, "
         f"{len(specs)} shards [{time.monotonic() - t0:.1f}s]")
+    for reason, n in manifest["dropped"].items():
+        log(f"  dropped on purpose: {n} x {reason} (documented in the reader; not a bad record)")
     if manifest["quarantined"]:
         for q in manifest["quarantine"][:3]:
             table = pq.read_table(io.BytesIO(uio.read_bytes(uio.join(out_dir, q))))
             for reason in table.column("reason").to_pylist()[:3]:
                 log(f"  quarantined: {reason}")
     return manifest
+
+
+def _sum_counts(counts) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + int(v)
+    return dict(sorted(total.items()))
 
 
 def read_quarantine(manifest: dict, out_dir: str) -> list[dict]:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from omg.cli import main
 from omg.data.masks import rle_decode
-from omg.data.validate import validate_coco_panoptic, validate_vipseg
+from omg.data.validate import validate_files
 from omg.inference import open_vocab as ov
 from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
 from omg.inference.predictor import OMGPredictor, Vocabulary
@@ -272,7 +272,8 @@ def test_omg_predict_writes_valid_official_files(checkpoint, tiny_shapes, tmp_pa
     out = tmp_path / "pan"
     assert main(["predict", "--checkpoint", checkpoint, "--input", str(val), "--task", "panoptic", "--out", str(out),
                  "--dataset", "omg-shapes"]) == 0
-    report = validate_coco_panoptic(str(val), str(out / "panoptic.json"), str(out / "panoptic"), check_images=False)
+    report = validate_files("coco_panoptic", images=str(val), panoptic_json=str(out / "panoptic.json"),
+                            panoptic_masks=str(out / "panoptic"), check_images=False)
     assert report.ok, [str(p) for p in report.problems]
     doc = json.loads((out / "panoptic.json").read_text())
     cats = {c["id"] for c in doc["categories"]}
@@ -288,7 +289,8 @@ def test_omg_predict_writes_valid_official_files(checkpoint, tiny_shapes, tmp_pa
     video = Path(tiny_shapes) / "videos/val/JPEGImages/val_0000"
     out = tmp_path / "vps"
     assert main(["predict", "--checkpoint", checkpoint, "--input", str(video), "--task", "vps", "--out", str(out)]) == 0
-    report = validate_vipseg(str(video.parent), str(out / "panoptic"), str(out / "panoptic.json"), check_images=False)
+    report = validate_files("vipseg", "video", frames=str(video.parent), panoptic_masks=str(out / "panoptic"),
+                            panoptic_json=str(out / "panoptic.json"), check_images=False)
     assert report.ok, [str(p) for p in report.problems]
 
     out = tmp_path / "vis"

@@ -162,6 +162,15 @@ def check_image(data: bytes, source: str = "<bytes>") -> tuple[int, int]:
         raise ValueError(f"{source}: cannot decode image: {err}") from err
 
 
+def image_size(data: bytes, source: str = "<bytes>") -> tuple[int, int]:
+    """(height, width) from an image's header, without decoding its pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.height, img.width
+    except Exception as err:  # PIL raises many types
+        raise ValueError(f"{source}: cannot read the image header ({err})") from None
+
+
 def decode_image(data: bytes, source: str = "<bytes>") -> Image.Image:
     """:func:`check_image`, then the decoded Pillow image."""
     check_image(data, source)

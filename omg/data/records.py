@@ -44,6 +44,25 @@ class BadRecord(ValueError):
         super().__init__(f"{source}: {where}: {reason}")
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A finding of ``omg data validate``: a bad record, or an inconsistency a reader tolerates (a JSON area
+    that disagrees with the mask, a duplicate id, ...). ``str()`` names the file, record and field."""
+
+    file: str
+    record: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = ", ".join(x for x in (self.record, f"field '{self.field}'" if self.field else "") if x)
+        return f"{self.file}: {where}: {self.message}" if where else f"{self.file}: {self.message}"
+
+    @staticmethod
+    def of(err: "BadRecord") -> "Problem":
+        return Problem(err.source, err.record, err.field, err.reason)
+
+
 @dataclass
 class Segment:
     id: int

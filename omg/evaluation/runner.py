@@ -12,6 +12,7 @@ print them), per-class tables, and the files written (predictions, overlays).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from omg.data import io as uio
 from omg.data.catalog import DatasetEntry
+from omg.data.formats import get_reader
 from omg.inference import writers
 from omg.inference.predictor import OMGPredictor
 from omg.inference.run import load_image
@@ -95,53 +97,80 @@ def evaluate_pair(checkpoint: str, entry: DatasetEntry, split: str, task: str, r
         raise ValueError(f"task {task!r} cannot be evaluated on {entry.name} (format {entry.format})")
     t0 = time.monotonic()
     pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
-    paths = entry.split_paths(split, root)
+    reader = get_reader(entry, split, root)
     fn = {"panoptic": _panoptic, "instance": _instance, "semantic": _semantic, "open_vocab": _open_vocab,
           "interactive": _interactive, "vis": _vis, "vps": _vps, "vss": _vss, "vos": _vos}[task]
-    result = fn(pred, entry, paths, out_dir, limit, overlays, progress)
+    result = fn(pred, entry, reader, out_dir, limit, overlays, progress)
     result.dataset, result.split, result.task = entry.name, split, task
     result.seconds = time.monotonic() - t0
     uio.write_json(uio.join(out_dir, "result.json"), result.to_dict())
     return result
 
 
-# ----------------------------------------------------------------------------- images
+# ----------------------------------------------------------------------------- ground truth, from the readers
+#
+# The format readers are the one place a dataset's files are parsed: the evaluation takes its records (file
+# paths, segments with the catalog's category ids) from ``reader.items()`` and its ground-truth masks from
+# ``reader.load()``. PQ and VPQ are computed by the official-protocol evaluators on the official PNGs, with the
+# split's annotations rewritten to the catalog's ids (a Cityscapes label-id JSON scores like the trainId one).
 
-def _images(paths: dict, limit: int | None) -> tuple[dict, list[dict], dict]:
-    doc = uio.read_json(paths["panoptic_json"])
-    anns = sorted(doc["annotations"], key=lambda a: str(a["image_id"]))[:limit]
-    images = {im["id"]: im for im in doc["images"]}
-    return doc, anns, images
+def _records(reader, limit: int | None) -> list[dict]:
+    return reader.items()[:limit]
 
 
-def _predict_panoptic(pred, entry, paths, out_dir, limit, overlays, progress, include_heldout, what):
+def _catalog_categories(entry: DatasetEntry) -> list[dict]:
+    return [{"id": c.id, "name": c.name, "isthing": int(c.isthing)} for c in entry.classes]
+
+
+def _panoptic_gt_json(entry: DatasetEntry, items: list[dict], out_dir: str) -> str:
+    """The evaluated records as a COCO panoptic ground truth (image id = the record key, as in the predictions)."""
+    doc = {"images": [{"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
+                      for it in items],
+           "annotations": [{"image_id": it["key"], "file_name": it["mask"], "segments_info": it["segments_info"]}
+                           for it in items],
+           "categories": _catalog_categories(entry)}
+    uri = uio.join(out_dir, "gt_subset.json")
+    uio.write_json(uri, doc)
+    return uri
+
+
+def _semantic_gt(sample, index: dict[int, int]) -> np.ndarray:
+    """T x H x W label maps of a record (255 = no evaluated class)."""
+    from omg.data.decode import decode_masks
+
+    masks = decode_masks(sample)
+    lab = np.full((sample.num_frames, sample.height, sample.width), 255, dtype=np.int64)
+    for seg, m in zip(sample.segments, masks):
+        if seg.category_id in index:
+            lab[m] = index[seg.category_id]
+    return lab
+
+
+def _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, include_heldout, what):
     vocab, cat_ids = vocabulary_of(entry, include_heldout, pred)
-    doc, anns, images = _images(paths, limit)
-    items, files = [], []
-    with Progress(f"eval {entry.name} {what}", total=len(anns), unit="img", enabled=progress) as prog:
-        for k, ann in enumerate(anns):
-            im = images[ann["image_id"]]
-            image = load_image(uio.join(paths["images"], im["file_name"]))
+    items = _records(reader, limit)
+    preds, files = [], []
+    with Progress(f"eval {entry.name} {what}", total=len(items), unit="img", enabled=progress) as prog:
+        for k, it in enumerate(items):
+            image = load_image(uio.join(reader.paths["images"], it["image"]))
             pred.set_image(image)
             r = drop_unmapped(pred.predict("panoptic", vocabulary=vocab), cat_ids)
-            name = ann["file_name"][:-4]
-            items.append((ann["image_id"], name, r))
+            name = it["mask"][:-4]
+            preds.append((it["key"], name, r))
             if k < overlays:
                 uri = uio.join(out_dir, "overlays", f"{name}.png")
                 writers.write_overlay(uri, image, r.panoptic, {s.id: s.name for s in r.segments})
                 files.append(uri)
             prog.update()
-    files.append(writers.write_panoptic(out_dir, items, [v["isthing"] for v in vocab], cat_ids))
-    gt = {**doc, "annotations": anns}
-    gt_json = uio.join(out_dir, "gt_subset.json")
-    uio.write_json(gt_json, gt)
-    return gt_json, files
+    files.append(writers.write_panoptic(out_dir, preds, [v["isthing"] for v in vocab], cat_ids))
+    return _panoptic_gt_json(entry, items, out_dir), files
 
 
-def _pq_result(gt_json, paths, out_dir, files, heldout_ids=None) -> EvalResult:
+def _pq_result(gt_json, reader, out_dir, files, heldout_ids=None) -> EvalResult:
     from omg.evaluation.panoptic import pq_from_files
 
-    r = pq_from_files(gt_json, paths["panoptic_masks"], uio.join(out_dir, "panoptic.json"), uio.join(out_dir, "panoptic"))
+    r = pq_from_files(gt_json, reader.paths["panoptic_masks"], uio.join(out_dir, "panoptic.json"),
+                      uio.join(out_dir, "panoptic"))
     m = {"PQ": _pct(r.summary["All"]["pq"]), "SQ": _pct(r.summary["All"]["sq"]), "RQ": _pct(r.summary["All"]["rq"]),
          "PQ_th": _pct(r.summary["Things"]["pq"]), "PQ_st": _pct(r.summary["Stuff"]["pq"])}
     if heldout_ids:
@@ -151,35 +180,37 @@ def _pq_result(gt_json, paths, out_dir, files, heldout_ids=None) -> EvalResult:
     return EvalResult("", "", "", m, {"per_class": r.per_class}, files)
 
 
-def _panoptic(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
-    gt_json, files = _predict_panoptic(pred, entry, paths, out_dir, limit, overlays, progress, False, "panoptic")
-    return _pq_result(gt_json, paths, out_dir, files)
+def _panoptic(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+    gt_json, files = _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, False, "panoptic")
+    return _pq_result(gt_json, reader, out_dir, files)
 
 
-def _open_vocab(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
-    gt_json, files = _predict_panoptic(pred, entry, paths, out_dir, limit, overlays, progress, True, "open_vocab")
+def _open_vocab(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+    gt_json, files = _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, True, "open_vocab")
     heldout = [c.id for c in entry.classes if c.heldout]
-    r = _pq_result(gt_json, paths, out_dir, files, heldout or None)
+    r = _pq_result(gt_json, reader, out_dir, files, heldout or None)
     r.metrics = {f"OV_{k}": v for k, v in r.metrics.items()}  # apart from the closed-set PQ of the same dataset
     return r
 
 
-def _instance(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
+def _instance(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.coco_ap import coco_segm
 
-    if "instances_json" not in paths:
+    if "instances_json" not in reader.paths:
         raise ValueError(f"{entry.name}: instance evaluation needs instances_json in the catalog split")
     vocab, cat_ids = vocabulary_of(entry, False, pred)
-    gt = uio.read_json(paths["instances_json"])
-    images = sorted(gt["images"], key=lambda i: str(i["id"]))[:limit]
-    keep = {im["id"] for im in images}
-    gt = {**gt, "images": images, "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+    inst = get_reader(dataclasses.replace(entry, format="coco_instances"), reader.split, reader.root)
+    items = _records(inst, limit)
+    gt = {"images": [{"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
+                     for it in items],
+          "annotations": [dict(a, image_id=it["key"]) for it in items for a in it["annotations"]],
+          "categories": _catalog_categories(entry)}
     recs = []
-    with Progress(f"eval {entry.name} instance", total=len(images), unit="img", enabled=progress) as prog:
-        for im in images:
-            pred.set_image(load_image(uio.join(paths["images"], im["file_name"])))
+    with Progress(f"eval {entry.name} instance", total=len(items), unit="img", enabled=progress) as prog:
+        for it in items:
+            pred.set_image(load_image(uio.join(inst.paths["images"], it["image"])))
             r = pred.predict("instance", vocabulary=vocab)
-            recs += [x for x in writers.instance_records(im["id"], r, cat_ids) if x["category_id"] != -1]
+            recs += [x for x in writers.instance_records(it["key"], r, cat_ids) if x["category_id"] != -1]
             prog.update()
     uri = uio.join(out_dir, "instances_results.json")
     uio.write_json(uri, recs)
@@ -188,32 +219,21 @@ def _instance(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalRes
     return EvalResult("", "", "", m, {"per_class": r.per_class}, [uri])
 
 
-def _semantic_gt(ids: np.ndarray, segments: list[dict], index: dict[int, int]) -> np.ndarray:
-    lab = np.full(ids.shape, 255, dtype=np.int64)
-    for s in segments:
-        if s["category_id"] in index:
-            lab[ids == s["id"]] = index[s["category_id"]]
-    return lab
-
-
-def _semantic(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
-    from omg.data.masks import rgb2id
+def _semantic(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.semantic import SemSegEvaluator
 
     vocab, cat_ids = vocabulary_of(entry, False, pred)
     index = {c: k for k, c in enumerate(cat_ids)}
-    doc, anns, images = _images(paths, limit)
+    items = _records(reader, limit)
     ev = SemSegEvaluator(len(vocab))
     files = []
-    with Progress(f"eval {entry.name} semantic", total=len(anns), unit="img", enabled=progress) as prog:
-        for ann in anns:
-            im = images[ann["image_id"]]
-            pred.set_image(load_image(uio.join(paths["images"], im["file_name"])))
+    with Progress(f"eval {entry.name} semantic", total=len(items), unit="img", enabled=progress) as prog:
+        for it in items:
+            pred.set_image(load_image(uio.join(reader.paths["images"], it["image"])))
             r = pred.predict("semantic", vocabulary=vocab)
-            png = uio.join(paths["panoptic_masks"], ann["file_name"])
-            gt = _semantic_gt(rgb2id(load_image(png)), ann["segments_info"], index)
-            ev.process(gt, r.labels, where=png)
-            files.append(writers.write_semantic(out_dir, ann["file_name"][:-4], r))
+            gt = _semantic_gt(reader.load(it), index)[0]
+            ev.process(gt, r.labels, where=uio.join(reader.paths["panoptic_masks"], it["mask"]))
+            files.append(writers.write_semantic(out_dir, it["mask"][:-4], r))
             prog.update()
     res = ev.evaluate()
     return EvalResult("", "", "", {"mIoU": _pct(res.miou), "fwIoU": _pct(res.fwiou), "mACC": _pct(res.macc),
@@ -222,36 +242,38 @@ def _semantic(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalRes
                       files[:overlays])
 
 
-def _interactive(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
+def _interactive(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     """Single-point mIoU (every non-crowd segment prompted at its centre, all prompts of an image in one
     pass) and NoC@85/90 on up to 20 objects with the RITM click simulation (one decoder pass per click)."""
-    from omg.data.masks import rgb2id, rle_encode
+    from omg.data.masks import rle_encode
     from omg.evaluation.interactive import PointMIoU, center_point, evaluate_sample, noc
 
-    doc, anns, images = _images(paths, limit)
+    from omg.data.decode import decode_masks
+
+    items = _records(reader, limit)
     ev = PointMIoU()
     recs, noc_ious, files = [], [], []
     max_noc_objects = 20
-    with Progress(f"eval {entry.name} interactive", total=len(anns), unit="img", enabled=progress) as prog:
-        for k, ann in enumerate(anns):
-            im = images[ann["image_id"]]
-            image = load_image(uio.join(paths["images"], im["file_name"]))
-            ids = rgb2id(load_image(uio.join(paths["panoptic_masks"], ann["file_name"])))
-            segs = [s for s in ann["segments_info"] if not s.get("iscrowd", 0) and (ids == s["id"]).any()]
-            if not segs:
+    with Progress(f"eval {entry.name} interactive", total=len(items), unit="img", enabled=progress) as prog:
+        for k, it in enumerate(items):
+            sample = reader.load(it)  # COCO-SAM: every non-crowd segment, class-agnostic
+            masks = decode_masks(sample)[:, 0]
+            keep = [j for j, g in enumerate(sample.segments) if not g.iscrowd and masks[j].any()]
+            if not keep:
                 prog.update()
                 continue
-            gts = np.stack([ids == s["id"] for s in segs])
+            image = load_image(uio.join(reader.paths["images"], it["image"]))
+            gts = masks[keep]
             pred.set_image(image)
             points = [list(center_point(g)) for g in gts]
             points = [[x + 0.5, y + 0.5] for x, y in points]
             r = pred.predict("interactive", points=points)
             ev.process(gts, r.masks)
-            for s, m in zip(segs, r.masks):
-                recs.append({"image_id": ann["image_id"], "segment_id": s["id"], "segmentation": rle_encode(m)})
+            for j, m in zip(keep, r.masks):
+                recs.append({"image_id": it["key"], "segment_id": sample.segments[j].id, "segmentation": rle_encode(m)})
             if k < overlays:
-                uri = uio.join(out_dir, "overlays", f"{ann['file_name'][:-4]}.png")
-                paint = np.zeros(ids.shape, np.int32)
+                uri = uio.join(out_dir, "overlays", f"{it['mask'][:-4]}.png")
+                paint = np.zeros(gts.shape[1:], np.int32)
                 for j, m in enumerate(r.masks):
                     paint[m] = j + 1
                 writers.write_overlay(uri, image, paint)
@@ -283,25 +305,25 @@ def _interactive(pred, entry, paths, out_dir, limit, overlays, progress) -> Eval
 
 # ----------------------------------------------------------------------------- videos
 
-def _video_frames(paths: dict, frames_dir: str, names: list[str]) -> list[np.ndarray]:
-    return [load_image(uio.join(frames_dir, n)) for n in names]
+def _frames(folder: str, names: list[str]) -> list[np.ndarray]:
+    return [load_image(uio.join(folder, n)) for n in names]
 
 
-def _vis(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
+def _vis(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.ytvis import ytvis_ap
 
     vocab, cat_ids = vocabulary_of(entry, False, pred)
-    gt = uio.read_json(paths["annotations"])
-    videos = sorted(gt["videos"], key=lambda v: v["id"])[:limit]
-    keep = {v["id"] for v in videos}
-    gt = {**gt, "videos": videos, "annotations": [a for a in gt["annotations"] if a["video_id"] in keep]}
+    items = _records(reader, limit)
+    gt = {"videos": [{"id": int(it["key"]), "file_names": it["file_names"], "width": it["width"],
+                      "height": it["height"], "length": len(it["file_names"])} for it in items],
+          "annotations": [a for it in items for a in it["annotations"]],
+          "categories": _catalog_categories(entry)}
     recs, files = [], []
-    with Progress(f"eval {entry.name} vis", total=len(videos), unit="video", enabled=progress) as prog:
-        for k, v in enumerate(videos):
-            frames = _video_frames(paths, paths["frames"], v["file_names"])
-            pred.set_video(frames)
+    with Progress(f"eval {entry.name} vis", total=len(items), unit="video", enabled=progress) as prog:
+        for it in items:
+            pred.set_video(_frames(reader.paths["frames"], it["file_names"]))
             r = pred.predict("vis", vocabulary=vocab)
-            recs += [x for x in writers.ytvis_records(v["id"], r, cat_ids) if x["category_id"] != -1]
+            recs += [x for x in writers.ytvis_records(int(it["key"]), r, cat_ids) if x["category_id"] != -1]
             prog.update()
     uri = uio.join(out_dir, "results.json")
     uio.write_json(uri, recs)
@@ -310,32 +332,40 @@ def _vis(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
     return EvalResult("", "", "", m, {"per_class": r.per_class}, [uri] + files)
 
 
-def _vipseg_videos(paths: dict, limit):
-    doc = uio.read_json(paths["panoptic_json"])
-    anns = sorted(doc["annotations"], key=lambda a: str(a["video_id"]))[:limit]
-    videos = {v["video_id"]: v for v in doc["videos"]}
-    return doc, anns, videos
+def _vipseg_gt_json(entry: DatasetEntry, items: list[dict], out_dir: str) -> str:
+    """The evaluated videos as a VIPSeg ground truth (frames in record order, the catalog's category ids)."""
+    videos, anns = [], []
+    for it in items:
+        vid = it["key"]
+        videos.append({"video_id": vid, "images": [{"id": f"{vid}_{t}", "file_name": fr["image"], "width": fr.get("width"),
+                                                    "height": fr.get("height")} for t, fr in enumerate(it["frames"])]})
+        anns.append({"video_id": vid, "annotations": [{"image_id": f"{vid}_{t}", "file_name": fr["mask"],
+                                                       "segments_info": fr["segments_info"]}
+                                                      for t, fr in enumerate(it["frames"])]})
+    uri = uio.join(out_dir, "gt_subset.json")
+    uio.write_json(uri, {"videos": videos, "annotations": anns, "categories": _catalog_categories(entry)})
+    return uri
 
 
-def _vps(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
+def _vps(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.vps import vps_from_files
 
+    if "panoptic_json" not in reader.paths:
+        raise ValueError(f"{entry.name}: VPS evaluation needs the COCO-style conversion (panoptic_json), the "
+                         "official VPQ protocol's input")
     vocab, cat_ids = vocabulary_of(entry, False, pred)
-    doc, anns, videos = _vipseg_videos(paths, limit)
-    items = []
-    with Progress(f"eval {entry.name} vps", total=len(anns), unit="video", enabled=progress) as prog:
-        for vann in anns:
-            vid = vann["video_id"]
-            images = {im["id"]: im for im in videos[vid]["images"]}
-            names = [images[fa["image_id"]]["file_name"] for fa in vann["annotations"]]
-            pred.set_video(_video_frames(paths, uio.join(paths["frames"], vid), names))
+    items = _records(reader, limit)
+    preds = []
+    with Progress(f"eval {entry.name} vps", total=len(items), unit="video", enabled=progress) as prog:
+        for it in items:
+            vid = it["key"]
+            pred.set_video(_frames(uio.join(reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
             r = drop_unmapped(pred.predict("vps", vocabulary=vocab), cat_ids)
-            items.append((vid, [fa["file_name"][:-4] for fa in vann["annotations"]], r))
+            preds.append((vid, [fr["mask"][:-4] for fr in it["frames"]], r))
             prog.update()
-    files = [writers.write_vipseg(out_dir, items, [v["isthing"] for v in vocab], cat_ids)]
-    gt_json = uio.join(out_dir, "gt_subset.json")
-    uio.write_json(gt_json, {**doc, "annotations": anns, "videos": [videos[a["video_id"]] for a in anns]})
-    vpq_r, stq_r, _ = vps_from_files(gt_json, paths["panoptic_masks"], files[0], uio.join(out_dir, "panoptic"))
+    files = [writers.write_vipseg(out_dir, preds, [v["isthing"] for v in vocab], cat_ids)]
+    gt_json = _vipseg_gt_json(entry, items, out_dir)
+    vpq_r, stq_r, _ = vps_from_files(gt_json, reader.paths["panoptic_masks"], files[0], uio.join(out_dir, "panoptic"))
     final, omg = vpq_r.mean(), vpq_r.mean((1, 2, 4, 6))
     m = {f"VPQ@{k}": _pct(r.summary["All"]["pq"]) for k, r in vpq_r.per_k.items()}
     m.update({"VPQ": _pct(omg["All"]), "VPQ_th": _pct(omg["Things"]), "VPQ_st": _pct(omg["Stuff"]),
@@ -343,52 +373,45 @@ def _vps(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
     return EvalResult("", "", "", m, {"vpq_per_class_k1": vpq_r.per_k[1].per_class}, files)
 
 
-def _vss(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
-    from omg.data.masks import rgb2id
+def _vss(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.semantic import SemSegEvaluator
     from omg.evaluation.vspw import mean_vc
 
     vocab, cat_ids = vocabulary_of(entry, False, pred)
     index = {c: k for k, c in enumerate(cat_ids)}
-    doc, anns, videos = _vipseg_videos(paths, limit)
+    items = _records(reader, limit)
     ev = SemSegEvaluator(len(vocab))
     clips = []
-    with Progress(f"eval {entry.name} vss", total=len(anns), unit="video", enabled=progress) as prog:
-        for vann in anns:
-            vid = vann["video_id"]
-            images = {im["id"]: im for im in videos[vid]["images"]}
-            names = [images[fa["image_id"]]["file_name"] for fa in vann["annotations"]]
-            pred.set_video(_video_frames(paths, uio.join(paths["frames"], vid), names))
+    with Progress(f"eval {entry.name} vss", total=len(items), unit="video", enabled=progress) as prog:
+        for it in items:
+            vid = it["key"]
+            pred.set_video(_frames(uio.join(reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
             r = pred.predict("vss", vocabulary=vocab)
-            gts = []
-            for t, fa in enumerate(vann["annotations"]):
-                png = uio.join(paths["panoptic_masks"], vid, fa["file_name"])
-                gt = _semantic_gt(rgb2id(load_image(png)), fa["segments_info"], index)
-                ev.process(gt, r.labels[t], where=png)
-                gts.append(gt)
-            writers.write_vss(out_dir, vid, [fa["file_name"][:-4] for fa in vann["annotations"]], r)
-            clips.append((np.stack(gts), r.labels))
+            gts = _semantic_gt(reader.load(it), index)
+            for t, fr in enumerate(it["frames"]):
+                ev.process(gts[t], r.labels[t], where=uio.join(reader.paths["panoptic_masks"], vid, fr["mask"]))
+            writers.write_vss(out_dir, vid, [fr["mask"][:-4] for fr in it["frames"]], r)
+            clips.append((gts, r.labels))
             prog.update()
     res = ev.evaluate()
     return EvalResult("", "", "", {"mIoU": _pct(res.miou), "mVC8": _pct(mean_vc(clips, 8)),
                                    "mVC16": _pct(mean_vc(clips, 16))}, {}, [uio.join(out_dir, "semantic")])
 
 
-def _vos(pred, entry, paths, out_dir, limit, overlays, progress) -> EvalResult:
+def _vos(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     from omg.evaluation.davis import davis_from_files
 
-    names = [x.strip() for x in uio.read_bytes(paths["imageset"]).decode().splitlines() if x.strip()] \
-        if "imageset" in paths else uio.listdir(paths["annotations"])
-    names = names[:limit]
-    with Progress(f"eval {entry.name} vos", total=len(names), unit="video", enabled=progress) as prog:
-        for vid in names:
-            frames_names = [n for n in uio.listdir(uio.join(paths["frames"], vid)) if n.endswith(".jpg")]
-            pred.set_video(_video_frames(paths, uio.join(paths["frames"], vid), frames_names))
-            first = writers.read_png(uio.join(paths["annotations"], vid, frames_names[0][:-4] + ".png"))
+    items = _records(reader, limit)
+    with Progress(f"eval {entry.name} vos", total=len(items), unit="video", enabled=progress) as prog:
+        for it in items:
+            vid = it["key"]
+            reader.check_frames(it)  # a missing frame is a bad record here too
+            pred.set_video(_frames(uio.join(reader.paths["frames"], vid), it["frames"]))
+            first = writers.read_png(uio.join(reader.paths["annotations"], vid, it["frames"][0][:-4] + ".png"))
             r = pred.predict("vos", first_frame_masks=first)
-            writers.write_vos(out_dir, vid, [n[:-4] for n in frames_names], r)
+            writers.write_vos(out_dir, vid, [n[:-4] for n in it["frames"]], r)
             prog.update()
-    res = davis_from_files(paths["annotations"], uio.join(out_dir, "Annotations"), names)
+    res = davis_from_files(reader.paths["annotations"], uio.join(out_dir, "Annotations"), [it["key"] for it in items])
     m = {k: _pct(v) for k, v in res.summary.items()}
     return EvalResult("", "", "", m, {"per_object": res.per_object}, [uio.join(out_dir, "Annotations")])
 

@@ -50,7 +50,8 @@ class DavisReader(Reader):
         vid = item["key"]
         record = f"video {vid}"
         if not item["frames"]:
-            raise BadRecord(uio.join(self.paths["frames"], vid), record, "", "no frames")
+            raise BadRecord(uio.join(self.paths["frames"], vid), record, "frames",
+                            "no JPEG frame (the video's folder is missing or empty)")
         self.check_frames(item)
         frames, masks, maps, names = [], [], [], []
         size = None
@@ -63,7 +64,7 @@ class DavisReader(Reader):
             png_uri = uio.join(self.paths["annotations"], vid, fn[:-4] + ".png")
             png, arr, mode = self.png_array(png_uri, rec, "annotation")
             if mode not in ("P", "L") or arr.ndim != 2:
-                raise BadRecord(png_uri, rec, "", f"a DAVIS annotation is an indexed PNG, got mode {mode}")
+                raise BadRecord(png_uri, rec, "annotation", f"a DAVIS annotation is an indexed PNG (mode P), got mode {mode}")
             self.check_size(arr.shape, sz, png_uri, rec, "annotation")
             frames.append(data)
             masks.append(png)
@@ -71,7 +72,8 @@ class DavisReader(Reader):
             names.append(f"{vid}/{fn}")
         objects = sorted({int(v) for v in np.unique(maps[0]).tolist() if v != 0})
         if not objects:
-            raise BadRecord(uio.join(self.paths["annotations"], vid), record, "", "the first frame has no object")
+            raise BadRecord(uio.join(self.paths["annotations"], vid), record, "annotation",
+                            "the first frame has no object")
         later = sorted({int(v) for m in maps for v in np.unique(m).tolist() if v != 0})
         segments = segments_from_id_maps(maps, {o: -1 for o in later}, {})
         return Sample(dataset=self.entry.name, split=self.split, key=vid, modality="video", height=size[0],

@@ -42,7 +42,8 @@ class VSPWReader(Reader):
         vid = item["key"]
         record = f"video {vid}"
         if not item["frames"]:
-            raise BadRecord(uio.join(self.paths["frames"], vid, "origin"), record, "", "no frames")
+            raise BadRecord(uio.join(self.paths["frames"], vid, "origin"), record, "frames",
+                            "no JPEG frame (the video's folder is missing or empty)")
         num_classes = len(self.entry.classes)
         frames, masks, maps, names = [], [], [], []
         size = None
@@ -55,7 +56,7 @@ class VSPWReader(Reader):
             png_uri = uio.join(self.paths["labels"], vid, "mask", fn[:-4] + ".png")
             _, raw, _ = self.png_array(png_uri, rec, "mask")
             if raw.ndim != 2:
-                raise BadRecord(png_uri, rec, "", f"a VSPW label map is single-channel, got shape {raw.shape}")
+                raise BadRecord(png_uri, rec, "mask", f"a VSPW label map is single-channel, got shape {raw.shape}")
             self.check_size(raw.shape, sz, png_uri, rec, "mask")
             lab = reduce_labels(raw)
             bad = np.unique(lab[(lab != IGNORE) & (lab >= num_classes)])

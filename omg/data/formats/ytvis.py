@@ -5,7 +5,7 @@ from __future__ import annotations
 from omg.data import io as uio
 from omg.data.formats.base import Reader
 from omg.data.masks import mask_bbox, polygons_to_mask, rle_decode, rle_encode
-from omg.data.records import BadRecord, Sample, Segment, digest, json_digest
+from omg.data.records import BadRecord, Problem, Sample, Segment, digest, json_digest
 
 
 class YouTubeVISReader(Reader):
@@ -13,8 +13,12 @@ class YouTubeVISReader(Reader):
 
     def items(self) -> list[dict]:
         doc = uio.read_json(self.paths["annotations"])
+        self.categories = doc.get("categories")
+        remap = self.category_map(self.categories)
         by_video: dict = {}
         for ann in doc.get("annotations", []):
+            if remap and ann.get("category_id") in remap:
+                ann = dict(ann, category_id=remap[ann["category_id"]])
             by_video.setdefault(ann["video_id"], []).append(ann)
         out = []
         for v in sorted(doc.get("videos", []), key=lambda v: v["id"]):
@@ -71,3 +75,35 @@ class YouTubeVISReader(Reader):
         return Sample(dataset=self.entry.name, split=self.split, key=item["key"], modality="video", height=h, width=w,
                       frame_names=list(item["file_names"]), frames=frames, mask_kind="rle", masks=[],
                       segments=segments, source=source, checksum=digest(*frames, json_digest(item["annotations"])))
+
+    def check(self, item: dict, sample: Sample, strict: bool = False) -> list[Problem]:
+        """Stored per-frame areas and boxes against the decoded masks; null where the mask is null; a track
+        present somewhere. OVIS-style files store each box's area as the area: accepted unless ``strict``."""
+        out = []
+        source = self.paths["annotations"]
+        by_id = {g.id: g for g in sample.segments}
+        for ann in item["annotations"]:
+            g = by_id[int(ann["id"])]
+            record = f"video {item['key']}, annotation {ann['id']}"
+            segs = ann.get("segmentations", [])
+            areas = ann.get("areas") or [None] * len(segs)
+            boxes = ann.get("bboxes") or [None] * len(segs)
+            for t, (seg, area, box) in enumerate(zip(segs, areas, boxes)):
+                rec = f"{record}, frame {t}"
+                if seg is None:
+                    if area is not None or box is not None:
+                        out.append(Problem(source, rec, "areas/bboxes", "must be null where the segmentation is null"))
+                    continue
+                box_area = float(box[2]) * float(box[3]) if box else None
+                if area is not None and round(float(area)) != g.areas[t] and \
+                        (strict or box_area is None or round(float(area)) != round(box_area)):
+                    out.append(Problem(source, rec, "areas", f"{area} != {g.areas[t]} decoded pixels"))
+                tight = [int(v) for v in g.bboxes[t]]
+                if box is not None and g.areas[t] and [int(round(v)) for v in box] != tight:
+                    out.append(Problem(source, rec, "bboxes", f"{box} != tight box {tight}"))
+            if not any(g.areas):
+                out.append(Problem(source, record, "segmentations", "track is empty in every frame"))
+        return out
+
+    def check_items(self, items: list[dict], strict: bool = False) -> list[Problem]:
+        return self.check_categories(getattr(self, "categories", None))
