@@ -128,6 +128,43 @@ def cmd_catalog_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_split_paths(values: list[str] | None) -> dict[str, dict[str, str]] | None:
+    """``--split val:images=imgs/val,panoptic_json=pan_val.json,...`` (repeatable) -> {split: {key: path}}."""
+    if not values:
+        return None
+    out = {}
+    for v in values:
+        if ":" not in v:
+            raise ValueError(f"--split {v!r}: expected NAME:KEY=PATH,KEY=PATH,...")
+        name, rest = v.split(":", 1)
+        pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
+        if not name or not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+            raise ValueError(f"--split {v!r}: expected NAME:KEY=PATH,KEY=PATH,...")
+        out[name] = dict(pairs)
+    return out
+
+
+def cmd_catalog_add(args: argparse.Namespace) -> int:
+    from omg.data.catalog import catalog_dirs
+    from omg.data.catalog_add import add_dataset
+
+    entry, path = add_dataset(args.name, args.format, args.root, args.out, args.description or "",
+                              _parse_split_paths(args.split), overwrite=args.overwrite)
+    kind = "class-agnostic" if entry.class_agnostic else \
+        f"{len(entry.classes)} classes ({len(entry.thing_classes)} things, {len(entry.stuff_classes)} stuff)"
+    print(f"wrote {path}: {entry.name}, {entry.format}, splits {', '.join(entry.splits)}, {kind}")
+    first = next(iter(entry.splits))
+    print("next:\n"
+          f"  omg data validate --dataset {entry.name}\n"
+          f"  omg preprocess --dataset {entry.name} --out runs/shards\n"
+          f"  python pipelines/joint_train.py --config pipelines/configs/finetune_demo.yaml "
+          f"\"data.datasets=[{{name: {entry.name}, split: {first}}}]\" model.init_from=runs/train/<run>/model.pt\n"
+          f"  omg eval --checkpoint runs/train/<new run>/model.pt --dataset {entry.name}")
+    if path.parent.resolve() not in [d.resolve() for d in catalog_dirs()]:
+        print(f"  (the catalog reads {path.parent} once it is in $OMG_CATALOG_DIR)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- model
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -257,6 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the whole entry as JSON")
     show.add_argument("--max-classes", type=int, default=20, help="classes to list (default 20)")
     show.set_defaults(func=cmd_catalog_show)
+    add = csub.add_parser(
+        "add", help="your own dataset (official format) as a catalog entry",
+        description="Find the splits of a dataset root in an official format (the file names the format's tools "
+                    "write), read its classes from the annotation files, and write a validated catalog entry "
+                    "NAME.yaml into $OMG_CATALOG_DIR (default: runs/catalog, read by the catalog too). Then "
+                    "validate, preprocess and fine-tune on it by name.")
+    add.add_argument("name", help="the new dataset's name (lowercase, digits, - _ .)")
+    add.add_argument("--format", required=True, choices=["coco_panoptic", "ade20k_panoptic", "cityscapes_panoptic",
+                                                         "coco_instances", "youtube_vis", "davis", "vipseg"],
+                     help="the annotation format (ade20k_panoptic / cityscapes_panoptic: those converters' outputs)")
+    add.add_argument("--root", required=True, help="the dataset's root folder or fsspec URI")
+    add.add_argument("--split", action="append", metavar="NAME:KEY=PATH,...",
+                     help="a split's files, when they are not where the format's tools put them (repeatable)")
+    add.add_argument("--description", help="one line about the dataset")
+    add.add_argument("--out", help="catalog folder to write to (default: $OMG_CATALOG_DIR or runs/catalog)")
+    add.add_argument("--overwrite", action="store_true", help="replace an entry this command wrote before")
+    add.set_defaults(func=cmd_catalog_add)
 
     info = sub.add_parser(
         "model-info", help="parameters per component and GFLOPs of a model variant",

@@ -126,8 +126,13 @@ def train_loop_per_worker(loop: dict) -> None:
     np.random.seed(cfg.seed * 1000 + rank)
     random.seed(cfg.seed * 1000 + rank)
 
-    # ---- build
-    model = build_model(cfg.model).to(device)
+    # ---- build (fine-tuning starts from init_from's weights; a resume overrides them below)
+    model = build_model(cfg.model)
+    if cfg.model.init_from:
+        from omg.modeling.checkpoint import init_weights
+
+        init_weights(model, cfg.model.init_from)
+    model = model.to(device)
     text = TextEmbedder(model.backbone).embed(label_space.vocabulary()).to(device)
     builder = BatchBuilder(loop["ingest"], label_space)
     steps_per_epoch = len(builder.plan(0, rank, world))
@@ -400,6 +405,22 @@ def main(argv: list[str] | None = None) -> int:
     except (SchemaError, ValueError) as err:
         print(f"joint_train: error: {err}", file=sys.stderr)
         return 2
+    if cfg.model.init_from:  # fine-tuning: the checkpoint's architecture must be this config's
+        import dataclasses
+
+        from omg.modeling.checkpoint import config_differences
+
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=_abs(cfg.model.init_from)))
+        try:
+            diffs = config_differences(cfg.model, cfg.model.init_from)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"joint_train: error: model.init_from: {err}", file=sys.stderr)
+            return 2
+        if diffs:
+            print(f"joint_train: error: model.init_from={cfg.model.init_from}: the model section must be the "
+                  f"checkpoint's: {'; '.join(diffs)}", file=sys.stderr)
+            return 2
+        print(f"[train] starting from the weights of {cfg.model.init_from}", file=sys.stderr, flush=True)
     stem = Path(args.config).stem
     name = cfg.run_name(stem)
     storage = _abs(cfg.checkpoint.storage_path)

@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=os.path.join("runs", "shards"), help="output URI (default runs/shards)")
     p.add_argument("--shard-size", type=int, default=256, help="records per shard (default 256)")
     p.add_argument("--fail-on-bad", action="store_true", help="a bad record aborts the job instead of being quarantined")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="a split that gives 0 rows is not an error (by default it is: exit status 1)")
     p.add_argument("--num-workers", type=int, help="concurrent shard tasks (default: as Ray resources allow)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--smoke-test", action="store_true", help="only the first 2 shards' worth of records per split")
@@ -311,6 +313,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"dataset": entry.name, "split": split, "rows": m["rows"],
                                   "quarantined": m["quarantined"], "shards": len(m["shards"]),
                                   "manifest": uio.join(split_dir(args.out, entry.name, split), "manifest.json")}))
+                if m["rows"] == 0 and not args.allow_empty:
+                    shutdown_ray(owned)
+                    why = (f"all {m['quarantined']} records were quarantined (reasons under "
+                           f"{split_dir(args.out, entry.name, split)}/quarantine/; `omg data validate --dataset "
+                           f"{entry.name}` lists them)" if m["quarantined"] else
+                           f"the split lists no record (check the catalog paths or --root: {m['source_root']})")
+                    print(f"preprocess: error: {entry.name}/{split} gave 0 rows: {why}; --allow-empty accepts an "
+                          "empty split", file=sys.stderr)
+                    return 1
         except KeyboardInterrupt:
             shutdown_ray(owned)
             print("preprocess: interrupted; the shards written so far are kept, and rerunning the same command "

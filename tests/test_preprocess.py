@@ -286,3 +286,15 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
         p.kill()
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert not left, [" ".join(p.cmdline())[:120] for p in left]
+
+
+def test_a_split_that_gives_no_row_is_an_error_unless_allowed(ray_local, tiny_shapes, tmp_path, capsys):
+    root = tmp_path / "all-bad"
+    shutil.copytree(tiny_shapes, root)
+    for img in (root / "images/val").glob("*.jpg"):
+        img.write_bytes(img.read_bytes()[:100])  # every image truncated: every record quarantined
+    argv = ["--dataset", "omg-shapes", "--split", "val", "--root", str(root), "--out", str(tmp_path / "o"), "--quiet"]
+    assert preprocess_main(argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "omg-shapes/val gave 0 rows: all 6 records were quarantined" in last and "--allow-empty" in last, last
+    assert preprocess_main(argv + ["--allow-empty"]) == 0

@@ -87,11 +87,16 @@ def fault(step: int, mode: str, rank: int = 1) -> str:
 
 
 def _train(shards, storage, tracking, extra=(), capsys=None) -> tuple[int, dict]:
+    """-> (exit status, the final JSON line); the last lines of stderr ride along under ``"_stderr"``, for
+    assertion messages."""
     rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
                      f"tracking.tracking_uri={tracking}", TRACE, *extra])
-    out = capsys.readouterr().out if capsys else ""
+    captured = capsys.readouterr() if capsys else None
+    out = captured.out if captured else ""
     lines = [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
-    return rc, (lines[-1] if lines else {})
+    result = dict(lines[-1]) if lines else {}
+    result["_stderr"] = "\n".join((captured.err if captured else "").splitlines()[-40:])
+    return rc, result
 
 
 def _trace(storage: Path) -> dict[int, list]:
@@ -154,12 +159,14 @@ def test_relaunch_resumes_without_repeating_samples(attempt, reference, shards, 
     restarted at step 0); the relaunch resumes at exactly 3. Three attempts, so a race would show."""
     import mlflow
 
-    rc, _ = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0", fault(3, "raise")], capsys)
-    assert rc == 1
+    rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0", fault(3, "raise")], capsys)
+    assert rc == 1 and out["_stderr"].endswith("joint_train: error: RuntimeError: injected failure at step 3"), \
+        out["_stderr"]
     first = _trace(tmp_path)
     assert [r["step"] for r in first[1]] == [0, 1, 2]
     rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0"], capsys)
-    assert rc == 0 and out["step"] == 6
+    assert rc == 0 and out["step"] == 6, out["_stderr"]
+    assert "resuming shapes_smoke-" in out["_stderr"] and "from step 3:" in out["_stderr"]
     resumed = _trace(tmp_path)
     ref = _trace(reference)
     for rank in (0, 1):
@@ -179,7 +186,7 @@ def test_a_killed_worker_resumes_from_the_last_complete_checkpoint(shards, data_
     rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=2", "tracking.log_model=false",
                                                        "optim.max_steps=12", "validation.pairs=[]", fault(7, "kill")],
                      capsys)
-    assert rc == 0 and out["step"] == 12
+    assert rc == 0 and out["step"] == 12, out["_stderr"]
     assert (tmp_path / out["run"] / "fault_injected").read_text() == "rank 1 step 7"
     trace = _trace(tmp_path)
     for rank in (0, 1):

@@ -267,11 +267,21 @@ def load_entry(path: str | Path) -> DatasetEntry:
     return entry
 
 
+def user_catalog_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where `omg catalog add` writes: the first ``$OMG_CATALOG_DIR`` folder, else ``<runs dir>/catalog``."""
+    env = os.environ if environ is None else environ
+    extra = [p for p in env.get("OMG_CATALOG_DIR", "").split(os.pathsep) if p]
+    return Path(extra[0]) if extra else Path(env.get("OMG_RUNS_DIR", "runs")) / "catalog"
+
+
 def catalog_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The built-in catalog, then ``$OMG_CATALOG_DIR`` folders (else ``<runs dir>/catalog`` if it exists)."""
     env = os.environ if environ is None else environ
     dirs = [DEFAULT_CATALOG_DIR]
     extra = env.get("OMG_CATALOG_DIR", "")
     dirs += [Path(p) for p in extra.split(os.pathsep) if p]
+    if not extra and user_catalog_dir(env).is_dir():
+        dirs.append(user_catalog_dir(env))
     return dirs
 
 

@@ -21,7 +21,7 @@ FORMAT = "omg-seg-checkpoint/1"
 
 
 def save_checkpoint(model: OMGSeg, uri: str, metadata: dict[str, Any] | None = None) -> None:
-    config = dataclasses.replace(model.config, pretrained=None)  # the weights are in the file
+    config = dataclasses.replace(model.config, pretrained=None, init_from=None)  # the weights are in the file
     doc = {
         "format": FORMAT,
         "model_config": dataclasses.asdict(config),
@@ -75,3 +75,32 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[OMGSe
         raise ValueError(f"{uri}: weights do not fit the checkpoint's model config: missing {result.missing_keys[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
     return model.eval(), doc["metadata"]
+
+
+#: model config fields that describe how weights were obtained, not the architecture
+_PROVENANCE = ("pretrained", "init_from")
+
+
+def config_differences(config: ModelConfig, uri: str) -> list[str]:
+    """How ``config`` differs from the model config stored in checkpoint ``uri`` (architecture fields)."""
+    stored = read_checkpoint(uri)["model_config"]
+    out = []
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in _PROVENANCE:
+            continue
+        mine, theirs = getattr(config, f.name), stored.get(f.name, f.default)
+        if (list(mine) if isinstance(mine, tuple) else mine) != (list(theirs) if isinstance(theirs, tuple) else theirs):
+            out.append(f"model.{f.name} is {mine!r} here, {theirs!r} in the checkpoint")
+    return out
+
+
+def init_weights(model: OMGSeg, uri: str) -> None:
+    """Load an OMG-Seg checkpoint's weights into ``model`` (fine-tuning); every weight must fit."""
+    doc = read_checkpoint(uri)
+    own = model.state_dict()
+    wrong = [k for k, v in doc["state_dict"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    result = model.load_state_dict({k: v for k, v in doc["state_dict"].items() if k not in wrong}, strict=False)
+    if wrong or result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{uri}: its weights do not fit this model (other shapes {wrong[:3]}, missing "
+                         f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); use the checkpoint's "
+                         "model config")

@@ -55,6 +55,9 @@ class ModelConfig:
     #: differ only by position) or "sampled" (an improvement: plus the pixel features sampled inside the
     #: prompt's box, so a query starts from what is under the click; learns much faster on small budgets)
     location_content: Literal["embedding", "sampled"] = "embedding"
+    #: fine-tuning: an OMG-Seg checkpoint (path or fsspec URI) whose weights the training starts from; its model
+    #: config must equal this one (the vocabulary may differ: classes are text embeddings). Not kept in exports.
+    init_from: str | None = None
 
     def __post_init__(self):
         try:

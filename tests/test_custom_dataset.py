@@ -1,0 +1,121 @@
+"""Your own dataset in four commands: `omg catalog add` on a COCO-format dataset that omg-shapes' generator did not
+make (panopticapi's sample_data), `omg preprocess`, a short fine-tune from a checkpoint with the new vocabulary
+(`model.init_from`), `omg eval`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from omg.cli import main as omg_main
+from omg.data.catalog import get_entry, load_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests/fixtures/official"
+FINETUNE = str(ROOT / "pipelines/configs/finetune_demo.yaml")
+
+
+@pytest.fixture()
+def user_catalog(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "catalog"
+    monkeypatch.setenv("OMG_CATALOG_DIR", str(folder))
+    return folder
+
+
+def test_catalog_add_finds_splits_and_classes_and_writes_a_valid_entry(user_catalog, capsys):
+    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root",
+                     str(FIX / "coco-panopticapi")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {user_catalog / 'my-coco.yaml'}" in out and "133 classes (80 things, 53 stuff)" in out
+    assert "omg preprocess --dataset my-coco" in out and "model.init_from=" in out
+    entry = load_catalog()["my-coco"]
+    assert entry.splits == {"examples": {"images": "input_images", "panoptic_json": "panoptic_examples.json",
+                                         "panoptic_masks": "panoptic_examples"}}
+    assert entry.classes[0].name == "person" and entry.classes[0].synonyms == ("person",) and entry.classes[0].isthing
+    assert omg_main(["data", "validate", "--dataset", "my-coco"]) == 0
+    # again: refused, then replaced with --overwrite; a built-in name is refused
+    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi")]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi"),
+                     "--overwrite"]) == 0
+    assert omg_main(["catalog", "add", "vipseg", "--format", "vipseg", "--root", str(FIX / "vipseg/VIPSeg_720P")]) == 2
+    assert "exists already" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt,root,splits,classes", [
+    ("vipseg", "vipseg/VIPSeg_720P", ["train", "val"], 124),
+    ("ade20k_panoptic", "ade20k/ADEChallengeData2016", ["train", "val"], 150),
+    ("cityscapes_panoptic", "cityscapes", ["val"], 19),
+    ("coco_panoptic", "cityscapes/gtFine", None, None),  # images nowhere near: told to name the split's files
+])
+def test_catalog_add_on_other_official_layouts(user_catalog, capsys, fmt, root, splits, classes):
+    rc = omg_main(["catalog", "add", "mine", "--format", fmt, "--root", str(FIX / root)])
+    if splits is None:
+        assert rc == 2 and "--split NAME:images=FOLDER" in capsys.readouterr().err
+        return
+    assert rc == 0, capsys.readouterr().err
+    entry = load_catalog()["mine"]
+    assert sorted(entry.splits) == splits and len(entry.classes) == classes
+    assert omg_main(["data", "validate", "--dataset", "mine"]) == 0
+
+
+def test_catalog_add_with_explicit_split_paths(user_catalog, capsys):
+    root = FIX / "cityscapes"
+    split = ("val:images=leftImg8bit/val,panoptic_json=gtFine/cityscapes_panoptic_val_trainId.json,"
+             "panoptic_masks=gtFine/cityscapes_panoptic_val_trainId")
+    assert omg_main(["catalog", "add", "my-city", "--format", "coco_panoptic", "--root", str(root), "--split", split]) == 0
+    entry = load_catalog()["my-city"]
+    assert entry.splits["val"]["panoptic_json"] == "gtFine/cityscapes_panoptic_val_trainId.json"
+    assert [c.name for c in entry.classes][:3] == ["road", "sidewalk", "building"]
+
+
+def _init_checkpoint(path: Path, **changes) -> str:
+    from omg.modeling.checkpoint import save_checkpoint
+    from omg.modeling.model import ModelConfig, build_model
+
+    model_section = yaml.safe_load(Path(FINETUNE).read_text())["model"]
+    torch.manual_seed(0)
+    save_checkpoint(build_model(ModelConfig(**{**model_section, **changes})), str(path), {"test_size": [128, 128]})
+    return str(path)
+
+
+@pytest.mark.slow
+def test_your_own_data_in_four_commands(user_catalog, ray_local, tmp_path, capsys):
+    from pipelines.joint_train import main as train_main
+
+    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root",
+                     str(FIX / "coco-panopticapi")]) == 0
+    assert omg_main(["preprocess", "--dataset", "my-coco", "--out", str(tmp_path / "shards"), "--quiet"]) == 0
+    init = _init_checkpoint(tmp_path / "start.pt")
+    capsys.readouterr()
+    args = ["--config", FINETUNE, "data.datasets=[{name: my-coco, split: examples}]", f"model.init_from={init}",
+            f"data.shards={tmp_path / 'shards'}", f"checkpoint.storage_path={tmp_path / 'train'}", "optim.max_steps=4",
+            "checkpoint.every_steps=4", "--no-mlflow"]
+    assert train_main(args) == 0
+    cap = capsys.readouterr()
+    info = json.loads(cap.out.strip().splitlines()[-1])
+    assert info["step"] == 4 and f"starting from the weights of {init}" in cap.err
+    from omg.inference.predictor import OMGPredictor
+
+    tuned = OMGPredictor.from_checkpoint(info["model"])
+    assert len(tuned.training_vocabulary) == 133 and tuned.training_vocabulary.display[0] == "person", \
+        "the fine-tuned model carries the new dataset's vocabulary"
+    assert tuned.model.config.init_from is None, "exports do not point at the file they started from"
+    assert omg_main(["eval", "--checkpoint", info["model"], "--dataset", "my-coco", "--out", str(tmp_path / "eval"),
+                     "--no-mlflow"]) == 0
+    result = json.loads(next((tmp_path / "eval").rglob("result.json")).read_text())
+    assert result["dataset"] == "my-coco" and result["task"] in ("panoptic", "semantic") and result["metrics"]
+
+
+def test_init_from_must_have_the_configs_architecture(tmp_path, capsys):
+    from pipelines.joint_train import main as train_main
+
+    init = _init_checkpoint(tmp_path / "other.pt", hidden_dim=32)
+    rc = train_main(["--config", FINETUNE, "data.datasets=[{name: omg-shapes}]", f"model.init_from={init}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.hidden_dim is 64 here, 32 in the checkpoint" in err
