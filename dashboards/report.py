@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from html import escape
 from pathlib import Path
 
 from dashboards.svg import PALETTE, bar_chart, line_chart
+from omg.data import io as uio
 
 #: (metric name, column title) in display order; a column appears for every dataset that logged it
 TASK_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -274,7 +274,5 @@ def build_report(out_dir: str | Path, grid: str | None = None, runs: list[str] |
                         for c, p in items) + "</div>")
     html.append("</body></html>")
     path = out / "index.html"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text("\n".join(html))
-    os.replace(tmp, path)
+    uio.write_bytes(str(path), "\n".join(html).encode())
     return path

@@ -75,10 +75,9 @@ class Demo:
 
     # ------------------------------------------------------------------ bookkeeping
     def save(self) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-        tmp.replace(self.state_path)
+        from omg.data import io as uio
+
+        uio.write_bytes(str(self.state_path), json.dumps(self.state, indent=1, sort_keys=True).encode())
 
     def run(self, cmd: list[str], log_name: str) -> None:
         """A pipeline as a subprocess (its own Ray), output to runs/demo/<log_name>.log and our stderr."""

@@ -155,7 +155,7 @@ def train_loop_per_worker(loop: dict) -> None:
             print(f"[train] resumed from the checkpoint of step {step} ({latest.uri})"
                   + ("" if restored.rng_restored else "; written by fewer workers: this rank's RNG starts fresh"),
                   flush=True)
-    checkpointer.clean()  # rank 0: folders left incomplete by a crash
+    checkpointer.clean()  # collective: rank 0 removes folders a crash left incomplete
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
     reduce_fn = None

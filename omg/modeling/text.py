@@ -15,6 +15,7 @@ time; there is no generation step.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from omg.data import io as uio
 
 #: the 14 ViLD templates, as used by FC-CLIP and OMG-Seg
 VILD_TEMPLATES: tuple[str, ...] = (
@@ -136,10 +139,9 @@ class TextEmbedder:
         else:
             emb = self._compute(vocab)
             if self.use_disk_cache:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                torch.save(emb, tmp)
-                os.replace(tmp, path)
+                buf = io.BytesIO()
+                torch.save(emb, buf)
+                uio.write_bytes(str(path), buf.getvalue())
         with self._lock:
             self._memory[key] = emb
             while len(self._memory) > self.MAX_VOCABULARIES:
