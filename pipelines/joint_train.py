@@ -500,13 +500,14 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             trainer.abort()  # the workers stop first, so that none of them touches the run afterwards
             shutdown_ray(owned)
-            latest = Checkpointer(uio.join(storage, name)).latest()
+            latest = tidy_checkpoints(storage, name)  # one the interrupt caught mid-write leaves no orphan folder
             mark_interrupted(cfg, name, storage, args.no_mlflow)
             print(f"joint_train: interrupted; the same command resumes {name} from step "
                   f"{latest.step if latest else 0} (its newest complete checkpoint)", file=sys.stderr, flush=True)
             return 130
         except Exception as err:  # Ray Train wraps the worker's exception: its cause goes last
             shutdown_ray(owned)
+            tidy_checkpoints(storage, name)  # the workers are gone: no orphan folder
             return fail("joint_train", err)
     shutdown_ray(owned)
     info = uio.read_json(uio.join(storage, name, "run.json")) if uio.exists(uio.join(storage, name, "run.json")) else {}
@@ -540,6 +541,17 @@ def _interruptible_trainer_class():
                 pass  # abort ends the controller actor: its death is the expected answer
 
     return InterruptibleTrainer
+
+
+def tidy_checkpoints(storage: str, name: str):
+    """After the workers are gone: remove checkpoint folders left incomplete; -> the newest complete one."""
+    checkpointer = Checkpointer(uio.join(storage, name))
+    try:
+        checkpointer.clean()
+        return checkpointer.latest()
+    except OSError as err:  # the storage itself failed: that error is reported by the caller
+        print(f"joint_train: warning: could not tidy {checkpointer.root}: {err}", file=sys.stderr)
+        return None
 
 
 def mark_interrupted(cfg: TrainConfig, name: str, storage: str, no_mlflow: bool) -> None:
