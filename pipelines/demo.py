@@ -71,6 +71,9 @@ class Demo:
 
         for name in EVALUATED:  # every omg-shapes view reads the one generated root
             self.env[load_catalog()[name].env_var()] = str(self.data)
+
+    def adopt_env(self) -> None:
+        """The in-process stages (report, evaluation summaries) see the roots and tracking URI the subprocesses get."""
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("OMG_", "MLFLOW_"))})
 
     # ------------------------------------------------------------------ bookkeeping
@@ -264,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs_dir).resolve()
     data_dir = Path(args.data_dir or os.environ.get("OMG_DATA_DIR") or runs / "data").resolve()
     demo = Demo(runs, data_dir, args.quick, args.seed)
+    demo.adopt_env()
     if args.restart:
         demo.state = {}
     if demo.state.get("quick", args.quick) != args.quick:

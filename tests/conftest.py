@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from omg.env import apply_env_defaults
 
 apply_env_defaults()
+
+# The session's own text-embedding cache (subprocesses inherit it): a test never finds a vocabulary that an earlier
+# session or the user's ~/.cache/omg embedded, and nothing is left in the home directory.
+os.environ["OMG_CACHE_DIR"] = tempfile.mkdtemp(prefix="omg-test-cache-")
+atexit.register(shutil.rmtree, os.environ["OMG_CACHE_DIR"], True)
 
 #: a small omg-shapes: every split and format, a few seconds to generate
 TINY_SHAPES = dict(

@@ -15,6 +15,7 @@ from omg.modeling.pixel_decoder import ms_deform_attn_core
 from omg.modeling.position import coordinate_to_encoding, sine_2d, sine_3d
 from omg.modeling.prompts import Prompts, location_self_attn_mask
 from omg.modeling.variants import VARIANTS, get_variant
+from omg.utils.typed import FieldError
 
 TINY = [name for name, v in VARIANTS.items() if v.tiny]
 BIG = [name for name, v in VARIANTS.items() if not v.tiny]
@@ -287,7 +288,7 @@ def test_bad_inputs_raise_clear_errors(tiny_model):
         Prompts.from_lists([None], [torch.tensor([[10., 10., 5., 20.]])], [(64, 64)])
     with pytest.raises(ValueError, match="no prompt"):
         Prompts.from_lists([None], [None], [(64, 64)])
-    with pytest.raises(KeyError, match="unknown backbone variant"):
+    with pytest.raises(FieldError, match="variant: unknown backbone variant"):
         ModelConfig(variant="resnet9000")
     with pytest.raises(ValueError, match="interactive_self_attn"):
         ModelConfig.tiny(interactive_self_attn="half")
