@@ -45,5 +45,6 @@ _BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
 
 
 def metric_key(*parts: str) -> str:
-    """MLflow metric keys allow letters, digits, _ - . space and /: ``eval/omg-shapes/VPQ@1`` -> ``eval/omg-shapes/VPQ_1``."""
-    return "/".join(_BAD.sub("_", p.replace("@", "_").replace("&", "")) for p in parts)
+    """MLflow metric keys allow letters, digits, _ - . space and /: ``eval/omg-shapes/VPQ@1`` -> ``eval/omg-shapes/VPQ_1``,
+    ``NoC>=20@85`` -> ``NoC_ge20_85``."""
+    return "/".join(_BAD.sub("_", p.replace(">=", "_ge").replace("@", "_").replace("&", "")) for p in parts)

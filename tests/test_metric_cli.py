@@ -41,9 +41,15 @@ def test_coco_segm_and_ytvis(tmp_path, capsys):
                        "--json-out", str(tmp_path / "ap.json")], capsys)
     assert rc == 0 and "Average Precision" in out
     assert json.loads((tmp_path / "ap.json").read_text())["stats"]["AP"] == pytest.approx(0.367987, abs=1e-6)
-    (tmp_path / "bad.json").write_text(json.dumps([{**dets[0], "category_id": 42}]))
-    rc, _, err = _run(["metric", "coco-segm", "--gt-json", str(tmp_path / "gt.json"), "--results", str(tmp_path / "bad.json")], capsys)
-    assert rc == 2 and "unknown category 42" in err
+    (tmp_path / "stray.json").write_text(json.dumps(dets + [{**dets[0], "category_id": 42}]))
+    stray = ["metric", "coco-segm", "--gt-json", str(tmp_path / "gt.json"), "--results", str(tmp_path / "stray.json")]
+    rc, out, err = _run(stray + ["--max-dets", "100", "300", "1000", "--json-out", str(tmp_path / "s.json")], capsys)
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert rc == 0 and "1 result(s) of a category the ground truth does not list were ignored" in err, err
+    assert doc["ignored_results"] == 1 and "AR1000" in doc["stats"] and "maxDets=1000" in out
+    assert doc["stats"]["AP"] == pytest.approx(0.367987, abs=1e-6)
+    rc, _, err = _run(stray + ["--strict"], capsys)
+    assert rc == 2 and err.strip().endswith("result 6: category_id 42 is not in the ground truth's categories"), err
     gt, res = toys.ytvis_toy()
     (tmp_path / "yt.json").write_text(json.dumps(gt))
     (tmp_path / "ytres.json").write_text(json.dumps(res))
@@ -77,8 +83,10 @@ def test_vpq_and_stq(tmp_path, capsys):
             str(tmp_path / "pred.json"), "--pred-dir", str(tmp_path / "pred")]
     rc, out, _ = _run(["metric", "vpq", *args, "--json-out", str(tmp_path / "vpq.json")], capsys)
     assert rc == 0 and "48.7341" in out and "50.6236" in out
-    rc, out, _ = _run(["metric", "stq", *args], capsys)
+    rc, out, _ = _run(["metric", "stq", *args, "--json-out", str(tmp_path / "stq.json")], capsys)
     assert rc == 0 and "STQ 0.5001782346" in out
+    per_seq = json.loads((tmp_path / "stq.json").read_text())["per_sequence"]
+    assert {v: s["frames"] for v, s in per_seq.items()} == {v: len(f) for v, f in gt.items()}
     bad = tmp_path / "bad"
     bad.mkdir()
     _write_vipseg(bad, gt, pred, drop_frame=True)
@@ -98,8 +106,11 @@ def test_miou_and_vspw(tmp_path, capsys):
                        "--list", str(tmp_path / "val.txt")], capsys)
     assert rc == 0 and "mIoU 0.9137577519" in out and "mVC8 0.8676956301" in out and "mVC16 0.8064024390" in out
     rc, out, _ = _run(["metric", "miou", "--gt-dir", str(tmp_path / "reduced"), "--pred-dir", str(tmp_path / "pred"),
-                       "--num-classes", "124"], capsys)
+                       "--num-classes", "124", "--json-out", str(tmp_path / "miou.json")], capsys)
     assert rc == 0 and "mIoU 91.3758" in out
+    doc = json.loads((tmp_path / "miou.json").read_text())
+    acc = [a for a in doc["acc"] if a is not None]  # per-class accuracy: classes with GT pixels only
+    assert len(doc["acc"]) == 124 and acc and sum(acc) / len(acc) == pytest.approx(doc["macc"])
     rc, out, _ = _run(["metric", "miou", "--gt-dir", str(tmp_path / "reduced"), "--pred-dir", str(tmp_path / "pred"),
                        "--num-classes", "124", "--convention", "union"], capsys)
     assert "mIoU 73.10" in out
@@ -134,3 +145,12 @@ def test_davis_and_interactive(tmp_path, capsys):
     rc, out, _ = _run(["metric", "interactive", "--gt-json", str(tmp_path / "pan.json"), "--gt-folder", str(tmp_path / "pan"),
                        "--results", str(tmp_path / "int.json")], capsys)
     assert rc == 0 and "single-point mIoU 0.750000 over 2 segments" in out
+    (tmp_path / "clicks.json").write_text(json.dumps([{"image_id": 1, "segment_id": 5, "ious": [0.5, 0.91]},
+                                                       {"image_id": 1, "segment_id": 6, "ious": [0.86]}]))
+    rc, out, _ = _run(["metric", "interactive", "--clicks", str(tmp_path / "clicks.json"), "--json-out",
+                       str(tmp_path / "noc.json")], capsys)
+    doc = json.loads((tmp_path / "noc.json").read_text())
+    assert rc == 0 and "NoC@90 11.00" in out and doc["NoC@85"] == 1.5 and doc["objects"] == 2, out
+    (tmp_path / "clicks.json").write_text(json.dumps([{"image_id": 1, "ious": []}]))
+    rc, _, err = _run(["metric", "interactive", "--clicks", str(tmp_path / "clicks.json")], capsys)
+    assert rc == 2 and "record 0, field 'ious'" in err

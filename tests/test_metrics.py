@@ -94,8 +94,34 @@ def test_coco_mask_ap_golden():
     for k, v in expect.items():
         assert r.stats[k] == pytest.approx(v, abs=1e-6), k
     assert r.per_class == pytest.approx({1: 0.7, 2: 0.201980, 3: 0.201980}, abs=1e-6)
-    with pytest.raises(ValueError, match="result 0: unknown category 9"):
-        coco_segm(gt, [{**dets[0], "category_id": 9}])
+
+
+def test_coco_mask_ap_edge_cases_as_pycocotools():
+    """A result of a category the GT does not list is not evaluated (pycocotools: params.catIds = the GT's
+    categories), counted, and fails only with strict; a category without GT has per-class AP NaN (mmdet's
+    CocoMetric / detectron2's class-wise tables); the recalls are named after the maxDets they use."""
+    import copy
+    import math
+
+    from omg.evaluation.coco_ap import coco_segm
+
+    from .metric_toys import coco_ap_toy
+
+    gt, dets = coco_ap_toy()
+    base = coco_segm(gt, dets)
+    stray = coco_segm(gt, dets + [{**dets[0], "category_id": 9}, {**dets[1], "category_id": 9}])
+    assert stray.stats == base.stats and stray.per_class == base.per_class and stray.ignored == 2
+    with pytest.raises(ValueError, match="result 6: category_id 9 is not in the ground truth's categories"):
+        coco_segm(gt, dets + [{**dets[0], "category_id": 9}], strict=True)
+    gt4 = copy.deepcopy(gt)
+    gt4["categories"].append({"id": 4, "name": "unlabelled", "supercategory": "x"})
+    r4 = coco_segm(gt4, dets)
+    assert math.isnan(r4.per_class[4]) and r4.per_class[1] == pytest.approx(0.7, abs=1e-6)
+    wide = coco_segm(gt, dets, (100, 300, 1000))
+    assert list(wide.stats)[6:9] == ["AR100", "AR300", "AR1000"]
+    assert wide.stats["AR100"] == pytest.approx(base.stats["AR100"]) and wide.stats["AP"] == pytest.approx(base.stats["AP"])
+    with pytest.raises(ValueError, match="including 100"):
+        coco_segm(gt, dets, (1, 10, 50))
 
 
 # ------------------------------------------------------------------------------ 4. YouTube-VIS AP
@@ -255,6 +281,30 @@ def test_noc_golden():
     assert first["d"] == [(33, 30, "+"), (16, 49, "+"), (49, 50, "+"), (15, 12, "+"), (50, 12, "+"), (55, 31, "+")]
     assert all_ious["a"][:4] == pytest.approx([0.6186, 0.8042, 0.8649, 0.8632], abs=1e-4)
     assert all_ious["d"][:4] == pytest.approx([0.1130, 0.2259, 0.3389, 0.4518], abs=1e-4)
+
+
+def test_an_iou_of_exactly_090_stops_the_clicks():
+    """RITM's get_iou divides numpy integers (float64): 9 of 10 pixels is exactly 0.90 and ends the simulation after
+    one click. In float32 it is 0.8999999762 < 0.90 and would ask for a second click."""
+    from omg.evaluation.interactive import evaluate_sample, noc_metrics
+
+    gt = np.zeros((8, 8), np.int32)
+    gt[2, :] = 1
+    gt[3, :2] = 1  # 10 object pixels
+    calls = []
+
+    def predict(clicks):
+        calls.append(len(clicks))
+        prob = (gt == 1).astype(np.float64)
+        prob[3, 1] = 0.0  # 9 of the 10
+        return prob
+
+    clicks, ious = evaluate_sample(gt, predict)
+    assert len(clicks) == 1 and calls == [1] and ious.tolist() == [0.9]
+    assert float(np.float32(9) / np.float32(10)) < 0.9, "the float32 quotient the old code compared"
+    m = noc_metrics([ious, np.array([0.5] * 20), np.array([0.5, 0.82, 0.86, 0.95])])
+    assert m == {"NoC@80": (1 + 20 + 2) / 3, "NoC@85": (1 + 20 + 3) / 3, "NoC@90": (1 + 20 + 4) / 3,
+                 "NoC>=20@85": 1.0, "NoC>=20@90": 1.0}
 
 
 def test_single_point_miou_golden():

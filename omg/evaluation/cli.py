@@ -43,20 +43,24 @@ def run_pq(a) -> dict:
     return {"summary": r.summary, "per_class": r.per_class}
 
 
+def _ap_out(a, r) -> dict:
+    print(r.table())
+    if r.ignored:
+        print(f"omg metric {a.metric}: warning: {r.ignored} result(s) of a category the ground truth does not list "
+              "were ignored, as pycocotools does (--strict to fail on them)", file=sys.stderr)
+    return {"stats": r.stats, "per_class": r.per_class, "ignored_results": r.ignored}
+
+
 def run_coco_segm(a) -> dict:
     from omg.evaluation.coco_ap import coco_segm
 
-    r = coco_segm(a.gt_json, a.results, tuple(a.max_dets))
-    print(r.table())
-    return {"stats": r.stats, "per_class": r.per_class}
+    return _ap_out(a, coco_segm(a.gt_json, a.results, tuple(a.max_dets), strict=a.strict))
 
 
 def run_ytvis(a) -> dict:
     from omg.evaluation.ytvis import ytvis_ap
 
-    r = ytvis_ap(a.gt_json, a.results)
-    print(r.table())
-    return {"stats": r.stats, "per_class": r.per_class}
+    return _ap_out(a, ytvis_ap(a.gt_json, a.results, tuple(a.max_dets), strict=a.strict))
 
 
 def run_vps(a, which: str) -> dict:
@@ -98,7 +102,8 @@ def run_miou(a) -> dict:
         ev.process(gt, pred, where=uio.join(a.pred_dir, rel))
     r = ev.evaluate(a.convention)
     print(r.table())
-    return {"miou": r.miou, "fwiou": r.fwiou, "macc": r.macc, "pacc": r.pacc, "iou": r.iou, "convention": a.convention}
+    return {"miou": r.miou, "fwiou": r.fwiou, "macc": r.macc, "pacc": r.pacc, "iou": r.iou, "acc": r.acc,
+            "convention": a.convention}
 
 
 def run_vspw(a) -> dict:
@@ -122,7 +127,7 @@ def run_vspw(a) -> dict:
         videos.append((np.stack(gts), np.stack(preds)))
     r = ev.evaluate()
     out = {"miou": r.miou, "pacc": r.pacc, "macc": r.macc, "fwiou": r.fwiou, "vc8": mean_vc(videos, 8),
-           "vc16": mean_vc(videos, 16), "iou": r.iou}
+           "vc16": mean_vc(videos, 16), "iou": r.iou, "acc": r.acc}
     print(f"mIoU {out['miou']:.10f}  pixAcc {out['pacc']:.10f}  Acc_class {out['macc']:.10f}  fwIoU {out['fwiou']:.10f}\n"
           f"mVC8 {out['vc8']:.10f}  mVC16 {out['vc16']:.10f}")
     return out
@@ -136,11 +141,40 @@ def run_davis(a) -> dict:
     return {"summary": r.summary, "per_object": r.per_object}
 
 
+def _noc_from_clicks(uri: str) -> dict:
+    """NoC from the per-object IoU after each simulated click (``omg eval``'s ``interactive_clicks.json``; RITM
+    keeps the same arrays as ``all_ious``)."""
+    from omg.evaluation.interactive import noc_metrics
+
+    records = uio.read_json(uri)
+    if not isinstance(records, list):
+        raise ValueError(f"{uri}: expected a list of {{image_id, segment_id, ious: [...]}}")
+    all_ious = []
+    for i, r in enumerate(records):
+        ious = r.get("ious") if isinstance(r, dict) else None
+        if not isinstance(ious, list) or not ious or not all(isinstance(v, (int, float)) for v in ious):
+            raise ValueError(f"{uri}: record {i}, field 'ious': expected a non-empty list of numbers "
+                             "(the IoU after each click)")
+        all_ious.append(np.asarray(ious, dtype=np.float64))
+    out = noc_metrics(all_ious)
+    print("  ".join(f"{k} {v:.2f}" if k.startswith("NoC@") else f"{k} {v:g}" for k, v in out.items())
+          + f"  over {len(all_ious)} objects")
+    return {**out, "objects": len(all_ious)}
+
+
 def run_interactive(a) -> dict:
-    """Single-point mIoU: one predicted mask per non-crowd GT segment, prompted at its centre."""
+    """Single-point mIoU: one predicted mask per non-crowd GT segment, prompted at its centre; with
+    ``--clicks``, NoC from the click simulation's per-object IoUs."""
     from omg.data.masks import rgb2id, rle_decode
     from omg.evaluation.interactive import PointMIoU
 
+    noc_out = _noc_from_clicks(a.clicks) if a.clicks else {}
+    if a.results is None:
+        if not a.clicks:
+            raise ValueError("give --results (single-point mIoU), --clicks (NoC) or both")
+        return noc_out
+    if a.gt_json is None or a.gt_folder is None:
+        raise ValueError("--results needs --gt-json and --gt-folder")
     gt = uio.read_json(a.gt_json)
     preds = uio.read_json(a.results)
     by_key = {}
@@ -164,7 +198,7 @@ def run_interactive(a) -> dict:
             ev.process((ids == s["id"])[None], pred[None])
     r = ev.evaluate()
     print(f"single-point mIoU {r['miou']:.6f} over {r['count']} segments")
-    return r
+    return {**r, **noc_out}
 
 
 METRICS = {
@@ -180,8 +214,9 @@ METRICS = {
     "vspw": (run_vspw, "VSPW mIoU and mVC8/mVC16 (raw GT under DATA_DIR/data/<video>/mask)",
              [("--data-dir", True), ("--pred-dir", True), ("--list", False)]),
     "davis": (run_davis, "DAVIS-17 semi-supervised J&F", [("--annotations", True), ("--results", True), ("--imageset", True)]),
-    "interactive": (run_interactive, "single-point mIoU (OMG-Seg COCO-SAM protocol)",
-                    [("--gt-json", True), ("--gt-folder", True), ("--results", True)]),
+    "interactive": (run_interactive, "single-point mIoU (OMG-Seg COCO-SAM protocol) and NoC@80/85/90, "
+                                     "NoC>=20@85/90 (RITM click simulation, from --clicks)",
+                    [("--gt-json", False), ("--gt-folder", False), ("--results", False), ("--clicks", False)]),
 }
 
 
@@ -194,9 +229,13 @@ def add_metric_parser(sub) -> None:
         m = msub.add_parser(name, help=help_text, description=help_text + ".")
         for flag, required in args:
             m.add_argument(flag, required=required)
-        if name == "coco-segm":
-            m.add_argument("--max-dets", type=int, nargs=3, default=[1, 10, 100],
-                           help="maxDets (OMG-Seg/mmdet use 100 300 1000)")
+        if name in ("coco-segm", "ytvis"):
+            m.add_argument("--max-dets", type=int, nargs=3, default=[1, 10, 100], metavar="N",
+                           help="maxDets, ascending (default pycocotools' 1 10 100; OMG-Seg/mmdet use 100 300 1000 "
+                                "for COCO); the recalls are reported as AR<N>")
+            m.add_argument("--strict", action="store_true",
+                           help="fail on a result whose category the ground truth does not list (default: ignore "
+                                "and count it, as pycocotools does)")
         if name == "miou":
             m.add_argument("--num-classes", type=int, required=True)
             m.add_argument("--ignore-label", type=int, default=255)

@@ -5,9 +5,11 @@ simulated from the errors — false negatives fn = gt & ~pred & ~ignore, false p
 fp = ~gt & pred & ~ignore; each is 1-px zero-padded and Euclidean-distance-transformed
 (exact), clicked pixels are zeroed, and the next click is positive iff max(dt_fn) > max(dt_fp)
 (a tie gives a negative click), at the first row-major pixel of the maximum. After each click
-``pred = prob > 0.49`` and IoU is taken over non-ignored pixels (GT -1 = ignore); stop at
-IoU >= 0.90 (after at least 1 click) or 20 clicks. NoC@t = mean over objects of the first
-click reaching t, or 20 when never reached.
+``pred = prob > 0.49`` and IoU is taken over non-ignored pixels (GT -1 = ignore) in float64 as
+RITM's ``utils.get_iou`` (an IoU of exactly 0.90 stops); stop at IoU >= 0.90 (after at least
+1 click) or 20 clicks. NoC@t = mean over objects of the first click reaching t, or 20 when never
+reached; NoC≥20@t = the number of objects that never reach t within 20 clicks (``over_max``).
+Reported at t = 0.80, 0.85, 0.90.
 
 **Single-point mIoU** (OMG-Seg's COCO-SAM protocol): one prompt per non-crowd segment at the
 mask's interior "centre", the argmax of the distance transform of the 1-px zero-padded mask;
@@ -69,7 +71,7 @@ def iou_with_ignore(gt: np.ndarray, pred: np.ndarray) -> float:
     obj = gt == 1
     inter = np.logical_and(np.logical_and(pred, obj), valid).sum()
     union = np.logical_and(np.logical_or(pred, obj), valid).sum()
-    return float(np.float32(inter) / np.float32(union)) if union else 1.0
+    return float(inter / union) if union else 1.0
 
 
 def evaluate_sample(gt: np.ndarray, predict: Callable[[list[Click]], np.ndarray], max_iou_thr: float = 0.90,
@@ -85,16 +87,30 @@ def evaluate_sample(gt: np.ndarray, predict: Callable[[list[Click]], np.ndarray]
         ious.append(iou)
         if iou >= max_iou_thr and k + 1 >= min_clicks:
             break
-    return clicker.clicks, np.array(ious, dtype=np.float32)
+    return clicker.clicks, np.array(ious, dtype=np.float64)
 
 
-def noc(all_ious: list[np.ndarray], thresholds=(0.85, 0.90), max_clicks: int = 20) -> dict[float, dict[str, float]]:
-    """-> {threshold: {"noc": mean clicks, "over_max": objects at the cap}}."""
+NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+
+
+def noc(all_ious: list[np.ndarray], thresholds=NOC_THRESHOLDS, max_clicks: int = 20) -> dict[float, dict[str, float]]:
+    """-> {threshold: {"noc": mean clicks, "over_max": objects never reaching it within ``max_clicks``}}
+    (RITM ``compute_noc_metric``: an object that reaches the threshold at exactly the last click counts as
+    ``max_clicks`` clicks and in ``over_max``, as there)."""
     out = {}
     for thr in thresholds:
-        scores = np.array([int(np.argmax(a >= thr)) + 1 if np.any(a >= thr) else max_clicks for a in all_ious])
+        scores = np.array([int(np.argmax(np.asarray(a) >= thr)) + 1 if np.any(np.asarray(a) >= thr) else max_clicks
+                           for a in all_ious])
         out[thr] = {"noc": float(scores.mean()) if len(scores) else float("nan"),
                     "over_max": int((scores == max_clicks).sum())}
+    return out
+
+
+def noc_metrics(all_ious: list[np.ndarray], max_clicks: int = 20) -> dict[str, float]:
+    """The flat figures the reports carry: NoC@80/85/90 and NoC≥20@85/90 (objects never reaching it)."""
+    n = noc(all_ious, max_clicks=max_clicks)
+    out = {f"NoC@{round(t * 100)}": v["noc"] for t, v in n.items()}
+    out.update({f"NoC>={max_clicks}@{round(t * 100)}": float(n[t]["over_max"]) for t in (0.85, 0.90)})
     return out
 
 

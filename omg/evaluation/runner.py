@@ -244,15 +244,17 @@ def _semantic(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalRe
 
 def _interactive(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     """Single-point mIoU (every non-crowd segment prompted at its centre, all prompts of an image in one
-    pass) and NoC@85/90 on up to 20 objects with the RITM click simulation (one decoder pass per click)."""
+    pass) and NoC@80/85/90, NoC>=20@85/90 on up to 20 objects with the RITM click simulation (one decoder pass
+    per click); each simulated object's clicks and IoUs go to ``interactive_clicks.json`` (``omg metric
+    interactive --clicks`` recomputes NoC from it)."""
     from omg.data.masks import rle_encode
-    from omg.evaluation.interactive import PointMIoU, center_point, evaluate_sample, noc
+    from omg.evaluation.interactive import PointMIoU, center_point, evaluate_sample, noc_metrics
 
     from omg.data.decode import decode_masks
 
     items = _records(reader, limit)
     ev = PointMIoU()
-    recs, noc_ious, files = [], [], []
+    recs, noc_ious, click_recs, files = [], [], [], []
     max_noc_objects = 20
     with Progress(f"eval {entry.name} interactive", total=len(items), unit="img", enabled=progress) as prog:
         for k, it in enumerate(items):
@@ -278,7 +280,7 @@ def _interactive(pred, entry, reader, out_dir, limit, overlays, progress) -> Eva
                     paint[m] = j + 1
                 writers.write_overlay(uri, image, paint)
                 files.append(uri)
-            for g in gts:
+            for j, g in zip(keep, gts):
                 if len(noc_ious) >= max_noc_objects:
                     break
 
@@ -289,17 +291,18 @@ def _interactive(pred, entry, reader, out_dir, limit, overlays, progress) -> Eva
                     out = _pred.predict("interactive", points=[pos[-1]])
                     return out.masks[0].astype(np.float64)
 
-                _, ious = evaluate_sample(g.astype(np.int32), predict, max_clicks=20)
+                clicks, ious = evaluate_sample(g.astype(np.int32), predict, max_clicks=20)
                 noc_ious.append(ious)
+                click_recs.append({"image_id": it["key"], "segment_id": sample.segments[j].id,
+                                   "clicks": [[c.x, c.y, c.positive] for c in clicks], "ious": ious.tolist()})
             prog.update()
-    uri = uio.join(out_dir, "interactive_results.json")
-    uio.write_json(uri, recs)
-    files.append(uri)
+    for name, doc in (("interactive_results.json", recs), ("interactive_clicks.json", click_recs)):
+        uio.write_json(uio.join(out_dir, name), doc)
+        files.append(uio.join(out_dir, name))
     res = ev.evaluate()
     m = {"mIoU": _pct(res["miou"]), "segments": float(res["count"])}
     if noc_ious:
-        n = noc(noc_ious)
-        m.update({"NoC@85": n[0.85]["noc"], "NoC@90": n[0.90]["noc"]})
+        m.update(noc_metrics(noc_ious))
     return EvalResult("", "", "", m, {}, files)
 
 

@@ -28,6 +28,7 @@ class SemSegResult:
     pacc: float
     iou: np.ndarray  # C, NaN for classes outside the averaged set
     convention: str
+    acc: np.ndarray | None = None  # C, per-class accuracy (recall) TP / GT pixels, NaN for classes without GT
 
     def table(self) -> str:
         return (f"mIoU {100 * self.miou:.4f}  fwIoU {100 * self.fwiou:.4f}  mACC {100 * self.macc:.4f}  "
@@ -75,6 +76,8 @@ class SemSegEvaluator:
         weights = pos_gt / max(pos_gt.sum(), 1)
         fw_valid = acc_valid & (union > 0)
         fwiou = float(np.sum(tp[fw_valid] / union[fw_valid] * weights[fw_valid]))
-        macc = float(np.mean(tp[acc_valid] / pos_gt[acc_valid])) if acc_valid.any() else float("nan")
+        acc = np.full(self.num_classes, np.nan)
+        acc[acc_valid] = tp[acc_valid] / pos_gt[acc_valid]
+        macc = float(np.mean(acc[acc_valid])) if acc_valid.any() else float("nan")
         pacc = float(tp.sum() / max(pos_gt.sum(), 1))
-        return SemSegResult(miou, fwiou, macc, pacc, iou, convention)
+        return SemSegResult(miou, fwiou, macc, pacc, iou, convention, acc)

@@ -173,7 +173,8 @@ def stq(gt_videos: dict[str, list[Frame]], pred_videos: dict[str, list[Frame]], 
         seq_aq = outer / max(len(seq_gt[vid]), 1e-15)
         seq_iou = miou(seq_conf[vid])
         total += seq_conf[vid]
-        per_seq[vid] = {"stq": float(np.sqrt(seq_aq * seq_iou)), "aq": seq_aq, "sq": seq_iou}
+        per_seq[vid] = {"stq": float(np.sqrt(seq_aq * seq_iou)), "aq": seq_aq, "sq": seq_iou,
+                        "frames": len(gt_videos[vid])}
     aq = aq_sum / max(tubes, 1e-15)
     sq = miou(total)
     return STQResult(float(np.sqrt(aq * sq)), aq, sq, per_seq)

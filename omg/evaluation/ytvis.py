@@ -21,7 +21,7 @@ from pycocotools.cocoeval import COCOeval
 
 from omg.data import io as uio
 from omg.data.masks import polygons_to_mask, rle_encode
-from omg.evaluation.coco_ap import STAT_NAMES, APResult, coco_from, per_class_ap, run_cocoeval
+from omg.evaluation.coco_ap import APResult, coco_from, per_class_ap, run_cocoeval, stat_names, unknown_categories
 
 AREA_RANGES = [[0 ** 2, 1e5 ** 2], [0 ** 2, 128 ** 2], [128 ** 2, 256 ** 2], [256 ** 2, 1e5 ** 2]]
 
@@ -122,21 +122,21 @@ def _video_coco(doc: dict, tracks: list[dict], videos: dict) -> dict:
             "categories": doc["categories"]}
 
 
-def ytvis_ap(gt, results, max_dets: tuple[int, int, int] = (1, 10, 100)) -> APResult:
+def ytvis_ap(gt, results, max_dets: tuple[int, int, int] = (1, 10, 100), strict: bool = False) -> APResult:
     """``gt``: a YouTube-VIS JSON (path/URI or dict); ``results``: a results JSON or list of
-    ``{video_id, category_id, score, segmentations: [RLE | None]}``."""
+    ``{video_id, category_id, score, segmentations: [RLE | None]}``. Results of a category the ground
+    truth does not list are ignored and counted, as in :func:`omg.evaluation.coco_ap.coco_segm`."""
     doc = uio.read_json(gt) if isinstance(gt, str) else copy.deepcopy(gt)
     res = uio.read_json(results) if isinstance(results, str) else copy.deepcopy(results)
     videos = {v["id"]: v for v in doc["videos"]}
-    cats = {c["id"] for c in doc["categories"]}
     for i, r in enumerate(res):
         if r.get("video_id") not in videos:
             raise ValueError(f"result {i}: video_id {r.get('video_id')} is not in the ground truth")
-        if r.get("category_id") not in cats:
-            raise ValueError(f"result {i}: unknown category {r.get('category_id')}")
+    res, ignored = unknown_categories(res, {c["id"] for c in doc["categories"]}, strict)
     gt_coco = coco_from(_video_coco(doc, doc["annotations"], videos), copy_doc=False)
+    names = stat_names(max_dets)
     if not res:
-        return APResult({k: -1.0 for k in STAT_NAMES}, {}, "no detections")
+        return APResult({k: -1.0 for k in names}, {}, "no detections", ignored)
     dt_doc = _video_coco(doc, res, videos)
     for k, a in enumerate(dt_doc["annotations"]):  # results: areas from the masks, as YTVOS.loadRes does
         a["id"] = k + 1
@@ -145,5 +145,5 @@ def ytvis_ap(gt, results, max_dets: tuple[int, int, int] = (1, 10, 100)) -> APRe
     ev = YTVOSeval(gt_coco, dt_coco, "segm")
     ev.params.areaRng = AREA_RANGES
     ev.params.maxDets = list(max_dets)
-    stats, text = run_cocoeval(ev)
-    return APResult(stats, per_class_ap(ev), text)
+    stats, text = run_cocoeval(ev, names)
+    return APResult(stats, per_class_ap(ev), text, ignored)
