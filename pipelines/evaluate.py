@@ -24,7 +24,7 @@ import time
 from omg.data import io as uio
 from omg.data.catalog import get_entry, load_catalog
 from omg.env import apply_env_defaults
-from omg.evaluation.runner import TASK_FORMATS, default_pairs
+from omg.evaluation.runner import TASK_FORMATS, EvalOptions, default_pairs
 from omg.utils.progress import Progress
 
 
@@ -39,10 +39,11 @@ def checkpoint_digest(uri: str) -> str:
 
 
 def eval_task(checkpoint: str, entry, split: str, task: str, root: str | None, out_dir: str, limit: int | None,
-              device: str | None) -> dict:
+              device: str | None, options: EvalOptions | None = None) -> dict:
     from omg.evaluation.runner import evaluate_pair
 
-    return evaluate_pair(checkpoint, entry, split, task, root, out_dir, limit=limit, device=device).to_dict()
+    return evaluate_pair(checkpoint, entry, split, task, root, out_dir, limit=limit, device=device,
+                         options=options).to_dict()
 
 
 def plan(args, catalog) -> list[tuple]:
@@ -113,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--no-mlflow", action="store_true", help="only print and write result.json files")
     p.add_argument("--smoke-test", action="store_true", help="--limit 2")
+    conv = p.add_argument_group("conventions", "the defaults are the released OMG-Seg code's (docs/evaluation.md)")
+    conv.add_argument("--distractors", action="store_true",
+                      help="append the training classes a dataset lacks to its vocabulary (their segments dropped)")
+    conv.add_argument("--ensemble", choices=["released", "auto"], default="released",
+                      help="CLIP ensemble: for the open_vocab task only (released) or whenever a class is unseen")
+    conv.add_argument("--postprocess-at", choices=["original", "input"], default="original",
+                      help="post-process at the original image size (released) or the resized input (cheaper)")
+    conv.add_argument("--track-ids", choices=["released", "stable"], default="released",
+                      help="VPS segment ids: per-frame counter (released) or query-based, stable across frames")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -121,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()
     args = build_parser().parse_args(argv)
     limit = 2 if args.smoke_test else args.limit
+    options = EvalOptions(distractors=args.distractors, ensemble=args.ensemble, postprocess_at=args.postprocess_at,
+                          track_ids=args.track_ids)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         pairs = plan(args, load_catalog())
@@ -150,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         done = uio.join(out_dir, "result.json")
         if uio.exists(done):
             cached = uio.read_json(done)
-            if limit is None or cached.get("limit") == limit:
+            same_options = cached.get("tables", {}).get("options", EvalOptions().to_dict()) == options.to_dict()
+            if (limit is None or cached.get("limit") == limit) and same_options:
                 log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({done})")
                 results.append(cached)
                 continue
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         # $OMG_ROOT_* / $OMG_DATA_DIR, nor its working directory
         root = args.root or entry.resolve_root()
         root = root if "://" in root else os.path.abspath(root)
-        ref = remote.remote(args.checkpoint, entry, split, task, root, out_dir, limit, "cuda" if gpus else None)
+        ref = remote.remote(args.checkpoint, entry, split, task, root, out_dir, limit, "cuda" if gpus else None, options)
         pending[ref] = (entry.name, split, task, out_dir)
     log(f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "
         f"{'GPU' if gpus else 'CPU'} tasks")

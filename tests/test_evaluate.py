@@ -3,6 +3,7 @@ reruns skip finished pairs, a failing pair does not stop the others."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -57,6 +58,33 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     err = capsys.readouterr().err
     assert err.count("already evaluated for this checkpoint") == 9 and "9 pairs, 0 to run" in err
     assert len(list((tmp_path / "eval").rglob("result.json"))) == 9
+    # other conventions are another evaluation: only that pair runs again, and its result records them
+    vps = [a for a in args if a not in ("--quiet", "--dataset") and not a.startswith("omg-shapes")]
+    assert evaluate_main(vps + ["--no-mlflow", "--pair", "omg-shapes-vps:val:vps", "--track-ids", "stable"]) == 0
+    assert "1 pairs, 1 to run" in capsys.readouterr().err
+    result = json.loads(next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json")).read_text())
+    assert result["tables"]["options"] == {"distractors": False, "ensemble": "released", "postprocess_at": "original",
+                                           "track_ids": "stable"}
+
+
+def test_evaluation_options_default_to_the_released_conventions():
+    from omg.data.catalog import get_entry
+    from omg.evaluation.runner import EvalOptions, vocabulary_of
+    from omg.inference.predictor import OMGPredictor
+
+    opts = EvalOptions()
+    assert (opts.distractors, opts.ensemble, opts.postprocess_at, opts.track_ids) == (False, "released", "original",
+                                                                                      "released")
+    assert [opts.open_vocab(t) for t in ("panoptic", "open_vocab", "vis")] == [False, True, False]
+    assert EvalOptions(ensemble="auto").open_vocab("panoptic") == "auto"
+    with pytest.raises(ValueError, match="track_ids must be one of released, stable"):
+        EvalOptions(track_ids="query")
+    entry = get_entry("omg-shapes-vis")  # things only: the training vocabulary also has stuff classes
+    predictor = OMGPredictor(build_model(ModelConfig.tiny()), {"label_space": LABEL_SPACE})
+    own, ids = vocabulary_of(entry, False)
+    assert ids == [c.id for c in entry.classes if not c.heldout], "the dataset's own classes only (released)"
+    more, more_ids = vocabulary_of(entry, False, predictor)
+    assert more[:len(own)] == own and len(more) > len(own) and set(more_ids[len(own):]) == {-1}
 
 
 def test_a_failing_pair_is_reported_not_fatal(ray_local, tiny_shapes, tiny_ckpt, tmp_path, capsys):

@@ -3,6 +3,8 @@ the predictor (caching, every task, bad inputs), result files and `omg predict`.
 
 from __future__ import annotations
 
+import math
+
 import json
 from pathlib import Path
 
@@ -79,12 +81,15 @@ def test_stable_ids_survive_a_vanishing_segment():
     frame1[1] = -BIG  # query 1 disappears in frame 1
     ids = []
     for m in (frame0, frame1):
-        _, segs = panoptic_inference(logits, m, ISTHING, stable_ids=True)
+        _, segs = panoptic_inference(logits, m, ISTHING, ids="stable")
         ids.append({s.query: s.id for s in segs})
     assert ids[0] == {0: 1, 1: 2, 2: 3, 3: 4 + 1 + 2}
     assert ids[1] == {0: 1, 2: 3, 3: 7}, "query 2 keeps id 3 although query 1 vanished"
-    _, counter = panoptic_inference(logits, frame1, ISTHING)
-    assert [s.id for s in counter][:2] == [1, 2], "the per-frame counter (released code) shifts ids"
+    released = [{s.query: s.id for s in panoptic_inference(logits, m, ISTHING, ids="released")[1]} for m in (frame0, frame1)]
+    # the released fusion head: a per-frame counter over things (instance_id), stuff by class
+    assert released == [{0: 1, 1: 2, 2: 3, 3: 7}, {0: 1, 2: 2, 3: 7}], "query 2 takes id 2 once query 1 vanished"
+    with pytest.raises(ValueError, match="ids must be one of"):
+        panoptic_inference(logits, frame0, ISTHING, ids="random")
 
 
 def test_instance_by_hand():
@@ -121,7 +126,14 @@ def test_association_restores_a_permutation():
 def test_clips():
     assert clip_length("vis", 20) == 5 and clip_length("vis", 10) == 3
     assert clip_length("vps", 20) == 2 and clip_length("vss", 9) == 3
-    assert [list(c) for c in split_clips(7, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    lengths = {(t, n): [len(c) for c in split_clips(t, n)] for t, n in ((17, 5), (7, 3), (15, 5), (6, 5), (2, 3), (20, 2))}
+    # the released video_split (mask2former_vid_minvis.py L18-46), computed by hand from its loop
+    assert lengths == {(17, 5): [5, 4, 4, 4], (7, 3): [3, 2, 2], (15, 5): [5, 5, 5], (6, 5): [5, 1], (2, 3): [2],
+                       (20, 2): [2] * 10}
+    for t in range(1, 40):
+        for n in (2, 3, 5):
+            clips = split_clips(t, n)
+            assert [f for c in clips for f in c] == list(range(t)) and all(len(c) for c in clips)
     with pytest.raises(ValueError):
         split_clips(0, 3)
 
@@ -138,6 +150,30 @@ def test_vos_first_frame_association():
     out, queries = vos_from_proposals(props, np.array([0.9, 0.8, 0.7, 0.1]), gt, [7, 9])
     assert queries == {7: 2, 9: 0}
     assert (out[:, :4, :4] == 7).all() and (out[:, 4:, 4:] == 9).all() and (out[:, 4:, :4] == 0).all()
+
+
+
+def test_vos_paints_only_matched_proposals_with_higher_scores_on_top():
+    """The released code paints only the Hungarian-matched proposals (an IoU of 0 included) and leaves the rest
+    background: an unmatched proposal with a higher score than a matched one used to paint 0 over it."""
+    t, h, w = 2, 8, 8
+    gt = np.zeros((2, h, w), bool)
+    gt[0, :4, :4] = True
+    gt[1, 4:, :] = True
+    props = np.zeros((3, t, h, w), bool)
+    props[0, :, 4:6, :] = True  # object 6 (IoU 0.5)
+    props[1, :, :4, :4] = True  # object 5
+    props[1, 1, 4, :4] = True  # object 5 grows into query 0's rows on frame 1: query 0 has the higher score
+    props[2, :, :2, :2] = True  # the highest score, unmatched, inside object 5's mask
+    out, queries = vos_from_proposals(props, np.array([0.9, 0.5, 0.95]), gt, [5, 6])
+    assert queries == {5: 1, 6: 0}
+    assert (out[:, :4, :4] == 5).all(), "the unmatched, higher-scored query 2 does not paint background over 5"
+    assert (out[:, 4:6, :] == 6).all(), "query 0 (score 0.9) paints over query 1 (0.5) where they overlap"
+    assert (out[:, 6:, :] == 0).all()
+    far = np.zeros((1, 1, h, w), bool)
+    far[0, 0, 0, 0] = True
+    out, queries = vos_from_proposals(far, np.array([0.3]), gt[1:], [6])
+    assert queries == {6: 0} and out[0, 0, 0] == 6, "a match at IoU 0 is still the object's proposal"
 
 
 # ------------------------------------------------------------------------------ open vocabulary
@@ -234,6 +270,77 @@ def test_every_video_task(predictor):
     ff[:20, :20] = 1
     vos = predictor.predict("vos", first_frame_masks=ff)
     assert vos.masks.shape == (7, 64, 64) and vos.object_ids == [1]
+
+
+def test_the_input_is_padded_with_the_pixel_mean(predictor):
+    """The released preprocessor normalises, then pads with 0 (vidseg_data_preprocessor.py L116-131): the padding is
+    the mean colour, 0 after normalisation, not black. 128 x 100 at test size 128 stays, padded to 128 x 128."""
+    batch, sizes = predictor._prepare([_image(128, 100)])
+    mean = torch.tensor(predictor.model.backbone.variant.pixel_mean).view(3, 1, 1)
+    assert sizes == [(128, 100)] and batch.shape[-2:] == (128, 128)
+    assert torch.equal(batch[0, :, :, 100:], mean.expand(3, 128, 28))
+    normalised = (batch - predictor.model.backbone.pixel_mean) / predictor.model.backbone.pixel_std
+    assert normalised[0, :, :, 100:].abs().max() == 0
+
+
+def test_the_training_batch_is_padded_with_the_pixel_mean():
+    from omg.data.ingest import fill_padding
+
+    images = torch.zeros(2, 1, 3, 8, 8)
+    fill_padding(images, [[8, 8], [5, 6]], (1.0, 2.0, 3.0))
+    assert images[0].abs().sum() == 0, "a full-size sample has no padding"
+    assert (images[1, 0, :, :5, :6] == 0).all() and (images[1, 0, 2, 5:, :] == 3).all() and (images[1, 0, 0, :, 6:] == 1).all()
+
+
+def test_the_test_resize_rounds_as_mmcv(predictor):
+    """mmcv's rescale_size: factor = min(long / max(h, w), short / min(h, w)); new size int(x * f + 0.5)."""
+    predictor.test_size = (1333, 800)
+    assert predictor._resize_factor(427, 640) == pytest.approx(800 / 427)
+    _, sizes = predictor._prepare([_image(427, 640)])
+    assert sizes == [(800, int(640 * 800 / 427 + 0.5))] == [(800, 1199)]
+
+
+def test_post_processing_runs_at_the_original_size_by_default(predictor):
+    """The released fusion head upsamples every query's mask logits to the original size (bilinear), then
+    post-processes (omgseg_fusionhead.py predict, rescale=True); ``postprocess_at="input"`` keeps the cheaper
+    option (id maps upscaled nearest)."""
+    from omg.inference.postprocess import panoptic_inference
+
+    image = _image(100, 150, seed=5)
+    predictor.set_image(image)  # test size 128: resized to 85 x 128, padded to 96 x 128
+    got = predictor.predict("panoptic")
+    obj = predictor._objects()
+    logits = predictor._class_logits(obj["embed"][:1], obj["masks"][:1, :, None],
+                                     predictor._image.features.clip_features[:1], predictor.training_vocabulary, False)[0]
+    up = torch.nn.functional.interpolate(obj["masks"][:1].float(), size=(96, 128), mode="bilinear")[0][:, :85, :128]
+    full = torch.nn.functional.interpolate(up[None], size=(100, 150), mode="bilinear")[0]
+    ref, segs = panoptic_inference(logits, full, torch.tensor(predictor.training_vocabulary.isthing))
+    assert np.array_equal(got.panoptic, ref.numpy()) and len(segs) == len(got.segments)
+    cheap = OMGPredictor(predictor.model, predictor.metadata, postprocess_at="input")
+    cheap.set_image(image)
+    assert cheap.predict("panoptic").panoptic.shape == (100, 150)
+    with pytest.raises(ValueError, match="postprocess_at"):
+        OMGPredictor(predictor.model, predictor.metadata, postprocess_at="somewhere")
+
+
+def test_a_video_instance_score_is_the_mean_over_frames(predictor):
+    """FH.instance_postprocess scores each frame (class score x mean probability inside that frame's mask, 0 where
+    it is empty) and the YouTube-VIS metric averages an instance's frames; a track seen in 1 of 2 frames at
+    probability 0.9 scores 0.45 x its class score, not 0.9 x (pooled over the video)."""
+    predictor.set_video(np.zeros((2, 32, 32, 3), np.uint8))
+    cache = predictor._video_queries(3)
+    q = cache["masks"].shape[0]
+    crafted = torch.full((2, q, 32, 32), -5.0)
+    crafted[0, :, :8, :8] = math.log(0.9 / 0.1)  # every query: a mask in frame 0 only, probability 0.9
+
+    predictor._frame_logits = lambda cache, t, queries=None: crafted[t] if queries is None else crafted[t][queries]
+    vis = predictor.predict("vis", topk=5)
+    with torch.no_grad():
+        probs = predictor._video_logits(cache, predictor.training_vocabulary, "auto").float().softmax(-1)[:, :-1]
+    top = probs.flatten().topk(5)
+    thing = torch.tensor(predictor.training_vocabulary.isthing)[top.indices % probs.shape[1]]
+    assert len(vis.scores) == int(thing.sum()) > 0
+    assert sorted(vis.scores.tolist()) == pytest.approx(sorted((top.values[thing] * 0.9 / 2).tolist()), rel=1e-4)
 
 
 def test_vocabulary_parsing():

@@ -140,11 +140,19 @@ class DatasetEntry:
     #: the entry reads another entry's files (COCO-SAM reads COCO panoptic)
     derived_from: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    #: the test-time resize (long side, short side limits, keep ratio) of the released OMG-Seg configs for this
+    #: dataset (COCO 1333 x 800, Cityscapes 2048 x 1024, ADE20K 2560 x 640, videos 1280 x 736;
+    #: ``seg/configs/_base_/datasets/*.py``); empty: the model's own ``test_size``
+    test_size: tuple[int, ...] = ()
     #: encoding details a reader must know (label offsets, ignore values, ...)
     notes: str = ""
     homepage: str = ""
     #: the YAML file this entry came from (set by the loader)
     source: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if self.test_size and (len(self.test_size) != 2 or min(self.test_size) < 32):
+            raise ValueError(f"test_size must be [long side, short side], each >= 32, got {list(self.test_size)}")
 
     # ---- lookups ---------------------------------------------------------------
     @property

@@ -189,13 +189,28 @@ class PlanDataset(torch.utils.data.Dataset):
         return self.builder.build(self.items[i])
 
 
-def to_model_inputs(batch: dict, device: str | torch.device = "cpu"
+def fill_padding(images: torch.Tensor, sizes, pad_value) -> torch.Tensor:
+    """Set every pixel outside each sample's valid ``sizes[b] = (h, w)`` to ``pad_value`` (3 floats, RGB 0..255),
+    in place. With the backbone's pixel mean the padding normalises to exactly 0, as the official pipeline pads
+    after normalising (OMG-Seg ``seg/models/data_preprocessor/vidseg_data_preprocessor.py`` L116-131: normalise,
+    then ``stack_batch(..., pad_value=0)``; training: mmdet ``BatchFixedSizePad``, pad value 0)."""
+    value = torch.as_tensor(pad_value, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    for b, (h, w) in enumerate(torch.as_tensor(sizes).tolist()):
+        images[b, ..., h:, :] = value
+        images[b, ..., :h, w:] = value
+    return images
+
+
+def to_model_inputs(batch: dict, device: str | torch.device = "cpu", pad_value=None
                     ) -> tuple[torch.Tensor, list[Target], Prompts | None]:
-    """A built batch -> (images B x T x 3 x H x W float 0..255, targets, prompts or None)."""
+    """A built batch -> (images B x T x 3 x H x W float 0..255, targets, prompts or None). ``pad_value`` (the
+    backbone's pixel mean; see :func:`fill_padding`) replaces the crop's zero padding; None keeps it black."""
     def tensor(x, dtype) -> torch.Tensor:  # a copy: Ray hands out read-only arrays
         return torch.from_numpy(np.array(x, dtype=dtype))
 
     images = tensor(batch["images"], np.uint8).to(device).permute(0, 1, 4, 2, 3).float()
+    if pad_value is not None:
+        fill_padding(images, batch["image_sizes"], pad_value)
     counts = np.asarray(batch["counts"]).tolist()
     labels = tensor(batch["labels"], np.int64)
     masks = tensor(batch["masks"], bool)

@@ -4,7 +4,12 @@
 ``pipelines/evaluate.py`` runs (and what a notebook can call directly). The vocabulary is the
 dataset's own class list (the per-dataset text embeddings replace the training ones, as in
 the paper's evaluation), so label k is the dataset's k-th class; for ``open_vocab`` it includes
-the held-out classes and the geometric ensemble is used for the classes unseen in training.
+the held-out classes.
+
+:class:`EvalOptions` holds the conventions; each default is the released code's (``docs/evaluation.md``
+lists them with file and line): the dataset's own classes only, the CLIP ensemble for the
+open-vocabulary evaluation only, post-processing at the original size, the per-dataset test size
+of the catalog, VPS track ids from the fusion head's per-frame counter.
 
 Returns an :class:`EvalResult`: flat metrics (``{"PQ": 52.3, ...}``, percentages as the papers
 print them), per-class tables, and the files written (predictions, overlays).
@@ -40,6 +45,40 @@ TASK_FORMATS = {
 }
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """How an evaluation predicts. Defaults: the released OMG-Seg code; the alternatives are ours, kept as options.
+
+    - ``distractors``: append the training classes a dataset lacks (their segments dropped), so a query that
+      found one (sky, in a things-only video dataset) is not forced onto the dataset's classes (ours);
+    - ``ensemble``: ``"released"``: the CLIP geometric ensemble runs for the ``open_vocab`` task only, every
+      class seen or not (``tools/test.py`` L158-170 sets ``OVERLAPPING`` for the open-vocabulary config), and
+      never for the closed-set tasks; ``"auto"``: whenever the vocabulary has a class unseen in training;
+    - ``postprocess_at``: ``"original"`` (released) or ``"input"`` (see :mod:`omg.inference.predictor`);
+    - ``track_ids``: VPS segment ids ``"released"`` (per-frame counter) or ``"stable"`` (query-based).
+    """
+
+    distractors: bool = False
+    ensemble: str = "released"
+    postprocess_at: str = "original"
+    track_ids: str = "released"
+
+    def __post_init__(self):
+        for name, allowed in (("ensemble", ("released", "auto")), ("postprocess_at", ("original", "input")),
+                              ("track_ids", ("released", "stable"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def open_vocab(self, task: str) -> bool | str:
+        """The predictor's ``open_vocab`` argument for ``task``."""
+        if self.ensemble == "auto":
+            return "auto"
+        return task == "open_vocab"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class EvalResult:
     dataset: str
@@ -55,16 +94,15 @@ class EvalResult:
                 "tables": self.tables, "files": self.files, "seconds": self.seconds}
 
 
-def vocabulary_of(entry: DatasetEntry, include_heldout: bool, predictor: OMGPredictor | None = None
+def vocabulary_of(entry: DatasetEntry, include_heldout: bool, distractors_from: OMGPredictor | None = None
                   ) -> tuple[list[dict], list[int]]:
-    """The dataset's classes (label k -> ``ids[k]``). With a predictor, the training classes the dataset
-    lacks are appended with id -1: a query that found one of them (e.g. sky, for a things-only video
-    dataset) is then classified as that class and dropped, instead of being forced onto the
-    dataset's classes."""
+    """The dataset's classes (label k -> ``ids[k]``). With ``distractors_from`` (a predictor; the
+    ``distractors`` option), the training classes the dataset lacks are appended with id -1: a query that
+    found one of them is then classified as that class and dropped."""
     classes = [c for c in entry.classes if include_heldout or not c.heldout]
     vocab = [{"names": list(c.synonyms), "isthing": c.isthing} for c in classes]
     ids = [c.id for c in classes]
-    train = predictor.training_vocabulary if predictor is not None else None
+    train = distractors_from.training_vocabulary if distractors_from is not None else None
     if train is not None:
         have = {s for c in classes for s in c.synonyms}
         for names, isthing in zip(train.names, train.isthing):
@@ -92,7 +130,8 @@ def _pct(x: float) -> float:
 
 def evaluate_pair(checkpoint: str, entry: DatasetEntry, split: str, task: str, root: str | None, out_dir: str,
                   limit: int | None = None, device: str | None = None, overlays: int = 4,
-                  predictor: OMGPredictor | None = None, progress: bool = False) -> EvalResult:
+                  predictor: OMGPredictor | None = None, progress: bool = False,
+                  options: EvalOptions | None = None) -> EvalResult:
     if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
         raise ValueError(f"task {task!r} cannot be evaluated on {entry.name} (format {entry.format})")
     t0 = time.monotonic()
@@ -100,7 +139,15 @@ def evaluate_pair(checkpoint: str, entry: DatasetEntry, split: str, task: str, r
     reader = get_reader(entry, split, root)
     fn = {"panoptic": _panoptic, "instance": _instance, "semantic": _semantic, "open_vocab": _open_vocab,
           "interactive": _interactive, "vis": _vis, "vps": _vps, "vss": _vss, "vos": _vos}[task]
-    result = fn(pred, entry, reader, out_dir, limit, overlays, progress)
+    opts = options or EvalOptions()
+    saved = pred.test_size, pred.postprocess_at
+    pred.test_size = tuple(entry.test_size) or pred.test_size  # the released config's test size for this dataset
+    pred.postprocess_at = opts.postprocess_at
+    try:
+        result = fn(pred, entry, reader, out_dir, limit, overlays, progress, opts)
+    finally:
+        pred.test_size, pred.postprocess_at = saved
+    result.tables["options"] = opts.to_dict()
     result.dataset, result.split, result.task = entry.name, split, task
     result.seconds = time.monotonic() - t0
     uio.write_json(uio.join(out_dir, "result.json"), result.to_dict())
@@ -146,15 +193,19 @@ def _semantic_gt(sample, index: dict[int, int]) -> np.ndarray:
     return lab
 
 
-def _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, include_heldout, what):
-    vocab, cat_ids = vocabulary_of(entry, include_heldout, pred)
+def _distractors(pred, opts: EvalOptions):
+    return pred if opts.distractors else None
+
+
+def _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, opts, include_heldout, what):
+    vocab, cat_ids = vocabulary_of(entry, include_heldout, _distractors(pred, opts))
     items = _records(reader, limit)
     preds, files = [], []
     with Progress(f"eval {entry.name} {what}", total=len(items), unit="img", enabled=progress) as prog:
         for k, it in enumerate(items):
             image = load_image(uio.join(reader.paths["images"], it["image"]))
             pred.set_image(image)
-            r = drop_unmapped(pred.predict("panoptic", vocabulary=vocab), cat_ids)
+            r = drop_unmapped(pred.predict("panoptic", vocabulary=vocab, open_vocab=opts.open_vocab(what)), cat_ids)
             name = it["mask"][:-4]
             preds.append((it["key"], name, r))
             if k < overlays:
@@ -180,25 +231,25 @@ def _pq_result(gt_json, reader, out_dir, files, heldout_ids=None) -> EvalResult:
     return EvalResult("", "", "", m, {"per_class": r.per_class}, files)
 
 
-def _panoptic(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
-    gt_json, files = _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, False, "panoptic")
+def _panoptic(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
+    gt_json, files = _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, opts, False, "panoptic")
     return _pq_result(gt_json, reader, out_dir, files)
 
 
-def _open_vocab(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
-    gt_json, files = _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, True, "open_vocab")
+def _open_vocab(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
+    gt_json, files = _predict_panoptic(pred, entry, reader, out_dir, limit, overlays, progress, opts, True, "open_vocab")
     heldout = [c.id for c in entry.classes if c.heldout]
     r = _pq_result(gt_json, reader, out_dir, files, heldout or None)
     r.metrics = {f"OV_{k}": v for k, v in r.metrics.items()}  # apart from the closed-set PQ of the same dataset
     return r
 
 
-def _instance(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+def _instance(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     from omg.evaluation.coco_ap import coco_segm
 
     if "instances_json" not in reader.paths:
         raise ValueError(f"{entry.name}: instance evaluation needs instances_json in the catalog split")
-    vocab, cat_ids = vocabulary_of(entry, False, pred)
+    vocab, cat_ids = vocabulary_of(entry, False, _distractors(pred, opts))
     inst = get_reader(dataclasses.replace(entry, format="coco_instances"), reader.split, reader.root)
     items = _records(inst, limit)
     gt = {"images": [{"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
@@ -209,7 +260,7 @@ def _instance(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalRe
     with Progress(f"eval {entry.name} instance", total=len(items), unit="img", enabled=progress) as prog:
         for it in items:
             pred.set_image(load_image(uio.join(inst.paths["images"], it["image"])))
-            r = pred.predict("instance", vocabulary=vocab)
+            r = pred.predict("instance", vocabulary=vocab, open_vocab=opts.open_vocab("instance"))
             recs += [x for x in writers.instance_records(it["key"], r, cat_ids) if x["category_id"] != -1]
             prog.update()
     uri = uio.join(out_dir, "instances_results.json")
@@ -219,10 +270,10 @@ def _instance(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalRe
     return EvalResult("", "", "", m, {"per_class": r.per_class}, [uri])
 
 
-def _semantic(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+def _semantic(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     from omg.evaluation.semantic import SemSegEvaluator
 
-    vocab, cat_ids = vocabulary_of(entry, False, pred)
+    vocab, cat_ids = vocabulary_of(entry, False, _distractors(pred, opts))
     index = {c: k for k, c in enumerate(cat_ids)}
     items = _records(reader, limit)
     ev = SemSegEvaluator(len(vocab))
@@ -230,7 +281,7 @@ def _semantic(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalRe
     with Progress(f"eval {entry.name} semantic", total=len(items), unit="img", enabled=progress) as prog:
         for it in items:
             pred.set_image(load_image(uio.join(reader.paths["images"], it["image"])))
-            r = pred.predict("semantic", vocabulary=vocab)
+            r = pred.predict("semantic", vocabulary=vocab, open_vocab=opts.open_vocab("semantic"))
             gt = _semantic_gt(reader.load(it), index)[0]
             ev.process(gt, r.labels, where=uio.join(reader.paths["panoptic_masks"], it["mask"]))
             files.append(writers.write_semantic(out_dir, it["mask"][:-4], r))
@@ -242,7 +293,7 @@ def _semantic(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalRe
                       files[:overlays])
 
 
-def _interactive(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+def _interactive(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     """Single-point mIoU (every non-crowd segment prompted at its centre, all prompts of an image in one
     pass) and NoC@80/85/90, NoC>=20@85/90 on up to 20 objects with the RITM click simulation (one decoder pass
     per click); each simulated object's clicks and IoUs go to ``interactive_clicks.json`` (``omg metric
@@ -312,10 +363,10 @@ def _frames(folder: str, names: list[str]) -> list[np.ndarray]:
     return [load_image(uio.join(folder, n)) for n in names]
 
 
-def _vis(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+def _vis(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     from omg.evaluation.ytvis import ytvis_ap
 
-    vocab, cat_ids = vocabulary_of(entry, False, pred)
+    vocab, cat_ids = vocabulary_of(entry, False, _distractors(pred, opts))
     items = _records(reader, limit)
     gt = {"videos": [{"id": int(it["key"]), "file_names": it["file_names"], "width": it["width"],
                       "height": it["height"], "length": len(it["file_names"])} for it in items],
@@ -325,7 +376,7 @@ def _vis(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     with Progress(f"eval {entry.name} vis", total=len(items), unit="video", enabled=progress) as prog:
         for it in items:
             pred.set_video(_frames(reader.paths["frames"], it["file_names"]))
-            r = pred.predict("vis", vocabulary=vocab)
+            r = pred.predict("vis", vocabulary=vocab, open_vocab=opts.open_vocab("vis"))
             recs += [x for x in writers.ytvis_records(int(it["key"]), r, cat_ids) if x["category_id"] != -1]
             prog.update()
     uri = uio.join(out_dir, "results.json")
@@ -350,20 +401,21 @@ def _vipseg_gt_json(entry: DatasetEntry, items: list[dict], out_dir: str) -> str
     return uri
 
 
-def _vps(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+def _vps(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     from omg.evaluation.vps import vps_from_files
 
     if "panoptic_json" not in reader.paths:
         raise ValueError(f"{entry.name}: VPS evaluation needs the COCO-style conversion (panoptic_json), the "
                          "official VPQ protocol's input")
-    vocab, cat_ids = vocabulary_of(entry, False, pred)
+    vocab, cat_ids = vocabulary_of(entry, False, _distractors(pred, opts))
     items = _records(reader, limit)
     preds = []
     with Progress(f"eval {entry.name} vps", total=len(items), unit="video", enabled=progress) as prog:
         for it in items:
             vid = it["key"]
             pred.set_video(_frames(uio.join(reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
-            r = drop_unmapped(pred.predict("vps", vocabulary=vocab), cat_ids)
+            r = drop_unmapped(pred.predict("vps", vocabulary=vocab, open_vocab=opts.open_vocab("vps"),
+                                           track_ids=opts.track_ids), cat_ids)
             preds.append((vid, [fr["mask"][:-4] for fr in it["frames"]], r))
             prog.update()
     files = [writers.write_vipseg(out_dir, preds, [v["isthing"] for v in vocab], cat_ids)]
@@ -376,11 +428,11 @@ def _vps(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
     return EvalResult("", "", "", m, {"vpq_per_class_k1": vpq_r.per_k[1].per_class}, files)
 
 
-def _vss(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+def _vss(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     from omg.evaluation.semantic import SemSegEvaluator
     from omg.evaluation.vspw import mean_vc
 
-    vocab, cat_ids = vocabulary_of(entry, False, pred)
+    vocab, cat_ids = vocabulary_of(entry, False, _distractors(pred, opts))
     index = {c: k for k, c in enumerate(cat_ids)}
     items = _records(reader, limit)
     ev = SemSegEvaluator(len(vocab))
@@ -389,7 +441,7 @@ def _vss(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
         for it in items:
             vid = it["key"]
             pred.set_video(_frames(uio.join(reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
-            r = pred.predict("vss", vocabulary=vocab)
+            r = pred.predict("vss", vocabulary=vocab, open_vocab=opts.open_vocab("vss"))
             gts = _semantic_gt(reader.load(it), index)
             for t, fr in enumerate(it["frames"]):
                 ev.process(gts[t], r.labels[t], where=uio.join(reader.paths["panoptic_masks"], vid, fr["mask"]))
@@ -401,7 +453,7 @@ def _vss(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
                                    "mVC16": _pct(mean_vc(clips, 16))}, {}, [uio.join(out_dir, "semantic")])
 
 
-def _vos(pred, entry, reader, out_dir, limit, overlays, progress) -> EvalResult:
+def _vos(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     from omg.evaluation.davis import davis_from_files
 
     items = _records(reader, limit)

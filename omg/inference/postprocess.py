@@ -25,9 +25,13 @@ class PanopticSegment:
     query: int
 
 
+#: segment ids of :func:`panoptic_inference`
+SEGMENT_IDS = ("sequential", "released", "stable")
+
+
 def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch.Tensor,
                        object_mask_thr: float = 0.0, iou_thr: float = 0.8, filter_low_score: bool = True,
-                       stable_ids: bool = False) -> tuple[torch.Tensor, list[PanopticSegment]]:
+                       ids: str = "sequential") -> tuple[torch.Tensor, list[PanopticSegment]]:
     """-> (H x W int64 segment ids, 0 = VOID; the segments).
 
     1. softmax over C + 1; (score, label) = max; keep label != background and score > ``object_mask_thr``;
@@ -36,10 +40,18 @@ def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch
        mask (sigmoid >= 0.5); with ``filter_low_score`` only won pixels with sigmoid >= 0.5 count;
     4. stuff segments of one class merge; unassigned pixels are VOID.
 
-    Segment ids are sequential (1, 2, ...) — or, with ``stable_ids`` (video panoptic), the query
-    index + 1 for things and ``Q + 1 + label`` for stuff, so that a track keeps its id in every
-    frame even when another segment vanishes (the released code's per-frame counter does not).
+    Segment ids (``ids``):
+
+    - ``"sequential"``: 1, 2, ... in query order (an image's panoptic map);
+    - ``"released"`` (video panoptic, the default there): as the released fusion head numbers a frame
+      (``omgseg_fusionhead.py`` ``panoptic_postprocess``): things 1, 2, ... by a counter over the kept
+      things of this frame, stuff ``Q + 1 + label`` (one segment per class); a track's identity is its
+      place among the frame's things, so it shifts when an earlier thing vanishes;
+    - ``"stable"`` (an option): things the query index + 1, stuff ``Q + 1 + label``: a track keeps its
+      id in every frame even when another segment vanishes.
     """
+    if ids not in SEGMENT_IDS:
+        raise ValueError(f"ids must be one of {', '.join(SEGMENT_IDS)}, got {ids!r}")
     q, c1 = logits.shape
     num_classes = c1 - 1
     probs = logits.float().softmax(-1)
@@ -55,7 +67,7 @@ def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch
     cur_prob = scores[idx][:, None, None] * cur_masks
     winner = cur_prob.argmax(0)
     stuff_ids: dict[int, int] = {}
-    next_id = 1
+    next_id = 1  # "sequential": every segment; "released": things only
     for k in range(len(idx)):
         label = int(labels[idx[k]])
         thing = bool(isthing[label])
@@ -71,7 +83,7 @@ def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch
             seg = next(s for s in segments if s.id == sid)
             seg.area += int(mask.sum())
             continue
-        if stable_ids:
+        if ids == "stable" or (ids == "released" and not thing):
             sid = int(idx[k]) + 1 if thing else q + 1 + label
         else:
             sid = next_id
@@ -107,9 +119,15 @@ def instance_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch
     thing = isthing[labels].bool()
     top, labels, queries = top[thing], labels[thing], queries[thing]
     m = masks[queries].float()
+    return InstancePredictions(m > 0, labels, top * mask_scores(m), queries)
+
+
+def mask_scores(masks: torch.Tensor) -> torch.Tensor:
+    """K x H x W mask logits -> K: the mean sigmoid inside each binary mask (logit > 0), 0 for an empty mask
+    (the released fusion head's ``instance_postprocess``: sum / (area + 1e-6))."""
+    m = masks.float()
     binary = m > 0
-    mask_scores = (m.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-    return InstancePredictions(binary, labels, top * mask_scores, queries)
+    return (m.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
 
 
 def semantic_inference(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,10 +15,20 @@ new vocabulary costs one text embedding (cached) and a matrix product; prompts c
 decoder pass. ``set_video`` keeps the frames; the first video ``predict`` decodes clip by
 clip (features for one clip at a time) and caches what every video task needs.
 
-Deviation (documented): post-processing runs at the resized input resolution and the final
-id maps / masks are resized to the original image size (nearest), instead of resizing every
-query's mask logits to the original size first; results are identical when the image is not
-resized (e.g. omg-shapes) and far cheaper on large images.
+Resolution of the post-processing (``postprocess_at``):
+
+- ``"original"`` (default, the released code: ``seg/models/fusion_head/omgseg_fusionhead.py``
+  ``predict``, ``rescale=True``): every query's mask logits are cropped to the resized image and
+  upsampled bilinearly to the original size, then panoptic / instance / semantic / VIS / VOS
+  post-processing runs there;
+- ``"input"`` (an option): post-processing at the resized input resolution, the final id maps
+  and masks upscaled to the original size (nearest). Identical when the image is not resized,
+  far cheaper in memory and time on large images (a 2048 x 1024 Cityscapes image holds 300
+  full-size logit maps in the default).
+
+Test-time resize: keep ratio with (long side, short side) limits ``test_size`` and mmcv's
+rounding (``int(x * f + 0.5)``); the image is padded to the backbone's size divisibility with
+the pixel mean, i.e. with 0 after normalisation, as the released data preprocessor pads.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import torch.nn.functional as F
 
 from omg.data.masks import mask_bbox
 from omg.inference import open_vocab as ov
-from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
+from omg.inference.postprocess import instance_inference, mask_scores, panoptic_inference, semantic_inference
 from omg.inference.results import (
     InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult, VideoInstanceResult,
     VideoPanopticResult, VideoSemanticResult, VOSResult,
@@ -45,6 +55,9 @@ from omg.modeling.prompts import Prompts
 from omg.modeling.text import TextEmbedder, as_vocabulary
 
 IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
+POSTPROCESS_AT = ("original", "input")
+#: VOS proposals matched to the first frame's objects (the released DAVIS config's ``num_proposals``)
+VOS_PROPOSALS = 25
 VIDEO_TASKS = ("vis", "vps", "vss", "vos")
 
 
@@ -129,7 +142,10 @@ def _as_image(a: Any, where: str) -> np.ndarray:
 
 class OMGPredictor:
     def __init__(self, model: OMGSeg, metadata: dict | None = None, device: str | torch.device | None = None,
-                 test_size: tuple[int, int] | None = None):
+                 test_size: tuple[int, int] | None = None, postprocess_at: str = "original"):
+        if postprocess_at not in POSTPROCESS_AT:
+            raise ValueError(f"postprocess_at must be one of {', '.join(POSTPROCESS_AT)}, got {postprocess_at!r}")
+        self.postprocess_at = postprocess_at
         metadata = metadata or {}
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.eval().to(self.device)
@@ -185,7 +201,7 @@ class OMGPredictor:
         for a in arrays:
             h, w = a.shape[:2]
             f = self._resize_factor(h, w)
-            rh, rw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+            rh, rw = max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))  # mmcv's _scale_size rounding
             t = torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]
             if (rh, rw) != (h, w):
                 t = F.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False).clamp(0, 255)
@@ -194,7 +210,10 @@ class OMGPredictor:
         d = self.model.size_divisibility
         ph = -(-max(s[0] for s in sizes) // d) * d
         pw = -(-max(s[1] for s in sizes) // d) * d
-        batch = torch.zeros(len(tensors), 3, ph, pw)
+        # padded with the pixel mean: zero after the backbone's normalisation, as the official pipeline pads
+        # (normalise, then pad with 0; omg.data.ingest.fill_padding)
+        mean = torch.tensor(self.model.backbone.variant.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        batch = mean.repeat(len(tensors), 1, ph, pw)
         for i, t in enumerate(tensors):
             batch[i, :, : t.shape[1], : t.shape[2]] = t
         return batch.to(self.device), sizes
@@ -224,13 +243,19 @@ class OMGPredictor:
                           "objectness": out.pred_objectness[..., 0]}
         return st.objects
 
+    def _output_logits(self, masks: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int],
+                       original: tuple[int, int]) -> torch.Tensor:
+        """Q x h4 x w4 mask logits -> Q x h x w where post-processing runs: bilinear to the padded input, crop to
+        the resized image, and (``postprocess_at="original"``) bilinear to the original size."""
+        rh, rw = resized
+        up = F.interpolate(masks[None].float(), size=padded, mode="bilinear", align_corners=False)[0][:, :rh, :rw]
+        if self.postprocess_at == "original" and (rh, rw) != tuple(original):
+            up = F.interpolate(up[None], size=tuple(original), mode="bilinear", align_corners=False)[0]
+        return up
+
     def _input_logits(self, masks: torch.Tensor, i: int) -> torch.Tensor:
-        """Q x h4 x w4 mask logits of image i -> Q x h x w at its resized input resolution."""
         st = self._image
-        ph, pw = st.features.image_size
-        rh, rw = st.resized[i]
-        up = F.interpolate(masks[None].float(), size=(ph, pw), mode="bilinear", align_corners=False)[0]
-        return up[:, :rh, :rw]
+        return self._output_logits(masks, st.features.image_size, st.resized[i], st.original[i])
 
     @staticmethod
     def _to_original(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -267,11 +292,15 @@ class OMGPredictor:
     @torch.no_grad()
     def predict(self, task: str, points=None, boxes=None, vocabulary: Sequence[Any] | None = None,
                 open_vocab: bool | str = "auto", first_frame_masks=None, object_ids=None, topk: int = 100,
-                **kwargs):
+                track_ids: str = "released", **kwargs):
         """Run ``task`` on the current image(s) or video. Returns a result dataclass (a list of them for
         a batch of images). See the module docstring; ``points`` / ``boxes`` are in original pixels
         (per image when batched); ``first_frame_masks`` (K x H x W bool or an H x W id map) and
-        ``object_ids`` are for "vos"."""
+        ``object_ids`` are for "vos". ``open_vocab``: True / False / "auto" (the CLIP ensemble when a
+        class is unseen in training). ``track_ids`` ("vps"): "released" (the fusion head's per-frame
+        counter over things) or "stable" (query-based ids that survive a vanishing segment)."""
+        if track_ids not in ("released", "stable"):
+            raise ValueError(f"track_ids must be 'released' or 'stable', got {track_ids!r}")
         if task in IMAGE_TASKS:
             if self._image is None:
                 raise ValueError(f"task {task!r} needs an image: call set_image() first")
@@ -282,7 +311,7 @@ class OMGPredictor:
         if task in VIDEO_TASKS:
             if self._video is None:
                 raise ValueError(f"task {task!r} needs a video: call set_video() first")
-            return self._predict_video(task, vocabulary, open_vocab, first_frame_masks, object_ids, topk)
+            return self._predict_video(task, vocabulary, open_vocab, first_frame_masks, object_ids, topk, track_ids)
         raise ValueError(f"unknown task {task!r}; image tasks: {', '.join(IMAGE_TASKS)}; "
                          f"video tasks: {', '.join(VIDEO_TASKS)}")
 
@@ -448,14 +477,12 @@ class OMGPredictor:
             logits = ov.geometric_ensemble(logits, clip, seen, cache["nonempty"])
         return logits
 
-    def _frame_logits(self, cache: dict, t: int) -> torch.Tensor:
-        """Q x h x w mask logits of frame t at the resized input resolution."""
-        ph, pw = cache["image_size"]
-        rh, rw = cache["resized"]
-        m = cache["masks"][:, t].float().to(self.device)
-        return F.interpolate(m[None], size=(ph, pw), mode="bilinear", align_corners=False)[0][:, :rh, :rw]
+    def _frame_logits(self, cache: dict, t: int, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Q x h x w mask logits of frame t (only ``queries`` when given) where post-processing runs."""
+        m = cache["masks"][:, t] if queries is None else cache["masks"][queries.cpu(), t]
+        return self._output_logits(m.float().to(self.device), cache["image_size"], cache["resized"], self._video.original)
 
-    def _predict_video(self, task, vocabulary, open_vocab, first_frame_masks, object_ids, topk):
+    def _predict_video(self, task, vocabulary, open_vocab, first_frame_masks, object_ids, topk, track_ids):
         vs = self._video
         num_frames = len(vs.frames)
         cache = self._video_queries(clip_length(task, num_frames))
@@ -471,8 +498,11 @@ class OMGPredictor:
             object_ids = list(object_ids or range(1, len(given) + 1))
             if given.shape[1:] != tuple(size) or len(object_ids) != len(given):
                 raise ValueError(f"first_frame_masks must be K x {size[0]} x {size[1]} with one id per mask")
-            props = np.stack([self._to_original(self._frame_logits(cache, t) > 0, size) for t in range(num_frames)], 1)
-            out, queries = vos_from_proposals(props, cache["objectness"].cpu().numpy(), given.astype(bool), object_ids)
+            objectness = cache["objectness"].cpu().numpy()
+            top = torch.as_tensor(np.argsort(-objectness, kind="stable")[:VOS_PROPOSALS])
+            props = np.stack([self._to_original(self._frame_logits(cache, t, top) > 0, size) for t in range(num_frames)], 1)
+            out, queries = vos_from_proposals(props, objectness[top.numpy()], given.astype(bool), object_ids)
+            queries = {obj: int(top[q]) for obj, q in queries.items()}
             return VOSResult(out, object_ids, queries)
         vocab = self.vocabulary(vocabulary)
         logits = self._video_logits(cache, vocab, open_vocab)
@@ -485,13 +515,16 @@ class OMGPredictor:
             labels, queries = flat % c, flat // c
             keep = isthing[labels]
             top, labels, queries = top[keep], labels[keep], queries[keep]
-            masks = np.stack([self._to_original(self._frame_logits(cache, t)[queries] > 0, size)
-                              for t in range(num_frames)], 1) if len(queries) else \
-                np.zeros((0, num_frames, *size), bool)
-            # rescore with the mask probability over the whole video
-            probs = torch.stack([self._frame_logits(cache, t)[queries].sigmoid() for t in range(num_frames)], 1)
-            binary = probs > 0.5
-            mscore = (probs * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+            # per frame as the released fusion head (FH.instance_postprocess): score_t = class score x the mean
+            # probability inside the frame's mask (0 where it is empty); the video's score is the mean over frames,
+            # as the YouTube-VIS metric aggregates the per-frame results of one instance
+            frame_masks, frame_scores = [], []
+            for t in range(num_frames):
+                lg = self._frame_logits(cache, t, queries) if len(queries) else torch.zeros(0, 1, 1)
+                frame_scores.append(mask_scores(lg))
+                frame_masks.append(self._to_original(lg > 0, size))
+            masks = np.stack(frame_masks, 1) if len(queries) else np.zeros((0, num_frames, *size), bool)
+            mscore = torch.stack(frame_scores, 1).mean(1)
             lab = labels.cpu().numpy()
             return VideoInstanceResult(masks, lab, (top * mscore).cpu().numpy(), (queries + 1).cpu().numpy(),
                                        [vocab.display[k] for k in lab], vocab.display)
@@ -501,7 +534,7 @@ class OMGPredictor:
             return VideoSemanticResult(np.stack(maps).astype(np.int32), vocab.display)
         pans, seg_info, frame_ids = [], {}, []
         for t in range(num_frames):
-            pan, segs = panoptic_inference(logits, self._frame_logits(cache, t), isthing, stable_ids=True)
+            pan, segs = panoptic_inference(logits, self._frame_logits(cache, t), isthing, ids=track_ids)
             full = self._to_original(pan, size).astype(np.int32)
             pans.append(full)
             present = []

@@ -16,7 +16,7 @@ def train_step(model, batch: dict, text: torch.Tensor, criterion: Criterion, opt
                grad_clip: float, device, amp: bool = False) -> dict[str, float]:
     """Forward, loss (every prediction set), backward, clip, step. ``model`` may be DDP-wrapped."""
     inner = model.module if hasattr(model, "module") else model
-    images, targets, prompts = to_model_inputs(batch, device)
+    images, targets, prompts = to_model_inputs(batch, device, pad_value=inner.backbone.variant.pixel_mean)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
         out = model(images, text, prompts)
