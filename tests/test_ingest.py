@@ -100,6 +100,17 @@ def test_id_maps_pad_with_the_ignore_value():
     assert (m[0, 0, :4, :4] == 0).all() and (m[0, 0, 4:] == 255).all() and (m[0, 0, :, 4:] == 255).all()
 
 
+def test_the_random_resize_keeps_the_ratio_as_mmcv():
+    """mmcv RandomResize(scale=(1280, 736), keep_ratio=True): long side <= s x 1280 and short side <= s x 736, for a
+    portrait image too (it used to be fit into the landscape 736 x 1280 box: ~25 % smaller)."""
+    from omg.data.transforms import draw
+
+    aug = Augment((736, 1280), (1.0, 1.0))
+    portrait = draw(aug, (1000, 600), 1, np.random.default_rng(0))
+    landscape = draw(aug, (600, 1000), 1, np.random.default_rng(0))
+    assert portrait.size == (1227, 736) and landscape.size == (736, 1227)
+
+
 def test_pseudo_video_crops_are_independent():
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     frames[1] = frames[0]
@@ -113,8 +124,9 @@ def test_clip_indices_and_prompts():
     for _ in range(20):
         idx = clip_indices(10, 2, 2, rng)
         assert idx[1] - idx[0] == 2 and 0 <= idx[0] and idx[1] < 10
-    assert clip_indices(2, 2, 2, rng) == [0, 1]
-    assert clip_indices(1, 2, 2, rng) == [0, 0]
+    assert clip_indices(3, 2, 2, rng) == [0, 2], "the interval is kept (the released VideoClipSample)"
+    with pytest.raises(ValueError, match="needs 3 frames, the video has 2"):
+        clip_indices(2, 2, 2, rng)
     masks = np.zeros((3, 20, 20), bool)
     masks[0, :5, :5] = masks[1, 10:, 10:] = masks[2, 5:8, 12:18] = True
     boxes, is_point, order = sample_prompts(masks, 7, rng)
@@ -146,6 +158,29 @@ def _config(root, **kw) -> IngestConfig:
     ))
     base.update(kw)
     return IngestConfig(**base)
+
+
+def test_a_video_too_short_for_the_clip_is_replaced_by_another(shard_root):
+    """The released VideoClipSample returns None for a video shorter than length + (length - 1)(interval - 1) and
+    mmengine refetches a random index: the clip comes from a long enough video, with the interval kept."""
+    vis = str(shard_root / "omg-shapes-vis/train")
+    frames = {i: BatchBuilder(_config(shard_root)).reader("omg-shapes-vis")[i].num_frames for i in range(3)}
+    need = max(frames.values())
+    short = min(frames, key=frames.get)
+    assert frames[short] < need, frames
+    interval = 2 if need % 2 else 1
+    length = (need - 1) // interval + 1  # spans exactly `need` frames: only the longest videos qualify
+    builder = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, 1.0, "clip",
+                                                                     clip_length=length, clip_interval=interval),)))
+    index, sample = builder._long_enough("omg-shapes-vis", short, builder.reader("omg-shapes-vis")[short],
+                                         np.random.default_rng(0))
+    assert index != short and sample.num_frames >= need
+    assert builder.example("omg-shapes-vis", short, seed=3)["images"].shape[0] == length
+    never = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, 1.0, "clip",
+                                                                   clip_length=need + 1, clip_interval=1),)))
+    never.MAX_REFETCH = 20
+    with pytest.raises(ValueError, match=f"omg-shapes-vis: no video of at least {need + 1} frames"):
+        never.example("omg-shapes-vis", 0, seed=0)
 
 
 def test_batches_have_the_promised_shapes(shard_root):

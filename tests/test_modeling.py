@@ -327,3 +327,34 @@ def test_a_learned_backbone_trains_exactly_the_parameters_the_losses_reach(varia
     assert any(n.startswith("backbone.clip.visual.") for n in trainable)
     assert not any(n.startswith("backbone.clip.") and not n.startswith("backbone.clip.visual.") for n in trainable)
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_released_initialisation_and_logit_scale():
+    """mmdet's MSDeformAttnPixelDecoder.init_weights (called from OMG-Seg mask2former_vid.py L259): Xavier-normal for
+    every encoder parameter with dim > 1, the FFN included, then the deformable attention's own init; the class
+    logit scale is the released 4.6052 (mask2former_vid.py L221-224)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny())
+    layer = model.pixel_decoder.layers[0]
+    for lin in (layer.ffn[0], layer.ffn[2]):
+        fan_out, fan_in = lin.weight.shape
+        assert lin.weight.std().item() == pytest.approx(math.sqrt(2.0 / (fan_in + fan_out)), rel=0.1)
+    assert layer.attn.sampling_offsets.weight.abs().sum() == 0 and layer.attn.attention_weights.weight.abs().sum() == 0
+    assert model.decoder.classifier.logit_scale.item() == pytest.approx(4.6052)
+
+
+def test_weight_decay_follows_the_released_keys():
+    """schedule_12e.py custom_keys (query_embed, query_feat, level_embed: decay 0) matched as substrings, as mmengine
+    does: the pixel decoder's level encoding (``level_encoding`` in the released model) is decayed."""
+    from omg.config import OptimConfig
+    from omg.training.optim import param_groups
+
+    model = build_model(ModelConfig.tiny())
+    groups = param_groups(model, OptimConfig(), 1e-4, 0.1)
+    decay = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert id(params["pixel_decoder.level_embed"]) in decay
+    for name in ("decoder.level_embed.weight", "query_feat.weight", "query_embed.weight"):
+        assert id(params[name]) not in decay, name
+    norms = [n for n in params if ".norm" in n or "post_norm" in n]
+    assert norms and all(id(params[n]) not in decay for n in norms)

@@ -30,7 +30,7 @@ from omg.data.decode import decode_frames, decode_id_maps, decode_masks
 from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spaces
 from omg.data.sampling import PlanItem, epoch_plan, worker_plan
 from omg.data.shards import ShardReader, read_manifest
-from omg.data.transforms import Augment, apply, clip_indices, draw, sample_prompts
+from omg.data.transforms import Augment, apply, clip_indices, clip_span, draw, sample_prompts
 from omg.losses.criterion import Target
 from omg.modeling.prompts import POINT_BOX_RADIUS, Prompts, points_to_boxes
 
@@ -97,7 +97,8 @@ class BatchBuilder:
         spec = self.specs[name]
         rng = np.random.default_rng(seed)
         sample = self.reader(name)[index]
-        if spec.mode == "clip" and sample.num_frames > 1:
+        if spec.mode == "clip":
+            index, sample = self._long_enough(name, index, sample, rng)
             idx = clip_indices(sample.num_frames, spec.clip_length, spec.clip_interval, rng)
         elif spec.mode == "pseudo_video":
             idx = [0, 0]
@@ -114,6 +115,23 @@ class BatchBuilder:
         labels = np.array([self.label_space.map(name, sample.segments[k].category_id) for k in segs], dtype=np.int64)
         keep = masks.reshape(len(masks), -1).any(1) if len(masks) else np.zeros(0, bool)
         return {"images": frames, "masks": masks[keep], "labels": labels[keep], "image_size": np.array(p.valid)}
+
+    #: draws before giving up on finding a video long enough for a clip (mmengine's ``max_refetch``)
+    MAX_REFETCH = 1000
+
+    def _long_enough(self, name: str, index: int, sample, rng: np.random.Generator):
+        """A video too short for the clip is replaced by another random video of the dataset, as the released
+        ``VideoClipSample`` returns None and mmengine's dataset refetches a random index."""
+        spec = self.specs[name]
+        need = clip_span(spec.clip_length, spec.clip_interval)
+        rows = int(self.manifests[name]["rows"])
+        for _ in range(self.MAX_REFETCH):
+            if sample.num_frames >= need:
+                return index, sample
+            index = int(rng.integers(rows))
+            sample = self.reader(name)[index]
+        raise ValueError(f"{name}: no video of at least {need} frames (clip_length {spec.clip_length}, clip_interval "
+                         f"{spec.clip_interval}) in {self.MAX_REFETCH} random draws; lower them in the catalog's sampling")
 
     def _augmented(self, sample, idx, segs, p, aug) -> tuple[np.ndarray, np.ndarray]:
         """Decode at the scale the augmentation needs, then resize/flip/crop frames and masks together."""

@@ -1,7 +1,8 @@
 """Training augmentation (model spec section 10.2), shared by every frame of a clip.
 
-Random resize: a scale s in ``resize_range`` times the crop size gives a target box; the
-frames are resized to fit it, keeping their aspect ratio. Then a random crop of the crop
+Random resize: a scale s in ``resize_range`` times the crop size gives the (long side, short
+side) limits of a keep-ratio resize, as mmcv's ``RandomResize(scale=(1280, 736), keep_ratio=True)``
+in the released configs (a portrait image's long side meets the crop's long side). Then a random crop of the crop
 size (independent per frame for COCO's 2-frame pseudo-videos), a horizontal flip, and
 zero padding to the crop size (masks: False). Crops may be empty of objects.
 
@@ -38,7 +39,9 @@ def draw(aug: Augment, src_size: tuple[int, int], num_frames: int, rng: np.rando
     ch, cw = aug.crop
     h, w = src_size
     s = rng.uniform(*aug.resize_range)
-    factor = min(s * ch / h, s * cw / w)
+    # mmcv's keep-ratio resize to the scale s x crop: the crop's long side limits the image's long side and its
+    # short side the short one, whatever the orientation (a portrait image is not shrunk to fit a landscape box)
+    factor = s * min(max(ch, cw) / max(h, w), min(ch, cw) / min(h, w))
     nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
     flip = bool(rng.random() < aug.flip_prob)
     vh, vw = min(nh, ch), min(nw, cw)
@@ -94,15 +97,19 @@ def augment(frames: np.ndarray, masks: np.ndarray, aug: Augment, rng: np.random.
     return f, m, p.valid
 
 
+def clip_span(length: int, interval: int) -> int:
+    """Frames a clip of ``length`` frames ``interval`` apart covers (the released ``VideoClipSample``)."""
+    return length + (length - 1) * (interval - 1)
+
+
 def clip_indices(num_frames: int, length: int, interval: int, rng: np.random.Generator) -> list[int]:
-    """``length`` frames ``interval`` apart at a random start (the interval shrinks for short videos)."""
-    if num_frames <= 0:
-        raise ValueError("a video needs at least one frame")
-    interval = max(1, min(interval, (num_frames - 1) // max(1, length - 1))) if length > 1 else 1
-    span = (length - 1) * interval
-    if span >= num_frames:
-        return [min(i, num_frames - 1) for i in range(length)]
-    start = int(rng.integers(0, num_frames - span))
+    """``length`` frames ``interval`` apart at a uniformly random start, as the released ``VideoClipSample``
+    (OMG-Seg ``seg/datasets/pipelines/frame_sampling.py``). A video shorter than :func:`clip_span` is an
+    error here: the sampler draws another video instead (``BatchBuilder.example``)."""
+    span = clip_span(length, interval)
+    if num_frames < span:
+        raise ValueError(f"a clip of {length} frames {interval} apart needs {span} frames, the video has {num_frames}")
+    start = int(rng.integers(0, num_frames - span + 1))
     return [start + i * interval for i in range(length)]
 
 

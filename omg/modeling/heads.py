@@ -5,7 +5,6 @@ Shapes: queries N x Q x D; mask features N x D x T x h x w (T frames of a clip, 
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -55,14 +54,15 @@ class TextClassifier(nn.Module):
 
     ``cls_embd = cls_proj(maskpool_proj(maskpool(mask_features)) + q)``;
     ``logit_c = exp(logit_scale) * max_k cos(cls_embd, t_ck)``; the background logit is 0
-    (an all-zero class embedding, spec 6). ``logit_scale`` is a fixed buffer ln(100).
+    (an all-zero class embedding, spec 6). ``logit_scale`` is a fixed buffer 4.6052 (the released value, ~ln 100).
     """
 
     def __init__(self, dim: int, embed_dim: int):
         super().__init__()
         self.maskpool_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
         self.cls_proj = MLP(dim, dim, embed_dim, 3)
-        self.register_buffer("logit_scale", torch.tensor(math.log(100.0)), persistent=False)
+        # the released value (mask2former_vid.py L221-224: "4.6052 is np.log(1 / 0.01)"), exp = 100.0030
+        self.register_buffer("logit_scale", torch.tensor(4.6052), persistent=False)
 
     def embed(self, q: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
         return self.cls_proj(self.maskpool_proj(mask_pool(mask_features, mask_logits)) + q)

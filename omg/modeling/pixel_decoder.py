@@ -129,6 +129,14 @@ class PixelDecoder(nn.Module):
         nn.init.normal_(self.level_embed)
         self.layers = nn.ModuleList([DeformEncoderLayer(dim, enc_ffn_dim, heads, self.levels, points)
                                      for _ in range(enc_layers)])
+        # the released init (mmdet MSDeformAttnPixelDecoder.init_weights, called from OMG-Seg's
+        # mask2former_vid.py L259): Xavier-normal for every encoder parameter with dim > 1 (the FFN's too),
+        # then each deformable attention's own init
+        for p in self.layers.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_normal_(p)
+        for layer in self.layers:
+            layer.attn._reset_parameters()
         self.lateral_conv = nn.Sequential(nn.Conv2d(in_channels[0], dim, kernel_size=1, bias=False), _gn(dim))
         self.output_conv = nn.Sequential(nn.Conv2d(dim, dim, kernel_size=3, padding=1, bias=False), _gn(dim),
                                          nn.ReLU(inplace=True))

@@ -1,8 +1,10 @@
 """AdamW with the paper's parameter groups and the step schedule (model spec section 10.3).
 
 - lr = ``optim.lr`` x global batch / ``optim.base_batch`` (mmengine ``auto_scale_lr``);
-- no weight decay on ``query_feat``, ``query_embed``, ``level_embed`` (decoder and pixel decoder)
-  and on every normalisation layer's parameters;
+- no weight decay on ``query_feat``, ``query_embed``, the transformer decoder's ``level_embed`` and every
+  normalisation layer's parameters (the released ``schedule_12e.py`` ``custom_keys``, which mmengine matches
+  as substrings of the parameter names: the pixel decoder's level encoding, ``level_encoding`` there, does
+  not match ``level_embed`` and is decayed);
 - a learned backbone trains at ``backbone_lr_mult`` x lr (the variant's default: 0.1 for the
   paper's learned ViT-L); a frozen one has no trainable parameters;
 - linear warm-up from ``warmup_ratio`` x lr over ``warmup_iters`` iterations, then x ``gamma`` at
@@ -27,9 +29,14 @@ def _no_decay(model: nn.Module) -> set[int]:
         if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)) or type(module).__name__.startswith("LayerNorm"):
             ids.update(id(p) for p in module.parameters(recurse=False))
     for name, p in model.named_parameters():
-        if any(part in name.split(".") for part in NO_DECAY_NAMES) or name.endswith("level_embed"):
+        if any(key in _released_name(name) for key in NO_DECAY_NAMES):  # mmengine: substring match
             ids.add(id(p))
     return ids
+
+
+def _released_name(name: str) -> str:
+    """The released checkpoint's name where ours differs in a way the no-decay keys see."""
+    return name.replace("pixel_decoder.level_embed", "pixel_decoder.level_encoding")
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig, lr: float, backbone_lr_mult: float) -> list[dict]:
