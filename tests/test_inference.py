@@ -334,10 +334,10 @@ def test_a_video_instance_score_is_the_mean_over_frames(predictor):
     crafted[0, :, :8, :8] = math.log(0.9 / 0.1)  # every query: a mask in frame 0 only, probability 0.9
 
     predictor._frame_logits = lambda cache, t, queries=None: crafted[t] if queries is None else crafted[t][queries]
-    vis = predictor.predict("vis", topk=5)
+    vis = predictor.predict("vis", topk=100)
     with torch.no_grad():
         probs = predictor._video_logits(cache, predictor.training_vocabulary, "auto").float().softmax(-1)[:, :-1]
-    top = probs.flatten().topk(5)
+    top = probs.flatten().topk(100)
     thing = torch.tensor(predictor.training_vocabulary.isthing)[top.indices % probs.shape[1]]
     assert len(vis.scores) == int(thing.sum()) > 0
     assert sorted(vis.scores.tolist()) == pytest.approx(sorted((top.values[thing] * 0.9 / 2).tolist()), rel=1e-4)
@@ -426,3 +426,24 @@ def test_omg_predict_writes_valid_official_files(checkpoint, tiny_shapes, tmp_pa
     assert main(["predict", "--checkpoint", checkpoint, "--input", str(image), "--task", "interactive",
                  "--out", str(out)]) == 2
     assert "needs --points" in capsys.readouterr().err
+
+
+def test_interactive_prompts_as_the_released_evaluation(predictor):
+    """ovsam_preprocessor.py (use_point_pseudo_box, test time): the centre of the mask rescaled to the network's input
+    size, an integer pixel there, and the pseudo-box point -+ 3 px, not clipped to the image."""
+    from omg.evaluation.interactive import center_point
+    from omg.evaluation.runner import _centre_prompts
+    from omg.modeling.prompts import Prompts
+
+    gt = np.zeros((1, 100, 150), bool)
+    gt[0, 10:60, 20:140] = True
+    predictor.test_size = (128, 128)  # 100 x 150 -> 85 x 128 at the input
+    (x, y), = _centre_prompts(predictor, gt)
+    rh, rw = predictor.input_size(100, 150)
+    assert (rh, rw) == (85, 128)
+    xi, yi = x * rw / 150, y * rh / 100
+    assert xi == pytest.approx(round(xi), abs=1e-9) and yi == pytest.approx(round(yi), abs=1e-9), "an input pixel"
+    small = gt[0][np.minimum((np.arange(85) * 100 / 85).astype(int), 99)][:, np.minimum((np.arange(128) * 150 / 128).astype(int), 149)]
+    assert (round(xi), round(yi)) == center_point(small)
+    corner = Prompts.from_lists([torch.tensor([[1.0, 0.0]])], [None], [(64, 64)])
+    assert corner.boxes[0, 0].tolist() == [-2.0, -3.0, 4.0, 3.0], "the pseudo-box is not clipped"

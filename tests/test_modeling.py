@@ -160,7 +160,7 @@ def test_switch_changes_outputs_only_with_several_prompts(tiny_model):
 def test_points_are_pseudo_boxes_and_padding_is_valid():
     p = Prompts.from_lists([torch.tensor([[1.0, 10.0]]), None], [None, torch.tensor([[2., 2., 9., 9.], [0., 0., 4., 4.]])],
                            [(32, 32), (32, 32)])
-    assert torch.equal(p.boxes[0, 0], torch.tensor([0.0, 7.0, 4.0, 13.0])), "x-3 clipped at 0"
+    assert torch.equal(p.boxes[0, 0], torch.tensor([-2.0, 7.0, 4.0, 13.0])), "x-3 is not clipped (released: points -+ 3)"
     assert p.valid.tolist() == [[True, False], [True, True]] and p.is_point.tolist() == [[True, False], [False, False]]
 
 

@@ -243,9 +243,8 @@ def to_model_inputs(batch: dict, device: str | torch.device = "cpu", pad_value=N
         sizes = tensor(batch["image_sizes"], np.int64)
         out = boxes.clone()
         for b in range(boxes.shape[0]):
-            h, w = sizes[b].tolist()
             pts = boxes[b, is_point[b], :2]
             if len(pts):
-                out[b, is_point[b]] = points_to_boxes(pts, POINT_BOX_RADIUS, h, w)
+                out[b, is_point[b]] = points_to_boxes(pts, POINT_BOX_RADIUS)
         prompts = Prompts(out, torch.ones_like(is_point), sizes, is_point).to(device)
     return images, targets, prompts

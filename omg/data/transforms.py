@@ -119,7 +119,8 @@ def sample_prompts(masks: np.ndarray, num_prompts: int, rng: np.random.Generator
 
     masks: S x H x W bool (annotation order). If there are fewer than ``num_prompts``
     segments the list is repeated; the first ``num_prompts`` are taken. Each becomes one
-    uniformly random interior point (or, with probability ``box_prob``, its tight box).
+    uniformly random interior pixel, at its integer coordinates (``ovsam_preprocessor.py``
+    ``get_random_points``), or, with probability ``box_prob``, its tight box.
     Returns (points_or_boxes P x 4 float: XYXY, a point as a zero-size box; is_point P bool;
     target index P int into ``masks``).
     """
@@ -136,6 +137,6 @@ def sample_prompts(masks: np.ndarray, num_prompts: int, rng: np.random.Generator
             is_point[p] = False
         else:
             j = int(rng.integers(len(ys)))
-            x, y = xs[j] + 0.5, ys[j] + 0.5
+            x, y = xs[j], ys[j]  # the pixel's integer coordinates, as the released get_random_points
             boxes[p] = [x, y, x, y]
     return boxes, is_point, order

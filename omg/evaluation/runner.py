@@ -293,13 +293,31 @@ def _semantic(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> 
                       files[:overlays])
 
 
+def _centre_prompts(pred: OMGPredictor, gts: np.ndarray) -> list[list[float]]:
+    """One point per mask as the released evaluation places it (``ovsam_preprocessor.py`` ``get_center_coords``
+    with ``rescale_shape=img_shape``): the mask rescaled to the network's input size (nearest, as mmcv's
+    ``imrescale``), the integer pixel deepest inside it; returned in original pixels, so that the predictor's
+    scaling lands exactly on that input pixel (whose ±3 px pseudo-box is the prompt)."""
+    from omg.evaluation.interactive import center_point
+
+    h, w = gts.shape[1:]
+    rh, rw = pred.input_size(h, w)
+    rows = np.minimum((np.arange(rh) * h / rh).astype(np.int64), h - 1)  # cv2 INTER_NEAREST: floor(dst x src / dst)
+    cols = np.minimum((np.arange(rw) * w / rw).astype(np.int64), w - 1)
+    points = []
+    for g in gts:
+        x, y = center_point(g[rows][:, cols])
+        points.append([x * w / rw, y * h / rh])
+    return points
+
+
 def _interactive(pred, entry, reader, out_dir, limit, overlays, progress, opts) -> EvalResult:
     """Single-point mIoU (every non-crowd segment prompted at its centre, all prompts of an image in one
     pass) and NoC@80/85/90, NoC>=20@85/90 on up to 20 objects with the RITM click simulation (one decoder pass
     per click); each simulated object's clicks and IoUs go to ``interactive_clicks.json`` (``omg metric
     interactive --clicks`` recomputes NoC from it)."""
     from omg.data.masks import rle_encode
-    from omg.evaluation.interactive import PointMIoU, center_point, evaluate_sample, noc_metrics
+    from omg.evaluation.interactive import PointMIoU, evaluate_sample, noc_metrics
 
     from omg.data.decode import decode_masks
 
@@ -318,9 +336,7 @@ def _interactive(pred, entry, reader, out_dir, limit, overlays, progress, opts) 
             image = load_image(uio.join(reader.paths["images"], it["image"]))
             gts = masks[keep]
             pred.set_image(image)
-            points = [list(center_point(g)) for g in gts]
-            points = [[x + 0.5, y + 0.5] for x, y in points]
-            r = pred.predict("interactive", points=points)
+            r = pred.predict("interactive", points=_centre_prompts(pred, gts))
             ev.process(gts, r.masks)
             for j, m in zip(keep, r.masks):
                 recs.append({"image_id": it["key"], "segment_id": sample.segments[j].id, "segmentation": rle_encode(m)})

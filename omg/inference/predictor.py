@@ -195,13 +195,17 @@ class OMGPredictor:
         long_max, short_max = self.test_size
         return min(long_max / max(h, w), short_max / min(h, w))
 
+    def input_size(self, h: int, w: int) -> tuple[int, int]:
+        """(height, width) an h x w image has at the network's input (before padding)."""
+        f = self._resize_factor(h, w)
+        return max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))  # mmcv's _scale_size rounding
+
     def _prepare(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Resize (keep ratio) to the test size, pad to a common size divisible by the backbone's."""
         tensors, sizes = [], []
         for a in arrays:
             h, w = a.shape[:2]
-            f = self._resize_factor(h, w)
-            rh, rw = max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))  # mmcv's _scale_size rounding
+            rh, rw = self.input_size(h, w)
             t = torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]
             if (rh, rw) != (h, w):
                 t = F.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False).clamp(0, 255)

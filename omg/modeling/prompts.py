@@ -64,7 +64,7 @@ class Prompts:
                 if bad.any():
                     k = int(bad.nonzero()[0])
                     raise ValueError(f"image {i}: point {k} {pts[k].tolist()} lies outside the {w}x{h} image")
-                parts.append(points_to_boxes(pts, radius, h, w))
+                parts.append(points_to_boxes(pts, radius))
                 flags += [True] * len(pts)
             if bxs is not None and len(bxs):
                 bxs = torch.as_tensor(bxs, dtype=torch.float32).reshape(-1, 4)
@@ -91,12 +91,11 @@ class Prompts:
         return Prompts(out, valid, torch.tensor(image_sizes, dtype=torch.long), is_point)
 
 
-def points_to_boxes(points: torch.Tensor, radius: float, height: int, width: int) -> torch.Tensor:
-    """K x 2 XY points -> K x 4 pseudo-boxes ``[x - r, y - r, x + r, y + r]`` clipped to the image."""
+def points_to_boxes(points: torch.Tensor, radius: float = POINT_BOX_RADIUS) -> torch.Tensor:
+    """K x 2 XY points -> K x 4 pseudo-boxes ``[x - r, y - r, x + r, y + r]``, not clipped to the image, as the
+    released preprocessor builds them (``ovsam_preprocessor.py`` ``use_point_pseudo_box``: ``points -+ 3``)."""
     x, y = points[:, 0], points[:, 1]
-    boxes = torch.stack([x - radius, y - radius, x + radius, y + radius], dim=-1)
-    limits = torch.tensor([width, height, width, height], dtype=boxes.dtype)
-    return torch.minimum(boxes.clamp(min=0), limits)
+    return torch.stack([x - radius, y - radius, x + radius, y + radius], dim=-1)
 
 
 class LocationQueryEncoder(nn.Module):
