@@ -65,7 +65,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def vos_from_proposals(masks: np.ndarray, objectness: np.ndarray, first_frame: np.ndarray, object_ids: list[int],
                        topk: int = 25) -> tuple[np.ndarray, dict[int, int]]:
     """Semi-supervised VOS by first-frame association, as the released code (OMG-Seg
-    ``seg/models/detectors/mask2former_vid_minvis.py`` L224-247 with ``FH.proposal_postprocess``, DAVIS config
+    ``seg/models/detectors/mask2former_vid_minvis.py`` L226-244 with ``FH.proposal_postprocess``, DAVIS config
     ``num_proposals=25``).
 
     masks: Q x T x H x W bool proposals (video-level query order); objectness: Q scores;
