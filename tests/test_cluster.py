@@ -4,6 +4,7 @@ exactly that cluster, even on failure."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -172,5 +173,25 @@ def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_clust
     runs = mlflow.search_runs(experiment_names=["ablations"], output_format="list")
     parent = [r for r in runs if r.data.tags.get("omg.kind") == "ablation-grid"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-    assert len(parent) == 1 and len(children) == 2
-    assert all("eval/omg-shapes/PQ" in c.data.metrics for c in children)
+    assert len(parent) == 1 and len(children) == 2 and parent[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["omg.axis.interactive_attention"] for c in children) == ["full", "masked"]
+    assert all("eval/omg-shapes/PQ" in c.data.metrics and c.info.status == "FINISHED" for c in children)
+    assert "omg-shapes/PQ" in records[1]["metrics"]
+
+    # a rerun skips both finished trials (and reuses the parent run)
+    out, text = _submit(loopback_cluster, [
+        "pipelines/ablations.py", "--grid", "smoke", "--storage", str(tmp_path / "abl"), "--set",
+        f"data.shards={cluster_shards}"], {**roots, "MLFLOW_TRACKING_URI": uri}, timeout=300)
+    assert out.returncode == 0 and text.count("finished earlier") == 2, text[-3000:]
+    assert len(mlflow.search_runs(experiment_names=["ablations"], output_format="list")) == 3
+
+    # the dashboard over the grid's runs
+    from dashboards.report import build_report
+
+    report = build_report(tmp_path / "report", grid="smoke", tracking_uri=uri)
+    html = report.read_text()
+    assert "Ablation: interactive_attention" in html and "baseline" in html and "<svg" in html
+    rows = list(csv.DictReader(open(tmp_path / "report" / "grid-smoke.csv")))
+    assert [r["setting"] for r in rows] == ["convnext-masked", "convnext-full"]
+    assert rows[1]["omg-shapes/PQ delta"] or rows[1]["omg-shapes/PQ"] == rows[0]["omg-shapes/PQ"]
+    assert list((tmp_path / "report" / "gallery").rglob("*.png")), "overlays copied into the report"

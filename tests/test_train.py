@@ -152,11 +152,16 @@ def _checkpoint_steps(storage: Path, run: str) -> list[int]:
     return sorted(int(p.name[5:]) for p in (storage / run / "checkpoints").iterdir())
 
 
-@pytest.mark.parametrize("attempt", range(3))
+#: attempts of the relaunch test (a race shows as a failure in some of them): 1 in the default suite; the
+#: checkpointer was measured at 12 of 12 under load with OMG_TEST_RELAUNCH_ATTEMPTS=3 x 4 loops (RESULTS.md)
+RELAUNCH_ATTEMPTS = int(os.environ.get("OMG_TEST_RELAUNCH_ATTEMPTS", "1"))
+
+
+@pytest.mark.parametrize("attempt", range(RELAUNCH_ATTEMPTS))
 def test_relaunch_resumes_without_repeating_samples(attempt, reference, shards, data_env, mlflow_server, tmp_path,
                                                      capsys):
     """A worker fails right after the checkpoint of step 3 (the failure that raced Ray's checkpoint registry and
-    restarted at step 0); the relaunch resumes at exactly 3. Three attempts, so a race would show."""
+    restarted at step 0); the relaunch resumes at exactly 3. ``OMG_TEST_RELAUNCH_ATTEMPTS=N`` repeats it N times."""
     import mlflow
 
     lean = ["validation.pairs=[]", "tracking.log_model=false"]  # the batches a step sees do not depend on them
