@@ -24,7 +24,8 @@ import time
 from omg.data import io as uio
 from omg.data.catalog import get_entry, load_catalog
 from omg.env import apply_env_defaults
-from omg.evaluation.runner import TASK_FORMATS, EvalOptions, default_pairs
+from omg.evaluation.evaluators import TASK_FORMATS, EvalOptions
+from omg.evaluation.runner import default_pairs
 from omg.utils.progress import Progress
 
 

@@ -69,7 +69,7 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
 
 def test_evaluation_options_default_to_the_released_conventions():
     from omg.data.catalog import get_entry
-    from omg.evaluation.runner import EvalOptions, vocabulary_of
+    from omg.evaluation.evaluators import EvalOptions, vocabulary_of
     from omg.inference.predictor import OMGPredictor
 
     opts = EvalOptions()

@@ -432,13 +432,13 @@ def test_interactive_prompts_as_the_released_evaluation(predictor):
     """ovsam_preprocessor.py (use_point_pseudo_box, test time): the centre of the mask rescaled to the network's input
     size, an integer pixel there, and the pseudo-box point -+ 3 px, not clipped to the image."""
     from omg.evaluation.interactive import center_point
-    from omg.evaluation.runner import _centre_prompts
+    from omg.evaluation.evaluators import centre_prompts
     from omg.modeling.prompts import Prompts
 
     gt = np.zeros((1, 100, 150), bool)
     gt[0, 10:60, 20:140] = True
     predictor.test_size = (128, 128)  # 100 x 150 -> 85 x 128 at the input
-    (x, y), = _centre_prompts(predictor, gt)
+    (x, y), = centre_prompts(predictor, gt)
     rh, rw = predictor.input_size(100, 150)
     assert (rh, rw) == (85, 128)
     xi, yi = x * rw / 150, y * rh / 100

@@ -14,7 +14,7 @@ Reported at t = 0.80, 0.85, 0.90.
 **Single-point mIoU** (OMG-Seg's COCO-SAM protocol): one prompt per non-crowd segment at the
 mask's interior "centre", the argmax of the distance transform of the 1-px zero-padded mask
 (the evaluation takes it on the mask rescaled to the network's input size, an integer pixel
-there, as the released ``get_center_coords``; ``omg.evaluation.runner._centre_prompts``);
+there, as the released ``get_center_coords``; ``omg.evaluation.evaluators.centre_prompts``);
 IoU = |gt & pred| / (|gt | pred| + 1e-8); mIoU = mean over all segments of the dataset.
 Deviation: the released code takes that argmax from kornia's approximate distance transform;
 here it is the exact EDT (scipy), which can pick a neighbouring pixel (the metrics spec lists

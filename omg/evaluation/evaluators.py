@@ -1,0 +1,576 @@
+"""One evaluator per task, detectron2's protocol: ``reset()``, ``process(record)`` for each record, ``evaluate()``.
+
+An evaluator is given the predictor, the dataset's reader and where to write (an :class:`EvalContext`); its
+``process`` predicts one record (an image or a video), writes what the official tools read and keeps what the
+score needs; ``evaluate`` scores with the official-protocol code of :mod:`omg.evaluation` and returns
+:class:`Scores`. :func:`omg.evaluation.runner.evaluate_pair` composes them: it owns the loop, the progress
+line and the :class:`~omg.evaluation.runner.EvalResult`.
+
+The format readers are the one place a dataset's files are parsed: records (file paths, segments with the
+catalog's category ids) come from ``reader.items()``, ground-truth masks from ``reader.load()``. PQ and VPQ
+run on the official PNGs with the evaluated records' annotations rewritten to the catalog's ids (a
+Cityscapes label-id JSON scores like the trainId one).
+
+The vocabulary is the dataset's own class list (the per-dataset text embeddings replace the training ones,
+as in the paper's evaluation), so label k is the dataset's k-th class; for ``open_vocab`` it includes the
+held-out classes. :class:`EvalOptions` holds the conventions; each default is the released code's
+(``docs/evaluation.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from omg.data import io as uio
+from omg.data.catalog import DatasetEntry
+from omg.data.formats import get_reader
+from omg.inference import writers
+from omg.inference.predictor import OMGPredictor
+from omg.inference.run import load_image
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How an evaluation predicts. Defaults: the released OMG-Seg code; the alternatives are ours, kept as options.
+
+    - ``distractors``: append the training classes a dataset lacks (their segments dropped), so a query that
+      found one (sky, in a things-only video dataset) is not forced onto the dataset's classes (ours);
+    - ``ensemble``: ``"released"``: the CLIP geometric ensemble runs for the ``open_vocab`` task only, every
+      class seen or not (``tools/test.py`` L158-170 sets ``OVERLAPPING`` for the open-vocabulary config), and
+      never for the closed-set tasks; ``"auto"``: whenever the vocabulary has a class unseen in training;
+    - ``postprocess_at``: ``"original"`` (released) or ``"input"`` (see :mod:`omg.inference.predictor`);
+    - ``track_ids``: VPS segment ids ``"released"`` (per-frame counter) or ``"stable"`` (query-based).
+    """
+
+    distractors: bool = False
+    ensemble: str = "released"
+    postprocess_at: str = "original"
+    track_ids: str = "released"
+
+    def __post_init__(self):
+        for name, allowed in (("ensemble", ("released", "auto")), ("postprocess_at", ("original", "input")),
+                              ("track_ids", ("released", "stable"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def open_vocab(self, task: str) -> bool | str:
+        """The predictor's ``open_vocab`` argument for ``task``."""
+        if self.ensemble == "auto":
+            return "auto"
+        return task == "open_vocab"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EvalContext:
+    """What an evaluator works with."""
+
+    predictor: OMGPredictor
+    entry: DatasetEntry
+    reader: object  # omg.data.formats.base.Reader of the evaluated split
+    out_dir: str
+    options: EvalOptions = field(default_factory=EvalOptions)
+    overlays: int = 4
+
+
+@dataclass
+class Scores:
+    """An evaluator's output: flat metrics (percentages as papers print them), tables, files written."""
+
+    metrics: dict[str, float]
+    tables: dict[str, object] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def pct(x) -> float:
+    return float("nan") if x is None or (isinstance(x, float) and np.isnan(x)) else 100.0 * float(x)
+
+
+def vocabulary_of(entry: DatasetEntry, include_heldout: bool, distractors_from: OMGPredictor | None = None
+                  ) -> tuple[list[dict], list[int]]:
+    """The dataset's classes (label k -> ``ids[k]``). With ``distractors_from`` (a predictor; the
+    ``distractors`` option), the training classes the dataset lacks are appended with id -1: a query that
+    found one of them is then classified as that class and dropped."""
+    classes = [c for c in entry.classes if include_heldout or not c.heldout]
+    vocab = [{"names": list(c.synonyms), "isthing": c.isthing} for c in classes]
+    ids = [c.id for c in classes]
+    train = distractors_from.training_vocabulary if distractors_from is not None else None
+    if train is not None:
+        have = {s for c in classes for s in c.synonyms}
+        for names, isthing in zip(train.names, train.isthing):
+            if not have & set(names):
+                vocab.append({"names": list(names), "isthing": isthing})
+                ids.append(-1)
+    return vocab, ids
+
+
+def drop_unmapped(r, cat_ids: list[int]):
+    """Remove segments whose class maps to no dataset category (id -1): their pixels become VOID."""
+    bad = {s.id for s in r.segments if cat_ids[s.label] == -1}
+    if not bad:
+        return r
+    r.panoptic[np.isin(r.panoptic, list(bad))] = 0
+    r.segments = [s for s in r.segments if s.id not in bad]
+    if hasattr(r, "frame_segments"):
+        r.frame_segments = [[i for i in ids if i not in bad] for ids in r.frame_segments]
+    return r
+
+
+def catalog_categories(entry: DatasetEntry) -> list[dict]:
+    return [{"id": c.id, "name": c.name, "isthing": int(c.isthing)} for c in entry.classes]
+
+
+def semantic_gt(sample, index: dict[int, int]) -> np.ndarray:
+    """T x H x W label maps of a record (255 = no evaluated class)."""
+    from omg.data.decode import decode_masks
+
+    masks = decode_masks(sample)
+    lab = np.full((sample.num_frames, sample.height, sample.width), 255, dtype=np.int64)
+    for seg, m in zip(sample.segments, masks):
+        if seg.category_id in index:
+            lab[m] = index[seg.category_id]
+    return lab
+
+
+def frames(folder: str, names: list[str]) -> list[np.ndarray]:
+    return [load_image(uio.join(folder, n)) for n in names]
+
+
+class TaskEvaluator:
+    """Base: ``task``, the catalog ``formats`` it reads, the progress ``unit``; subclasses fill reset/process/evaluate."""
+
+    task: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+    unit: ClassVar[str] = "img"
+    include_heldout: ClassVar[bool] = False
+
+    def __init__(self, ctx: EvalContext):
+        self.ctx = ctx
+        self.reset()
+
+    @property
+    def pred(self) -> OMGPredictor:
+        return self.ctx.predictor
+
+    def records(self, limit: int | None = None) -> list[dict]:
+        return self.ctx.reader.items()[:limit]
+
+    def vocabulary(self) -> tuple[list[dict], list[int]]:
+        return vocabulary_of(self.ctx.entry, self.include_heldout,
+                             self.pred if self.ctx.options.distractors else None)
+
+    def predict(self, task: str, **kwargs):
+        """The predictor's ``task`` with this evaluation's vocabulary and ensemble convention."""
+        return self.pred.predict(task, vocabulary=self.vocab, open_vocab=self.ctx.options.open_vocab(self.task), **kwargs)
+
+    def reset(self) -> None:
+        self.vocab, self.cat_ids = self.vocabulary()
+        self.processed: list[dict] = []
+        self.files: list[str] = []
+
+    def process(self, record: dict) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> Scores:
+        raise NotImplementedError
+
+    def wants_overlay(self) -> bool:
+        return len(self.processed) < self.ctx.overlays
+
+    def out(self, *parts: str) -> str:
+        return uio.join(self.ctx.out_dir, *parts)
+
+
+# ----------------------------------------------------------------------------- images
+
+class PanopticEvaluator(TaskEvaluator):
+    """PQ / SQ / RQ with panopticapi's protocol on the official PNGs (COCO, Cityscapes, ADE20K)."""
+
+    task = "panoptic"
+    formats = ("coco_panoptic", "cityscapes_panoptic", "ade20k_panoptic")
+
+    def reset(self) -> None:
+        super().reset()
+        self.preds: list[tuple] = []
+
+    def process(self, it: dict) -> None:
+        image = load_image(uio.join(self.ctx.reader.paths["images"], it["image"]))
+        self.pred.set_image(image)
+        r = drop_unmapped(self.predict("panoptic"), self.cat_ids)
+        name = it["mask"][:-4]
+        self.preds.append((it["key"], name, r))
+        if self.wants_overlay():
+            uri = self.out("overlays", f"{name}.png")
+            writers.write_overlay(uri, image, r.panoptic, {s.id: s.name for s in r.segments})
+            self.files.append(uri)
+        self.processed.append(it)
+
+    def gt_json(self) -> str:
+        """The evaluated records as a COCO panoptic ground truth (image id = the record key, as in the predictions)."""
+        items = self.processed
+        doc = {"images": [{"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
+                          for it in items],
+               "annotations": [{"image_id": it["key"], "file_name": it["mask"], "segments_info": it["segments_info"]}
+                               for it in items],
+               "categories": catalog_categories(self.ctx.entry)}
+        uri = self.out("gt_subset.json")
+        uio.write_json(uri, doc)
+        return uri
+
+    def evaluate(self) -> Scores:
+        from omg.evaluation.panoptic import pq_from_files
+
+        files = self.files + [writers.write_panoptic(self.ctx.out_dir, self.preds, [v["isthing"] for v in self.vocab],
+                                                     self.cat_ids)]
+        r = pq_from_files(self.gt_json(), self.ctx.reader.paths["panoptic_masks"], self.out("panoptic.json"),
+                          self.out("panoptic"))
+        m = {"PQ": pct(r.summary["All"]["pq"]), "SQ": pct(r.summary["All"]["sq"]), "RQ": pct(r.summary["All"]["rq"]),
+             "PQ_th": pct(r.summary["Things"]["pq"]), "PQ_st": pct(r.summary["Stuff"]["pq"])}
+        heldout = [c.id for c in self.ctx.entry.classes if c.heldout] if self.include_heldout else []
+        if heldout:
+            vals = [r.per_class[c]["pq"] for c in heldout
+                    if c in r.per_class and r.per_class[c]["tp"] + r.per_class[c]["fp"] + r.per_class[c]["fn"] > 0]
+            m["PQ_heldout"] = pct(float(np.mean(vals))) if vals else float("nan")
+        return Scores(m, {"per_class": r.per_class}, files)
+
+
+class OpenVocabEvaluator(PanopticEvaluator):
+    """PQ with the held-out classes in the vocabulary; metrics ``OV_*`` (apart from the closed-set PQ)."""
+
+    task = "open_vocab"
+    formats = ("coco_panoptic", "ade20k_panoptic")
+    include_heldout = True
+
+    def evaluate(self) -> Scores:
+        s = super().evaluate()
+        s.metrics = {f"OV_{k}": v for k, v in s.metrics.items()}
+        return s
+
+
+class InstanceEvaluator(TaskEvaluator):
+    """COCO mask AP (pycocotools) against the split's instances JSON."""
+
+    task = "instance"
+    formats = ("coco_panoptic",)
+
+    def reset(self) -> None:
+        super().reset()
+        if "instances_json" not in self.ctx.reader.paths:
+            raise ValueError(f"{self.ctx.entry.name}: instance evaluation needs instances_json in the catalog split")
+        r = self.ctx.reader
+        self.instances = get_reader(dataclasses.replace(self.ctx.entry, format="coco_instances"), r.split, r.root)
+        self.results: list[dict] = []
+
+    def records(self, limit: int | None = None) -> list[dict]:
+        return self.instances.items()[:limit]
+
+    def process(self, it: dict) -> None:
+        self.pred.set_image(load_image(uio.join(self.instances.paths["images"], it["image"])))
+        r = self.predict("instance")
+        self.results += [x for x in writers.instance_records(it["key"], r, self.cat_ids) if x["category_id"] != -1]
+        self.processed.append(it)
+
+    def evaluate(self) -> Scores:
+        from omg.evaluation.coco_ap import coco_segm
+
+        items = self.processed
+        gt = {"images": [{"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
+                         for it in items],
+              "annotations": [dict(a, image_id=it["key"]) for it in items for a in it["annotations"]],
+              "categories": catalog_categories(self.ctx.entry)}
+        uri = self.out("instances_results.json")
+        uio.write_json(uri, self.results)
+        r = coco_segm(gt, self.results, (1, 10, 100))
+        return Scores({k: pct(v) if v >= 0 else float("nan") for k, v in r.stats.items()},
+                      {"per_class": r.per_class}, [uri])
+
+
+class SemanticEvaluator(TaskEvaluator):
+    """mIoU / fwIoU / mACC / pACC (detectron2's SemSegEvaluator) on label maps derived from the panoptic GT."""
+
+    task = "semantic"
+    formats = ("coco_panoptic", "cityscapes_panoptic", "ade20k_panoptic")
+
+    def reset(self) -> None:
+        from omg.evaluation.semantic import SemSegEvaluator
+
+        super().reset()
+        self.index = {c: k for k, c in enumerate(self.cat_ids)}
+        self.confusion = SemSegEvaluator(len(self.vocab))
+
+    def process(self, it: dict) -> None:
+        reader = self.ctx.reader
+        self.pred.set_image(load_image(uio.join(reader.paths["images"], it["image"])))
+        r = self.predict("semantic")
+        gt = semantic_gt(reader.load(it), self.index)[0]
+        self.confusion.process(gt, r.labels, where=uio.join(reader.paths["panoptic_masks"], it["mask"]))
+        uri = writers.write_semantic(self.ctx.out_dir, it["mask"][:-4], r)
+        if self.wants_overlay():
+            self.files.append(uri)
+        self.processed.append(it)
+
+    def evaluate(self) -> Scores:
+        res = self.confusion.evaluate()
+        return Scores({"mIoU": pct(res.miou), "fwIoU": pct(res.fwiou), "mACC": pct(res.macc), "pACC": pct(res.pacc)},
+                      {"iou": {self.cat_ids[k]: (None if np.isnan(v) else float(v)) for k, v in enumerate(res.iou)}},
+                      self.files)
+
+
+def centre_prompts(pred: OMGPredictor, gts: np.ndarray) -> list[list[float]]:
+    """One point per mask as the released evaluation places it (``ovsam_preprocessor.py`` ``get_center_coords``
+    with ``rescale_shape=img_shape``): the mask rescaled to the network's input size (nearest, as mmcv's
+    ``imrescale``), the integer pixel deepest inside it; returned in original pixels, so that the predictor's
+    scaling lands exactly on that input pixel (whose ±3 px pseudo-box is the prompt)."""
+    from omg.evaluation.interactive import center_point
+
+    h, w = gts.shape[1:]
+    rh, rw = pred.input_size(h, w)
+    rows = np.minimum((np.arange(rh) * h / rh).astype(np.int64), h - 1)  # cv2 INTER_NEAREST: floor(dst x src / dst)
+    cols = np.minimum((np.arange(rw) * w / rw).astype(np.int64), w - 1)
+    points = []
+    for g in gts:
+        x, y = center_point(g[rows][:, cols])
+        points.append([x * w / rw, y * h / rh])
+    return points
+
+
+class InteractiveEvaluator(TaskEvaluator):
+    """Single-point mIoU (every non-crowd segment prompted at its centre, all prompts of an image in one pass) and
+    NoC@80/85/90, NoC>=20@85/90 on the first ``max_noc_objects`` objects with the RITM click simulation (one decoder
+    pass per click); each simulated object's clicks and IoUs go to ``interactive_clicks.json`` (``omg metric
+    interactive --clicks`` recomputes NoC from it)."""
+
+    task = "interactive"
+    formats = ("coco_sam",)
+    max_noc_objects = 20
+
+    def vocabulary(self) -> tuple[list[dict], list[int]]:
+        return [], []  # class-agnostic
+
+    def reset(self) -> None:
+        from omg.evaluation.interactive import PointMIoU
+
+        super().reset()
+        self.point_miou = PointMIoU()
+        self.results: list[dict] = []
+        self.noc_ious: list[np.ndarray] = []
+        self.click_records: list[dict] = []
+
+    def process(self, it: dict) -> None:
+        from omg.data.decode import decode_masks
+        from omg.data.masks import rle_encode
+
+        reader = self.ctx.reader
+        sample = reader.load(it)  # COCO-SAM: every non-crowd segment, class-agnostic
+        masks = decode_masks(sample)[:, 0]
+        keep = [j for j, g in enumerate(sample.segments) if not g.iscrowd and masks[j].any()]
+        if not keep:
+            self.processed.append(it)
+            return
+        image = load_image(uio.join(reader.paths["images"], it["image"]))
+        gts = masks[keep]
+        self.pred.set_image(image)
+        r = self.pred.predict("interactive", points=centre_prompts(self.pred, gts))
+        self.point_miou.process(gts, r.masks)
+        for j, m in zip(keep, r.masks):
+            self.results.append({"image_id": it["key"], "segment_id": sample.segments[j].id, "segmentation": rle_encode(m)})
+        if self.wants_overlay():
+            uri = self.out("overlays", f"{it['mask'][:-4]}.png")
+            paint = np.zeros(gts.shape[1:], np.int32)
+            for j, m in enumerate(r.masks):
+                paint[m] = j + 1
+            writers.write_overlay(uri, image, paint)
+            self.files.append(uri)
+        for j, g in zip(keep, gts):
+            if len(self.noc_ious) >= self.max_noc_objects:
+                break
+            self._simulate(it, sample.segments[j].id, g)
+        self.processed.append(it)
+
+    def _simulate(self, it: dict, segment_id: int, gt: np.ndarray) -> None:
+        from omg.evaluation.interactive import evaluate_sample
+
+        def predict(clicks):
+            pos = [[c.x + 0.5, c.y + 0.5] for c in clicks if c.positive]
+            if not pos:
+                return np.zeros(gt.shape)
+            return self.pred.predict("interactive", points=[pos[-1]]).masks[0].astype(np.float64)
+
+        clicks, ious = evaluate_sample(gt.astype(np.int32), predict, max_clicks=20)
+        self.noc_ious.append(ious)
+        self.click_records.append({"image_id": it["key"], "segment_id": segment_id,
+                                   "clicks": [[c.x, c.y, c.positive] for c in clicks], "ious": ious.tolist()})
+
+    def evaluate(self) -> Scores:
+        from omg.evaluation.interactive import noc_metrics
+
+        files = list(self.files)
+        for name, doc in (("interactive_results.json", self.results), ("interactive_clicks.json", self.click_records)):
+            uio.write_json(self.out(name), doc)
+            files.append(self.out(name))
+        res = self.point_miou.evaluate()
+        m = {"mIoU": pct(res["miou"]), "segments": float(res["count"])}
+        if self.noc_ious:
+            m.update(noc_metrics(self.noc_ious))
+        return Scores(m, {}, files)
+
+
+# ----------------------------------------------------------------------------- videos
+
+class VISEvaluator(TaskEvaluator):
+    """YouTube-VIS AP / AR (the YTVOS protocol) on the evaluated videos."""
+
+    task = "vis"
+    formats = ("youtube_vis",)
+    unit = "video"
+
+    def reset(self) -> None:
+        super().reset()
+        self.results: list[dict] = []
+
+    def process(self, it: dict) -> None:
+        self.pred.set_video(frames(self.ctx.reader.paths["frames"], it["file_names"]))
+        r = self.predict("vis")
+        self.results += [x for x in writers.ytvis_records(int(it["key"]), r, self.cat_ids) if x["category_id"] != -1]
+        self.processed.append(it)
+
+    def evaluate(self) -> Scores:
+        from omg.evaluation.ytvis import ytvis_ap
+
+        items = self.processed
+        gt = {"videos": [{"id": int(it["key"]), "file_names": it["file_names"], "width": it["width"],
+                          "height": it["height"], "length": len(it["file_names"])} for it in items],
+              "annotations": [a for it in items for a in it["annotations"]],
+              "categories": catalog_categories(self.ctx.entry)}
+        uri = self.out("results.json")
+        uio.write_json(uri, self.results)
+        r = ytvis_ap(gt, self.results)
+        return Scores({k: pct(v) if v >= 0 else float("nan") for k, v in r.stats.items()},
+                      {"per_class": r.per_class}, [uri])
+
+
+class VPSEvaluator(TaskEvaluator):
+    """VIPSeg VPQ (k = 1, 2, 4, 6, 8) and STQ on the official files."""
+
+    task = "vps"
+    formats = ("vipseg",)
+    unit = "video"
+
+    def reset(self) -> None:
+        super().reset()
+        if "panoptic_json" not in self.ctx.reader.paths:
+            raise ValueError(f"{self.ctx.entry.name}: VPS evaluation needs the COCO-style conversion (panoptic_json), "
+                             "the official VPQ protocol's input")
+        self.preds: list[tuple] = []
+
+    def process(self, it: dict) -> None:
+        vid = it["key"]
+        self.pred.set_video(frames(uio.join(self.ctx.reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
+        r = drop_unmapped(self.predict("vps", track_ids=self.ctx.options.track_ids), self.cat_ids)
+        self.preds.append((vid, [fr["mask"][:-4] for fr in it["frames"]], r))
+        self.processed.append(it)
+
+    def gt_json(self) -> str:
+        """The evaluated videos as a VIPSeg ground truth (frames in record order, the catalog's category ids)."""
+        videos, anns = [], []
+        for it in self.processed:
+            vid = it["key"]
+            videos.append({"video_id": vid, "images": [{"id": f"{vid}_{t}", "file_name": fr["image"],
+                                                        "width": fr.get("width"), "height": fr.get("height")}
+                                                       for t, fr in enumerate(it["frames"])]})
+            anns.append({"video_id": vid, "annotations": [{"image_id": f"{vid}_{t}", "file_name": fr["mask"],
+                                                           "segments_info": fr["segments_info"]}
+                                                          for t, fr in enumerate(it["frames"])]})
+        uri = self.out("gt_subset.json")
+        uio.write_json(uri, {"videos": videos, "annotations": anns, "categories": catalog_categories(self.ctx.entry)})
+        return uri
+
+    def evaluate(self) -> Scores:
+        from omg.evaluation.vps import vps_from_files
+
+        files = [writers.write_vipseg(self.ctx.out_dir, self.preds, [v["isthing"] for v in self.vocab], self.cat_ids)]
+        vpq_r, stq_r, _ = vps_from_files(self.gt_json(), self.ctx.reader.paths["panoptic_masks"], files[0],
+                                         self.out("panoptic"))
+        final, omg = vpq_r.mean(), vpq_r.mean((1, 2, 4, 6))
+        m = {f"VPQ@{k}": pct(r.summary["All"]["pq"]) for k, r in vpq_r.per_k.items()}
+        m.update({"VPQ": pct(omg["All"]), "VPQ_th": pct(omg["Things"]), "VPQ_st": pct(omg["Stuff"]),
+                  "VPQ_final": pct(final["All"]), "STQ": pct(stq_r.stq), "AQ": pct(stq_r.aq), "SQ": pct(stq_r.sq)})
+        return Scores(m, {"vpq_per_class_k1": vpq_r.per_k[1].per_class}, files)
+
+
+class VSSEvaluator(TaskEvaluator):
+    """Video semantic segmentation: mIoU and mVC8 / mVC16 (VSPW's protocol) on VIPSeg-format videos."""
+
+    task = "vss"
+    formats = ("vipseg",)
+    unit = "video"
+
+    def reset(self) -> None:
+        from omg.evaluation.semantic import SemSegEvaluator
+
+        super().reset()
+        self.index = {c: k for k, c in enumerate(self.cat_ids)}
+        self.confusion = SemSegEvaluator(len(self.vocab))
+        self.clips: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def process(self, it: dict) -> None:
+        reader = self.ctx.reader
+        vid = it["key"]
+        self.pred.set_video(frames(uio.join(reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
+        r = self.predict("vss")
+        gts = semantic_gt(reader.load(it), self.index)
+        for t, fr in enumerate(it["frames"]):
+            self.confusion.process(gts[t], r.labels[t], where=uio.join(reader.paths["panoptic_masks"], vid, fr["mask"]))
+        writers.write_vss(self.ctx.out_dir, vid, [fr["mask"][:-4] for fr in it["frames"]], r)
+        self.clips.append((gts, r.labels))
+        self.processed.append(it)
+
+    def evaluate(self) -> Scores:
+        from omg.evaluation.vspw import mean_vc
+
+        res = self.confusion.evaluate()
+        return Scores({"mIoU": pct(res.miou), "mVC8": pct(mean_vc(self.clips, 8)), "mVC16": pct(mean_vc(self.clips, 16))},
+                      {}, [self.out("semantic")])
+
+
+class VOSEvaluator(TaskEvaluator):
+    """DAVIS-17 semi-supervised J&F (the official DAVIS evaluation) from the first frame's masks."""
+
+    task = "vos"
+    formats = ("davis",)
+    unit = "video"
+
+    def vocabulary(self) -> tuple[list[dict], list[int]]:
+        return [], []  # objects, not classes
+
+    def process(self, it: dict) -> None:
+        reader = self.ctx.reader
+        vid = it["key"]
+        reader.check_frames(it)  # a missing frame is a bad record here too
+        self.pred.set_video(frames(uio.join(reader.paths["frames"], vid), it["frames"]))
+        first = writers.read_png(uio.join(reader.paths["annotations"], vid, it["frames"][0][:-4] + ".png"))
+        r = self.pred.predict("vos", first_frame_masks=first)
+        writers.write_vos(self.ctx.out_dir, vid, [n[:-4] for n in it["frames"]], r)
+        self.processed.append(it)
+
+    def evaluate(self) -> Scores:
+        from omg.evaluation.davis import davis_from_files
+
+        res = davis_from_files(self.ctx.reader.paths["annotations"], self.out("Annotations"),
+                               [it["key"] for it in self.processed])
+        return Scores({k: pct(v) for k, v in res.summary.items()}, {"per_object": res.per_object},
+                      [self.out("Annotations")])
+
+
+EVALUATORS: dict[str, type[TaskEvaluator]] = {e.task: e for e in (
+    PanopticEvaluator, InstanceEvaluator, SemanticEvaluator, OpenVocabEvaluator, InteractiveEvaluator,
+    VISEvaluator, VPSEvaluator, VSSEvaluator, VOSEvaluator)}
+
+#: which tasks a catalog format can be evaluated on
+TASK_FORMATS: dict[str, tuple[str, ...]] = {task: e.formats for task, e in EVALUATORS.items()}
