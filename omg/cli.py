@@ -193,6 +193,42 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the datasets the released ConvNeXt-L OMG-Seg model was trained on (its training config
+#: ``seg/configs/m2ov_train/omg_convl_vlm_fix_12e_ov_coco_vid_yt19_vip_city_cocopansam.py``): its label space
+RELEASED_TRAINING_DATASETS = ("coco-panoptic", "youtube-vis-2019", "vipseg", "cityscapes-panoptic", "coco-sam")
+
+
+def cmd_convert_official(args: argparse.Namespace) -> int:
+    from omg.data import io as uio
+    from omg.data.catalog import load_catalog
+    from omg.data.labels import DatasetClasses, merge_label_spaces
+    from omg.modeling.checkpoint import save_checkpoint
+    from omg.modeling.official import convert_official, load_official_state_dict
+
+    t0 = time.monotonic()
+    catalog = load_catalog()
+    datasets = args.dataset or list(RELEASED_TRAINING_DATASETS)
+    unknown = [d for d in datasets if d not in catalog]
+    if unknown:
+        raise ValueError(f"--dataset {unknown[0]!r}: not in the catalog (omg catalog list)")
+    sd = load_official_state_dict(uio.read_bytes(args.src), args.src)
+    print(f"read {len(sd)} tensors from {args.src}", file=sys.stderr)
+    model, report = convert_official(sd, args.variant, args.pretrained, args.nheads)
+    entries = [catalog[d] for d in datasets]
+    label_space = merge_label_spaces([DatasetClasses.from_entry(e) for e in entries])
+    metadata = {"label_space": label_space.to_dict(), "test_size": [1333, 800],
+                "test_sizes": {e.name: list(e.test_size) for e in entries if e.test_size},
+                "converted_from": {"source": args.src, "format": "lxtGH/OMG-Seg (mmdet)", "tensors": report.mapped,
+                                   "clip_weights": args.pretrained}}
+    save_checkpoint(model, args.out, metadata)
+    c = report.config
+    print(f"{args.out}: {c.variant}, {c.num_queries} queries, {c.enc_layers}/{c.dec_layers} encoder/decoder layers, "
+          f"{report.mapped} tensors converted, {len(report.from_pretrained)} from the CLIP weights "
+          f"({args.pretrained}), {len(label_space.names)} classes from {', '.join(datasets)} "
+          f"[{time.monotonic() - t0:.1f}s]")
+    return 0
+
+
 # ----------------------------------------------------------------------------- inference
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -325,6 +361,24 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--width", type=int, default=1200)
     info.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     info.set_defaults(func=cmd_model_info)
+
+    conv = sub.add_parser(
+        "convert-official", help="a released OMG-Seg checkpoint (lxtGH/OMG-Seg) -> an omg checkpoint",
+        description="Convert a released OMG-Seg checkpoint (mmdet/mmengine layout) into this project's checkpoint: "
+                    "every tensor renamed (no reshapes), the CLIP text tower from --pretrained (the released file "
+                    "does not hold it), the label space of the datasets it was trained on as metadata. Fails listing "
+                    "the names when a source tensor has no place or a model tensor stays empty. Metadata objects "
+                    "in the file are never unpickled as themselves.")
+    conv.add_argument("src", help="the released checkpoint (.pth; path or fsspec URI)")
+    conv.add_argument("--out", required=True, help="where to write the omg checkpoint (path or fsspec URI)")
+    conv.add_argument("--variant", default="convnext_large_d_320", help="backbone variant (default: the released model's)")
+    conv.add_argument("--pretrained", help="the CLIP weights for the text tower: an open_clip tag in the local cache "
+                                           "(laion2b_s29b_b131k_ft_soup for the released model), a path or a URI")
+    conv.add_argument("--nheads", type=int, default=8, help="attention heads (not in the weights; released: 8)")
+    conv.add_argument("--dataset", action="append", default=None,
+                      help="a catalog dataset whose classes the label space holds (repeatable; default: the released "
+                           "model's training datasets: " + ", ".join(RELEASED_TRAINING_DATASETS) + ")")
+    conv.set_defaults(func=cmd_convert_official)
 
     pred = sub.add_parser(
         "predict", help="run a checkpoint on an image, image folder or video; write official-format results",
