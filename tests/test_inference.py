@@ -86,8 +86,10 @@ def test_stable_ids_survive_a_vanishing_segment():
     assert ids[0] == {0: 1, 1: 2, 2: 3, 3: 4 + 1 + 2}
     assert ids[1] == {0: 1, 2: 3, 3: 7}, "query 2 keeps id 3 although query 1 vanished"
     released = [{s.query: s.id for s in panoptic_inference(logits, m, ISTHING, ids="released")[1]} for m in (frame0, frame1)]
-    # the released fusion head: a per-frame counter over things (instance_id), stuff by class
-    assert released == [{0: 1, 1: 2, 2: 3, 3: 7}, {0: 1, 2: 2, 3: 7}], "query 2 takes id 2 once query 1 vanished"
+    # the released fusion head: class + instance_id x 1000, instance_id a per-frame counter over things, stuff by
+    # class (here + 1: 0 is VOID)
+    assert released == [{0: 1001, 1: 2002, 2: 3001, 3: 3}, {0: 1001, 2: 2001, 3: 3}], \
+        "query 2 takes instance 2 once query 1 vanished (a new track id), its class stays in the id"
     with pytest.raises(ValueError, match="ids must be one of"):
         panoptic_inference(logits, frame0, ISTHING, ids="random")
 

@@ -29,6 +29,14 @@ class PanopticSegment:
 SEGMENT_IDS = ("sequential", "released", "stable")
 
 
+def released_offset(num_classes: int) -> int:
+    """mmdet's ``INSTANCE_OFFSET`` (1000), or the next power of ten above a vocabulary that does not fit under it."""
+    offset = 1000
+    while offset <= num_classes + 1:
+        offset *= 10
+    return offset
+
+
 def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch.Tensor,
                        object_mask_thr: float = 0.0, iou_thr: float = 0.8, filter_low_score: bool = True,
                        ids: str = "sequential") -> tuple[torch.Tensor, list[PanopticSegment]]:
@@ -44,9 +52,10 @@ def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch
 
     - ``"sequential"``: 1, 2, ... in query order (an image's panoptic map);
     - ``"released"`` (video panoptic, the default there): as the released fusion head numbers a frame
-      (``omgseg_fusionhead.py`` ``panoptic_postprocess``): things 1, 2, ... by a counter over the kept
-      things of this frame, stuff ``Q + 1 + label`` (one segment per class); a track's identity is its
-      place among the frame's things, so it shifts when an earlier thing vanishes;
+      (``omgseg_fusionhead.py`` ``panoptic_postprocess``: ``class + instance_id * INSTANCE_OFFSET``, mmdet's
+      offset 1000, ``instance_id`` a counter over the frame's kept things from 1, stuff ``instance_id`` 0),
+      shifted by 1 so that 0 stays VOID: things ``label + 1 + k * offset``, stuff ``label + 1``. A track's
+      identity is (class, place among the frame's things), so it shifts when an earlier thing vanishes;
     - ``"stable"`` (an option): things the query index + 1, stuff ``Q + 1 + label``: a track keeps its
       id in every frame even when another segment vanishes.
     """
@@ -67,7 +76,8 @@ def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch
     cur_prob = scores[idx][:, None, None] * cur_masks
     winner = cur_prob.argmax(0)
     stuff_ids: dict[int, int] = {}
-    next_id = 1  # "sequential": every segment; "released": things only
+    next_id = 1  # "sequential": every segment; "released": things only (the frame's instance_id)
+    offset = released_offset(num_classes)
     for k in range(len(idx)):
         label = int(labels[idx[k]])
         thing = bool(isthing[label])
@@ -83,8 +93,11 @@ def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch
             seg = next(s for s in segments if s.id == sid)
             seg.area += int(mask.sum())
             continue
-        if ids == "stable" or (ids == "released" and not thing):
+        if ids == "stable":
             sid = int(idx[k]) + 1 if thing else q + 1 + label
+        elif ids == "released":
+            sid = label + 1 + (next_id * offset if thing else 0)
+            next_id += int(thing)
         else:
             sid = next_id
             next_id += 1
