@@ -147,26 +147,34 @@ def test_every_tensor_lands_where_it_belongs(official, clip_file):
     assert torch.equal(own["backbone.clip.token_embedding.weight"], text), "the text tower from --pretrained"
 
 
-def test_the_converted_model_runs_every_task(official, clip_file, tmp_path):
-    from omg.inference.predictor import OMGPredictor
-    from omg.modeling.checkpoint import load_checkpoint, save_checkpoint
+def test_the_converted_model_runs_every_task_in_omg_predict(official, clip_file, tmp_path):
+    from PIL import Image
+
+    from omg.cli import main
+    from omg.modeling.checkpoint import save_checkpoint
 
     from .test_inference import LABEL_SPACE
 
     model, _ = convert_official(official, "tiny_convnext", clip_file, nheads=H)
-    save_checkpoint(model, str(tmp_path / "c.pt"), {"label_space": LABEL_SPACE, "test_size": [64, 64]})
-    loaded, _ = load_checkpoint(str(tmp_path / "c.pt"))  # strict: every name, every shape
-    pred = OMGPredictor(loaded, {"label_space": LABEL_SPACE, "test_size": [64, 64]})
-    pred.set_image(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    for task in ("panoptic", "instance", "semantic"):
-        assert pred.predict(task) is not None
-    assert pred.predict("interactive", points=[[20, 20]]).masks.shape == (1, 64, 64)
-    pred.set_video(np.random.default_rng(1).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8))
-    for task in ("vis", "vps", "vss"):
-        assert pred.predict(task) is not None
+    ckpt = str(tmp_path / "c.pt")
+    save_checkpoint(model, ckpt, {"label_space": LABEL_SPACE, "test_size": [64, 64]})  # loaded strictly by predict
+    rng = np.random.default_rng(0)
+    frames = tmp_path / "video"
+    frames.mkdir()
+    for t in range(4):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(frames / f"{t:05d}.jpg")
     first = np.zeros((64, 64), np.uint8)
     first[:20, :20] = 1
-    assert pred.predict("vos", first_frame_masks=first).masks.shape == (4, 64, 64)
+    Image.fromarray(first).save(tmp_path / "first.png")
+    image = str(frames / "00000.jpg")
+    runs = {"panoptic": [image], "instance": [image], "semantic": [image], "interactive": [image, "--points", "20,20"],
+            "vis": [str(frames)], "vps": [str(frames)], "vss": [str(frames)],
+            "vos": [str(frames), "--first-frame-masks", str(tmp_path / "first.png")]}
+    for task, (inp, *extra) in runs.items():
+        out = tmp_path / f"out-{task}"
+        assert main(["predict", "--checkpoint", ckpt, "--input", inp, "--task", task, "--out", str(out), "--no-overlays",
+                     *extra]) == 0, task
+        assert any(p.is_file() for p in out.rglob("*")), f"{task} wrote nothing"
 
 
 def test_incomplete_or_foreign_sources_are_refused_with_the_names(official, clip_file):
