@@ -18,7 +18,7 @@ from omg.data.decode import decode_frames, decode_masks
 from omg.data.formats import get_reader
 from omg.data.masks import id2rgb, rgb2id, rle_encode
 from omg.data.records import BadRecord, Sample
-from omg.data.synthetic import DAVIS_PALETTE
+from omg.data.formats.davis import DAVIS_PALETTE
 
 H, W = 24, 32
 

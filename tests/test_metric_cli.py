@@ -11,7 +11,7 @@ from PIL import Image
 from omg.cli import main
 from omg.data.catalog import get_entry
 from omg.data.masks import id2rgb, rle_encode
-from omg.data.synthetic import DAVIS_PALETTE
+from omg.data.formats.davis import DAVIS_PALETTE
 
 from . import metric_toys as toys
 from .test_metrics import _write_pq_files

@@ -329,7 +329,7 @@ def test_single_point_miou_golden():
 # ------------------------------------------------------------------------------ 8. DAVIS J&F
 
 def test_davis_jf_golden(tmp_path):
-    from omg.data.synthetic import DAVIS_PALETTE
+    from omg.data.formats.davis import DAVIS_PALETTE
     from omg.evaluation.davis import davis_from_files
 
     for s, seq in enumerate(("toyseq-a", "toyseq-b")):

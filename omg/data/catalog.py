@@ -49,7 +49,6 @@ SamplingMode = Literal["image", "pseudo_video", "clip"]
 
 TASKS: tuple[str, ...] = Task.__args__  # type: ignore[attr-defined]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
-EVALUATORS: tuple[str, ...] = Evaluator.__args__  # type: ignore[attr-defined]
 
 IMAGE_TASKS = frozenset({"panoptic", "instance", "semantic", "interactive"})
 VIDEO_TASKS = frozenset({"vis", "vps", "vss", "vos"})

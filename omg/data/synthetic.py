@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from omg.data import io as uio
+from omg.data.formats.davis import DAVIS_PALETTE
 from omg.data.masks import id2rgb, mask_bbox, rle_encode
 from omg.utils.progress import Progress
 
@@ -85,17 +86,6 @@ VIDEO_SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1, "val_ov": 2}
 _IMAGE_ID_BASE = {"train": 0, "val": 1_000_000, "val_ov": 2_000_000}
 
-#: the DAVIS / PASCAL VOC palette (index i -> RGB), 256 entries
-DAVIS_PALETTE: list[int] = []
-for _i in range(256):
-    _r = _g = _b = 0
-    _c = _i
-    for _j in range(8):
-        _r |= ((_c >> 0) & 1) << (7 - _j)
-        _g |= ((_c >> 1) & 1) << (7 - _j)
-        _b |= ((_c >> 2) & 1) << (7 - _j)
-        _c >>= 3
-    DAVIS_PALETTE += [_r, _g, _b]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS, OMGPredictor
 from omg.utils.progress import Progress
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 def load_image(path: str, max_pixels: int = uio.MAX_PIXELS) -> np.ndarray:
@@ -100,22 +99,15 @@ def run(args) -> int:
         r = predictor.predict(task, vocabulary=vocabulary, **kwargs)
         if task == "vis":
             written.append(writers.write_ytvis(out, [(args.video_id, r)], cat_ids))
-            ids = np.zeros((len(frames), *frames[0].shape[:2]), np.int32)
-            for k in np.argsort(r.scores):  # lowest first: higher scores paint over
-                if r.scores[k] >= args.score_threshold:
-                    ids[r.masks[k]] = r.track_ids[k]
-            labels = {int(r.track_ids[k]): f"{r.names[k]} {r.scores[k]:.2f}" for k in range(len(r.labels))}
         elif task == "vps":
             written.append(writers.write_vipseg(out, [(video, names, r)], vocab.isthing, cat_ids))
-            ids, labels = r.panoptic, {s.id: s.name for s in r.segments}
         elif task == "vss":
             writers.write_vss(out, video, names, r)
             written.append(uio.join(out, "semantic", video))
-            ids, labels = r.labels + 1, {k + 1: n for k, n in enumerate(r.vocabulary)}
         else:
             writers.write_vos(out, video, names, r)
             written.append(uio.join(out, "Annotations", video))
-            ids, labels = r.masks, None
+        ids, labels = writers.overlay_ids(r, args.score_threshold)
         if not args.no_overlays:
             for t, name in enumerate(names):
                 writers.write_overlay(uio.join(out, "overlays", video, f"{name}.png"), frames[t], ids[t], labels)
@@ -135,29 +127,17 @@ def run(args) -> int:
                         raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
                     r = predictor.predict(task, points=points, boxes=boxes, vocabulary=vocabulary if args.label else None)
                     written.append(writers.write_interactive(out, name, r))
-                    ids = np.zeros(r.masks.shape[1:], np.int32)
-                    for k, m in enumerate(r.masks):
-                        ids[m] = k + 1
-                    labels = {k + 1: (f"{r.names[k]} {r.label_scores[k]:.2f}" if r.names else f"#{k}")
-                              for k in range(len(r.masks))}
                 else:
                     r = predictor.predict(task, vocabulary=vocabulary)
                     if task == "panoptic":
                         pan_items.append((image_id, name, r))
-                        ids, labels = r.panoptic, {s.id: s.name for s in r.segments}
                     elif task == "instance":
                         inst_items.append((image_id, name, r))
-                        ids = np.zeros(r.masks.shape[1:], np.int32)
-                        keep = [k for k in range(len(r.scores)) if r.scores[k] >= args.score_threshold]
-                        for k in keep[::-1]:
-                            ids[r.masks[k]] = k + 1
-                        labels = {k + 1: f"{r.names[k]} {r.scores[k]:.2f}" for k in keep}
                     else:
                         written.append(writers.write_semantic(out, name, r))
-                        ids, labels = r.labels + 1, {k + 1: n for k, n in enumerate(r.vocabulary)}
                 if not args.no_overlays:
                     uri = uio.join(out, "overlays", f"{name}.png")
-                    writers.write_overlay(uri, image, ids, labels)
+                    writers.write_overlay(uri, image, *writers.overlay_ids(r, args.score_threshold))
                     written.append(uri)
                 prog.update()
         if pan_items:

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from omg.data import io as uio
 from omg.data.masks import id2rgb, mask_bbox, rle_encode
-from omg.data.synthetic import DAVIS_PALETTE
+from omg.data.formats.davis import DAVIS_PALETTE
 from omg.inference.results import (
     InstanceResult, InteractiveResult, PanopticResult, SemanticResult, VideoInstanceResult, VideoPanopticResult,
     VideoSemanticResult, VOSResult,
@@ -71,6 +71,33 @@ def overlay(image: np.ndarray, ids: np.ndarray, labels: dict[int, str] | None = 
                 draw.text((x + 1, y + 1), text, fill=(0, 0, 0))
                 draw.text((x, y), text, fill=(255, 255, 255))
     return np.asarray(img)
+
+
+def overlay_ids(r, score_threshold: float = 0.0) -> tuple[np.ndarray, dict[int, str] | None]:
+    """Any result -> (id map to colour, H x W or T x H x W with 0 = nothing; {id: text}) for :func:`overlay`.
+    Instances below ``score_threshold`` are not drawn; higher scores paint over lower ones."""
+    if isinstance(r, (PanopticResult, VideoPanopticResult)):
+        return r.panoptic, {s.id: s.name for s in r.segments}
+    if isinstance(r, (SemanticResult, VideoSemanticResult)):
+        return r.labels + 1, {k + 1: n for k, n in enumerate(r.vocabulary)}
+    if isinstance(r, VOSResult):
+        return r.masks, None
+    ids = np.zeros(r.masks.shape[1:], np.int32)
+    if isinstance(r, InteractiveResult):
+        for k, m in enumerate(r.masks):
+            ids[m] = k + 1
+        return ids, {k + 1: (f"{r.names[k]} {r.label_scores[k]:.2f}" if r.names else f"#{k}") for k in range(len(r.masks))}
+    if isinstance(r, VideoInstanceResult):
+        for k in np.argsort(r.scores):  # lowest first: higher scores paint over
+            if r.scores[k] >= score_threshold:
+                ids[r.masks[k]] = r.track_ids[k]
+        return ids, {int(r.track_ids[k]): f"{r.names[k]} {r.scores[k]:.2f}" for k in range(len(r.labels))}
+    if isinstance(r, InstanceResult):  # sorted by score, highest first
+        keep = [k for k in range(len(r.scores)) if r.scores[k] >= score_threshold]
+        for k in keep[::-1]:
+            ids[r.masks[k]] = k + 1
+        return ids, {k + 1: f"{r.names[k]} {r.scores[k]:.2f}" for k in keep}
+    raise TypeError(f"no overlay for a {type(r).__name__}")
 
 
 def write_overlay(uri: str, image: np.ndarray, ids: np.ndarray, labels: dict[int, str] | None = None) -> None:

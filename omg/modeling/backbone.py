@@ -133,11 +133,6 @@ class CLIPBackbone(nn.Module):
         return x[:, 1:].transpose(1, 2).reshape(n, c, h, w)
 
     # ------------------------------------------------------------------ CLIP heads
-    @property
-    def clip_feature_channels(self) -> int:
-        """Channels of the map the open-vocabulary branch mask-pools (the stride-32 level)."""
-        return self.variant.channels[3]
-
     def clip_image_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """Mask-pooled stage-4 features (... x C) -> CLIP image embeddings (... x D), not normalised.
 

@@ -35,6 +35,7 @@ Under load: a listen backlog of ``backlog`` connections, a bounded pool of ``wor
 from __future__ import annotations
 
 import base64
+import colorsys
 import contextlib
 import io
 import json
@@ -117,12 +118,7 @@ def palette(n: int) -> np.ndarray:
     """``n`` distinct saturated colours (golden-ratio hues), n x 3 uint8."""
     out = np.zeros((max(n, 1), 3), dtype=np.uint8)
     for i in range(n):
-        h = (i * 0.618033988749895 + 0.08) % 1.0
-        k = int(h * 6)
-        f = h * 6 - k
-        v, s = 0.95, 0.85
-        p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-        out[i] = np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][k % 6]) * 255
+        out[i] = np.array(colorsys.hsv_to_rgb((i * 0.618033988749895 + 0.08) % 1.0, 0.85, 0.95)) * 255
     return out
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Iterator, TextIO, TypeVar
-
-T = TypeVar("T")
+from typing import TextIO
 
 
 def format_duration(seconds: float) -> str:
@@ -88,14 +86,3 @@ class Progress:
     def close(self) -> None:
         self._emit(final=True)
         self.enabled = False
-
-
-def track(items: Iterable[T], stage: str, total: int | None = None, unit: str = "it",
-          enabled: bool = True) -> Iterator[T]:
-    """Iterate with progress output."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with Progress(stage, total=total, unit=unit, enabled=enabled) as prog:
-        for item in items:
-            yield item
-            prog.update()

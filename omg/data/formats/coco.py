@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
 from omg.data import io as uio
 from omg.data.formats.base import COVERED, Reader, segment_index_pngs, segments_from_id_maps
@@ -231,7 +228,3 @@ class CocoInstancesReader(Reader):
                 seen.add(ann.get("id"))
         return out
 
-
-def decode_png_ids(data: bytes) -> np.ndarray:
-    """RGB id PNG bytes -> H x W int64 ids."""
-    return rgb2id(np.array(Image.open(io.BytesIO(data)).convert("RGB")))

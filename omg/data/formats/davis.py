@@ -9,6 +9,24 @@ from omg.data.formats.base import Reader, segments_from_id_maps
 from omg.data.records import BadRecord, Sample, digest
 
 
+#: the DAVIS / PASCAL VOC palette of the annotation PNGs (index i -> R, G, B; 256 entries, flat)
+def _voc_palette() -> list[int]:
+    out: list[int] = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out += [r, g, b]
+    return out
+
+
+DAVIS_PALETTE: list[int] = _voc_palette()
+
+
 class DavisReader(Reader):
     annotation_key = "annotations"
 
