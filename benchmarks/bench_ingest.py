@@ -29,6 +29,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from omg.env import runs_dir
+
 
 def naive_loader(root: str, crop: int, resize_range):
     from omg.data.masks import rgb2id
@@ -72,7 +74,7 @@ def shard_builder(shards: str, crop: int, resize_range):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", default=os.path.join("runs", "bench-ingest"))
+    p.add_argument("--work", default=runs_dir("bench-ingest"))
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--images", type=int, default=160)
     p.add_argument("--max-things", type=int, default=12)

@@ -31,6 +31,8 @@ import types
 import numpy as np
 from PIL import Image
 
+from omg.env import runs_dir
+
 
 def make_pq_data(work: str, images: int, size: int):
     from omg.data.masks import id2rgb, rgb2id
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--panopticapi", required=True, help="a checkout of cocodataset/panopticapi")
     p.add_argument("--ytvos", required=True, help="a checkout of youtubevos/cocoapi")
-    p.add_argument("--work", default=os.path.join("runs", "bench-metrics"))
+    p.add_argument("--work", default=runs_dir("bench-metrics"))
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")

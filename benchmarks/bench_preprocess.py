@@ -18,10 +18,12 @@ import statistics
 import sys
 import time
 
+from omg.env import runs_dir
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", default=os.path.join("runs", "bench-preprocess"))
+    p.add_argument("--work", default=runs_dir("bench-preprocess"))
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=25)

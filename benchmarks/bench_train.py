@@ -23,6 +23,8 @@ import time
 
 import psutil
 
+from omg.env import runs_dir
+
 
 def sample_memory(stop: threading.Event, peaks: dict[int, float], root_pid: int) -> None:
     root = psutil.Process(root_pid)
@@ -79,7 +81,7 @@ def run(workers: int, args, shards: str, storage: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="pipelines/configs/shapes_smoke.yaml")
-    p.add_argument("--work", default=os.path.join("runs", "bench-train"))
+    p.add_argument("--work", default=runs_dir("bench-train"))
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=2, help="the config's data.batch_size (per worker)")
     p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")

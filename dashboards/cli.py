@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from omg.env import runs_dir
+
 
 def add_parsers(sub) -> None:
     d = sub.add_parser(
@@ -17,7 +19,7 @@ def add_parsers(sub) -> None:
     d.add_argument("--grid", help="an ablation grid that ran (omg ablate --grid NAME); its newest run is used")
     d.add_argument("--run", action="append", default=[], metavar="[NAME=]RUN_ID",
                    help="also show this MLflow run as a model row (repeatable)")
-    d.add_argument("--out", default=os.path.join("runs", "dashboard"), help="report folder (default runs/dashboard)")
+    d.add_argument("--out", default=runs_dir("dashboard"), help="report folder (default $OMG_RUNS_DIR/dashboard, runs/dashboard)")
     d.add_argument("--experiment", default="ablations", help="MLflow experiment of the grid (default ablations)")
     d.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     d.add_argument("--no-gallery", action="store_true", help="skip downloading overlay images")

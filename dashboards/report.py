@@ -24,7 +24,7 @@ from html import escape
 from pathlib import Path
 
 from dashboards.svg import PALETTE, bar_chart, line_chart
-from omg.data import io as uio
+from omg.utils import io as uio
 
 #: (metric name, column title) in display order; a column appears for every dataset that logged it
 TASK_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -14,7 +14,7 @@ import sys
 import time
 
 from omg import __version__
-from omg.env import apply_env_defaults
+from omg.env import apply_env_defaults, runs_dir
 from omg.utils.errors import describe
 
 
@@ -24,7 +24,7 @@ def _log(msg: str) -> None:
 
 def default_data_dir() -> str:
     """Where generated datasets go: ``$OMG_DATA_DIR`` or ``runs/data``."""
-    return os.environ.get("OMG_DATA_DIR") or os.path.join("runs", "data")
+    return os.environ.get("OMG_DATA_DIR") or runs_dir("data")
 
 
 # ----------------------------------------------------------------------------- data
@@ -199,7 +199,7 @@ RELEASED_TRAINING_DATASETS = ("coco-panoptic", "youtube-vis-2019", "vipseg", "ci
 
 
 def cmd_convert_official(args: argparse.Namespace) -> int:
-    from omg.data import io as uio
+    from omg.utils import io as uio
     from omg.data.catalog import load_catalog
     from omg.data.labels import DatasetClasses, merge_label_spaces
     from omg.modeling.checkpoint import save_checkpoint
@@ -256,12 +256,12 @@ def _add_pipeline_parser(sub, name: str, module: str, help: str) -> None:
 # ----------------------------------------------------------------------------- serve
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from omg.serve import Limits, default_checkpoint, find_samples, runs_dir, serve
+    from omg.serve import Limits, default_checkpoint, find_samples, serve
 
     checkpoint = args.checkpoint or default_checkpoint(runs_dir())
     if checkpoint is None:
-        _log("omg serve: error: no --checkpoint given and no demo model found under "
-             f"{runs_dir()}/ (run `make demo` first, or pass --checkpoint PATH)")
+        _log("omg serve: error: no --checkpoint given and no trained model under "
+             f"{runs_dir()}/train/ (run `make demo` first, or pass --checkpoint PATH)")
         return 2
     data = args.samples or os.path.join(default_data_dir(), "omg-shapes")
     return serve(checkpoint, args.host, args.port, find_samples(data),
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "pick an omg-shapes sample or upload a PNG/JPEG, click points and drag boxes to get masks "
                     "with open-vocabulary labels, or switch to panoptic / instance / semantic mode; download "
                     "the masks (PNG) and the result (JSON). Uploads stay in memory: nothing is written to disk.")
-    srv.add_argument("--checkpoint", help="model checkpoint (default: the demo model, runs/demo/state.json)")
+    srv.add_argument("--checkpoint", help="model checkpoint (default: the newest runs/train/*/model.pt; after make demo, the demo model)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     srv.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1, loopback only)")
     srv.add_argument("--samples", help="an omg-shapes root whose val images the page offers "

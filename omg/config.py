@@ -18,6 +18,7 @@ from typing import Literal
 
 import yaml
 
+from omg.env import runs_dir
 from omg.modeling.model import ModelConfig
 from omg.utils.typed import SchemaError, from_dict, to_dict, yaml_problem
 
@@ -45,7 +46,7 @@ class ValidationConfig:
 @dataclass(frozen=True)
 class DataConfig:
     #: where ``pipelines/preprocess.py`` wrote the shards (``<shards>/<dataset>/<split>/manifest.json``)
-    shards: str = "runs/shards"
+    shards: str = field(default_factory=lambda: runs_dir("shards"))  # $OMG_RUNS_DIR/shards, runs/shards
     datasets: tuple[DatasetConfig, ...] = ()
     #: training crop (H, W); the paper's is 736 x 1280
     crop_size: tuple[int, ...] = (736, 1280)
@@ -109,7 +110,7 @@ class ScalingConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     #: local path or fsspec URI (Ray Train's storage_path)
-    storage_path: str = "runs/train"
+    storage_path: str = field(default_factory=lambda: runs_dir("train"))  # $OMG_RUNS_DIR/train, runs/train
     every_steps: int = 500
     num_to_keep: int = 2
     #: worker-group restarts from the last checkpoint after a failure

@@ -23,6 +23,7 @@ is left alone.
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 DEFAULTS: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
@@ -34,6 +35,14 @@ DEFAULTS: dict[str, str] = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TOKENIZERS_PARALLELISM": "false",
 }
+
+
+def runs_dir(*parts: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where everything a run writes goes: ``$OMG_RUNS_DIR`` (read at each call; from ``environ`` when given),
+    else ``runs`` (relative to the working directory); ``parts`` are joined under it. The one place every default
+    output path comes from."""
+    env = os.environ if environ is None else environ
+    return os.path.join(env.get("OMG_RUNS_DIR") or "runs", *parts)
 
 
 def apply_env_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -29,9 +29,9 @@ from typing import Any
 import yaml
 
 from omg.config import TrainConfig, apply_values
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import load_catalog
-from omg.env import apply_env_defaults
+from omg.env import apply_env_defaults, runs_dir
 from omg.utils.progress import Progress, format_duration
 from omg.utils.typed import SchemaError, from_dict, to_dict
 
@@ -116,7 +116,7 @@ def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None
             **{f"omg.axis.{k}": v for k, v in spec.axes.items()}}
     data = apply_values(data, {
         "name": f"{grid.name}-{trial}",
-        "data.shards": resolve_paths_abs(data.get("data", {}).get("shards", "runs/shards")),
+        "data.shards": resolve_paths_abs(data.get("data", {}).get("shards", runs_dir("shards"))),
         "checkpoint.storage_path": uio.join(storage, grid.name),
         "tracking.experiment": experiment,
         "tracking.parent_run_id": parent_run_id,
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grids-file", default=str(GRIDS_FILE), help="YAML of grids (default pipelines/configs/ablations.yaml)")
     p.add_argument("--trial", action="append", help="run only this trial (repeatable)")
     p.add_argument("--list", action="store_true", help="print the grids (or the grid's trials and configs) and exit")
-    p.add_argument("--storage", default=os.path.join("runs", "ablations"),
+    p.add_argument("--storage", default=runs_dir("ablations"),
                    help="checkpoints, logs and results: <storage>/<grid>/<trial>/ (default runs/ablations)")
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment (default: ablations)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")

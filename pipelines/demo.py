@@ -32,7 +32,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # `python pipelines/demo.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from omg.env import apply_env_defaults  # noqa: E402
+from omg.env import apply_env_defaults, runs_dir  # noqa: E402
 from omg.utils.progress import format_duration  # noqa: E402
 
 TRAIN_CONFIG = HERE / "configs" / "shapes_demo.yaml"
@@ -78,7 +78,7 @@ class Demo:
 
     # ------------------------------------------------------------------ bookkeeping
     def save(self) -> None:
-        from omg.data import io as uio
+        from omg.utils import io as uio
 
         uio.write_bytes(str(self.state_path), json.dumps(self.state, indent=1, sort_keys=True).encode())
 
@@ -250,7 +250,7 @@ def _strip_ray_prefix(line: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omg demo", description=__doc__.split("\n\n")[0],
                                 epilog="Stages: " + "; ".join(f"{k}: {v}" for k, v in _DESCRIPTIONS.items()))
-    p.add_argument("--runs-dir", default=os.environ.get("OMG_RUNS_DIR", "runs"),
+    p.add_argument("--runs-dir", default=runs_dir(),
                    help="everything the demo writes goes here (default: $OMG_RUNS_DIR or runs)")
     p.add_argument("--data-dir", help="where omg-shapes is generated (default: $OMG_DATA_DIR or RUNS_DIR/data)")
     p.add_argument("--seed", type=int, default=0, help="omg-shapes and training seed (default 0)")

@@ -21,9 +21,9 @@ import os
 import sys
 import time
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import get_entry, load_catalog
-from omg.env import apply_env_defaults
+from omg.env import apply_env_defaults, runs_dir
 from omg.evaluation.evaluators import TASK_FORMATS, EvalOptions
 from omg.evaluation.runner import default_pairs
 from omg.utils.progress import Progress
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", help="evaluate every task of this catalog entry (repeatable)")
     p.add_argument("--pair", action="append", help="DATASET:SPLIT:TASK (repeatable)")
     p.add_argument("--root", help="dataset root URI (overrides the catalog root; one root for all datasets)")
-    p.add_argument("--out", default=os.path.join("runs", "eval"), help="where prediction files go (default runs/eval)")
+    p.add_argument("--out", default=runs_dir("eval"), help="where prediction files go (default $OMG_RUNS_DIR/eval, runs/eval)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images/videos of each split")
     p.add_argument("--run-id", help="log into this MLflow run (e.g. the training run) instead of a new one")
     p.add_argument("--experiment", default="eval", help="MLflow experiment of a new run (default: eval)")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from omg.config import TrainConfig, config_dict, config_from_dict, flat_params, load_config
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import load_catalog
 from omg.env import apply_env_defaults
 from omg.training.checkpointer import Checkpointer

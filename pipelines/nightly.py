@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from omg.env import apply_env_defaults
+from omg.env import apply_env_defaults, runs_dir
 from omg.utils.progress import format_duration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def previous_night(suite: str, tracking: str | None) -> tuple[str | None, dict[s
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nightly", description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", choices=sorted(SUITES), default="full", help="full (default) or smoke")
-    p.add_argument("--work", default=os.path.join("runs", "nightly"), help="scratch dir (default runs/nightly)")
+    p.add_argument("--work", default=runs_dir("nightly"), help="scratch dir (default $OMG_RUNS_DIR/nightly, runs/nightly)")
     p.add_argument("--baseline", help="baseline JSON (default benchmarks/nightly_baseline_<suite>.json)")
     p.add_argument("--update-baseline", action="store_true", help="write today's figures as the baseline")
     p.add_argument("--only", action="append", choices=["preprocess", "ingest", "predict", "train", "metrics", "model",

@@ -34,11 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import omg
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry, get_entry, load_catalog
 from omg.data.formats import get_reader
 from omg.data.records import ARROW_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION, BadRecord, json_digest
-from omg.env import apply_env_defaults
+from omg.env import apply_env_defaults, runs_dir
 from omg.utils.progress import Progress
 from pipelines.errors import TaskFailed, describe, fail, interruptible
 
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalog entry (omg catalog list); repeat it to process several datasets")
     p.add_argument("--split", action="append", help="split to process (repeatable; default: every split)")
     p.add_argument("--root", help="dataset root URI (overrides the catalog's root and $OMG_ROOT_<NAME>)")
-    p.add_argument("--out", default=os.path.join("runs", "shards"), help="output URI (default runs/shards)")
+    p.add_argument("--out", default=runs_dir("shards"), help="output URI (default $OMG_RUNS_DIR/shards, runs/shards)")
     p.add_argument("--shard-size", type=int, default=256, help="records per shard (default 256)")
     p.add_argument("--fail-on-bad", action="store_true", help="a bad record aborts the job instead of being quarantined")
     p.add_argument("--allow-empty", action="store_true",

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-RUNS_DIR = Path(os.environ.get("OMG_RUNS_DIR", "runs"))
+from omg.env import runs_dir
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -19,8 +19,8 @@ def tracking_uri(configured: str | None = None) -> str:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(RUNS_DIR / 'mlflow.db').resolve()}"
+    Path(runs_dir()).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(runs_dir('mlflow.db')).resolve()}"
 
 
 def setup(experiment: str, configured_uri: str | None = None) -> str:
@@ -33,7 +33,7 @@ def setup(experiment: str, configured_uri: str | None = None) -> str:
     if exp is None:
         artifacts = None
         if uri.startswith("sqlite:"):
-            artifacts = (RUNS_DIR / "mlartifacts").resolve().as_uri()
+            artifacts = Path(runs_dir("mlartifacts")).resolve().as_uri()
         exp_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
     else:
         exp_id = exp.experiment_id

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omg.data import io as uio
+from omg.utils import io as uio
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from omg.cli import main as omg_main
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.modeling.checkpoint import load_checkpoint, save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from omg.utils.errors import describe

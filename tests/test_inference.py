@@ -286,7 +286,7 @@ def test_the_input_is_padded_with_the_pixel_mean(predictor):
 
 
 def test_the_training_batch_is_padded_with_the_pixel_mean():
-    from omg.data.ingest import fill_padding
+    from omg.training.inputs import fill_padding
 
     images = torch.zeros(2, 1, 3, 8, 8)
     fill_padding(images, [[8, 8], [5, 6]], (1.0, 2.0, 3.0))

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from omg.data.catalog import get_entry, load_catalog
-from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset, to_model_inputs
+from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset
+from omg.training.inputs import to_model_inputs
 from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spaces
 from omg.data.sampling import epoch_plan, worker_plan
 from omg.data.transforms import Augment, augment, clip_indices, sample_prompts

@@ -45,6 +45,41 @@ def test_no_ray_or_mlflow_imports_in_source():
     assert not offenders, "\n".join(offenders)
 
 
+#: what each part of omg may import (besides itself and ``omg.env``, the process-wide defaults): lower layers
+#: never import higher ones. cli (the top) and the package root may import anything.
+LAYERS = {
+    "utils": set(),
+    "env": set(),
+    "data": {"utils"},
+    "modeling": {"utils"},
+    "losses": {"modeling", "utils"},
+    "inference": {"data", "modeling", "losses", "utils"},
+    "evaluation": {"data", "modeling", "losses", "inference", "utils"},
+    "config": {"data", "modeling", "utils"},
+    "training": {"config", "data", "modeling", "losses", "utils"},
+    "serve": {"data", "modeling", "inference", "utils"},
+}
+
+
+def test_lower_layers_never_import_higher_ones():
+    """Static check of every omg import (also inside functions): data and modeling do not import each other,
+    losses take nothing from data, inference/evaluation/serve never reach training or the CLI."""
+    offenders = []
+    for path in sorted(OMG_DIR.rglob("*.py")):
+        rel = path.relative_to(OMG_DIR)
+        part = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        if part not in LAYERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            for n in names:
+                target = n.split(".")[1] if n.startswith("omg.") and n.count(".") >= 1 else None
+                if target and target != part and target not in LAYERS[part] | {"env"}:  # env: the process defaults
+                    offenders.append(f"omg/{rel}:{node.lineno} ({part}) imports {n}")
+    assert not offenders, "\n".join(offenders)
+
+
 def test_importing_omg_loads_no_ray_or_mlflow():
     """At run time too: importing every omg module in a fresh interpreter loads neither."""
     code = (

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from omg.modeling.backbone import CLIPBackbone
-from omg.modeling.text import VILD_TEMPLATES, TextEmbedder, as_vocabulary, normalize_class_name
+from omg.modeling.text import VILD_TEMPLATES, TextEmbedder
+from omg.utils.names import as_vocabulary, normalize_class_name
 from omg.modeling.variants import get_variant
 
 

@@ -34,6 +34,7 @@ from typing import Literal, Mapping
 
 import yaml
 
+from omg.env import runs_dir
 from omg.utils.typed import SchemaError, from_dict, yaml_problem
 
 Task = Literal["panoptic", "instance", "semantic", "vis", "vps", "vss", "vos", "interactive", "open_vocab"]
@@ -278,7 +279,7 @@ def user_catalog_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where `omg catalog add` writes: the first ``$OMG_CATALOG_DIR`` folder, else ``<runs dir>/catalog``."""
     env = os.environ if environ is None else environ
     extra = [p for p in env.get("OMG_CATALOG_DIR", "").split(os.pathsep) if p]
-    return Path(extra[0]) if extra else Path(env.get("OMG_RUNS_DIR", "runs")) / "catalog"
+    return Path(extra[0]) if extra else Path(runs_dir("catalog", environ=env))
 
 
 def catalog_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import (
     CatalogError, ClassInfo, DatasetEntry, Sampling, catalog_dirs, load_entry, user_catalog_dir,
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from omg.modeling.text import normalize_class_name
+from omg.utils.names import normalize_class_name
 
 IGNORE = -1
 

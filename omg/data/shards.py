@@ -8,7 +8,7 @@ from collections import OrderedDict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.records import SCHEMA_VERSION, Sample
 
 

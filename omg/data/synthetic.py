@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.formats.davis import DAVIS_PALETTE
 from omg.data.masks import id2rgb, mask_bbox, rle_encode
 from omg.utils.progress import Progress

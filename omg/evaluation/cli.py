@@ -12,7 +12,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.utils.errors import describe
 
 

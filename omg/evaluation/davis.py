@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from omg.data import io as uio
+from omg.utils import io as uio
 
 
 def seg2bmap(seg: np.ndarray) -> np.ndarray:

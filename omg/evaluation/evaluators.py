@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.inference import writers

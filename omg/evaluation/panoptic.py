@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.masks import rgb2id
 
 OFFSET = 256 * 256 * 256

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.evaluation.evaluators import EVALUATORS, TASK_FORMATS, EvalContext, EvalOptions

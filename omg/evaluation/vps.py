@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.masks import rgb2id
 from omg.evaluation.panoptic import ClassStats, PQResult, pq_image, summarize
 

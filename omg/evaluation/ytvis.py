@@ -19,7 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.masks import polygons_to_mask, rle_encode
 from omg.evaluation.coco_ap import APResult, coco_from, per_class_ap, run_cocoeval, stat_names, unknown_categories
 

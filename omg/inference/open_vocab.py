@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from omg.modeling.heads import class_logits
-from omg.modeling.text import as_vocabulary
+from omg.utils.names import as_vocabulary
 
 ALPHA = 0.4
 BETA = 0.8

@@ -52,7 +52,8 @@ from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.heads import class_logits
 from omg.modeling.model import Features, OMGSeg
 from omg.modeling.prompts import Prompts
-from omg.modeling.text import TextEmbedder, as_vocabulary
+from omg.modeling.text import TextEmbedder
+from omg.utils.names import as_vocabulary
 
 IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
 POSTPROCESS_AT = ("original", "input")
@@ -215,7 +216,7 @@ class OMGPredictor:
         ph = -(-max(s[0] for s in sizes) // d) * d
         pw = -(-max(s[1] for s in sizes) // d) * d
         # padded with the pixel mean: zero after the backbone's normalisation, as the official pipeline pads
-        # (normalise, then pad with 0; omg.data.ingest.fill_padding)
+        # (normalise, then pad with 0; omg.training.inputs.fill_padding)
         mean = torch.tensor(self.model.backbone.variant.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
         batch = mean.repeat(len(tensors), 1, ph, pw)
         for i, t in enumerate(tensors):

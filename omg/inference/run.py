@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.inference import writers
 from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS, OMGPredictor
 from omg.utils.progress import Progress

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.masks import id2rgb, mask_bbox, rle_encode
 from omg.data.formats.davis import DAVIS_PALETTE
 from omg.inference.results import (

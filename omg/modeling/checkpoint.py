@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.modeling.model import ModelConfig, OMGSeg, build_model
 
 FORMAT = "omg-seg-checkpoint/1"

@@ -25,7 +25,8 @@ from typing import Sequence
 
 import torch
 
-from omg.data import io as uio
+from omg.utils import io as uio
+from omg.utils.names import as_vocabulary
 
 #: the 14 ViLD templates, as used by FC-CLIP and OMG-Seg
 VILD_TEMPLATES: tuple[str, ...] = (
@@ -44,36 +45,6 @@ VILD_TEMPLATES: tuple[str, ...] = (
     "There is a medium {} in the scene.",
     "There is a large {} in the scene.",
 )
-
-
-def normalize_class_name(name: str) -> list[str]:
-    """OMG-Seg's class-string normalisation: ``_or_`` and ``/`` -> ``,``; ``_`` -> space; lower case; split on ``,``."""
-    text = name.replace("_or_", ",").replace("/", ",").replace("_", " ").lower()
-    out: list[str] = []
-    for part in text.split(","):
-        part = part.strip()
-        if part and part not in out:
-            out.append(part)
-    return out
-
-
-Vocabulary = Sequence[Sequence[str]]
-
-
-def as_vocabulary(classes: Sequence[str | Sequence[str]]) -> list[list[str]]:
-    """Accept ``["circle, disc", ...]`` or ``[["circle", "disc"], ...]``; return synonym lists.
-
-    Raises ``ValueError`` for an empty vocabulary or a class without a name.
-    """
-    if len(classes) == 0:
-        raise ValueError("the vocabulary is empty: give at least one class name")
-    vocab = []
-    for i, c in enumerate(classes):
-        syns = normalize_class_name(c) if isinstance(c, str) else [s for n in c for s in normalize_class_name(n)]
-        if not syns:
-            raise ValueError(f"class {i} of the vocabulary has no name: {c!r}")
-        vocab.append(syns)
-    return vocab
 
 
 def cache_dir() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,13 +13,10 @@ __all__ = ["Limits", "ServeApp", "make_server", "default_checkpoint", "find_samp
 
 
 def default_checkpoint(runs_dir: str) -> str | None:
-    """The demo model (``make demo``), if it was trained under ``runs_dir``."""
-    state = Path(runs_dir) / "demo" / "state.json"
-    if state.exists():
-        model = json.loads(state.read_text()).get("train", {}).get("model")
-        if model and Path(model).exists():
-            return model
-    return None
+    """The newest model a training run exported under ``runs_dir/train/<run>/model.pt`` (after ``make demo``: the
+    demo model), or None."""
+    models = [p for p in (Path(runs_dir) / "train").glob("*/model.pt") if p.is_file()]
+    return str(max(models, key=lambda p: p.stat().st_mtime)) if models else None
 
 
 def find_samples(data_dir: str | None, limit: int = 24) -> dict[str, str]:
@@ -62,5 +58,4 @@ def serve(checkpoint: str, host: str, port: int, samples: dict[str, str], limits
     return 0
 
 
-def runs_dir() -> str:
-    return os.environ.get("OMG_RUNS_DIR", "runs")
+

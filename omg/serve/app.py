@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omg.data import io as uio
+from omg.utils import io as uio
 
 PAGE = Path(__file__).with_name("page.html")
 MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}

@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.training.step import rng_state, set_rng_state
 
 MARKER = "COMPLETE.json"

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from omg.data.ingest import to_model_inputs
+from omg.training.inputs import to_model_inputs
 from omg.losses.criterion import Criterion
 
 

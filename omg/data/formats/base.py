@@ -6,7 +6,7 @@ import numpy as np
 
 from collections import Counter
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
 from omg.data.masks import mask_bbox, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment
@@ -82,7 +82,7 @@ class Reader:
             raise BadRecord(uri, record, field_, f"cannot read: {err}") from None
 
     def image(self, uri: str, record: str, field_: str = "file_name") -> tuple[bytes, tuple[int, int]]:
-        """Encoded bytes and (height, width); decodes fully and strictly (:func:`omg.data.io.check_image`),
+        """Encoded bytes and (height, width); decodes fully and strictly (:func:`omg.utils.io.check_image`),
         so a truncated or corrupt file is caught here."""
         data = self.read(uri, record, field_)
         try:

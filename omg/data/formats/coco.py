@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.formats.base import COVERED, Reader, segment_index_pngs, segments_from_id_maps
 from omg.data.masks import mask_bbox, polygons_to_mask, rgb2id, rle_decode, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment, digest, json_digest

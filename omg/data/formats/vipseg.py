@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.formats.base import COVERED, Reader, segment_index_pngs, segments_from_id_maps
 from omg.data.masks import rgb2id
 from omg.data.records import BadRecord, Problem, Sample, digest, json_digest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.formats.base import Reader, segments_from_id_maps
 from omg.data.records import BadRecord, Sample, digest
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omg.data import io as uio
+from omg.utils import io as uio
 from omg.data.formats.base import Reader
 from omg.data.masks import mask_bbox, polygons_to_mask, rle_decode, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment, digest, json_digest
