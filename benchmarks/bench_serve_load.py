@@ -69,9 +69,9 @@ def main(argv=None) -> int:
 
     apply_env_defaults()
     torch.manual_seed(0)
-    predictor = OMGPredictor(build_model(ModelConfig.tiny()), {"vocabulary": {"names": [["circle"], ["sky"]],
-                                                                              "isthing": [True, False]},
-                                                               "test_size": [64, 64]})
+    predictor = OMGPredictor(build_model(ModelConfig.tiny()), {
+        "label_space": {"names": [["circle"], ["sky"]], "isthing": [True, False], "mappings": {}, "class_agnostic": []},
+        "test_size": [64, 64]})
     png = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(png, format="PNG")
 

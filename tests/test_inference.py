@@ -449,3 +449,10 @@ def test_interactive_prompts_as_the_released_evaluation(predictor):
     assert (round(xi), round(yi)) == center_point(small)
     corner = Prompts.from_lists([torch.tensor([[1.0, 0.0]])], [None], [(64, 64)])
     assert corner.boxes[0, 0].tolist() == [-2.0, -3.0, 4.0, 3.0], "the pseudo-box is not clipped"
+
+
+def test_a_misspelt_predict_argument_is_an_error(predictor):
+    """predict() used to swallow unknown keyword arguments: vocabluary=[...] silently ran the training vocabulary."""
+    predictor.set_image(_image())
+    with pytest.raises(TypeError, match="vocabluary"):
+        predictor.predict("panoptic", vocabluary=["circle"])

@@ -151,14 +151,10 @@ class OMGPredictor:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.eval().to(self.device)
         self.metadata = metadata
+        # the one metadata schema for classes: the training label space (omg.data.labels.LabelSpace.to_dict)
         ls = metadata.get("label_space")
-        if ls is not None:
-            self.training_vocabulary = Vocabulary([list(n) for n in ls["names"]], [bool(x) for x in ls["isthing"]])
-        elif metadata.get("vocabulary"):
-            v = metadata["vocabulary"]
-            self.training_vocabulary = Vocabulary([list(n) for n in v["names"]], [bool(x) for x in v["isthing"]])
-        else:
-            self.training_vocabulary = None
+        self.training_vocabulary = None if ls is None else \
+            Vocabulary([list(n) for n in ls["names"]], [bool(x) for x in ls["isthing"]])
         #: (long side, short side) limits of the test-time resize (keep ratio)
         self.test_size = tuple(test_size or metadata.get("test_size") or (1333, 800))
         self.embedder = TextEmbedder(self.model.backbone)
@@ -297,7 +293,7 @@ class OMGPredictor:
     @torch.no_grad()
     def predict(self, task: str, points=None, boxes=None, vocabulary: Sequence[Any] | None = None,
                 open_vocab: bool | str = "auto", first_frame_masks=None, object_ids=None, topk: int = 100,
-                track_ids: str = "released", **kwargs):
+                track_ids: str = "released"):
         """Run ``task`` on the current image(s) or video. Returns a result dataclass (a list of them for
         a batch of images). See the module docstring; ``points`` / ``boxes`` are in original pixels
         (per image when batched); ``first_frame_masks`` (K x H x W bool or an H x W id map) and
