@@ -64,10 +64,11 @@ def measure(fn, n: int, seeds) -> float:
 
 
 def shard_builder(shards: str, crop: int, resize_range):
+    from omg.data.catalog import Sampling
     from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig
 
     cfg = IngestConfig(crop_size=(crop, crop), batch_size=1, datasets=(
-        DatasetSpec("omg-shapes", os.path.join(shards, "omg-shapes/train"), 1.0, "image", tuple(resize_range)),))
+        DatasetSpec("omg-shapes", os.path.join(shards, "omg-shapes/train"), Sampling(1.0, "image", tuple(resize_range))),))
     b = BatchBuilder(cfg)
     return (lambda i, s: b.example("omg-shapes", i, s)), len(b.reader("omg-shapes"))
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 import yaml
 
+from omg.data.catalog import Sampling
 from omg.env import runs_dir
 from omg.modeling.model import ModelConfig
 from omg.utils.typed import SchemaError, from_dict, to_dict, yaml_problem
@@ -32,6 +33,12 @@ class DatasetConfig:
     repeat_factor: float | None = None
     mode: Literal["image", "pseudo_video", "clip"] | None = None
     resize_range: tuple[float, ...] | None = None
+
+    def sampling_over(self, base: Sampling) -> Sampling:
+        """The catalog entry's sampling with this config's overrides (the one place they are merged)."""
+        changes = {"repeat_factor": self.repeat_factor, "mode": self.mode,
+                   "resize_range": tuple(self.resize_range) if self.resize_range else None}
+        return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass(frozen=True)

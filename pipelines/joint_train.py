@@ -60,15 +60,9 @@ def resolve_datasets(cfg: TrainConfig) -> tuple[list, dict]:
     for d in cfg.data.datasets:
         if d.name not in catalog:
             raise SchemaError("config", "data.datasets", f"no catalog dataset named {d.name!r}")
-        sampling = catalog[d.name].sampling
         uri = uio.join(_abs(cfg.data.shards), d.name, d.split)
         manifests[d.name] = read_manifest(uri)
-        specs.append(DatasetSpec(
-            name=d.name, manifest=uri,
-            repeat_factor=d.repeat_factor if d.repeat_factor is not None else sampling.repeat_factor,
-            mode=d.mode or sampling.mode,
-            resize_range=tuple(d.resize_range or sampling.resize_range),
-            clip_length=sampling.clip_length, clip_interval=sampling.clip_interval))
+        specs.append(DatasetSpec(d.name, uri, d.sampling_over(catalog[d.name].sampling)))
     if not specs:
         raise SchemaError("config", "data.datasets", "no training dataset")
     return specs, manifests

@@ -76,6 +76,7 @@ def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
     import torch
 
     from omg.data.catalog import load_catalog
+    from omg.data.catalog import Sampling
     from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset
     from omg.losses.criterion import Criterion
     from omg.modeling.checkpoint import save_checkpoint
@@ -92,8 +93,8 @@ def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
         preprocess_split(catalog[name], "train", str(tmp / "shards"), tiny_shapes, shard_size=8, progress=False,
                          log=lambda _: None)
     ingest = IngestConfig(crop_size=(64, 64), batch_size=4, num_prompts=6, box_prompt_prob=0.25, datasets=(
-        DatasetSpec("omg-shapes", str(tmp / "shards/omg-shapes/train"), 0.5, "pseudo_video"),
-        DatasetSpec("omg-shapes-sam", str(tmp / "shards/omg-shapes-sam/train"), 2.0, "image", (0.75, 1.5))))
+        DatasetSpec("omg-shapes", str(tmp / "shards/omg-shapes/train"), Sampling(0.5, "pseudo_video")),
+        DatasetSpec("omg-shapes-sam", str(tmp / "shards/omg-shapes-sam/train"), Sampling(2.0, "image", (0.75, 1.5)))))
     builder = BatchBuilder(ingest)
     torch.manual_seed(0)
     model = build_model(ModelConfig.tiny("tiny_convnext_learned", location_content="sampled", hidden_dim=64,

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from omg.data.catalog import get_entry, load_catalog
+from omg.data.catalog import Sampling
 from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset
 from omg.training.inputs import to_model_inputs
 from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spaces
@@ -152,10 +153,10 @@ def shard_root(ray_local, tiny_shapes, tmp_path_factory):
 
 def _config(root, **kw) -> IngestConfig:
     base = dict(crop_size=(64, 64), batch_size=2, num_prompts=6, seed=0, datasets=(
-        DatasetSpec("omg-shapes", str(root / "omg-shapes/train"), 1.0, "pseudo_video"),
-        DatasetSpec("omg-shapes-sam", str(root / "omg-shapes-sam/train"), 1.0, "image", (0.5, 2.0)),
-        DatasetSpec("omg-shapes-vis", str(root / "omg-shapes-vis/train"), 2.0, "clip"),
-        DatasetSpec("omg-shapes-vps", str(root / "omg-shapes-vps/train"), 2.0, "clip"),
+        DatasetSpec("omg-shapes", str(root / "omg-shapes/train"), Sampling(1.0, "pseudo_video")),
+        DatasetSpec("omg-shapes-sam", str(root / "omg-shapes-sam/train"), Sampling(1.0, "image", (0.5, 2.0))),
+        DatasetSpec("omg-shapes-vis", str(root / "omg-shapes-vis/train"), Sampling(2.0, "clip")),
+        DatasetSpec("omg-shapes-vps", str(root / "omg-shapes-vps/train"), Sampling(2.0, "clip")),
     ))
     base.update(kw)
     return IngestConfig(**base)
@@ -171,14 +172,14 @@ def test_a_video_too_short_for_the_clip_is_replaced_by_another(shard_root):
     assert frames[short] < need, frames
     interval = 2 if need % 2 else 1
     length = (need - 1) // interval + 1  # spans exactly `need` frames: only the longest videos qualify
-    builder = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, 1.0, "clip",
-                                                                     clip_length=length, clip_interval=interval),)))
+    builder = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, Sampling(1.0, "clip",
+                                                                     clip_length=length, clip_interval=interval)),)))
     index, sample = builder._long_enough("omg-shapes-vis", short, builder.reader("omg-shapes-vis")[short],
                                          np.random.default_rng(0))
     assert index != short and sample.num_frames >= need
     assert builder.example("omg-shapes-vis", short, seed=3)["images"].shape[0] == length
-    never = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, 1.0, "clip",
-                                                                   clip_length=need + 1, clip_interval=1),)))
+    never = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, Sampling(1.0, "clip",
+                                                                   clip_length=need + 1, clip_interval=1)),)))
     never.MAX_REFETCH = 20
     with pytest.raises(ValueError, match=f"omg-shapes-vis: no video of at least {need + 1} frames"):
         never.example("omg-shapes-vis", 0, seed=0)

@@ -119,6 +119,7 @@ def test_validate_cli_takes_a_split_and_a_dataset_root(capsys):
 
 @pytest.mark.parametrize("case", ["cityscapes-labelId", "vipseg-train", "ade20k", "coco-panopticapi"])
 def test_preprocess_and_ingest(case, ray_local, tmp_path):
+    from omg.data.catalog import Sampling
     from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, build_label_space
 
     entry, split, root = _entry(case)
@@ -131,7 +132,7 @@ def test_preprocess_and_ingest(case, ray_local, tmp_path):
     manifest = {entry.name: m | {"_uri": f"{tmp_path}/{entry.name}/{split}/manifest.json"}}
     mode = "clip" if entry.modality == "video" else "image"
     cfg = IngestConfig(crop_size=(32, 32), batch_size=1, datasets=(
-        DatasetSpec(entry.name, manifest[entry.name]["_uri"], 1.0, mode, (0.8, 1.2), clip_length=2, clip_interval=1),))
+        DatasetSpec(entry.name, manifest[entry.name]["_uri"], Sampling(1.0, mode, (0.8, 1.2), clip_length=2, clip_interval=1)),))
     builder = BatchBuilder(cfg, build_label_space(manifest))
     batch = builder.build(builder.plan(0)[0])
     assert batch["images"].shape[2:] == (32, 32, 3), "B x T x H x W x 3 crops"

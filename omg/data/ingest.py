@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from omg.data.catalog import Sampling
 from omg.data.decode import decode_frames, decode_id_maps, decode_masks
 from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spaces
 from omg.data.sampling import PlanItem, epoch_plan, worker_plan
@@ -35,15 +36,12 @@ from omg.data.transforms import Augment, apply, clip_indices, clip_span, draw, s
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How one preprocessed dataset is sampled (defaults from its catalog ``sampling``)."""
+    """One preprocessed dataset and how it is sampled (the catalog's :class:`Sampling`, with a run's overrides:
+    ``omg.config.DatasetConfig.sampling_over``)."""
 
     name: str
     manifest: str
-    repeat_factor: float = 1.0
-    mode: str = "image"  # image | pseudo_video | clip
-    resize_range: tuple[float, float] = (0.8, 2.0)
-    clip_length: int = 2
-    clip_interval: int = 2
+    sampling: Sampling = field(default_factory=Sampling)
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ class BatchBuilder:
         return {name: int(m["rows"]) for name, m in self.manifests.items()}
 
     def plan(self, epoch: int, rank: int = 0, world: int = 1) -> list[PlanItem]:
-        repeat = {d.name: d.repeat_factor for d in self.config.datasets}
+        repeat = {d.name: d.sampling.repeat_factor for d in self.config.datasets}
         full = epoch_plan(self.sizes(), repeat, self.config.batch_size, self.config.seed, epoch)
         return worker_plan(full, rank, world)
 
@@ -92,7 +90,7 @@ class BatchBuilder:
 
     # ------------------------------------------------------------------ one sample
     def example(self, name: str, index: int, seed: int) -> dict:
-        spec = self.specs[name]
+        spec = self.specs[name].sampling
         rng = np.random.default_rng(seed)
         sample = self.reader(name)[index]
         if spec.mode == "clip":
@@ -120,7 +118,7 @@ class BatchBuilder:
     def _long_enough(self, name: str, index: int, sample, rng: np.random.Generator):
         """A video too short for the clip is replaced by another random video of the dataset, as the released
         ``VideoClipSample`` returns None and mmengine's dataset refetches a random index."""
-        spec = self.specs[name]
+        spec = self.specs[name].sampling
         need = clip_span(spec.clip_length, spec.clip_interval)
         rows = int(self.manifests[name]["rows"])
         for _ in range(self.MAX_REFETCH):
