@@ -7,10 +7,14 @@ KEY    := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(KEY)
 PYTEST_ARGS ?=
 
-.PHONY: test demo install clean-venv
+.PHONY: test test-fast demo install clean-venv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the developer's lane: everything but the tests marked slow (end-to-end runs, trained fixtures, soak); CI runs `test`
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/omg demo

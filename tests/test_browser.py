@@ -114,6 +114,7 @@ def _at(driver, canvas, x: float, y: float) -> tuple[int, int]:
     return int(round(x * s - w / 2)), int(round(y * s - h / 2))
 
 
+@pytest.mark.slow
 def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_shapes):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select

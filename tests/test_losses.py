@@ -183,6 +183,7 @@ def _shapes_batch(root: str, n: int):
     return torch.stack(images), targets, len(cat_index)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_8_omg_shapes_images(tiny_shapes):
     torch.manual_seed(0)
     images, targets, num_classes = _shapes_batch(tiny_shapes, 8)
