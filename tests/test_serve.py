@@ -222,3 +222,19 @@ def test_the_image_cache_is_sized_in_bytes_and_says_when_an_image_expired(intera
     with pytest.raises(RequestError, match="unknown image_id") as info:
         app.prompt({"image_id": "img99", "prompts": [{"point": [5, 5]}]})
     assert info.value.status == 404
+
+
+def test_the_default_checkpoint_is_the_newest_trained_model(tmp_path):
+    """`omg serve` without --checkpoint: the newest runs/train/<run>/model.pt (after make demo, the demo model),
+    found by the training export layout, not by reading the demo's own state file."""
+    import os
+
+    from omg.serve import default_checkpoint
+
+    assert default_checkpoint(str(tmp_path)) is None
+    for i, run in enumerate(("shapes_demo-1", "finetune-2")):
+        path = tmp_path / "train" / run / "model.pt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    assert default_checkpoint(str(tmp_path)) == str(tmp_path / "train" / "finetune-2" / "model.pt")
