@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         done = uio.join(out_dir, "result.json")
         if uio.exists(done):
             cached = uio.read_json(done)
-            same_options = cached.get("tables", {}).get("options", EvalOptions().to_dict()) == options.to_dict()
+            # a result without recorded options predates them (other conventions): evaluated again
+            same_options = cached.get("tables", {}).get("options") == options.to_dict()
             if (limit is None or cached.get("limit") == limit) and same_options:
                 log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({done})")
                 results.append(cached)

@@ -65,6 +65,13 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     result = json.loads(next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json")).read_text())
     assert result["tables"]["options"] == {"distractors": False, "ensemble": "released", "postprocess_at": "original",
                                            "track_ids": "stable"}
+    # a result written before the conventions were recorded is not taken for one made with them
+    path = next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json"))
+    old = json.loads(path.read_text())
+    del old["tables"]["options"]
+    path.write_text(json.dumps(old))
+    assert evaluate_main(vps + ["--no-mlflow", "--pair", "omg-shapes-vps:val:vps", "--track-ids", "stable"]) == 0
+    assert "1 pairs, 1 to run" in capsys.readouterr().err
 
 
 def test_evaluation_options_default_to_the_released_conventions():

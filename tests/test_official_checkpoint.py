@@ -194,7 +194,7 @@ def test_incomplete_or_foreign_sources_are_refused_with_the_names(official, clip
         convert_official(wrong, "tiny_convnext", clip_file, nheads=H)
 
 
-def _mmengine_file(official: dict, tmp_path, extra=None) -> bytes:
+def _mmengine_file(official: dict, extra=None) -> bytes:
     """Bytes of an mmengine-style checkpoint: meta holding an mmengine object and numpy values, the state dict."""
     mod = types.ModuleType("mmengine.logging.history_buffer")
 
@@ -229,12 +229,12 @@ class _Evil:
         return (os.system, ("echo pwned",))
 
 
-def test_loading_is_safe(official, tmp_path):
-    data = _mmengine_file(official, tmp_path)
+def test_loading_is_safe(official):
+    data = _mmengine_file(official)
     sd = load_official_state_dict(data, "omg_seg_convl.pth")
     assert set(sd) == set(official) and all(torch.equal(sd[k], official[k]) for k in list(official)[:5])
     with pytest.raises(ConversionError, match="refuses to unpickle (posix|os).system"):
-        load_official_state_dict(_mmengine_file(official, tmp_path, {"x": _Evil()}), "evil.pth")
+        load_official_state_dict(_mmengine_file(official, {"x": _Evil()}), "evil.pth")
     with pytest.raises(ConversionError, match="not a PyTorch checkpoint"):
         load_official_state_dict(b"garbage bytes", "garbage.pth")
     buf = io.BytesIO()
@@ -245,7 +245,7 @@ def test_loading_is_safe(official, tmp_path):
 
 def test_the_cli_writes_a_checkpoint_that_predicts(official, clip_file, tmp_path):
     src = tmp_path / "omg_seg_tiny.pth"
-    src.write_bytes(_mmengine_file(official, tmp_path))
+    src.write_bytes(_mmengine_file(official))
     out = tmp_path / "converted.pt"
     cmd = [sys.executable, "-m", "omg.cli", "convert-official", str(src), "--out", str(out), "--variant",
            "tiny_convnext", "--pretrained", clip_file, "--nheads", str(H), "--dataset", "omg-shapes"]
