@@ -224,7 +224,7 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
     c = report.config
     print(f"{args.out}: {c.variant}, {c.num_queries} queries, {c.enc_layers}/{c.dec_layers} encoder/decoder layers, "
           f"{report.mapped} tensors converted, {len(report.from_pretrained)} from the CLIP weights "
-          f"({args.pretrained}), {len(label_space.names)} classes from {', '.join(datasets)} "
+          f"({args.pretrained}), {len(label_space.vocabulary)} classes from {', '.join(datasets)} "
           f"[{time.monotonic() - t0:.1f}s]")
     return 0
 

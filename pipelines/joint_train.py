@@ -127,7 +127,7 @@ def train_loop_per_worker(loop: dict) -> None:
 
         init_weights(model, cfg.model.init_from)
     model = model.to(device)
-    text = TextEmbedder(model.backbone).embed(label_space.vocabulary()).to(device)
+    text = TextEmbedder(model.backbone).embed(label_space.vocabulary).to(device)
     builder = BatchBuilder(loop["ingest"], label_space)
     steps_per_epoch = len(builder.plan(0, rank, world))
     if steps_per_epoch == 0:

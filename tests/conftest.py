@@ -100,7 +100,7 @@ def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
     model = build_model(ModelConfig.tiny("tiny_convnext_learned", location_content="sampled", hidden_dim=64,
                                          num_queries=20, dec_layers=3, enc_layers=1, dec_ffn_dim=128, enc_ffn_dim=128,
                                          nheads=4))
-    text = TextEmbedder(model.backbone).embed(builder.label_space.vocabulary())
+    text = TextEmbedder(model.backbone).embed(builder.label_space.vocabulary)
     optim = OptimConfig(lr=1e-3, base_batch=4, grad_clip=1.0, warmup_iters=20, max_steps=100000, epochs=12,
                         milestones=(11, 12), num_points=1024)
     opt = build_optimizer(model, optim, 4, 1.0)

@@ -91,7 +91,8 @@ def test_evaluation_options_default_to_the_released_conventions():
     own, ids = vocabulary_of(entry, False)
     assert ids == [c.id for c in entry.classes if not c.heldout], "the dataset's own classes only (released)"
     more, more_ids = vocabulary_of(entry, False, predictor)
-    assert more[:len(own)] == own and len(more) > len(own) and set(more_ids[len(own):]) == {-1}
+    assert more.names[:len(own)] == own.names and len(more) > len(own) and set(more_ids[len(own):]) == {-1}
+    assert "sky" in {s for n in more.names[len(own):] for s in n}, "the training stuff the dataset lacks"
 
 
 def test_a_failing_pair_is_reported_not_fatal(ray_local, tiny_shapes, tiny_ckpt, tmp_path, capsys):

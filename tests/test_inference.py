@@ -18,7 +18,11 @@ from omg.data.masks import rle_decode
 from omg.data.validate import validate_files
 from omg.inference import open_vocab as ov
 from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
-from omg.inference.predictor import OMGPredictor, Vocabulary
+from omg.inference.predictor import OMGPredictor
+from omg.inference.results import (
+    InteractiveResult, PanopticResult, SemanticResult, VideoInstanceResult, VideoPanopticResult, VideoSemanticResult,
+)
+from omg.utils.vocabulary import Vocabulary
 from omg.inference.video import associate, clip_length, split_clips, vos_from_proposals
 from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
@@ -181,8 +185,8 @@ def test_vos_paints_only_matched_proposals_with_higher_scores_on_top():
 # ------------------------------------------------------------------------------ open vocabulary
 
 def test_seen_classes():
-    seen = ov.seen_classes([["disc", "round shape"], ["hexagon"], ["Sea"]], [["circle", "disc"], ["water", "sea"]])
-    assert seen.tolist() == [True, False, True]
+    seen = Vocabulary.of([["disc", "round shape"], ["hexagon"], ["Sea"]]).seen_in(Vocabulary.of([["circle", "disc"], ["water", "sea"]]))
+    assert seen == [True, False, True]
 
 
 def test_geometric_ensemble_by_hand():
@@ -312,9 +316,9 @@ def test_post_processing_runs_at_the_original_size_by_default(predictor):
     predictor.set_image(image)  # test size 128: resized to 85 x 128, padded to 96 x 128
     got = predictor.predict("panoptic")
     obj = predictor._objects()
-    logits = predictor._class_logits(obj["embed"][:1], obj["masks"][:1, :, None],
+    logits = predictor._class_logits(obj.embed[:1], obj.masks[:1, :, None],
                                      predictor._image.features.clip_features[:1], predictor.training_vocabulary, False)[0]
-    up = torch.nn.functional.interpolate(obj["masks"][:1].float(), size=(96, 128), mode="bilinear")[0][:, :85, :128]
+    up = torch.nn.functional.interpolate(obj.masks[:1].float(), size=(96, 128), mode="bilinear")[0][:, :85, :128]
     full = torch.nn.functional.interpolate(up[None], size=(100, 150), mode="bilinear")[0]
     ref, segs = panoptic_inference(logits, full, torch.tensor(predictor.training_vocabulary.isthing))
     assert np.array_equal(got.panoptic, ref.numpy()) and len(segs) == len(got.segments)
@@ -331,7 +335,7 @@ def test_a_video_instance_score_is_the_mean_over_frames(predictor):
     probability 0.9 scores 0.45 x its class score, not 0.9 x (pooled over the video)."""
     predictor.set_video(np.zeros((2, 32, 32, 3), np.uint8))
     cache = predictor._video_queries(3)
-    q = cache["masks"].shape[0]
+    q = cache.masks.shape[0]
     crafted = torch.full((2, q, 32, 32), -5.0)
     crafted[0, :, :8, :8] = math.log(0.9 / 0.1)  # every query: a mask in frame 0 only, probability 0.9
 
@@ -346,9 +350,9 @@ def test_a_video_instance_score_is_the_mean_over_frames(predictor):
 
 
 def test_vocabulary_parsing():
-    train = Vocabulary([["circle"], ["sky", "clouds"]], [True, False])
+    train = Vocabulary.of([["circle"], ["sky", "clouds"]], [True, False])
     v = Vocabulary.parse(["clouds", "thing:lake", "stuff:road, street", {"names": ["kite"], "isthing": False}], train)
-    assert v.names == [["clouds"], ["lake"], ["road", "street"], ["kite"]] and v.isthing == [False, True, False, False]
+    assert v.names == (("clouds",), ("lake",), ("road", "street"), ("kite",)) and v.isthing == (False, True, False, False)
 
 
 def test_bad_inputs(predictor):
@@ -456,3 +460,18 @@ def test_a_misspelt_predict_argument_is_an_error(predictor):
     predictor.set_image(_image())
     with pytest.raises(TypeError, match="vocabluary"):
         predictor.predict("panoptic", vocabluary=["circle"])
+    with pytest.raises(TypeError, match="task 'semantic' takes no argument 'topk'; it takes: vocabulary, open_vocab"):
+        predictor.predict("semantic", topk=5)  # an argument of another task is not ignored either
+    a, b = predictor.predict("instance", topk=3), predictor.instance(topk=3)
+    assert type(a) is type(b) and np.array_equal(a.masks, b.masks) and len(a.labels) <= 3
+
+
+def test_typed_entry_points_return_their_result_types(predictor):
+    predictor.set_image(_image())
+    assert isinstance(predictor.panoptic(), PanopticResult) and isinstance(predictor.semantic(), SemanticResult)
+    assert isinstance(predictor.interactive(points=[[10, 10]]), InteractiveResult)
+    with pytest.raises(ValueError, match="needs points and / or boxes"):
+        predictor.interactive()
+    predictor.set_video(np.zeros((3, 32, 32, 3), np.uint8))
+    assert isinstance(predictor.vis(), VideoInstanceResult) and isinstance(predictor.vss(), VideoSemanticResult)
+    assert isinstance(predictor.vps(track_ids="stable"), VideoPanopticResult)

@@ -37,8 +37,8 @@ def test_merged_label_space_of_the_paper():
     assert five.map("youtube-vis-2021", 26) == person
     # things and stuff stay apart: Cityscapes' stuff "traffic light" is not COCO's thing "traffic light"
     assert five.map("cityscapes-panoptic", 6) != five.map("coco-panoptic", 10)
-    assert not five.isthing[five.map("cityscapes-panoptic", 6)]
-    assert all(five.isthing[:139]) and not any(five.isthing[139:])
+    assert not five.vocabulary.isthing[five.map("cityscapes-panoptic", 6)]
+    assert all(five.vocabulary.isthing[:139]) and not any(five.vocabulary.isthing[139:])
     again = LabelSpace.from_dict(five.to_dict())
     assert again == five
 

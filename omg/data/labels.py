@@ -10,9 +10,9 @@ classes (open-vocabulary evaluation only) never enter the training vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from omg.utils.names import normalize_class_name
+from omg.utils.vocabulary import Vocabulary, synonyms
 
 IGNORE = -1
 
@@ -41,24 +41,22 @@ class DatasetClasses:
 
 @dataclass(frozen=True)
 class LabelSpace:
-    """The training vocabulary and each dataset's mapping into it.
+    """The training vocabulary (things first, then stuff) and each dataset's mapping into it.
 
-    names: merged classes as synonym lists (things first, then stuff); isthing per class;
-    mappings: dataset -> {dataset category id: merged index}.
+    mappings: dataset -> {dataset category id: merged index}; class-agnostic datasets map to :data:`IGNORE`.
     """
 
-    names: tuple[tuple[str, ...], ...]
-    isthing: tuple[bool, ...]
+    vocabulary: Vocabulary
     mappings: dict[str, dict[int, int]] = field(default_factory=dict)
     class_agnostic: frozenset[str] = frozenset()
 
     @property
     def num_classes(self) -> int:
-        return len(self.names)
+        return len(self.vocabulary)
 
     @property
     def num_things(self) -> int:
-        return sum(self.isthing)
+        return self.vocabulary.num_things
 
     def map(self, dataset: str, category_id: int) -> int:
         """Merged index of a dataset category; -1 for class-agnostic datasets."""
@@ -69,32 +67,21 @@ class LabelSpace:
         except KeyError:
             raise KeyError(f"category {category_id} of dataset {dataset!r} is not in the label space") from None
 
-    def vocabulary(self) -> list[list[str]]:
-        return [list(n) for n in self.names]
-
     def to_dict(self) -> dict:
-        return {"names": [list(n) for n in self.names], "isthing": list(self.isthing),
+        """The checkpoint-metadata form (``label_space``): the vocabulary's ``names``/``isthing`` plus the mappings."""
+        return {**self.vocabulary.to_dict(),
                 "mappings": {d: {str(k): v for k, v in m.items()} for d, m in self.mappings.items()},
                 "class_agnostic": sorted(self.class_agnostic)}
 
     @staticmethod
     def from_dict(d: dict) -> "LabelSpace":
-        return LabelSpace(tuple(tuple(n) for n in d["names"]), tuple(bool(x) for x in d["isthing"]),
-                          {ds: {int(k): int(v) for k, v in m.items()} for ds, m in d["mappings"].items()},
+        return LabelSpace(Vocabulary.from_dict(d),
+                          {ds: {int(k): int(v) for k, v in m.items()} for ds, m in d.get("mappings", {}).items()},
                           frozenset(d.get("class_agnostic", [])))
 
 
-def _synonyms(names: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for n in names:
-        for s in normalize_class_name(n):
-            if s not in out:
-                out.append(s)
-    return out
-
-
 def merge_label_spaces(datasets: Sequence[DatasetClasses]) -> LabelSpace:
-    merged: dict[bool, list[list[str]]] = {True: [], False: []}
+    merged: dict[bool, list[tuple[str, ...]]] = {True: [], False: []}
     local: dict[str, list[tuple[int, bool, int]]] = {}  # dataset -> (category, isthing, index within kind)
     agnostic = set()
     for ds in datasets:
@@ -103,7 +90,7 @@ def merge_label_spaces(datasets: Sequence[DatasetClasses]) -> LabelSpace:
             continue
         rows = []
         for cat, names, isthing in ds.classes:
-            syn = _synonyms(names)
+            syn = synonyms(names)
             pool = merged[isthing]
             for k, existing in enumerate(pool):
                 if set(existing) & set(syn):
@@ -116,6 +103,5 @@ def merge_label_spaces(datasets: Sequence[DatasetClasses]) -> LabelSpace:
     num_things = len(merged[True])
     mappings = {name: {cat: (k if isthing else num_things + k) for cat, isthing, k in rows}
                 for name, rows in local.items()}
-    names = tuple(tuple(n) for n in merged[True] + merged[False])
-    isthing = tuple([True] * num_things + [False] * len(merged[False]))
-    return LabelSpace(names, isthing, mappings, frozenset(agnostic))
+    vocabulary = Vocabulary(tuple(merged[True] + merged[False]), (True,) * num_things + (False,) * len(merged[False]))
+    return LabelSpace(vocabulary, mappings, frozenset(agnostic))

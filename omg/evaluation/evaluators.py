@@ -31,6 +31,7 @@ from omg.data.formats import get_reader
 from omg.inference import writers
 from omg.inference.predictor import OMGPredictor
 from omg.inference.run import load_image
+from omg.utils.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -93,20 +94,19 @@ def pct(x) -> float:
 
 
 def vocabulary_of(entry: DatasetEntry, include_heldout: bool, distractors_from: OMGPredictor | None = None
-                  ) -> tuple[list[dict], list[int]]:
+                  ) -> tuple[Vocabulary, list[int]]:
     """The dataset's classes (label k -> ``ids[k]``). With ``distractors_from`` (a predictor; the
     ``distractors`` option), the training classes the dataset lacks are appended with id -1: a query that
     found one of them is then classified as that class and dropped."""
     classes = [c for c in entry.classes if include_heldout or not c.heldout]
-    vocab = [{"names": list(c.synonyms), "isthing": c.isthing} for c in classes]
+    vocab = Vocabulary.of([c.synonyms for c in classes], [c.isthing for c in classes])
     ids = [c.id for c in classes]
     train = distractors_from.training_vocabulary if distractors_from is not None else None
     if train is not None:
-        have = {s for c in classes for s in c.synonyms}
-        for names, isthing in zip(train.names, train.isthing):
-            if not have & set(names):
-                vocab.append({"names": list(names), "isthing": isthing})
-                ids.append(-1)
+        missing = [not seen for seen in train.seen_in(vocab)]
+        vocab = vocab.plus(Vocabulary(tuple(n for n, m in zip(train.names, missing) if m),
+                                      tuple(t for t, m in zip(train.isthing, missing) if m)))
+        ids += [-1] * sum(missing)
     return vocab, ids
 
 
@@ -161,7 +161,7 @@ class TaskEvaluator:
     def records(self, limit: int | None = None) -> list[dict]:
         return self.ctx.reader.items()[:limit]
 
-    def vocabulary(self) -> tuple[list[dict], list[int]]:
+    def vocabulary(self) -> tuple[Vocabulary, list[int]]:
         return vocabulary_of(self.ctx.entry, self.include_heldout,
                              self.pred if self.ctx.options.distractors else None)
 
@@ -226,7 +226,7 @@ class PanopticEvaluator(TaskEvaluator):
     def evaluate(self) -> Scores:
         from omg.evaluation.panoptic import pq_from_files
 
-        files = self.files + [writers.write_panoptic(self.ctx.out_dir, self.preds, [v["isthing"] for v in self.vocab],
+        files = self.files + [writers.write_panoptic(self.ctx.out_dir, self.preds, self.vocab.isthing,
                                                      self.cat_ids)]
         r = pq_from_files(self.gt_json(), self.ctx.reader.paths["panoptic_masks"], self.out("panoptic.json"),
                           self.out("panoptic"))
@@ -350,7 +350,7 @@ class InteractiveEvaluator(TaskEvaluator):
     formats = ("coco_sam",)
     max_noc_objects = 20
 
-    def vocabulary(self) -> tuple[list[dict], list[int]]:
+    def vocabulary(self) -> tuple[Vocabulary, list[int]]:
         return [], []  # class-agnostic
 
     def reset(self) -> None:
@@ -494,7 +494,7 @@ class VPSEvaluator(TaskEvaluator):
     def evaluate(self) -> Scores:
         from omg.evaluation.vps import vps_from_files
 
-        files = [writers.write_vipseg(self.ctx.out_dir, self.preds, [v["isthing"] for v in self.vocab], self.cat_ids)]
+        files = [writers.write_vipseg(self.ctx.out_dir, self.preds, self.vocab.isthing, self.cat_ids)]
         vpq_r, stq_r, _ = vps_from_files(self.gt_json(), self.ctx.reader.paths["panoptic_masks"], files[0],
                                          self.out("panoptic"))
         final, omg = vpq_r.mean(), vpq_r.mean((1, 2, 4, 6))
@@ -546,7 +546,7 @@ class VOSEvaluator(TaskEvaluator):
     formats = ("davis",)
     unit = "video"
 
-    def vocabulary(self) -> tuple[list[dict], list[int]]:
+    def vocabulary(self) -> tuple[Vocabulary, list[int]]:
         return [], []  # objects, not classes
 
     def process(self, it: dict) -> None:

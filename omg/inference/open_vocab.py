@@ -11,28 +11,19 @@
    probabilities are ``[softmax(fused) * (1 - p_void), p_void]``, returned as ``log(p + 1e-8)``.
 
 "Seen" is computed against the training vocabulary a checkpoint records: a test class is seen
-if any of its synonyms is a synonym of a training class (not against a vocabulary that
+if any of its synonyms is a synonym of a training class (:meth:`omg.utils.vocabulary.Vocabulary.seen_in`) (not against a vocabulary that
 contains the test set itself, the released code's ADE quirk).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 
 from omg.modeling.heads import class_logits
-from omg.utils.names import as_vocabulary
 
 ALPHA = 0.4
 BETA = 0.8
-
-
-def seen_classes(vocabulary: Sequence[Sequence[str]], training_vocabulary: Sequence[Sequence[str]]) -> torch.Tensor:
-    """C bool: which classes of ``vocabulary`` share a synonym with the training vocabulary."""
-    train = {s for syns in as_vocabulary(list(training_vocabulary)) for s in syns}
-    return torch.tensor([bool(set(syns) & train) for syns in as_vocabulary(list(vocabulary))], dtype=torch.bool)
 
 
 def clip_pooled(clip_features: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,12 +2,17 @@
 
     predictor = OMGPredictor.from_checkpoint("runs/demo/model.pt")      # any path or fsspec URI
     predictor.set_image(image)                                         # H x W x 3 uint8 RGB (or a list)
-    pan = predictor.predict("panoptic")                                # training vocabulary
-    ov = predictor.predict("panoptic", vocabulary=["hexagon, six-sided shape", "stuff:sky"])
-    clicks = predictor.predict("interactive", points=[[40, 52]], boxes=[[10, 10, 60, 60]],
-                               vocabulary=["circle", "square"])        # masks + open-vocabulary labels
+    pan = predictor.panoptic()                                         # training vocabulary
+    ov = predictor.panoptic(vocabulary=["hexagon, six-sided shape", "stuff:sky"])
+    clicks = predictor.interactive(points=[[40, 52]], boxes=[[10, 10, 60, 60]],
+                                   vocabulary=["circle", "square"])    # masks + open-vocabulary labels
     predictor.set_video(frames)                                        # T x H x W x 3 uint8 (or a list)
-    tracks = predictor.predict("vis")                                  # also "vps", "vss", "vos"
+    tracks = predictor.vis()                                           # also .vps(), .vss(), .vos(first_frame_masks)
+
+One typed entry point per task (``panoptic``, ``instance``, ``semantic``, ``interactive``; ``vis``, ``vps``,
+``vss``, ``vos``), each returning its result type; ``predict(task, **kwargs)`` dispatches to them and rejects
+an argument the task does not take. Boxes are XYXY in pixels of the original image (the one box convention
+in code; COCO's XYWH appears only in the files :mod:`omg.inference.writers` writes and the readers read).
 
 ``set_image`` runs the backbone and pixel decoder once; every ``predict`` after it reuses
 them. The object queries' masks and class embeddings do not depend on the vocabulary, so a
@@ -33,6 +38,7 @@ the pixel mean, i.e. with 0 after normalisation, as the released data preprocess
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -53,7 +59,7 @@ from omg.modeling.heads import class_logits
 from omg.modeling.model import Features, OMGSeg
 from omg.modeling.prompts import Prompts
 from omg.modeling.text import TextEmbedder
-from omg.utils.names import as_vocabulary
+from omg.utils.vocabulary import Vocabulary
 
 IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
 POSTPROCESS_AT = ("original", "input")
@@ -63,51 +69,12 @@ VIDEO_TASKS = ("vis", "vps", "vss", "vos")
 
 
 @dataclass
-class Vocabulary:
-    """Class names (synonym lists) with their thing/stuff flags."""
+class _ObjectQueries:
+    """The object queries' outputs on the current image(s); they do not depend on the vocabulary."""
 
-    names: list[list[str]]
-    isthing: list[bool]
-
-    @property
-    def display(self) -> list[str]:
-        return [n[0] for n in self.names]
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @staticmethod
-    def parse(items: Sequence[Any], training: "Vocabulary | None" = None) -> "Vocabulary":
-        """Accepts ``"circle, disc"``, ``["circle", "disc"]``, ``"stuff:sky"`` or ``{"names": [...], "isthing": bool}``.
-
-        Without an explicit flag a class is stuff if it matches a stuff class of the training
-        vocabulary, else a thing.
-        """
-        if isinstance(items, str) or len(items) == 0:
-            raise ValueError("the vocabulary must be a non-empty list of class names")
-        names, isthing = [], []
-        train = {}
-        if training is not None:
-            for syns, th in zip(training.names, training.isthing):
-                for s in syns:
-                    train.setdefault(s, th)
-        for i, item in enumerate(items):
-            flag = None
-            if isinstance(item, dict):
-                raw, flag = item.get("names") or item.get("name"), item.get("isthing")
-            else:
-                raw = item
-            if isinstance(raw, str) and raw.lower().startswith(("stuff:", "thing:")):
-                flag = raw.lower().startswith("thing:")
-                raw = raw.split(":", 1)[1]
-            syns = as_vocabulary([raw])[0] if raw else []
-            if not syns:
-                raise ValueError(f"vocabulary entry {i} has no name: {item!r}")
-            if flag is None:
-                flag = next((train[s] for s in syns if s in train), True)
-            names.append(syns)
-            isthing.append(bool(flag))
-        return Vocabulary(names, isthing)
+    masks: torch.Tensor  # N x Q x h4 x w4 mask logits
+    embed: torch.Tensor  # N x Q x E class embeddings
+    objectness: torch.Tensor  # N x Q logits
 
 
 @dataclass
@@ -116,14 +83,27 @@ class _ImageState:
     original: list[tuple[int, int]]
     resized: list[tuple[int, int]]
     batched: bool
-    objects: dict | None = None  # cached object-query outputs
+    objects: _ObjectQueries | None = None
+
+
+@dataclass
+class _VideoQueries:
+    """What every video task needs, decoded clip by clip with associated queries (one per clip length)."""
+
+    masks: torch.Tensor  # Q x T x h4 x w4 mask logits (float16, CPU)
+    embeds: torch.Tensor  # clips x Q x E class embeddings
+    objectness: torch.Tensor  # Q, the sigmoid of the clip-mean objectness logit
+    pooled: torch.Tensor  # Q x C5 CLIP features pooled over every frame's mask
+    nonempty: torch.Tensor  # Q bool: the mask covers some stride-32 cell
+    image_size: tuple[int, int]  # padded network input
+    resized: tuple[int, int]  # resized frame inside it
 
 
 @dataclass
 class _VideoState:
     frames: list[np.ndarray]
     original: tuple[int, int]
-    cache: dict = field(default_factory=dict)
+    queries: dict[int, _VideoQueries] = field(default_factory=dict)  # by clip length
 
 
 def _as_image(a: Any, where: str) -> np.ndarray:
@@ -153,8 +133,7 @@ class OMGPredictor:
         self.metadata = metadata
         # the one metadata schema for classes: the training label space (omg.data.labels.LabelSpace.to_dict)
         ls = metadata.get("label_space")
-        self.training_vocabulary = None if ls is None else \
-            Vocabulary([list(n) for n in ls["names"]], [bool(x) for x in ls["isthing"]])
+        self.training_vocabulary = None if ls is None else Vocabulary.from_dict(ls)
         #: (long side, short side) limits of the test-time resize (keep ratio)
         self.test_size = tuple(test_size or metadata.get("test_size") or (1333, 800))
         self.embedder = TextEmbedder(self.model.backbone)
@@ -176,13 +155,13 @@ class OMGPredictor:
         return Vocabulary.parse(items, self.training_vocabulary)
 
     def _text(self, vocab: Vocabulary) -> torch.Tensor:
-        return self.embedder.embed(vocab.names).to(self.device)
+        return self.embedder.embed(vocab).to(self.device)
 
     def _use_open_vocab(self, vocab: Vocabulary, open_vocab: bool | str) -> tuple[bool, torch.Tensor]:
         if self.training_vocabulary is None:
             seen = torch.zeros(len(vocab), dtype=torch.bool)
         else:
-            seen = ov.seen_classes(vocab.names, self.training_vocabulary.names)
+            seen = torch.tensor(vocab.seen_in(self.training_vocabulary), dtype=torch.bool)
         if open_vocab == "auto":
             return bool((~seen).any()), seen
         return bool(open_vocab), seen
@@ -233,15 +212,19 @@ class OMGPredictor:
         self._image = _ImageState(feats, [a.shape[:2] for a in arrays], sizes, batched)
         self._video = None
 
-    def _objects(self) -> dict:
+    def _decoder_text(self) -> torch.Tensor:
+        """The text embeddings the decoder runs with: the training vocabulary's (a placeholder without one; the
+        masks and class embeddings do not depend on it, only the decoder's own logits, which are not used)."""
+        if self.training_vocabulary is not None:
+            return self._text(self.training_vocabulary)
+        return F.normalize(torch.ones(1, 1, self.model.backbone.variant.embed_dim, device=self.device), dim=-1)
+
+    def _objects(self) -> _ObjectQueries:
         st = self._image
         if st.objects is None:
-            text = self._text(self.training_vocabulary) if self.training_vocabulary else \
-                F.normalize(torch.ones(1, 1, self.model.backbone.variant.embed_dim, device=self.device), dim=-1)
-            out = self.model.decode(st.features, text)
+            out = self.model.decode(st.features, self._decoder_text())
             self.stats["decoder_calls"] += 1
-            st.objects = {"masks": out.pred_masks[:, :, 0], "embed": out.class_embed,
-                          "objectness": out.pred_objectness[..., 0]}
+            st.objects = _ObjectQueries(out.pred_masks[:, :, 0], out.class_embed, out.pred_objectness[..., 0])
         return st.objects
 
     def _output_logits(self, masks: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int],
@@ -290,62 +273,126 @@ class OMGPredictor:
         """Make a state from :meth:`image_state` current again (no backbone call)."""
         self._image, self._video = state, None
 
-    @torch.no_grad()
-    def predict(self, task: str, points=None, boxes=None, vocabulary: Sequence[Any] | None = None,
-                open_vocab: bool | str = "auto", first_frame_masks=None, object_ids=None, topk: int = 100,
-                track_ids: str = "released"):
-        """Run ``task`` on the current image(s) or video. Returns a result dataclass (a list of them for
-        a batch of images). See the module docstring; ``points`` / ``boxes`` are in original pixels
-        (per image when batched); ``first_frame_masks`` (K x H x W bool or an H x W id map) and
-        ``object_ids`` are for "vos". ``open_vocab``: True / False / "auto" (the CLIP ensemble when a
-        class is unseen in training). ``track_ids`` ("vps"): "released" (the fusion head's per-frame
-        counter over things) or "stable" (query-based ids that survive a vanishing segment)."""
-        if track_ids not in ("released", "stable"):
-            raise ValueError(f"track_ids must be 'released' or 'stable', got {track_ids!r}")
-        if task in IMAGE_TASKS:
-            if self._image is None:
-                raise ValueError(f"task {task!r} needs an image: call set_image() first")
-            results = [self._predict_image(task, i, points, boxes, vocabulary, open_vocab, topk)
-                       for i in range(len(self._image.original))] if task != "interactive" else \
-                self._predict_interactive(points, boxes, vocabulary)
-            return results if self._image.batched else results[0]
-        if task in VIDEO_TASKS:
-            if self._video is None:
-                raise ValueError(f"task {task!r} needs a video: call set_video() first")
-            return self._predict_video(task, vocabulary, open_vocab, first_frame_masks, object_ids, topk, track_ids)
-        raise ValueError(f"unknown task {task!r}; image tasks: {', '.join(IMAGE_TASKS)}; "
-                         f"video tasks: {', '.join(VIDEO_TASKS)}")
+    # ------------------------------------------------------------------ image tasks
+    def _image_set(self, task: str) -> _ImageState:
+        if self._image is None:
+            raise ValueError(f"task {task!r} needs an image: call set_image() first")
+        return self._image
 
-    def _predict_image(self, task, i, points, boxes, vocabulary, open_vocab, topk):
-        if points is not None or boxes is not None:
-            raise ValueError(f"task {task!r} takes no prompts (use task='interactive')")
-        vocab = self.vocabulary(vocabulary)
+    def _per_image(self, task: str, run) -> Any:
+        st = self._image_set(task)
+        results = [run(i) for i in range(len(st.original))]
+        return results if st.batched else results[0]
+
+    def _image_inputs(self, i: int, vocab: Vocabulary, open_vocab: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image i's (Q x (C + 1) class logits for ``vocab``, Q x h x w mask logits where post-processing runs)."""
         obj = self._objects()
-        st = self._image
-        masks = obj["masks"][i : i + 1]
-        logits = self._class_logits(obj["embed"][i : i + 1], masks[:, :, None], st.features.clip_features[i : i + 1],
-                                    vocab, open_vocab)[0]
-        mlog = self._input_logits(masks[0], i)
-        isthing = torch.tensor(vocab.isthing, device=mlog.device)
-        size = st.original[i]
-        if task == "panoptic":
-            pan, segs = panoptic_inference(logits, mlog, isthing)
-            pan_full = self._to_original(pan, size).astype(np.int32)
+        masks = obj.masks[i: i + 1]
+        logits = self._class_logits(obj.embed[i: i + 1], masks[:, :, None],
+                                    self._image.features.clip_features[i: i + 1], vocab, open_vocab)[0]
+        return logits, self._input_logits(masks[0], i)
+
+    @torch.no_grad()
+    def panoptic(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
+                 ) -> PanopticResult | list[PanopticResult]:
+        """Panoptic segmentation of the current image(s) (a list when ``set_image`` got a list).
+
+        ``vocabulary``: class names (see :meth:`Vocabulary.parse`), the training vocabulary when None;
+        ``open_vocab``: True / False / "auto" (the CLIP ensemble when a class is unseen in training)."""
+        self._image_set("panoptic")
+        vocab = self.vocabulary(vocabulary)
+
+        def run(i: int) -> PanopticResult:
+            logits, mlog = self._image_inputs(i, vocab, open_vocab)
+            pan, segs = panoptic_inference(logits, mlog, torch.tensor(vocab.isthing, device=mlog.device))
+            pan_full = self._to_original(pan, self._image.original[i]).astype(np.int32)
             infos = []
             for s in segs:
                 m = pan_full == s.id
                 infos.append(SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, int(m.sum()),
                                          mask_bbox(m)))
             return PanopticResult(pan_full, [s for s in infos if s.area > 0], vocab.display)
-        if task == "instance":
-            inst = instance_inference(logits, mlog, isthing, topk=topk)
+
+        return self._per_image("panoptic", run)
+
+    @torch.no_grad()
+    def instance(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
+                 topk: int = 100) -> InstanceResult | list[InstanceResult]:
+        """Instance segmentation (things only, the ``topk`` best query-class pairs, by score)."""
+        self._image_set("instance")
+        vocab = self.vocabulary(vocabulary)
+
+        def run(i: int) -> InstanceResult:
+            logits, mlog = self._image_inputs(i, vocab, open_vocab)
+            inst = instance_inference(logits, mlog, torch.tensor(vocab.isthing, device=mlog.device), topk=topk)
             order = inst.scores.argsort(descending=True)
-            masks_full = self._to_original(inst.masks[order], size).astype(bool)
+            masks_full = self._to_original(inst.masks[order], self._image.original[i]).astype(bool)
             labels = inst.labels[order].cpu().numpy()
             return InstanceResult(masks_full, labels, inst.scores[order].cpu().numpy(),
                                   [vocab.display[k] for k in labels], vocab.display)
-        labels, _ = semantic_inference(logits, mlog)
-        return SemanticResult(self._to_original(labels, size).astype(np.int32), vocab.display)
+
+        return self._per_image("instance", run)
+
+    @torch.no_grad()
+    def semantic(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
+                 ) -> SemanticResult | list[SemanticResult]:
+        """Semantic segmentation: a label map over ``vocabulary``."""
+        self._image_set("semantic")
+        vocab = self.vocabulary(vocabulary)
+
+        def run(i: int) -> SemanticResult:
+            logits, mlog = self._image_inputs(i, vocab, open_vocab)
+            labels, _ = semantic_inference(logits, mlog)
+            return SemanticResult(self._to_original(labels, self._image.original[i]).astype(np.int32), vocab.display)
+
+        return self._per_image("semantic", run)
+
+    @torch.no_grad()
+    def interactive(self, points=None, boxes=None, vocabulary: Sequence[Any] | Vocabulary | None = None
+                    ) -> InteractiveResult | list[InteractiveResult]:
+        """One mask per prompt: ``points`` (K x 2, x y) and / or ``boxes`` (K x 4, XYXY), in pixels of the original
+        image (per image when batched). With a ``vocabulary`` each mask is labelled by the frozen CLIP."""
+        st = self._image_set("interactive")
+        if points is None and boxes is None:
+            raise ValueError("task 'interactive' needs points and / or boxes")
+        prompts = self._scaled_prompts(points, boxes)
+        out = self.model.decode(st.features, self._decoder_text(), prompts)
+        self.stats["decoder_calls"] += 1
+        vocab = self.vocabulary(vocabulary) if vocabulary is not None else None
+        results = []
+        for i in range(len(st.original)):
+            valid = prompts.valid[i]
+            m = out.pred_masks[i, valid, 0]
+            mlog = self._input_logits(m, i)
+            prob = mlog.sigmoid()
+            binary = prob > 0.5
+            scores = ((prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
+            res = InteractiveResult(self._to_original(binary, st.original[i]).astype(bool), scores)
+            if vocab is not None:
+                clip, _ = ov.clip_logits(self.model.backbone, st.features.clip_features[i: i + 1], m[None, :, None],
+                                         self._text(vocab))
+                p = clip[0].softmax(-1)
+                sc, lab = p.max(-1)
+                res.labels, res.label_scores = lab.cpu().numpy(), sc.cpu().numpy()
+                res.names = [vocab.display[k] for k in res.labels]
+            results.append(res)
+        return results if st.batched else results[0]
+
+    def predict(self, task: str, **kwargs):
+        """``getattr(self, task)(**kwargs)`` for a task of :data:`IMAGE_TASKS` or :data:`VIDEO_TASKS`, rejecting an
+        argument that task does not take (a misspelt or misplaced one is an error, never ignored)."""
+        if task not in IMAGE_TASKS + VIDEO_TASKS:
+            raise ValueError(f"unknown task {task!r}; image tasks: {', '.join(IMAGE_TASKS)}; "
+                             f"video tasks: {', '.join(VIDEO_TASKS)}")
+        entry = getattr(self, task)
+        takes = list(inspect.signature(entry).parameters)
+        unknown = [k for k in kwargs if k not in takes]
+        if unknown:
+            if task in IMAGE_TASKS and {"points", "boxes"} & set(unknown):
+                raise ValueError(f"task {task!r} takes no prompts (use task='interactive')")
+            raise TypeError(f"task {task!r} takes no argument {', '.join(map(repr, unknown))}; "
+                             f"it takes: {', '.join(takes) or 'nothing'}")
+        return entry(**kwargs)
 
     def _scaled_prompts(self, points, boxes) -> Prompts:
         st = self._image
@@ -380,33 +427,6 @@ class OMGPredictor:
             bxs.append(None if b is None else torch.from_numpy(b))
         return Prompts.from_lists(pts, bxs, st.resized).to(self.device)
 
-    def _predict_interactive(self, points, boxes, vocabulary) -> list[InteractiveResult]:
-        st = self._image
-        prompts = self._scaled_prompts(points, boxes)
-        text = self._text(self.training_vocabulary) if self.training_vocabulary else \
-            F.normalize(torch.ones(1, 1, self.model.backbone.variant.embed_dim, device=self.device), dim=-1)
-        out = self.model.decode(st.features, text, prompts)
-        self.stats["decoder_calls"] += 1
-        results = []
-        vocab = self.vocabulary(vocabulary) if vocabulary is not None else None
-        for i in range(len(st.original)):
-            valid = prompts.valid[i]
-            m = out.pred_masks[i, valid, 0]
-            mlog = self._input_logits(m, i)
-            prob = mlog.sigmoid()
-            binary = prob > 0.5
-            scores = ((prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
-            res = InteractiveResult(self._to_original(binary, st.original[i]).astype(bool), scores)
-            if vocab is not None:
-                clip, _ = ov.clip_logits(self.model.backbone, st.features.clip_features[i : i + 1], m[None, :, None],
-                                         self._text(vocab))
-                p = clip[0].softmax(-1)
-                s, lab = p.max(-1)
-                res.labels, res.label_scores = lab.cpu().numpy(), s.cpu().numpy()
-                res.names = [vocab.display[k] for k in res.labels]
-            results.append(res)
-        return results
-
     # ------------------------------------------------------------------ videos
     def set_video(self, frames: np.ndarray | Iterable[np.ndarray]) -> None:
         """Keep the frames (T x H x W x 3 uint8 RGB, or an iterable of H x W x 3 frames)."""
@@ -421,17 +441,16 @@ class OMGPredictor:
         self._video = _VideoState(arrays, size)
         self._image = None
 
-    def _video_queries(self, length: int) -> dict:
+    def _video_queries(self, length: int) -> _VideoQueries:
         """Decode the video clip by clip (features for one clip at a time), associate the queries,
-        and cache what every video task needs (per clip length)."""
+        and keep what every video task needs (per clip length)."""
         vs = self._video
-        if length in vs.cache:
-            return vs.cache[length]
-        text = self._text(self.training_vocabulary) if self.training_vocabulary else \
-            F.normalize(torch.ones(1, 1, self.model.backbone.variant.embed_dim, device=self.device), dim=-1)
+        if length in vs.queries:
+            return vs.queries[length]
+        text = self._decoder_text()
         masks, embeds, objs, pooled, areas = [], [], [], [], []
         prev = None
-        resized = None
+        resized = image_size = None
         for clip in split_clips(len(vs.frames), length):
             batch, sizes = self._prepare([vs.frames[t] for t in clip])
             resized = sizes[0]
@@ -454,88 +473,115 @@ class OMGPredictor:
             areas.append(area)
             image_size = feats.image_size
         total_area = torch.stack(areas).sum(0)
-        cache = {
-            "masks": torch.cat(masks, dim=1),  # Q x T x h4 x w4 (float16, CPU)
-            "embeds": torch.stack(embeds),  # clips x Q x E
-            "objectness": torch.stack(objs).mean(0).sigmoid(),  # Q
-            "pooled": torch.stack(pooled).sum(0) / total_area.clamp(min=1)[:, None],  # Q x C5
-            "nonempty": total_area > 0,
-            "image_size": image_size,
-            "resized": resized,
-        }
-        vs.cache[length] = cache
-        return cache
+        vq = _VideoQueries(
+            masks=torch.cat(masks, dim=1), embeds=torch.stack(embeds),
+            objectness=torch.stack(objs).mean(0).sigmoid(),
+            pooled=torch.stack(pooled).sum(0) / total_area.clamp(min=1)[:, None],
+            nonempty=total_area > 0, image_size=image_size, resized=resized)
+        vs.queries[length] = vq
+        return vq
 
-    def _video_logits(self, cache: dict, vocab: Vocabulary, open_vocab) -> torch.Tensor:
+    def _video_logits(self, vq: _VideoQueries, vocab: Vocabulary, open_vocab) -> torch.Tensor:
         text = self._text(vocab)
         scale = self.model.decoder.classifier.logit_scale.exp()
-        logits = torch.stack([class_logits(e, text, scale) for e in cache["embeds"]]).mean(0)  # Q x (C+1)
+        logits = torch.stack([class_logits(e, text, scale) for e in vq.embeds]).mean(0)  # Q x (C+1)
         use, seen = self._use_open_vocab(vocab, open_vocab)
         if use:
             with torch.no_grad():
-                emb = F.normalize(self.model.backbone.clip_image_head(cache["pooled"]).float(), dim=-1)
+                emb = F.normalize(self.model.backbone.clip_image_head(vq.pooled).float(), dim=-1)
             clip = class_logits(emb, text, scale)[..., :-1]
-            logits = ov.geometric_ensemble(logits, clip, seen, cache["nonempty"])
+            logits = ov.geometric_ensemble(logits, clip, seen, vq.nonempty)
         return logits
 
-    def _frame_logits(self, cache: dict, t: int, queries: torch.Tensor | None = None) -> torch.Tensor:
+    def _frame_logits(self, vq: _VideoQueries, t: int, queries: torch.Tensor | None = None) -> torch.Tensor:
         """Q x h x w mask logits of frame t (only ``queries`` when given) where post-processing runs."""
-        m = cache["masks"][:, t] if queries is None else cache["masks"][queries.cpu(), t]
-        return self._output_logits(m.float().to(self.device), cache["image_size"], cache["resized"], self._video.original)
+        m = vq.masks[:, t] if queries is None else vq.masks[queries.cpu(), t]
+        return self._output_logits(m.float().to(self.device), vq.image_size, vq.resized, self._video.original)
 
-    def _predict_video(self, task, vocabulary, open_vocab, first_frame_masks, object_ids, topk, track_ids):
-        vs = self._video
-        num_frames = len(vs.frames)
-        cache = self._video_queries(clip_length(task, num_frames))
-        size = vs.original
-        if task == "vos":
-            if first_frame_masks is None:
-                raise ValueError("task 'vos' needs first_frame_masks (K x H x W bool, or an H x W id map)")
-            given = np.asarray(first_frame_masks)
-            if given.ndim == 2:
-                ids = [int(v) for v in np.unique(given) if v not in (0, 255)]
-                given = np.stack([given == v for v in ids]) if ids else np.zeros((0, *given.shape), bool)
-                object_ids = object_ids or ids
-            object_ids = list(object_ids or range(1, len(given) + 1))
-            if given.shape[1:] != tuple(size) or len(object_ids) != len(given):
-                raise ValueError(f"first_frame_masks must be K x {size[0]} x {size[1]} with one id per mask")
-            objectness = cache["objectness"].cpu().numpy()
-            top = torch.as_tensor(np.argsort(-objectness, kind="stable")[:VOS_PROPOSALS])
-            props = np.stack([self._to_original(self._frame_logits(cache, t, top) > 0, size) for t in range(num_frames)], 1)
-            out, queries = vos_from_proposals(props, objectness[top.numpy()], given.astype(bool), object_ids)
-            queries = {obj: int(top[q]) for obj, q in queries.items()}
-            return VOSResult(out, object_ids, queries)
+    def _video_set(self, task: str) -> tuple[_VideoState, _VideoQueries]:
+        if self._video is None:
+            raise ValueError(f"task {task!r} needs a video: call set_video() first")
+        return self._video, self._video_queries(clip_length(task, len(self._video.frames)))
+
+    @torch.no_grad()
+    def vos(self, first_frame_masks=None, object_ids: Sequence[int] | None = None) -> VOSResult:
+        """Video object segmentation from the first frame's masks (K x H x W bool, or an H x W id map whose
+        non-zero values other than 255 are the objects); ``object_ids`` name the K masks (1..K by default)."""
+        vs, vq = self._video_set("vos")
+        size, num_frames = vs.original, len(vs.frames)
+        if first_frame_masks is None:
+            raise ValueError("task 'vos' needs first_frame_masks (K x H x W bool, or an H x W id map)")
+        given = np.asarray(first_frame_masks)
+        if given.ndim == 2:
+            ids = [int(v) for v in np.unique(given) if v not in (0, 255)]
+            given = np.stack([given == v for v in ids]) if ids else np.zeros((0, *given.shape), bool)
+            object_ids = object_ids or ids
+        object_ids = list(object_ids or range(1, len(given) + 1))
+        if given.shape[1:] != tuple(size) or len(object_ids) != len(given):
+            raise ValueError(f"first_frame_masks must be K x {size[0]} x {size[1]} with one id per mask")
+        objectness = vq.objectness.cpu().numpy()
+        top = torch.as_tensor(np.argsort(-objectness, kind="stable")[:VOS_PROPOSALS])
+        props = np.stack([self._to_original(self._frame_logits(vq, t, top) > 0, size) for t in range(num_frames)], 1)
+        out, queries = vos_from_proposals(props, objectness[top.numpy()], given.astype(bool), object_ids)
+        queries = {obj: int(top[q]) for obj, q in queries.items()}
+        return VOSResult(out, object_ids, queries)
+
+    @torch.no_grad()
+    def vis(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
+            topk: int = 100) -> VideoInstanceResult:
+        """Video instance segmentation: the ``topk`` best (query, thing class) pairs, tracked over the video."""
+        vs, vq = self._video_set("vis")
+        size, num_frames = vs.original, len(vs.frames)
         vocab = self.vocabulary(vocabulary)
-        logits = self._video_logits(cache, vocab, open_vocab)
+        logits = self._video_logits(vq, vocab, open_vocab)
         isthing = torch.tensor(vocab.isthing, device=logits.device)
-        if task == "vis":
-            c = len(vocab)
-            scores = logits.float().softmax(-1)[:, :c]
-            k = min(topk, scores.numel())
-            top, flat = scores.flatten().topk(k)
-            labels, queries = flat % c, flat // c
-            keep = isthing[labels]
-            top, labels, queries = top[keep], labels[keep], queries[keep]
-            # per frame as the released fusion head (FH.instance_postprocess): score_t = class score x the mean
-            # probability inside the frame's mask (0 where it is empty); the video's score is the mean over frames,
-            # as the YouTube-VIS metric aggregates the per-frame results of one instance
-            frame_masks, frame_scores = [], []
-            for t in range(num_frames):
-                lg = self._frame_logits(cache, t, queries) if len(queries) else torch.zeros(0, 1, 1)
-                frame_scores.append(mask_scores(lg))
-                frame_masks.append(self._to_original(lg > 0, size))
-            masks = np.stack(frame_masks, 1) if len(queries) else np.zeros((0, num_frames, *size), bool)
-            mscore = torch.stack(frame_scores, 1).mean(1)
-            lab = labels.cpu().numpy()
-            return VideoInstanceResult(masks, lab, (top * mscore).cpu().numpy(), (queries + 1).cpu().numpy(),
-                                       [vocab.display[k] for k in lab], vocab.display)
-        if task == "vss":
-            maps = [self._to_original(semantic_inference(logits, self._frame_logits(cache, t))[0], size)
-                    for t in range(num_frames)]
-            return VideoSemanticResult(np.stack(maps).astype(np.int32), vocab.display)
-        pans, seg_info, frame_ids = [], {}, []
+        c = len(vocab)
+        scores = logits.float().softmax(-1)[:, :c]
+        k = min(topk, scores.numel())
+        top, flat = scores.flatten().topk(k)
+        labels, queries = flat % c, flat // c
+        keep = isthing[labels]
+        top, labels, queries = top[keep], labels[keep], queries[keep]
+        # per frame as the released fusion head (FH.instance_postprocess): score_t = class score x the mean
+        # probability inside the frame's mask (0 where it is empty); the video's score is the mean over frames,
+        # as the YouTube-VIS metric aggregates the per-frame results of one instance
+        frame_masks, frame_scores = [], []
         for t in range(num_frames):
-            pan, segs = panoptic_inference(logits, self._frame_logits(cache, t), isthing, ids=track_ids)
+            lg = self._frame_logits(vq, t, queries) if len(queries) else torch.zeros(0, 1, 1)
+            frame_scores.append(mask_scores(lg))
+            frame_masks.append(self._to_original(lg > 0, size))
+        masks = np.stack(frame_masks, 1) if len(queries) else np.zeros((0, num_frames, *size), bool)
+        mscore = torch.stack(frame_scores, 1).mean(1)
+        lab = labels.cpu().numpy()
+        return VideoInstanceResult(masks, lab, (top * mscore).cpu().numpy(), (queries + 1).cpu().numpy(),
+                                   [vocab.display[k] for k in lab], vocab.display)
+
+    @torch.no_grad()
+    def vss(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
+            ) -> VideoSemanticResult:
+        """Video semantic segmentation: one label map per frame."""
+        vs, vq = self._video_set("vss")
+        vocab = self.vocabulary(vocabulary)
+        logits = self._video_logits(vq, vocab, open_vocab)
+        maps = [self._to_original(semantic_inference(logits, self._frame_logits(vq, t))[0], vs.original)
+                for t in range(len(vs.frames))]
+        return VideoSemanticResult(np.stack(maps).astype(np.int32), vocab.display)
+
+    @torch.no_grad()
+    def vps(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
+            track_ids: str = "released") -> VideoPanopticResult:
+        """Video panoptic segmentation. ``track_ids``: "released" (the fusion head's per-frame counter over
+        things) or "stable" (query-based ids that survive a vanishing segment)."""
+        if track_ids not in ("released", "stable"):
+            raise ValueError(f"track_ids must be 'released' or 'stable', got {track_ids!r}")
+        vs, vq = self._video_set("vps")
+        size = vs.original
+        vocab = self.vocabulary(vocabulary)
+        logits = self._video_logits(vq, vocab, open_vocab)
+        isthing = torch.tensor(vocab.isthing, device=logits.device)
+        pans, seg_info, frame_ids = [], {}, []
+        for t in range(len(vs.frames)):
+            pan, segs = panoptic_inference(logits, self._frame_logits(vq, t), isthing, ids=track_ids)
             full = self._to_original(pan, size).astype(np.int32)
             pans.append(full)
             present = []

@@ -12,6 +12,7 @@ import numpy as np
 
 from omg.utils import io as uio
 from omg.inference import writers
+from omg.data.labels import LabelSpace
 from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS, OMGPredictor
 from omg.utils.progress import Progress
 
@@ -69,11 +70,12 @@ def category_ids_for(predictor: OMGPredictor, dataset: str | None, vocabulary: l
     if vocabulary is not None:
         raise ValueError("--dataset maps the training vocabulary to a dataset's ids; it cannot be combined with --vocabulary")
     ls = predictor.metadata.get("label_space")
-    if not ls or dataset not in ls["mappings"]:
-        known = ", ".join(sorted((ls or {}).get("mappings", {})))
+    space = LabelSpace.from_dict(ls) if ls else None
+    if space is None or dataset not in space.mappings:
+        known = ", ".join(sorted(space.mappings if space else ()))
         raise ValueError(f"the checkpoint's label space has no mapping for dataset {dataset!r} (it has: {known or 'none'})")
-    inverse = {int(v): int(k) for k, v in ls["mappings"][dataset].items()}
-    return [inverse.get(i, -1) for i in range(len(ls["names"]))]
+    inverse = {v: k for k, v in space.mappings[dataset].items()}
+    return [inverse.get(i, -1) for i in range(space.num_classes)]
 
 
 def run(args) -> int:
@@ -91,12 +93,12 @@ def run(args) -> int:
         frames, names = load_video(args.input, args.max_pixels)
         video = Path(args.input.rstrip("/")).stem
         predictor.set_video(frames)
-        kwargs = {}
         if task == "vos":
             if not args.first_frame_masks:
                 raise ValueError("task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0)")
-            kwargs["first_frame_masks"] = writers.read_png(args.first_frame_masks)
-        r = predictor.predict(task, vocabulary=vocabulary, **kwargs)
+            r = predictor.vos(writers.read_png(args.first_frame_masks))
+        else:
+            r = predictor.predict(task, vocabulary=vocab)
         if task == "vis":
             written.append(writers.write_ytvis(out, [(args.video_id, r)], cat_ids))
         elif task == "vps":
@@ -125,10 +127,10 @@ def run(args) -> int:
                 if task == "interactive":
                     if points is None and boxes is None:
                         raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
-                    r = predictor.predict(task, points=points, boxes=boxes, vocabulary=vocabulary if args.label else None)
+                    r = predictor.interactive(points=points, boxes=boxes, vocabulary=vocab if args.label else None)
                     written.append(writers.write_interactive(out, name, r))
                 else:
-                    r = predictor.predict(task, vocabulary=vocabulary)
+                    r = predictor.predict(task, vocabulary=vocab)
                     if task == "panoptic":
                         pan_items.append((image_id, name, r))
                     elif task == "instance":

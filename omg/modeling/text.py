@@ -1,6 +1,6 @@
 """Class-name text embeddings for the CLIP classifier (model spec section 8.1).
 
-``TextEmbedder(backbone).embed(vocabulary)`` turns class names with synonyms into a
+``TextEmbedder(backbone).embed(vocabulary)`` turns a :class:`~omg.utils.vocabulary.Vocabulary` into a
 C x K x E tensor of unit vectors: per synonym, the 14 ViLD prompt templates are encoded by
 the CLIP text tower, L2-normalised, averaged and normalised again; short synonym lists
 are padded with copies of their first synonym (so a max over K needs no mask).
@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from omg.utils import io as uio
-from omg.utils.names import as_vocabulary
+from omg.utils.vocabulary import Vocabulary
 
 #: the 14 ViLD templates, as used by FC-CLIP and OMG-Seg
 VILD_TEMPLATES: tuple[str, ...] = (
@@ -89,15 +89,16 @@ class TextEmbedder:
             self._weights_digest = tensor_digest(state)
         return self._weights_digest
 
-    def key(self, vocab: list[list[str]]) -> str:
+    def key(self, vocab: Vocabulary) -> str:
         doc = {"model": self.backbone.variant.clip_model, "weights": self.weights_digest(),
-               "templates": list(self.templates), "names": vocab}
+               "templates": list(self.templates), "names": [list(n) for n in vocab.names]}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     @torch.no_grad()
-    def embed(self, classes: Sequence[str | Sequence[str]]) -> torch.Tensor:
-        """-> C x K x E unit vectors on the backbone's device."""
-        vocab = as_vocabulary(classes)
+    def embed(self, vocab: Vocabulary) -> torch.Tensor:
+        """-> C x K x E unit vectors on the backbone's device (K: the most synonyms of a class)."""
+        if not isinstance(vocab, Vocabulary):
+            raise TypeError(f"embed takes a Vocabulary (Vocabulary.of(names) for plain names), not {type(vocab).__name__}")
         key = self.key(vocab)
         device = self.backbone.pixel_mean.device
         with self._lock:
@@ -119,8 +120,8 @@ class TextEmbedder:
                 self._memory.popitem(last=False)
         return emb.to(device)
 
-    def _compute(self, vocab: list[list[str]]) -> torch.Tensor:
-        synonyms = sorted({s for syns in vocab for s in syns})
+    def _compute(self, vocab: Vocabulary) -> torch.Tensor:
+        synonyms = sorted({s for syns in vocab.names for s in syns})
         with self._lock:
             vectors = {s: self._synonyms[s] for s in synonyms if s in self._synonyms}
         todo = [s for s in synonyms if s not in vectors]
@@ -145,8 +146,8 @@ class TextEmbedder:
                 self._synonyms.move_to_end(s)
             while len(self._synonyms) > self.MAX_SYNONYMS:
                 self._synonyms.popitem(last=False)
-        k = max(len(s) for s in vocab)
+        k = max(len(s) for s in vocab.names)
         out = torch.empty(len(vocab), k, next(iter(vectors.values())).shape[-1])
-        for c, syns in enumerate(vocab):
+        for c, syns in enumerate(vocab.names):
             out[c] = torch.stack([vectors[s] for s in syns] + [vectors[syns[0]]] * (k - len(syns)))
         return out

@@ -213,7 +213,7 @@ class ServeApp:
             except ValueError as err:
                 raise RequestError(400, f"field 'vocabulary': {err}") from None
             with self._text_lock:
-                self.predictor.embedder.embed(vocab.names)
+                self.predictor.embedder.embed(vocab)
         return classes
 
     # ------------------------------------------------------------------ images

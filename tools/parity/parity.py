@@ -206,6 +206,7 @@ def main(argv=None) -> int:
     from omg.modeling.official import convert_official
     from omg.modeling.prompts import Prompts
     from omg.modeling.text import TextEmbedder
+    from omg.utils.vocabulary import Vocabulary
 
     head_mod, backbone_mod = import_official(Path(args.omgseg))
     torch.manual_seed(args.seed)
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
                  nheads=8)
     ours_random = build_model(ModelConfig(variant=args.variant, **sizes)).eval()
     channels = ours_random.backbone.channels
-    text = TextEmbedder(ours_random.backbone, use_disk_cache=False).embed(["circle", "square, box", "sky"])
+    text = TextEmbedder(ours_random.backbone, use_disk_cache=False).embed(Vocabulary.of(["circle", "square, box", "sky"]))
     figures: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory() as home:
