@@ -158,31 +158,50 @@ def _run_logged(cmd: list[str], log_path: str, env: dict, cwd: str) -> int:
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
 
 
-def run_trial(job: dict) -> dict:
-    """Train, then evaluate into the trial's child run. Returns the trial record (also written as trial.json)."""
+@dataclass(frozen=True)
+class TrialJob:
+    """One trial as the driver hands it to its Ray task."""
+
+    grid: str
+    trial: str
+    name: str  # the training run's name
+    axes: dict[str, Any]
+    config: TrainConfig
+    storage: str
+    ray_address: str
+    eval_args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)  # dataset roots, MLflow URI
+
+    @property
+    def trial_dir(self) -> str:
+        return uio.join(self.storage, self.grid, self.trial)
+
+
+def run_trial(job: TrialJob) -> dict:
+    """Train, then evaluate into the trial's child run. Returns the trial record (the trial.json document)."""
     import ray
 
     t0 = time.monotonic()
-    trial_dir = job["trial_dir"]
+    trial_dir = job.trial_dir
     os.makedirs(trial_dir, exist_ok=True) if "://" not in trial_dir else None
-    local_dir = trial_dir if "://" not in trial_dir else os.path.join("/tmp", "omg-ablations", job["name"])
+    local_dir = trial_dir if "://" not in trial_dir else os.path.join("/tmp", "omg-ablations", job.name)
     os.makedirs(local_dir, exist_ok=True)
     config_path = os.path.join(local_dir, "config.yaml")
-    Path(config_path).write_text(yaml.safe_dump(job["config"], sort_keys=False))
-    env = dict(os.environ, **job["env"])
-    env["RAY_ADDRESS"] = job["ray_address"]
+    Path(config_path).write_text(yaml.safe_dump(to_dict(job.config), sort_keys=False))
+    env = dict(os.environ, **job.env)
+    env["RAY_ADDRESS"] = job.ray_address
     cwd = str(HERE.parent)
     log = os.path.join(local_dir, "trial.log")
-    record = {"grid": job["grid"], "trial": job["trial"], "axes": job["axes"], "node": ray.util.get_node_ip_address(),
+    record = {"grid": job.grid, "trial": job.trial, "axes": job.axes, "node": ray.util.get_node_ip_address(),
               "log": log, "status": "failed"}
     rc = _run_logged([sys.executable, str(HERE / "joint_train.py"), "--config", config_path], log, env, cwd)
     if rc != 0:
         record["error"] = f"training exited with {rc} (see {log})"
         return record
-    info = uio.read_json(uio.join(job["storage"], job["grid"], job["name"], "run.json"))
+    info = uio.read_json(uio.join(job.storage, job.grid, job.name, "run.json"))
     record.update(model=info["model"], run_id=info.get("mlflow_run_id"), step=info.get("step"))
     cmd = [sys.executable, str(HERE / "evaluate.py"), "--checkpoint", info["model"], "--out",
-           uio.join(trial_dir, "eval"), "--quiet", *job["eval_args"]]
+           uio.join(trial_dir, "eval"), "--quiet", *job.eval_args]
     cmd += ["--run-id", info["mlflow_run_id"]] if info.get("mlflow_run_id") else ["--no-mlflow"]
     rc = _run_logged(cmd, log, env, cwd)
     metrics = collect_eval(uio.join(trial_dir, "eval"))
@@ -360,12 +379,11 @@ def main(argv: list[str] | None = None) -> int:
             while todo and len(pending) < slots:
                 t = todo.pop(0)
                 cfg = trial_config(grid, t, storage, parent.run_id, args.experiment, Path(args.grids_file).parent, extra)
-                job = {"grid": grid.name, "trial": t, "name": cfg.name, "axes": grid.trials[t].axes,
-                       "config": to_dict(cfg), "storage": storage, "trial_dir": uio.join(storage, grid.name, t),
-                       "env": {**dataset_root_env(datasets_of(grid, cfg)),
-                               **({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
-                                  if "MLFLOW_TRACKING_URI" in os.environ else {})},
-                       "ray_address": address, "eval_args": eval_args(grid)}
+                job = TrialJob(grid=grid.name, trial=t, name=cfg.name, axes=grid.trials[t].axes, config=cfg,
+                               storage=storage, ray_address=address, eval_args=tuple(eval_args(grid)),
+                               env={**dataset_root_env(datasets_of(grid, cfg)),
+                                    **({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+                                       if "MLFLOW_TRACKING_URI" in os.environ else {})})
                 pending[remote.remote(job)] = t
                 print(f"[ablate] {grid.name}/{t}: started ({grid.trials[t].axes})", file=sys.stderr, flush=True)
             ready, _ = ray.wait(list(pending), num_returns=1)

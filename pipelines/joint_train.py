@@ -26,13 +26,16 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from omg.config import TrainConfig, config_dict, config_from_dict, flat_params, load_config
+from omg.config import TrainConfig, config_dict, flat_params, load_config
 from omg.utils import io as uio
 from omg.data.catalog import load_catalog
+from omg.data.ingest import IngestConfig
+from omg.data.labels import LabelSpace
 from omg.env import apply_env_defaults
 from omg.training.checkpointer import Checkpointer
 from omg.utils.progress import format_duration
@@ -92,13 +95,34 @@ def git_commit() -> str:
 
 # ============================================================================= train (every worker)
 
-def train_loop_per_worker(loop: dict) -> None:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every training worker is given (Ray Train carries it as ``train_loop_config={"spec": ...}``)."""
+
+    config: TrainConfig
+    label_space: LabelSpace
+    ingest: IngestConfig
+    name: str  # the run name (derived from the config: a relaunch resumes it)
+    storage: str  # checkpoint storage root; the run's folder is storage/name
+    manifests: dict[str, dict]  # dataset -> its shard manifest (the document preprocess wrote)
+    git_commit: str
+    val_root: dict[str, str]  # dataset -> the root its validation pairs read
+    ray_job_id: str
+    mlflow: bool
+    start_step: int  # the step the driver resumed at (its Ray dataset starts there)
+    hooks: tuple = ()  # pipelines.train_hooks callbacks
+
+    @property
+    def run_dir(self) -> str:
+        return uio.join(self.storage, self.name)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
 
-    from omg.data.ingest import BatchBuilder, PlanDataset
-    from omg.data.labels import LabelSpace
+    from omg.data.ingest import BatchBuilder
     from omg.losses.criterion import Criterion
     from omg.modeling.model import build_model
     from omg.modeling.text import TextEmbedder
@@ -110,8 +134,8 @@ def train_loop_per_worker(loop: dict) -> None:
     import logging
 
     logging.getLogger().setLevel(logging.WARNING)  # open_clip narrates every model build at INFO
-    cfg = config_from_dict(loop["config"])
-    label_space = LabelSpace.from_dict(loop["label_space"])
+    spec: WorkerSpec = loop_config["spec"]
+    cfg, label_space = spec.config, spec.label_space
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -128,8 +152,8 @@ def train_loop_per_worker(loop: dict) -> None:
         init_weights(model, cfg.model.init_from)
     model = model.to(device)
     text = TextEmbedder(model.backbone).embed(label_space.vocabulary).to(device)
-    builder = BatchBuilder(loop["ingest"], label_space)
-    steps_per_epoch = len(builder.plan(0, rank, world))
+    builder = BatchBuilder(spec.ingest, label_space)
+    steps_per_epoch = builder.steps_per_epoch(world)
     if steps_per_epoch == 0:
         raise ValueError("an epoch has no batch for this worker: more data, a smaller batch or fewer workers")
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
@@ -139,7 +163,7 @@ def train_loop_per_worker(loop: dict) -> None:
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, total)
 
     # ---- resume (the newest complete checkpoint of this run, if any)
-    checkpointer = Checkpointer(run_dir(loop), rank, world, cfg.checkpoint.num_to_keep, barrier=_barrier(world))
+    checkpointer = Checkpointer(spec.run_dir, rank, world, cfg.checkpoint.num_to_keep, barrier=_barrier(world))
     step, run_id = 0, None
     latest = checkpointer.latest()
     if latest is not None:
@@ -162,19 +186,19 @@ def train_loop_per_worker(loop: dict) -> None:
             return y / world
     criterion = Criterion(num_points=cfg.optim.num_points, reduce_fn=reduce_fn)
     amp = cfg.amp == "auto" and device.type == "cuda"
-    hooks = loop.get("hooks") or []
-    hook_ctx = HookContext(rank=rank, world_size=world, run_dir=run_dir(loop))
+    hooks = spec.hooks
+    hook_ctx = HookContext(rank=rank, world_size=world, run_dir=spec.run_dir)
 
-    tracker = Tracker(cfg, loop, rank, run_id, resumed=step > 0)
+    tracker = Tracker(spec, rank, run_id, resumed=step > 0)
     tracker.start_step = step
     try:
         # ---- train
-        if loop["ingest_mode"] == "ray":
+        if cfg.data.ingest == "ray":
             from pipelines.ingest import iter_shard_batches
 
             batches = iter_shard_batches(ray.train.get_dataset_shard("train"))
             # the driver's dataset starts at the step it saw; after a restart inside this fit, skip to ours
-            batches = itertools.islice(batches, max(0, step - loop["start_step"]), None)
+            batches = itertools.islice(batches, max(0, step - spec.start_step), None)
         else:
             batches = local_batches(builder, step, total, rank, world, cfg.data.loader_workers)
         for hook in hooks:
@@ -213,10 +237,6 @@ def train_loop_per_worker(loop: dict) -> None:
     except BaseException:
         tracker.finish("FAILED")
         raise
-
-
-def run_dir(loop: dict) -> str:
-    return uio.join(loop["storage"], loop["name"])
 
 
 def _barrier(world: int):
@@ -264,11 +284,12 @@ def local_batches(builder, step: int, total: int, rank: int, world: int, loader_
 class Tracker:
     """MLflow on rank 0 (a no-op elsewhere): resumes the run of a relaunched name, ends FINISHED/FAILED."""
 
-    def __init__(self, cfg: TrainConfig, loop: dict, rank: int, run_id: str | None, resumed: bool):
-        self.cfg, self.loop, self.rank = cfg, loop, rank
+    def __init__(self, spec: WorkerSpec, rank: int, run_id: str | None, resumed: bool):
+        self.spec, self.cfg, self.rank = spec, spec.config, rank
+        cfg = self.cfg
         self.run_id = run_id
         self.start_step = 0
-        self.active = rank == 0 and loop.get("mlflow", True)
+        self.active = rank == 0 and spec.mlflow
         if not self.active:
             return
         import mlflow
@@ -277,20 +298,20 @@ class Tracker:
 
         setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
         if self.run_id is None:  # a relaunch before the first checkpoint: the run of this name and storage
-            runs = mlflow.search_runs(filter_string=f"tags.`omg.run_name` = '{loop['name']}' and "
-                                                    f"tags.`omg.storage` = '{loop['storage']}'", output_format="list")
+            runs = mlflow.search_runs(filter_string=f"tags.`omg.run_name` = '{spec.name}' and "
+                                                    f"tags.`omg.storage` = '{spec.storage}'", output_format="list")
             self.run_id = runs[0].info.run_id if runs else None
-        tags = {"omg.run_name": loop["name"], "omg.storage": loop["storage"], "git_commit": loop["git_commit"],
-                "ray_job_id": loop["ray_job_id"], "omg.variant": cfg.model.variant, **cfg.tracking.tags}
+        tags = {"omg.run_name": spec.name, "omg.storage": spec.storage, "git_commit": spec.git_commit,
+                "ray_job_id": spec.ray_job_id, "omg.variant": cfg.model.variant, **cfg.tracking.tags}
         if cfg.tracking.parent_run_id:
             tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
-        run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else loop["name"], tags=tags,
+        run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else spec.name, tags=tags,
                                log_system_metrics=cfg.tracking.system_metrics)
         self.run_id = run.info.run_id
         if not resumed:
             mlflow.log_params(flat_params(cfg))
             mlflow.log_dict(config_dict(cfg), "config.json")
-            for name, m in loop["manifests"].items():
+            for name, m in spec.manifests.items():
                 self._log_input(mlflow, name, m)
         else:
             mlflow.set_tag("omg.resumed", "true")
@@ -330,8 +351,8 @@ class Tracker:
         try:
             for pair in self.cfg.validation.pairs:
                 name, split, task = pair.split(":")
-                r = evaluate_pair("<live model>", catalog[name], split, task, self.loop["val_root"].get(name),
-                                  uio.join(self.loop["storage"], self.loop["name"], "val", f"step{step}", name, split, task),
+                r = evaluate_pair("<live model>", catalog[name], split, task, self.spec.val_root.get(name),
+                                  uio.join(self.spec.run_dir, "val", f"step{step}", name, split, task),
                                   limit=self.cfg.validation.limit, predictor=predictor)
                 for k, v in r.metrics.items():
                     if v == v:
@@ -348,12 +369,12 @@ class Tracker:
     def export(self, inner, label_space, step: int) -> None:
         from omg.modeling.checkpoint import save_checkpoint
 
-        uri = uio.join(self.loop["storage"], self.loop["name"], "model.pt")
+        uri = uio.join(self.spec.run_dir, "model.pt")
         meta = {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size),
                 "train_config": config_dict(self.cfg), "step": step, "mlflow_run_id": self.run_id,
-                "run_name": self.loop["name"]}
+                "run_name": self.spec.name}
         save_checkpoint(inner, uri, meta)
-        uio.write_json(uio.join(self.loop["storage"], self.loop["name"], "run.json"),
+        uio.write_json(uio.join(self.spec.run_dir, "run.json"),
                        {"model": uri, "mlflow_run_id": self.run_id, "step": step})
         print(f"[train] exported {uri}", flush=True)
         if self.active:
@@ -464,21 +485,20 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.ingest import ray_training_dataset
 
         builder = BatchBuilder(ingest, label_space)
-        per_epoch = len(builder.plan(0)) // cfg.scaling.num_workers
+        per_epoch = builder.steps_per_epoch(cfg.scaling.num_workers)
         total = cfg.optim.max_steps or cfg.optim.epochs * per_epoch
         epochs = -(-total // max(per_epoch, 1))
         datasets["train"] = ray_training_dataset(
             ingest, label_space, epochs=epochs, concurrency=cfg.data.ray_data_concurrency,
             rows=(start * cfg.scaling.num_workers, total * cfg.scaling.num_workers))
-    loop = {
-        "config": config_dict(cfg), "label_space": label_space.to_dict(), "ingest": ingest, "name": name,
-        "storage": storage, "manifests": manifests, "git_commit": git_commit(), "val_root": val_root,
-        "ray_job_id": os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
-        "ingest_mode": cfg.data.ingest, "mlflow": not args.no_mlflow, "start_step": start, "hooks": hooks,
-    }
+    spec = WorkerSpec(
+        config=cfg, label_space=label_space, ingest=ingest, name=name, storage=storage, manifests=manifests,
+        git_commit=git_commit(), val_root=val_root,
+        ray_job_id=os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
+        mlflow=not args.no_mlflow, start_step=start, hooks=tuple(hooks))
     trainer = _interruptible_trainer_class()(
         train_loop_per_worker,
-        train_loop_config=loop,
+        train_loop_config={"spec": spec},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=storage,

@@ -85,6 +85,10 @@ class BatchBuilder:
         full = epoch_plan(self.sizes(), repeat, self.config.batch_size, self.config.seed, epoch)
         return worker_plan(full, rank, world)
 
+    def steps_per_epoch(self, world: int = 1) -> int:
+        """Batches each of ``world`` workers gets in an epoch (epoch 0's plan; the schedule's estimate)."""
+        return len(self.plan(0, 0, world))
+
     def kind(self, name: str) -> str:
         return "location" if self.manifests[name]["class_agnostic"] else "object"
 
