@@ -2,10 +2,13 @@
 
 - Panoptic id maps in PNG: RGB with ``id = R + 256 * G + 256**2 * B``; id 0 is VOID.
 - COCO RLE via pycocotools: ``{"size": [H, W], "counts": str}`` (compressed, ASCII for JSON).
-- Boxes are COCO ``[x, y, w, h]`` in pixels (``w = x_max - x_min + 1``).
+- Boxes are XYXY ``[x0, y0, x1, y1]`` in pixel edges in code (:func:`mask_box`); COCO ``[x, y, w, h]``
+  (``w = x_max - x_min + 1``) only in files (:func:`coco_bbox`, :func:`xywh`).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -54,21 +57,30 @@ def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
 
-def mask_bbox(mask: np.ndarray) -> list[int]:
-    """Tight COCO box ``[x, y, w, h]`` of a bool mask; ``[0, 0, 0, 0]`` when empty."""
+def mask_box(mask: np.ndarray) -> list[int]:
+    """Tight box ``[x0, y0, x1, y1]`` of a bool mask (pixel edges: ``x1`` = last column + 1); zeros when empty.
+
+    XYXY is the one box convention in code (prompts, results, the web API); COCO's ``[x, y, w, h]``
+    (:func:`xywh`) appears only in the files the datasets and the official tools read and write."""
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
     if ys.size == 0:
         return [0, 0, 0, 0]
-    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+    return [int(xs[0]), int(ys[0]), int(xs[-1] + 1), int(ys[-1] + 1)]
+
+
+def xywh(box: Sequence[float]) -> list:
+    """XYXY -> COCO ``[x, y, w, h]`` (for files only)."""
+    x0, y0, x1, y1 = box
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def coco_bbox(mask: np.ndarray) -> list[int]:
+    """The tight COCO ``[x, y, w, h]`` of a bool mask, as annotation and result files carry it."""
+    return xywh(mask_box(mask))
 
 
 def segment_areas(ids: np.ndarray) -> dict[int, int]:
     """Pixel count of every non-zero id of an id map."""
     values, counts = np.unique(ids, return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts) if v != 0}
-
-
-def segment_bboxes(ids: np.ndarray) -> dict[int, list[int]]:
-    """Tight box of every non-zero id of an id map (one pass per id present)."""
-    return {int(v): mask_bbox(ids == v) for v in np.unique(ids) if v != 0}

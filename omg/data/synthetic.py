@@ -46,7 +46,7 @@ from PIL import Image, ImageDraw
 
 from omg.utils import io as uio
 from omg.data.formats.davis import DAVIS_PALETTE
-from omg.data.masks import id2rgb, mask_bbox, rle_encode
+from omg.data.masks import id2rgb, coco_bbox, rle_encode
 from omg.utils.progress import Progress
 
 #: bump when the generator's output changes for the same seed and options
@@ -506,7 +506,7 @@ def panoptic_categories(split: str) -> list[dict]:
 
 def _segment_info(seg_id: int, seg: Segment) -> dict:
     return {"id": seg_id, "category_id": seg.category_id, "iscrowd": seg.iscrowd,
-            "area": int(seg.mask.sum()), "bbox": mask_bbox(seg.mask)}
+            "area": int(seg.mask.sum()), "bbox": coco_bbox(seg.mask)}
 
 
 class _Writer:
@@ -542,7 +542,7 @@ def write_image_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
                 if THING_BY_ID.get(seg.category_id):
                     inst_anns.append({"id": ann_id, "image_id": image_id, "category_id": seg.category_id,
                                       "segmentation": rle_encode(seg.mask), "area": int(seg.mask.sum()),
-                                      "bbox": mask_bbox(seg.mask), "iscrowd": seg.iscrowd})
+                                      "bbox": coco_bbox(seg.mask), "iscrowd": seg.iscrowd})
                     ann_id += 1
             w.bytes(f"images/{split}/{stem}.jpg", uio.encode_jpeg(frame.image, opts.jpeg_quality))
             w.bytes(f"annotations/panoptic_{split}/{stem}.png", uio.encode_png(id2rgb(pan)))
@@ -611,7 +611,7 @@ def write_video_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
                     "height": s, "width": s, "length": 1,
                     "segmentations": [rle_encode(m) if m is not None else None for m in masks],
                     "areas": [int(m.sum()) if m is not None else None for m in masks],
-                    "bboxes": [mask_bbox(m) if m is not None else None for m in masks],
+                    "bboxes": [coco_bbox(m) if m is not None else None for m in masks],
                 })
                 ann_id += 1
             prog.update()

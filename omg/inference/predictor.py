@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from omg.data.masks import mask_bbox
+from omg.data.masks import mask_box
 from omg.inference import open_vocab as ov
 from omg.inference.postprocess import instance_inference, mask_scores, panoptic_inference, semantic_inference
 from omg.inference.results import (
@@ -310,7 +310,7 @@ class OMGPredictor:
             for s in segs:
                 m = pan_full == s.id
                 infos.append(SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, int(m.sum()),
-                                         mask_bbox(m)))
+                                         mask_box(m)))
             return PanopticResult(pan_full, [s for s in infos if s.area > 0], vocab.display)
 
         return self._per_image("panoptic", run)
@@ -592,7 +592,7 @@ class OMGPredictor:
                 present.append(s.id)
                 if s.id not in seg_info:
                     seg_info[s.id] = SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, 0,
-                                                 mask_bbox(full == s.id))
+                                                 mask_box(full == s.id))
                 seg_info[s.id].area += area
             frame_ids.append(present)
         return VideoPanopticResult(np.stack(pans), sorted(seg_info.values(), key=lambda s: s.id), vocab.display, frame_ids)

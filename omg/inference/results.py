@@ -8,13 +8,13 @@ from functools import cached_property
 
 import numpy as np
 
-from omg.data.masks import mask_bbox, rle_encode
+from omg.data.masks import mask_box, rle_encode
 
 
 @dataclass
 class SegmentInfo:
     """A panoptic segment (image) or track (video). ``id`` is its value in the id map(s);
-    ``label`` indexes the vocabulary; ``bbox`` is COCO [x, y, w, h] (image) or of the first frame present."""
+    ``label`` indexes the vocabulary; ``box`` is XYXY (image), of the first frame present (video)."""
 
     id: int
     label: int
@@ -22,7 +22,7 @@ class SegmentInfo:
     score: float
     isthing: bool
     area: int
-    bbox: list[int]
+    box: list[int]
 
 
 @dataclass
@@ -53,8 +53,7 @@ class InstanceResult:
     def boxes(self) -> np.ndarray:
         out = np.zeros((len(self.masks), 4), dtype=np.float32)
         for k, m in enumerate(self.masks):
-            x, y, w, h = mask_bbox(m)
-            out[k] = [x, y, x + w, y + h]
+            out[k] = mask_box(m)
         return out
 
     @cached_property

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from omg.utils import io as uio
-from omg.data.masks import id2rgb, mask_bbox, rle_encode
+from omg.data.masks import coco_bbox, id2rgb, rle_encode, xywh
 from omg.data.formats.davis import DAVIS_PALETTE
 from omg.inference.results import (
     InstanceResult, InteractiveResult, PanopticResult, SemanticResult, VideoInstanceResult, VideoPanopticResult,
@@ -108,7 +108,7 @@ def write_overlay(uri: str, image: np.ndarray, ids: np.ndarray, labels: dict[int
 
 def panoptic_annotation(image_id, name: str, result: PanopticResult, category_ids=None) -> dict:
     return {"image_id": image_id, "file_name": f"{name}.png", "segments_info": [
-        {"id": s.id, "category_id": _cat(category_ids, s.label), "iscrowd": 0, "area": s.area, "bbox": s.bbox,
+        {"id": s.id, "category_id": _cat(category_ids, s.label), "iscrowd": 0, "area": s.area, "bbox": xywh(s.box),
          "score": round(s.score, 6)} for s in result.segments]}
 
 
@@ -129,7 +129,7 @@ def write_panoptic(out: str, items: list[tuple[object, str, PanopticResult]], is
 
 def instance_records(image_id, r: InstanceResult, category_ids=None) -> list[dict]:
     return [{"image_id": image_id, "category_id": _cat(category_ids, int(lab)), "segmentation": rle,
-             "bbox": [float(v) for v in mask_bbox(m)], "score": float(s)}
+             "bbox": [float(v) for v in coco_bbox(m)], "score": float(s)}
             for m, lab, s, rle in zip(r.masks, r.labels, r.scores, r.rles)]
 
 
@@ -193,7 +193,7 @@ def vipseg_annotation(video: str, frame_names: Sequence[str], r: VideoPanopticRe
             m = pan == sid
             s = by_id[sid]
             infos.append({"id": int(sid), "category_id": _cat(category_ids, s.label), "iscrowd": 0,
-                          "area": int(m.sum()), "bbox": mask_bbox(m)})
+                          "area": int(m.sum()), "bbox": coco_bbox(m)})
         frames.append({"image_id": f"{video}_{t}", "file_name": f"{name}.png", "segments_info": infos})
     return {"video_id": video, "annotations": frames}
 

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from omg.data.masks import mask_box
 from omg.utils import io as uio
 
 PAGE = Path(__file__).with_name("page.html")
@@ -304,7 +305,7 @@ class ServeApp:
             m = res.masks[k]
             label_map[m] = n
             rec = {"prompt": n, "score": round(float(res.scores[k]), 4), "area": int(m.sum()),
-                   "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1]), "bbox": _bbox(m)}
+                   "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1]), "bbox": mask_box(m)}
             if res.names is not None:
                 rec.update(label=res.names[k], label_score=round(float(res.label_scores[k]), 4))
             masks.append(rec)
@@ -354,11 +355,6 @@ class ServeApp:
         return {"task": task, "legend": legend, "overlay_png": png_b64(overlay(label_map, colors)),
                 "label_png": png_b64(label_map.astype(np.uint8 if len(legend) < 256 else np.uint16)),
                 "ms": round(ms, 1), "width": w, "height": h}
-
-
-def _bbox(m: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(m)
-    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else [0, 0, 0, 0]
 
 
 # ============================================================================= HTTP

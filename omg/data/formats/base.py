@@ -8,7 +8,7 @@ from collections import Counter
 
 from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
-from omg.data.masks import mask_bbox, rle_encode
+from omg.data.masks import coco_bbox, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment
 
 
@@ -185,7 +185,7 @@ def segments_from_id_maps(id_maps: list[np.ndarray], categories: dict[int, int],
             m = ids == sid
             a = int(m.sum())
             areas.append(a)
-            boxes.append([float(v) for v in mask_bbox(m)] if a else [0.0, 0.0, 0.0, 0.0])
+            boxes.append([float(v) for v in coco_bbox(m)] if a else [0.0, 0.0, 0.0, 0.0])
             if with_rles:
                 rles.append(rle_encode(m)["counts"] if a else "")
         out.append(Segment(id=int(sid), category_id=int(cat), iscrowd=bool(crowd.get(sid, False)), areas=areas,

@@ -6,7 +6,7 @@ import numpy as np
 
 from omg.utils import io as uio
 from omg.data.formats.base import COVERED, Reader, segment_index_pngs, segments_from_id_maps
-from omg.data.masks import mask_bbox, polygons_to_mask, rgb2id, rle_decode, rle_encode
+from omg.data.masks import coco_bbox, polygons_to_mask, rgb2id, rle_decode, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment, digest, json_digest
 
 
@@ -190,7 +190,7 @@ class CocoInstancesReader(Reader):
             area = int(mask.sum())
             segments.append(Segment(id=int(ann["id"]), category_id=int(ann["category_id"]),
                                     iscrowd=bool(ann.get("iscrowd", 0)), areas=[area],
-                                    bboxes=[[float(v) for v in mask_bbox(mask)]],
+                                    bboxes=[[float(v) for v in coco_bbox(mask)]],
                                     rles=[rle_encode(mask)["counts"] if area else ""]))
         return Sample(dataset=self.entry.name, split=self.split, key=item["key"], modality="image",
                       height=h, width=w, frame_names=[item["image"]], frames=[img_bytes], mask_kind="rle",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omg.utils import io as uio
 from omg.data.formats.base import Reader
-from omg.data.masks import mask_bbox, polygons_to_mask, rle_decode, rle_encode
+from omg.data.masks import coco_bbox, polygons_to_mask, rle_decode, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment, digest, json_digest
 
 
@@ -67,7 +67,7 @@ class YouTubeVISReader(Reader):
                                     f"mask size {mask.shape[1]}x{mask.shape[0]} does not match the video's {w}x{h}")
                 a = int(mask.sum())
                 areas.append(a)
-                boxes.append([float(v) for v in mask_bbox(mask)] if a else [0.0, 0.0, 0.0, 0.0])
+                boxes.append([float(v) for v in coco_bbox(mask)] if a else [0.0, 0.0, 0.0, 0.0])
                 rles.append(rle_encode(mask)["counts"] if a else "")
             segments.append(Segment(id=int(ann["id"]), category_id=int(ann["category_id"]),
                                     iscrowd=bool(ann.get("iscrowd", 0)), areas=areas, bboxes=boxes, rles=rles))
