@@ -3,7 +3,7 @@
     cfg = load_config("pipelines/configs/shapes_demo.yaml", ["optim.max_steps=200", "scaling.num_workers=1"])
 
 Unknown keys and bad values are rejected with the key's dotted name and the file. Every
-section has paper defaults (model spec section 10); the YAML files under
+section has paper defaults (docs/model.md §10); the YAML files under
 ``pipelines/configs/`` name the recipes.
 """
 

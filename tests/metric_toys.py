@@ -1,4 +1,4 @@
-"""The toy cases of reference/metrics.md, rebuilt exactly (shared by the golden tests)."""
+"""The toy cases of docs/metrics.md, rebuilt exactly (shared by the golden tests)."""
 
 from __future__ import annotations
 

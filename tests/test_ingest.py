@@ -23,7 +23,7 @@ from pipelines.preprocess import preprocess_split
 # ------------------------------------------------------------------------------ label space
 
 def test_merged_label_space_of_the_paper():
-    """COCO + YT-VIS 19 + VIPSeg + Cityscapes = 136 things + 101 stuff; with YT-VIS 21: 139 + 101 (spec 8.2)."""
+    """COCO + YT-VIS 19 + VIPSeg + Cityscapes = 136 things + 101 stuff; with YT-VIS 21: 139 + 101 (docs/model.md §8.2)."""
     def merged(names):
         return merge_label_spaces([DatasetClasses.from_entry(get_entry(n)) for n in names])
 

@@ -1,4 +1,4 @@
-"""Golden tests: every toy case of reference/metrics.md reproduces the official outputs given there."""
+"""Golden tests: every toy case of docs/metrics.md reproduces the official outputs given there."""
 
 from __future__ import annotations
 

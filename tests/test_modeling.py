@@ -80,7 +80,7 @@ def test_shapes_big_variants_on_meta(variant):
 
 
 def test_paper_variant_parameter_counts_match_the_spec():
-    """convnext_large_d_320: ~200 M frozen visual tower and ~21.0 M trainable (model spec section 6)."""
+    """convnext_large_d_320: ~200 M frozen visual tower and ~21.0 M trainable (docs/model.md §6)."""
     info = model_info("convnext_large_d_320", flops=False)
     comps = {k: v["total"] / 1e6 for k, v in info["components"].items()}
     assert comps["backbone.image_tower"] == pytest.approx(196.23, abs=0.01)

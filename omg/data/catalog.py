@@ -104,7 +104,7 @@ class ClassInfo:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How joint training draws from the dataset (model spec §10)."""
+    """How joint training draws from the dataset (docs/model.md §10)."""
 
     #: copies of the dataset per epoch of the concatenated training set; 0 = not trained on
     repeat_factor: float = 1.0

@@ -1,4 +1,4 @@
-"""The merged label space of joint training (model spec section 8.2).
+"""The merged label space of joint training (docs/model.md §8.2).
 
 Things and stuff are merged separately. Datasets are visited in order; a class whose
 normalised synonym set intersects a class already merged (of the same kind) maps to it,

@@ -1,4 +1,4 @@
-"""Balanced joint-training sampling with per-dataset repeat factors (model spec section 10.1).
+"""Balanced joint-training sampling with per-dataset repeat factors (docs/model.md §10.1).
 
 An epoch plan is a list of *batches*, each drawn from a single dataset (so the tensors of a
 batch share a shape and a query kind). A dataset of n samples with repeat factor r

@@ -1,4 +1,4 @@
-"""Training augmentation (model spec section 10.2), shared by every frame of a clip.
+"""Training augmentation (docs/model.md §10.2), shared by every frame of a clip.
 
 Random resize: a scale s in ``resize_range`` times the crop size gives the (long side, short
 side) limits of a keep-ratio resize, as mmcv's ``RandomResize(scale=(1280, 736), keep_ratio=True)``
@@ -115,7 +115,7 @@ def clip_indices(num_frames: int, length: int, interval: int, rng: np.random.Gen
 
 def sample_prompts(masks: np.ndarray, num_prompts: int, rng: np.random.Generator, box_prob: float = 0.0
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Location-query prompts for one image (model spec 7.2).
+    """Location-query prompts for one image (docs/model.md §7.2).
 
     masks: S x H x W bool (annotation order). If there are fewer than ``num_prompts``
     segments the list is repeated; the first ``num_prompts`` are taken. Each becomes one

@@ -1,4 +1,4 @@
-"""Open-vocabulary classification: the frozen CLIP branch and the geometric ensemble (model spec 8.4).
+"""Open-vocabulary classification: the frozen CLIP branch and the geometric ensemble (docs/model.md §8.4).
 
 1. CLIP branch: mask-pool the frozen backbone's stride-32 features with each query's binary
    mask (logit > 0 after resizing the mask to stride 32; over all frames of a video), map the

@@ -1,5 +1,5 @@
 """Post-processing of one image's (or one frame's) predictions into panoptic, instance and semantic
-outputs (model spec section 11).
+outputs (docs/model.md §11).
 
 Inputs: class logits Q x (C + 1) (background last) and mask logits Q x H x W at the output
 resolution; ``isthing`` C bool (things first in the merged layout, but any order works).

@@ -1,4 +1,4 @@
-"""Video inference pieces (model spec section 11.4 and 11.6): clips, query association, VOS.
+"""Video inference pieces (docs/model.md §11.4 and §11.6): clips, query association, VOS.
 
 A video is split into consecutive non-overlapping clips (the released ``video_split``); each clip is decoded with tube
 queries; clip k's queries are matched to clip k-1's (already re-ordered) by Hungarian

@@ -1,1 +1,1 @@
-"""Matching and losses (model spec section 9)."""
+"""Matching and losses (docs/model.md §9)."""

@@ -1,4 +1,4 @@
-"""The training criterion (model spec section 9): class CE, mask BCE, Dice, objectness focal loss.
+"""The training criterion (docs/model.md §9): class CE, mask BCE, Dice, objectness focal loss.
 
 Object-query batches: every prediction set is Hungarian-matched to the targets on its own;
 unmatched queries are background. Location-query batches: fixed one-to-one supervision

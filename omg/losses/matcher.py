@@ -1,4 +1,4 @@
-"""Hungarian matching of predictions to ground truth (model spec section 9.1).
+"""Hungarian matching of predictions to ground truth (docs/model.md §9.1).
 
 Cost = 2 * class + 5 * BCE + 5 * Dice, with the mask terms on points shared by all
 predictions and targets of a sample (12544 uniform points by default); scipy's

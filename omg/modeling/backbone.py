@@ -5,7 +5,7 @@
 - :meth:`forward` normalises 0..255 RGB input and returns the 4 feature maps
   ``[res2, res3, res4, res5]`` (strides and channels from the variant);
 - :meth:`clip_image_head` maps mask-pooled stage-4 features into the CLIP joint space
-  (the open-vocabulary branch, model spec section 8.4);
+  (the open-vocabulary branch, docs/model.md §8.4);
 - :meth:`encode_text` embeds tokenised prompts (used by :mod:`omg.modeling.text`).
 
 Frozen (the default of every paper variant): every parameter has ``requires_grad=False``,
@@ -136,7 +136,7 @@ class CLIPBackbone(nn.Module):
     def clip_image_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """Mask-pooled stage-4 features (... x C) -> CLIP image embeddings (... x D), not normalised.
 
-        ConvNeXt: trunk head norm -> flatten -> CLIP projection (spec 8.4). ViT: ``ln_post`` ->
+        ConvNeXt: trunk head norm -> flatten -> CLIP projection (docs/model.md §8.4). ViT: ``ln_post`` ->
         ``proj``. ResNet: the value path of the attention pool (``c_proj(v_proj(x))``), the
         standard dense use of CLIP ResNets, since attention pooling needs the whole map.
         """

@@ -1,4 +1,4 @@
-"""Prediction heads on the post-normed decoder queries (model spec section 6).
+"""Prediction heads on the post-normed decoder queries (docs/model.md §6).
 
 Shapes: queries N x Q x D; mask features N x D x T x h x w (T frames of a clip, T = 1 for images).
 """
@@ -54,7 +54,7 @@ class TextClassifier(nn.Module):
 
     ``cls_embd = cls_proj(maskpool_proj(maskpool(mask_features)) + q)``;
     ``logit_c = exp(logit_scale) * max_k cos(cls_embd, t_ck)``; the background logit is 0
-    (an all-zero class embedding, spec 6). ``logit_scale`` is a fixed buffer 4.6052 (the released value, ~ln 100).
+    (an all-zero class embedding, docs/model.md §6). ``logit_scale`` is a fixed buffer 4.6052 (the released value, ~ln 100).
     """
 
     def __init__(self, dim: int, embed_dim: int):

@@ -34,7 +34,7 @@ from omg.utils.typed import FieldError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model hyper-parameters. Defaults are the paper's (model spec sections 4-7)."""
+    """Model hyper-parameters. Defaults are the paper's (docs/model.md §4-§7)."""
 
     variant: str = "convnext_large_d_320"
     #: None = the variant's default (frozen for every paper variant)
@@ -194,7 +194,7 @@ class OMGSeg(nn.Module):
 
     def zero_touch(self) -> torch.Tensor:
         """0 x every query parameter of both kinds: keeps DDP's gradient buckets complete on
-        batches that use only one query type (spec 7.2, item 9)."""
+        batches that use only one query type (docs/model.md §7.2, the DDP note)."""
         params = [self.query_feat.weight, self.query_embed.weight, *self.location_encoder.parameters()]
         return sum(p.sum() * 0.0 for p in params)
 

@@ -1,4 +1,4 @@
-"""Pixel decoder: multi-scale deformable-attention encoder + FPN step to stride 4 (model spec section 4).
+"""Pixel decoder: multi-scale deformable-attention encoder + FPN step to stride 4 (docs/model.md §4).
 
 Mask2Former's ``MSDeformAttnPixelDecoder`` in plain PyTorch. Deformable attention samples
 the value maps with ``grid_sample`` (bilinear, zero padding, ``align_corners=False``), so it

@@ -1,4 +1,4 @@
-"""Sine positional encodings (mmdet / Mask2Former conventions, model spec sections 4, 5 and 7.2)."""
+"""Sine positional encodings (mmdet / Mask2Former conventions, docs/model.md §4, §5 and §7.2)."""
 
 from __future__ import annotations
 

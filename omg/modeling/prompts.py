@@ -1,4 +1,4 @@
-"""Location queries: point and box prompts encoded as decoder queries (model spec section 7.2).
+"""Location queries: point and box prompts encoded as decoder queries (docs/model.md §7.2).
 
 A prompt is a box in input pixels (XYXY). A point is encoded as the released code does: a
 small pseudo-box ``[x - r, y - r, x + r, y + r]`` (r = 3 px) of prompt type 0 — the model is

@@ -1,4 +1,4 @@
-"""Class-name text embeddings for the CLIP classifier (model spec section 8.1).
+"""Class-name text embeddings for the CLIP classifier (docs/model.md §8.1).
 
 ``TextEmbedder(backbone).embed(vocabulary)`` turns a :class:`~omg.utils.vocabulary.Vocabulary` into a
 C x K x E tensor of unit vectors: per synonym, the 14 ViLD prompt templates are encoded by

@@ -23,7 +23,7 @@ tiny_vit_learned       omg_tiny_vit (patch 16)       128 x 4 (4 8 16 32)        
 =====================  ===========================  =========================  =============
 
 ViT variants build the 4-level pyramid from the last token map (stride = patch size) by
-bilinear resizing x4, x2, x1, x0.5 (model spec section 3).
+bilinear resizing x4, x2, x1, x0.5 (docs/model.md §3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AdamW with the paper's parameter groups and the step schedule (model spec section 10.3).
+"""AdamW with the paper's parameter groups and the step schedule (docs/model.md §10.3).
 
 - lr = ``optim.lr`` x global batch / ``optim.base_batch`` (mmengine ``auto_scale_lr``);
 - no weight decay on ``query_feat``, ``query_embed``, the transformer decoder's ``level_embed`` and every
