@@ -122,3 +122,11 @@ def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
 
 
 INTERACTIVE_STEPS = 300
+
+
+#: the omg-shapes training label space of a random tiny checkpoint (LabelSpace.to_dict form)
+LABEL_SPACE = {"names": [["circle", "disc"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"], ["water"], ["sand"]],
+               "isthing": [True] * 4 + [False] * 4,
+               "mappings": {"omg-shapes": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7},
+                            "omg-shapes-vps": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7}},
+               "class_agnostic": []}

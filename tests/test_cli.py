@@ -16,7 +16,7 @@ import pytest
 from omg import __version__
 from omg.cli import main
 
-from .conftest import TINY_SHAPES
+from tests.conftest import TINY_SHAPES
 
 OMG = [sys.executable, "-m", "omg.cli"]
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.nightly import FIGURES, compare, regressed
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT
 
 
 def test_speed_figures_regress_by_ratio_and_accuracy_by_points():

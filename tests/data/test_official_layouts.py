@@ -5,10 +5,8 @@ documented, counted drops; the decoded masks equal the source PNGs."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +20,9 @@ from omg.data.masks import rgb2id
 from omg.data.shards import ShardReader
 from omg.data.validate import validate_split
 from pipelines.preprocess import preprocess_split
+from tests import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures" / "official"
+FIX = FIXTURES / "official"
 COVERED = "segment in the JSON with no pixel in the PNG"
 
 #: (catalog entry, split, root, split paths or None for the catalog's own, records, dropped on purpose)

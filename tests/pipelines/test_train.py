@@ -18,8 +18,9 @@ import pytest
 from omg.data.catalog import load_catalog
 from pipelines.joint_train import main as train_main
 from pipelines.preprocess import preprocess_split
+from tests import ROOT
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "pipelines/configs/shapes_smoke.yaml")
+CONFIG = str(ROOT / "pipelines/configs/shapes_smoke.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from omg.serve import Limits, ServeApp, make_server
+from tests import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_soak_100_clients_for_20_seconds(predictor):
     ms = np.array(latencies) * 1000
     figures = {"clients": 100, "seconds": 20, "requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 1),
                "p95_ms": round(float(np.percentile(ms, 95)), 1), "resets": 0, "cpus": os.cpu_count()}
-    out = Path(__file__).parent / "artifacts" / "serve_soak.json"
+    out = ROOT / "tests" / "artifacts" / "serve_soak.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=1))
     print(f"soak: {figures}")

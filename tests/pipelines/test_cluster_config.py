@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT
 
 
 def test_ray_cluster_yaml_matches_rays_schema():

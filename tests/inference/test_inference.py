@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import LABEL_SPACE
 from omg.cli import main
 from omg.data.masks import rle_decode
 from omg.data.validate import validate_files
@@ -207,11 +208,6 @@ def test_geometric_ensemble_by_hand():
 
 # ------------------------------------------------------------------------------ the predictor
 
-LABEL_SPACE = {"names": [["circle", "disc"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"], ["water"], ["sand"]],
-               "isthing": [True] * 4 + [False] * 4,
-               "mappings": {"omg-shapes": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7},
-                            "omg-shapes-vps": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7}},
-               "class_agnostic": []}
 
 
 @pytest.fixture(scope="module")

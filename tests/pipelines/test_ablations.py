@@ -3,7 +3,6 @@ child runs, rerun skips finished trials) followed by its dashboard."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,9 @@ from omg.config import TrainConfig
 from omg.data.catalog import load_catalog
 from omg.utils.typed import SchemaError
 from pipelines.ablations import axis_values, load_grids, trial_config
+from tests import ROOT
 
-GRIDS = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "ablations.yaml"
+GRIDS = ROOT / "pipelines" / "configs" / "ablations.yaml"
 
 
 def test_every_grid_builds_valid_trial_configs(tmp_path):
@@ -62,7 +62,7 @@ def test_bad_grids_are_rejected_with_the_grid_named(tmp_path):
                    "  trials:\n    a: {axes: {x: '1'}, overrides: {model.hidden_dim: 62}}\n")
     grid = load_grids(bad)["g"]
     with pytest.raises(SchemaError, match="trial a.*hidden_dim"):
-        trial_config(grid, "a", str(tmp_path), None, "ablations", Path(__file__).parents[1] / "pipelines" / "configs")
+        trial_config(grid, "a", str(tmp_path), None, "ablations", ROOT / "pipelines" / "configs")
 
 
 # The smoke grid end to end (trials, MLflow parent and children, a rerun that skips them, the dashboard) runs on

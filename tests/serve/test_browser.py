@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_serve import _gt_segment
+from tests.serve.test_serve import _gt_segment
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 INSTALL = "install it with: sudo apt-get install -y chromium chromium-driver (Debian/Ubuntu)"

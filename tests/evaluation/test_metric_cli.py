@@ -13,8 +13,8 @@ from omg.data.catalog import get_entry
 from omg.data.masks import id2rgb, rle_encode
 from omg.data.formats.davis import DAVIS_PALETTE
 
-from . import metric_toys as toys
-from .test_metrics import _write_pq_files
+from tests.evaluation import metric_toys as toys
+from tests.evaluation.test_metrics import _write_pq_files
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:

@@ -4,7 +4,6 @@ make (panopticapi's sample_data), `omg preprocess`, a short fine-tune from a che
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import torch
 import yaml
 
 from omg.cli import main as omg_main
-from omg.data.catalog import get_entry, load_catalog
+from omg.data.catalog import load_catalog
 
-ROOT = Path(__file__).resolve().parents[1]
-FIX = ROOT / "tests/fixtures/official"
+from tests import FIXTURES, ROOT
+FIX = FIXTURES / "official"
 FINETUNE = str(ROOT / "pipelines/configs/finetune_demo.yaml")
 
 

@@ -16,7 +16,7 @@ from omg.data.masks import rgb2id, rle_decode
 from omg.data.synthetic import SynthOptions, generate, iter_files, shape_polygon
 from omg.data.validate import validate_omg_shapes
 
-from .conftest import TINY_SHAPES
+from tests.conftest import TINY_SHAPES
 
 
 def _digest(root: str) -> dict[str, str]:

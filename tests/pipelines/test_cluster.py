@@ -21,7 +21,7 @@ import pytest
 from omg.data.catalog import load_catalog
 from pipelines.preprocess import preprocess_split
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT
 RAY = str(Path(sys.executable).parent / "ray")
 
 

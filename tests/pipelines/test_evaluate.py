@@ -13,7 +13,7 @@ from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from pipelines.evaluate import main as evaluate_main
 
-from .test_inference import LABEL_SPACE
+from tests.conftest import LABEL_SPACE
 
 
 @pytest.fixture(scope="module")

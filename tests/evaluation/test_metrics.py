@@ -12,7 +12,7 @@ from PIL import Image
 from omg.data.masks import id2rgb
 from omg.evaluation.panoptic import PQEvaluator, pq_from_files
 
-from .metric_toys import PQ_CATEGORIES, pq_toy
+from tests.evaluation.metric_toys import PQ_CATEGORIES, pq_toy
 
 
 # ------------------------------------------------------------------------------ 1. PQ
@@ -84,7 +84,7 @@ def test_pq_empty_split_is_nan_not_an_error():
 def test_coco_mask_ap_golden():
     from omg.evaluation.coco_ap import coco_segm
 
-    from .metric_toys import coco_ap_toy
+    from tests.evaluation.metric_toys import coco_ap_toy
 
     gt, dets = coco_ap_toy()
     assert [d["score"] for d in dets] == [0.6787, 0.7935, 0.7159, 0.676, 0.5923, 0.7457]
@@ -105,7 +105,7 @@ def test_coco_mask_ap_edge_cases_as_pycocotools():
 
     from omg.evaluation.coco_ap import coco_segm
 
-    from .metric_toys import coco_ap_toy
+    from tests.evaluation.metric_toys import coco_ap_toy
 
     gt, dets = coco_ap_toy()
     base = coco_segm(gt, dets)
@@ -129,7 +129,7 @@ def test_coco_mask_ap_edge_cases_as_pycocotools():
 def test_ytvis_ap_golden():
     from omg.evaluation.ytvis import ytvis_ap
 
-    from .metric_toys import ytvis_toy
+    from tests.evaluation.metric_toys import ytvis_toy
 
     gt, res = ytvis_toy()
     r = ytvis_ap(gt, res)
@@ -144,7 +144,7 @@ def test_ytvis_ap_golden():
 def test_semantic_miou_golden():
     from omg.evaluation.semantic import SemSegEvaluator
 
-    from .metric_toys import vspw_toy
+    from tests.evaluation.metric_toys import vspw_toy
 
     ev = SemSegEvaluator(124)
     for (_, _), (_, red, pred) in vspw_toy().items():
@@ -165,7 +165,7 @@ def test_semantic_miou_golden():
 def test_vspw_mvc_golden():
     from omg.evaluation.vspw import mean_vc
 
-    from .metric_toys import vspw_toy
+    from tests.evaluation.metric_toys import vspw_toy
 
     toy = vspw_toy()
     videos = []
@@ -191,7 +191,7 @@ def _vipseg_categories():
 def test_vpq_golden():
     from omg.evaluation.vps import vpq
 
-    from .metric_toys import vps_toy
+    from tests.evaluation.metric_toys import vps_toy
 
     gt, pred = vps_toy()
     r = vpq(gt, pred, _vipseg_categories())
@@ -213,7 +213,7 @@ def test_vpq_golden():
 def test_stq_golden():
     from omg.evaluation.vps import stq
 
-    from .metric_toys import vps_toy
+    from tests.evaluation.metric_toys import vps_toy
 
     gt, pred = vps_toy()
     cats = _vipseg_categories()
