@@ -21,7 +21,7 @@ from omg.utils.errors import describe
 from pipelines.errors import root_cause
 
 from tests.evaluation import metric_toys as toys
-from .test_metrics import _write_pq_files
+from tests.evaluation.test_metrics import _write_pq_files
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "pipelines/configs/shapes_smoke.yaml")
 
