@@ -234,7 +234,31 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from omg.inference.run import main_predict
 
-    return main_predict(args)
+    if args.runtime == "torch":
+        return main_predict(args)
+    from omg.export.runtime import load_predictor
+
+    return main_predict(args, load_predictor)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from omg.export.graphs import export
+    from omg.modeling.checkpoint import load_checkpoint
+    from omg.utils.vocabulary import Vocabulary
+
+    t0 = time.monotonic()
+    model, metadata = load_checkpoint(args.checkpoint)
+    vocab = None
+    if args.vocabulary:
+        ls = metadata.get("label_space")
+        vocab = Vocabulary.parse(args.vocabulary, Vocabulary.from_dict(ls) if ls else None)
+    size = tuple(args.image_size) if args.image_size else None
+    spec = export(model, metadata, args.out, args.format, size, vocab, checkpoint=args.checkpoint,
+                  progress=lambda line: print(f"[export] {line}", file=sys.stderr, flush=True))
+    h, w = spec.image_size
+    print(f"{args.out}: {args.format} graphs of {spec.variant} for {h}x{w} inputs (dynamic: classes, synonyms, "
+          f"prompts); export.json describes them [{time.monotonic() - t0:.1f}s]")
+    return 0
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -406,8 +430,30 @@ def build_parser() -> argparse.ArgumentParser:
                       help="refuse images with more pixels, checked from the header before decoding (default 4096x4096, "
                            "as omg serve)")
     pred.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    pred.add_argument("--runtime", default="torch", choices=["torch", "onnx", "torch-export"],
+                      help="run the image encoder and decoders as PyTorch modules (default) or as the graphs omg export "
+                           "wrote (--exported; image tasks)")
+    pred.add_argument("--exported", help="the folder omg export wrote (with --runtime onnx or torch-export)")
     pred.add_argument("--no-overlays", action="store_true")
     pred.set_defaults(func=cmd_predict)
+
+    exp = sub.add_parser(
+        "export", help="export a checkpoint as ONNX or torch.export graphs (image encoder, object and prompt decoders)",
+        description="Write three graphs (omg/export/graphs.py): the image encoder (image -> backbone and pixel-decoder "
+                    "features), the object-query decoder and the prompt decoder (features + text embeddings [+ boxes] "
+                    "-> mask logits, class embeddings, objectness), with export.json saying what every input and "
+                    "output is. The vocabulary is an input tensor (dynamic classes and synonyms), as are the prompts; "
+                    "the image size is fixed per export. Run them with omg predict --runtime onnx|torch-export.")
+    exp.add_argument("--checkpoint", required=True, help="an OMG-Seg checkpoint (path or fsspec URI)")
+    exp.add_argument("--format", required=True, choices=["onnx", "torch-export"])
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                     help="the padded input size the graphs take (multiples of the backbone's divisibility; default: "
+                          "the checkpoint's test size, landscape, rounded up)")
+    exp.add_argument("--vocabulary", action="append",
+                     help="also write this vocabulary's text embeddings (text_embeddings.npy; repeat per class), for "
+                          "runtimes without the CLIP text tower")
+    exp.set_defaults(func=cmd_export)
 
     from omg.evaluation.cli import add_metric_parser
 

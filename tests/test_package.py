@@ -58,6 +58,7 @@ LAYERS = {
     "config": {"data", "modeling", "utils"},
     "training": {"config", "data", "modeling", "losses", "utils"},
     "serve": {"data", "modeling", "inference", "utils"},
+    "export": {"data", "modeling", "inference", "utils"},
 }
 
 

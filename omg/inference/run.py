@@ -78,9 +78,11 @@ def category_ids_for(predictor: OMGPredictor, dataset: str | None, vocabulary: l
     return [inverse.get(i, -1) for i in range(space.num_classes)]
 
 
-def run(args) -> int:
+def run(args, load_predictor=None) -> int:
+    """``load_predictor(args)``: the predictor to run (default: the checkpoint's, PyTorch; the CLI passes the one
+    of ``--runtime``)."""
     t0 = time.monotonic()
-    predictor = OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
     vocabulary = args.vocabulary or None
     vocab = predictor.vocabulary(vocabulary)
     cat_ids = category_ids_for(predictor, args.dataset, vocabulary)
@@ -155,9 +157,9 @@ def run(args) -> int:
     return 0
 
 
-def main_predict(args) -> int:
+def main_predict(args, load_predictor=None) -> int:
     try:
-        return run(args)
+        return run(args, load_predictor)
     except (ValueError, FileNotFoundError) as err:
         print(f"omg predict: error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Mask decoder: masked cross-attention -> self-attention -> FFN, with heads after every layer (spec section 5).
+"""Mask decoder: masked cross-attention -> self-attention -> FFN, with heads after every layer (docs/model.md §5).
 
 Level schedule: layer i attends to level ``i % 3`` of the memories [s32, s16, s8]. Keys
 are memory + learned level embedding, with a 3-D sine position (T frames of a clip are

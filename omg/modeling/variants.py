@@ -35,7 +35,7 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
-#: ImageNet statistics in 0..255 RGB (OMG-Seg normalises with these, not CLIP's; spec section 3)
+#: ImageNet statistics in 0..255 RGB (OMG-Seg normalises with these, not CLIP's; docs/model.md §3)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 

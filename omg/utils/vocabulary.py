@@ -94,10 +94,10 @@ class Vocabulary:
                     train.setdefault(s, th)
         names, flags = [], []
         for i, item in enumerate(items):
-            flag = None
-            raw = item.get("names") or item.get("name") if isinstance(item, dict) else item
             if isinstance(item, dict):
-                flag = item.get("isthing")
+                raw, flag = item.get("names") or item.get("name"), item.get("isthing")
+            else:
+                raw, flag = item, None
             if isinstance(raw, str) and raw.lower().startswith(("stuff:", "thing:")):
                 flag = raw.lower().startswith("thing:")
                 raw = raw.split(":", 1)[1]

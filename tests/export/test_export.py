@@ -1,0 +1,152 @@
+"""Export with verified parity: every exported graph equals the eager module (max |difference| <= 1e-4, fp32), on
+random inputs, on other vocabulary and prompt counts (the dynamic axes) and on an omg-shapes image; the exported
+runtime behind the predictor gives the PyTorch results (identical segment maps, PQ difference 0.0)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from omg.export.graphs import ExportSpec, example_inputs, export, graph_modules
+from omg.export.runtime import ExportedModel, _Graph
+from omg.inference.predictor import OMGPredictor
+from omg.inference.run import load_image
+from omg.modeling.checkpoint import load_checkpoint
+from omg.modeling.model import ModelConfig, build_model
+from tests.conftest import LABEL_SPACE
+
+TOL = 1e-4
+SIZE = (64, 64)  # the omg-shapes images' padded input at the checkpoints' test size 64
+
+
+@pytest.fixture(scope="module")
+def exported(interactive_checkpoint, tmp_path_factory):
+    """The trained tiny checkpoint (tiny ConvNeXt, sampled location content), exported in both formats."""
+    model, meta = load_checkpoint(interactive_checkpoint)
+    out = {}
+    for fmt in ("onnx", "torch-export"):
+        folder = tmp_path_factory.mktemp(fmt)
+        export(model, meta, folder, fmt, SIZE, checkpoint=interactive_checkpoint)
+        out[fmt] = folder
+    return interactive_checkpoint, out
+
+
+def _max_diff(a, b) -> float:
+    return max(float((x.float() - y.float()).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b))
+
+
+def _check_graphs(model, folder, fmt, image=None):
+    modules = graph_modules(model, SIZE)
+    spec = ExportSpec.read(folder)
+    graphs = {g: _Graph(folder, s.file, fmt, None) for g, s in spec.graphs.items()}
+    diffs = {}
+    for seed, (c, k, p) in enumerate([(3, 2, 2), (9, 5, 7), (1, 1, 1)]):  # the traced sizes, then other dynamic sizes
+        inputs = example_inputs(model, SIZE, num_classes=c, num_synonyms=k, num_prompts=p, seed=seed)
+        if image is not None and seed == 0:
+            inputs["image_encoder"] = (image,)
+            with torch.no_grad():
+                enc = modules["image_encoder"](image)
+            inputs["object_decoder"] = (*enc[:4], *inputs["object_decoder"][4:])
+            inputs["prompt_decoder"] = (*enc[:4], *inputs["prompt_decoder"][4:])
+        for name, module in modules.items():
+            with torch.no_grad():
+                ref = module(*inputs[name])
+            got = graphs[name](*inputs[name])
+            assert [tuple(g.shape) for g in got] == [tuple(r.shape) for r in ref], name
+            diffs[(name, c, k, p)] = _max_diff(got, ref)
+    assert max(diffs.values()) <= TOL, diffs
+    return diffs
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch-export"])
+def test_every_graph_equals_the_eager_model(exported, tiny_shapes, fmt):
+    ckpt, folders = exported
+    model, _ = load_checkpoint(ckpt)
+    # an omg-shapes image at the predictor's input (resized to the test size, padded with the pixel mean)
+    pred = OMGPredictor(model, {"test_size": [64, 64]})
+    first = json.loads(open(f"{tiny_shapes}/annotations/panoptic_val.json").read())["images"][0]["file_name"]
+    batch, _ = pred._prepare([load_image(f"{tiny_shapes}/images/val/{first}")])
+    _check_graphs(model.eval(), folders[fmt], fmt, batch.cpu())
+
+
+def test_the_tiny_vit_variant_exports_with_parity(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny("tiny_vit")).eval()
+    export(model, {"label_space": LABEL_SPACE, "test_size": [64, 64]}, tmp_path, "onnx", SIZE)
+    _check_graphs(model, tmp_path, "onnx")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch-export"])
+def test_the_exported_runtime_gives_the_pytorch_results(exported, tiny_shapes, fmt):
+    """Panoptic, instance, semantic (open vocabulary with the CLIP ensemble) and clicks on omg-shapes val: identical
+    segment maps and labels (so PQ differs by exactly 0.0), scores within float noise."""
+    ckpt, folders = exported
+    m1, meta = load_checkpoint(ckpt)
+    m2, _ = load_checkpoint(ckpt)
+    eager, graphs = OMGPredictor(m1, meta), OMGPredictor(ExportedModel(m2, folders[fmt]), meta)
+    gt = json.loads(open(f"{tiny_shapes}/annotations/panoptic_val.json").read())
+    for info in gt["images"][:4]:
+        image = load_image(f"{tiny_shapes}/images/val/{info['file_name']}")
+        for p in (eager, graphs):
+            p.set_image(image)
+        a, b = eager.panoptic(), graphs.panoptic()
+        assert np.array_equal(a.panoptic, b.panoptic) and [s.label for s in a.segments] == [s.label for s in b.segments]
+        assert np.allclose([s.score for s in a.segments], [s.score for s in b.segments], atol=1e-4)
+        ia, ib = eager.instance(), graphs.instance()
+        assert np.array_equal(ia.masks, ib.masks) and np.array_equal(ia.labels, ib.labels)
+        sa, sb = (p.semantic(vocabulary=["hexagon", "circle", "stuff:sky"], open_vocab=True) for p in (eager, graphs))
+        assert np.array_equal(sa.labels, sb.labels)
+        clicks = [[16, 16], [40, 30]]
+        ca, cb = (p.interactive(points=clicks, boxes=[[2, 2, 60, 60]], vocabulary=["circle", "sky"])
+                  for p in (eager, graphs))
+        assert np.array_equal(ca.masks, cb.masks) and ca.names == cb.names
+        assert np.allclose(ca.scores, cb.scores, atol=1e-4)
+    assert graphs.model.stats["graph_calls"] > 0, "the graphs ran"
+
+
+def test_export_cli_and_predict_runtime_write_the_same_files(exported, tiny_shapes, tmp_path):
+    """omg export, then omg predict --runtime onnx: the panoptic PNGs and JSON equal the PyTorch runtime's."""
+    ckpt, _ = exported
+    omg = [sys.executable, "-m", "omg.cli"]
+    out = tmp_path / "onnx"
+    run = subprocess.run(omg + ["export", "--checkpoint", ckpt, "--format", "onnx", "--out", str(out),
+                                "--image-size", "64", "64", "--vocabulary", "circle", "--vocabulary", "stuff:sky"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    spec = json.loads((out / "export.json").read_text())
+    assert spec["image_size"] == [64, 64] and set(spec["graphs"]) == {"image_encoder", "object_decoder", "prompt_decoder"}
+    assert np.load(out / "text_embeddings.npy").shape[0] == 2
+    images = f"{tiny_shapes}/images/val"
+    written = {}
+    for runtime in ("torch", "onnx"):
+        args = ["predict", "--checkpoint", ckpt, "--input", images, "--task", "panoptic", "--out",
+                str(tmp_path / runtime), "--no-overlays", "--runtime", runtime]
+        args += ["--exported", str(out)] if runtime == "onnx" else []
+        r = subprocess.run(omg + args, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        written[runtime] = {p.relative_to(tmp_path / runtime): p.read_bytes()
+                            for p in sorted((tmp_path / runtime).rglob("*")) if p.is_file()}
+    assert written["torch"].keys() == written["onnx"].keys() and written["torch"] == written["onnx"]
+    bad = subprocess.run(omg + ["predict", "--checkpoint", ckpt, "--input", images, "--task", "vis", "--out",
+                                str(tmp_path / "x"), "--runtime", "onnx", "--exported", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "vis needs --runtime torch" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_inputs_larger_than_the_export_and_clips_are_refused(exported):
+    ckpt, folders = exported
+    model, meta = load_checkpoint(ckpt)
+    graphs = ExportedModel(model, folders["onnx"])
+    with pytest.raises(ValueError, match=r"the input is 96x64 \(padded\) but .* at most 64x64: export again with "
+                                         r"--image-size 96 64"):
+        graphs.extract(torch.zeros(1, 3, 96, 64))
+    with pytest.raises(ValueError, match="not clips of 2 frames"):
+        graphs.extract(torch.zeros(1, 2, 3, 64, 64))
+    other = build_model(ModelConfig.tiny("tiny_vit"))
+    with pytest.raises(ValueError, match="exported from a tiny_convnext_learned model, the checkpoint is tiny_vit"):
+        ExportedModel(other, folders["onnx"])
