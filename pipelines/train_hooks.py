@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,23 @@ class FaultInjection(TrainHook):
         if self.mode == "kill":
             os._exit(1)
         raise RuntimeError(f"injected failure at step {step}")
+
+
+@dataclass
+class Stall(TrainHook):
+    """Every worker stops before step ``step`` and waits (up to ``seconds``), as a hung job would: an interrupt sent
+    while it waits lands mid-run whatever the machine's load (the interrupt tests)."""
+
+    step: int
+    seconds: float = 600.0
+
+    def __post_init__(self):
+        self.step, self.seconds = int(self.step), float(self.seconds)
+
+    def on_step_begin(self, ctx: HookContext, step: int) -> None:
+        if step == self.step:
+            print(f"[train] stall: rank {ctx.rank} waits before step {step}", flush=True)
+            time.sleep(self.seconds)
 
 
 @dataclass

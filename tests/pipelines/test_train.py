@@ -218,14 +218,17 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
             f"optim.max_steps={steps}", f"checkpoint.every_steps={every}", "tracking.log_model=false",
             "validation.pairs=[]"]
     env = dict(os.environ, PYTHONPATH=str(Path(CONFIG).parents[2]))
+    # every worker waits before step 8 (after the checkpoint of step 8): the interrupt lands mid-run however
+    # slowly the test process itself gets to send it on a loaded machine
+    stall = "--hook=pipelines.train_hooks:Stall:step=8"
     proc = subprocess.Popen([sys.executable, str(Path(CONFIG).parents[1] / "joint_train.py"), "--config", CONFIG,
-                             "--num-cpus", "2", TRACE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--num-cpus", "2", TRACE, stall, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             trace = _trace(tmp_path)
-            if len(trace.get(0, [])) >= 6:
+            if len(trace.get(0, [])) >= 8:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, f"training ended before the interrupt: {proc.communicate()[1][-3000:]}"
