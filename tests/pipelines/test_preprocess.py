@@ -19,6 +19,7 @@ from omg.data.masks import id2rgb, rgb2id
 from omg.data.records import Sample
 from pipelines.preprocess import main as preprocess_main
 from pipelines.preprocess import preprocess_split, read_quarantine
+from tests import default_sigint
 
 OMG_SHAPES = ["omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps", "omg-shapes-vos"]
 
@@ -261,7 +262,8 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_ADDRESS="")
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.preprocess", "--dataset", "omg-shapes", "--split", "val",
                              "--root", str(root), "--out", str(tmp_path / "out"), "--shard-size", "1", "--num-cpus", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (tmp_path / "out/omg-shapes/val/shards/part-00000.json").exists():
@@ -269,7 +271,7 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
             time.sleep(0.2)
         assert _ray_processes(ray_tmp), "the job runs on its own Ray"
         os.kill(proc.pid, getattr(signal, how))
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)  # a bound for a loaded machine; an idle one takes seconds
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

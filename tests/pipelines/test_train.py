@@ -18,7 +18,7 @@ import pytest
 from omg.data.catalog import load_catalog
 from pipelines.joint_train import main as train_main
 from pipelines.preprocess import preprocess_split
-from tests import ROOT
+from tests import ROOT, default_sigint
 
 CONFIG = str(ROOT / "pipelines/configs/shapes_smoke.yaml")
 
@@ -223,7 +223,8 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
     stall = "--hook=pipelines.train_hooks:Stall:step=8"
     proc = subprocess.Popen([sys.executable, str(Path(CONFIG).parents[1] / "joint_train.py"), "--config", CONFIG,
                              "--num-cpus", "2", TRACE, stall, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
+                            text=True, env=env, start_new_session=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
