@@ -263,7 +263,7 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.preprocess", "--dataset", "omg-shapes", "--split", "val",
                              "--root", str(root), "--out", str(tmp_path / "out"), "--shard-size", "1", "--num-cpus", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
-                            preexec_fn=default_sigint)
+                            preexec_fn=default_sigint if how == "SIGINT" else None)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (tmp_path / "out/omg-shapes/val/shards/part-00000.json").exists():
