@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -23,15 +22,7 @@ from pathlib import Path
 
 import torch
 
-
-def timed(fn, repeats):
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from bench_predict_latency import timed  # the median of repeats after a warm-up (this folder is on sys.path)
 
 
 def main(argv=None) -> int:
