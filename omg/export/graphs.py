@@ -45,6 +45,7 @@ from torch import nn
 
 from omg.modeling.model import Features, OMGSeg
 from omg.modeling.prompts import Prompts
+from omg.utils.vocabulary import Vocabulary
 
 FORMATS = ("onnx", "torch-export")
 GRAPHS = ("image_encoder", "object_decoder", "prompt_decoder")
@@ -317,24 +318,21 @@ def export(model: OMGSeg, metadata: dict, out_dir: str | Path, fmt: str, image_s
         text_file = "text_embeddings.npy"
         np.save(out_dir / text_file, TextEmbedder(model.backbone).embed(vocabulary).cpu().numpy())
     v = model.backbone.variant
+    ls = metadata.get("label_space")
+    training = Vocabulary.from_dict(ls) if ls else None
     spec = ExportSpec(
         format=fmt, variant=v.name, image_size=image_size,
         dynamic_axes={"classes": "text axis 0", "synonyms": "text axis 1", "prompts": "boxes / valid axis 1"},
         pixel_mean=tuple(v.pixel_mean), pixel_std=tuple(v.pixel_std),
         padding="bottom/right with the pixel mean (0 after the encoder's normalisation), to image_size",
         strides={"mask_features": 4, "mem_s32": 32, "mem_s16": 16, "mem_s8": 8, "clip_features": 32},
-        test_size=test_size, training_vocabulary=_vocab_dict(metadata), text_embeddings=text_file,
+        test_size=test_size, training_vocabulary=training.to_dict() if training else None, text_embeddings=text_file,
         vocabulary=vocabulary.to_dict() if vocabulary is not None else None,
         graphs={g: _spec_of(model, g, f, image_size) for g, f in files.items()},
         versions={"torch": torch.__version__, "onnx_opset": str(OPSET), "onnx": _version("onnx")},
         checkpoint=checkpoint)
     (out_dir / "export.json").write_text(json.dumps(spec.to_dict(), indent=1))
     return spec
-
-
-def _vocab_dict(metadata: dict) -> dict | None:
-    ls = metadata.get("label_space")
-    return None if not ls else {"names": ls["names"], "isthing": ls["isthing"]}
 
 
 def _version(module: str) -> str:

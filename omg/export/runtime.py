@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from omg.export.graphs import ExportSpec
+from omg.modeling.heads import class_logits
 from omg.modeling.model import Features, OMGOutput, OMGSeg
 from omg.modeling.prompts import Prompts
 
@@ -132,8 +133,6 @@ class ExportedModel(nn.Module):
             query_embed, logits = (torch.cat([o[k] for o in outs]).to(device) for k in (3, 4))
         else:
             query_embed = torch.zeros(*class_embed.shape[:2], self.config.hidden_dim, device=device)
-            from omg.modeling.heads import class_logits
-
             logits = class_logits(class_embed, text_embeddings.to(device), self.decoder.classifier.logit_scale.exp())
         return OMGOutput(logits, masks[:, :, None], objectness[..., None], class_embed, [], query_embed,
                          prompts is not None)
@@ -143,14 +142,12 @@ class ExportedModel(nn.Module):
 
 
 def load_predictor(args):
-    """``omg predict``'s predictor for ``--runtime`` (``torch``: the checkpoint's own; ``onnx`` / ``torch-export``:
-    the graphs of ``--exported`` behind the same predictor)."""
+    """``omg predict``'s predictor for ``--runtime onnx`` / ``torch-export``: the graphs of ``--exported`` behind the
+    checkpoint's predictor (``--runtime torch`` never comes here)."""
     from omg.inference.predictor import IMAGE_TASKS, OMGPredictor
     from omg.modeling.checkpoint import load_checkpoint
 
-    runtime = getattr(args, "runtime", "torch")
-    if runtime == "torch":
-        return OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    runtime = args.runtime
     if not args.exported:
         raise ValueError(f"--runtime {runtime} needs --exported DIR (the folder omg export wrote)")
     if args.task not in IMAGE_TASKS:
