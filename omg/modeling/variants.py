@@ -119,11 +119,13 @@ def register_tiny_configs() -> None:
             return
         import open_clip
 
-        folder = tempfile.mkdtemp(prefix="omg-open-clip-configs-")
-        for name, cfg in TINY_OPEN_CLIP_CONFIGS.items():
-            with open(os.path.join(folder, f"{name}.json"), "w") as f:
-                json.dump(cfg, f)
-        open_clip.add_model_config(folder)
+        # open_clip reads the files once, at registration, and keeps the configs in memory (a later
+        # rescan skips a folder that is gone), so the folder does not outlive this call
+        with tempfile.TemporaryDirectory(prefix="omg-open-clip-configs-") as folder:
+            for name, cfg in TINY_OPEN_CLIP_CONFIGS.items():
+                with open(os.path.join(folder, f"{name}.json"), "w") as f:
+                    json.dump(cfg, f)
+            open_clip.add_model_config(folder)
         _registered = True
 
 

@@ -358,3 +358,16 @@ def test_weight_decay_follows_the_released_keys():
         assert id(params[name]) not in decay, name
     norms = [n for n in params if ".norm" in n or "post_norm" in n]
     assert norms and all(id(params[n]) not in decay for n in norms)
+
+
+def test_registering_the_tiny_configs_leaves_no_folder_behind(tmp_path):
+    """Every process registers the tiny open_clip configs; the folder they are written to must not outlive it
+    (it used to stay in the temp dir, one per process: over a thousand after a few suite runs)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from omg.modeling.variants import register_tiny_configs; register_tiny_configs(); "
+            "import open_clip; assert {'omg_tiny_convnext', 'omg_tiny_vit'} <= set(open_clip.list_models())")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert list(tmp_path.glob("omg-open-clip-configs-*")) == []
