@@ -231,9 +231,26 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- inference
 
+def _resolve_model(args: argparse.Namespace, prog: str) -> bool:
+    """An MLflow ``models:/...`` or ``runs:/...`` URI in ``args.checkpoint`` -> the local checkpoint file it names
+    (``pipelines/tracking.py``, imported only then). False (and the error said) when it cannot be found."""
+    if not (args.checkpoint or "").startswith(("models:/", "runs:/")):
+        return True
+    from pipelines.tracking import resolve_model_uri
+
+    try:
+        args.checkpoint = resolve_model_uri(args.checkpoint)
+    except FileNotFoundError as err:
+        _log(f"{prog}: error: {err}")
+        return False
+    return True
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from omg.inference.run import main_predict
 
+    if not _resolve_model(args, "omg predict"):
+        return 2
     if args.runtime == "torch":
         return main_predict(args)
     from omg.export.runtime import load_predictor
@@ -282,6 +299,8 @@ def _add_pipeline_parser(sub, name: str, module: str, help: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from omg.serve import Limits, default_checkpoint, find_samples, serve
 
+    if not _resolve_model(args, "omg serve"):
+        return 2
     checkpoint = args.checkpoint or default_checkpoint(runs_dir())
     if checkpoint is None:
         _log("omg serve: error: no --checkpoint given and no trained model under "
@@ -411,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "results JSON (instance), label PNGs (semantic, vss), prompt masks + JSON (interactive), "
                     "YouTube-VIS results JSON (vis), VIPSeg PNG+JSON (vps), DAVIS PNGs (vos), and coloured overlays "
                     "(overlays/) to look at.")
-    pred.add_argument("--checkpoint", required=True, help="an OMG-Seg checkpoint (path or fsspec URI)")
+    pred.add_argument("--checkpoint", required=True,
+                      help="an OMG-Seg checkpoint: path, fsspec URI, or MLflow models:/NAME/VERSION or runs:/ID/PATH")
     pred.add_argument("--input", required=True, help="image file, image folder, frames folder or video file")
     pred.add_argument("--task", required=True,
                       choices=["panoptic", "instance", "semantic", "interactive", "vis", "vps", "vss", "vos"])
@@ -476,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "pick an omg-shapes sample or upload a PNG/JPEG, click points and drag boxes to get masks "
                     "with open-vocabulary labels, or switch to panoptic / instance / semantic mode; download "
                     "the masks (PNG) and the result (JSON). Uploads stay in memory: nothing is written to disk.")
-    srv.add_argument("--checkpoint", help="model checkpoint (default: the newest runs/train/*/model.pt; after make demo, the demo model)")
+    srv.add_argument("--checkpoint", help="model checkpoint: path, fsspec URI, or MLflow models:/NAME/VERSION "
+                                          "(default: the newest runs/train/*/model.pt; after make demo, the demo model)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     srv.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1, loopback only)")
     srv.add_argument("--samples", help="an omg-shapes root whose val images the page offers "

@@ -131,7 +131,10 @@ class TrackingConfig:
     experiment: str = "omg-train"
     log_every: int = 10
     system_metrics: bool = True
+    #: log the exported checkpoint as an MLflow pyfunc model (pipelines/pyfunc_model.py)
     log_model: bool = True
+    #: register that model under this name in the MLflow Model Registry (a new version per run)
+    register_as: str | None = None
     #: make the run a child of this MLflow run (an ablation grid's parent run)
     parent_run_id: str | None = None
     #: extra tags of the run (e.g. an ablation trial's axis values)

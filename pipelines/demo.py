@@ -131,7 +131,8 @@ class Demo:
 
         name = load_config(str(TRAIN_CONFIG), self.train_overrides()).run_name(TRAIN_CONFIG.stem)
         info = json.loads((self.runs / "train" / name / "run.json").read_text())
-        return {"run": name, "model": info["model"], "mlflow_run_id": info.get("mlflow_run_id"), "step": info.get("step")}
+        return {"run": name, "model": info["model"], "mlflow_run_id": info.get("mlflow_run_id"), "step": info.get("step"),
+                "registered_model": info.get("registered_model")}
 
     def stage_evaluate(self) -> dict:
         train = self.state["train"]
@@ -207,6 +208,13 @@ class Demo:
               f"MLflow UI:   omg mlflow-ui   (then open http://127.0.0.1:5000)\n"
               f"predict:     omg predict --checkpoint {self.state['train']['model']} --input "
               f"{self.data}/images/val --task panoptic --out runs/predict")
+        registered = self.state["train"].get("registered_model")
+        if registered:
+            from pipelines.tracking import tracking_uri
+
+            print(f"registered:  {registered}\n"
+                  f"serve it:    MLFLOW_TRACKING_URI={tracking_uri()} mlflow models serve -m {registered} "
+                  "--env-manager local -h 127.0.0.1 -p 5001")
 
 
 def collect_eval_by_split(out_dir: Path) -> dict[str, dict[str, float]]:

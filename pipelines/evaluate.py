@@ -103,7 +103,8 @@ def log_results(results: list[dict], run_id: str | None, checkpoint: str, digest
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="OMG-Seg checkpoint (path or fsspec URI)")
+    p.add_argument("--checkpoint", required=True,
+                   help="OMG-Seg checkpoint: path, fsspec URI, or MLflow models:/NAME/VERSION or runs:/ID/PATH")
     p.add_argument("--dataset", action="append", help="evaluate every task of this catalog entry (repeatable)")
     p.add_argument("--pair", action="append", help="DATASET:SPLIT:TASK (repeatable)")
     p.add_argument("--root", help="dataset root URI (overrides the catalog root; one root for all datasets)")
@@ -139,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         pairs = plan(args, load_catalog())
     except (ValueError, KeyError) as err:
         print(f"evaluate: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    from pipelines.tracking import resolve_model_uri
+
+    try:
+        args.checkpoint = resolve_model_uri(args.checkpoint, args.tracking_uri)
+    except FileNotFoundError as err:
+        print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
     if not uio.exists(args.checkpoint):
         print(f"evaluate: error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)

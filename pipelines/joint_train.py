@@ -24,6 +24,7 @@ import json
 import os
 import random
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import dataclass
@@ -374,19 +375,30 @@ class Tracker:
                 "train_config": config_dict(self.cfg), "step": step, "mlflow_run_id": self.run_id,
                 "run_name": self.spec.name}
         save_checkpoint(inner, uri, meta)
-        uio.write_json(uio.join(self.spec.run_dir, "run.json"),
-                       {"model": uri, "mlflow_run_id": self.run_id, "step": step})
         print(f"[train] exported {uri}", flush=True)
+        record = {"model": uri, "mlflow_run_id": self.run_id, "step": step}
         if self.active:
             import mlflow
 
-            if "://" not in uri:
-                mlflow.log_artifact(uri, "checkpoint")
-            if self.cfg.tracking.log_model:
-                import mlflow.pytorch
+            with tempfile.TemporaryDirectory(prefix="omg-export-") as tmp:
+                local = uri
+                if "://" in uri:  # a remote checkpoint: MLflow logs local files
+                    local = os.path.join(tmp, "model.pt")
+                    Path(local).write_bytes(uio.read_bytes(uri))
+                if self.cfg.tracking.log_model:
+                    from pipelines.tracking import log_pyfunc
 
-                mlflow.pytorch.log_model(inner, name="model", serialization_format="pickle",
-                                         pip_requirements=["omg", "torch", "open_clip_torch"])
+                    info = log_pyfunc(local, register_as=self.cfg.tracking.register_as)
+                    record["logged_model"] = info.model_uri
+                    if info.registered_model_version is not None:
+                        record["registered_model"] = \
+                            f"models:/{self.cfg.tracking.register_as}/{info.registered_model_version}"
+                    print(f"[train] logged the pyfunc model {info.model_uri}"
+                          + (f", registered as {record['registered_model']}" if "registered_model" in record else ""),
+                          flush=True)
+                else:
+                    mlflow.log_artifact(local, "checkpoint")
+        uio.write_json(uio.join(self.spec.run_dir, "run.json"), record)
 
     def finish(self, status: str) -> None:
         if self.active:

@@ -123,6 +123,9 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         for task in ("panoptic", "instance", "semantic", "open_vocab", "vis", "vps", "vss", "vos", "interactive"):
             assert f"  {task} " in proc.stdout
         assert "omg mlflow-ui" in proc.stdout
+        # the demo's model is registered in the MLflow Model Registry, and the report says how to serve it
+        assert state["train"]["registered_model"] == "models:/omg-seg-demo/1"
+        assert "mlflow models serve -m models:/omg-seg-demo/1 --env-manager local" in proc.stdout
 
         again = subprocess.run(OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path,
                                timeout=300)

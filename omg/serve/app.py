@@ -13,6 +13,10 @@ Endpoints (JSON unless noted; errors are ``{"error": "..."}`` with a 4xx/5xx sta
 ``POST /api/image``          body: PNG/JPEG bytes, or JSON ``{"sample": NAME}`` -> ``{"image_id", "width", "height", "ms"}``
 ``POST /api/prompt``         ``{"image_id", "prompts": [{"point": [x, y]} | {"box": [x0, y0, x1, y1]}], "vocabulary"}``
 ``POST /api/segment``        ``{"image_id", "task": "panoptic"|"instance"|"semantic", "vocabulary"}``
+                             (both also take ``"image"``, the image as base64, used when the server does not
+                             know ``image_id``: a replica of several; the answer's ``image_id`` is then a new one)
+``POST /api/predict``        a request of :mod:`omg.inference.schema` (any task, the image inline) -> its response:
+                             the API the MLflow pyfunc model and the Ray Serve app speak too
 
 Image features are computed once per image (``/api/image``) and kept in an in-memory LRU sized in
 bytes (``cache_bytes``); a prompt or a mode switch only runs the decoder. An image evicted from it
@@ -37,6 +41,7 @@ from __future__ import annotations
 import base64
 import colorsys
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -45,7 +50,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -55,58 +60,11 @@ import torch
 from PIL import Image
 
 from omg.data.masks import mask_box
-from omg.utils import io as uio
+from omg.inference import schema
+from omg.inference.schema import Limits, RequestError, decode_upload, number, parse_vocabulary
 
 PAGE = Path(__file__).with_name("page.html")
-MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 TASKS = ("panoptic", "instance", "semantic")
-
-
-class RequestError(Exception):
-    """A client mistake (4xx) or a busy server (503, with ``retry_after`` seconds): answered with ``status``
-    and the message."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int = 8 * 1024 * 1024  # an upload (and any request body)
-    max_pixels: int = uio.MAX_PIXELS  # width x height of an upload
-    max_json_bytes: int = 256 * 1024
-    max_prompts: int = 64
-    max_classes: int = 300  # classes of a vocabulary
-    max_vocabulary_chars: int = 20_000  # characters of a vocabulary's text
-    cache_bytes: int = 512 * 1024 * 1024  # images and their features kept for prompts
-    workers: int = 16  # threads serving requests
-    max_pending: int = 256  # connections accepted and waiting for a worker; more get 503
-    backlog: int = 1024  # the listen queue (the kernel caps it at net.core.somaxconn)
-    read_timeout_s: float = 15.0  # a client silent this long while sending its request is dropped
-    model_wait_s: float = 30.0  # longest wait for the model before 503
-
-
-def decode_upload(data: bytes, limits: Limits) -> np.ndarray:
-    """PNG/JPEG bytes -> H x W x 3 uint8, strictly: format by magic bytes, size from the header first."""
-    if not data:
-        raise RequestError(400, "empty upload: send the PNG or JPEG file as the request body")
-    if len(data) > limits.max_bytes:
-        raise RequestError(413, f"upload of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
-    fmt = next((f for magic, f in MAGIC.items() if data.startswith(magic)), None)
-    if fmt is None:
-        raise RequestError(415, "not a PNG or JPEG file (checked by its first bytes)")
-    try:
-        image = uio.decode_rgb(data, f"the {fmt} upload", limits.max_pixels)
-    except uio.ImageTooLarge as err:
-        raise RequestError(413, str(err).replace("raise the limit with --max-pixels", "decompression bombs are "
-                                                  "refused before decoding")) from None
-    except ValueError as err:
-        raise RequestError(400, str(err)) from None
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise RequestError(400, f"image of {image.shape[1]}x{image.shape[0]} pixels is too small (at least 8x8)")
-    return image
 
 
 def png_b64(array: np.ndarray) -> str:
@@ -138,28 +96,6 @@ def overlay(label_map: np.ndarray, colors: np.ndarray, alpha: int = 140) -> np.n
     return rgba
 
 
-def parse_vocabulary(text: Any, limits: Limits | None = None) -> list[str] | None:
-    """One class per line (or ';'), synonyms comma-separated: "circle, disc\nsquare, box"; empty -> None."""
-    limits = limits or Limits()
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise RequestError(400, "field 'vocabulary': expected a string, one class per line, synonyms separated by commas")
-    if len(text) > limits.max_vocabulary_chars:
-        raise RequestError(413, f"field 'vocabulary': {len(text)} characters, at most {limits.max_vocabulary_chars}")
-    classes = [c.strip() for c in text.replace(";", "\n").splitlines() if c.strip()]
-    if len(classes) > limits.max_classes:
-        raise RequestError(413, f"field 'vocabulary': {len(classes)} classes, at most {limits.max_classes}")
-    return classes or None
-
-
-def number(value: Any, name: str) -> float:
-    """A finite JSON number (``true`` is not a coordinate, ``"0.5"`` is not a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RequestError(400, f"{name}: expected a finite number, got {json.dumps(value)[:40]}")
-    return float(value)
-
-
 def nbytes(obj: Any) -> int:
     """Bytes held by the arrays and tensors inside ``obj`` (dataclasses, dicts, lists, tuples)."""
     if isinstance(obj, torch.Tensor):
@@ -179,7 +115,7 @@ class ServeApp:
     """The model side of the server: image cache, prompts, whole-image tasks. Thread-safe."""
 
     def __init__(self, predictor, samples: dict[str, str] | None = None, limits: Limits | None = None,
-                 checkpoint: str = ""):
+                 checkpoint: str = "", id_prefix: str = ""):
         self.predictor = predictor
         self.samples = dict(samples or {})
         self.limits = limits or Limits()
@@ -190,6 +126,9 @@ class ServeApp:
         self._images: OrderedDict[str, tuple[np.ndarray, Any, int]] = OrderedDict()
         self._cached_bytes = 0
         self._counter = 0
+        #: image ids are f"{id_prefix}img{N}": one replica of several gives each its own prefix, so an id is never
+        #: another replica's (that replica answers 404, and the page resends the image inline, see :meth:`_use`)
+        self.id_prefix = id_prefix
         tv = predictor.training_vocabulary
         self.default_vocabulary = "\n".join(", ".join(n) for n in tv.names) if tv else ""
 
@@ -239,32 +178,53 @@ class ServeApp:
         with self._model():
             self.predictor.set_image(image)
             state = self.predictor.image_state()
+        image_id = self._new_id()
+        self._keep(image_id, image, state)
+        return {"image_id": image_id, "width": int(image.shape[1]), "height": int(image.shape[0]),
+                "ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+    def _keep(self, key: str, image: np.ndarray, state: Any) -> None:
+        """Cache an image's features under ``key``, evicting the least recently used beyond ``cache_bytes``."""
         size = image.nbytes + nbytes(state)
         with self._cache_lock:
-            self._counter += 1
-            image_id = f"img{self._counter}"
-            self._images[image_id] = (image, state, size)
+            if key in self._images:
+                self._cached_bytes -= self._images.pop(key)[2]
+            self._images[key] = (image, state, size)
             self._cached_bytes += size
             while self._cached_bytes > self.limits.cache_bytes and len(self._images) > 1:
                 _, (_, _, freed) = self._images.popitem(last=False)
                 self._cached_bytes -= freed
-        return {"image_id": image_id, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                "ms": round((time.perf_counter() - t0) * 1000, 1)}
 
-    def _use(self, image_id: Any) -> np.ndarray:
-        """Select a cached image's features (caller holds the model lock)."""
+    def _new_id(self) -> str:
         with self._cache_lock:
+            self._counter += 1
+            return f"{self.id_prefix}img{self._counter}"
+
+    def _use(self, image_id: Any, inline: Any = None) -> tuple[np.ndarray, str]:
+        """Select a cached image's features (caller holds the model lock); returns (image, its id). ``inline``: the
+        image itself (base64), sent by the page when this server does not know ``image_id`` (one replica of
+        several: the upload went to another): its features are computed and kept under a new id of this server's."""
+        with self._cache_lock:
+            local = image_id[len(self.id_prefix):] if isinstance(image_id, str) and image_id.startswith(self.id_prefix) \
+                else None
             if isinstance(image_id, str) and image_id in self._images:
                 self._images.move_to_end(image_id)
                 image, state, _ = self._images[image_id]
-            elif isinstance(image_id, str) and image_id.startswith("img") and image_id[3:].isdigit() \
-                    and 0 < int(image_id[3:]) <= self._counter:
+            elif inline is not None:
+                image, state = None, None
+            elif local and local.startswith("img") and local[3:].isdigit() and 0 < int(local[3:]) <= self._counter:
                 raise RequestError(410, f"image {image_id} expired: the server keeps the most recent "
                                         f"{self.limits.cache_bytes // (1 << 20)} MiB of images; upload it again")
             else:
                 raise RequestError(404, f"unknown image_id {image_id!r}: POST the image to /api/image first")
+        if state is None:
+            image = schema.decode_image_field(inline, "image", self.limits)
+            self.predictor.set_image(image)
+            image_id = self._new_id()
+            self._keep(image_id, image, self.predictor.image_state())
+            return image, image_id
         self.predictor.restore_image_state(state)
-        return image
+        return image, image_id
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, body: dict) -> dict:
@@ -288,7 +248,7 @@ class ServeApp:
         vocab = self._vocabulary(body.get("vocabulary"))
         t0 = time.perf_counter()
         with self._model():
-            image = self._use(body.get("image_id"))
+            image, image_id = self._use(body.get("image_id"), body.get("image"))
             try:
                 res = self.predictor.predict("interactive", points=np.array(points) if points else None,
                                              boxes=np.array(boxes) if boxes else None, vocabulary=vocab)
@@ -310,7 +270,30 @@ class ServeApp:
                 rec.update(label=res.names[k], label_score=round(float(res.label_scores[k]), 4))
             masks.append(rec)
         return {"masks": masks, "overlay_png": png_b64(overlay(label_map, colors)), "label_png": png_b64(label_map),
-                "ms": round(ms, 1), "width": w, "height": h}
+                "ms": round(ms, 1), "width": w, "height": h, "image_id": image_id}
+
+    # ------------------------------------------------------------------ the inference schema
+    def predict(self, doc: Any) -> dict:
+        """``POST /api/predict``: one request of :mod:`omg.inference.schema` (stateless for the client). An image's
+        features stay in the cache under its content's digest, so further prompts on it only run the decoder."""
+        req = schema.Request.from_json(doc, self.limits)
+        if req.vocabulary:
+            self._vocabulary(list(req.vocabulary))
+        with self._model():
+            if req.video:
+                return schema.predict(self.predictor, req).to_json()
+            image = req.images[0]
+            key = "sha1:" + hashlib.sha1(repr(image.shape).encode() + image.tobytes()).hexdigest()
+            with self._cache_lock:
+                hit = self._images.get(key)
+                if hit is not None:
+                    self._images.move_to_end(key)
+            if hit is not None:
+                self.predictor.restore_image_state(hit[1])
+            else:
+                self.predictor.set_image(image)
+                self._keep(key, image, self.predictor.image_state())
+            return schema.predict(self.predictor, req, image_set=True).to_json()
 
     # ------------------------------------------------------------------ whole image
     def segment(self, body: dict) -> dict:
@@ -321,7 +304,7 @@ class ServeApp:
         vocab = self._vocabulary(body.get("vocabulary"))
         t0 = time.perf_counter()
         with self._model():
-            image = self._use(body.get("image_id"))
+            image, image_id = self._use(body.get("image_id"), body.get("image"))
             try:
                 res = self.predictor.predict(task, vocabulary=vocab)
             except ValueError as err:
@@ -354,7 +337,61 @@ class ServeApp:
             rec["color"] = "#%02x%02x%02x" % tuple(int(c) for c in colors[rec["id"] - 1])
         return {"task": task, "legend": legend, "overlay_png": png_b64(overlay(label_map, colors)),
                 "label_png": png_b64(label_map.astype(np.uint8 if len(legend) < 256 else np.uint16)),
-                "ms": round(ms, 1), "width": w, "height": h}
+                "ms": round(ms, 1), "width": w, "height": h, "image_id": image_id}
+
+
+    # ------------------------------------------------------------------ the HTTP API, for any transport
+    POST_PATHS = ("/api/image", "/api/prompt", "/api/segment", "/api/predict")
+
+    def body_limit(self, path: str) -> int:
+        """The most bytes a POST to ``path`` may send (an upload; a JSON request with an image inline)."""
+        return self.limits.max_bytes if path == "/api/image" else self.limits.max_request_bytes
+
+    def handle(self, method: str, path: str, content_type: str, body: bytes) -> tuple[int, str, bytes, dict]:
+        """One HTTP request -> (status, content type, body, headers): the whole API for any transport (the stdlib
+        server below; the Ray Serve deployment, ``pipelines/serve.py``). Errors are JSON ``{"error": ...}``."""
+        try:
+            return self._route(method, path.split("?", 1)[0], content_type.split(";")[0].strip().lower(), body)
+        except RequestError as err:
+            return err.status, "application/json", json.dumps({"error": str(err)}).encode(), \
+                {"Retry-After": str(err.retry_after)} if err.retry_after is not None else {}
+        except Exception as err:  # noqa: BLE001 - a server bug: say so, keep serving
+            return 500, "application/json", json.dumps({"error": f"internal error: {type(err).__name__}: {err}"}).encode(), {}
+
+    @staticmethod
+    def _json_doc(body: bytes) -> dict:
+        try:
+            doc = json.loads(body or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RequestError(400, f"request body is not valid JSON: {err}") from None
+        if not isinstance(doc, dict):
+            raise RequestError(400, "request body must be a JSON object")
+        return doc
+
+    def _route(self, method: str, path: str, ctype: str, body: bytes) -> tuple[int, str, bytes, dict]:
+        ok = lambda doc: (200, "application/json", json.dumps(doc).encode(), {})  # noqa: E731
+        if method == "GET":
+            if path in ("/", "/index.html"):
+                return 200, "text/html; charset=utf-8", PAGE.read_bytes(), {}
+            if path == "/api/info":
+                return ok(self.info())
+            if path.startswith("/api/sample/"):
+                return 200, "image/png", self.sample_png(path[len("/api/sample/"):]), {}
+            raise RequestError(404, f"no such page {path!r}")
+        if method != "POST":
+            raise RequestError(405, "use GET or POST")
+        if path not in self.POST_PATHS:
+            raise RequestError(404, f"no such endpoint {path!r}")
+        if len(body) > self.body_limit(path):
+            raise RequestError(413, f"request body of {len(body)} bytes exceeds the limit of {self.body_limit(path)} bytes")
+        if path == "/api/image":
+            if ctype == "application/json":
+                name = self._json_doc(body).get("sample")
+                body = self.sample_png(name if isinstance(name, str) else "")
+            return ok(self.add_image(decode_upload(body, self.limits)))
+        doc = self._json_doc(body)
+        return ok(self.prompt(doc) if path == "/api/prompt" else self.segment(doc) if path == "/api/segment"
+                  else self.predict(doc))
 
 
 # ============================================================================= HTTP
@@ -383,9 +420,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _json(self, status: int, doc: dict, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(doc).encode(), "application/json", headers)
-
     def _body(self, limit: int) -> bytes:
         length = self.headers.get("Content-Length")
         if length is None:
@@ -403,63 +437,33 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"request body ended after {len(data)} of {n} bytes")
         return data
 
-    def _json_body(self) -> dict:
-        raw = self._body(self.app.limits.max_json_bytes)
-        try:
-            doc = json.loads(raw or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RequestError(400, f"request body is not valid JSON: {err}") from None
-        if not isinstance(doc, dict):
-            raise RequestError(400, "request body must be a JSON object")
-        return doc
+    def _reply(self, status: int, ctype: str, body: bytes, headers: dict) -> None:
+        if status == 413:
+            self.close_connection = True  # an unread body must not be parsed as the next request
+        self._send(status, body, ctype, headers)
 
-    def _guard(self, fn) -> None:
+    def _serve(self, method: str) -> None:
         try:
-            fn()
-        except RequestError as err:
-            if err.status == 413:
-                self.close_connection = True  # the unread body must not be parsed as a request
-            self._json(err.status, {"error": str(err)},
-                       {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None)
+            path = self.path.split("?", 1)[0]
+            body = b""
+            if method == "POST":
+                try:
+                    body = self._body(self.app.body_limit(path))
+                except RequestError as err:
+                    self._reply(err.status, "application/json", json.dumps({"error": str(err)}).encode(), {})
+                    return
+            self._reply(*self.app.handle(method, self.path, self.headers.get("Content-Type") or "", body))
         except (socket.timeout, ConnectionError):
             self.close_connection = True  # the client stalled or left: nothing to answer
-        except Exception as err:  # noqa: BLE001 - a server bug: say so, keep serving
-            self._json(500, {"error": f"internal error: {type(err).__name__}: {err}"})
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        def go():
-            path = self.path.split("?", 1)[0]
-            if path in ("/", "/index.html"):
-                self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
-            elif path == "/api/info":
-                self._json(200, self.app.info())
-            elif path.startswith("/api/sample/"):
-                self._send(200, self.app.sample_png(path[len("/api/sample/"):]), "image/png")
-            else:
-                raise RequestError(404, f"no such page {path!r}")
-        self._guard(go)
+        self._serve("GET")
 
     def do_POST(self) -> None:  # noqa: N802
-        def go():
-            path = self.path.split("?", 1)[0]
-            if path == "/api/image":
-                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-                if ctype == "application/json":
-                    name = self._json_body().get("sample")
-                    data = self.app.sample_png(name if isinstance(name, str) else "")
-                else:
-                    data = self._body(self.app.limits.max_bytes)
-                self._json(200, self.app.add_image(decode_upload(data, self.app.limits)))
-            elif path == "/api/prompt":
-                self._json(200, self.app.prompt(self._json_body()))
-            elif path == "/api/segment":
-                self._json(200, self.app.segment(self._json_body()))
-            else:
-                raise RequestError(404, f"no such endpoint {path!r}")
-        self._guard(go)
+        self._serve("POST")
 
     def do_PUT(self) -> None:  # noqa: N802
-        self._json(405, {"error": "use GET or POST"})
+        self._serve("PUT")
 
     do_DELETE = do_PATCH = do_PUT
 

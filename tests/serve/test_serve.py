@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from omg.serve import Limits, ServeApp, find_samples, make_server
-from omg.serve.app import RequestError, decode_upload
+from omg.inference.schema import RequestError, decode_upload
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -238,3 +238,46 @@ def test_the_default_checkpoint_is_the_newest_trained_model(tmp_path):
         path.write_bytes(b"x")
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
     assert default_checkpoint(str(tmp_path)) == str(tmp_path / "train" / "finetune-2" / "model.pt")
+
+
+def test_the_schema_endpoint_answers_as_the_predictor_and_caches_features(server, tiny_shapes):
+    """POST /api/predict (omg/inference/schema.py, the API the pyfunc model and the Ray Serve app speak too): the
+    response equals the predictor's own; a second request on the same image only runs the decoder; bad requests get
+    the schema's 4xx."""
+    from omg.inference import schema
+    from omg.inference.predictor import OMGPredictor
+
+    url, app = server
+    image = np.asarray(Image.open(next(iter(find_samples(tiny_shapes).values()))).convert("RGB"))
+    own = OMGPredictor.from_checkpoint(app.checkpoint)
+    for doc in ({"task": "interactive", "image": schema.b64_png(image), "points": [[20, 20]], "boxes": [[2, 2, 40, 40]]},
+                {"task": "panoptic", "image": schema.b64_png(image)},
+                {"task": "semantic", "image": schema.b64_png(image), "vocabulary": "circle, disc\nstuff:sky"}):
+        calls = app.predictor.stats["backbone_calls"]
+        status, got = _call(f"{url}/api/predict", doc)
+        assert status == 200, got
+        assert got == schema.predict(own, schema.Request.from_json(doc)).to_json()
+        if doc["task"] != "interactive":
+            assert app.predictor.stats["backbone_calls"] == calls, "the image's features came from the cache"
+    status, err = _call(f"{url}/api/predict", {"task": "panoptic", "image": schema.b64_png(image), "points": [[1, 1]]})
+    assert status == 400 and "takes no prompts" in err["error"]
+    status, err = _call(f"{url}/api/predict", {"task": "vis", "frames": [schema.b64_png(image[:8, :8])] * 65})
+    assert status == 413 and "at most 64" in err["error"]
+
+
+def test_an_image_another_replica_took_is_resent_inline(server, tiny_shapes):
+    """Behind several replicas the upload and the click may reach different servers: an unknown image_id with the
+    image inline is answered (features computed here, under a new id of this server's, never the client's id)."""
+    from omg.inference import schema
+
+    url, app = server
+    image = np.asarray(Image.open(next(iter(find_samples(tiny_shapes).values()))).convert("RGB"))
+    body = {"image_id": "r7f3-img9", "prompts": [{"point": [20, 20]}]}
+    status, err = _call(f"{url}/api/prompt", body)
+    assert status == 404, err
+    status, doc = _call(f"{url}/api/prompt", {**body, "image": schema.b64_png(image)})
+    assert status == 200 and doc["image_id"] != "r7f3-img9" and doc["image_id"].startswith("img"), doc
+    status, again = _call(f"{url}/api/segment", {"image_id": doc["image_id"], "task": "panoptic"})
+    assert status == 200 and again["image_id"] == doc["image_id"]
+    status, err = _call(f"{url}/api/prompt", {**body, "image": "bm90IGFuIGltYWdl"})
+    assert status == 415 and "not a PNG or JPEG" in err["error"]

@@ -1,0 +1,155 @@
+"""Models that ship: a checkpoint logged as an MLflow pyfunc model (pipelines/pyfunc_model.py, models from code,
+weights as an artifact) and registered; loaded by name it answers the inference schema exactly as the predictor
+does, in process and behind `mlflow models serve` on loopback; `omg predict` takes its models:/ URI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omg.inference import schema
+from omg.inference.predictor import OMGPredictor
+from omg.modeling.checkpoint import save_checkpoint
+from omg.modeling.model import ModelConfig, build_model
+from tests import ROOT
+from tests.conftest import LABEL_SPACE
+
+NAME = "omg-seg-test"
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A random tiny checkpoint, logged and registered as version 1 of NAME in a fresh sqlite store."""
+    import mlflow
+
+    from pipelines.tracking import log_pyfunc
+
+    tmp = tmp_path_factory.mktemp("registry")
+    ckpt = str(tmp / "tiny.pt")
+    torch.manual_seed(0)
+    save_checkpoint(build_model(ModelConfig.tiny()), ckpt, {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("registry-test", artifact_location=(tmp / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        info = log_pyfunc(ckpt, register_as=NAME)
+    assert str(info.registered_model_version) == "1"
+    return {"checkpoint": ckpt, "tracking": uri, "model_uri": f"models:/{NAME}/1", "tmp": tmp}
+
+
+def _requests(h=48, w=64) -> list[dict]:
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return [{"task": "interactive", "image": schema.b64_png(image), "points": [[20, 20]], "boxes": [[2, 2, 40, 30]]},
+            {"task": "panoptic", "image": schema.b64_png(image)},
+            {"task": "semantic", "image": schema.b64_png(image), "vocabulary": "hexagon, six-sided shape\nstuff:sky"}]
+
+
+def _expected(checkpoint: str, docs: list[dict]) -> list[dict]:
+    predictor = OMGPredictor.from_checkpoint(checkpoint)
+    return [schema.predict(predictor, schema.Request.from_json(d)).to_json() for d in docs]
+
+
+def test_the_registered_model_answers_as_the_predictor(registered):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(registered["tracking"])
+    version = mlflow.MlflowClient().get_model_version(NAME, "1")
+    model = mlflow.pyfunc.load_model(registered["model_uri"])
+    assert model.metadata.get_input_schema() is not None, "a signature"
+    docs = _requests()
+    assert json.loads(json.dumps(model.predict(docs))) == _expected(registered["checkpoint"], docs)
+    with pytest.raises(MlflowException, match="request 1: task 'panoptic' takes no prompts"):
+        model.predict([docs[0], {**docs[1], "points": [[1, 1]]}])
+    # the weights are an artifact (no pickled module), byte for byte the checkpoint
+    from pipelines.tracking import resolve_model_uri
+
+    local = resolve_model_uri(registered["model_uri"], registered["tracking"])
+    assert Path(local).read_bytes() == Path(registered["checkpoint"]).read_bytes()
+    assert version.source.startswith("models:/m-"), "a MLflow 3 LoggedModel"
+
+
+def test_omg_predict_takes_a_models_uri(registered, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from omg.cli import main
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["tracking"])
+    outs = {}
+    for name, ckpt in (("path", registered["checkpoint"]), ("uri", registered["model_uri"])):
+        assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "a.png"), "--task", "panoptic",
+                     "--out", str(tmp_path / name)]) == 0
+        outs[name] = {p.relative_to(tmp_path / name): p.read_bytes() for p in (tmp_path / name).rglob("*.png")}
+    assert outs["uri"] and outs["uri"] == outs["path"]
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", f"models:/{NAME}/7", "--input", str(tmp_path / "a.png"), "--task",
+                 "panoptic", "--out", str(tmp_path / "x")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("omg predict: error: models:/omg-seg-test/7:"), last
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, doc: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_on_loopback(registered):
+    """`mlflow models serve -m models:/NAME/1 --env-manager local` on 127.0.0.1: an image and a click give the
+    predictor's own output; a bad request is a 400 naming the field; the server is stopped (own process group)."""
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=registered["tracking"], PATH=f"{bin_dir}:{os.environ['PATH']}")
+    log = open(registered["tmp"] / "serve.log", "wb")
+    proc = subprocess.Popen([str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", registered["model_uri"],
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (registered["tmp"] / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (registered["tmp"] / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        docs = _requests()[:2]
+        status, got = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": docs})
+        assert status == 200, got
+        assert got["predictions"] == _expected(registered["checkpoint"], docs)
+        status, err = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": [{"task": "segment-everything"}]})
+        assert status == 400 and "request 0: field 'task'" in json.dumps(err), err
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
