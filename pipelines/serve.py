@@ -54,12 +54,13 @@ class OMGSegDeployment:
     """The predictor behind Ray Serve (see the module docstring)."""
 
     def __init__(self, checkpoint: str, samples: dict[str, str] | None = None, limits: dict | None = None,
-                 device: str | None = None, batching: bool = True):
+                 device: str | None = None, batching: bool = True, threads: int = 1):
         import torch
 
         from omg.inference.schema import Limits
 
         apply_env_defaults()
+        torch.set_num_threads(threads)  # as many as the replica's CPUs: replicas on one machine do not oversubscribe
         if device is None and torch.cuda.is_available():
             device = "cuda"
         self.default, self.samples, self.device, self.batching = checkpoint, dict(samples or {}), device, batching
@@ -161,7 +162,8 @@ def build_app(checkpoint: str, replicas: int | None = None, autoscale: tuple[int
                                          "target_ongoing_requests": target_ongoing}
     else:
         options["num_replicas"] = replicas or 1
-    return OMGSegDeployment.options(**options).bind(checkpoint, samples, limits, "cuda" if gpus else None, batching)
+    return OMGSegDeployment.options(**options).bind(checkpoint, samples, limits, "cuda" if gpus else None, batching,
+                                                    max(1, int(cpus)))
 
 
 def app(args: dict):

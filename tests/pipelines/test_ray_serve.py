@@ -156,6 +156,25 @@ def test_the_page_flow_works_across_replicas(app):
     assert resent <= 12
 
 
+def test_a_request_picks_its_model_by_uri(app, tmp_path):
+    """Multiplexing: the header serve_multiplexed_model_id names another checkpoint; that model answers."""
+    other = str(tmp_path / "other.pt")
+    torch.manual_seed(1)
+    save_checkpoint(build_model(ModelConfig.tiny()), other, {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    doc = {"task": "panoptic", "image": schema.b64_png(_images(1)[0])}
+    req = urllib.request.Request(f"{app['url']}/api/predict", data=json.dumps(doc).encode(),
+                                 headers={"Content-Type": "application/json", "serve_multiplexed_model_id": other})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        got = json.loads(r.read())
+    expect = {c: schema.predict(OMGPredictor.from_checkpoint(c), schema.Request.from_json(doc)).to_json()
+              for c in (other, app["checkpoint"])}
+    assert _same(got, expect[other]) and not _same(expect[other], expect[app["checkpoint"]])
+    req = urllib.request.Request(f"{app['url']}/api/info", headers={"serve_multiplexed_model_id": "/nonexistent.pt"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=120)
+    assert info.value.code == 404 and "cannot load the model /nonexistent.pt" in info.value.read().decode()
+
+
 def test_ctrl_c_stops_the_app_and_its_ray(app):
     proc = app["proc"]
     os.kill(proc.pid, signal.SIGINT)
