@@ -301,14 +301,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not _resolve_model(args, "omg serve"):
         return 2
-    checkpoint = args.checkpoint or default_checkpoint(runs_dir())
+    if args.backend and args.checkpoint:
+        _log("omg serve: error: --backend serves another server's model; do not pass --checkpoint with it")
+        return 2
+    checkpoint = args.checkpoint or args.backend or default_checkpoint(runs_dir())
     if checkpoint is None:
         _log("omg serve: error: no --checkpoint given and no trained model under "
              f"{runs_dir()}/train/ (run `make demo` first, or pass --checkpoint PATH)")
         return 2
     data = args.samples or os.path.join(default_data_dir(), "omg-shapes")
-    return serve(checkpoint, args.host, args.port, find_samples(data),
-                 Limits(max_bytes=args.max_bytes, max_pixels=args.max_pixels), args.device, quiet=args.quiet)
+    return serve(None if args.backend else checkpoint, args.host, args.port, find_samples(data),
+                 Limits(max_bytes=args.max_bytes, max_pixels=args.max_pixels), args.device, quiet=args.quiet,
+                 backend=args.backend)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -505,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-bytes", type=int, default=8 * 1024 * 1024, help="upload size limit (default 8 MiB)")
     srv.add_argument("--max-pixels", type=int, default=4096 * 4096,
                      help="upload pixel limit, checked before decoding (default 4096x4096)")
+    srv.add_argument("--backend", metavar="URL",
+                     help="serve the page for a model behind another server instead of loading one: mlflow models "
+                          "serve's http://HOST:PORT/invocations, or a schema endpoint .../api/predict (the Ray Serve app)")
     srv.add_argument("--device", help="torch device (default: the checkpoint loader's, cpu)")
     srv.add_argument("--quiet", action="store_true", help="no request log")
     srv.set_defaults(func=cmd_serve)

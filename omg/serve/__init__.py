@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-from omg.serve.app import Limits, ServeApp, make_server
+from omg.serve.app import Limits, RemoteModel, ServeApp, make_server
 from omg.utils.errors import describe
 
-__all__ = ["Limits", "ServeApp", "make_server", "default_checkpoint", "find_samples", "serve"]
+__all__ = ["Limits", "RemoteModel", "ServeApp", "make_server", "default_checkpoint", "find_samples", "serve"]
 
 
 def default_checkpoint(runs_dir: str) -> str | None:
@@ -30,16 +29,26 @@ def find_samples(data_dir: str | None, limit: int = 24) -> dict[str, str]:
     return {p.stem: str(p) for p in files}
 
 
-def serve(checkpoint: str, host: str, port: int, samples: dict[str, str], limits: Limits, device: str | None,
-          quiet: bool = False) -> int:
+def serve(checkpoint: str | None, host: str, port: int, samples: dict[str, str], limits: Limits, device: str | None,
+          quiet: bool = False, backend: str | None = None) -> int:
+    """Serve the page and the API for ``checkpoint`` (loaded here) or for the model behind ``backend`` (the URL of
+    ``mlflow models serve``'s ``/invocations`` or of a schema endpoint ``/api/predict``)."""
     from omg.inference.predictor import OMGPredictor
+    from omg.serve.app import RequestError
 
     try:
-        predictor = OMGPredictor.from_checkpoint(checkpoint, device=device)
+        if backend:
+            app = ServeApp(None, samples=samples, limits=limits, checkpoint=backend, remote=RemoteModel(backend))
+        else:
+            app = ServeApp(OMGPredictor.from_checkpoint(checkpoint, device=device), samples=samples, limits=limits,
+                           checkpoint=checkpoint)
     except (FileNotFoundError, ValueError) as err:
         print(f"omg serve: error: cannot load the checkpoint: {err}", file=sys.stderr, flush=True)
         return 2
-    app = ServeApp(predictor, samples=samples, limits=limits, checkpoint=checkpoint)
+    except RequestError as err:
+        print(f"omg serve: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    checkpoint = backend or checkpoint
     try:
         server = make_server(app, host, port, quiet=quiet)
     except OSError as err:

@@ -48,6 +48,8 @@ import math
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, is_dataclass
@@ -59,7 +61,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omg.data.masks import mask_box
+from omg.data.masks import mask_box, rle_decode
 from omg.inference import schema
 from omg.inference.schema import Limits, RequestError, decode_upload, number, parse_vocabulary
 
@@ -111,12 +113,55 @@ def nbytes(obj: Any) -> int:
     return 0
 
 
+class RemoteModel:
+    """A model behind another server that speaks the inference schema: an MLflow scoring server (``mlflow models
+    serve``; a URL ending in ``/invocations``) or a schema endpoint (``.../api/predict``: ``omg serve``, the Ray
+    Serve app). Its 4xx answers become the same 4xx here; an unreachable or failing server is a 502."""
+
+    def __init__(self, url: str, timeout_s: float = 120.0):
+        self.url, self.timeout_s = url, timeout_s
+        self.mlflow = url.rstrip("/").endswith("/invocations")
+
+    def __call__(self, req: schema.Request) -> schema.Response:
+        doc = req.to_json()
+        body = json.dumps({"inputs": [doc]} if self.mlflow else doc).encode()
+        http = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(http, timeout=self.timeout_s) as r:
+                answer = json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            try:
+                said = json.loads(err.read())
+                said = str(said.get("error") or said.get("message") or said)
+            except ValueError:
+                said = str(err.reason)
+            # MLflow's scoring server prefixes the whole input ("Failed to predict data '<input>'. \nError: ...")
+            said = said.rsplit("\nError: ", 1)[-1]
+            if self.mlflow:  # the pyfunc model names the request in its batch: here there is one
+                said = said.removeprefix("request 0: ")
+            if 400 <= err.code < 500:
+                raise RequestError(err.code, said) from None
+            raise RequestError(502, f"the model server {self.url} answered {err.code}: {said}") from None
+        except (OSError, ValueError) as err:
+            raise RequestError(502, f"the model server {self.url} cannot be reached: {err}") from None
+        return schema.Response.from_json(answer["predictions"][0] if self.mlflow else answer)
+
+    def vocabulary(self) -> list[str]:
+        """The class names the model answers with by default (asked with a panoptic request on a blank image)."""
+        blank = schema.Request("panoptic", (np.zeros((32, 32, 3), np.uint8),))
+        return list(self(blank).vocabulary or [])
+
+
 class ServeApp:
     """The model side of the server: image cache, prompts, whole-image tasks. Thread-safe."""
 
     def __init__(self, predictor, samples: dict[str, str] | None = None, limits: Limits | None = None,
-                 checkpoint: str = "", id_prefix: str = ""):
-        self.predictor = predictor
+                 checkpoint: str = "", id_prefix: str = "", remote: "RemoteModel | None" = None):
+        """``predictor``: the model in this process; or ``remote``: a model behind another server that speaks the
+        inference schema (``mlflow models serve``, the Ray Serve app), with ``predictor`` None."""
+        if (predictor is None) == (remote is None):
+            raise ValueError("ServeApp needs a predictor or a remote model, not both")
+        self.predictor, self.remote = predictor, remote
         self.samples = dict(samples or {})
         self.limits = limits or Limits()
         self.checkpoint = checkpoint
@@ -129,8 +174,11 @@ class ServeApp:
         #: image ids are f"{id_prefix}img{N}": one replica of several gives each its own prefix, so an id is never
         #: another replica's (that replica answers 404, and the page resends the image inline, see :meth:`_use`)
         self.id_prefix = id_prefix
-        tv = predictor.training_vocabulary
-        self.default_vocabulary = "\n".join(", ".join(n) for n in tv.names) if tv else ""
+        if remote is not None:
+            self.default_vocabulary = "\n".join(remote.vocabulary())
+        else:
+            tv = predictor.training_vocabulary
+            self.default_vocabulary = "\n".join(", ".join(n) for n in tv.names) if tv else ""
 
     # ------------------------------------------------------------------ the model
     @contextlib.contextmanager
@@ -147,7 +195,7 @@ class ServeApp:
         """Parse a request's vocabulary and embed it now, outside the model lock (then the prediction finds
         the embedding in the predictor's cache)."""
         classes = parse_vocabulary(text, self.limits)
-        if classes is not None:
+        if classes is not None and self.predictor is not None:
             try:
                 vocab = self.predictor.vocabulary(classes)
             except ValueError as err:
@@ -175,9 +223,11 @@ class ServeApp:
 
     def add_image(self, image: np.ndarray) -> dict:
         t0 = time.perf_counter()
-        with self._model():
-            self.predictor.set_image(image)
-            state = self.predictor.image_state()
+        state = None
+        if self.predictor is not None:
+            with self._model():
+                self.predictor.set_image(image)
+                state = self.predictor.image_state()
         image_id = self._new_id()
         self._keep(image_id, image, state)
         return {"image_id": image_id, "width": int(image.shape[1]), "height": int(image.shape[0]),
@@ -201,30 +251,48 @@ class ServeApp:
             return f"{self.id_prefix}img{self._counter}"
 
     def _use(self, image_id: Any, inline: Any = None) -> tuple[np.ndarray, str]:
-        """Select a cached image's features (caller holds the model lock); returns (image, its id). ``inline``: the
-        image itself (base64), sent by the page when this server does not know ``image_id`` (one replica of
-        several: the upload went to another): its features are computed and kept under a new id of this server's."""
+        """Select a cached image, and with a local model its features (caller holds the model lock); returns
+        (image, its id). ``inline``: the image itself (base64), sent by the page when this server does not know
+        ``image_id`` (one replica of several: the upload went to another): it is kept under a new id of this
+        server's."""
         with self._cache_lock:
             local = image_id[len(self.id_prefix):] if isinstance(image_id, str) and image_id.startswith(self.id_prefix) \
                 else None
-            if isinstance(image_id, str) and image_id in self._images:
+            hit = self._images.get(image_id) if isinstance(image_id, str) else None
+            if hit is not None:
                 self._images.move_to_end(image_id)
-                image, state, _ = self._images[image_id]
-            elif inline is not None:
-                image, state = None, None
-            elif local and local.startswith("img") and local[3:].isdigit() and 0 < int(local[3:]) <= self._counter:
-                raise RequestError(410, f"image {image_id} expired: the server keeps the most recent "
-                                        f"{self.limits.cache_bytes // (1 << 20)} MiB of images; upload it again")
-            else:
+            elif inline is None:
+                if local and local.startswith("img") and local[3:].isdigit() and 0 < int(local[3:]) <= self._counter:
+                    raise RequestError(410, f"image {image_id} expired: the server keeps the most recent "
+                                            f"{self.limits.cache_bytes // (1 << 20)} MiB of images; upload it again")
                 raise RequestError(404, f"unknown image_id {image_id!r}: POST the image to /api/image first")
-        if state is None:
+        if hit is None:
             image = schema.decode_image_field(inline, "image", self.limits)
-            self.predictor.set_image(image)
+            state = None
+            if self.predictor is not None:
+                self.predictor.set_image(image)
+                state = self.predictor.image_state()
             image_id = self._new_id()
-            self._keep(image_id, image, self.predictor.image_state())
+            self._keep(image_id, image, state)
             return image, image_id
-        self.predictor.restore_image_state(state)
+        image, state, _ = hit
+        if self.predictor is not None:
+            self.predictor.restore_image_state(state)
         return image, image_id
+
+    def _answer(self, image_id: Any, inline: Any, make) -> tuple[schema.Response, np.ndarray, str, float]:
+        """(response, image, image id, ms) of the schema request ``make(image)`` about a cached image, from the
+        local predictor (its features restored, under the model lock) or the remote model."""
+        t0 = time.perf_counter()
+        if self.predictor is None:
+            with self._model():  # (the cache bookkeeping only)
+                image, image_id = self._use(image_id, inline)
+            res = self.remote(make(image))
+        else:
+            with self._model():
+                image, image_id = self._use(image_id, inline)
+                res = schema.predict(self.predictor, make(image), image_set=True)
+        return res, image, image_id, (time.perf_counter() - t0) * 1000
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, body: dict) -> dict:
@@ -246,28 +314,23 @@ class ServeApp:
             (points if kind == "point" else boxes).append([float(v) for v in value])
             order.append((kind, len(points if kind == "point" else boxes) - 1))
         vocab = self._vocabulary(body.get("vocabulary"))
-        t0 = time.perf_counter()
-        with self._model():
-            image, image_id = self._use(body.get("image_id"), body.get("image"))
-            try:
-                res = self.predictor.predict("interactive", points=np.array(points) if points else None,
-                                             boxes=np.array(boxes) if boxes else None, vocabulary=vocab)
-            except ValueError as err:
-                raise RequestError(400, str(err)) from None
-        ms = (time.perf_counter() - t0) * 1000
-        # the predictor returns points first, then boxes: back to the order of the request
+        res, image, image_id, ms = self._answer(body.get("image_id"), body.get("image"), lambda image: schema.Request(
+            "interactive", (image,), np.array(points, np.float32) if points else None,
+            np.array(boxes, np.float32) if boxes else None, vocabulary=tuple(vocab) if vocab else None))
+        # the answer lists points first, then boxes: back to the order of the request
         index = [k if kind == "point" else len(points) + k for kind, k in order]
         h, w = image.shape[:2]
         label_map = np.zeros((h, w), dtype=np.uint8)
         colors = palette(len(index))
         masks = []
         for n, k in enumerate(index, 1):  # later prompts are drawn over earlier ones
-            m = res.masks[k]
+            seg = res.segments[k]
+            m = rle_decode(seg.segmentation)
             label_map[m] = n
-            rec = {"prompt": n, "score": round(float(res.scores[k]), 4), "area": int(m.sum()),
+            rec = {"prompt": n, "score": round(float(seg.score), 4), "area": int(seg.area),
                    "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1]), "bbox": mask_box(m)}
-            if res.names is not None:
-                rec.update(label=res.names[k], label_score=round(float(res.label_scores[k]), 4))
+            if seg.label is not None:
+                rec.update(label=seg.label, label_score=round(float(seg.label_score), 4))
             masks.append(rec)
         return {"masks": masks, "overlay_png": png_b64(overlay(label_map, colors)), "label_png": png_b64(label_map),
                 "ms": round(ms, 1), "width": w, "height": h, "image_id": image_id}
@@ -277,6 +340,8 @@ class ServeApp:
         """``POST /api/predict``: one request of :mod:`omg.inference.schema` (stateless for the client). An image's
         features stay in the cache under its content's digest, so further prompts on it only run the decoder."""
         req = schema.Request.from_json(doc, self.limits)
+        if self.remote is not None:
+            return self.remote(req).to_json()
         if req.vocabulary:
             self._vocabulary(list(req.vocabulary))
         with self._model():
@@ -302,36 +367,25 @@ class ServeApp:
             raise RequestError(400, f"field 'task': expected one of {', '.join(TASKS)}, got {task!r}")
         min_score = number(body.get("min_score", 0.3), "field 'min_score'")
         vocab = self._vocabulary(body.get("vocabulary"))
-        t0 = time.perf_counter()
-        with self._model():
-            image, image_id = self._use(body.get("image_id"), body.get("image"))
-            try:
-                res = self.predictor.predict(task, vocabulary=vocab)
-            except ValueError as err:
-                raise RequestError(400, str(err)) from None
-        ms = (time.perf_counter() - t0) * 1000
+        res, image, image_id, ms = self._answer(body.get("image_id"), body.get("image"), lambda image: schema.Request(
+            task, (image,), vocabulary=tuple(vocab) if vocab else None, min_score=min_score if task == "instance" else 0.0))
         h, w = image.shape[:2]
         legend = []
-        if task == "panoptic":
-            label_map = np.zeros((h, w), dtype=np.int32)
-            for n, s in enumerate(res.segments, 1):
-                label_map[res.panoptic == s.id] = n
-                legend.append({"id": n, "name": s.name, "score": round(float(s.score), 4), "area": s.area,
-                               "isthing": s.isthing})
-        elif task == "instance":
-            label_map = np.zeros((h, w), dtype=np.int32)
-            keep = [k for k in range(len(res.scores)) if res.scores[k] >= min_score][:50]
-            for n, k in enumerate(reversed(keep), 1):  # best scores drawn last, on top
-                label_map[res.masks[k]] = n
-                legend.append({"id": n, "name": res.names[k], "score": round(float(res.scores[k]), 4),
-                               "area": int(res.masks[k].sum())})
+        label_map = np.zeros((h, w), dtype=np.int32)
+        segs = res.segments[:50] if task == "instance" else res.segments
+        if task == "instance":  # best scores drawn last, on top
+            segs = segs[::-1]
+        for n, seg in enumerate(segs, 1):
+            label_map[rle_decode(seg.segmentation)] = n
+            rec = {"id": n, "name": seg.label}
+            if task != "semantic":
+                rec["score"] = round(float(seg.score), 4)
+            rec["area"] = int(seg.area)
+            if task == "panoptic":
+                rec["isthing"] = seg.isthing
+            legend.append(rec)
+        if task == "instance":
             legend.reverse()
-        else:
-            label_map = np.zeros((h, w), dtype=np.int32)
-            present = [c for c in np.unique(res.labels) if c >= 0]
-            for n, c in enumerate(present, 1):
-                label_map[res.labels == c] = n
-                legend.append({"id": n, "name": res.vocabulary[c], "area": int((res.labels == c).sum())})
         colors = palette(len(legend))
         for rec in legend:
             rec["color"] = "#%02x%02x%02x" % tuple(int(c) for c in colors[rec["id"] - 1])

@@ -145,6 +145,7 @@ def test_mlflow_models_serve_answers_on_loopback(registered):
         assert got["predictions"] == _expected(registered["checkpoint"], docs)
         status, err = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": [{"task": "segment-everything"}]})
         assert status == 400 and "request 0: field 'task'" in json.dumps(err), err
+        _the_page_works_against(f"http://127.0.0.1:{port}/invocations", registered["checkpoint"])
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -153,3 +154,41 @@ def test_mlflow_models_serve_answers_on_loopback(registered):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def _the_page_works_against(backend: str, checkpoint: str) -> None:
+    """`omg serve --backend URL`: the page's API answered by the model behind ``backend`` equals the page's API with
+    the model in process (uploads, clicks, a box, every whole-image mode, a vocabulary; the errors too)."""
+    import threading
+
+    from omg.serve import RemoteModel, ServeApp, make_server
+    from omg.utils import io as uio
+
+    image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    apps = {"remote": ServeApp(None, remote=RemoteModel(backend)),
+            "local": ServeApp(OMGPredictor.from_checkpoint(checkpoint))}
+    assert apps["remote"].default_vocabulary.split("\n") == [n[0] for n in LABEL_SPACE["names"]]
+    answers: dict[str, list] = {}
+    for name, app in apps.items():
+        srv = make_server(app, "127.0.0.1", 0, quiet=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        try:
+            got = []
+            req = urllib.request.Request(f"{url}/api/image", data=uio.encode_png(image), headers={"Content-Type": "image/png"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                image_id = json.loads(r.read())["image_id"]
+            for path, body in (("/api/prompt", {"prompts": [{"point": [20, 20]}, {"box": [2, 2, 40, 30]}]}),
+                               ("/api/prompt", {"prompts": [{"point": [5, 5]}], "vocabulary": "hexagon\nstuff:sky"}),
+                               ("/api/segment", {"task": "panoptic"}), ("/api/segment", {"task": "semantic"}),
+                               ("/api/segment", {"task": "instance", "min_score": 0.0}),
+                               ("/api/prompt", {"prompts": [{"point": [500, 5]}]})):
+                status, doc = _post(url + path, {"image_id": image_id, **body})
+                doc.pop("ms", None)
+                got.append((status, doc))
+            answers[name] = got
+        finally:
+            srv.shutdown()
+            srv.server_close()
+    assert [s for s, _ in answers["remote"]] == [200] * 5 + [400]
+    assert answers["remote"] == answers["local"]
