@@ -140,16 +140,29 @@ def prepare_data(work: Path, seed: int, synth: dict) -> tuple[str, str]:
     generate(str(data), seed=seed, opts=SynthOptions(**synth), progress=False)
     shards = work / f"shards-seed{seed}"
     catalog = load_catalog()
-    init_ray(None)
+    init_ray(None)  # the caller's Ray (run_accuracy): a no-op there
     for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
         preprocess_split(catalog[name], "train", str(shards), str(data), progress=False, log=lambda _: None)
-    import ray
-
-    ray.shutdown()
     return str(data), str(shards)
 
 
 def run_accuracy(suite: dict, work: Path, env: dict, seed: int) -> dict[str, float]:
+    """Train the suite's config and evaluate it: preprocessing, training and evaluation share one Ray (started here
+    unless RAY_ADDRESS names one), so it starts once, not three times."""
+    import ray
+
+    from pipelines.preprocess import init_ray, shutdown_ray
+
+    owned = init_ray(None)
+    try:
+        if owned:
+            env = dict(env, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+        return _train_and_evaluate(suite, work, env, seed)
+    finally:
+        shutdown_ray(owned)
+
+
+def _train_and_evaluate(suite: dict, work: Path, env: dict, seed: int) -> dict[str, float]:
     t0 = time.monotonic()
     data, shards = prepare_data(work, seed, suite["synth"])
     env = dict(env, **{f"OMG_ROOT_{n.upper().replace('-', '_')}": data

@@ -3,6 +3,7 @@
     python pipelines/serve.py --checkpoint runs/train/<run>/model.pt                  # local Ray, 127.0.0.1:8000
     python pipelines/serve.py --checkpoint models:/omg-seg-demo/1 --autoscale 1:4 --gpus 1
     serve run pipelines.serve:app checkpoint=models:/omg-seg-demo/1 replicas=2        # the Ray Serve CLI
+    serve run pipelines/configs/serve.yaml                                            # replicas, autoscaling: a file
     ray job submit --working-dir . -- python pipelines/serve.py --checkpoint s3://bucket/model.pt \\
         --replicas 4 --host 0.0.0.0                                                   # a cluster
 
@@ -160,8 +161,8 @@ def build_app(checkpoint: str, replicas: int | None = None, autoscale: tuple[int
     if autoscale:
         options["autoscaling_config"] = {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
                                          "target_ongoing_requests": target_ongoing}
-    else:
-        options["num_replicas"] = replicas or 1
+    elif replicas is not None:  # else Ray Serve's default (1), or what a Serve config file says
+        options["num_replicas"] = replicas
     return OMGSegDeployment.options(**options).bind(checkpoint, samples, limits, "cuda" if gpus else None, batching,
                                                     max(1, int(cpus)))
 
@@ -174,7 +175,7 @@ def app(args: dict):
                          f"[samples=DIR]; got {sorted(args)}")
     from omg.serve import find_samples
 
-    return build_app(args["checkpoint"], replicas=int(args.get("replicas", 1)),
+    return build_app(args["checkpoint"], replicas=int(args["replicas"]) if "replicas" in args else None,
                      batching=str(args.get("batching", "true")).lower() != "false",
                      samples=find_samples(args.get("samples")))
 

@@ -43,10 +43,12 @@ def registered(tmp_path_factory):
     uri = f"sqlite:///{tmp}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("registry-test", artifact_location=(tmp / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=exp):
+    with mlflow.start_run(experiment_id=exp) as run:
         info = log_pyfunc(ckpt, register_as=NAME)
+        mlflow.log_artifact(ckpt, "checkpoint")  # what a run logs with tracking.log_model=false
     assert str(info.registered_model_version) == "1"
-    return {"checkpoint": ckpt, "tracking": uri, "model_uri": f"models:/{NAME}/1", "tmp": tmp}
+    return {"checkpoint": ckpt, "tracking": uri, "model_uri": f"models:/{NAME}/1", "tmp": tmp,
+            "run_uri": f"runs:/{run.info.run_id}/checkpoint/tiny.pt"}
 
 
 def _requests(h=48, w=64) -> list[dict]:
@@ -76,8 +78,11 @@ def test_the_registered_model_answers_as_the_predictor(registered):
     # the weights are an artifact (no pickled module), byte for byte the checkpoint
     from pipelines.tracking import resolve_model_uri
 
-    local = resolve_model_uri(registered["model_uri"], registered["tracking"])
-    assert Path(local).read_bytes() == Path(registered["checkpoint"]).read_bytes()
+    for uri in (registered["model_uri"], registered["run_uri"]):
+        local = resolve_model_uri(uri, registered["tracking"])
+        assert Path(local).read_bytes() == Path(registered["checkpoint"]).read_bytes(), uri
+    with pytest.raises(FileNotFoundError, match="runs:/0123/nothing.pt"):
+        resolve_model_uri("runs:/0123/nothing.pt", registered["tracking"])
     assert version.source.startswith("models:/m-"), "a MLflow 3 LoggedModel"
 
 
