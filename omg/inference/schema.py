@@ -58,7 +58,7 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    max_bytes: int = 8 * 1024 * 1024  # an upload (and any request body)
+    max_bytes: int = 8 * 1024 * 1024  # an image: an upload, or one inline in a request (base64 adds a third)
     max_pixels: int = uio.MAX_PIXELS  # width x height of an upload
     max_json_bytes: int = 256 * 1024  # a JSON body without images (the page's prompt / segment requests)
     max_prompts: int = 64

@@ -26,6 +26,8 @@ from omg.modeling.model import ModelConfig, build_model
 from tests import ROOT
 from tests.conftest import LABEL_SPACE
 
+pytestmark = pytest.mark.slow  # logs a model to MLflow and serves it (~30 s in all); `make test` (CI) runs it
+
 NAME = "omg-seg-test"
 
 
@@ -121,7 +123,6 @@ def _post(url: str, doc: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-@pytest.mark.slow
 def test_mlflow_models_serve_answers_on_loopback(registered):
     """`mlflow models serve -m models:/NAME/1 --env-manager local` on 127.0.0.1: an image and a click give the
     predictor's own output; a bad request is a 400 naming the field; the server is stopped (own process group)."""
