@@ -116,13 +116,15 @@ def _parse_batchable(app, body: bytes):
     if len(body) > app.body_limit("/api/predict"):
         return None
     try:
-        req = SchemaRequest.from_json(app._json_doc(body), app.limits)
+        req = SchemaRequest.from_json(app.parse_json(body), app.limits)
     except RequestError:
         return None
     return req if req.task in BATCHED_TASKS else None
 
 
 def _run_batch(items: list[tuple]) -> list[tuple[int, str, bytes, dict]]:
+    """(app, request) pairs -> HTTP answers: each group with the same app, task, vocabulary and options is one
+    forward pass (``ServeApp.predict_batch``)."""
     from omg.inference import schema
 
     out: list = [None] * len(items)
@@ -130,23 +132,10 @@ def _run_batch(items: list[tuple]) -> list[tuple[int, str, bytes, dict]]:
     for i, (app, req) in enumerate(items):
         groups.setdefault((id(app), req.task, req.vocabulary, req.topk, req.min_score), []).append(i)
     for idx in groups.values():
-        app = items[idx[0]][0]
-        reqs = [items[i][1] for i in idx]
         try:
-            if reqs[0].vocabulary:
-                app._vocabulary(list(reqs[0].vocabulary))
-            with app._model():
-                app.predictor.set_image([r.images[0] for r in reqs])
-                kw = {"vocabulary": list(reqs[0].vocabulary) if reqs[0].vocabulary else None}
-                if reqs[0].task == "instance":
-                    kw["topk"] = reqs[0].topk
-                try:
-                    results = app.predictor.predict(reqs[0].task, **kw)
-                except ValueError as err:
-                    raise schema.RequestError(400, str(err)) from None
-            for i, req, res in zip(idx, reqs, results):  # X-Batch-Size: how many images shared the forward pass
-                out[i] = (200, "application/json", json.dumps(schema.to_response(req, res).to_json()).encode(),
-                          {"X-Batch-Size": str(len(idx))})
+            responses = items[idx[0]][0].predict_batch([items[i][1] for i in idx])
+            for i, res in zip(idx, responses):  # X-Batch-Size: how many images shared the forward pass
+                out[i] = (200, "application/json", json.dumps(res.to_json()).encode(), {"X-Batch-Size": str(len(idx))})
         except schema.RequestError as err:
             for i in idx:
                 out[i] = (err.status, "application/json", json.dumps({"error": str(err)}).encode(), {})

@@ -130,3 +130,16 @@ LABEL_SPACE = {"names": [["circle", "disc"], ["square"], ["triangle"], ["star"],
                "mappings": {"omg-shapes": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7},
                             "omg-shapes-vps": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7}},
                "class_agnostic": []}
+
+
+def tiny_checkpoint(path, seed: int = 0) -> str:
+    """A random tiny OMG-Seg checkpoint with the omg-shapes label space (``LABEL_SPACE``), test size 64, at ``path``
+    (outputs depend on ``seed`` only): for tests of serving and tracking, where the weights do not matter."""
+    import torch
+
+    from omg.modeling.checkpoint import save_checkpoint
+    from omg.modeling.model import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    save_checkpoint(build_model(ModelConfig.tiny()), str(path), {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    return str(path)

@@ -360,6 +360,27 @@ class ServeApp:
                 self._keep(key, image, self.predictor.image_state())
             return schema.predict(self.predictor, req, image_set=True).to_json()
 
+    def predict_batch(self, reqs: list[schema.Request]) -> list[schema.Response]:
+        """Whole-image requests with one task, vocabulary and options (``schema.Request``s) in one forward pass: the
+        Ray Serve app's batching (``pipelines/serve.py``). A request the model cannot take is a 400 for all."""
+        first = reqs[0]
+        if first.video or first.task == "interactive" or self.predictor is None or \
+                any((r.task, r.vocabulary, r.topk, r.min_score) != (first.task, first.vocabulary, first.topk,
+                                                                    first.min_score) for r in reqs):
+            raise ValueError("predict_batch takes local whole-image requests with one task, vocabulary and options")
+        if first.vocabulary:
+            self._vocabulary(list(first.vocabulary))
+        kw: dict[str, Any] = {"vocabulary": list(first.vocabulary) if first.vocabulary else None}
+        if first.task == "instance":
+            kw["topk"] = first.topk
+        with self._model():
+            self.predictor.set_image([r.images[0] for r in reqs])
+            try:
+                results = self.predictor.predict(first.task, **kw)
+            except ValueError as err:
+                raise RequestError(400, str(err)) from None
+        return [schema.to_response(r, res) for r, res in zip(reqs, results)]
+
     # ------------------------------------------------------------------ whole image
     def segment(self, body: dict) -> dict:
         task = body.get("task")
@@ -413,7 +434,7 @@ class ServeApp:
             return 500, "application/json", json.dumps({"error": f"internal error: {type(err).__name__}: {err}"}).encode(), {}
 
     @staticmethod
-    def _json_doc(body: bytes) -> dict:
+    def parse_json(body: bytes) -> dict:
         try:
             doc = json.loads(body or b"null")
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -440,10 +461,10 @@ class ServeApp:
             raise RequestError(413, f"request body of {len(body)} bytes exceeds the limit of {self.body_limit(path)} bytes")
         if path == "/api/image":
             if ctype == "application/json":
-                name = self._json_doc(body).get("sample")
+                name = self.parse_json(body).get("sample")
                 body = self.sample_png(name if isinstance(name, str) else "")
             return ok(self.add_image(decode_upload(body, self.limits)))
-        doc = self._json_doc(body)
+        doc = self.parse_json(body)
         return ok(self.prompt(doc) if path == "/api/prompt" else self.segment(doc) if path == "/api/segment"
                   else self.predict(doc))
 

@@ -17,14 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
-from omg.modeling.checkpoint import save_checkpoint
-from omg.modeling.model import ModelConfig, build_model
-from tests import ROOT
-from tests.conftest import LABEL_SPACE
+from tests.conftest import LABEL_SPACE, tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # logs a model to MLflow and serves it (~30 s in all); `make test` (CI) runs it
 
@@ -39,9 +35,7 @@ def registered(tmp_path_factory):
     from pipelines.tracking import log_pyfunc
 
     tmp = tmp_path_factory.mktemp("registry")
-    ckpt = str(tmp / "tiny.pt")
-    torch.manual_seed(0)
-    save_checkpoint(build_model(ModelConfig.tiny()), ckpt, {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    ckpt = tiny_checkpoint(tmp / "tiny.pt")
     uri = f"sqlite:///{tmp}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("registry-test", artifact_location=(tmp / "artifacts").as_uri())

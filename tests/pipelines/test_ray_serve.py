@@ -19,14 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 
 from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
-from omg.modeling.checkpoint import save_checkpoint
-from omg.modeling.model import ModelConfig, build_model
 from tests import ROOT, default_sigint
-from tests.conftest import LABEL_SPACE
+from tests.conftest import tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # a Ray Serve app with two replicas: ~1 min
 
@@ -67,9 +64,7 @@ def _same(a, b, tol=1e-5) -> bool:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rayserve")
-    ckpt = str(tmp / "tiny.pt")
-    torch.manual_seed(0)
-    save_checkpoint(build_model(ModelConfig.tiny()), ckpt, {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    ckpt = tiny_checkpoint(tmp / "tiny.pt")
     ray_tmp = tempfile.mkdtemp(prefix="omgs-", dir="/tmp")  # Ray's socket paths must stay short
     port, ready = _free_port(), tmp / "ready"
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_ADDRESS="")
@@ -158,9 +153,7 @@ def test_the_page_flow_works_across_replicas(app):
 
 def test_a_request_picks_its_model_by_uri(app, tmp_path):
     """Multiplexing: the header serve_multiplexed_model_id names another checkpoint; that model answers."""
-    other = str(tmp_path / "other.pt")
-    torch.manual_seed(1)
-    save_checkpoint(build_model(ModelConfig.tiny()), other, {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    other = tiny_checkpoint(tmp_path / "other.pt", seed=1)
     doc = {"task": "panoptic", "image": schema.b64_png(_images(1)[0])}
     req = urllib.request.Request(f"{app['url']}/api/predict", data=json.dumps(doc).encode(),
                                  headers={"Content-Type": "application/json", "serve_multiplexed_model_id": other})
