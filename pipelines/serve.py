@@ -96,7 +96,7 @@ class OMGSegDeployment:
         body = await request.body()
         path = request.url.path
         if self.batching and request.method == "POST" and path == "/api/predict":
-            req = _parse_batchable(app, body)
+            req = await asyncio.to_thread(_parse_batchable, app, body)  # decoding images: off the event loop
             if req is not None:
                 return _response(*await self._batch((app, req)))
         ctype = request.headers.get("content-type", "")
