@@ -49,8 +49,8 @@ HEADLINES = (("omg-shapes", "val", "panoptic", "PQ"), ("omg-shapes", "val", "ins
 QUICK_DATA = dict(image_size=64, num_train_images=16, num_val_images=4, num_val_ov_images=4, num_train_videos=3,
                   num_val_videos=2, min_frames=8, max_frames=10)
 #: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages)
-EXPECTED = {"data": 12, "shards": 36, "train": 515, "evaluate": 40, "ablate": 260, "dashboard": 5}
-EXPECTED_QUICK = {"data": 3, "shards": 25, "train": 40, "evaluate": 20, "ablate": 65, "dashboard": 3}
+EXPECTED = {"data": 12, "shards": 15, "train": 530, "evaluate": 30, "ablate": 245, "dashboard": 5}
+EXPECTED_QUICK = {"data": 3, "shards": 12, "train": 35, "evaluate": 15, "ablate": 50, "dashboard": 3}
 
 
 def log(msg: str) -> None:
