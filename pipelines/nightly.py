@@ -131,16 +131,16 @@ def run_bench(name: str, cmd: list[str], work: Path, env: dict) -> dict[str, flo
 
 
 def prepare_data(work: Path, seed: int, synth: dict) -> tuple[str, str]:
-    """omg-shapes and its training shards, once per work dir (both steps skip what exists)."""
+    """omg-shapes and its training shards, once per work dir (both steps skip what exists), on the Ray
+    :func:`run_accuracy` started."""
     from omg.data.catalog import load_catalog
     from omg.data.synthetic import SynthOptions, generate
-    from pipelines.preprocess import init_ray, preprocess_split
+    from pipelines.preprocess import preprocess_split
 
     data = work / f"omg-shapes-seed{seed}"
     generate(str(data), seed=seed, opts=SynthOptions(**synth), progress=False)
     shards = work / f"shards-seed{seed}"
     catalog = load_catalog()
-    init_ray(None)  # the caller's Ray (run_accuracy): a no-op there
     for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
         preprocess_split(catalog[name], "train", str(shards), str(data), progress=False, log=lambda _: None)
     return str(data), str(shards)

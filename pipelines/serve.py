@@ -47,9 +47,6 @@ try:
 except ImportError as err:  # pragma: no cover - the requirements install ray[serve]
     raise SystemExit(f"serve: error: Ray Serve is not installed ({err}); pip install 'ray[serve]'") from None
 
-BATCHED_TASKS = ("panoptic", "instance", "semantic")
-
-
 @serve.deployment(name="omg-seg", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32)
 class OMGSegDeployment:
     """The predictor behind Ray Serve (see the module docstring)."""
@@ -112,6 +109,7 @@ def _parse_batchable(app, body: bytes):
     """The schema request in ``body`` when it can join a batch (a whole-image task), else None (the app answers it,
     errors included)."""
     from omg.inference.schema import Request as SchemaRequest, RequestError
+    from omg.serve.app import TASKS  # the whole-image tasks
 
     if len(body) > app.body_limit("/api/predict"):
         return None
@@ -119,7 +117,7 @@ def _parse_batchable(app, body: bytes):
         req = SchemaRequest.from_json(app.parse_json(body), app.limits)
     except RequestError:
         return None
-    return req if req.task in BATCHED_TASKS else None
+    return req if req.task in TASKS else None
 
 
 def _run_batch(items: list[tuple]) -> list[tuple[int, str, bytes, dict]]:

@@ -251,7 +251,7 @@ class ServeApp:
             return f"{self.id_prefix}img{self._counter}"
 
     def _use(self, image_id: Any, inline: Any = None) -> tuple[np.ndarray, str]:
-        """Select a cached image, and with a local model its features (caller holds the model lock); returns
+        """Select a cached image, and with a local model its features (the caller then holds the model lock); returns
         (image, its id). ``inline``: the image itself (base64), sent by the page when this server does not know
         ``image_id`` (one replica of several: the upload went to another): it is kept under a new id of this
         server's."""
@@ -284,9 +284,8 @@ class ServeApp:
         """(response, image, image id, ms) of the schema request ``make(image)`` about a cached image, from the
         local predictor (its features restored, under the model lock) or the remote model."""
         t0 = time.perf_counter()
-        if self.predictor is None:
-            with self._model():  # (the cache bookkeeping only)
-                image, image_id = self._use(image_id, inline)
+        if self.predictor is None:  # no model here: the cache has its own lock
+            image, image_id = self._use(image_id, inline)
             res = self.remote(make(image))
         else:
             with self._model():

@@ -20,6 +20,7 @@ import pytest
 
 from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
+from tests import http_call
 from tests.conftest import LABEL_SPACE, tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # logs a model to MLflow and serves it (~30 s in all); `make test` (CI) runs it
@@ -108,15 +109,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(url: str, doc: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
 def test_mlflow_models_serve_answers_on_loopback(registered):
     """`mlflow models serve -m models:/NAME/1 --env-manager local` on 127.0.0.1: an image and a click give the
     predictor's own output; a bad request is a 400 naming the field; the server is stopped (own process group)."""
@@ -140,10 +132,10 @@ def test_mlflow_models_serve_answers_on_loopback(registered):
             assert time.monotonic() < deadline, (registered["tmp"] / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
         docs = _requests()[:2]
-        status, got = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": docs})
+        status, got = http_call(f"http://127.0.0.1:{port}/invocations", {"inputs": docs})
         assert status == 200, got
         assert got["predictions"] == _expected(registered["checkpoint"], docs)
-        status, err = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": [{"task": "segment-everything"}]})
+        status, err = http_call(f"http://127.0.0.1:{port}/invocations", {"inputs": [{"task": "segment-everything"}]})
         assert status == 400 and "request 0: field 'task'" in json.dumps(err), err
         _the_page_works_against(f"http://127.0.0.1:{port}/invocations", registered["checkpoint"])
     finally:
@@ -183,7 +175,7 @@ def _the_page_works_against(backend: str, checkpoint: str) -> None:
                                ("/api/segment", {"task": "panoptic"}), ("/api/segment", {"task": "semantic"}),
                                ("/api/segment", {"task": "instance", "min_score": 0.0}),
                                ("/api/prompt", {"prompts": [{"point": [500, 5]}]})):
-                status, doc = _post(url + path, {"image_id": image_id, **body})
+                status, doc = http_call(url + path, {"image_id": image_id, **body})
                 doc.pop("ms", None)
                 got.append((status, doc))
             answers[name] = got

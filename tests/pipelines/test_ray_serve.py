@@ -22,7 +22,7 @@ import pytest
 
 from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
-from tests import ROOT, default_sigint
+from tests import ROOT, default_sigint, http_call
 from tests.conftest import tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # a Ray Serve app with two replicas: ~1 min
@@ -32,22 +32,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _call(url: str, doc=None, data: bytes | None = None, ctype="application/json", seen: list | None = None):
-    body = json.dumps(doc).encode() if doc is not None else data
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": ctype})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            raw, status = r.read(), r.status
-            if seen is not None:
-                seen.append(int(r.headers.get("X-Batch-Size") or 0))
-    except urllib.error.HTTPError as err:
-        raw, status = err.read(), err.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw
 
 
 def _same(a, b, tol=1e-5) -> bool:
@@ -105,9 +89,10 @@ def test_fifty_concurrent_requests_answer_as_the_predictor(app):
                      {"task": "instance", "image": image, "topk": 5}][k % 4])
     own = OMGPredictor.from_checkpoint(app["checkpoint"])
     expected = [schema.predict(own, schema.Request.from_json(d)).to_json() for d in docs]
-    batches: list[int] = []
+    replies: list = []
     with ThreadPoolExecutor(16) as pool:  # 16 clients at a time, 50 requests
-        answers = list(pool.map(lambda d: _call(f"{app['url']}/api/predict", d, seen=batches), docs))
+        answers = list(pool.map(lambda d: http_call(f"{app['url']}/api/predict", d, replies=replies), docs))
+    batches = [int(h.get("X-Batch-Size") or 0) for h in replies]
     bad = [(i, s, a if s != 200 else "") for i, (s, a) in enumerate(answers) if s != 200 or not _same(a, expected[i])]
     assert not bad, bad[:3]
     assert max(batches) > 1, f"whole-image requests shared forward passes (batch sizes {sorted(batches)})"
@@ -115,18 +100,18 @@ def test_fifty_concurrent_requests_answer_as_the_predictor(app):
 
 def test_the_page_and_the_errors_of_omg_serve(app):
     url = app["url"]
-    status, page = _call(f"{url}/", data=None)
+    status, page = http_call(f"{url}/", data=None)
     assert status == 200 and b"<canvas" in page
-    status, info = _call(f"{url}/api/info")
+    status, info = http_call(f"{url}/api/info")
     assert status == 200 and info["checkpoint"] == app["checkpoint"] and info["limits"]["max_bytes"] == 200000
     image = schema.b64_png(_images(1)[0])
-    status, err = _call(f"{url}/api/predict", {"task": "panoptic", "image": image, "points": [[1, 1]]})
+    status, err = http_call(f"{url}/api/predict", {"task": "panoptic", "image": image, "points": [[1, 1]]})
     assert status == 400 and "takes no prompts" in err["error"]
-    status, err = _call(f"{url}/api/predict", {"task": "segment-everything", "image": image})
+    status, err = http_call(f"{url}/api/predict", {"task": "segment-everything", "image": image})
     assert status == 400 and "field 'task'" in err["error"]
-    status, err = _call(f"{url}/api/image", data=b"\x89PNG\r\n\x1a\n" + b"\0" * 300_000, ctype="image/png")
+    status, err = http_call(f"{url}/api/image", data=b"\x89PNG\r\n\x1a\n" + b"\0" * 300_000, ctype="image/png")
     assert status == 413 and "exceeds the limit of 200000 bytes" in err["error"]
-    status, err = _call(f"{url}/api/nowhere", {"x": 1})
+    status, err = http_call(f"{url}/api/nowhere", {"x": 1})
     assert status == 404
 
 
@@ -137,15 +122,15 @@ def test_the_page_flow_works_across_replicas(app):
     image = _images(1)[0]
     from omg.utils import io as uio
 
-    status, up = _call(f"{url}/api/image", data=uio.encode_png(image), ctype="image/png")
+    status, up = http_call(f"{url}/api/image", data=uio.encode_png(image), ctype="image/png")
     assert status == 200, up
     image_id, resent = up["image_id"], 0
     for k in range(12):
         body = {"image_id": image_id, "prompts": [{"point": [10 + k, 20]}]}
-        status, doc = _call(f"{url}/api/prompt", body)
+        status, doc = http_call(f"{url}/api/prompt", body)
         if status in (404, 410):
             resent += 1
-            status, doc = _call(f"{url}/api/prompt", {**body, "image": schema.b64_png(image)})
+            status, doc = http_call(f"{url}/api/prompt", {**body, "image": schema.b64_png(image)})
         assert status == 200, doc
         assert doc["masks"][0]["prompt"] == 1
     assert resent <= 12

@@ -7,8 +7,6 @@ import base64
 import io
 import json
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from PIL import Image
 
 from omg.serve import Limits, ServeApp, find_samples, make_server
 from omg.inference.schema import RequestError, decode_upload
+from tests import http_call
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -68,20 +67,6 @@ def server(interactive_checkpoint, tiny_shapes):
         srv.server_close()
 
 
-def _call(url: str, data=None, ctype="application/json", method=None):
-    body = json.dumps(data).encode() if isinstance(data, dict) else data
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": ctype} if body is not None else {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            raw, status = r.read(), r.status
-    except urllib.error.HTTPError as err:
-        raw, status = err.read(), err.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw
-
-
 def _gt_segment(root: str, sample: str, min_area: int = 120):
     """(mask, centroid) of the largest thing segment of a sample, from the COCO panoptic ground truth."""
     from omg.data.masks import rgb2id
@@ -107,9 +92,9 @@ def _mask_from(doc: dict, n: int) -> np.ndarray:
 
 def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     url, app = server
-    status, info = _call(f"{url}/api/info")
+    status, info = http_call(f"{url}/api/info")
     assert status == 200 and info["samples"] and "circle" in info["vocabulary"]
-    status, page = _call(f"{url}/")
+    status, page = http_call(f"{url}/")
     assert status == 200 and b"<canvas" in page
 
     # the sample with the largest thing
@@ -119,10 +104,10 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
         if seg is not None and (best is None or seg[0].sum() > best[1][0].sum()):
             best = (name, seg)
     name, (gt, (x, y)) = best
-    status, img = _call(f"{url}/api/image", {"sample": name})
+    status, img = http_call(f"{url}/api/image", {"sample": name})
     assert status == 200 and (img["width"], img["height"]) == (64, 64)
 
-    status, res = _call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"point": [x, y]}],
+    status, res = http_call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"point": [x, y]}],
                                               "vocabulary": "circle, disc\nsquare, box\ntriangle\nstar\nhexagon"})
     assert status == 200, res
     (m,) = res["masks"]
@@ -136,7 +121,7 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     # a point and a box in one request come back in the request's order
     ys, xs = np.nonzero(gt)
     box = [float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1]
-    status, two = _call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"box": box}, {"point": [x, y]}]})
+    status, two = http_call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"box": box}, {"point": [x, y]}]})
     assert status == 200 and [m["prompt"] for m in two["masks"]] == [1, 2]
     # no vocabulary in the request: the masks are named with the training one (as in every schema request)
     assert {m["label"] for m in two["masks"]} <= set(info["vocabulary"].replace(",", "\n").split())
@@ -144,20 +129,20 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     assert (box_mask & gt).sum() / max((box_mask | gt).sum(), 1) > 0.3
 
     for task in ("panoptic", "instance", "semantic"):
-        status, seg = _call(f"{url}/api/segment", {"image_id": img["image_id"], "task": task})
+        status, seg = http_call(f"{url}/api/segment", {"image_id": img["image_id"], "task": task})
         assert status == 200 and seg["task"] == task, seg
         assert all({"name", "color", "area"} <= set(r) for r in seg["legend"])
-    status, seg = _call(f"{url}/api/segment", {"image_id": img["image_id"], "task": "semantic"})
+    status, seg = http_call(f"{url}/api/segment", {"image_id": img["image_id"], "task": "semantic"})
     assert {r["name"] for r in seg["legend"]} <= set(app.predictor.training_vocabulary.display)
 
     # features once per image: prompts and modes reuse them
     calls = app.predictor.stats["backbone_calls"]
-    _call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"point": [x, y]}]})
+    http_call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"point": [x, y]}]})
     assert app.predictor.stats["backbone_calls"] == calls
 
     # an upload (PNG bytes) works like a sample
     arr = np.asarray(Image.open(find_samples(tiny_shapes)[name]).convert("RGB"))
-    status, up = _call(f"{url}/api/image", _png(arr), ctype="image/png")
+    status, up = http_call(f"{url}/api/image", _png(arr), ctype="image/png")
     assert status == 200 and up["image_id"] != img["image_id"]
 
 
@@ -185,15 +170,15 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
 def test_malformed_requests_get_a_4xx_with_a_clear_message(server, tiny_shapes, path, body, ctype, status, words):
     url, _ = server
     name = sorted(find_samples(tiny_shapes))[0]
-    assert _call(f"{url}/api/image", {"sample": name})[0] == 200  # so that img1 exists
-    got, doc = _call(f"{url}{path}", body, ctype=ctype or "application/json")
+    assert http_call(f"{url}/api/image", {"sample": name})[0] == 200  # so that img1 exists
+    got, doc = http_call(f"{url}{path}", body, ctype=ctype or "application/json")
     assert got == status and words in doc["error"], doc
 
 
 def test_other_methods_and_pages_are_refused(server):
     url, _ = server
-    assert _call(f"{url}/api/info", {}, method="PUT")[0] == 405
-    status, doc = _call(f"{url}/secret.txt")
+    assert http_call(f"{url}/api/info", {}, method="PUT")[0] == 405
+    status, doc = http_call(f"{url}/secret.txt")
     assert status == 404 and "no such page" in doc["error"]
 
 
@@ -256,14 +241,14 @@ def test_the_schema_endpoint_answers_as_the_predictor_and_caches_features(server
                 {"task": "panoptic", "image": schema.b64_png(image)},
                 {"task": "semantic", "image": schema.b64_png(image), "vocabulary": "circle, disc\nstuff:sky"}):
         calls = app.predictor.stats["backbone_calls"]
-        status, got = _call(f"{url}/api/predict", doc)
+        status, got = http_call(f"{url}/api/predict", doc)
         assert status == 200, got
         assert got == schema.predict(own, schema.Request.from_json(doc)).to_json()
         if doc["task"] != "interactive":
             assert app.predictor.stats["backbone_calls"] == calls, "the image's features came from the cache"
-    status, err = _call(f"{url}/api/predict", {"task": "panoptic", "image": schema.b64_png(image), "points": [[1, 1]]})
+    status, err = http_call(f"{url}/api/predict", {"task": "panoptic", "image": schema.b64_png(image), "points": [[1, 1]]})
     assert status == 400 and "takes no prompts" in err["error"]
-    status, err = _call(f"{url}/api/predict", {"task": "vis", "frames": [schema.b64_png(image[:8, :8])] * 65})
+    status, err = http_call(f"{url}/api/predict", {"task": "vis", "frames": [schema.b64_png(image[:8, :8])] * 65})
     assert status == 413 and "at most 64" in err["error"]
 
 
@@ -275,11 +260,11 @@ def test_an_image_another_replica_took_is_resent_inline(server, tiny_shapes):
     url, app = server
     image = np.asarray(Image.open(next(iter(find_samples(tiny_shapes).values()))).convert("RGB"))
     body = {"image_id": "r7f3-img9", "prompts": [{"point": [20, 20]}]}
-    status, err = _call(f"{url}/api/prompt", body)
+    status, err = http_call(f"{url}/api/prompt", body)
     assert status == 404, err
-    status, doc = _call(f"{url}/api/prompt", {**body, "image": schema.b64_png(image)})
+    status, doc = http_call(f"{url}/api/prompt", {**body, "image": schema.b64_png(image)})
     assert status == 200 and doc["image_id"] != "r7f3-img9" and doc["image_id"].startswith("img"), doc
-    status, again = _call(f"{url}/api/segment", {"image_id": doc["image_id"], "task": "panoptic"})
+    status, again = http_call(f"{url}/api/segment", {"image_id": doc["image_id"], "task": "panoptic"})
     assert status == 200 and again["image_id"] == doc["image_id"]
-    status, err = _call(f"{url}/api/prompt", {**body, "image": "bm90IGFuIGltYWdl"})
+    status, err = http_call(f"{url}/api/prompt", {**body, "image": "bm90IGFuIGltYWdl"})
     assert status == 415 and "not a PNG or JPEG" in err["error"]
