@@ -436,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(overlays/) to look at.")
     pred.add_argument("--checkpoint", required=True,
                       help="an OMG-Seg checkpoint: path, fsspec URI, or MLflow models:/NAME/VERSION or runs:/ID/PATH")
-    pred.add_argument("--input", required=True, help="image file, image folder, frames folder or video file")
+    pred.add_argument("--input", required=True,
+                      help="an image file or image folder; for video tasks a video file (mp4, webm, mkv, mov, avi ... "
+                           "through PyAV), a folder of frames or a quoted glob of frames ('clips/cat/*.jpg')")
     pred.add_argument("--task", required=True,
                       choices=["panoptic", "instance", "semantic", "interactive", "vis", "vps", "vss", "vos"])
     pred.add_argument("--out", required=True, help="output folder or URI")
@@ -446,7 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--points", action="append", help="interactive: a point X,Y in image pixels (repeatable)")
     pred.add_argument("--boxes", action="append", help="interactive: a box X0,Y0,X1,Y1 (repeatable)")
     pred.add_argument("--label", action="store_true", help="interactive: name each prompted mask (CLIP scores)")
-    pred.add_argument("--first-frame-masks", help="vos: DAVIS-style indexed PNG of the first frame's objects")
+    pred.add_argument("--first-frame-masks", help="vos: DAVIS-style indexed PNG of the first frame's objects "
+                                                  "(or give --points / --boxes on the first frame, an object each)")
+    pred.add_argument("--lookahead", type=int, default=None,
+                      help="video tasks stream clip by clip: a clip is decided once this many more clips are decoded, "
+                           "with the evidence of all clips so far; memory holds lookahead + 1 clips, whatever the "
+                           "video's length (default: the predictor's LOOKAHEAD, 8 clips; -1: decide at the end, exact "
+                           "for any length, memory grows with it)")
+    pred.add_argument("--overlay-video", help="video tasks: write the overlays as one video (.mp4 H.264 or .webm VP9; "
+                                              "default for a video file input: overlays/<video>.mp4, for frames: "
+                                              "one overlay PNG per frame)")
     pred.add_argument("--dataset", help="write the category ids of this catalog dataset (training label space)")
     pred.add_argument("--video-id", type=int, default=1, help="vis: the video_id written in the results JSON")
     pred.add_argument("--score-threshold", type=float, default=0.3, help="overlays: hide instances below it")

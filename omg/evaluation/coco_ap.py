@@ -20,7 +20,6 @@ import copy
 import io
 from dataclasses import dataclass
 
-import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 

@@ -30,7 +30,7 @@ from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.inference import writers
 from omg.inference.predictor import OMGPredictor
-from omg.inference.run import load_image
+from omg.inference.media import load_image
 from omg.utils.vocabulary import Vocabulary
 
 

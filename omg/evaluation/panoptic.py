@@ -16,13 +16,11 @@ n = 0 categories, where panopticapi raises ZeroDivisionError; here it is NaN.
 
 from __future__ import annotations
 
-import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from omg.utils import io as uio
 from omg.data.masks import rgb2id

@@ -8,6 +8,8 @@
                                    vocabulary=["circle", "square"])    # masks + open-vocabulary labels
     predictor.set_video(frames)                                        # T x H x W x 3 uint8 (or a list)
     tracks = predictor.vis()                                           # also .vps(), .vss(), .vos(first_frame_masks)
+    for f in predictor.stream(read_frames("long.mp4"), task="vps"):    # any length, bounded memory
+        f.index, f.image, f.result                                     # this frame's VideoPanopticResult (T = 1)
 
 One typed entry point per task (``panoptic``, ``instance``, ``semantic``, ``interactive``; ``vis``, ``vps``,
 ``vss``, ``vos``), each returning its result type; ``predict(task, **kwargs)`` dispatches to them and rejects
@@ -18,7 +20,9 @@ in code; COCO's XYWH appears only in the files :mod:`omg.inference.writers` writ
 them. The object queries' masks and class embeddings do not depend on the vocabulary, so a
 new vocabulary costs one text embedding (cached) and a matrix product; prompts cost one
 decoder pass. ``set_video`` keeps the frames; the first video ``predict`` decodes clip by
-clip (features for one clip at a time) and caches what every video task needs.
+clip (features for one clip at a time) and caches what every video task needs. ``stream`` runs one
+video task over frames as they arrive, holding a bounded number of clips (:meth:`OMGPredictor.stream`);
+both paths decode, associate, decide and emit with the same functions, frame by frame.
 
 Resolution of the post-processing (``postprocess_at``):
 
@@ -40,7 +44,8 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from collections import deque
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -50,10 +55,10 @@ from omg.data.masks import mask_box
 from omg.inference import open_vocab as ov
 from omg.inference.postprocess import instance_inference, mask_scores, panoptic_inference, semantic_inference
 from omg.inference.results import (
-    InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult, VideoInstanceResult,
-    VideoPanopticResult, VideoSemanticResult, VOSResult,
+    InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult, VideoFrame, VideoInstanceResult,
+    VideoPanopticResult, VideoResult, VideoSemanticResult, VOSResult,
 )
-from omg.inference.video import associate, clip_length, split_clips, vos_from_proposals
+from omg.inference.video import associate, clip_length, split_clips, stream_clips, vos_match, vos_paint
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.heads import class_logits
 from omg.modeling.model import Features, OMGSeg
@@ -66,6 +71,9 @@ POSTPROCESS_AT = ("original", "input")
 #: VOS proposals matched to the first frame's objects (the released DAVIS config's ``num_proposals``)
 VOS_PROPOSALS = 25
 VIDEO_TASKS = ("vis", "vps", "vss", "vos")
+#: clips decoded past a clip before :meth:`OMGPredictor.stream` decides it (a video of up to 9 clips is decided with
+#: its whole evidence: 45 frames at YouTube-VIS / DAVIS clip length 5, 18 at VIPSeg's 2)
+LOOKAHEAD = 8
 
 
 @dataclass
@@ -87,23 +95,80 @@ class _ImageState:
 
 
 @dataclass
-class _VideoQueries:
-    """What every video task needs, decoded clip by clip with associated queries (one per clip length)."""
+class _Clip:
+    """One decoded clip; its queries in the video's order (associated with the previous clip's)."""
 
-    masks: torch.Tensor  # Q x T x h4 x w4 mask logits (float16, CPU)
-    embeds: torch.Tensor  # clips x Q x E class embeddings
-    objectness: torch.Tensor  # Q, the sigmoid of the clip-mean objectness logit
-    pooled: torch.Tensor  # Q x C5 CLIP features pooled over every frame's mask
-    nonempty: torch.Tensor  # Q bool: the mask covers some stride-32 cell
+    start: int  # index of its first frame in the video
+    masks: torch.Tensor  # Q x t x h4 x w4 mask logits (float16, CPU)
+    embed: torch.Tensor  # Q x E class embeddings
+    objectness: torch.Tensor  # Q logits
+    pooled: torch.Tensor  # Q x C5: CLIP features pooled over the clip's masks, times their area
+    area: torch.Tensor  # Q: the masks' area at stride 32 over the clip
+    query: torch.Tensor  # Q x D raw query embeddings (what the next clip's association needs)
     image_size: tuple[int, int]  # padded network input
     resized: tuple[int, int]  # resized frame inside it
+    original: tuple[int, int]  # the frames' size
+
+
+@dataclass
+class _Evidence:
+    """The class evidence of the clips decoded so far, as running sums (bounded whatever the video's length). With
+    ``keep_embeds`` every clip's class embeddings are kept instead of the sum of one vocabulary's logits, so that any
+    vocabulary can be asked later (``set_video``); a stream knows its vocabulary."""
+
+    keep_embeds: bool
+    clips: int = 0
+    objectness: torch.Tensor | None = None  # sum of the objectness logits
+    pooled: torch.Tensor | None = None  # sum of the pooled CLIP features x area
+    area: torch.Tensor | None = None  # sum of the areas
+    embeds: list[torch.Tensor] = field(default_factory=list)
+    logits: torch.Tensor | None = None  # sum of one vocabulary's class logits
+
+    def add(self, clip: _Clip, logits: torch.Tensor | None = None) -> None:
+        first = self.clips == 0
+        self.clips += 1
+        self.objectness = clip.objectness if first else self.objectness + clip.objectness
+        self.pooled = clip.pooled if first else self.pooled + clip.pooled
+        self.area = clip.area if first else self.area + clip.area
+        if logits is not None:
+            self.logits = logits if first else self.logits + logits
+        elif self.keep_embeds:
+            self.embeds.append(clip.embed)
+
+
+@dataclass
+class _DecodedVideo:
+    clips: list[_Clip]
+    evidence: _Evidence
+
+
+@dataclass
+class _Decision:
+    logits: torch.Tensor | None  # Q x (C + 1) video-level class logits (None for VOS)
+    objectness: torch.Tensor  # Q, in 0..1
+
+
+@dataclass(frozen=True)
+class _VideoJob:
+    task: str
+    vocab: Vocabulary | None
+    open_vocab: bool | str
+    topk: int = 100
+    track_ids: str = "released"
+
+
+@dataclass
+class _VosTarget:
+    masks: np.ndarray  # K x H x W bool, the first frame's objects
+    object_ids: list[int]
+    queries: dict[int, int] | None = None  # object id -> query, fixed on the first frame
 
 
 @dataclass
 class _VideoState:
     frames: list[np.ndarray]
     original: tuple[int, int]
-    queries: dict[int, _VideoQueries] = field(default_factory=dict)  # by clip length
+    decoded: dict[int, _DecodedVideo] = field(default_factory=dict)  # by clip length
 
 
 def _as_image(a: Any, where: str) -> np.ndarray:
@@ -429,8 +494,9 @@ class OMGPredictor:
 
     # ------------------------------------------------------------------ videos
     def set_video(self, frames: np.ndarray | Iterable[np.ndarray]) -> None:
-        """Keep the frames (T x H x W x 3 uint8 RGB, or an iterable of H x W x 3 frames)."""
-        arrays = list(frames) if not (isinstance(frames, np.ndarray) and frames.ndim == 4) else list(frames)
+        """Keep the frames (T x H x W x 3 uint8 RGB, or an iterable of H x W x 3 frames). For a video too long to
+        hold, :meth:`stream` it instead."""
+        arrays = list(frames)
         if not arrays:
             raise ValueError("set_video got no frames")
         arrays = [_as_image(a, f"frame {t}") for t, a in enumerate(arrays)]
@@ -441,158 +507,253 @@ class OMGPredictor:
         self._video = _VideoState(arrays, size)
         self._image = None
 
-    def _video_queries(self, length: int) -> _VideoQueries:
-        """Decode the video clip by clip (features for one clip at a time), associate the queries,
-        and keep what every video task needs (per clip length)."""
+    def _decode_clip(self, frames: list[np.ndarray], start: int, previous: torch.Tensor | None,
+                     text: torch.Tensor) -> _Clip:
+        """Decode one clip with tube queries (its features only), its queries re-ordered to line up with
+        ``previous``, the previous clip's (already re-ordered) raw query embeddings."""
+        batch, sizes = self._prepare(frames)
+        feats = self.model.extract(batch[None])  # 1 x T x 3 x H x W
+        self.stats["backbone_calls"] += 1
+        out = self.model.decode(feats, text)
+        self.stats["decoder_calls"] += 1
+        raw = out.query_embed[0]
+        perm = torch.arange(raw.shape[0]) if previous is None else associate(previous, raw)
+        m = out.pred_masks[0, perm]  # Q x t x h4 x w4
+        pool, _ = ov.clip_pooled(feats.clip_features, m[None])
+        h, w = feats.clip_features.shape[-2:]
+        area = F.interpolate(m.float().flatten(0, 1)[:, None], size=(h, w), mode="bilinear",
+                             align_corners=False).gt(0).view(m.shape[0], -1).sum(1).float()
+        return _Clip(start, m.half().cpu(), out.class_embed[0, perm], out.pred_objectness[0, perm, 0],
+                     pool[0] * area[:, None], area, raw[perm], feats.image_size, sizes[0], frames[0].shape[:2])
+
+    def _decoded(self, task: str) -> _DecodedVideo:
+        """The current video decoded clip by clip at ``task``'s clip length (cached: every task and vocabulary after
+        the first reuses it)."""
         vs = self._video
-        if length in vs.queries:
-            return vs.queries[length]
-        text = self._decoder_text()
-        masks, embeds, objs, pooled, areas = [], [], [], [], []
-        prev = None
-        resized = image_size = None
-        for clip in split_clips(len(vs.frames), length):
-            batch, sizes = self._prepare([vs.frames[t] for t in clip])
-            resized = sizes[0]
-            feats = self.model.extract(batch[None])  # 1 x T x 3 x H x W
-            self.stats["backbone_calls"] += 1
-            out = self.model.decode(feats, text)
-            self.stats["decoder_calls"] += 1
-            raw = out.query_embed[0]
-            perm = torch.arange(raw.shape[0]) if prev is None else associate(prev, raw)
-            prev = raw[perm]
-            m = out.pred_masks[0, perm]  # Q x t x h4 x w4
-            pool, nonempty = ov.clip_pooled(feats.clip_features, m[None])
-            h, w = feats.clip_features.shape[-2:]
-            area = F.interpolate(m.float().flatten(0, 1)[:, None], size=(h, w), mode="bilinear",
-                                 align_corners=False).gt(0).view(m.shape[0], -1).sum(1).float()
-            masks.append(m.half().cpu())
-            embeds.append(out.class_embed[0, perm])
-            objs.append(out.pred_objectness[0, perm, 0])
-            pooled.append(pool[0] * area[:, None])
-            areas.append(area)
-            image_size = feats.image_size
-        total_area = torch.stack(areas).sum(0)
-        vq = _VideoQueries(
-            masks=torch.cat(masks, dim=1), embeds=torch.stack(embeds),
-            objectness=torch.stack(objs).mean(0).sigmoid(),
-            pooled=torch.stack(pooled).sum(0) / total_area.clamp(min=1)[:, None],
-            nonempty=total_area > 0, image_size=image_size, resized=resized)
-        vs.queries[length] = vq
-        return vq
-
-    def _video_logits(self, vq: _VideoQueries, vocab: Vocabulary, open_vocab) -> torch.Tensor:
-        text = self._text(vocab)
-        scale = self.model.decoder.classifier.logit_scale.exp()
-        logits = torch.stack([class_logits(e, text, scale) for e in vq.embeds]).mean(0)  # Q x (C+1)
-        use, seen = self._use_open_vocab(vocab, open_vocab)
-        if use:
-            with torch.no_grad():
-                emb = F.normalize(self.model.backbone.clip_image_head(vq.pooled).float(), dim=-1)
-            clip = class_logits(emb, text, scale)[..., :-1]
-            logits = ov.geometric_ensemble(logits, clip, seen, vq.nonempty)
-        return logits
-
-    def _frame_logits(self, vq: _VideoQueries, t: int, queries: torch.Tensor | None = None) -> torch.Tensor:
-        """Q x h x w mask logits of frame t (only ``queries`` when given) where post-processing runs."""
-        m = vq.masks[:, t] if queries is None else vq.masks[queries.cpu(), t]
-        return self._output_logits(m.float().to(self.device), vq.image_size, vq.resized, self._video.original)
-
-    def _video_set(self, task: str) -> tuple[_VideoState, _VideoQueries]:
-        if self._video is None:
+        if vs is None:
             raise ValueError(f"task {task!r} needs a video: call set_video() first")
-        return self._video, self._video_queries(clip_length(task, len(self._video.frames)))
+        length = clip_length(task, len(vs.frames))
+        if length not in vs.decoded:
+            text = self._decoder_text()
+            clips, evidence, previous = [], _Evidence(keep_embeds=True), None
+            for c in split_clips(len(vs.frames), length):
+                clip = self._decode_clip([vs.frames[t] for t in c], c.start, previous, text)
+                evidence.add(clip)
+                clips.append(clip)
+                previous = clip.query
+            vs.decoded[length] = _DecodedVideo(clips, evidence)
+        return vs.decoded[length]
 
-    @torch.no_grad()
-    def vos(self, first_frame_masks=None, object_ids: Sequence[int] | None = None) -> VOSResult:
-        """Video object segmentation from the first frame's masks (K x H x W bool, or an H x W id map whose
-        non-zero values other than 255 are the objects); ``object_ids`` name the K masks (1..K by default)."""
-        vs, vq = self._video_set("vos")
-        size, num_frames = vs.original, len(vs.frames)
+    def _decide(self, ev: _Evidence, job: _VideoJob) -> _Decision:
+        """The video-level decision from the evidence: class logits = the mean over clips (the released
+        ``sum(out_cls) / num_tubes``), with the CLIP ensemble on the features pooled over every decoded frame;
+        objectness = the sigmoid of the clip-mean objectness logit."""
+        objectness = (ev.objectness / ev.clips).sigmoid()
+        if job.vocab is None:
+            return _Decision(None, objectness)
+        text = self._text(job.vocab)
+        scale = self.model.decoder.classifier.logit_scale.exp()
+        total = ev.logits if ev.logits is not None else sum(class_logits(e, text, scale) for e in ev.embeds)
+        logits = total / ev.clips
+        use, seen = self._use_open_vocab(job.vocab, job.open_vocab)
+        if use:
+            emb = F.normalize(self.model.backbone.clip_image_head(ev.pooled / ev.area.clamp(min=1)[:, None]).float(),
+                              dim=-1)
+            clip = class_logits(emb, text, scale)[..., :-1]
+            logits = ov.geometric_ensemble(logits, clip, seen, ev.area > 0)
+        return _Decision(logits, objectness)
+
+    def _frame_logits(self, clip: _Clip, t: int, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Q x h x w mask logits of the clip's frame t (only ``queries`` when given) where post-processing runs."""
+        m = clip.masks[:, t] if queries is None else clip.masks[queries.cpu(), t]
+        return self._output_logits(m.float().to(self.device), clip.image_size, clip.resized, clip.original)
+
+    def _video_job(self, task: str, vocabulary, open_vocab, topk: int = 100, track_ids: str = "released") -> _VideoJob:
+        if task not in VIDEO_TASKS:
+            raise ValueError(f"unknown video task {task!r}; video tasks: {', '.join(VIDEO_TASKS)}")
+        if track_ids not in ("released", "stable"):
+            raise ValueError(f"track_ids must be 'released' or 'stable', got {track_ids!r}")
+        return _VideoJob(task, None if task == "vos" else self.vocabulary(vocabulary), open_vocab, topk, track_ids)
+
+    def _vos_target(self, frame0: np.ndarray, first_frame_masks, object_ids, points, boxes) -> _VosTarget:
+        """The objects to follow: the first frame's masks (K x H x W bool, or an H x W id map whose non-zero values
+        other than 255 are the objects), or the masks that ``points`` / ``boxes`` on the first frame prompt."""
+        size = frame0.shape[:2]
         if first_frame_masks is None:
-            raise ValueError("task 'vos' needs first_frame_masks (K x H x W bool, or an H x W id map)")
-        given = np.asarray(first_frame_masks)
-        if given.ndim == 2:
-            ids = [int(v) for v in np.unique(given) if v not in (0, 255)]
-            given = np.stack([given == v for v in ids]) if ids else np.zeros((0, *given.shape), bool)
-            object_ids = object_ids or ids
+            if points is None and boxes is None:
+                raise ValueError("task 'vos' needs first_frame_masks (K x H x W bool, or an H x W id map) or "
+                                 "points / boxes on the first frame")
+            saved = self._image, self._video
+            try:
+                self.set_image(frame0)
+                given = self.interactive(points=points, boxes=boxes).masks
+            finally:
+                self._image, self._video = saved
+        else:
+            if points is not None or boxes is not None:
+                raise ValueError("task 'vos' takes first_frame_masks or prompts on the first frame, not both")
+            given = np.asarray(first_frame_masks)
+            if given.ndim == 2:
+                ids = [int(v) for v in np.unique(given) if v not in (0, 255)]
+                given = np.stack([given == v for v in ids]) if ids else np.zeros((0, *given.shape), bool)
+                object_ids = object_ids or ids
         object_ids = list(object_ids or range(1, len(given) + 1))
         if given.shape[1:] != tuple(size) or len(object_ids) != len(given):
             raise ValueError(f"first_frame_masks must be K x {size[0]} x {size[1]} with one id per mask")
-        objectness = vq.objectness.cpu().numpy()
-        top = torch.as_tensor(np.argsort(-objectness, kind="stable")[:VOS_PROPOSALS])
-        props = np.stack([self._to_original(self._frame_logits(vq, t, top) > 0, size) for t in range(num_frames)], 1)
-        out, queries = vos_from_proposals(props, objectness[top.numpy()], given.astype(bool), object_ids)
-        queries = {obj: int(top[q]) for obj, q in queries.items()}
-        return VOSResult(out, object_ids, queries)
+        return _VosTarget(given.astype(bool), object_ids)
+
+    def _emit(self, clip: _Clip, decision: _Decision, job: _VideoJob, vos: _VosTarget | None) -> Iterator[VideoResult]:
+        """The clip's frames' results (one video result with T = 1 per frame) under ``decision``, frame by frame."""
+        frames = range(clip.masks.shape[1])
+        size = clip.original
+        vocab, logits = job.vocab, decision.logits
+        if job.task == "vss":
+            for t in frames:
+                labels = semantic_inference(logits, self._frame_logits(clip, t))[0]
+                yield VideoSemanticResult(self._to_original(labels, size)[None].astype(np.int32), vocab.display)
+            return
+        if job.task == "vps":
+            isthing = torch.tensor(vocab.isthing, device=logits.device)
+            for t in frames:
+                pan, segs = panoptic_inference(logits, self._frame_logits(clip, t), isthing, ids=job.track_ids)
+                full = self._to_original(pan, size).astype(np.int32)
+                infos = []
+                for s in segs:
+                    m = full == s.id
+                    area = int(m.sum())
+                    if area:
+                        infos.append(SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, area,
+                                                 mask_box(m)))
+                yield VideoPanopticResult(full[None], infos, vocab.display, [[s.id for s in infos]])
+            return
+        if job.task == "vis":
+            isthing = torch.tensor(vocab.isthing, device=logits.device)
+            c = len(vocab)
+            scores = logits.float().softmax(-1)[:, :c]
+            top, flat = scores.flatten().topk(min(job.topk, scores.numel()))
+            labels, queries = flat % c, flat // c
+            keep = isthing[labels]
+            top, labels, queries = top[keep], labels[keep], queries[keep]
+            lab = labels.cpu().numpy()
+            names, ids = [vocab.display[k] for k in lab], (queries + 1).cpu().numpy()
+            for t in frames:
+                # per frame as the released fusion head (FH.instance_postprocess): class score x the mean probability
+                # inside the frame's mask (0 where it is empty); the video's score is the mean over frames (concat)
+                if len(queries):
+                    lg = self._frame_logits(clip, t, queries)
+                    masks, sc = self._to_original(lg > 0, size)[:, None], (top * mask_scores(lg)).cpu().numpy()
+                else:
+                    masks, sc = np.zeros((0, 1, *size), bool), np.zeros(0, np.float32)
+                yield VideoInstanceResult(masks, lab, sc, ids, names, vocab.display)
+            return
+        # vos: the objects take their queries on the video's first frame, from the best proposals by objectness;
+        # each frame paints the matched proposals from the lowest objectness to the highest
+        objectness = decision.objectness.cpu().numpy()
+        rank = np.argsort(-objectness, kind="stable")
+        if vos.queries is None:
+            top = rank[:VOS_PROPOSALS]
+            first = self._to_original(self._frame_logits(clip, 0, torch.as_tensor(top)) > 0, size)
+            vos.queries = {obj: int(top[p]) for obj, p in vos_match(first, vos.masks, vos.object_ids).items()}
+        position = np.empty_like(rank)
+        position[rank] = np.arange(len(rank))
+        order = sorted(vos.queries.values(), key=lambda q: position[q])  # highest objectness first
+        matched = {obj: order.index(q) for obj, q in vos.queries.items()}
+        for t in frames:
+            props = (self._to_original(self._frame_logits(clip, t, torch.as_tensor(order)) > 0, size) if order
+                     else np.zeros((0, *size), bool))
+            yield VOSResult(vos_paint(props, matched)[None], vos.object_ids, dict(vos.queries))
+
+    def _whole_video(self, job: _VideoJob, vos: _VosTarget | None = None) -> list[VideoResult]:
+        dv = self._decoded(job.task)
+        decision = self._decide(dv.evidence, job)
+        return [r for clip in dv.clips for r in self._emit(clip, decision, job, vos)]
+
+    @torch.no_grad()
+    def vos(self, first_frame_masks=None, object_ids: Sequence[int] | None = None, points=None, boxes=None
+            ) -> VOSResult:
+        """Video object segmentation from the first frame's masks (K x H x W bool, or an H x W id map whose
+        non-zero values other than 255 are the objects; ``object_ids`` name the K masks, 1..K by default), or from
+        ``points`` / ``boxes`` on the first frame (one object per prompt, as :meth:`interactive`)."""
+        self._decoded("vos")
+        target = self._vos_target(self._video.frames[0], first_frame_masks, object_ids, points, boxes)
+        return VOSResult.concat(self._whole_video(self._video_job("vos", None, False), target))
 
     @torch.no_grad()
     def vis(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
             topk: int = 100) -> VideoInstanceResult:
         """Video instance segmentation: the ``topk`` best (query, thing class) pairs, tracked over the video."""
-        vs, vq = self._video_set("vis")
-        size, num_frames = vs.original, len(vs.frames)
-        vocab = self.vocabulary(vocabulary)
-        logits = self._video_logits(vq, vocab, open_vocab)
-        isthing = torch.tensor(vocab.isthing, device=logits.device)
-        c = len(vocab)
-        scores = logits.float().softmax(-1)[:, :c]
-        k = min(topk, scores.numel())
-        top, flat = scores.flatten().topk(k)
-        labels, queries = flat % c, flat // c
-        keep = isthing[labels]
-        top, labels, queries = top[keep], labels[keep], queries[keep]
-        # per frame as the released fusion head (FH.instance_postprocess): score_t = class score x the mean
-        # probability inside the frame's mask (0 where it is empty); the video's score is the mean over frames,
-        # as the YouTube-VIS metric aggregates the per-frame results of one instance
-        frame_masks, frame_scores = [], []
-        for t in range(num_frames):
-            lg = self._frame_logits(vq, t, queries) if len(queries) else torch.zeros(0, 1, 1)
-            frame_scores.append(mask_scores(lg))
-            frame_masks.append(self._to_original(lg > 0, size))
-        masks = np.stack(frame_masks, 1) if len(queries) else np.zeros((0, num_frames, *size), bool)
-        mscore = torch.stack(frame_scores, 1).mean(1)
-        lab = labels.cpu().numpy()
-        return VideoInstanceResult(masks, lab, (top * mscore).cpu().numpy(), (queries + 1).cpu().numpy(),
-                                   [vocab.display[k] for k in lab], vocab.display)
+        self._decoded("vis")
+        return VideoInstanceResult.concat(self._whole_video(self._video_job("vis", vocabulary, open_vocab, topk)))
 
     @torch.no_grad()
     def vss(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
             ) -> VideoSemanticResult:
         """Video semantic segmentation: one label map per frame."""
-        vs, vq = self._video_set("vss")
-        vocab = self.vocabulary(vocabulary)
-        logits = self._video_logits(vq, vocab, open_vocab)
-        maps = [self._to_original(semantic_inference(logits, self._frame_logits(vq, t))[0], vs.original)
-                for t in range(len(vs.frames))]
-        return VideoSemanticResult(np.stack(maps).astype(np.int32), vocab.display)
+        self._decoded("vss")
+        return VideoSemanticResult.concat(self._whole_video(self._video_job("vss", vocabulary, open_vocab)))
 
     @torch.no_grad()
     def vps(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
             track_ids: str = "released") -> VideoPanopticResult:
         """Video panoptic segmentation. ``track_ids``: "released" (the fusion head's per-frame counter over
         things) or "stable" (query-based ids that survive a vanishing segment)."""
-        if track_ids not in ("released", "stable"):
-            raise ValueError(f"track_ids must be 'released' or 'stable', got {track_ids!r}")
-        vs, vq = self._video_set("vps")
-        size = vs.original
-        vocab = self.vocabulary(vocabulary)
-        logits = self._video_logits(vq, vocab, open_vocab)
-        isthing = torch.tensor(vocab.isthing, device=logits.device)
-        pans, seg_info, frame_ids = [], {}, []
-        for t in range(len(vs.frames)):
-            pan, segs = panoptic_inference(logits, self._frame_logits(vq, t), isthing, ids=track_ids)
-            full = self._to_original(pan, size).astype(np.int32)
-            pans.append(full)
-            present = []
-            for s in segs:
-                area = int((full == s.id).sum())
-                if area == 0:
-                    continue
-                present.append(s.id)
-                if s.id not in seg_info:
-                    seg_info[s.id] = SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, 0,
-                                                 mask_box(full == s.id))
-                seg_info[s.id].area += area
-            frame_ids.append(present)
-        return VideoPanopticResult(np.stack(pans), sorted(seg_info.values(), key=lambda s: s.id), vocab.display, frame_ids)
+        job = self._video_job("vps", vocabulary, open_vocab, track_ids=track_ids)
+        self._decoded("vps")
+        return VideoPanopticResult.concat(self._whole_video(job))
+
+    @torch.no_grad()
+    def stream(self, frames: Iterable[np.ndarray], task: str, vocabulary: Sequence[Any] | Vocabulary | None = None,
+               open_vocab: bool | str = "auto", topk: int = 100, track_ids: str = "released",
+               first_frame_masks=None, object_ids: Sequence[int] | None = None, points=None, boxes=None,
+               lookahead: int | None = LOOKAHEAD) -> Iterator[VideoFrame]:
+        """A video task on any iterable of H x W x 3 RGB frames (a file's decoder, a folder, a generator, a camera),
+        in bounded memory: yields a :class:`VideoFrame` per frame, in order, as soon as its clip is decided.
+
+        The video is split into the official clips as it arrives (:func:`omg.inference.video.stream_clips`) and decoded
+        clip by clip with query association, as :meth:`set_video`; what is kept is the association's state (the
+        last clip's query embeddings) and running sums of the class evidence (class logits, objectness, CLIP features
+        pooled over the masks), never the frames or masks of decided clips. A clip is decided, with the evidence of
+        every clip decoded so far, once ``lookahead`` more clips have been decoded (or the video ended), so at most
+        ``lookahead + 1`` clips are held. A video of at most ``lookahead + 1`` clips is decided with the whole video's
+        evidence, and its frames' results are exactly those of :meth:`set_video` + the task (``concat`` them);
+        ``lookahead=None`` holds every clip and decides at the end (exact for any length, memory grows with it).
+        The other arguments are the task's (:meth:`vis`, :meth:`vps`, :meth:`vss`, :meth:`vos`). The predictor's
+        current image or video is left as it was."""
+        if lookahead is not None and (not isinstance(lookahead, int) or lookahead < 0):
+            raise ValueError(f"lookahead must be a number of clips >= 0 or None, got {lookahead!r}")
+        job = self._video_job(task, vocabulary, open_vocab, topk, track_ids)
+        if task != "vos" and (first_frame_masks is not None or points is not None or boxes is not None
+                              or object_ids is not None):
+            raise ValueError(f"task {task!r} takes no first-frame masks or prompts (those are for task 'vos')")
+        text = None if job.vocab is None else self._text(job.vocab)
+        scale = self.model.decoder.classifier.logit_scale.exp()
+        decoder_text = self._decoder_text()
+        evidence, previous, target = _Evidence(keep_embeds=False), None, None
+        pending: deque[tuple[_Clip, list[np.ndarray]]] = deque()
+
+        def checked(source: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+            size = None
+            for t, a in enumerate(source):
+                a = _as_image(a, f"frame {t}")
+                if size is None:
+                    size = a.shape[:2]
+                elif a.shape[:2] != size:
+                    raise ValueError(f"frame {t} is {a.shape[1]}x{a.shape[0]}, frame 0 is {size[1]}x{size[0]}")
+                yield a
+
+        def release() -> Iterator[VideoFrame]:
+            clip, images = pending.popleft()
+            for t, r in enumerate(self._emit(clip, self._decide(evidence, job), job, target)):
+                yield VideoFrame(clip.start + t, images[t], r)
+
+        for start, images in stream_clips(checked(frames), task):
+            if task == "vos" and target is None:
+                target = self._vos_target(images[0], first_frame_masks, object_ids, points, boxes)
+            clip = self._decode_clip(images, start, previous, decoder_text)
+            previous = clip.query
+            evidence.add(clip, None if text is None else class_logits(clip.embed, text, scale))
+            pending.append((clip, images))
+            while lookahead is not None and len(pending) > lookahead:
+                yield from release()
+        while pending:
+            yield from release()

@@ -3,8 +3,9 @@ T = frames, K = instances or tracks, P = prompts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -100,6 +101,32 @@ class VideoInstanceResult:
         """Per-frame RLE of track k (None where the track is absent)."""
         return [rle_encode(m) if m.any() else None for m in self.masks[k]]
 
+    @classmethod
+    def concat(cls, parts: Sequence["VideoInstanceResult"]) -> "VideoInstanceResult":
+        """Consecutive parts (frames) of one video -> the video's result. A track is a (track id, label) pair, listed
+        in the order of its first appearance; its masks are empty in the frames of a part that does not list it; its
+        score is the mean over *all* frames of the parts' scores (0 where absent), as the YouTube-VIS metric reads a
+        track whose per-frame score is class score x that frame's mask score (the released fusion head)."""
+        num_frames = sum(p.masks.shape[1] for p in parts)
+        keys: dict[tuple[int, int], int] = {}
+        for p in parts:
+            for tid, lab in zip(p.track_ids.tolist(), p.labels.tolist()):
+                keys.setdefault((tid, lab), len(keys))
+        size = parts[0].masks.shape[2:] if parts and parts[0].masks.ndim == 4 else (0, 0)
+        masks = np.zeros((len(keys), num_frames, *size), bool)
+        total = np.zeros(len(keys), np.float64)
+        t = 0
+        for p in parts:
+            for k, (tid, lab) in enumerate(zip(p.track_ids.tolist(), p.labels.tolist())):
+                masks[keys[(tid, lab)], t: t + p.masks.shape[1]] = p.masks[k]
+                total[keys[(tid, lab)]] += float(p.scores[k]) * p.masks.shape[1]
+            t += p.masks.shape[1]
+        order = list(keys)
+        vocabulary = parts[0].vocabulary if parts else []
+        labels = np.array([lab for _, lab in order], np.int64)
+        return cls(masks, labels, (total / max(num_frames, 1)).astype(np.float32),
+                   np.array([tid for tid, _ in order], np.int64), [vocabulary[k] for k in labels], vocabulary)
+
 
 @dataclass
 class VideoPanopticResult:
@@ -111,6 +138,20 @@ class VideoPanopticResult:
     vocabulary: list[str]
     frame_segments: list[list[int]] = field(default_factory=list)
 
+    @classmethod
+    def concat(cls, parts: Sequence["VideoPanopticResult"]) -> "VideoPanopticResult":
+        """Consecutive parts of one video -> the video's result: a segment keeps the label, score and box of its
+        first appearance; its area is summed over the parts."""
+        info: dict[int, SegmentInfo] = {}
+        for p in parts:
+            for s in p.segments:
+                if s.id in info:
+                    info[s.id].area += s.area
+                else:
+                    info[s.id] = replace(s, box=list(s.box))
+        return cls(np.concatenate([p.panoptic for p in parts]), sorted(info.values(), key=lambda s: s.id),
+                   parts[0].vocabulary, [ids for p in parts for ids in p.frame_segments])
+
 
 @dataclass
 class VideoSemanticResult:
@@ -118,6 +159,10 @@ class VideoSemanticResult:
 
     labels: np.ndarray
     vocabulary: list[str]
+
+    @classmethod
+    def concat(cls, parts: Sequence["VideoSemanticResult"]) -> "VideoSemanticResult":
+        return cls(np.concatenate([p.labels for p in parts]), parts[0].vocabulary)
 
 
 @dataclass
@@ -127,3 +172,21 @@ class VOSResult:
     masks: np.ndarray
     object_ids: list[int]
     queries: dict[int, int]
+
+    @classmethod
+    def concat(cls, parts: Sequence["VOSResult"]) -> "VOSResult":
+        return cls(np.concatenate([p.masks for p in parts]), parts[0].object_ids, parts[0].queries)
+
+
+VideoResult = Union[VideoInstanceResult, VideoPanopticResult, VideoSemanticResult, VOSResult]
+
+
+@dataclass
+class VideoFrame:
+    """One frame of a streamed video (:meth:`omg.inference.predictor.OMGPredictor.stream`): its index, the RGB frame
+    itself, and the task's result for this frame alone (a video result with T = 1; ``concat`` of a video's frames is
+    the whole video's result)."""
+
+    index: int
+    image: np.ndarray
+    result: VideoResult

@@ -1,5 +1,6 @@
-"""``omg predict``: a checkpoint, an input (image, image folder, frames folder or video file), a task ->
-official-format result files and overlays under ``--out``."""
+"""``omg predict``: a checkpoint, an input (image, image folder; for video tasks a video file, frames folder or glob),
+a task -> official-format result files and overlays under ``--out``. Video tasks stream: frames are decoded, predicted
+and written one clip at a time (:meth:`OMGPredictor.stream`), so a video of any length runs in bounded memory."""
 
 from __future__ import annotations
 
@@ -8,45 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from omg.utils import io as uio
 from omg.inference import writers
+from omg.inference.writers import VideoOutput
 from omg.data.labels import LabelSpace
-from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS, OMGPredictor
+from omg.inference.predictor import IMAGE_TASKS, LOOKAHEAD, VIDEO_TASKS, OMGPredictor
+from omg.inference.media import VideoSource, list_images, load_image
 from omg.utils.progress import Progress
-
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def load_image(path: str, max_pixels: int = uio.MAX_PIXELS) -> np.ndarray:
-    """H x W x 3 uint8; more than ``max_pixels`` is refused from the header, before decoding (as in ``omg serve``)."""
-    return uio.decode_rgb(uio.read_bytes(path), path, max_pixels)
-
-
-def list_images(folder: str) -> list[str]:
-    names = [n for n in uio.listdir(folder) if n.lower().endswith(IMAGE_EXT)]
-    if not names:
-        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXT)})")
-    return [uio.join(folder, n) for n in names]
-
-
-def load_video(path: str, max_pixels: int = uio.MAX_PIXELS) -> tuple[list[np.ndarray], list[str]]:
-    """Frames of a folder of images (sorted by name) or of a video file (torchvision, needs PyAV)."""
-    if os.path.isdir(path) or path.endswith("/"):
-        files = list_images(path)
-        return [load_image(f, max_pixels) for f in files], [Path(f).stem for f in files]
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        raise ValueError(f"{path}: reading video files needs PyAV (`pip install av`); or pass a folder of frames") from None
-    from torchvision.io import read_video
-
-    frames, _, _ = read_video(path, pts_unit="sec", output_format="THWC")
-    if frames.shape[0] == 0:
-        raise ValueError(f"{path}: no frames decoded")
-    return [f.numpy() for f in frames], [f"{t:05d}" for t in range(frames.shape[0])]
-
 
 def parse_floats(values: list[str] | None, n: int, what: str) -> list[list[float]] | None:
     if not values:
@@ -92,30 +62,39 @@ def run(args, load_predictor=None) -> int:
     boxes = parse_floats(args.boxes, 4, "boxes")
     written = []
     if task in VIDEO_TASKS:
-        frames, names = load_video(args.input, args.max_pixels)
-        video = Path(args.input.rstrip("/")).stem
-        predictor.set_video(frames)
+        source = VideoSource.open(args.input, args.max_pixels)
+        video = source.name
+        kwargs = {}
         if task == "vos":
-            if not args.first_frame_masks:
-                raise ValueError("task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0)")
-            r = predictor.vos(writers.read_png(args.first_frame_masks))
+            if args.first_frame_masks and (points or boxes):
+                raise ValueError("task vos takes --first-frame-masks or --points/--boxes on the first frame, not both")
+            if args.first_frame_masks:
+                kwargs["first_frame_masks"] = writers.read_png(args.first_frame_masks)
+            elif points or boxes:
+                kwargs.update(points=points, boxes=boxes)
+            else:
+                raise ValueError("task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0) or "
+                                 "--points/--boxes on the first frame")
         else:
-            r = predictor.predict(task, vocabulary=vocab)
-        if task == "vis":
-            written.append(writers.write_ytvis(out, [(args.video_id, r)], cat_ids))
-        elif task == "vps":
-            written.append(writers.write_vipseg(out, [(video, names, r)], vocab.isthing, cat_ids))
-        elif task == "vss":
-            writers.write_vss(out, video, names, r)
-            written.append(uio.join(out, "semantic", video))
-        else:
-            writers.write_vos(out, video, names, r)
-            written.append(uio.join(out, "Annotations", video))
-        ids, labels = writers.overlay_ids(r, args.score_threshold)
-        if not args.no_overlays:
-            for t, name in enumerate(names):
-                writers.write_overlay(uio.join(out, "overlays", video, f"{name}.png"), frames[t], ids[t], labels)
-            written.append(uio.join(out, "overlays", video))
+            kwargs["vocabulary"] = vocab
+        movie = args.overlay_video
+        if movie is None and not args.no_overlays and source.files is None:
+            movie = uio.join(out, "overlays", f"{video}.mp4")  # a video file in: its overlay video out
+        if movie is not None and "://" in movie:
+            raise ValueError(f"--overlay-video {movie}: the overlay video is written to a local path")
+        output = VideoOutput(out, task, video, vocab.isthing, cat_ids, args.video_id,
+                             overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
+                             overlay_video=movie, fps=source.fps, score_threshold=args.score_threshold)
+        lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
+        names = {}
+        frames = ((names.setdefault(t, name), frame)[1] for t, (name, frame) in enumerate(source))
+        try:
+            with Progress(f"predict {task} {video}", total=source.num_frames, unit="frame") as prog:
+                for f in predictor.stream(frames, task, lookahead=lookahead, **kwargs):
+                    output.add(names.pop(f.index), f.image, f.result)
+                    prog.update()
+        finally:
+            written += output.close()
     elif task in IMAGE_TASKS:
         files = list_images(args.input) if (os.path.isdir(args.input) or args.input.endswith("/")) else [args.input]
         if task == "interactive" and len(files) != 1:

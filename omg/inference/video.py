@@ -8,6 +8,8 @@ object in every clip. Video-level class logits are the mean over clips.
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator, TypeVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,46 @@ def split_clips(num_frames: int, length: int) -> list[range]:
     return [range(a, b) for a, b in zip([0] + ends[:-1], ends)]
 
 
+T = TypeVar("T")
+
+
+def stream_clips(frames: Iterable[T], task: str) -> Iterator[tuple[int, list[T]]]:
+    """(start, frames) of each clip of a stream of unknown length, exactly the clips ``split_clips(T, clip_length(task,
+    T))`` gives for the whole video, yielded as soon as they are certain.
+
+    The clip length needs to know whether the video has more than 15 frames: the first 16 are held until then. After
+    that, with n frames seen (so T >= n) and clip length L, the official split shortens only the last ``diff`` clips
+    (``diff`` = ceil(T / L) L - T < L; or, when there are fewer clips than that, the last one alone), so clip j is
+    [jL, (j+1)L) in every video of T >= n frames when j < ceil(n / L) - L. At most (L + 2) L frames are held; at the
+    end of the stream the remaining clips are the official split's."""
+    it = iter(frames)
+    held: list[T] = []
+    for f in it:
+        held.append(f)
+        if len(held) > 15:
+            break
+    if not held:
+        raise ValueError("the video has no frames")
+    length = clip_length(task, len(held))
+    seen, start, emitted = len(held), 0, 0
+
+    def certain() -> Iterator[tuple[int, list[T]]]:
+        nonlocal held, start, emitted
+        while emitted < -(-seen // length) - length:
+            yield start, held[:length]
+            held, start, emitted = held[length:], start + length, emitted + 1
+
+    yield from certain()
+    for f in it:
+        held.append(f)
+        seen += 1
+        yield from certain()
+    clips = split_clips(seen, length)
+    assert all(c == range(j * length, (j + 1) * length) for j, c in enumerate(clips[:emitted])), (seen, length, emitted)
+    for c in clips[emitted:]:
+        yield c.start, held[c.start - start: c.stop - start]
+
+
 def associate(previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
     """Q x D embeddings of the previous (re-ordered) clip and the current one -> a permutation
     ``perm`` such that ``current[perm]`` lines up with ``previous`` (cost 1 - cosine similarity)."""
@@ -76,12 +118,22 @@ def vos_from_proposals(masks: np.ndarray, objectness: np.ndarray, first_frame: n
     background. -> (T x H x W uint8 ids, {object id: query}).
     """
     order = np.argsort(-objectness, kind="stable")[:topk]
-    props = masks[order]  # P x T x H x W, highest score first
-    t, h, w = masks.shape[1:]
-    iou = mask_iou(props[:, 0], first_frame)
-    rows, cols = solve(torch.as_tensor(-iou))
-    prop_to_obj = {int(r): object_ids[int(c)] for r, c in zip(rows, cols)}
-    out = np.zeros((t, h, w), dtype=np.uint8)
-    for p in sorted(prop_to_obj, reverse=True):  # lowest score first; higher scores paint over
-        out[props[p]] = prop_to_obj[p]
-    return out, {obj: int(order[p]) for p, obj in prop_to_obj.items()}
+    matched = vos_match(masks[order, 0], first_frame, object_ids)  # {object id: proposal rank}
+    out = np.stack([vos_paint(masks[order, t], matched) for t in range(masks.shape[1])])
+    return out, {obj: int(order[p]) for obj, p in matched.items()}
+
+
+def vos_match(first: np.ndarray, given: np.ndarray, object_ids: list[int]) -> dict[int, int]:
+    """P x H x W bool proposals on the first frame (highest score first) and the K x H x W given masks ->
+    {object id: proposal index}: Hungarian matching on IoU (every object gets a proposal when there are enough)."""
+    rows, cols = solve(torch.as_tensor(-mask_iou(first, given)))
+    return {object_ids[int(c)]: int(r) for r, c in zip(rows, cols)}
+
+
+def vos_paint(props: np.ndarray, matched: dict[int, int]) -> np.ndarray:
+    """One frame: P x H x W bool proposals (highest score first) -> H x W uint8 object ids; only the matched
+    proposals are painted, from the lowest score to the highest (a higher score paints over)."""
+    out = np.zeros(props.shape[1:], dtype=np.uint8)
+    for obj, p in sorted(matched.items(), key=lambda kv: -kv[1]):
+        out[props[p]] = obj
+    return out

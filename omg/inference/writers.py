@@ -17,15 +17,20 @@ vos            DAVIS: ``Annotations/<video>/<frame>.png`` (palette-indexed objec
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import hashlib
 import io
-from typing import Sequence
+import json
+import os
+import sqlite3
+import tempfile
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from omg.utils import io as uio
-from omg.data.masks import coco_bbox, id2rgb, rle_encode, xywh
+from omg.data.masks import coco_bbox, id2rgb, mask_box, rle_encode, xywh
 from omg.data.formats.davis import DAVIS_PALETTE
 from omg.inference.results import (
     InstanceResult, InteractiveResult, PanopticResult, SemanticResult, VideoInstanceResult, VideoPanopticResult,
@@ -168,6 +173,99 @@ def write_interactive(out: str, name: str, r: InteractiveResult) -> str:
 
 
 # ----------------------------------------------------------------------------- videos
+# The video formats are written frame by frame (a streamed video's frames as they come; a whole video's result
+# frame after frame), in memory bounded by one frame: what a file needs at its end (a YouTube-VIS track's frames,
+# VIPSeg's per-frame segments) is spooled to a temporary SQLite file beside nothing else.
+
+class _Spool:
+    """Rows (key, frame, text) in a temporary SQLite database, read back by key then frame."""
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="omg-spool-")
+        self.db = sqlite3.connect(os.path.join(self.dir.name, "spool.db"))
+        self.db.execute("CREATE TABLE rows (key INTEGER, frame INTEGER, text TEXT)")
+
+    def add(self, rows: list[tuple[int, int, str]]) -> None:
+        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?)", rows)
+
+    def read(self) -> Iterator[tuple[int, int, str]]:
+        self.db.execute("CREATE INDEX IF NOT EXISTS by_key ON rows (key, frame)")
+        yield from self.db.execute("SELECT key, frame, text FROM rows ORDER BY key, frame")
+
+    def close(self) -> None:
+        self.db.close()
+        self.dir.cleanup()
+
+
+def _json(obj) -> bytes:
+    return uio.dumps_json(obj)
+
+
+class YtvisWriter:
+    """YouTube-VIS results, video after video, frame after frame: ``add(video_id, frame_result)`` with a video
+    instance result of one (or more) frames of the video; ``close()`` writes ``results.json``. A track is a
+    (track id, label) pair, its score the mean over the video's frames of the frames' scores (as
+    :meth:`VideoInstanceResult.concat`), its segmentation null in the frames where it is absent or empty."""
+
+    def __init__(self, out: str, category_ids=None):
+        self.uri = uio.join(out, "results.json")
+        self.category_ids = category_ids
+        self.spool = _Spool()
+        self.tracks: list[tuple[object, int, float]] = []  # (video id, category id, score); key = index
+        self.frames: list[int] = []  # per video
+        self._video = object()
+        self._keys: dict[tuple[int, int], int] = {}
+        self._totals: dict[int, float] = {}
+
+    def _end_video(self) -> None:
+        for (_, lab), key in self._keys.items():
+            self.tracks[key] = (self.tracks[key][0], self.tracks[key][1], self._totals[key])
+        self._keys, self._totals = {}, {}
+
+    def add(self, video_id, r: VideoInstanceResult) -> None:
+        if video_id != self._video:
+            self._end_video()
+            self._video = video_id
+            self.frames.append(0)
+        t0, n = self.frames[-1], r.masks.shape[1]
+        rows = []
+        for k, (tid, lab) in enumerate(zip(r.track_ids.tolist(), r.labels.tolist())):
+            key = self._keys.get((tid, lab))
+            if key is None:
+                key = self._keys[(tid, lab)] = len(self.tracks)
+                self.tracks.append((video_id, _cat(self.category_ids, lab), 0.0))
+                self._totals[key] = 0.0
+            self._totals[key] += float(r.scores[k]) * n
+            rows += [(key, t0 + t, _json(rle_encode(m)).decode()) for t, m in enumerate(r.masks[k]) if m.any()]
+        self.spool.add(rows)
+        self.frames[-1] += n
+
+    def records(self) -> Iterator[bytes]:
+        """The file's bytes, track after track (as ``dumps_json`` of the whole list)."""
+        self._end_video()
+        videos = {}
+        for v, _, _ in self.tracks:
+            videos.setdefault(v, len(videos))
+        rows = self.spool.read()
+        row = next(rows, None)
+        yield b"["
+        for key, (video_id, cat, total) in enumerate(self.tracks):
+            num_frames = self.frames[videos[video_id]]
+            head = _json({"video_id": video_id, "category_id": cat, "score": float(np.float32(total / max(num_frames, 1)))})
+            segs = ["null"] * num_frames
+            while row is not None and row[0] == key:
+                segs[row[1]] = row[2]
+                row = next(rows, None)
+            yield (b"," if key else b"") + head[:-1] + b',"segmentations":[' + ",".join(segs).encode() + b"]}"
+        yield b"]"
+
+    def close(self) -> str:
+        try:
+            uio.write_chunks(self.uri, self.records())
+        finally:
+            self.spool.close()
+        return self.uri
+
 
 def ytvis_records(video_id, r: VideoInstanceResult, category_ids=None) -> list[dict]:
     return [{"video_id": video_id, "category_id": _cat(category_ids, int(r.labels[k])), "score": float(r.scores[k]),
@@ -175,42 +273,99 @@ def ytvis_records(video_id, r: VideoInstanceResult, category_ids=None) -> list[d
 
 
 def write_ytvis(out: str, items: list[tuple[object, VideoInstanceResult]], category_ids=None) -> str:
-    recs = []
+    w = YtvisWriter(out, category_ids)
     for video_id, r in items:
-        recs += ytvis_records(video_id, r, category_ids)
-    uri = uio.join(out, "results.json")
-    uio.write_json(uri, recs)
-    return uri
+        w.add(video_id, r)
+    return w.close()
 
 
-def vipseg_annotation(video: str, frame_names: Sequence[str], r: VideoPanopticResult, category_ids=None) -> dict:
-    by_id = {s.id: s for s in r.segments}
-    frames = []
-    for t, name in enumerate(frame_names):
-        pan = r.panoptic[t]
+class VipsegWriter:
+    """VIPSeg predictions, video after video, frame after frame: ``add(video, frame_name, frame_result)`` writes
+    ``panoptic/<video>/<frame>.png`` and spools the frame's segments; ``close()`` writes ``panoptic.json``."""
+
+    def __init__(self, out: str, isthing: Sequence[bool], category_ids=None):
+        self.out, self.isthing, self.category_ids = out, isthing, category_ids
+        self.spool = _Spool()
+        self.videos: list[str] = []
+        self.vocabulary: list[str] = []
+        self._frame = 0
+
+    def add(self, video: str, name: str, r: VideoPanopticResult) -> None:
+        if not self.videos or video != self.videos[-1]:
+            self.videos.append(video)
+            self._frame = 0
+        self.vocabulary = r.vocabulary
+        label = {s.id: s.label for s in r.segments}
+        t = self._frame
+        pan = r.panoptic[0]
+        uio.write_bytes(uio.join(self.out, "panoptic", video, f"{name}.png"), uio.encode_png(id2rgb(pan)))
         infos = []
-        for sid in r.frame_segments[t]:
+        for sid in r.frame_segments[0]:
             m = pan == sid
-            s = by_id[sid]
-            infos.append({"id": int(sid), "category_id": _cat(category_ids, s.label), "iscrowd": 0,
+            infos.append({"id": int(sid), "category_id": _cat(self.category_ids, label[sid]), "iscrowd": 0,
                           "area": int(m.sum()), "bbox": coco_bbox(m)})
-        frames.append({"image_id": f"{video}_{t}", "file_name": f"{name}.png", "segments_info": infos})
-    return {"video_id": video, "annotations": frames}
+        h, w = pan.shape
+        self.spool.add([(len(self.videos) - 1, t, _json([name, int(h), int(w), infos]).decode())])
+        self._frame += 1
+
+    def chunks(self) -> Iterator[bytes]:
+        """``{"videos": [...], "annotations": [...], "categories": [...]}`` as ``dumps_json`` writes it."""
+        yield b'{"videos":['
+        for part in ("videos", "annotations"):
+            if part == "annotations":
+                yield b'],"annotations":['
+            key_now, first = -1, True
+            for key, t, text in self.spool.read():
+                name, h, w, infos = json.loads(text)
+                video = self.videos[key]
+                if key != key_now:
+                    if key_now >= 0:
+                        yield b"]}"
+                    yield (b"" if key_now < 0 else b",") + _json({"video_id": video})[:-1] + (
+                        b',"images":[' if part == "videos" else b',"annotations":[')
+                    key_now, first = key, True
+                if part == "videos":
+                    item = {"id": f"{video}_{t}", "file_name": f"{name}.jpg", "height": h, "width": w}
+                else:
+                    item = {"image_id": f"{video}_{t}", "file_name": f"{name}.png", "segments_info": infos}
+                yield (b"" if first else b",") + _json(item)
+                first = False
+            if key_now >= 0:
+                yield b"]}"
+        yield b'],"categories":' + _json(categories(self.vocabulary, self.isthing, self.category_ids)) + b"}"
+
+    def close(self) -> str:
+        uri = uio.join(self.out, "panoptic.json")
+        try:
+            uio.write_chunks(uri, self.chunks())
+        finally:
+            self.spool.close()
+        return uri
 
 
 def write_vipseg(out: str, items: list[tuple[str, Sequence[str], VideoPanopticResult]], isthing, category_ids=None) -> str:
-    anns, videos = [], []
+    w = VipsegWriter(out, isthing, category_ids)
     for video, frame_names, r in items:
         for t, name in enumerate(frame_names):
-            uio.write_bytes(uio.join(out, "panoptic", video, f"{name}.png"), uio.encode_png(id2rgb(r.panoptic[t])))
-        anns.append(vipseg_annotation(video, frame_names, r, category_ids))
-        h, w = r.panoptic.shape[1:]
-        videos.append({"video_id": video, "images": [{"id": f"{video}_{t}", "file_name": f"{n}.jpg", "height": int(h),
-                                                      "width": int(w)} for t, n in enumerate(frame_names)]})
-    vocab = items[0][2].vocabulary if items else []
-    uri = uio.join(out, "panoptic.json")
-    uio.write_json(uri, {"videos": videos, "annotations": anns, "categories": categories(vocab, isthing, category_ids)})
-    return uri
+            w.add(video, name, frame_of(r, t))
+    return w.close()
+
+
+def frame_of(r, t: int):
+    """Frame t of a video result, as a video result of one frame."""
+    if isinstance(r, VideoPanopticResult):
+        ids = r.frame_segments[t]
+        pan = r.panoptic[t: t + 1]
+        segs = [dataclasses.replace(s, area=int((pan == s.id).sum()), box=mask_box(pan[0] == s.id))
+                for s in r.segments if s.id in set(ids)]
+        return VideoPanopticResult(pan, segs, r.vocabulary, [ids])
+    if isinstance(r, VideoSemanticResult):
+        return VideoSemanticResult(r.labels[t: t + 1], r.vocabulary)
+    if isinstance(r, VOSResult):
+        return VOSResult(r.masks[t: t + 1], r.object_ids, r.queries)
+    if isinstance(r, VideoInstanceResult):
+        return VideoInstanceResult(r.masks[:, t: t + 1], r.labels, r.scores, r.track_ids, r.names, r.vocabulary)
+    raise TypeError(f"not a video result: {type(r).__name__}")
 
 
 def write_vss(out: str, video: str, frame_names: Sequence[str], r: VideoSemanticResult) -> None:
@@ -222,6 +377,66 @@ def write_vos(out: str, video: str, frame_names: Sequence[str], r: VOSResult) ->
     for t, name in enumerate(frame_names):
         uio.write_bytes(uio.join(out, "Annotations", video, f"{name}.png"),
                         uio.encode_png(r.masks[t], palette=DAVIS_PALETTE))
+
+
+class VideoOutput:
+    """``omg predict``'s outputs of one video task, frame by frame: the official files (:data:`VIDEO_TASKS` rows
+    of the table above), and overlays (``overlays/<video>/<frame>.png`` and / or an overlay video).
+    ``add(name, image, frame_result)``; ``close()`` -> the outputs written."""
+
+    def __init__(self, out: str, task: str, video: str, isthing: Sequence[bool] = (), category_ids=None,
+                 video_id: object = 1, overlay_frames: bool = True, overlay_video: str | None = None,
+                 fps: float = 25.0, score_threshold: float = 0.0):
+        self.out, self.task, self.video, self.video_id = out, task, video, video_id
+        self.overlay_frames, self.score_threshold = overlay_frames, score_threshold
+        self.ytvis = YtvisWriter(out, category_ids) if task == "vis" else None
+        self.vipseg = VipsegWriter(out, isthing, category_ids) if task == "vps" else None
+        self.movie = None
+        if overlay_video:
+            from omg.inference.media import VideoWriter
+
+            self.movie = VideoWriter(overlay_video, fps)
+        self.frames = 0
+
+    def add(self, name: str, image: np.ndarray, r) -> None:
+        if self.task == "vis":
+            self.ytvis.add(self.video_id, r)
+        elif self.task == "vps":
+            self.vipseg.add(self.video, name, r)
+        elif self.task == "vss":
+            write_semantic(self.out, f"{self.video}/{name}", r.labels[0])
+        elif self.task == "vos":
+            uio.write_bytes(uio.join(self.out, "Annotations", self.video, f"{name}.png"),
+                            uio.encode_png(r.masks[0], palette=DAVIS_PALETTE))
+        else:
+            raise ValueError(f"not a video task: {self.task!r}")
+        if self.overlay_frames or self.movie is not None:
+            ids, labels = overlay_ids(r, self.score_threshold)
+            shown = overlay(image, ids[0], labels)
+            if self.overlay_frames:
+                uio.write_bytes(uio.join(self.out, "overlays", self.video, f"{name}.png"), uio.encode_png(shown))
+            if self.movie is not None:
+                self.movie.add(shown)
+        self.frames += 1
+
+    def close(self) -> list[str]:
+        written = []
+        try:
+            if self.ytvis is not None:
+                written.append(self.ytvis.close())
+            if self.vipseg is not None:
+                written.append(self.vipseg.close())
+            if self.task == "vss":
+                written.append(uio.join(self.out, "semantic", self.video))
+            if self.task == "vos":
+                written.append(uio.join(self.out, "Annotations", self.video))
+            if self.overlay_frames:
+                written.append(uio.join(self.out, "overlays", self.video))
+        finally:
+            if self.movie is not None:
+                self.movie.close()
+                written.append(self.movie.path)
+        return written
 
 
 def read_png(uri: str) -> np.ndarray:

@@ -8,7 +8,7 @@ import io
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Iterable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -44,35 +44,43 @@ def write_bytes(uri: str, data: bytes) -> None:
     file is removed when the write fails, and the ``OSError`` (a full or read-only disk) names the target.
     A target that exists but is not a regular file (``/dev/stdout``, ``/dev/null``, a FIFO) is written in
     place, never replaced by a file."""
+    write_chunks(uri, [data])
+
+
+def write_chunks(uri: str, chunks: Iterable[bytes]) -> None:
+    """:func:`write_bytes` of the concatenated ``chunks``, written as they come (a large file in bounded memory)."""
     fs, path = fs_and_path(uri)
     if not isinstance(fs, LocalFileSystem):
         parent = os.path.dirname(path)
         if parent:
             fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "wb") as f:
-            f.write(data)
+            for c in chunks:
+                f.write(c)
         return
     try:
-        _write_local(path, data)
+        _write_local(path, chunks)
     except OSError as err:
         if err.filename is None and err.errno is not None:  # a failed write(2) names no file: name ours
             raise OSError(err.errno, err.strerror, path) from err
         raise
 
 
-def _write_local(path: str, data: bytes) -> None:
+def _write_local(path: str, chunks: Iterable[bytes]) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", path)
     if os.path.exists(path) and not os.path.isfile(path):  # a device, FIFO or socket: write through it
         with open(path, "wb") as f:
-            f.write(data)
+            for c in chunks:
+                f.write(c)
         return
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(tmp, "xb") as f:  # the umask's permissions, unlike mkstemp's 0600
-            f.write(data)
+            for c in chunks:
+                f.write(c)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -13,7 +13,7 @@ import torch
 from omg.export.graphs import ExportSpec, example_inputs, export, graph_modules
 from omg.export.runtime import ExportedModel, _Graph
 from omg.inference.predictor import OMGPredictor
-from omg.inference.run import load_image
+from omg.inference.media import load_image
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from tests.conftest import LABEL_SPACE

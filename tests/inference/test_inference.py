@@ -330,15 +330,16 @@ def test_a_video_instance_score_is_the_mean_over_frames(predictor):
     it is empty) and the YouTube-VIS metric averages an instance's frames; a track seen in 1 of 2 frames at
     probability 0.9 scores 0.45 x its class score, not 0.9 x (pooled over the video)."""
     predictor.set_video(np.zeros((2, 32, 32, 3), np.uint8))
-    cache = predictor._video_queries(3)
-    q = cache.masks.shape[0]
+    decoded = predictor._decoded("vis")
+    q = decoded.clips[0].masks.shape[0]
     crafted = torch.full((2, q, 32, 32), -5.0)
     crafted[0, :, :8, :8] = math.log(0.9 / 0.1)  # every query: a mask in frame 0 only, probability 0.9
 
-    predictor._frame_logits = lambda cache, t, queries=None: crafted[t] if queries is None else crafted[t][queries]
+    predictor._frame_logits = lambda clip, t, queries=None: crafted[t] if queries is None else crafted[t][queries]
     vis = predictor.predict("vis", topk=100)
     with torch.no_grad():
-        probs = predictor._video_logits(cache, predictor.training_vocabulary, "auto").float().softmax(-1)[:, :-1]
+        job = predictor._video_job("vis", None, "auto")
+        probs = predictor._decide(decoded.evidence, job).logits.float().softmax(-1)[:, :-1]
     top = probs.flatten().topk(100)
     thing = torch.tensor(predictor.training_vocabulary.isthing)[top.indices % probs.shape[1]]
     assert len(vis.scores) == int(thing.sum()) > 0
