@@ -138,10 +138,6 @@ def semantic_gt(sample, index: dict[int, int]) -> np.ndarray:
     return lab
 
 
-def frames(folder: str, names: list[str]) -> list[np.ndarray]:
-    return [load_image(uio.join(folder, n)) for n in names]
-
-
 class TaskEvaluator:
     """Base: ``task``, the catalog ``formats`` it reads, the progress ``unit``; subclasses fill reset/process/evaluate."""
 
@@ -168,6 +164,16 @@ class TaskEvaluator:
     def predict(self, task: str, **kwargs):
         """The predictor's ``task`` with this evaluation's vocabulary and ensemble convention."""
         return self.pred.predict(task, vocabulary=self.vocab, open_vocab=self.ctx.options.open_vocab(self.task), **kwargs)
+
+    def predict_video(self, folder: str, names: list[str], **kwargs):
+        """This evaluation's video task on the frames ``names`` of ``folder``, read one at a time and streamed
+        through the predictor (:meth:`OMGPredictor.stream`, the path of ``omg predict``), decided with the whole
+        video's evidence (``lookahead=None``: the released protocol) -> the video's result."""
+        if self.task != "vos":
+            kwargs.update(vocabulary=self.vocab, open_vocab=self.ctx.options.open_vocab(self.task))
+        images = (load_image(uio.join(folder, n)) for n in names)
+        parts = [f.result for f in self.pred.stream(images, self.task, lookahead=None, **kwargs)]
+        return type(parts[0]).concat(parts)
 
     def reset(self) -> None:
         self.vocab, self.cat_ids = self.vocabulary()
@@ -435,8 +441,7 @@ class VISEvaluator(TaskEvaluator):
         self.results: list[dict] = []
 
     def process(self, it: dict) -> None:
-        self.pred.set_video(frames(self.ctx.reader.paths["frames"], it["file_names"]))
-        r = self.predict("vis")
+        r = self.predict_video(self.ctx.reader.paths["frames"], it["file_names"])
         self.results += [x for x in writers.ytvis_records(int(it["key"]), r, self.cat_ids) if x["category_id"] != -1]
         self.processed.append(it)
 
@@ -471,8 +476,9 @@ class VPSEvaluator(TaskEvaluator):
 
     def process(self, it: dict) -> None:
         vid = it["key"]
-        self.pred.set_video(frames(uio.join(self.ctx.reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
-        r = drop_unmapped(self.predict("vps", track_ids=self.ctx.options.track_ids), self.cat_ids)
+        r = drop_unmapped(self.predict_video(uio.join(self.ctx.reader.paths["frames"], vid),
+                                             [fr["image"] for fr in it["frames"]], track_ids=self.ctx.options.track_ids),
+                          self.cat_ids)
         self.preds.append((vid, [fr["mask"][:-4] for fr in it["frames"]], r))
         self.processed.append(it)
 
@@ -522,8 +528,7 @@ class VSSEvaluator(TaskEvaluator):
     def process(self, it: dict) -> None:
         reader = self.ctx.reader
         vid = it["key"]
-        self.pred.set_video(frames(uio.join(reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]]))
-        r = self.predict("vss")
+        r = self.predict_video(uio.join(reader.paths["frames"], vid), [fr["image"] for fr in it["frames"]])
         gts = semantic_gt(reader.load(it), self.index)
         for t, fr in enumerate(it["frames"]):
             self.confusion.process(gts[t], r.labels[t], where=uio.join(reader.paths["panoptic_masks"], vid, fr["mask"]))
@@ -553,9 +558,8 @@ class VOSEvaluator(TaskEvaluator):
         reader = self.ctx.reader
         vid = it["key"]
         reader.check_frames(it)  # a missing frame is a bad record here too
-        self.pred.set_video(frames(uio.join(reader.paths["frames"], vid), it["frames"]))
         first = writers.read_png(uio.join(reader.paths["annotations"], vid, it["frames"][0][:-4] + ".png"))
-        r = self.pred.predict("vos", first_frame_masks=first)
+        r = self.predict_video(uio.join(reader.paths["frames"], vid), it["frames"], first_frame_masks=first)
         writers.write_vos(self.ctx.out_dir, vid, [n[:-4] for n in it["frames"]], r)
         self.processed.append(it)
 

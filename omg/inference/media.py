@@ -12,11 +12,12 @@ container) with frame-level access, as a wheel that bundles FFmpeg, so no system
 from __future__ import annotations
 
 import glob as _glob
+import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def _av():
 
 @dataclass
 class VideoSource:
-    """``VideoSource.open(uri)``; ``for name, frame in source: ...`` (H x W x 3 uint8 RGB)."""
+    """``VideoSource.open(uri)``; ``for name, frame in source: ...`` (H x W x 3 uint8 RGB), or ``source.frames()``."""
 
     uri: str
     files: list[str] | None  # frame images (a folder or glob); None for a video file
@@ -94,6 +95,10 @@ class VideoSource:
             raise ValueError(f"{uri}: frames of {w}x{h} exceed the limit of {max_pixels} pixels (--max-pixels)")
         return cls(uri, None, frames, rate, max_pixels)
 
+    def frames(self) -> Iterator[np.ndarray]:
+        """The frames alone (what :meth:`OMGPredictor.stream` takes)."""
+        return (frame for _, frame in self)
+
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         if self.files is not None:
             for f in self.files:
@@ -113,20 +118,69 @@ class VideoSource:
             raise ValueError(f"{self.uri}: no frames decoded")
 
 
-class VideoWriter:
-    """An H.264 (mp4) or VP9 (webm) video written frame by frame: ``with VideoWriter(path, fps) as w: w.add(rgb)``.
-    Frames are padded to even sizes (yuv420p needs them)."""
+class VideoTooLarge(ValueError):
+    """A video over a limit (frames, pixels): an upload's 413, where an undecodable file is a 415."""
 
-    def __init__(self, path: str, fps: float = 25.0):
+
+def read_video_bytes(data: bytes, max_frames: int, max_pixels: int = uio.MAX_PIXELS, what: str = "video"
+                     ) -> tuple[list[np.ndarray], float]:
+    """A short video file's bytes (an upload) -> (its frames, frames/s), bounded: the frame size from the stream's
+    header before anything is decoded, and decoding stops with an error at frame ``max_frames + 1``.
+    ``ValueError`` names what is wrong (an upload's 4xx)."""
+    import io
+
+    av = _av()
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{what}: the file has no video stream")
+            stream = container.streams.video[0]
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if w * h > max_pixels:
+                raise VideoTooLarge(f"{what}: frames of {w}x{h} exceed the limit of {max_pixels} pixels")
+            rate = float(stream.average_rate) if stream.average_rate else 25.0
+            for frame in container.decode(stream):
+                if len(frames) == max_frames:
+                    raise VideoTooLarge(f"{what}: more than {max_frames} frames (the limit of a video here)")
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except av.error.FFmpegError as err:
+        raise ValueError(f"{what}: not a video file FFmpeg can decode ({err})") from None
+    if not frames:
+        raise ValueError(f"{what}: no frames decoded")
+    return frames, rate
+
+
+def encode_video(frames: Iterator[np.ndarray] | list[np.ndarray], fps: float = 25.0, fmt: str = "webm") -> bytes:
+    """RGB frames -> the bytes of a VP9 WebM (``webm``, what every browser plays) or an H.264 mp4 (``mp4``), made in
+    memory."""
+    buf = io.BytesIO()
+    with VideoWriter(buf, fps, fmt) as w:
+        for f in frames:
+            w.add(f)
+    return buf.getvalue()
+
+
+class VideoWriter:
+    """An H.264 (mp4) or VP9 (webm) video written frame by frame: ``with VideoWriter(path, fps) as w: w.add(rgb)``;
+    ``target`` a local path (its suffix says the format) or a binary file object with ``fmt``. Frames are padded to
+    even sizes (yuv420p needs them)."""
+
+    def __init__(self, target: str | BinaryIO, fps: float = 25.0, fmt: str | None = None):
         av = _av()
-        if not path.lower().endswith((".mp4", ".webm")):
-            raise ValueError(f"{path}: the overlay video is .mp4 (H.264) or .webm (VP9)")
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self.path = path
-        self.container = av.open(path, mode="w")
-        codec = "libvpx-vp9" if path.lower().endswith(".webm") else "libx264"
+        if isinstance(target, str):
+            fmt = fmt or target.rsplit(".", 1)[-1].lower()
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        if fmt not in ("mp4", "webm"):
+            raise ValueError(f"{target}: the overlay video is .mp4 (H.264) or .webm (VP9)")
+        self.path = target if isinstance(target, str) else f"<{fmt} in memory>"
+        self.container = av.open(target, mode="w", format=fmt)
+        codec = "libvpx-vp9" if fmt == "webm" else "libx264"
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         self.stream.pix_fmt = "yuv420p"
+        # fast settings: an overlay to look at, written beside inference
+        self.stream.options = ({"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"} if codec == "libvpx-vp9"
+                               else {"preset": "veryfast", "crf": "23"})
         self.size: tuple[int, int] | None = None
         self.frames = 0
 
@@ -148,8 +202,9 @@ class VideoWriter:
     def close(self) -> None:
         if self.container is not None:
             try:
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
+                if self.frames:
+                    for packet in self.stream.encode():
+                        self.container.mux(packet)
             finally:
                 self.container.close()
                 self.container = None

@@ -8,7 +8,7 @@
                                    vocabulary=["circle", "square"])    # masks + open-vocabulary labels
     predictor.set_video(frames)                                        # T x H x W x 3 uint8 (or a list)
     tracks = predictor.vis()                                           # also .vps(), .vss(), .vos(first_frame_masks)
-    for f in predictor.stream(read_frames("long.mp4"), task="vps"):    # any length, bounded memory
+    for f in predictor.stream(VideoSource.open("long.mp4").frames(), task="vps"):  # any length, bounded memory
         f.index, f.image, f.result                                     # this frame's VideoPanopticResult (T = 1)
 
 One typed entry point per task (``panoptic``, ``instance``, ``semantic``, ``interactive``; ``vis``, ``vps``,
@@ -636,12 +636,16 @@ class OMGPredictor:
             top, labels, queries = top[keep], labels[keep], queries[keep]
             lab = labels.cpu().numpy()
             names, ids = [vocab.display[k] for k in lab], (queries + 1).cpu().numpy()
+            # a query may pair with several classes: its mask is computed once
+            unique, pair = torch.unique(queries, return_inverse=True)
+            pair_np = pair.cpu().numpy()
             for t in frames:
                 # per frame as the released fusion head (FH.instance_postprocess): class score x the mean probability
                 # inside the frame's mask (0 where it is empty); the video's score is the mean over frames (concat)
                 if len(queries):
-                    lg = self._frame_logits(clip, t, queries)
-                    masks, sc = self._to_original(lg > 0, size)[:, None], (top * mask_scores(lg)).cpu().numpy()
+                    lg = self._frame_logits(clip, t, unique)
+                    masks = self._to_original(lg > 0, size)[pair_np][:, None]
+                    sc = (top * mask_scores(lg)[pair]).cpu().numpy()
                 else:
                     masks, sc = np.zeros((0, 1, *size), bool), np.zeros(0, np.float32)
                 yield VideoInstanceResult(masks, lab, sc, ids, names, vocab.display)

@@ -63,6 +63,7 @@ class Limits:
     max_json_bytes: int = 256 * 1024  # a JSON body without images (the page's prompt / segment requests)
     max_prompts: int = 64
     max_frames: int = 64  # frames of a video request
+    max_video_bytes: int = 16 * 1024 * 1024  # a video file upload (omg serve's /api/video)
     max_classes: int = 300  # classes of a vocabulary
     max_vocabulary_chars: int = 20_000  # characters of a vocabulary's text
     cache_bytes: int = 512 * 1024 * 1024  # images and their features kept for prompts

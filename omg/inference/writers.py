@@ -228,7 +228,7 @@ class YtvisWriter:
             self._video = video_id
             self.frames.append(0)
         t0, n = self.frames[-1], r.masks.shape[1]
-        rows = []
+        rows, encoded = [], {}  # a track id's masks are encoded once (the pairs of one query share them)
         for k, (tid, lab) in enumerate(zip(r.track_ids.tolist(), r.labels.tolist())):
             key = self._keys.get((tid, lab))
             if key is None:
@@ -236,7 +236,11 @@ class YtvisWriter:
                 self.tracks.append((video_id, _cat(self.category_ids, lab), 0.0))
                 self._totals[key] = 0.0
             self._totals[key] += float(r.scores[k]) * n
-            rows += [(key, t0 + t, _json(rle_encode(m)).decode()) for t, m in enumerate(r.masks[k]) if m.any()]
+            hit = encoded.get(tid)
+            if hit is None or not np.array_equal(hit[0], r.masks[k]):
+                hit = encoded[tid] = (r.masks[k], [(t, _json(rle_encode(m)).decode())
+                                                   for t, m in enumerate(r.masks[k]) if m.any()])
+            rows += [(key, t0 + t, text) for t, text in hit[1]]
         self.spool.add(rows)
         self.frames[-1] += n
 

@@ -17,14 +17,16 @@ Endpoints (JSON unless noted; errors are ``{"error": "..."}`` with a 4xx/5xx sta
                              know ``image_id``: a replica of several; the answer's ``image_id`` is then a new one)
 ``POST /api/predict``        a request of :mod:`omg.inference.schema` (any task, the image inline) -> its response:
                              the API the MLflow pyfunc model and the Ray Serve app speak too
+``POST /api/video``          ``{"task": "vis"|"vps"|"vss", "video": a short video file as base64, "vocabulary"}`` ->
+                             the overlay as a WebM to play back (base64), legend, frames, fps (:meth:`ServeApp.video`)
 
 Image features are computed once per image (``/api/image``) and kept in an in-memory LRU sized in
 bytes (``cache_bytes``); a prompt or a mode switch only runs the decoder. An image evicted from it
 answers 410 "image expired, upload it again". Results carry an RGBA overlay PNG, a label-map PNG
 (pixel value = prompt or segment number, 0 = nothing) and the per-mask records, all base64.
 
-Safety: uploads are capped in bytes (``max_bytes``) and pixels (``max_pixels``, checked from the
-header before decoding: decompression bombs never decode), decoded strictly (PNG or JPEG by magic
+Safety: uploads are capped in bytes (``max_bytes``; a video ``max_video_bytes`` and ``max_frames``) and pixels
+(``max_pixels``, checked from the header before decoding: decompression bombs never decode), decoded strictly (PNG or JPEG by magic
 bytes, truncated files rejected), kept in memory only (nothing is written to disk), and forgotten
 on restart. A vocabulary is capped in classes and characters; its text embedding is computed outside
 the model lock (one vocabulary at a time, cached per synonym), so a large new vocabulary never makes
@@ -39,6 +41,7 @@ Under load: a listen backlog of ``backlog`` connections, a bounded pool of ``wor
 from __future__ import annotations
 
 import base64
+import binascii
 import colorsys
 import contextlib
 import hashlib
@@ -67,6 +70,8 @@ from omg.inference.schema import Limits, RequestError, decode_upload, number, pa
 
 PAGE = Path(__file__).with_name("page.html")
 TASKS = ("panoptic", "instance", "semantic")
+#: what the page runs on an uploaded video (VOS needs the first frame's objects)
+VIDEO_TASKS = ("vis", "vps", "vss")
 
 
 def png_b64(array: np.ndarray) -> str:
@@ -207,10 +212,11 @@ class ServeApp:
     # ------------------------------------------------------------------ images
     def info(self) -> dict:
         return {"checkpoint": self.checkpoint, "vocabulary": self.default_vocabulary, "samples": sorted(self.samples),
-                "tasks": list(TASKS), "limits": {"max_bytes": self.limits.max_bytes, "max_pixels": self.limits.max_pixels,
-                                                 "max_prompts": self.limits.max_prompts,
-                                                 "max_classes": self.limits.max_classes,
-                                                 "cache_bytes": self.limits.cache_bytes}}
+                "tasks": list(TASKS), "video_tasks": list(VIDEO_TASKS),
+                "limits": {"max_bytes": self.limits.max_bytes, "max_pixels": self.limits.max_pixels,
+                           "max_frames": self.limits.max_frames, "max_video_bytes": self.limits.max_video_bytes,
+                           "max_prompts": self.limits.max_prompts, "max_classes": self.limits.max_classes,
+                           "cache_bytes": self.limits.cache_bytes}}
 
     def sample_png(self, name: str) -> bytes:
         if name not in self.samples:
@@ -414,12 +420,80 @@ class ServeApp:
                 "ms": round(ms, 1), "width": w, "height": h, "image_id": image_id}
 
 
+    # ------------------------------------------------------------------ a short video
+    def video(self, doc: dict) -> dict:
+        """``POST /api/video``: ``{"task": "vis" | "vps" | "vss", "video": a short video file as base64 (mp4, webm,
+        mov ...), "vocabulary"?, "min_score"?}`` -> the video's overlay to play back (``overlay_webm``: a VP9 WebM as
+        base64), its legend, frames, fps and ms. Bounded: ``max_video_bytes``, ``max_frames`` frames, ``max_pixels``
+        a frame (from the stream's header, before decoding). The overlay is drawn from the schema's response, so a
+        remote model (``--backend``) answers the same way."""
+        from omg.inference.media import VideoTooLarge, encode_video, read_video_bytes
+
+        task = doc.get("task")
+        if task not in VIDEO_TASKS:
+            raise RequestError(400, f"field 'task': expected one of {', '.join(VIDEO_TASKS)}, got {task!r}")
+        raw = doc.get("video")
+        if not isinstance(raw, str) or not raw:
+            raise RequestError(400, "field 'video': expected a video file as base64")
+        raw = raw.split(",", 1)[1] if raw.startswith("data:") else raw
+        if len(raw) > (self.limits.max_video_bytes * 4) // 3 + 4:
+            raise RequestError(413, f"field 'video': more than {self.limits.max_video_bytes} bytes")
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "field 'video': not valid base64") from None
+        try:
+            frames, fps = read_video_bytes(data, self.limits.max_frames, self.limits.max_pixels, "field 'video'")
+        except VideoTooLarge as err:
+            raise RequestError(413, str(err)) from None
+        except ValueError as err:
+            raise RequestError(415, str(err)) from None
+        min_score = number(doc.get("min_score", 0.3), "field 'min_score'")
+        vocab = self._vocabulary(doc.get("vocabulary"))
+        req = schema.Request(task, tuple(frames), vocabulary=tuple(vocab) if vocab else None,
+                             min_score=min_score if task == "vis" else 0.0)
+        t0 = time.perf_counter()
+        if self.remote is not None:
+            res = self.remote(req)
+        else:
+            with self._model():
+                res = schema.predict(self.predictor, req)
+        ms = (time.perf_counter() - t0) * 1000
+        segs = sorted(res.segments, key=lambda s: s.score or 0.0) if task == "vis" else res.segments  # best on top
+        colors = palette(len(segs))
+        maps = np.zeros((len(frames), *frames[0].shape[:2]), np.int32)
+        legend = []
+        for n, seg in enumerate(segs, 1):
+            for t, rle in enumerate(seg.segmentations or []):
+                if rle is not None:
+                    maps[t][rle_decode(rle)] = n
+            rec = {"id": n, "name": seg.label, "area": int(seg.area),
+                   "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1])}
+            if seg.score is not None:
+                rec["score"] = round(float(seg.score), 4)
+            legend.append(rec)
+
+        def composited():
+            for t, frame in enumerate(frames):
+                rgba = overlay(maps[t], colors).astype(np.float32)
+                a = rgba[..., 3:] / 255.0
+                yield (frame * (1 - a) + rgba[..., :3] * a).astype(np.uint8)
+
+        movie = encode_video(composited(), fps, "webm")
+        return {"task": task, "legend": legend[::-1] if task == "vis" else legend, "frames": len(frames),
+                "fps": fps, "width": int(frames[0].shape[1]), "height": int(frames[0].shape[0]), "ms": round(ms, 1),
+                "overlay_webm": base64.b64encode(movie).decode("ascii")}
+
     # ------------------------------------------------------------------ the HTTP API, for any transport
-    POST_PATHS = ("/api/image", "/api/prompt", "/api/segment", "/api/predict")
+    POST_PATHS = ("/api/image", "/api/prompt", "/api/segment", "/api/predict", "/api/video")
 
     def body_limit(self, path: str) -> int:
-        """The most bytes a POST to ``path`` may send (an upload; a JSON request with an image inline)."""
-        return self.limits.max_bytes if path == "/api/image" else self.limits.max_request_bytes
+        """The most bytes a POST to ``path`` may send (an upload; a JSON request with an image or a video inline)."""
+        if path == "/api/image":
+            return self.limits.max_bytes
+        if path == "/api/video":
+            return self.limits.max_json_bytes + (self.limits.max_video_bytes * 4) // 3 + 4
+        return self.limits.max_request_bytes
 
     def handle(self, method: str, path: str, content_type: str, body: bytes) -> tuple[int, str, bytes, dict]:
         """One HTTP request -> (status, content type, body, headers): the whole API for any transport (the stdlib
@@ -464,6 +538,8 @@ class ServeApp:
                 body = self.sample_png(name if isinstance(name, str) else "")
             return ok(self.add_image(decode_upload(body, self.limits)))
         doc = self.parse_json(body)
+        if path == "/api/video":
+            return ok(self.video(doc))
         return ok(self.prompt(doc) if path == "/api/prompt" else self.segment(doc) if path == "/api/segment"
                   else self.predict(doc))
 

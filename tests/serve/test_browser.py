@@ -178,4 +178,21 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     ready = _result_ready(d, ready)
     d.find_element("id", "clear").click()
     assert d.find_elements("css selector", "#results li") == []
+
+    # a short video: upload an mp4, the page plays back the tracked overlay (a VP9 WebM) with its legend
+    from omg.inference.media import VideoWriter
+
+    folder = Path(tiny_shapes) / "videos/val/JPEGImages/val_0000"
+    clip = ARTIFACTS / "serve_clip.mp4"
+    with VideoWriter(str(clip), fps=5) as w:
+        for f in sorted(folder.glob("*.jpg")):
+            w.add(np.asarray(Image.open(f).convert("RGB")))
+    d.find_element("id", "video-upload").send_keys(str(clip))
+    _wait(d, lambda d: d.execute_script("return document.body.dataset.video || ''") != "", "the video's overlay")
+    assert int(d.execute_script("return document.body.dataset.video")) == len(list(folder.glob("*.jpg")))
+    _wait(d, lambda d: d.execute_script("const v = document.getElementById('video-result'); "
+                                        "return v.readyState >= 2 && v.videoWidth === 64"), "Chromium to play it")
+    assert d.find_elements("css selector", "#video-legend li"), "a legend of tracks"
+    d.save_screenshot(str(ARTIFACTS / "serve_video.png"))
+    clip.unlink()
     (ARTIFACTS / "serve_latency.json").write_text(json.dumps({"click_round_trip_ms": round(click_ms, 1)}))

@@ -268,3 +268,37 @@ def test_an_image_another_replica_took_is_resent_inline(server, tiny_shapes):
     assert status == 200 and again["image_id"] == doc["image_id"]
     status, err = http_call(f"{url}/api/prompt", {**body, "image": "bm90IGFuIGltYWdl"})
     assert status == 415 and "not a PNG or JPEG" in err["error"]
+
+
+def test_a_short_video_upload_plays_back_its_overlay(server, tiny_shapes):
+    """POST /api/video: an mp4 of an omg-shapes val video -> a WebM overlay with every frame at the video's size, and a
+    legend that is the schema's answer for the same frames (the model's own VPS); over-limit and broken videos are 4xx
+    naming the field."""
+    from omg.inference import schema
+    from omg.inference.media import encode_video, read_video_bytes
+
+    url, app = server
+    folder = Path(tiny_shapes) / "videos/val/JPEGImages/val_0000"
+    frames = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.jpg"))]
+    mp4 = encode_video(frames, 5, "mp4")
+    decoded, fps = read_video_bytes(mp4, 64)
+    status, doc = http_call(f"{url}/api/video", {"task": "vps", "video": base64.b64encode(mp4).decode()})
+    assert status == 200, doc
+    assert doc["frames"] == len(frames) and doc["fps"] == pytest.approx(5) and (doc["width"], doc["height"]) == (64, 64)
+    movie, _ = read_video_bytes(base64.b64decode(doc["overlay_webm"]), 64)
+    assert len(movie) == len(frames) and movie[0].shape == (64, 64, 3)
+    with app._model():
+        want = schema.predict(app.predictor, schema.Request("vps", tuple(decoded)))
+    assert [r["name"] for r in doc["legend"]] == [s.label for s in want.segments]
+    assert [r["area"] for r in doc["legend"]] == [s.area for s in want.segments]
+    assert np.abs(movie[0].astype(int) - decoded[0]).mean() > 3, "the overlay is drawn on the frames"
+
+    cases = [({"task": "vos", "video": "AAAA"}, 400, "field 'task'"),
+             ({"task": "vis"}, 400, "field 'video'"),
+             ({"task": "vis", "video": "***"}, 400, "not valid base64"),
+             ({"task": "vis", "video": base64.b64encode(b"\0" * 4000).decode()}, 415, "not a video file"),
+             ({"task": "vis", "video": base64.b64encode(encode_video(frames * 9, 5, "mp4")).decode()}, 413,
+              "more than 64 frames")]
+    for body, code, words in cases:
+        status, doc = http_call(f"{url}/api/video", body)
+        assert status == code and words in doc["error"], (body.get("task"), status, doc)
