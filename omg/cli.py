@@ -455,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "with the evidence of all clips so far; memory holds lookahead + 1 clips, whatever the "
                            "video's length (default: the predictor's LOOKAHEAD, 8 clips; -1: decide at the end, exact "
                            "for any length, memory grows with it)")
+    pred.add_argument("--track-ids", choices=["released", "stable"], default="released",
+                      help="vps: the fusion head's per-frame counter over things (released, default) or query-based "
+                           "ids that survive a vanishing segment (stable)")
     pred.add_argument("--overlay-video", help="video tasks: write the overlays as one video (.mp4 H.264 or .webm VP9; "
                                               "default for a video file input: overlays/<video>.mp4, for frames: "
                                               "one overlay PNG per frame)")

@@ -77,6 +77,8 @@ def run(args, load_predictor=None) -> int:
                                  "--points/--boxes on the first frame")
         else:
             kwargs["vocabulary"] = vocab
+        if task == "vps":
+            kwargs["track_ids"] = args.track_ids
         movie = args.overlay_video
         if movie is None and not args.no_overlays and source.files is None:
             movie = uio.join(out, "overlays", f"{video}.mp4")  # a video file in: its overlay video out

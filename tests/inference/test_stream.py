@@ -56,13 +56,14 @@ def _equal(a, b) -> None:
             assert x == y, name
 
 
-@pytest.mark.parametrize("task,frames", [("vis", 20), ("vps", 16), ("vss", 16), ("vos", 19), ("vis", 7)])
-def test_a_short_video_streams_to_the_whole_video_result(predictor, task, frames):
+@pytest.mark.parametrize("task,frames,options", [("vis", 20, {}), ("vps", 16, {}), ("vps", 18, {"track_ids": "stable"}),
+                                                  ("vss", 16, {}), ("vos", 19, {}), ("vis", 7, {})])
+def test_a_short_video_streams_to_the_whole_video_result(predictor, task, frames, options):
     """Within ``lookahead + 1`` clips the stream decides with the whole video's evidence: the frames it yields, put
-    together, are exactly set_video + the task (20 frames of VIS = 4 clips of 5; VPS 16 = 8 clips of 2; 7 frames = 3
-    clips of the short length 3)."""
+    together, are exactly set_video + the task (20 frames of VIS = 4 clips of 5; VPS 16 = 8 clips of 2, 18 = 9 with
+    stable ids; 7 frames = 3 clips of the short length 3)."""
     video = _video(frames)
-    kwargs = {"first_frame_masks": _first_frame(video)} if task == "vos" else {}
+    kwargs = {"first_frame_masks": _first_frame(video)} if task == "vos" else dict(options)
     predictor.set_video(video)
     whole = predictor.predict(task, **kwargs)
     streamed = list(predictor.stream(iter(video), task, **kwargs))
