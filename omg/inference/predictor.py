@@ -206,6 +206,12 @@ class OMGPredictor:
         self._image: _ImageState | None = None
         self._video: _VideoState | None = None
 
+    @property
+    def clip_pretrained(self) -> bool:
+        """Whether the model's CLIP started from pretrained weights (``model.pretrained``): without them the CLIP's
+        labels of prompted masks and its open-vocabulary scores are arbitrary."""
+        return bool(getattr(self.model.config, "pretrained", None))
+
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None, **kwargs) -> "OMGPredictor":
         model, metadata = load_checkpoint(uri, device=device or "cpu")

@@ -212,6 +212,8 @@ class ServeApp:
     # ------------------------------------------------------------------ images
     def info(self) -> dict:
         return {"checkpoint": self.checkpoint, "vocabulary": self.default_vocabulary, "samples": sorted(self.samples),
+                # None: a remote model (not known here)
+                "clip_pretrained": None if self.predictor is None else self.predictor.clip_pretrained,
                 "tasks": list(TASKS), "video_tasks": list(VIDEO_TASKS),
                 "limits": {"max_bytes": self.limits.max_bytes, "max_pixels": self.limits.max_pixels,
                            "max_frames": self.limits.max_frames, "max_video_bytes": self.limits.max_video_bytes,

@@ -94,6 +94,7 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     url, app = server
     status, info = http_call(f"{url}/api/info")
     assert status == 200 and info["samples"] and "circle" in info["vocabulary"]
+    assert info["clip_pretrained"] is False, "the tests' model: a randomly initialised CLIP (the page says so)"
     status, page = http_call(f"{url}/")
     assert status == 200 and b"<canvas" in page
 
