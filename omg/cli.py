@@ -51,6 +51,19 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_captions(args: argparse.Namespace) -> int:
+    from omg.data.captions import CaptionOptions, generate_captions
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(CaptionOptions)
+                 if getattr(args, f.name, None) is not None}
+    t0 = time.monotonic()
+    meta = generate_captions(args.root, seed=args.seed, opts=CaptionOptions(**overrides), progress=not args.quiet,
+                             log=_log)
+    counts = ", ".join(f"{k}: {v}" for k, v in meta["counts"].items())
+    print(f"omg-shapes captions at {args.root}/captions (seed {args.seed}) -- {counts} [{time.monotonic() - t0:.1f}s]")
+    return 0
+
+
 def _print_reports(reports) -> int:
     bad = 0
     for r in reports:
@@ -344,6 +357,24 @@ def build_parser() -> argparse.ArgumentParser:
         synth.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
                            help=f"(default {f.default})")
     synth.set_defaults(func=cmd_data_synth)
+
+    from omg.data.captions import CaptionOptions
+
+    caps = dsub.add_parser(
+        "captions", help="generate omg-shapes captions (image-caption pairs for CLIP pretraining)",
+        description="Generate the captioned companion of omg-shapes under ROOT/captions, deterministically: images "
+                    "of the training shapes with captions in a controlled vocabulary (shape names and synonyms, hue, "
+                    "pattern, size, count, position, the stuff around), in open_clip's CSV layout (filepath <TAB> "
+                    "title, paths relative to ROOT/captions). The held-out hexagon and cross are never drawn or "
+                    "named; their hue bands and patterns appear on other shapes (omg/data/captions.py).")
+    caps.add_argument("--root", default=os.path.join(default_data_dir(), "omg-shapes"),
+                      help="the omg-shapes root (default: $OMG_DATA_DIR/omg-shapes or runs/data/omg-shapes)")
+    caps.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    caps.add_argument("--quiet", action="store_true", help="no progress output")
+    for f in dataclasses.fields(CaptionOptions):
+        caps.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
+                          help=f"(default {f.default})")
+    caps.set_defaults(func=cmd_data_captions)
 
     val = dsub.add_parser(
         "validate", help="validate a dataset's files in their official formats",

@@ -1,0 +1,185 @@
+"""omg-shapes captions: image–caption pairs for contrastive pretraining of the tiny CLIPs, a companion of
+omg-shapes generated deterministically beside it (``<root>/captions/``).
+
+The rule: a caption names what is drawn with a controlled vocabulary: shape names and their synonyms, hue words,
+surface-pattern words, size, count, position and the stuff around. Only the four training shapes are ever drawn
+or named (circle, square, triangle, star); the held-out hexagon and cross never are. Each drawn shape takes either
+its own class's look (hue band and pattern, as in omg-shapes) or, with probability ``free_look``, a hue band and a
+pattern drawn from all six of omg-shapes', so the held-out classes' hue bands (blue, magenta) and patterns
+(diagonal stripes, rings) occur on training shapes, under the words that name them. A CLIP pretrained on these pairs
+can then recognise "a blue diagonally striped shape" without ever having seen a hexagon.
+
+Files (open_clip's CSV dataset layout: ``--csv-img-key filepath --csv-caption-key title``, tab separated)::
+
+    captions/<split>/<id:08d>.jpg         the images (image_size x image_size)
+    captions/<split>.csv                  filepath <TAB> title  (paths relative to captions/)
+    captions/meta.json                    generator version, seed, options, words, counts (written last)
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from omg.data.synthetic import (
+    STUFF_CLASSES, THING_HUE_SPREAD, THING_HUES, THING_PATTERNS, TRAIN_THINGS, Scene, StuffLayout, _place_things,
+    stuff_texture, thing_texture,
+)
+from omg.utils import io as uio
+from omg.utils.progress import Progress
+
+CAPTIONS_VERSION = 1
+SPLITS = ("train", "val")
+
+#: the words of each hue band (HSV hue centre of omg-shapes' THING_HUES)
+HUE_WORDS: dict[float, tuple[str, ...]] = {0.0: ("red",), 1 / 6: ("yellow",), 2 / 6: ("green",),
+                                           3 / 6: ("cyan", "turquoise"), 4 / 6: ("blue",), 5 / 6: ("magenta", "purple")}
+PATTERN_WORDS: dict[str, tuple[str, ...]] = {
+    "plain": ("plain", "solid"), "stripes": ("striped",), "checks": ("checkered", "chequered"),
+    "dots": ("dotted", "spotted"), "diagonal": ("diagonally striped", "slanted striped"), "rings": ("ringed", "banded"),
+}
+STUFF_WORDS: dict[str, tuple[str, ...]] = {"sky": ("the sky", "a blue sky"), "grass": ("grass", "a lawn"),
+                                           "water": ("water", "the sea"), "sand": ("sand", "a beach")}
+NUMBERS = ("a", "two", "three", "four")
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    image_size: int = 64
+    num_train: int = 2000
+    num_val: int = 200
+    max_things: int = 3
+    #: probability that a shape takes a hue band and pattern drawn from all six, not its own class's
+    free_look: float = 0.5
+    jpeg_quality: int = 92
+
+    def __post_init__(self):
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        if self.num_train < 0 or self.num_val < 0 or self.max_things < 1:
+            raise ValueError("num_train and num_val must be >= 0, max_things >= 1")
+        if not 0.0 <= self.free_look <= 1.0:
+            raise ValueError(f"free_look must be in [0, 1], got {self.free_look}")
+
+    def count(self, split: str) -> int:
+        return {"train": self.num_train, "val": self.num_val}[split]
+
+
+@dataclass(frozen=True)
+class Look:
+    shape: str  # a training shape
+    hue: float  # a key of HUE_WORDS
+    pattern: str  # a key of PATTERN_WORDS
+    size: str  # "small" | "" | "large"
+    position: str
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 7, SPLITS.index(split), index])
+
+
+def _position(cx: float, cy: float, s: int) -> str:
+    x, y = cx / s, cy / s
+    if abs(x - 0.5) < 0.17 and abs(y - 0.5) < 0.17:
+        return "in the middle"
+    if abs(x - 0.5) >= abs(y - 0.5):
+        return "on the left" if x < 0.5 else "on the right"
+    return "at the top" if y < 0.5 else "at the bottom"
+
+
+def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, str, list[Look]]:
+    """One image (H x W x 3 uint8), its caption and the looks of its shapes (front to back)."""
+    s = opts.image_size
+    layout = StuffLayout.sample(rng, video=False)
+    scene = Scene(stuff=layout, stuff_textures={c.id: stuff_texture(c.name, s, s, rng) for c in layout.classes})
+    scene.things = _place_things(rng, s, int(rng.integers(1, opts.max_things + 1)), TRAIN_THINGS)
+    looks = []
+    bands = sorted(HUE_WORDS)
+    for thing in scene.things:
+        own = rng.random() >= opts.free_look
+        hue = THING_HUES[thing.cls.name] if own else bands[int(rng.integers(len(bands)))]
+        pattern = THING_PATTERNS[thing.cls.name] if own else sorted(PATTERN_WORDS)[int(rng.integers(len(PATTERN_WORDS)))]
+        colour = np.array(colorsys.hsv_to_rgb((hue + rng.uniform(-THING_HUE_SPREAD, THING_HUE_SPREAD)) % 1.0,
+                                              rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))) * 255.0
+        thing.color = colour
+        scene.thing_textures.append(thing_texture(colour, s, s, rng, thing.shade_dir, pattern))
+        size = "small" if thing.r < 0.12 * s else "large" if thing.r > 0.17 * s else ""
+        looks.append(Look(thing.cls.name, hue, pattern, size, _position(thing.cx, thing.cy, s)))
+    frame = scene.render(s, s, 0.0, 6)
+    return frame.image, caption(rng, looks[::-1], [c.name for c in layout.classes]), looks[::-1]
+
+
+def caption(rng: np.random.Generator, looks: list[Look], stuff: list[str]) -> str:
+    """'two small red striped squares and a blue ringed star at the top, over grass and the sky' (synonyms and word
+    order drawn from ``rng``; shapes that look alike are counted together)."""
+    groups: dict[tuple, list[Look]] = {}
+    for look in looks:
+        groups.setdefault((look.shape, look.hue, look.pattern, look.size), []).append(look)
+    by_name = {c.name: c for c in TRAIN_THINGS}
+    parts = []
+    for (shape, hue, pattern, size), members in groups.items():
+        n = len(members)
+        name = by_name[shape].synonyms[int(rng.integers(len(by_name[shape].synonyms)))]
+        words = [NUMBERS[min(n, len(NUMBERS)) - 1]]
+        if size:
+            words.append(size)
+        hue_word = HUE_WORDS[hue][int(rng.integers(len(HUE_WORDS[hue])))]
+        pattern_word = PATTERN_WORDS[pattern][int(rng.integers(len(PATTERN_WORDS[pattern])))]
+        words += [hue_word, pattern_word] if rng.random() < 0.5 else [pattern_word, hue_word]
+        words.append(name if n == 1 else _plural(name))
+        if n == 1:
+            words.append(members[0].position)
+        parts.append(" ".join(words))
+    text = " and ".join(parts) if len(parts) < 3 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if stuff:
+        places = [STUFF_WORDS[s][int(rng.integers(len(STUFF_WORDS[s])))] for s in stuff]
+        around = places[0] if len(places) == 1 else ", ".join(places[:-1]) + " and " + places[-1]
+        text += (", over " if rng.random() < 0.5 else " in front of ") + around
+    return text[0].upper() + text[1:] if rng.random() < 0.5 else text
+
+
+def _plural(name: str) -> str:
+    """'box' -> 'boxes', 'round shape' -> 'round shapes' (the last word)."""
+    return name + ("es" if name.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def generate_captions(root: str, seed: int = 0, opts: CaptionOptions | None = None, progress: bool = True,
+                      log: Callable[[str], None] | None = None) -> dict:
+    """Write the caption companion under ``<root>/captions`` (idempotent: a complete one with the same seed, options
+    and version is left as it is; a different one is an error) and return its meta document."""
+    opts = opts or CaptionOptions()
+    out = uio.join(root, "captions")
+    meta_uri = uio.join(out, "meta.json")
+    if uio.exists(meta_uri):
+        old = uio.read_json(meta_uri)
+        if (old.get("version"), old.get("seed"), old.get("options")) == (CAPTIONS_VERSION, seed, dataclasses.asdict(opts)):
+            if log:
+                log(f"omg-shapes captions already complete at {out} (seed {seed}); nothing to do")
+            return old
+        raise FileExistsError(f"{meta_uri} describes other captions (seed {old.get('seed')}, version "
+                              f"{old.get('version')}); choose another root or delete {out} first")
+    counts = {}
+    for split in SPLITS:
+        rows = ["filepath\ttitle"]
+        n = opts.count(split)
+        with Progress(f"omg-shapes captions/{split}", total=n, unit="img", enabled=progress) as prog:
+            for i in range(n):
+                image, text, _ = sample(_rng(seed, split, i), opts)
+                rel = f"{split}/{i:08d}.jpg"
+                uio.write_bytes(uio.join(out, rel), uio.encode_jpeg(image, opts.jpeg_quality))
+                rows.append(f"{rel}\t{text}")
+                prog.update()
+        uio.write_bytes(uio.join(out, f"{split}.csv"), ("\n".join(rows) + "\n").encode("utf-8"))
+        counts[split] = n
+    meta = {"generator": "omg-shapes captions", "version": CAPTIONS_VERSION, "seed": seed,
+            "options": dataclasses.asdict(opts), "counts": counts,
+            "shapes": [c.name for c in TRAIN_THINGS], "hue_words": {str(k): v for k, v in HUE_WORDS.items()},
+            "pattern_words": PATTERN_WORDS, "stuff": [c.name for c in STUFF_CLASSES]}
+    uio.write_json(meta_uri, meta)
+    if log:
+        log(f"wrote {sum(counts.values())} captioned images to {out}")
+    return meta
