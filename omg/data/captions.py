@@ -49,7 +49,7 @@ NUMBERS = ("a", "two", "three", "four")
 
 @dataclass(frozen=True)
 class CaptionOptions:
-    image_size: int = 64
+    image_size: int = 128  # the tiny CLIPs' input size
     num_train: int = 2000
     num_val: int = 200
     max_things: int = 3
