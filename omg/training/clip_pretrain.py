@@ -158,7 +158,9 @@ def pretrain(config: ClipPretrainConfig, root: str, rank: int = 0, world: int = 
     if len(pairs) < config.batch_size * world:
         raise ValueError(f"{len(pairs)} training captions for a global batch of {config.batch_size * world}: "
                          "generate more (omg data captions --num-train N) or lower batch_size")
-    loss_fn = ClipLoss(local_loss=False, gather_with_grad=world > 1, rank=rank, world_size=world)
+    # several workers: each scores its images against every worker's texts and back (open_clip's --local-loss
+    # --gather-with-grad), and DDP averages the gradients
+    loss_fn = ClipLoss(local_loss=world > 1, gather_with_grad=world > 1, rank=rank, world_size=world)
     opt = torch.optim.AdamW(_param_groups(inner, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     per_epoch = len(pairs) // (config.batch_size * world)
     losses = []
