@@ -88,15 +88,22 @@ def run(args, load_predictor=None) -> int:
                              overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
                              overlay_video=movie, fps=source.fps, score_threshold=args.score_threshold)
         lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
-        names = {}
-        frames = ((names.setdefault(t, name), frame)[1] for t, (name, frame) in enumerate(source))
+        names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
+
+        def frames():
+            for t, (name, frame) in enumerate(source):
+                names[t] = name
+                yield frame
+
         try:
             with Progress(f"predict {task} {video}", total=source.num_frames, unit="frame") as prog:
-                for f in predictor.stream(frames, task, lookahead=lookahead, **kwargs):
+                for f in predictor.stream(frames(), task, lookahead=lookahead, **kwargs):
                     output.add(names.pop(f.index), f.image, f.result)
                     prog.update()
-        finally:
-            written += output.close()
+        except BaseException:
+            output.abort()  # no results file that looks complete
+            raise
+        written += output.close()
     elif task in IMAGE_TASKS:
         files = list_images(args.input) if (os.path.isdir(args.input) or args.input.endswith("/")) else [args.input]
         if task == "interactive" and len(files) != 1:

@@ -423,6 +423,15 @@ class VideoOutput:
                 self.movie.add(shown)
         self.frames += 1
 
+    def abort(self) -> None:
+        """The video failed part way: its whole-video files (results.json, panoptic.json) are not written, the
+        overlay video is closed (it holds the frames done)."""
+        for spooled in (self.ytvis, self.vipseg):
+            if spooled is not None:
+                spooled.spool.close()
+        if self.movie is not None:
+            self.movie.close()
+
     def close(self) -> list[str]:
         written = []
         try:

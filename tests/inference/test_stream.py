@@ -211,3 +211,9 @@ def test_omg_predict_streams_a_video_file(predictor, tmp_path, capsys):
     assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "none.mp4"), "--task", "vss",
                  "--out", str(out)]) == 2
     assert "no such video file" in capsys.readouterr().err
+    # a frame that cannot be read part way: the error names it, and no results file looks complete
+    (frames / "00020.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    broken = tmp_path / "broken"
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(frames), "--task", "vis", "--out", str(broken)]) == 2
+    assert "00020.png" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (broken / "results.json").exists()
