@@ -255,8 +255,10 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
     killed_at = max(r["step"] for r in _trace(tmp_path)[0])
     assert 0 < resume_at <= killed_at + 1 and killed_at + 1 - resume_at <= every, (resume_at, killed_at)
     mlflow.set_tracking_uri(mlflow_server)
-    runs = mlflow.search_runs(experiment_names=["omg-smoke"], filter_string=f"tags.`omg.run_name` = '{run_name}'",
-                              output_format="list")
+    # a run is its name and its storage (the killed-worker test trains the same configuration elsewhere)
+    runs = mlflow.search_runs(experiment_names=["omg-smoke"], output_format="list",
+                              filter_string=f"tags.`omg.run_name` = '{run_name}' and "
+                                            f"tags.`omg.storage` = '{Path(tmp_path).resolve()}'")
     assert [r.info.status for r in runs] == ["KILLED"]
     assert not [p for p in (tmp_path / run_name / "checkpoints").iterdir() if not (p / "COMPLETE.json").exists()]
 
