@@ -29,18 +29,22 @@ def default_data_dir() -> str:
 
 # ----------------------------------------------------------------------------- data
 
-def _synth_options(args: argparse.Namespace):
-    from omg.data.synthetic import SynthOptions
+def _options_from_args(cls, args: argparse.Namespace):
+    """An options dataclass from the ``--field`` arguments :func:`_add_options` declared (unset: its default)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None})
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynthOptions)
-                 if getattr(args, f.name, None) is not None}
-    return SynthOptions(**overrides)
+
+def _add_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--field-name`` argument per field of an options dataclass."""
+    for f in dataclasses.fields(cls):
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
+                            help=f"(default {f.default})")
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from omg.data.synthetic import generate
+    from omg.data.synthetic import SynthOptions, generate
 
-    opts = _synth_options(args)
+    opts = _options_from_args(SynthOptions, args)
     t0 = time.monotonic()
     meta = generate(args.out, seed=args.seed, opts=opts, progress=not args.quiet, log=_log)
     counts = meta["counts"]
@@ -54,11 +58,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_data_captions(args: argparse.Namespace) -> int:
     from omg.data.captions import CaptionOptions, generate_captions
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(CaptionOptions)
-                 if getattr(args, f.name, None) is not None}
     t0 = time.monotonic()
-    meta = generate_captions(args.root, seed=args.seed, opts=CaptionOptions(**overrides), progress=not args.quiet,
-                             log=_log)
+    meta = generate_captions(args.root, seed=args.seed, opts=_options_from_args(CaptionOptions, args),
+                             progress=not args.quiet, log=_log)
     counts = ", ".join(f"{k}: {v}" for k, v in meta["counts"].items())
     print(f"omg-shapes captions at {args.root}/captions (seed {args.seed}) -- {counts} [{time.monotonic() - t0:.1f}s]")
     return 0
@@ -353,9 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output directory or fsspec URI (default: $OMG_DATA_DIR/omg-shapes or runs/data/omg-shapes)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--quiet", action="store_true", help="no progress output")
-    for f in dataclasses.fields(SynthOptions):
-        synth.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
-                           help=f"(default {f.default})")
+    _add_options(synth, SynthOptions)
     synth.set_defaults(func=cmd_data_synth)
 
     from omg.data.captions import CaptionOptions
@@ -371,9 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the omg-shapes root (default: $OMG_DATA_DIR/omg-shapes or runs/data/omg-shapes)")
     caps.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     caps.add_argument("--quiet", action="store_true", help="no progress output")
-    for f in dataclasses.fields(CaptionOptions):
-        caps.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
-                          help=f"(default {f.default})")
+    _add_options(caps, CaptionOptions)
     caps.set_defaults(func=cmd_data_captions)
 
     val = dsub.add_parser(
