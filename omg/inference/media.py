@@ -11,6 +11,7 @@ container) with frame-level access, as a wheel that bundles FFmpeg, so no system
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import io
 import os
@@ -48,6 +49,18 @@ def _av():
     return av
 
 
+@contextlib.contextmanager
+def _open(av, uri: str) -> Iterator:
+    """A container on a local path, or on any fsspec URI (read through a file object, closed with it)."""
+    if "://" in uri and not uri.startswith("file://"):
+        fs, path = uio.fs_and_path(uri)
+        with fs.open(path, "rb") as f, av.open(f) as container:
+            yield container
+    else:
+        with av.open(uri[len("file://"):] if uri.startswith("file://") else uri) as container:
+            yield container
+
+
 @dataclass
 class VideoSource:
     """``VideoSource.open(uri)``; ``for name, frame in source: ...`` (H x W x 3 uint8 RGB), or ``source.frames()``."""
@@ -82,7 +95,7 @@ class VideoSource:
             raise ValueError(f"{uri}: not a video file ({', '.join(VIDEO_EXT)}), a frame folder or a glob of frames")
         av = _av()
         try:
-            with av.open(uri) as container:
+            with _open(av, uri) as container:
                 if not container.streams.video:
                     raise ValueError(f"{uri}: the file has no video stream")
                 stream = container.streams.video[0]
@@ -107,7 +120,7 @@ class VideoSource:
         av = _av()
         t = -1
         try:
-            with av.open(self.uri) as container:
+            with _open(av, self.uri) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for t, frame in enumerate(container.decode(stream)):

@@ -180,6 +180,9 @@ def test_omg_predict_streams_a_video_file(predictor, tmp_path, capsys):
     decoded = [f for _, f in src]
     assert len(decoded) == 24 and decoded[0].shape == (64, 96, 3) and src.fps == pytest.approx(10)
     assert np.abs(decoded[5].astype(int) - video[5]).mean() < 12, "H.264 round trip"
+    uio.write_bytes("memory://videos/clip.mp4", open(mp4, "rb").read())  # any fsspec URI
+    remote = VideoSource.open("memory://videos/clip.mp4")
+    assert remote.name == "clip" and remote.num_frames == 24 and np.array_equal(next(remote.frames()), decoded[0])
 
     ckpt = str(tmp_path / "m.pt")
     tiny_checkpoint(ckpt, seed=3)
