@@ -167,7 +167,6 @@ class _VosTarget:
 @dataclass
 class _VideoState:
     frames: list[np.ndarray]
-    original: tuple[int, int]
     decoded: dict[int, _DecodedVideo] = field(default_factory=dict)  # by clip length
 
 
@@ -510,7 +509,7 @@ class OMGPredictor:
         for t, a in enumerate(arrays):
             if a.shape[:2] != size:
                 raise ValueError(f"frame {t} is {a.shape[1]}x{a.shape[0]}, frame 0 is {size[1]}x{size[0]}")
-        self._video = _VideoState(arrays, size)
+        self._video = _VideoState(arrays)
         self._image = None
 
     def _decode_clip(self, frames: list[np.ndarray], start: int, previous: torch.Tensor | None,

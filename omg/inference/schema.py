@@ -78,6 +78,11 @@ class Limits:
         """A whole JSON request with its images inline (base64: 4/3 of the bytes)."""
         return self.max_json_bytes + (self.max_bytes * 4) // 3 + 4
 
+    @property
+    def max_video_base64(self) -> int:
+        """A video upload as base64 (4/3 of ``max_video_bytes``)."""
+        return (self.max_video_bytes * 4) // 3 + 4
+
 
 def decode_upload(data: bytes, limits: Limits, what: str = "upload") -> np.ndarray:
     """PNG/JPEG bytes -> H x W x 3 uint8, strictly: format by magic bytes, size from the header first."""

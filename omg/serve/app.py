@@ -438,7 +438,7 @@ class ServeApp:
         if not isinstance(raw, str) or not raw:
             raise RequestError(400, "field 'video': expected a video file as base64")
         raw = raw.split(",", 1)[1] if raw.startswith("data:") else raw
-        if len(raw) > (self.limits.max_video_bytes * 4) // 3 + 4:
+        if len(raw) > self.limits.max_video_base64:
             raise RequestError(413, f"field 'video': more than {self.limits.max_video_bytes} bytes")
         try:
             data = base64.b64decode(raw, validate=True)
@@ -494,7 +494,7 @@ class ServeApp:
         if path == "/api/image":
             return self.limits.max_bytes
         if path == "/api/video":
-            return self.limits.max_json_bytes + (self.limits.max_video_bytes * 4) // 3 + 4
+            return self.limits.max_json_bytes + self.limits.max_video_base64
         return self.limits.max_request_bytes
 
     def handle(self, method: str, path: str, content_type: str, body: bytes) -> tuple[int, str, bytes, dict]:

@@ -90,17 +90,13 @@ def build_clip(variant: str, seed: int = 0):
     """-> (a randomly initialised open_clip model of the variant, its tokenizer)."""
     import open_clip
 
+    from omg.modeling.backbone import _quiet_random_init
+
     register_tiny_configs()
     v = get_variant(variant)
     torch.manual_seed(seed)
-    import logging
-
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # "no pretrained weights loaded": that is the point
-    try:
+    with _quiet_random_init():  # "no pretrained weights loaded": that is the point here
         model = open_clip.create_model(v.clip_model, pretrained=None)
-    finally:
-        logging.getLogger().setLevel(quiet)
     return model, open_clip.get_tokenizer(v.clip_model)
 
 
