@@ -27,12 +27,13 @@ import numpy as np
 
 from omg.data.synthetic import (
     STUFF_CLASSES, THING_HUE_SPREAD, THING_HUES, THING_PATTERNS, TRAIN_THINGS, Scene, StuffLayout, _place_things,
+    _sample_thing,
     stuff_texture, thing_texture,
 )
 from omg.utils import io as uio
 from omg.utils.progress import Progress
 
-CAPTIONS_VERSION = 1
+CAPTIONS_VERSION = 2  # 2: close-ups
 SPLITS = ("train", "val")
 
 #: the words of each hue band (HSV hue centre of omg-shapes' THING_HUES)
@@ -55,6 +56,9 @@ class CaptionOptions:
     max_things: int = 3
     #: probability that a shape takes a hue band and pattern drawn from all six, not its own class's
     free_look: float = 0.5
+    #: probability that an image is a close-up: one large shape near the middle (object-centric pictures, which
+    #: teach the image tower what a single shape's region looks like, as photos of one object do for CLIP)
+    closeup: float = 0.5
     jpeg_quality: int = 92
 
     def __post_init__(self):
@@ -62,8 +66,9 @@ class CaptionOptions:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
         if self.num_train < 0 or self.num_val < 0 or self.max_things < 1:
             raise ValueError("num_train and num_val must be >= 0, max_things >= 1")
-        if not 0.0 <= self.free_look <= 1.0:
-            raise ValueError(f"free_look must be in [0, 1], got {self.free_look}")
+        for name in ("free_look", "closeup"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def count(self, split: str) -> int:
         return {"train": self.num_train, "val": self.num_val}[split]
@@ -96,7 +101,12 @@ def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, 
     s = opts.image_size
     layout = StuffLayout.sample(rng, video=False)
     scene = Scene(stuff=layout, stuff_textures={c.id: stuff_texture(c.name, s, s, rng) for c in layout.classes})
-    scene.things = _place_things(rng, s, int(rng.integers(1, opts.max_things + 1)), TRAIN_THINGS)
+    if rng.random() < opts.closeup:
+        thing = _sample_thing(rng, TRAIN_THINGS, s, r_range=(0.3, 0.42))
+        thing.cx, thing.cy = (float(rng.uniform(0.4, 0.6) * s) for _ in range(2))
+        scene.things = [thing]
+    else:
+        scene.things = _place_things(rng, s, int(rng.integers(1, opts.max_things + 1)), TRAIN_THINGS)
     looks = []
     bands = sorted(HUE_WORDS)
     for thing in scene.things:

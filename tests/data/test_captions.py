@@ -17,12 +17,14 @@ from omg.data.synthetic import HELDOUT_THINGS, THING_HUES, THING_PATTERNS
 
 def test_the_held_out_shapes_are_never_named_but_their_looks_are():
     opts = CaptionOptions(image_size=48, max_things=3)
-    texts, looks = [], []
+    texts, looks, closeups = [], [], 0
     for i in range(300):
         image, text, lk = sample(_rng(0, "train", i), opts)
         assert image.shape == (48, 48, 3) and image.dtype == np.uint8
         texts.append(text.lower())
         looks += lk
+        closeups += len(lk) == 1 and lk[0].size == "large" and lk[0].position == "in the middle"
+    assert 0.4 < closeups / 300 < 0.65, "about half are close-ups of one large shape (closeup 0.5)"
     banned = {w for c in HELDOUT_THINGS for s in c.synonyms for w in re.findall(r"[a-z-]+", s)} - {"shape", "sign"}
     assert not [t for t in texts if banned & set(re.findall(r"[a-z-]+", t))], "a held-out shape word in a caption"
     assert {lk.shape for lk in looks} == {"circle", "square", "triangle", "star"}
@@ -53,3 +55,5 @@ def test_generation_is_deterministic_idempotent_and_in_open_clips_csv_layout(tmp
         generate_captions(str(a), seed=1, opts=CaptionOptions(num_train=12, num_val=4, image_size=40), progress=False)
     with pytest.raises(ValueError, match="free_look"):
         CaptionOptions(free_look=2.0)
+    with pytest.raises(ValueError, match="closeup"):
+        CaptionOptions(closeup=-0.1)
