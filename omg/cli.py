@@ -233,8 +233,8 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
     label_space = merge_label_spaces([DatasetClasses.from_entry(e) for e in entries])
     metadata = {"label_space": label_space.to_dict(), "test_size": [1333, 800],
                 "test_sizes": {e.name: list(e.test_size) for e in entries if e.test_size},
-                "converted_from": {"source": args.src, "format": "lxtGH/OMG-Seg (mmdet)", "tensors": report.mapped,
-                                   "clip_weights": args.pretrained}}
+                "converted_from": {"source": args.src, "format": "lxtGH/OMG-Seg (mmdet)", "tensors": report.mapped},
+                "clip_weights": args.pretrained}
     save_checkpoint(model, args.out, metadata)
     c = report.config
     print(f"{args.out}: {c.variant}, {c.num_queries} queries, {c.enc_layers}/{c.dec_layers} encoder/decoder layers, "

@@ -147,10 +147,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # ---- build (fine-tuning starts from init_from's weights; a resume overrides them below)
     model = build_model(cfg.model)
+    clip_source = cfg.model.pretrained or None  # where the CLIP's weights came from (the checkpoint records it)
     if cfg.model.init_from:
-        from omg.modeling.checkpoint import init_weights
+        from omg.modeling.checkpoint import clip_weights, init_weights
 
-        init_weights(model, cfg.model.init_from)
+        clip_source = clip_weights(cfg.model, init_weights(model, cfg.model.init_from))
     model = model.to(device)
     text = TextEmbedder(model.backbone).embed(label_space.vocabulary).to(device)
     builder = BatchBuilder(spec.ingest, label_space)
@@ -233,7 +234,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         # ---- evaluate + export
         if rank == 0:
             tracker.validate(inner, label_space, step)
-            tracker.export(inner, label_space, step)
+            tracker.export(inner, label_space, step, clip_source)
         tracker.finish("FINISHED")
     except BaseException:
         tracker.finish("FAILED")
@@ -367,13 +368,13 @@ class Tracker:
         mlflow.log_metrics(out, step=step)
         return out
 
-    def export(self, inner, label_space, step: int) -> None:
+    def export(self, inner, label_space, step: int, clip_source: str | None) -> None:
         from omg.modeling.checkpoint import save_checkpoint
 
         uri = uio.join(self.spec.run_dir, "model.pt")
         meta = {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size),
                 "train_config": config_dict(self.cfg), "step": step, "mlflow_run_id": self.run_id,
-                "run_name": self.spec.name}
+                "run_name": self.spec.name, "clip_weights": clip_source}
         save_checkpoint(inner, uri, meta)
         print(f"[train] exported {uri}", flush=True)
         record = {"model": uri, "mlflow_run_id": self.run_id, "step": step}

@@ -84,7 +84,9 @@ SUITES = {
             "predict": ["bench_predict_latency.py", "--variants", "tiny_convnext", "--repeats", "15"],
             "train": ["bench_train.py", "--steps", "20"],
         },
-        "config": "shapes_demo.yaml", "overrides": ["scaling.num_workers=2", "validation.pairs=[]"],
+        # the demo config on a learned backbone (a random CLIP frozen would measure little): the baseline's figures
+        "config": "shapes_demo.yaml", "overrides": ["scaling.num_workers=2", "validation.pairs=[]",
+                                                    "model.variant=tiny_convnext_learned", "optim.max_steps=1500"],
         "eval_limit": 30, "synth": {},
     },
     "smoke": {

@@ -95,8 +95,9 @@ def test_validate_refuses_a_folder_without_omg_shapes(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
-    """`omg demo --quick` in a subprocess, as `make demo` runs it: data, shards, 2-worker training, the
-    evaluation fan-out, the smoke grid and the report; a rerun skips every stage."""
+    """`omg demo --quick` in a subprocess, as `make demo` runs it: data and captions, the CLIP pretraining, shards,
+    2-worker training on that CLIP (frozen), the evaluation fan-out, the smoke grid and the report; a rerun skips
+    every stage."""
     ray_tmp = tempfile.mkdtemp(prefix="omgd-", dir="/tmp")  # Ray's socket paths must stay short
     env = dict(os.environ, OMG_RUNS_DIR=str(tmp_path / "runs"), RAY_TMPDIR=ray_tmp)
     env.pop("OMG_DATA_DIR", None)
@@ -105,8 +106,8 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         proc = subprocess.run(OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path,
                               timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
-        for i, stage in enumerate(("data", "shards", "train", "evaluate", "ablate", "dashboard"), 1):
-            assert f"== demo {i}/6 {stage}: finished" in proc.stderr
+        for i, stage in enumerate(("data", "clip", "shards", "train", "evaluate", "ablate", "dashboard"), 1):
+            assert f"== demo {i}/7 {stage}: finished" in proc.stderr
         assert "ETA" in proc.stderr
         # the training stage shows its progress (step, loss, ETA), not only the log file
         assert re.search(r"\n    \[train\] step 6/6 \(100%\) loss \d+\.\d+ .* ETA ", proc.stderr), proc.stderr[-3000:]
@@ -115,12 +116,20 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         report = runs / "dashboard" / "index.html"
         assert f"report:      {report}" in proc.stdout and report.exists()
         state = json.loads((runs / "demo" / "state.json").read_text())
+        # the demo model stands on the CLIP the clip stage pretrained, frozen, and its checkpoint says so
+        from omg.modeling.checkpoint import read_checkpoint
+
+        doc = read_checkpoint(state["train"]["model"])
+        assert doc["metadata"]["clip_weights"] == state["clip"]["weights"] and doc["model_config"]["variant"] == "tiny_convnext"
+        assert "val image->caption top-1" in proc.stdout
         # every task was evaluated and reported
         for key in ("omg-shapes/val/panoptic", "omg-shapes/val/instance", "omg-shapes/val/semantic",
-                    "omg-shapes/val_ov/open_vocab", "omg-shapes-vis/val/vis", "omg-shapes-vps/val/vps",
+                    "omg-shapes/val_ov/open_vocab", "omg-shapes/val_ov/open_vocab_described",
+                    "omg-shapes/val/prompt_label", "omg-shapes-vis/val/vis", "omg-shapes-vps/val/vps",
                     "omg-shapes-vos/val/vos", "omg-shapes-sam/val/interactive"):
             assert state["evaluate"]["metrics"][key], key
-        for task in ("panoptic", "instance", "semantic", "open_vocab", "vis", "vps", "vss", "vos", "interactive"):
+        for task in ("panoptic", "instance", "semantic", "open_vocab", "open_vocab_described", "prompt_label", "vis",
+                     "vps", "vss", "vos", "interactive"):
             assert f"  {task} " in proc.stdout
         assert "omg mlflow-ui" in proc.stdout
         # the demo's model is registered in the MLflow Model Registry, and the report says how to serve it
@@ -130,7 +139,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         again = subprocess.run(OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path,
                                timeout=300)
         assert again.returncode == 0, again.stderr[-3000:]
-        assert again.stderr.count("done earlier") == 6 and "0 to run" in again.stderr
+        assert again.stderr.count("done earlier") == 7 and "0 to run" in again.stderr
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 

@@ -37,7 +37,8 @@ import yaml
 from omg.env import runs_dir
 from omg.utils.typed import SchemaError, from_dict, yaml_problem
 
-Task = Literal["panoptic", "instance", "semantic", "vis", "vps", "vss", "vos", "interactive", "open_vocab"]
+Task = Literal["panoptic", "instance", "semantic", "vis", "vps", "vss", "vos", "interactive", "open_vocab",
+               "open_vocab_described", "prompt_label"]
 Format = Literal[
     "coco_panoptic", "coco_sam", "coco_instances", "cityscapes_panoptic", "ade20k_panoptic",
     "vipseg", "youtube_vis", "vspw", "davis",
@@ -93,13 +94,17 @@ class ClassInfo:
     isthing: bool
     #: never present in training splits; reserved for open-vocabulary evaluation
     heldout: bool = False
+    #: what the class looks like, in words ("a blue diagonally striped shape"): the vocabulary of the
+    #: ``open_vocab_described`` task names a class by these instead of its synonyms when it has any
+    descriptions: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.synonyms:
             raise ValueError(f"class {self.id} ({self.name!r}) has no synonyms")
-        for s in self.synonyms:
-            if not s or s != s.strip() or "," in s:
-                raise ValueError(f"class {self.id}: synonym {s!r} must be non-empty, trimmed, without commas")
+        for kind, words in (("synonym", self.synonyms), ("description", self.descriptions)):
+            for s in words:
+                if not s or s != s.strip() or "," in s:
+                    raise ValueError(f"class {self.id}: {kind} {s!r} must be non-empty, trimmed, without commas")
 
 
 @dataclass(frozen=True)

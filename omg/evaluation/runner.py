@@ -73,7 +73,7 @@ def default_pairs(entry: DatasetEntry) -> list[tuple[str, str]]:
     for task in entry.tasks:
         if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
             continue
-        if task == "open_vocab":
+        if task in ("open_vocab", "open_vocab_described"):
             ov = [s for s in entry.splits if s.endswith("_ov")]
             if ov:
                 pairs.append((ov[0], task))

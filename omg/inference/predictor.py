@@ -209,7 +209,9 @@ class OMGPredictor:
     def clip_pretrained(self) -> bool:
         """Whether the model's CLIP started from pretrained weights (``model.pretrained``): without them the CLIP's
         labels of prompted masks and its open-vocabulary scores are arbitrary."""
-        return bool(getattr(self.model.config, "pretrained", None))
+        from omg.modeling.checkpoint import clip_weights
+
+        return clip_weights(self.model.config, self.metadata) is not None
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None, **kwargs) -> "OMGPredictor":

@@ -3,7 +3,9 @@
 ``save_checkpoint(model, uri, metadata)`` writes ``{"format", "model_config", "state_dict",
 "metadata"}`` with ``torch.save`` to a path or any fsspec URI; ``load_checkpoint(uri)``
 rebuilds the model from its config and loads the weights with ``weights_only=True``.
-Metadata is plain data (e.g. the training vocabulary, the run config) and travels with it.
+Metadata is plain data (e.g. the training vocabulary, the run config) and travels with it; its ``clip_weights``
+says where the CLIP's weights came from (``model.pretrained``, passed on through fine-tuning; None: random init),
+since the file holds the weights but not their origin (:func:`clip_weights`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ FORMAT = "omg-seg-checkpoint/1"
 
 
 def save_checkpoint(model: OMGSeg, uri: str, metadata: dict[str, Any] | None = None) -> None:
+    """``metadata["clip_weights"]`` defaults to the model's ``config.pretrained``."""
     config = dataclasses.replace(model.config, pretrained=None, init_from=None)  # the weights are in the file
+    metadata = dict(metadata or {})
+    metadata.setdefault("clip_weights", model.config.pretrained or None)
     doc = {
         "format": FORMAT,
         "model_config": dataclasses.asdict(config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": metadata or {},
+        "metadata": metadata,
     }
     buf = io.BytesIO()
     torch.save(doc, buf)
@@ -94,8 +99,14 @@ def config_differences(config: ModelConfig, uri: str) -> list[str]:
     return out
 
 
-def init_weights(model: OMGSeg, uri: str) -> None:
-    """Load an OMG-Seg checkpoint's weights into ``model`` (fine-tuning); every weight must fit."""
+def clip_weights(model_config: ModelConfig, metadata: dict[str, Any] | None) -> str | None:
+    """Where a model's CLIP weights came from: the checkpoint's record, else the config's ``pretrained`` (a model
+    built in memory); None for a random CLIP (its open-vocabulary scores and prompted-mask labels are arbitrary)."""
+    return (metadata or {}).get("clip_weights") or model_config.pretrained or None
+
+
+def init_weights(model: OMGSeg, uri: str) -> dict[str, Any]:
+    """Load an OMG-Seg checkpoint's weights into ``model`` (fine-tuning); every weight must fit. -> its metadata."""
     doc = read_checkpoint(uri)
     own = model.state_dict()
     wrong = [k for k, v in doc["state_dict"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
@@ -104,3 +115,4 @@ def init_weights(model: OMGSeg, uri: str) -> None:
         raise ValueError(f"{uri}: its weights do not fit this model (other shapes {wrong[:3]}, missing "
                          f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); use the checkpoint's "
                          "model config")
+    return doc["metadata"]

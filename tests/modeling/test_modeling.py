@@ -203,11 +203,25 @@ def test_checkpoint_roundtrip_reproduces_outputs(tmp_path, tiny_model):
     for uri in (str(tmp_path / "m.pt"), "memory://omg-test/ckpt/m.pt"):
         save_checkpoint(tiny_model, uri, {"vocabulary": [["a"], ["b"]]})
         model, meta = load_checkpoint(uri)
-        assert meta == {"vocabulary": [["a"], ["b"]]}
+        assert meta == {"vocabulary": [["a"], ["b"]], "clip_weights": None}, "a random CLIP is recorded as such"
         with torch.no_grad():
             out, out_p = model(x, text), model(x, text, prompts)
         assert torch.equal(out.pred_logits, ref.pred_logits) and torch.equal(out.pred_masks, ref.pred_masks)
         assert torch.equal(out_p.pred_masks, ref_p.pred_masks)
+
+
+def test_a_checkpoint_records_where_its_clip_came_from_through_fine_tuning(tmp_path, tiny_model):
+    """The file holds the weights, not their origin: ``clip_weights`` in the metadata says it (the web page shows a
+    prompted mask's CLIP label as a guess when it is None), and a fine-tune from the checkpoint inherits it."""
+    from omg.inference.predictor import OMGPredictor
+    from omg.modeling.checkpoint import clip_weights, init_weights
+
+    save_checkpoint(tiny_model, str(tmp_path / "random.pt"))
+    assert not OMGPredictor.from_checkpoint(str(tmp_path / "random.pt")).clip_pretrained
+    save_checkpoint(tiny_model, str(tmp_path / "clip.pt"), {"clip_weights": "runs/clip/tiny_convnext.pt"})
+    assert OMGPredictor.from_checkpoint(str(tmp_path / "clip.pt")).clip_pretrained
+    meta = init_weights(build_model(tiny_model.config), str(tmp_path / "clip.pt"))
+    assert clip_weights(tiny_model.config, meta) == "runs/clip/tiny_convnext.pt"
 
 
 def test_load_checkpoint_rejects_other_files(tmp_path):

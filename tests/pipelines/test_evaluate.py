@@ -36,7 +36,8 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     assert evaluate_main(args) == 0
     out = capsys.readouterr().out
     for pair in ("omg-shapes/val/panoptic", "omg-shapes/val/instance", "omg-shapes/val/semantic",
-                 "omg-shapes/val_ov/open_vocab", "omg-shapes-sam/val/interactive", "omg-shapes-vis/val/vis",
+                 "omg-shapes/val_ov/open_vocab", "omg-shapes/val_ov/open_vocab_described", "omg-shapes/val/prompt_label",
+                 "omg-shapes-sam/val/interactive", "omg-shapes-vis/val/vis",
                  "omg-shapes-vps/val/vps", "omg-shapes-vps/val/vss", "omg-shapes-vos/val/vos"):
         assert pair in out
     mlflow.set_tracking_uri(uri)
@@ -45,6 +46,7 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     run = runs[0]
     m = run.data.metrics
     for key in ("eval/omg-shapes/PQ", "eval/omg-shapes/AP", "eval/omg-shapes/mIoU", "eval/omg-shapes/OV_PQ_heldout",
+                "eval/omg-shapes/OVD_PQ_heldout", "eval/omg-shapes/label_acc", "eval/omg-shapes/label_acc_things",
                 "eval/omg-shapes-sam/mIoU", "eval/omg-shapes-sam/NoC_85", "eval/omg-shapes-vis/AP",
                 "eval/omg-shapes-vps/VPQ", "eval/omg-shapes-vps/STQ", "eval/omg-shapes-vps/mIoU",
                 "eval/omg-shapes-vos/JF-Mean"):
@@ -56,8 +58,8 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     # a rerun skips every pair evaluated for this checkpoint
     assert evaluate_main([a for a in args if a != "--quiet"] + ["--no-mlflow"]) == 0
     err = capsys.readouterr().err
-    assert err.count("already evaluated for this checkpoint") == 9 and "9 pairs, 0 to run" in err
-    assert len(list((tmp_path / "eval").rglob("result.json"))) == 9
+    assert err.count("already evaluated for this checkpoint") == 11 and "11 pairs, 0 to run" in err
+    assert len(list((tmp_path / "eval").rglob("result.json"))) == 11
     # other conventions are another evaluation: only that pair runs again, and its result records them
     vps = [a for a in args if a not in ("--quiet", "--dataset") and not a.startswith("omg-shapes")]
     assert evaluate_main(vps + ["--no-mlflow", "--pair", "omg-shapes-vps:val:vps", "--track-ids", "stable"]) == 0
@@ -82,7 +84,8 @@ def test_evaluation_options_default_to_the_released_conventions():
     opts = EvalOptions()
     assert (opts.distractors, opts.ensemble, opts.postprocess_at, opts.track_ids) == (False, "released", "original",
                                                                                       "released")
-    assert [opts.open_vocab(t) for t in ("panoptic", "open_vocab", "vis")] == [False, True, False]
+    assert [opts.open_vocab(t) for t in ("panoptic", "open_vocab", "open_vocab_described", "vis")] == [
+        False, True, True, False]
     assert EvalOptions(ensemble="auto").open_vocab("panoptic") == "auto"
     with pytest.raises(ValueError, match="track_ids must be one of released, stable"):
         EvalOptions(track_ids="query")
@@ -93,6 +96,47 @@ def test_evaluation_options_default_to_the_released_conventions():
     more, more_ids = vocabulary_of(entry, False, predictor)
     assert more.names[:len(own)] == own.names and len(more) > len(own) and set(more_ids[len(own):]) == {-1}
     assert "sky" in {s for n in more.names[len(own):] for s in n}, "the training stuff the dataset lacks"
+    # a descriptive vocabulary names a class by its catalog descriptions where it has any (the held-out shapes)
+    shapes = get_entry("omg-shapes")
+    names, _ = vocabulary_of(shapes, True)
+    described, ids = vocabulary_of(shapes, True, described=True)
+    hexagon = ids.index(5)
+    assert described.names[hexagon] == ("blue diagonally striped shape", "blue slanted striped shape")
+    assert names.names[hexagon][0] == "hexagon" and described.names[0] == names.names[0] == ("circle", "disc", "round shape")
+
+
+def test_prompt_labels_are_scored_per_clicked_segment(tiny_shapes, tmp_path):
+    """prompt_label: every non-crowd segment clicked at its centre, its mask labelled by the CLIP; the accuracy is
+    the share of segments whose label is their class (checked against the predictor's own labels here)."""
+    import numpy as np
+
+    from omg.data.catalog import get_entry
+    from omg.data.decode import decode_masks
+    from omg.data.formats import get_reader
+    from omg.evaluation.evaluators import EvalContext, EvalOptions, PromptLabelEvaluator, centre_prompts
+    from omg.inference.media import load_image
+    from omg.inference.predictor import OMGPredictor
+    from omg.utils import io as uio
+
+    torch.manual_seed(0)
+    pred = OMGPredictor(build_model(ModelConfig.tiny()), {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    entry = get_entry("omg-shapes")
+    reader = get_reader(entry, "val", tiny_shapes)
+    ev = PromptLabelEvaluator(EvalContext(pred, entry, reader, str(tmp_path), EvalOptions(), 0))
+    right, total = 0, 0
+    for it in reader.items()[:3]:
+        ev.process(it)
+        sample = reader.load(it)
+        masks = decode_masks(sample)[:, 0]
+        keep = [j for j, g in enumerate(sample.segments) if not g.iscrowd and masks[j].any()]
+        pred.set_image(load_image(uio.join(reader.paths["images"], it["image"])))
+        labels = pred.predict("interactive", points=centre_prompts(pred, masks[keep]), vocabulary=ev.vocab).labels
+        right += sum(ev.cat_ids[k] == sample.segments[j].category_id for j, k in zip(keep, labels))
+        total += len(keep)
+    s = ev.evaluate()
+    assert s.metrics["labelled_segments"] == total > 0
+    assert np.isclose(s.metrics["label_acc"], 100.0 * right / total)
+    assert sum(v["segments"] for v in s.tables["per_class"].values()) == total
 
 
 def test_a_failing_pair_is_reported_not_fatal(ray_local, tiny_shapes, tiny_ckpt, tmp_path, capsys):
