@@ -41,6 +41,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         CaptionPairs, build_clip, pretrain, retrieval_accuracy, save_weights,
     )
 
+    import logging
+
+    # Ray Train echoes a worker's print through the root logger when that logs INFO: one line each, not two (and
+    # open_clip narrates at INFO), as joint_train's workers do
+    logging.getLogger().setLevel(logging.WARNING)
     config: ClipPretrainConfig = loop_config["config"]
     root, out, track = loop_config["root"], loop_config["out"], loop_config["mlflow"]
     ctx = ray.train.get_context()

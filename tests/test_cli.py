@@ -111,6 +111,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         assert "ETA" in proc.stderr
         # the training stage shows its progress (step, loss, ETA), not only the log file
         assert re.search(r"\n    \[train\] step 6/6 \(100%\) loss \d+\.\d+ .* ETA ", proc.stderr), proc.stderr[-3000:]
+        assert proc.stderr.count("[clip] step 4/4 (100%)") == 1, "the CLIP stage's progress, each line once"
         runs = tmp_path / "runs"
         assert (runs / "data/omg-shapes-quick/meta.json").exists() and (runs / "mlflow.db").exists()
         report = runs / "dashboard" / "index.html"
