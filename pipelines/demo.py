@@ -12,7 +12,8 @@ Stages, each resumable (a rerun skips finished stages and the tools resume unfin
 4. ``train``     Ray Train, 2 workers: the demo model (``pipelines/configs/shapes_demo.yaml``: the pretrained CLIP,
                  frozen as in the paper) jointly on images (as pseudo-videos), interactive prompts and video clips
 5. ``evaluate``  the fan-out (one Ray task per dataset and task): panoptic PQ, instance AP, semantic mIoU,
-                 open-vocabulary PQ on the held-out classes, VIS AP, VPQ, VOS J&F, interactive mIoU
+                 open-vocabulary PQ on the held-out classes (by name and by description), prompt-label accuracy,
+                 VIS AP, VPQ, VOS J&F, interactive mIoU
 6. ``ablate``    the CPU ablation grid (tiny ConvNeXt vs ViT, frozen vs learned, masked vs full attention)
 7. ``dashboard`` the static report from MLflow (tables with deltas, curves, bar charts, overlay gallery)
 
@@ -58,7 +59,7 @@ CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: --quick: a few captions at the CLIP's input size (128)
 QUICK_CAPTIONS = dict(num_train=32, num_val=8)
 #: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages)
-EXPECTED = {"data": 35, "clip": 360, "shards": 15, "train": 400, "evaluate": 30, "ablate": 245, "dashboard": 5}
+EXPECTED = {"data": 22, "clip": 409, "shards": 15, "train": 414, "evaluate": 31, "ablate": 240, "dashboard": 4}
 EXPECTED_QUICK = {"data": 5, "clip": 20, "shards": 12, "train": 35, "evaluate": 15, "ablate": 50, "dashboard": 3}
 
 
@@ -121,8 +122,11 @@ class Demo:
         bad = [r for r in reports if r.num_problems]
         if bad:
             raise RuntimeError(f"the generated omg-shapes has problems: {bad[0].summary()}: {bad[0].problems[:3]}")
-        generate_captions(str(self.data), seed=self.seed, opts=CaptionOptions(**QUICK_CAPTIONS) if self.quick else None,
-                          progress=True, log=log)
+        try:
+            generate_captions(str(self.data), seed=self.seed,
+                              opts=CaptionOptions(**QUICK_CAPTIONS) if self.quick else None, progress=True, log=log)
+        except FileExistsError as err:  # captions of another version or seed under the same root
+            raise RuntimeError(str(err)) from None
         return {"root": str(self.data)}
 
     def stage_clip(self) -> dict:
