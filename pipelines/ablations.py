@@ -31,6 +31,8 @@ import yaml
 from omg.config import TrainConfig, apply_values
 from omg.utils import io as uio
 from omg.data.catalog import load_catalog
+from omg.modeling.model import ModelConfig
+from omg.modeling.variants import get_variant
 from omg.env import apply_env_defaults, runs_dir
 from omg.utils.progress import Progress, format_duration
 from omg.utils.typed import SchemaError, from_dict, to_dict
@@ -101,8 +103,11 @@ def resolve_paths_abs(path: str) -> str:
 
 
 def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None, experiment: str,
-                 grids_dir: Path = GRIDS_FILE.parent, extra: dict | None = None) -> TrainConfig:
-    """The trial's full run config (validated): base + grid overrides + trial overrides + tracking."""
+                 grids_dir: Path = GRIDS_FILE.parent, extra: dict | None = None,
+                 clip_weights: dict[str, str] | None = None) -> TrainConfig:
+    """The trial's full run config (validated): base + grid overrides + trial overrides + tracking.
+    ``clip_weights`` (open_clip model name -> weights): ``model.pretrained`` of every trial whose backbone variant
+    is that CLIP model, frozen or learned (``--clip-weights``)."""
     base = grids_dir / grid.base
     try:
         data = yaml.safe_load(base.read_text()) or {}
@@ -112,6 +117,9 @@ def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None
     data = apply_values(data, grid.overrides, f"grid {grid.name} overrides")
     data = apply_values(data, spec.overrides, f"grid {grid.name} trial {trial}")
     data = apply_values(data, extra or {}, "command-line overrides")
+    clip_model = get_variant(data.get("model", {}).get("variant", ModelConfig.variant)).clip_model
+    if clip_model in (clip_weights or {}):
+        data = apply_values(data, {"model.pretrained": clip_weights[clip_model]}, "--clip-weights")
     tags = {"omg.grid": grid.name, "omg.trial": trial, "omg.kind": "ablation-trial",
             **{f"omg.axis.{k}": v for k, v in spec.axes.items()}}
     data = apply_values(data, {
@@ -310,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every trial, e.g. --set optim.max_steps=50")
+    p.add_argument("--clip-weights", action="append", default=[], metavar="VARIANT=PATH",
+                   help="CLIP weights for the trials whose backbone has VARIANT's CLIP model, frozen or learned, e.g. "
+                        "tiny_convnext=runs/clip/tiny_convnext.pt (pipelines/clip_pretrain.py); the others keep theirs")
     return p
 
 
@@ -331,9 +342,18 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"--trial {unknown[0]!r}: grid {grid.name} has {', '.join(grid.trials)}")
         extra = {".".join(k): v for k, v in (parse_override(s) for s in args.set)}
+        clip_weights = {}
+        for item in args.clip_weights:
+            variant, sep, path = item.partition("=")
+            try:
+                if not sep or not path:
+                    raise KeyError("expected VARIANT=PATH")
+                clip_weights[get_variant(variant).clip_model] = resolve_paths_abs(path)
+            except KeyError as err:
+                raise ValueError(f"--clip-weights {item!r}: {err.args[0]}") from None
         storage = resolve_paths_abs(args.storage)
-        configs = {t: trial_config(grid, t, storage, None, args.experiment, Path(args.grids_file).parent, extra)
-                   for t in grid.trials}
+        configs = {t: trial_config(grid, t, storage, None, args.experiment, Path(args.grids_file).parent, extra,
+                                   clip_weights) for t in grid.trials}
     except (SchemaError, ValueError, OSError) as err:
         print(f"ablations: error: {err}", file=sys.stderr)
         return 2
@@ -378,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         while todo or pending:
             while todo and len(pending) < slots:
                 t = todo.pop(0)
-                cfg = trial_config(grid, t, storage, parent.run_id, args.experiment, Path(args.grids_file).parent, extra)
+                cfg = trial_config(grid, t, storage, parent.run_id, args.experiment, Path(args.grids_file).parent, extra,
+                                   clip_weights)
                 job = TrialJob(grid=grid.name, trial=t, name=cfg.name, axes=grid.trials[t].axes, config=cfg,
                                storage=storage, ray_address=address, eval_args=tuple(eval_args(grid)),
                                env={**dataset_root_env(datasets_of(grid, cfg)),

@@ -179,7 +179,8 @@ class Demo:
 
     def stage_ablate(self) -> dict:
         cmd = [sys.executable, str(HERE / "ablations.py"), "--grid", "smoke" if self.quick else "cpu",
-               "--storage", str(self.runs / "ablations"), "--set", f"data.shards={self.shards}"]
+               "--storage", str(self.runs / "ablations"), "--set", f"data.shards={self.shards}",
+               "--clip-weights", f"tiny_convnext={self.state['clip']['weights']}"]  # the ViT trial: a random CLIP
         self.run(cmd, "ablate")
         return {"grid": "smoke" if self.quick else "cpu"}
 

@@ -46,6 +46,13 @@ def test_the_cpu_grid_varies_one_axis_per_trial():
     assert seen["convnext-learned-full"][1] == "full"
     assert axis_values(grid) == {"backbone": ["convnext", "vit"], "backbone_training": ["learned", "frozen"],
                                  "interactive_attention": ["masked", "full"]}
+    # --clip-weights: the ConvNeXt trials, frozen and learned, start from the given CLIP; the ViT trial keeps its own
+    weights = {"omg_tiny_convnext": "/runs/clip/tiny_convnext.pt"}
+    pretrained = {t: trial_config(grid, t, "/tmp/x", None, "ablations", clip_weights=weights).model.pretrained
+                  for t in grid.trials}
+    assert pretrained == {"convnext-learned-masked": "/runs/clip/tiny_convnext.pt", "vit-learned-masked": None,
+                          "convnext-frozen-masked": "/runs/clip/tiny_convnext.pt",
+                          "convnext-learned-full": "/runs/clip/tiny_convnext.pt"}
 
 
 def test_bad_grids_are_rejected_with_the_grid_named(tmp_path):
