@@ -178,9 +178,10 @@ class Demo:
         return {"metrics": collect_eval_by_split(self.runs / "eval")}
 
     def stage_ablate(self) -> dict:
+        # random-init CLIPs, as before the clip stage: the grid's frozen trial is the demo's random-CLIP baseline
+        # (README "A CLIP of its own"; the same grid on the pretrained CLIP: ablations.py --clip-weights)
         cmd = [sys.executable, str(HERE / "ablations.py"), "--grid", "smoke" if self.quick else "cpu",
-               "--storage", str(self.runs / "ablations"), "--set", f"data.shards={self.shards}",
-               "--clip-weights", f"tiny_convnext={self.state['clip']['weights']}"]  # the ViT trial: a random CLIP
+               "--storage", str(self.runs / "ablations"), "--set", f"data.shards={self.shards}"]
         self.run(cmd, "ablate")
         return {"grid": "smoke" if self.quick else "cpu"}
 
