@@ -34,6 +34,10 @@ from omg.inference.media import load_image
 from omg.utils.vocabulary import Vocabulary
 
 
+#: the tasks evaluated on a dataset's open-vocabulary split (``*_ov``) with the CLIP ensemble
+OPEN_VOCAB_TASKS = ("open_vocab", "open_vocab_described")
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     """How an evaluation predicts. Defaults: the released OMG-Seg code; the alternatives are ours, kept as options.
@@ -62,7 +66,7 @@ class EvalOptions:
         """The predictor's ``open_vocab`` argument for ``task``."""
         if self.ensemble == "auto":
             return "auto"
-        return task in ("open_vocab", "open_vocab_described")
+        return task in OPEN_VOCAB_TASKS
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,6 +151,8 @@ class TaskEvaluator:
     formats: ClassVar[tuple[str, ...]]
     unit: ClassVar[str] = "img"
     include_heldout: ClassVar[bool] = False
+    #: name classes by their catalog ``descriptions`` where they have any (:func:`vocabulary_of`)
+    described: ClassVar[bool] = False
 
     def __init__(self, ctx: EvalContext):
         self.ctx = ctx
@@ -161,7 +167,7 @@ class TaskEvaluator:
 
     def vocabulary(self) -> tuple[Vocabulary, list[int]]:
         return vocabulary_of(self.ctx.entry, self.include_heldout,
-                             self.pred if self.ctx.options.distractors else None)
+                             self.pred if self.ctx.options.distractors else None, self.described)
 
     def predict(self, task: str, **kwargs):
         """The predictor's ``task`` with this evaluation's vocabulary and ensemble convention."""
@@ -270,10 +276,7 @@ class DescribedOpenVocabEvaluator(OpenVocabEvaluator):
 
     task = "open_vocab_described"
     prefix = "OVD_"
-
-    def vocabulary(self) -> tuple[Vocabulary, list[int]]:
-        return vocabulary_of(self.ctx.entry, self.include_heldout,
-                             self.pred if self.ctx.options.distractors else None, described=True)
+    described = True
 
 
 class InstanceEvaluator(TaskEvaluator):
@@ -363,6 +366,24 @@ def centre_prompts(pred: OMGPredictor, gts: np.ndarray) -> list[list[float]]:
     return points
 
 
+def click_segments(ev: TaskEvaluator, it: dict, wanted=lambda segment: True, vocabulary: Vocabulary | None = None):
+    """The released interactive evaluation's clicks on one record: every non-crowd, non-empty segment that ``wanted``
+    accepts is clicked at its centre (:func:`centre_prompts`), all of the image's clicks in one pass.
+    -> (sample, kept segment indices, their masks K x H x W, the image, the InteractiveResult or None if none)."""
+    from omg.data.decode import decode_masks
+
+    sample = ev.ctx.reader.load(it)
+    masks = decode_masks(sample)[:, 0]
+    keep = [j for j, g in enumerate(sample.segments) if not g.iscrowd and masks[j].any() and wanted(g)]
+    if not keep:
+        return sample, keep, masks[:0], None, None
+    image = load_image(uio.join(ev.ctx.reader.paths["images"], it["image"]))
+    gts = masks[keep]
+    ev.pred.set_image(image)
+    kwargs = {"vocabulary": vocabulary} if vocabulary is not None else {}
+    return sample, keep, gts, image, ev.pred.predict("interactive", points=centre_prompts(ev.pred, gts), **kwargs)
+
+
 class PromptLabelEvaluator(TaskEvaluator):
     """How often the label of a prompted mask is right (ours; the released code labels no prompted mask): every
     non-crowd segment is clicked at its centre (:func:`centre_prompts`, all of an image's clicks in one pass) and
@@ -375,22 +396,14 @@ class PromptLabelEvaluator(TaskEvaluator):
 
     def reset(self) -> None:
         super().reset()
+        self.label_of = {c: k for k, c in enumerate(self.cat_ids)}  # category id -> vocabulary label
         self.hits: list[tuple[int, bool]] = []  # (category id, right)
 
     def process(self, it: dict) -> None:
-        from omg.data.decode import decode_masks
-
-        sample = self.ctx.reader.load(it)
-        masks = decode_masks(sample)[:, 0]
-        index = {c: k for k, c in enumerate(self.cat_ids)}
-        keep = [j for j, g in enumerate(sample.segments)
-                if not g.iscrowd and g.category_id in index and masks[j].any()]
-        if keep:
-            self.pred.set_image(load_image(uio.join(self.ctx.reader.paths["images"], it["image"])))
-            r = self.pred.predict("interactive", points=centre_prompts(self.pred, masks[keep]), vocabulary=self.vocab)
-            for j, label in zip(keep, r.labels):
-                cat = sample.segments[j].category_id
-                self.hits.append((cat, int(label) == index[cat]))
+        sample, keep, _, _, r = click_segments(self, it, lambda g: g.category_id in self.label_of, self.vocab)
+        for j, label in zip(keep, r.labels if r is not None else []):
+            cat = sample.segments[j].category_id
+            self.hits.append((cat, int(label) == self.label_of[cat]))
         self.processed.append(it)
 
     def evaluate(self) -> Scores:
@@ -403,7 +416,7 @@ class PromptLabelEvaluator(TaskEvaluator):
                    "label_acc_things": acc({c.id for c in classes if c.isthing}),
                    "label_acc_stuff": acc({c.id for c in classes if not c.isthing}),
                    "labelled_segments": float(len(self.hits))}
-        per_class = {c.name: {"accuracy": acc({c.id}), "segments": sum(cat == c.id for cat, _ in self.hits)}
+        per_class = {c.name: {"label_acc": acc({c.id}), "segments": sum(cat == c.id for cat, _ in self.hits)}
                      for c in classes}
         return Scores(metrics, {"per_class": per_class})
 
@@ -431,20 +444,12 @@ class InteractiveEvaluator(TaskEvaluator):
         self.click_records: list[dict] = []
 
     def process(self, it: dict) -> None:
-        from omg.data.decode import decode_masks
         from omg.data.masks import rle_encode
 
-        reader = self.ctx.reader
-        sample = reader.load(it)  # COCO-SAM: every non-crowd segment, class-agnostic
-        masks = decode_masks(sample)[:, 0]
-        keep = [j for j, g in enumerate(sample.segments) if not g.iscrowd and masks[j].any()]
+        sample, keep, gts, image, r = click_segments(self, it)  # COCO-SAM: every non-crowd segment, class-agnostic
         if not keep:
             self.processed.append(it)
             return
-        image = load_image(uio.join(reader.paths["images"], it["image"]))
-        gts = masks[keep]
-        self.pred.set_image(image)
-        r = self.pred.predict("interactive", points=centre_prompts(self.pred, gts))
         self.point_miou.process(gts, r.masks)
         for j, m in zip(keep, r.masks):
             self.results.append({"image_id": it["key"], "segment_id": sample.segments[j].id, "segmentation": rle_encode(m)})

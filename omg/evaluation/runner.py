@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
-from omg.evaluation.evaluators import EVALUATORS, TASK_FORMATS, EvalContext, EvalOptions
+from omg.evaluation.evaluators import EVALUATORS, OPEN_VOCAB_TASKS, TASK_FORMATS, EvalContext, EvalOptions
 from omg.inference.predictor import OMGPredictor
 from omg.utils.progress import Progress
 
@@ -73,7 +73,7 @@ def default_pairs(entry: DatasetEntry) -> list[tuple[str, str]]:
     for task in entry.tasks:
         if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
             continue
-        if task in ("open_vocab", "open_vocab_described"):
+        if task in OPEN_VOCAB_TASKS:
             ov = [s for s in entry.splits if s.endswith("_ov")]
             if ov:
                 pairs.append((ov[0], task))

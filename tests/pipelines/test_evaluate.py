@@ -138,6 +138,28 @@ def test_prompt_labels_are_scored_per_clicked_segment(tiny_shapes, tmp_path):
     assert np.isclose(s.metrics["label_acc"], 100.0 * right / total)
     assert sum(v["segments"] for v in s.tables["per_class"].values()) == total
 
+    # a CLIP that calls everything sky: right on exactly the sky segments, never on a thing
+    answer = pred.predict
+
+    def everything_is_sky(task, **kwargs):
+        r = answer(task, **kwargs)
+        r.labels = np.full(len(r.masks), ev.cat_ids.index(11))
+        return r
+
+    pred.predict = everything_is_sky
+    sky = PromptLabelEvaluator(EvalContext(pred, entry, reader, str(tmp_path), EvalOptions(), 0))
+    cats = []
+    for it in reader.items()[:3]:
+        sky.process(it)
+        sample = reader.load(it)
+        masks = decode_masks(sample)[:, 0]
+        cats += [g.category_id for j, g in enumerate(sample.segments) if not g.iscrowd and masks[j].any()]
+    m = sky.evaluate().metrics
+    stuff = [c for c in cats if c >= 11]
+    assert cats.count(11) > 0 and len(stuff) > cats.count(11), "the test needs sky and other stuff"
+    assert np.isclose(m["label_acc"], 100.0 * cats.count(11) / len(cats)) and m["label_acc_things"] == 0.0
+    assert np.isclose(m["label_acc_stuff"], 100.0 * cats.count(11) / len(stuff))
+
 
 def test_a_failing_pair_is_reported_not_fatal(ray_local, tiny_shapes, tiny_ckpt, tmp_path, capsys):
     broken = tmp_path / "broken"
