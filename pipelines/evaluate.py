@@ -25,6 +25,7 @@ from omg.utils import io as uio
 from omg.data.catalog import get_entry, load_catalog
 from omg.env import apply_env_defaults, runs_dir
 from omg.evaluation.evaluators import TASK_FORMATS, EvalOptions
+from omg.inference.predictor import PROMPT_LABELS
 from omg.evaluation.runner import default_pairs
 from omg.utils.progress import Progress
 
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="post-process at the original image size (released) or the resized input (cheaper)")
     conv.add_argument("--track-ids", choices=["released", "stable"], default="released",
                       help="VPS segment ids: per-frame counter (released) or query-based, stable across frames")
+    conv.add_argument("--prompt-labels", choices=PROMPT_LABELS, default="panoptic",
+                      help="prompt_label: a prompted mask's label from the image's panoptic prediction (the frozen "
+                           "CLIP's where it has none) or the frozen CLIP alone (the released code labels none)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit = 2 if args.smoke_test else args.limit
     options = EvalOptions(distractors=args.distractors, ensemble=args.ensemble, postprocess_at=args.postprocess_at,
-                          track_ids=args.track_ids)
+                          track_ids=args.track_ids, prompt_labels=args.prompt_labels)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         pairs = plan(args, load_catalog())

@@ -29,7 +29,7 @@ from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.inference import writers
-from omg.inference.predictor import OMGPredictor
+from omg.inference.predictor import POSTPROCESS_AT, PROMPT_LABELS, OMGPredictor
 from omg.inference.media import load_image
 from omg.utils.vocabulary import Vocabulary
 
@@ -48,17 +48,20 @@ class EvalOptions:
       class seen or not (``tools/test.py`` L158-170 sets ``OVERLAPPING`` for the open-vocabulary config), and
       never for the closed-set tasks; ``"auto"``: whenever the vocabulary has a class unseen in training;
     - ``postprocess_at``: ``"original"`` (released) or ``"input"`` (see :mod:`omg.inference.predictor`);
-    - ``track_ids``: VPS segment ids ``"released"`` (per-frame counter) or ``"stable"`` (query-based).
+    - ``track_ids``: VPS segment ids ``"released"`` (per-frame counter) or ``"stable"`` (query-based);
+    - ``prompt_labels``: how ``prompt_label`` labels a prompted mask (the released code labels none):
+      ``"panoptic"`` or ``"clip"`` (:data:`omg.inference.predictor.PROMPT_LABELS`).
     """
 
     distractors: bool = False
     ensemble: str = "released"
     postprocess_at: str = "original"
     track_ids: str = "released"
+    prompt_labels: str = "panoptic"
 
     def __post_init__(self):
-        for name, allowed in (("ensemble", ("released", "auto")), ("postprocess_at", ("original", "input")),
-                              ("track_ids", ("released", "stable"))):
+        for name, allowed in (("ensemble", ("released", "auto")), ("postprocess_at", POSTPROCESS_AT),
+                              ("track_ids", ("released", "stable")), ("prompt_labels", PROMPT_LABELS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 

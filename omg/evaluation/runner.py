@@ -47,9 +47,9 @@ def evaluate_pair(checkpoint: str, entry: DatasetEntry, split: str, task: str, r
     t0 = time.monotonic()
     pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
     opts = options or EvalOptions()
-    saved = pred.test_size, pred.postprocess_at
+    saved = pred.test_size, pred.postprocess_at, pred.prompt_labels
     pred.test_size = tuple(entry.test_size) or pred.test_size  # the released config's test size for this dataset
-    pred.postprocess_at = opts.postprocess_at
+    pred.postprocess_at, pred.prompt_labels = opts.postprocess_at, opts.prompt_labels
     try:
         evaluator = EVALUATORS[task](EvalContext(pred, entry, get_reader(entry, split, root), out_dir, opts, overlays))
         records = evaluator.records(limit)
@@ -59,7 +59,7 @@ def evaluate_pair(checkpoint: str, entry: DatasetEntry, split: str, task: str, r
                 prog.update()
         scores = evaluator.evaluate()
     finally:
-        pred.test_size, pred.postprocess_at = saved
+        pred.test_size, pred.postprocess_at, pred.prompt_labels = saved
     result = EvalResult(entry.name, split, task, scores.metrics, {**scores.tables, "options": opts.to_dict()},
                         scores.files, time.monotonic() - t0)
     uio.write_json(uio.join(out_dir, "result.json"), result.to_dict())

@@ -68,6 +68,10 @@ from omg.utils.vocabulary import Vocabulary
 
 IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
 POSTPROCESS_AT = ("original", "input")
+#: how a prompted mask gets its label when a vocabulary is given (the released code labels none; both are ours):
+#: "panoptic", the class the image's panoptic prediction (same vocabulary) gives most of the mask's pixels, the
+#: frozen CLIP's where it gives none; "clip", the frozen CLIP alone (the open-vocabulary branch's mask pooling)
+PROMPT_LABELS = ("panoptic", "clip")
 #: VOS proposals matched to the first frame's objects (the released DAVIS config's ``num_proposals``)
 VOS_PROPOSALS = 25
 VIDEO_TASKS = ("vis", "vps", "vss", "vos")
@@ -88,6 +92,7 @@ class _ObjectQueries:
 @dataclass
 class _ImageState:
     features: Features
+    inputs: torch.Tensor  # N x 3 x H x W the network's input (0..255, padded with the pixel mean)
     original: list[tuple[int, int]]
     resized: list[tuple[int, int]]
     batched: bool
@@ -187,10 +192,14 @@ def _as_image(a: Any, where: str) -> np.ndarray:
 
 class OMGPredictor:
     def __init__(self, model: OMGSeg, metadata: dict | None = None, device: str | torch.device | None = None,
-                 test_size: tuple[int, int] | None = None, postprocess_at: str = "original"):
+                 test_size: tuple[int, int] | None = None, postprocess_at: str = "original",
+                 prompt_labels: str = "panoptic"):
         if postprocess_at not in POSTPROCESS_AT:
             raise ValueError(f"postprocess_at must be one of {', '.join(POSTPROCESS_AT)}, got {postprocess_at!r}")
+        if prompt_labels not in PROMPT_LABELS:
+            raise ValueError(f"prompt_labels must be one of {', '.join(PROMPT_LABELS)}, got {prompt_labels!r}")
         self.postprocess_at = postprocess_at
+        self.prompt_labels = prompt_labels
         metadata = metadata or {}
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.eval().to(self.device)
@@ -281,7 +290,7 @@ class OMGPredictor:
         batch, sizes = self._prepare(arrays)
         feats = self.model.extract(batch)
         self.stats["backbone_calls"] += 1
-        self._image = _ImageState(feats, [a.shape[:2] for a in arrays], sizes, batched)
+        self._image = _ImageState(feats, batch, [a.shape[:2] for a in arrays], sizes, batched)
         self._video = None
 
     def _decoder_text(self) -> torch.Tensor:
@@ -423,7 +432,8 @@ class OMGPredictor:
     def interactive(self, points=None, boxes=None, vocabulary: Sequence[Any] | Vocabulary | None = None
                     ) -> InteractiveResult | list[InteractiveResult]:
         """One mask per prompt: ``points`` (K x 2, x y) and / or ``boxes`` (K x 4, XYXY), in pixels of the original
-        image (per image when batched). With a ``vocabulary`` each mask is labelled by the frozen CLIP."""
+        image (per image when batched). With a ``vocabulary`` each mask gets a label, by :attr:`prompt_labels`
+        (:data:`PROMPT_LABELS`)."""
         st = self._image_set("interactive")
         if points is None and boxes is None:
             raise ValueError("task 'interactive' needs points and / or boxes")
@@ -441,14 +451,36 @@ class OMGPredictor:
             scores = ((prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
             res = InteractiveResult(self._to_original(binary, st.original[i]).astype(bool), scores)
             if vocab is not None:
-                clip, _ = ov.clip_logits(self.model.backbone, st.features.clip_features[i: i + 1], m[None, :, None],
-                                         self._text(vocab))
-                p = clip[0].softmax(-1)
+                p = ov.clip_logits(self.model.backbone, st.features.clip_features[i: i + 1], m[None, :, None],
+                                   self._text(vocab))[0][0].softmax(-1)
                 sc, lab = p.max(-1)
+                by_panoptic = torch.zeros_like(lab, dtype=torch.bool)
+                if self.prompt_labels == "panoptic":
+                    pl, ps, by_panoptic = self._prompt_labels_by_panoptic(i, binary, vocab)
+                    lab, sc = torch.where(by_panoptic, pl, lab), torch.where(by_panoptic, ps, sc)
                 res.labels, res.label_scores = lab.cpu().numpy(), sc.cpu().numpy()
                 res.names = [vocab.display[k] for k in res.labels]
+                res.label_sources = ["panoptic" if b else "clip" for b in by_panoptic.tolist()]
             results.append(res)
         return results if st.batched else results[0]
+
+    def _prompt_labels_by_panoptic(self, i: int, binary: torch.Tensor, vocab: Vocabulary
+                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image i's prompted masks (P x h x w bool, where post-processing runs) labelled by the panoptic prediction
+        of the same image: the class most of a mask's pixels have there, its score the share of the mask's pixels
+        with that class. -> (labels P, scores P, covered P: False where no pixel of the mask has a class)."""
+        logits, mlog = self._image_inputs(i, vocab, "auto")
+        pan, segs = panoptic_inference(logits, mlog, torch.tensor(vocab.isthing, device=mlog.device))
+        label_of = torch.full((max((sg.id for sg in segs), default=0) + 1,), len(vocab), dtype=torch.long,
+                              device=pan.device)  # id 0: void
+        for sg in segs:
+            label_of[sg.id] = sg.label
+        classes = label_of[pan.long()]  # h x w, len(vocab) where void
+        onehot = F.one_hot(classes, len(vocab) + 1)[..., :-1].flatten(0, 1).float()  # hw x C
+        counts = binary.flatten(1).float() @ onehot  # P x C
+        best, labels = counts.max(-1)
+        scores = best / binary.flatten(1).sum(1).clamp(min=1)
+        return labels, scores, best > 0
 
     def predict(self, task: str, **kwargs):
         """``getattr(self, task)(**kwargs)`` for a task of :data:`IMAGE_TASKS` or :data:`VIDEO_TASKS`, rejecting an

@@ -73,13 +73,16 @@ class SemanticResult:
 @dataclass
 class InteractiveResult:
     """One mask per prompt: masks P x H x W bool; scores P (mean mask probability inside the mask);
-    with a vocabulary, labels P / label_scores P / names (CLIP scores of the prompted masks)."""
+    with a vocabulary, labels P / label_scores P / names / label_sources P (where each label came from:
+    ``"panoptic"``, the share of the mask's pixels the image's panoptic prediction gives that class; ``"clip"``, the
+    frozen CLIP's probability; see :data:`omg.inference.predictor.PROMPT_LABELS`)."""
 
     masks: np.ndarray
     scores: np.ndarray
     labels: np.ndarray | None = None
     label_scores: np.ndarray | None = None
     names: list[str] | None = None
+    label_sources: list[str] | None = None
 
     @cached_property
     def rles(self) -> list[dict]:

@@ -53,6 +53,7 @@ def run(args, load_predictor=None) -> int:
     of ``--runtime``)."""
     t0 = time.monotonic()
     predictor = load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor.prompt_labels = args.prompt_labels
     vocabulary = args.vocabulary or None
     vocab = predictor.vocabulary(vocabulary)
     cat_ids = category_ids_for(predictor, args.dataset, vocabulary)

@@ -292,6 +292,7 @@ class Segment:
     score: float | None = None
     isthing: bool | None = None
     label_score: float | None = None
+    label_source: str | None = None  # interactive: "panoptic" or "clip" (InteractiveResult.label_sources)
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -375,7 +376,8 @@ def to_response(req: Request, result: Any) -> Response:
             segs.append(Segment(k + 1, int(m.sum()), coco_bbox(m), segmentation=result.rles[k],
                                 category_id=int(result.labels[k]) if named else None,
                                 label=result.names[k] if named else None, score=_f(result.scores[k]),
-                                label_score=_f(result.label_scores[k]) if named else None))
+                                label_score=_f(result.label_scores[k]) if named else None,
+                                label_source=result.label_sources[k] if named else None))
     elif isinstance(result, VideoInstanceResult):
         keep = [k for k in range(len(result.scores)) if result.scores[k] >= req.min_score]
         for n, k in enumerate(keep, 1):

@@ -165,7 +165,8 @@ def write_interactive(out: str, name: str, r: InteractiveResult) -> str:
     for k in range(len(r.masks)):
         rec = {"prompt": k, "segmentation": r.rles[k], "score": float(r.scores[k])}
         if r.names is not None:
-            rec.update(label=int(r.labels[k]), name=r.names[k], label_score=float(r.label_scores[k]))
+            rec.update(label=int(r.labels[k]), name=r.names[k], label_score=float(r.label_scores[k]),
+                       label_source=r.label_sources[k])
         recs.append(rec)
     uri = uio.join(out, "interactive", f"{name}.json")
     uio.write_json(uri, recs)

@@ -337,7 +337,7 @@ class ServeApp:
             rec = {"prompt": n, "score": round(float(seg.score), 4), "area": int(seg.area),
                    "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1]), "bbox": mask_box(m)}
             if seg.label is not None:
-                rec.update(label=seg.label, label_score=round(float(seg.label_score), 4))
+                rec.update(label=seg.label, label_score=round(float(seg.label_score), 4), label_source=seg.label_source)
             masks.append(rec)
         return {"masks": masks, "overlay_png": png_b64(overlay(label_map, colors)), "label_png": png_b64(label_map),
                 "ms": round(ms, 1), "width": w, "height": h, "image_id": image_id}

@@ -452,6 +452,38 @@ def test_interactive_prompts_as_the_released_evaluation(predictor):
     assert corner.boxes[0, 0].tolist() == [-2.0, -3.0, 4.0, 3.0], "the pseudo-box is not clipped"
 
 
+def test_prompted_masks_are_labelled_by_the_panoptic_prediction(predictor, monkeypatch):
+    """prompt_labels="panoptic": the class the image's panoptic prediction gives most of a mask's pixels, scored by
+    that share; a mask with no classified pixel keeps the frozen CLIP's label (source "clip")."""
+    predictor.set_image(_image())  # 96 x 128: input and original sizes agree
+    vocab = predictor.vocabulary(None)
+    c = len(vocab)
+    logits = torch.full((3, c + 1), -10.0)
+    logits[0, 0] = logits[1, 4] = 10.0  # query 0: circle, query 1: sky
+    logits[2, c] = 10.0  # query 2: void
+    mlog = torch.full((3, 96, 128), -10.0)
+    mlog[0, :, :64] = 10.0  # circle on the left half
+    mlog[1, :48, 64:] = 10.0  # sky on the top right; the bottom right stays void
+    monkeypatch.setattr(predictor, "_image_inputs", lambda i, v, ov_: (logits, mlog))
+    binary = torch.zeros(4, 96, 128, dtype=torch.bool)
+    binary[0, 10:20, 10:20] = True  # all circle
+    binary[1, 10:20, 56:88] = True  # 8 columns circle, 24 sky
+    binary[2, 60:90, 70:120] = True  # all void
+    binary[3, 40:56, 60:68] = True  # 64 circle, 32 sky, 32 void
+    labels, scores, covered = predictor._prompt_labels_by_panoptic(0, binary, vocab)
+    assert labels[:2].tolist() == [0, 4] and scores[:2].tolist() == [1.0, 0.75]
+    assert covered.tolist() == [True, True, False, True]
+    assert labels[3] == 0 and scores[3] == 0.5, "the share of the whole mask, void included"
+    # through interactive(): every label says where it came from
+    for mode, sources in (("panoptic", {"panoptic", "clip"}), ("clip", {"clip"})):
+        predictor.prompt_labels = mode
+        r = predictor.interactive(points=[[10, 10], [100, 20], [100, 80]], vocabulary=vocab.display)
+        assert len(r.label_sources) == 3 and set(r.label_sources) <= sources
+        assert all(0.0 <= s <= 1.0 for s in r.label_scores)
+    with pytest.raises(ValueError, match="prompt_labels must be one of panoptic, clip"):
+        OMGPredictor(predictor.model, predictor.metadata, prompt_labels="crop")
+
+
 def test_a_misspelt_predict_argument_is_an_error(predictor):
     """predict() used to swallow unknown keyword arguments: vocabluary=[...] silently ran the training vocabulary."""
     predictor.set_image(_image())
