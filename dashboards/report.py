@@ -30,6 +30,7 @@ from omg.utils import io as uio
 TASK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("PQ", "PQ"), ("AP", "AP"), ("mIoU", "mIoU"), ("VPQ", "VPQ"), ("STQ", "STQ"), ("JF-Mean", "J&F"),
     ("NoC_85", "NoC@85"), ("OV_PQ_heldout", "open-vocab PQ (held-out)"),
+    ("OVD_PQ_heldout", "open-vocab PQ (held-out, described)"), ("label_acc", "prompt labels"),
 )
 LOWER_IS_BETTER = {"NoC_85", "NoC_90"}
 #: training curves: the loss and every periodic validation metric
@@ -52,8 +53,29 @@ def _row(run, name: str) -> Row:
     return Row(name, run.info.run_id, axes, metrics, run.info.status, sorted(run.data.metrics))
 
 
-def find_grid(grid: str, experiment: str = "ablations") -> tuple[object, list[Row], str]:
-    """The newest parent run of ``grid`` and its trials (child runs) -> (parent, rows, baseline)."""
+@dataclass
+class GridRun:
+    """One run of an ablation grid: its MLflow parent run, its trials and its baseline trial."""
+
+    parent: object
+    rows: list[Row]
+    baseline: str
+
+    @property
+    def clip_weights(self) -> str:
+        """The ``--clip-weights`` it ran with (``VARIANT=PATH;...``; empty: the trials' own CLIPs)."""
+        return self.parent.data.tags.get("omg.clip_weights", "")
+
+    @property
+    def clip_label(self) -> str:
+        if not self.clip_weights:
+            return "the trials' own CLIPs"
+        return "pretrained " + ", ".join(f"{v.partition('=')[0]} ({Path(v.partition('=')[2]).name})"
+                                         for v in self.clip_weights.split(";"))
+
+
+def find_grids(grid: str, experiment: str = "ablations") -> list[GridRun]:
+    """The newest run of ``grid`` for each ``--clip-weights`` setting it ran with (the trials' own CLIPs first)."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(experiment)
@@ -65,13 +87,31 @@ def find_grid(grid: str, experiment: str = "ablations") -> tuple[object, list[Ro
                                  output_format="list")
     if not parents:
         raise LookupError(f"no ablation grid {grid!r} in experiment {experiment!r}: run omg ablate --grid {grid}")
-    parent = parents[0]
-    children = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-                                  output_format="list")
-    order = parent.data.params.get("trials", "").split(",")
-    rows = [_row(c, c.data.tags.get("omg.trial", c.info.run_name)) for c in children]
-    rows.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
-    return parent, rows, parent.data.tags.get("omg.baseline", rows[0].name if rows else "")
+    newest: dict[str, object] = {}
+    for p in parents:
+        newest.setdefault(p.data.tags.get("omg.clip_weights", ""), p)
+    out = []
+    for _, parent in sorted(newest.items(), key=lambda kv: (kv[0] != "", kv[0])):
+        children = mlflow.search_runs([exp.experiment_id], output_format="list",
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        order = parent.data.params.get("trials", "").split(",")
+        rows = [_row(c, c.data.tags.get("omg.trial", c.info.run_name)) for c in children]
+        rows.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
+        out.append(GridRun(parent, rows, parent.data.tags.get("omg.baseline", rows[0].name if rows else "")))
+    return out
+
+
+@dataclass
+class Section:
+    """A part of the report: a table of rows (with deltas against ``baseline``), and unless ``table_only`` the
+    per-axis tables (a grid's), charts, training curves and overlays; ``slug`` names its CSV files."""
+
+    title: str
+    rows: list[Row]
+    baseline: str | None = None
+    parent: object | None = None  # the grid's MLflow parent run
+    slug: str = "models"
+    table_only: bool = False
 
 
 def find_runs(specs: list[str]) -> list[Row]:
@@ -193,13 +233,13 @@ def gallery(rows: list[Row], out_dir: Path, per_task: int = 2) -> dict[str, list
                 for task in client.list_artifacts(r.run_id, split.path):
                     pngs = [a for a in client.list_artifacts(r.run_id, f"{task.path}/overlays") if a.path.endswith(".png")]
                     for a in pngs[:per_task]:
-                        dst = out_dir / "gallery" / r.name
+                        dst = out_dir / "gallery" / r.run_id  # trial names repeat across grid runs
                         dst.mkdir(parents=True, exist_ok=True)
                         with tempfile.TemporaryDirectory() as tmp:
                             local = mlflow.artifacts.download_artifacts(run_id=r.run_id, artifact_path=a.path, dst_path=tmp)
                             name = a.path.replace("eval/", "").replace("/overlays/", "-").replace("/", "-")
                             shutil.copyfile(local, dst / name)
-                        items.append((task.path[len("eval/"):], f"gallery/{r.name}/{name}"))
+                        items.append((task.path[len("eval/"):], f"gallery/{r.run_id}/{name}"))
         result[r.name] = items
     return result
 
@@ -229,18 +269,26 @@ def build_report(out_dir: str | Path, grid: str | None = None, runs: list[str] |
             f"<code>{escape(mlflow.get_tracking_uri())}</code>. Numbers are percentages (NoC: clicks; lower is better).</p>"]
     sections = []
     if runs:
-        sections.append(("Models", find_runs(runs), None, None))
+        sections.append(Section("Models", find_runs(runs)))
     if grid:
-        parent, rows, baseline = find_grid(grid, experiment)
-        sections.append((f"Ablation grid “{grid}”", rows, baseline, parent))
+        grid_runs = find_grids(grid, experiment)
+        for k, g in enumerate(grid_runs):
+            title = f"Ablation grid “{grid}”" + (f", CLIP: {g.clip_label}" if len(grid_runs) > 1 else "")
+            sections.append(Section(title, g.rows, g.baseline, g.parent, f"grid-{grid}" + (f"-clip{k}" if k else "")))
+        if len(grid_runs) > 1:  # every trial under each CLIP setting, side by side
+            side = [Row(f"{r.name} ({g.clip_label})", r.run_id, r.axes, r.metrics, r.status, r.metric_keys)
+                    for name in grid_runs[0].parent.data.params.get("trials", "").split(",")
+                    for g in grid_runs for r in g.rows if r.name == name]
+            sections.append(Section(f"Ablation grid “{grid}”: the CLIPs side by side", side, slug=f"grid-{grid}-clips",
+                                    table_only=True))
     if not sections:
         raise ValueError("nothing to report: give a grid and/or runs")
     colours: dict[str, str] = {}
-    for title, rows, baseline, parent in sections:
+    for sec in sections:
+        title, rows, baseline, parent, slug = sec.title, sec.rows, sec.baseline, sec.parent, sec.slug
         for r in rows:
             colours.setdefault(r.name, PALETTE[len(colours) % len(PALETTE)])
         cols = columns(rows)
-        slug = "models" if parent is None else f"grid-{grid}"
         html.append(f"<h2>{escape(title)}</h2>")
         if parent is not None:
             html.append(f"<p>{escape(parent.data.params.get('description', ''))}<br>MLflow parent run "
@@ -252,6 +300,8 @@ def build_report(out_dir: str | Path, grid: str | None = None, runs: list[str] |
         axes = sorted({a for r in rows for a in r.axes})
         html.append(html_table(rows, cols, baseline, axes))
         write_csv(out / f"{slug}.csv", table_rows(rows, cols, baseline))
+        if sec.table_only:  # its rows' charts and overlays are in their grids' sections
+            continue
         if parent is not None:
             for axis, group in axis_groups(rows, baseline).items():
                 html.append(f"<h3>Ablation: {escape(axis)}</h3>")

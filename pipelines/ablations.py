@@ -238,9 +238,11 @@ def collect_eval(out_dir: str) -> dict[str, float]:
 # ============================================================================= the driver
 
 class ParentRun:
-    """The grid's MLflow parent run: found again by (grid, storage) on a rerun."""
+    """The grid's MLflow parent run: found again by (grid, storage) on a rerun. Tagged ``omg.clip_weights`` with the
+    ``--clip-weights`` it ran with (``VARIANT=PATH;...``, empty: the trials' own CLIPs), which the dashboard
+    groups grids by."""
 
-    def __init__(self, grid: Grid, storage: str, experiment: str, tracking: str | None):
+    def __init__(self, grid: Grid, storage: str, experiment: str, tracking: str | None, clip_weights: str = ""):
         import mlflow
 
         from pipelines.tracking import setup
@@ -251,7 +253,8 @@ class ParentRun:
                                   f"tags.`omg.kind` = 'ablation-grid' and tags.`omg.storage` = '{storage}'",
                                   output_format="list")
         tags = {"omg.grid": grid.name, "omg.kind": "ablation-grid", "omg.storage": storage,
-                "omg.baseline": grid.baseline, "omg.axes": ",".join(next(iter(grid.trials.values())).axes)}
+                "omg.baseline": grid.baseline, "omg.axes": ",".join(next(iter(grid.trials.values())).axes),
+                "omg.clip_weights": clip_weights}
         if runs:
             self.run = mlflow.start_run(run_id=runs[0].info.run_id)
         else:
@@ -342,13 +345,14 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"--trial {unknown[0]!r}: grid {grid.name} has {', '.join(grid.trials)}")
         extra = {".".join(k): v for k, v in (parse_override(s) for s in args.set)}
-        clip_weights = {}
+        clip_weights, clip_given = {}, []
         for item in args.clip_weights:
             variant, sep, path = item.partition("=")
             try:
                 if not sep or not path:
                     raise KeyError("expected VARIANT=PATH")
                 clip_weights[get_variant(variant).clip_model] = resolve_paths_abs(path)
+                clip_given.append(f"{variant}={resolve_paths_abs(path)}")
             except KeyError as err:
                 raise ValueError(f"--clip-weights {item!r}: {err.args[0]}") from None
         storage = resolve_paths_abs(args.storage)
@@ -373,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:") or "://" not in uri:
         os.environ["MLFLOW_TRACKING_URI"] = uri  # the trials' processes log to the same store
-    parent = ParentRun(grid, storage, args.experiment, args.tracking_uri)
+    parent = ParentRun(grid, storage, args.experiment, args.tracking_uri, ";".join(sorted(clip_given)))
     selected = args.trial or list(grid.trials)
     records: dict[str, dict] = {}
     todo = []
