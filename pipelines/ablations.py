@@ -133,6 +133,28 @@ def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None
     return from_dict(TrainConfig, data, f"{base} (grid {grid.name}, trial {trial})")
 
 
+#: the parts of a trial's config that make its result (a finished trial is reused only if they are unchanged)
+SETTINGS = ("seed", "model", "data", "optim", "scaling")
+
+
+def trial_settings(cfg: TrainConfig) -> dict:
+    """What a finished trial's record keeps of its config, as JSON would give it back."""
+    d = to_dict(cfg)
+    return json.loads(json.dumps({k: d[k] for k in SETTINGS}))
+
+
+def changed_settings(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two :func:`trial_settings`."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
 def eval_args(grid: Grid) -> list[str]:
     args = [a for d in grid.eval.datasets for a in ("--dataset", d)]
     args += [a for p in grid.eval.pairs for a in ("--pair", p)]
@@ -201,7 +223,7 @@ def run_trial(job: TrialJob) -> dict:
     cwd = str(HERE.parent)
     log = os.path.join(local_dir, "trial.log")
     record = {"grid": job.grid, "trial": job.trial, "axes": job.axes, "node": ray.util.get_node_ip_address(),
-              "log": log, "status": "failed"}
+              "log": log, "status": "failed", "settings": trial_settings(job.config)}
     rc = _run_logged([sys.executable, str(HERE / "joint_train.py"), "--config", config_path], log, env, cwd)
     if rc != 0:
         record["error"] = f"training exited with {rc} (see {log})"
@@ -377,7 +399,6 @@ def main(argv: list[str] | None = None) -> int:
     uri = tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:") or "://" not in uri:
         os.environ["MLFLOW_TRACKING_URI"] = uri  # the trials' processes log to the same store
-    parent = ParentRun(grid, storage, args.experiment, args.tracking_uri, ";".join(sorted(clip_given)))
     selected = args.trial or list(grid.trials)
     records: dict[str, dict] = {}
     todo = []
@@ -388,6 +409,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ablate] {grid.name}/{t}: finished earlier ({done})", file=sys.stderr)
         else:
             todo.append(t)
+    changed = {t: changed_settings(r["settings"], trial_settings(configs[t])) for t, r in records.items()
+               if "settings" in r}
+    changed = {t: c for t, c in changed.items() if c}
+    if changed:
+        t, diff = next(iter(changed.items()))
+        print(f"ablations: error: {uio.join(storage, grid.name, t)} finished with other settings "
+              f"({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}): its result is not this run's; give "
+              f"another --storage (or remove it to train again)", file=sys.stderr)
+        return 2
+    parent = ParentRun(grid, storage, args.experiment, args.tracking_uri, ";".join(sorted(clip_given)))
     init_ray(args.num_cpus)
     address = ray.get_runtime_context().gcs_address
     first = configs[selected[0]]

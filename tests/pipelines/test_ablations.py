@@ -74,3 +74,27 @@ def test_bad_grids_are_rejected_with_the_grid_named(tmp_path):
 
 # The smoke grid end to end (trials, MLflow parent and children, a rerun that skips them, the dashboard) runs on
 # a 2-node loopback cluster in tests/test_cluster.py, and on one node in the quick demo (tests/test_cli.py).
+
+
+def test_a_finished_trial_of_other_settings_is_not_taken_for_this_run(tmp_path, capsys):
+    """A rerun into the same storage reuses finished trials; one whose settings changed since (here the CLIP it
+    starts from, as --clip-weights gives) would put an old result under new settings: refused, before Ray starts."""
+    from pipelines.ablations import changed_settings, main, trial_settings
+    from omg.utils import io as uio
+
+    grid = load_grids()["smoke"]
+    storage = str(tmp_path / "abl")
+    shards = str(tmp_path / "shards")
+    for t in grid.trials:  # both trials finished with the trials' own CLIPs
+        cfg = trial_config(grid, t, storage, None, "ablations", extra={"data.shards": shards})
+        uio.write_json(f"{storage}/smoke/{t}/trial.json", {"trial": t, "axes": grid.trials[t].axes,
+                                                          "status": "finished", "settings": trial_settings(cfg)})
+    weights = str(tmp_path / "clip.pt")
+    rc = main(["--grid", "smoke", "--storage", storage, "--set", f"data.shards={shards}",
+               "--clip-weights", f"tiny_convnext={weights}", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "finished with other settings (model.pretrained: None -> " in err and "another --storage" in err
+    assert not (tmp_path / "m.db").exists(), "refused before the MLflow parent run"
+    a = trial_settings(trial_config(grid, "convnext-masked", storage, None, "ablations"))
+    b = trial_settings(trial_config(grid, "convnext-full", storage, None, "ablations"))
+    assert changed_settings(a, a) == [] and changed_settings(a, b) == ["model.interactive_self_attn: 'masked' -> 'full'"]
