@@ -220,7 +220,9 @@ class Demo:
 
         from pipelines.preprocess import init_ray
 
-        owned = init_ray(None)
+        # the demo runs nothing on it itself: what its stages print reaches the console filtered through their
+        # logs (run()), not Ray's own chatter ("8 PYTHON worker processes have been started ...") unfiltered
+        owned = init_ray(None, log_to_driver=False)
         self.env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
         return owned
 

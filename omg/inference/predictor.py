@@ -92,7 +92,6 @@ class _ObjectQueries:
 @dataclass
 class _ImageState:
     features: Features
-    inputs: torch.Tensor  # N x 3 x H x W the network's input (0..255, padded with the pixel mean)
     original: list[tuple[int, int]]
     resized: list[tuple[int, int]]
     batched: bool
@@ -290,7 +289,7 @@ class OMGPredictor:
         batch, sizes = self._prepare(arrays)
         feats = self.model.extract(batch)
         self.stats["backbone_calls"] += 1
-        self._image = _ImageState(feats, batch, [a.shape[:2] for a in arrays], sizes, batched)
+        self._image = _ImageState(feats, [a.shape[:2] for a in arrays], sizes, batched)
         self._video = None
 
     def _decoder_text(self) -> torch.Tensor:
@@ -475,9 +474,9 @@ class OMGPredictor:
                               device=pan.device)  # id 0: void
         for sg in segs:
             label_of[sg.id] = sg.label
-        classes = label_of[pan.long()]  # h x w, len(vocab) where void
-        onehot = F.one_hot(classes, len(vocab) + 1)[..., :-1].flatten(0, 1).float()  # hw x C
-        counts = binary.flatten(1).float() @ onehot  # P x C
+        classes = label_of[pan.long()].flatten()  # hw, len(vocab) where void
+        area = binary.flatten(1).float()  # P x hw
+        counts = area.new_zeros(len(area), len(vocab) + 1).index_add_(1, classes, area)[:, :-1]  # P x C pixels
         best, labels = counts.max(-1)
         scores = best / binary.flatten(1).sum(1).clamp(min=1)
         return labels, scores, best > 0

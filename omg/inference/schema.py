@@ -17,7 +17,8 @@ A response::
 
     {"task": ..., "width": W, "height": H, "frames": T (video), "vocabulary": ["circle", ...],
      "segments": [{"id", "category_id", "label", "score", "isthing", "area", "bbox",
-                   "segmentation" (image) | "segmentations" (video), "label_score" (interactive)}, ...]}
+                   "segmentation" (image) | "segmentations" (video), "label_score", "label_source" (interactive:
+                   "panoptic" or "clip", see OMGPredictor.prompt_labels)}, ...]}
 
 in the official result conventions: masks as compressed COCO RLE (``counts`` a string), ``bbox`` as COCO
 ``[x, y, w, h]``, per-frame ``segmentations`` with ``null`` where a track is absent (YouTube-VIS),
