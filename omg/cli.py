@@ -477,9 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--points", action="append", help="interactive: a point X,Y in image pixels (repeatable)")
     pred.add_argument("--boxes", action="append", help="interactive: a box X0,Y0,X1,Y1 (repeatable)")
     pred.add_argument("--label", action="store_true", help="interactive: name each prompted mask (see --prompt-labels)")
-    pred.add_argument("--prompt-labels", choices=["panoptic", "clip"], default="panoptic",
-                      help="interactive --label: the class the image's panoptic prediction gives most of the mask "
-                           "(the frozen CLIP's where it gives none; default) or the frozen CLIP alone")
+    pred.add_argument("--prompt-labels", choices=["queries", "clip"], default="queries",
+                      help="interactive --label: the class of the object query whose mask best matches the prompted "
+                           "one (the frozen CLIP's where none overlaps it; default) or the frozen CLIP alone")
     pred.add_argument("--first-frame-masks", help="vos: DAVIS-style indexed PNG of the first frame's objects "
                                                   "(or give --points / --boxes on the first frame, an object each)")
     pred.add_argument("--lookahead", type=int, default=None,

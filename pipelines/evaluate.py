@@ -126,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="post-process at the original image size (released) or the resized input (cheaper)")
     conv.add_argument("--track-ids", choices=["released", "stable"], default="released",
                       help="VPS segment ids: per-frame counter (released) or query-based, stable across frames")
-    conv.add_argument("--prompt-labels", choices=PROMPT_LABELS, default="panoptic",
-                      help="prompt_label: a prompted mask's label from the image's panoptic prediction (the frozen "
-                           "CLIP's where it has none) or the frozen CLIP alone (the released code labels none)")
+    conv.add_argument("--prompt-labels", choices=PROMPT_LABELS, default="queries",
+                      help="prompt_label: a prompted mask's label from the object query whose mask best matches it "
+                           "(the frozen CLIP's where none overlaps) or the frozen CLIP alone (the released code labels "
+                           "none)")
     p.add_argument("--quiet", action="store_true")
     return p
 

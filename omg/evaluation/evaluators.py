@@ -50,14 +50,14 @@ class EvalOptions:
     - ``postprocess_at``: ``"original"`` (released) or ``"input"`` (see :mod:`omg.inference.predictor`);
     - ``track_ids``: VPS segment ids ``"released"`` (per-frame counter) or ``"stable"`` (query-based);
     - ``prompt_labels``: how ``prompt_label`` labels a prompted mask (the released code labels none):
-      ``"panoptic"`` or ``"clip"`` (:data:`omg.inference.predictor.PROMPT_LABELS`).
+      ``"queries"`` or ``"clip"`` (:data:`omg.inference.predictor.PROMPT_LABELS`).
     """
 
     distractors: bool = False
     ensemble: str = "released"
     postprocess_at: str = "original"
     track_ids: str = "released"
-    prompt_labels: str = "panoptic"
+    prompt_labels: str = "queries"
 
     def __post_init__(self):
         for name, allowed in (("ensemble", ("released", "auto")), ("postprocess_at", POSTPROCESS_AT),

@@ -69,9 +69,9 @@ from omg.utils.vocabulary import Vocabulary
 IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
 POSTPROCESS_AT = ("original", "input")
 #: how a prompted mask gets its label when a vocabulary is given (the released code labels none; both are ours):
-#: "panoptic", the class the image's panoptic prediction (same vocabulary) gives most of the mask's pixels, the
-#: frozen CLIP's where it gives none; "clip", the frozen CLIP alone (the open-vocabulary branch's mask pooling)
-PROMPT_LABELS = ("panoptic", "clip")
+#: "queries", the class of the object query whose mask best matches it (as panoptic classifies it), the frozen
+#: CLIP's where no query's mask overlaps it; "clip", the frozen CLIP alone (the open-vocabulary branch's pooling)
+PROMPT_LABELS = ("queries", "clip")
 #: VOS proposals matched to the first frame's objects (the released DAVIS config's ``num_proposals``)
 VOS_PROPOSALS = 25
 VIDEO_TASKS = ("vis", "vps", "vss", "vos")
@@ -192,7 +192,7 @@ def _as_image(a: Any, where: str) -> np.ndarray:
 class OMGPredictor:
     def __init__(self, model: OMGSeg, metadata: dict | None = None, device: str | torch.device | None = None,
                  test_size: tuple[int, int] | None = None, postprocess_at: str = "original",
-                 prompt_labels: str = "panoptic"):
+                 prompt_labels: str = "queries"):
         if postprocess_at not in POSTPROCESS_AT:
             raise ValueError(f"postprocess_at must be one of {', '.join(POSTPROCESS_AT)}, got {postprocess_at!r}")
         if prompt_labels not in PROMPT_LABELS:
@@ -453,33 +453,32 @@ class OMGPredictor:
                 p = ov.clip_logits(self.model.backbone, st.features.clip_features[i: i + 1], m[None, :, None],
                                    self._text(vocab))[0][0].softmax(-1)
                 sc, lab = p.max(-1)
-                by_panoptic = torch.zeros_like(lab, dtype=torch.bool)
-                if self.prompt_labels == "panoptic":
-                    pl, ps, by_panoptic = self._prompt_labels_by_panoptic(i, binary, vocab)
-                    lab, sc = torch.where(by_panoptic, pl, lab), torch.where(by_panoptic, ps, sc)
+                matched = torch.zeros_like(lab, dtype=torch.bool)
+                if self.prompt_labels == "queries":
+                    ql, qs, matched = self._prompt_labels_by_queries(i, m, vocab)
+                    lab, sc = torch.where(matched, ql, lab), torch.where(matched, qs, sc)
                 res.labels, res.label_scores = lab.cpu().numpy(), sc.cpu().numpy()
                 res.names = [vocab.display[k] for k in res.labels]
-                res.label_sources = ["panoptic" if b else "clip" for b in by_panoptic.tolist()]
+                res.label_sources = ["queries" if b else "clip" for b in matched.tolist()]
             results.append(res)
         return results if st.batched else results[0]
 
-    def _prompt_labels_by_panoptic(self, i: int, binary: torch.Tensor, vocab: Vocabulary
-                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Image i's prompted masks (P x h x w bool, where post-processing runs) labelled by the panoptic prediction
-        of the same image: the class most of a mask's pixels have there, its score the share of the mask's pixels
-        with that class. -> (labels P, scores P, covered P: False where no pixel of the mask has a class)."""
-        logits, mlog = self._image_inputs(i, vocab, "auto")
-        pan, segs = panoptic_inference(logits, mlog, torch.tensor(vocab.isthing, device=mlog.device))
-        label_of = torch.full((max((sg.id for sg in segs), default=0) + 1,), len(vocab), dtype=torch.long,
-                              device=pan.device)  # id 0: void
-        for sg in segs:
-            label_of[sg.id] = sg.label
-        classes = label_of[pan.long()].flatten()  # hw, len(vocab) where void
-        area = binary.flatten(1).float()  # P x hw
-        counts = area.new_zeros(len(area), len(vocab) + 1).index_add_(1, classes, area)[:, :-1]  # P x C pixels
-        best, labels = counts.max(-1)
-        scores = best / binary.flatten(1).sum(1).clamp(min=1)
-        return labels, scores, best > 0
+    def _prompt_labels_by_queries(self, i: int, m: torch.Tensor, vocab: Vocabulary
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image i's prompted masks (P x h4 x w4 logits) labelled by the object queries of the same image: the query
+        whose mask best matches the prompted one (the largest IoU at stride 4 x the query's top class probability)
+        gives its class and that probability, classified as panoptic classifies (the CLIP ensemble when a class
+        is unseen). -> (labels P, scores P, matched P: False where no query's mask overlaps the prompted one)."""
+        obj = self._objects()
+        logits = self._class_logits(obj.embed[i: i + 1], obj.masks[i: i + 1, :, None],
+                                    self._image.features.clip_features[i: i + 1], vocab, "auto")[0]
+        top, cls = logits.float().softmax(-1)[:, :-1].max(-1)  # Q: the best class and its probability
+        q = (obj.masks[i] > 0).flatten(1).float()  # Q x h4w4
+        p = (m > 0).flatten(1).float()  # P x h4w4
+        inter = p @ q.T
+        iou = inter / (p.sum(1, keepdim=True) + q.sum(1)[None] - inter).clamp(min=1)
+        fit, k = (iou * top[None]).max(-1)
+        return cls[k], top[k], fit > 0
 
     def predict(self, task: str, **kwargs):
         """``getattr(self, task)(**kwargs)`` for a task of :data:`IMAGE_TASKS` or :data:`VIDEO_TASKS`, rejecting an

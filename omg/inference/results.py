@@ -74,8 +74,8 @@ class SemanticResult:
 class InteractiveResult:
     """One mask per prompt: masks P x H x W bool; scores P (mean mask probability inside the mask);
     with a vocabulary, labels P / label_scores P / names / label_sources P (where each label came from:
-    ``"panoptic"``, the share of the mask's pixels the image's panoptic prediction gives that class; ``"clip"``, the
-    frozen CLIP's probability; see :data:`omg.inference.predictor.PROMPT_LABELS`)."""
+    ``"queries"``, the class probability of the object query whose mask best matches it; ``"clip"``, the frozen
+    CLIP's probability; see :data:`omg.inference.predictor.PROMPT_LABELS`)."""
 
     masks: np.ndarray
     scores: np.ndarray

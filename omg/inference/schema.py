@@ -18,7 +18,7 @@ A response::
     {"task": ..., "width": W, "height": H, "frames": T (video), "vocabulary": ["circle", ...],
      "segments": [{"id", "category_id", "label", "score", "isthing", "area", "bbox",
                    "segmentation" (image) | "segmentations" (video), "label_score", "label_source" (interactive:
-                   "panoptic" or "clip", see OMGPredictor.prompt_labels)}, ...]}
+                   "queries" or "clip", see OMGPredictor.prompt_labels)}, ...]}
 
 in the official result conventions: masks as compressed COCO RLE (``counts`` a string), ``bbox`` as COCO
 ``[x, y, w, h]``, per-frame ``segmentations`` with ``null`` where a track is absent (YouTube-VIS),
@@ -293,7 +293,7 @@ class Segment:
     score: float | None = None
     isthing: bool | None = None
     label_score: float | None = None
-    label_source: str | None = None  # interactive: "panoptic" or "clip" (InteractiveResult.label_sources)
+    label_source: str | None = None  # interactive: "queries" or "clip" (InteractiveResult.label_sources)
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}

@@ -452,36 +452,43 @@ def test_interactive_prompts_as_the_released_evaluation(predictor):
     assert corner.boxes[0, 0].tolist() == [-2.0, -3.0, 4.0, 3.0], "the pseudo-box is not clipped"
 
 
-def test_prompted_masks_are_labelled_by_the_panoptic_prediction(predictor, monkeypatch):
-    """prompt_labels="panoptic": the class the image's panoptic prediction gives most of a mask's pixels, scored by
-    that share; a mask with no classified pixel keeps the frozen CLIP's label (source "clip")."""
-    predictor.set_image(_image())  # 96 x 128: input and original sizes agree
+def test_prompted_masks_are_labelled_by_the_best_matching_object_query(predictor, monkeypatch):
+    """prompt_labels="queries": the object query whose mask best matches a prompted mask (IoU at stride 4 x the
+    query's top class probability) gives its class and that probability; a mask no query overlaps keeps the frozen
+    CLIP's label (source "clip")."""
+    from omg.inference.predictor import _ObjectQueries
+
+    predictor.set_image(_image())  # 96 x 128: stride-4 masks of 24 x 32
     vocab = predictor.vocabulary(None)
     c = len(vocab)
-    logits = torch.full((3, c + 1), -10.0)
-    logits[0, 0] = logits[1, 4] = 10.0  # query 0: circle, query 1: sky
-    logits[2, c] = 10.0  # query 2: void
-    mlog = torch.full((3, 96, 128), -10.0)
-    mlog[0, :, :64] = 10.0  # circle on the left half
-    mlog[1, :48, 64:] = 10.0  # sky on the top right; the bottom right stays void
-    monkeypatch.setattr(predictor, "_image_inputs", lambda i, v, ov_: (logits, mlog))
-    binary = torch.zeros(4, 96, 128, dtype=torch.bool)
-    binary[0, 10:20, 10:20] = True  # all circle
-    binary[1, 10:20, 56:88] = True  # 8 columns circle, 24 sky
-    binary[2, 60:90, 70:120] = True  # all void
-    binary[3, 40:56, 60:68] = True  # 64 circle, 32 sky, 32 void
-    labels, scores, covered = predictor._prompt_labels_by_panoptic(0, binary, vocab)
-    assert labels[:2].tolist() == [0, 4] and scores[:2].tolist() == [1.0, 0.75]
-    assert covered.tolist() == [True, True, False, True]
-    assert labels[3] == 0 and scores[3] == 0.5, "the share of the whole mask, void included"
+    logits = torch.full((1, 3, c + 1), -10.0)
+    logits[0, 0, 0] = 10.0  # query 0: circle, sure
+    logits[0, 1, 4] = 10.0  # query 1: sky, sure
+    logits[0, 2, 1] = logits[0, 2, c] = 0.0  # query 2: square at 50 %, void at 50 %
+    masks = torch.full((1, 3, 24, 32), -10.0)
+    masks[0, 0, :, :16] = 10.0  # circle: the left half
+    masks[0, 1, :12, 16:] = 10.0  # sky: the top right quarter
+    masks[0, 2, :6, :8] = 10.0  # square: the top left corner, inside the circle's mask
+    predictor._image.objects = _ObjectQueries(masks, torch.zeros(1, 3, 8), torch.zeros(1, 3))
+    monkeypatch.setattr(predictor, "_class_logits", lambda *a: logits)
+    m = torch.full((4, 24, 32), -10.0)
+    m[0, 12:24, 0:16] = 10.0  # the circle's bottom half: IoU 0.5 with it
+    m[1, 0:6, 0:8] = 10.0  # the square's corner exactly (IoU 1 x 0.5) vs the circle (IoU 0.125 x 1)
+    m[2, 12:24, 16:32] = 10.0  # the bottom right: no query there
+    m[3, 0:12, 8:24] = 10.0  # 96 px on the circle and 96 on the sky: IoU 1/5 with the circle, 1/3 with the sky
+    labels, scores, matched = predictor._prompt_labels_by_queries(0, m, vocab)
+    assert [labels[k].item() for k in (0, 1, 3)] == [0, 1, 4] and matched.tolist() == [True, True, False, True]
+    assert scores[0] == pytest.approx(1.0, abs=1e-3) and scores[1] == pytest.approx(0.5, abs=1e-3)
     # through interactive(): every label says where it came from
-    for mode, sources in (("panoptic", {"panoptic", "clip"}), ("clip", {"clip"})):
+    monkeypatch.undo()
+    for mode, sources in (("queries", {"queries", "clip"}), ("clip", {"clip"})):
         predictor.prompt_labels = mode
+        predictor.set_image(_image())
         r = predictor.interactive(points=[[10, 10], [100, 20], [100, 80]], vocabulary=vocab.display)
         assert len(r.label_sources) == 3 and set(r.label_sources) <= sources
         assert all(0.0 <= s <= 1.0 for s in r.label_scores)
-    with pytest.raises(ValueError, match="prompt_labels must be one of panoptic, clip"):
-        OMGPredictor(predictor.model, predictor.metadata, prompt_labels="crop")
+    with pytest.raises(ValueError, match="prompt_labels must be one of queries, clip"):
+        OMGPredictor(predictor.model, predictor.metadata, prompt_labels="panoptic")
 
 
 def test_a_misspelt_predict_argument_is_an_error(predictor):

@@ -66,7 +66,7 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     assert "1 pairs, 1 to run" in capsys.readouterr().err
     result = json.loads(next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json")).read_text())
     assert result["tables"]["options"] == {"distractors": False, "ensemble": "released", "postprocess_at": "original",
-                                           "track_ids": "stable", "prompt_labels": "panoptic"}
+                                           "track_ids": "stable", "prompt_labels": "queries"}
     # a result written before the conventions were recorded is not taken for one made with them
     path = next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json"))
     old = json.loads(path.read_text())

@@ -145,12 +145,12 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     assert iou > 0.3, f"click at ({x:.0f}, {y:.0f}): mask IoU {iou:.2f} with the shape"
     rows = d.find_elements("css selector", "#results li")
     assert len(rows) == 1 and "#1" in rows[0].text and "%" in rows[0].text
-    # a label from the panoptic prediction shows the share of the mask it covers; one from the tests' randomly
-    # initialised CLIP is shown as a guess, not with a confident score
+    # a label from the object queries shows their class probability; one from the tests' randomly initialised
+    # CLIP is shown as a guess, not with a confident score
     doc = json.loads(urllib.parse.unquote(d.find_element("id", "download-json").get_attribute("href").split(",", 1)[1]))
     source = doc["masks"][0]["label_source"]
-    assert source in ("panoptic", "clip")
-    assert ("CLIP not pretrained: a guess" if source == "clip" else "% of the mask)") in rows[0].text, rows[0].text
+    assert source in ("queries", "clip")
+    assert ("CLIP not pretrained: a guess" in rows[0].text) == (source == "clip"), rows[0].text
     d.save_screenshot(str(ARTIFACTS / "serve_click.png"))
 
     # drag a box around the shape: a second mask

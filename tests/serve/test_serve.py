@@ -113,7 +113,7 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     assert status == 200, res
     (m,) = res["masks"]
     assert m["label"] in ("circle", "square", "triangle", "star", "hexagon") and 0 <= m["label_score"] <= 1
-    assert m["label_source"] in ("panoptic", "clip")
+    assert m["label_source"] in ("queries", "clip")
     pred = _mask_from(res, 1)
     iou = (pred & gt).sum() / max((pred | gt).sum(), 1)
     assert iou > 0.3, f"a click on the shape at ({x:.0f}, {y:.0f}) gave a mask with IoU {iou:.2f}"
