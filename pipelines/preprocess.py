@@ -229,20 +229,19 @@ def read_quarantine(manifest: dict, out_dir: str) -> list[dict]:
     return rows
 
 
-def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
+def init_ray(num_cpus: int | None = None) -> bool:
     """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
     local Ray with a capped object store. Returns False when Ray was already initialised (by the caller, who
-    then also shuts it down). ``log_to_driver=False``: the cluster's output (its workers', the raylet's
-    warnings) is not printed here."""
+    then also shuts it down)."""
     import ray
 
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=log_to_driver)
+        ray.init(log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
-                 log_to_driver=log_to_driver)
+                 log_to_driver=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
     # one heavy operator per job: let it use every CPU instead of reserving half for others
