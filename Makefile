@@ -6,15 +6,18 @@ BIN    := $(VENV)/bin
 KEY    := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(KEY)
 PYTEST_ARGS ?=
+# pytest processes (pytest-xdist; 0 runs in this one): each test file runs whole on one of them, the longest first
+TEST_WORKERS ?= 2
+XDIST  = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: test test-fast demo install clean-venv
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # the developer's lane: everything but the tests marked slow (end-to-end runs, trained fixtures, soak); CI runs `test`
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/omg demo

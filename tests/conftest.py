@@ -6,12 +6,33 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from omg.env import apply_env_defaults
 
 apply_env_defaults()
+
+# Under pytest-xdist (`make test`: TEST_WORKERS processes), each process's PyTorch gets its share of the cores, and
+# so do the subprocesses a test starts: N processes of all-core OpenMP pools on the same cores spin against each
+# other (measured: the overfit test 10 s alone, 84 s beside another all-core process on 2 cores).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The test files with the longest tests run first (`make test` gives each file whole to one pytest process,
+    in this order, so that a long file does not start last): files are ordered by the seconds their tests marked
+    ``slow`` declare (``@pytest.mark.slow(seconds=N)``, N measured on 2 cores; 20 when not given), the rest keep
+    their order after them."""
+    weight: dict[str, float] = {}
+    for item in items:
+        marker = item.get_closest_marker("slow")
+        if marker is not None:
+            weight[item.path] = weight.get(item.path, 0.0) + float(marker.kwargs.get("seconds", 20))
+    items.sort(key=lambda item: -weight.get(item.path, 0.0))  # stable: a file's tests keep their order
 
 # The session's own text-embedding cache (subprocesses inherit it): a test never finds a vocabulary that an earlier
 # session or the user's ~/.cache/omg embedded, and nothing is left in the home directory.
@@ -26,14 +47,34 @@ TINY_SHAPES = dict(
 )
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder ``name`` that ``build(folder)`` filled, built once per test run: under pytest-xdist the first of the
+    run's processes to ask builds it in the temp folder they share (under a file lock) and the others reuse it."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's temp root, shared by its pytest-xdist processes
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_shapes(tmp_path_factory) -> str:
-    """Root of a tiny omg-shapes dataset (generated once per test session; treat as read-only)."""
+    """Root of a tiny omg-shapes dataset (generated once per test run; treat as read-only)."""
     from omg.data.synthetic import SynthOptions, generate
 
-    root = tmp_path_factory.mktemp("omg-shapes") / "omg-shapes"
-    generate(str(root), seed=7, opts=SynthOptions(**TINY_SHAPES), progress=False)
-    return str(root)
+    def build(folder):
+        generate(str(folder / "omg-shapes"), seed=7, opts=SynthOptions(**TINY_SHAPES), progress=False)
+
+    return str(built_once(tmp_path_factory, "omg-shapes", build) / "omg-shapes")
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +111,16 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
-def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
+def interactive_checkpoint(tiny_shapes, tmp_path_factory, request) -> str:
+    """A tiny OMG-Seg trained for 150 CPU steps on tiny omg-shapes (``train_interactive``), built once per test run."""
+    def build(folder):
+        request.getfixturevalue("ray_local")  # the shards are written by Ray Data
+        train_interactive(tiny_shapes, folder)
+
+    return str(built_once(tmp_path_factory, "interactive", build) / "interactive.pt")
+
+
+def train_interactive(tiny_shapes: str, tmp: Path) -> None:
     """A tiny OMG-Seg trained for 150 CPU steps on tiny omg-shapes (interactive prompts + panoptic), so that a click
     lands a mask on the right shape: the serve and browser tests' model (deterministic, ~25 s; a click's IoU with the
     shape 0.45 here, 0.47 after 300 steps, the tests ask > 0.3)."""
@@ -88,7 +138,6 @@ def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
     from omg.training.step import train_step
     from pipelines.preprocess import preprocess_split
 
-    tmp = tmp_path_factory.mktemp("interactive")
     catalog = load_catalog()
     for name in ("omg-shapes", "omg-shapes-sam"):
         preprocess_split(catalog[name], "train", str(tmp / "shards"), tiny_shapes, shard_size=8, progress=False,
@@ -109,20 +158,28 @@ def interactive_checkpoint(tiny_shapes, ray_local, tmp_path_factory) -> str:
     criterion = Criterion(num_points=optim.num_points)
     steps, epoch = 0, 0
     model.train()
-    while steps < INTERACTIVE_STEPS:
-        plan = PlanDataset(builder, epoch)
-        for i in range(len(plan)):
-            train_step(model, plan[i], text, criterion, opt, sched, optim.grad_clip, "cpu")
-            steps += 1
-            if steps >= INTERACTIVE_STEPS:
-                break
-        epoch += 1
-    path = tmp / "interactive.pt"
-    save_checkpoint(model, str(path), {"label_space": builder.label_space.to_dict(), "test_size": [64, 64]})
-    return str(path)
+    # the weights depend on PyTorch's thread count (the order of float sums): always 2, the one the tests' clicks
+    # were checked on, whatever the machine's cores or the pytest process's share of them (with 1 thread the served
+    # click of test_serve lands at IoU 0.05 instead of 0.45; the 15 val shapes' mean IoU 0.25 instead of 0.33)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(INTERACTIVE_THREADS)
+    try:
+        while steps < INTERACTIVE_STEPS:
+            plan = PlanDataset(builder, epoch)
+            for i in range(len(plan)):
+                train_step(model, plan[i], text, criterion, opt, sched, optim.grad_clip, "cpu")
+                steps += 1
+                if steps >= INTERACTIVE_STEPS:
+                    break
+            epoch += 1
+    finally:
+        torch.set_num_threads(threads)
+    save_checkpoint(model, str(tmp / "interactive.pt"), {"label_space": builder.label_space.to_dict(),
+                                                          "test_size": [64, 64]})
 
 
 INTERACTIVE_STEPS = 150
+INTERACTIVE_THREADS = 2
 
 
 #: the omg-shapes training label space of a random tiny checkpoint (LabelSpace.to_dict form)

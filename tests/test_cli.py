@@ -93,7 +93,7 @@ def test_validate_refuses_a_folder_without_omg_shapes(tmp_path, capsys):
     assert "omg data synth" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=245)
 def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
     """`omg demo --quick` in a subprocess, as `make demo` runs it: data and captions, the CLIP pretraining, shards,
     2-worker training on that CLIP (frozen), the evaluation fan-out, the smoke grid and the report; a rerun skips

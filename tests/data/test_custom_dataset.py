@@ -83,7 +83,7 @@ def _init_checkpoint(path: Path, **changes) -> str:
     return str(path)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_your_own_data_in_four_commands(user_catalog, ray_local, tmp_path, capsys):
     from pipelines.joint_train import main as train_main
 

@@ -140,7 +140,7 @@ def _submit(cluster: dict, entry: list[str], env_vars: dict, timeout: float) -> 
     return out, text
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)
 def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, cluster_shards, tiny_shapes, tmp_path):
     out, text = _submit(loopback_cluster, [
         "pipelines/joint_train.py", "--config", "pipelines/configs/shapes_smoke.yaml", f"data.shards={cluster_shards}",
@@ -153,7 +153,7 @@ def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, cluster_shards
     assert result and result[-1]["step"] == 6 and Path(result[-1]["model"]).exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=85)
 def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_cluster, cluster_shards, tiny_shapes,
                                                                    tmp_path):
     import mlflow

@@ -62,7 +62,7 @@ def _nightly(tmp_path: Path, ray_tmp: str, *args: str) -> subprocess.CompletedPr
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 def test_nightly_smoke_passes_against_its_baseline_and_catches_an_injected_regression(tmp_path, ray_tmp):
     first = _nightly(tmp_path, ray_tmp, "--update-baseline")
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]

@@ -249,6 +249,7 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
     root = tmp_path / "fifo-shapes"
@@ -262,20 +263,34 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_ADDRESS="")
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.preprocess", "--dataset", "omg-shapes", "--split", "val",
                              "--root", str(root), "--out", str(tmp_path / "out"), "--shard-size", "1", "--num-cpus", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
-                            preexec_fn=default_sigint if how == "SIGINT" else None)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True, preexec_fn=default_sigint if how == "SIGINT" else None)
+    lines: list[str] = []
+
+    def read_stderr():
+        for line in proc.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (tmp_path / "out/omg-shapes/val/shards/part-00000.json").exists():
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
+        # the job has started once the driver says how it shards the split; from then on it cannot finish before
+        # the signal, whichever task Ray runs first: the FIFO's task waits in its open() for a writer that never
+        # comes. (Waiting for the first shard's file instead waited in vain whenever the FIFO's task ran first.)
+        deadline = time.monotonic() + 180
+        while not any(" records -> " in x for x in lines):
+            assert proc.poll() is None, "".join(lines)[-2000:]
+            assert time.monotonic() < deadline, "the job did not start: " + "".join(lines)[-2000:]
             time.sleep(0.2)
         assert _ray_processes(ray_tmp), "the job runs on its own Ray"
         os.kill(proc.pid, getattr(signal, how))
-        _, err = proc.communicate(timeout=180)  # a bound for a loaded machine; an idle one takes seconds
+        proc.wait(timeout=180)  # a bound for a loaded machine; an idle one takes seconds
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    reader.join(60)
+    err = "".join(lines)
     if how == "SIGINT":
         assert proc.returncode == 130, err[-2000:]
         assert err.strip().splitlines()[-1].startswith("preprocess: interrupted;"), err[-2000:]

@@ -116,7 +116,7 @@ def reference(shards, data_env, mlflow_server, tmp_path_factory):
     return storage
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server, tiny_shapes):
     import mlflow
 
@@ -163,7 +163,7 @@ def _checkpoint_steps(storage: Path, run: str) -> list[int]:
 RELAUNCH_ATTEMPTS = int(os.environ.get("OMG_TEST_RELAUNCH_ATTEMPTS", "1"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)
 @pytest.mark.parametrize("attempt", range(RELAUNCH_ATTEMPTS))
 def test_relaunch_resumes_without_repeating_samples(attempt, reference, shards, data_env, mlflow_server, tmp_path,
                                                      capsys):
@@ -193,7 +193,7 @@ def test_relaunch_resumes_without_repeating_samples(attempt, reference, shards, 
     assert _checkpoint_steps(tmp_path, out["run"]) == [3, 6], "num_to_keep 2, no orphan folder"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_a_killed_worker_resumes_from_the_last_complete_checkpoint(shards, data_env, mlflow_server, tmp_path, capsys):
     """Worker 1 is killed (os._exit) before step 7 of 12, checkpoints every 3: the restarted group resumes at
     exactly 6 (the last complete checkpoint), so only step 6 is trained twice (< one checkpoint interval)."""
@@ -211,7 +211,7 @@ def test_a_killed_worker_resumes_from_the_last_complete_checkpoint(shards, data_
     assert _checkpoint_steps(tmp_path, out["run"]) == [9, 12], "num_to_keep 2, no orphan folder"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=75)
 def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_env, mlflow_server, tmp_path, capsys):
     """SIGINT to the driver mid-run: exit 130 with one clear line (no traceback, no native stack dump), the MLflow
     run KILLED (not RUNNING); the relaunch says the step it resumes at and resumes exactly there."""
