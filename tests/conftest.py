@@ -16,10 +16,15 @@ apply_env_defaults()
 
 # Under pytest-xdist (`make test`: TEST_WORKERS processes), each process's PyTorch gets its share of the cores, and
 # so do the subprocesses a test starts: N processes of all-core OpenMP pools on the same cores spin against each
-# other (measured: the overfit test 10 s alone, 84 s beside another all-core process on 2 cores).
+# other (measured: the overfit test 10 s alone, 84 s beside another all-core process on 2 cores). OpenMP threads
+# that wait sleep instead of spinning, for the pools that still have several threads (the interactive checkpoint's
+# training, Ray workers of 2 CPUs) while the other process is busy: that training took 91 s beside a busy process
+# with spinning threads, 32 s with sleeping ones (22 s on an idle machine; sleeping costs a single run on an idle
+# machine up to half its speed, so a plain `pytest` keeps OpenMP's default).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_collection_modifyitems(config, items):
