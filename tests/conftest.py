@@ -19,8 +19,8 @@ apply_env_defaults()
 # other (measured: the overfit test 10 s alone, 84 s beside another all-core process on 2 cores). OpenMP threads
 # that wait sleep instead of spinning, for the pools that still have several threads (the interactive checkpoint's
 # training, Ray workers of 2 CPUs) while the other process is busy: that training took 91 s beside a busy process
-# with spinning threads, 32 s with sleeping ones (22 s on an idle machine; sleeping costs a single run on an idle
-# machine up to half its speed, so a plain `pytest` keeps OpenMP's default).
+# with spinning threads, 32 s with sleeping ones (22 s on an idle machine). A plain `pytest` keeps OpenMP's
+# default: alone on an idle machine, sleeping threads made the overfit test 18.6 -> 28.5 s.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
