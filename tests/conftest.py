@@ -117,7 +117,7 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def interactive_checkpoint(tiny_shapes, tmp_path_factory, request) -> str:
-    """A tiny OMG-Seg trained for 150 CPU steps on tiny omg-shapes (``train_interactive``), built once per test run."""
+    """The path of the ``train_interactive`` checkpoint, built once per test run."""
     def build(folder):
         request.getfixturevalue("ray_local")  # the shards are written by Ray Data
         train_interactive(tiny_shapes, folder)

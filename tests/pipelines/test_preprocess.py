@@ -243,8 +243,9 @@ def _ray_processes(marker: str) -> list:
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
 def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes, tmp_path):
-    """A FIFO in place of one image holds its shard task mid-read, so the signal always lands mid-job. Ctrl-C: exit
-    130 with one line, no traceback; either way no process of that Ray instance is left (own RAY_TMPDIR)."""
+    """A FIFO in place of one image holds its shard task in its open(), so the job cannot end before the signal.
+    Ctrl-C: exit 130 with one line, no traceback; either way no process of that Ray instance is left (own
+    RAY_TMPDIR)."""
     import os
     import signal
     import subprocess
@@ -255,7 +256,7 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
     root = tmp_path / "fifo-shapes"
     shutil.copytree(tiny_shapes, root)
     doc = json.loads((root / "annotations/panoptic_val.json").read_text())
-    last = max(doc["annotations"], key=lambda a: str(a["image_id"]))  # the last record: earlier shards finish first
+    last = max(doc["annotations"], key=lambda a: str(a["image_id"]))  # the last record
     img = root / "images/val" / last["file_name"].replace(".png", ".jpg")
     img.unlink()
     os.mkfifo(img)
