@@ -143,9 +143,9 @@ class Demo:
                 "mlflow_run_id": record.get("mlflow_run_id")}
 
     def stage_shards(self) -> dict:
-        for name in SHARDED:
-            self.run([sys.executable, str(HERE / "preprocess.py"), "--dataset", name, "--split", "train",
-                      "--root", str(self.data), "--out", str(self.shards)], "shards")
+        datasets = [a for name in SHARDED for a in ("--dataset", name)]  # one job: one process, one connection to Ray
+        self.run([sys.executable, str(HERE / "preprocess.py"), *datasets, "--split", "train", "--root", str(self.data),
+                  "--out", str(self.shards)], "shards")
         return {"shards": str(self.shards)}
 
     def train_overrides(self) -> list[str]:

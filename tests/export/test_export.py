@@ -24,15 +24,22 @@ TOL = 1e-4
 SIZE = (64, 64)  # the omg-shapes images' padded input at the checkpoints' test size 64
 
 
+#: the fixture's torch-export is made by `omg export` with a vocabulary (checked in the CLI test)
+CLI_VOCABULARY = ["circle", "stuff:sky"]
+
+
 @pytest.fixture(scope="module")
 def exported(interactive_checkpoint, tmp_path_factory):
-    """The trained tiny checkpoint (tiny ConvNeXt, sampled location content), exported in both formats."""
+    """The trained tiny checkpoint (tiny ConvNeXt, sampled location content), exported in both formats: ONNX by
+    :func:`export`, torch-export by the command line (`omg export`, in this process)."""
+    from omg.cli import main
+
     model, meta = load_checkpoint(interactive_checkpoint)
-    out = {}
-    for fmt in ("onnx", "torch-export"):
-        folder = tmp_path_factory.mktemp(fmt)
-        export(model, meta, folder, fmt, SIZE, checkpoint=interactive_checkpoint)
-        out[fmt] = folder
+    out = {fmt: tmp_path_factory.mktemp(fmt) for fmt in ("onnx", "torch-export")}
+    export(model, meta, out["onnx"], "onnx", SIZE, checkpoint=interactive_checkpoint)
+    vocabulary = [a for name in CLI_VOCABULARY for a in ("--vocabulary", name)]
+    assert main(["export", "--checkpoint", interactive_checkpoint, "--format", "torch-export", "--out",
+                 str(out["torch-export"]), "--image-size", *map(str, SIZE), *vocabulary]) == 0
     return interactive_checkpoint, out
 
 
@@ -110,18 +117,16 @@ def test_the_exported_runtime_gives_the_pytorch_results(exported, tiny_shapes, f
 
 
 def test_export_cli_and_predict_runtime_write_the_same_files(exported, tiny_shapes, tmp_path, capsys):
-    """omg export (torch-export here: the ONNX graphs of the fixture are exported by the same function, in a third of
-    the time), then omg predict --runtime onnx and --runtime torch-export: the panoptic PNGs byte for byte and the
+    """omg export (the fixture's torch-export: the ONNX graphs are exported by the same function, in three times the
+    time), then omg predict --runtime onnx and --runtime torch-export: the panoptic PNGs byte for byte and the
     JSON (scores within 1e-4) equal the PyTorch runtime's. (The commands run in this process: `omg.cli.main`.)"""
     from omg.cli import main
 
     ckpt, folders = exported
-    out = tmp_path / "graphs"
-    assert main(["export", "--checkpoint", ckpt, "--format", "torch-export", "--out", str(out),
-                 "--image-size", "64", "64", "--vocabulary", "circle", "--vocabulary", "stuff:sky"]) == 0
+    out = folders["torch-export"]
     spec = json.loads((out / "export.json").read_text())
     assert spec["image_size"] == [64, 64] and set(spec["graphs"]) == {"image_encoder", "object_decoder", "prompt_decoder"}
-    assert np.load(out / "text_embeddings.npy").shape[0] == 2
+    assert spec["vocabulary"] and np.load(out / "text_embeddings.npy").shape[0] == len(CLI_VOCABULARY)
     images = f"{tiny_shapes}/images/val"
     written = {}
     for runtime, folder in (("torch", None), ("onnx", folders["onnx"]), ("torch-export", out)):

@@ -1,5 +1,5 @@
-"""Ablation grids: definitions, trial configs, and the smoke grid end to end (Ray tasks, MLflow parent and
-child runs, rerun skips finished trials) followed by its dashboard."""
+"""Ablation grids: definitions, trial configs, the settings a finished trial is reused under, and a rerun that skips
+finished trials (the smoke grid's training end to end: tests/pipelines/test_cluster.py and the quick demo)."""
 
 from __future__ import annotations
 
@@ -72,23 +72,55 @@ def test_bad_grids_are_rejected_with_the_grid_named(tmp_path):
         trial_config(grid, "a", str(tmp_path), None, "ablations", ROOT / "pipelines" / "configs")
 
 
-# The smoke grid end to end (trials, MLflow parent and children, a rerun that skips them, the dashboard) runs on
-# a 2-node loopback cluster in tests/test_cluster.py, and on one node in the quick demo (tests/test_cli.py).
+# The smoke grid end to end (trials, MLflow parent and children, the dashboard) runs on a 2-node loopback cluster
+# in tests/pipelines/test_cluster.py, and on one node in the quick demo (tests/test_cli.py).
+
+
+def _finish_trials(grid, storage: str, shards: str, metrics: dict[str, dict[str, float]]) -> None:
+    """The grid's trials as finished ones: the trial.json that ``run_trial`` writes (pipelines/ablations.py)."""
+    from pipelines.ablations import trial_settings
+    from omg.utils import io as uio
+
+    for t in grid.trials:
+        cfg = trial_config(grid, t, storage, None, "ablations", extra={"data.shards": shards})
+        uio.write_json(f"{storage}/{grid.name}/{t}/trial.json", {
+            "grid": grid.name, "trial": t, "axes": grid.trials[t].axes, "node": "127.0.0.1", "status": "finished",
+            "settings": trial_settings(cfg), "model": f"{storage}/{grid.name}/{cfg.name}/model.pt", "step": 2,
+            "metrics": metrics[t], "seconds": 1.0})
+
+
+def test_a_rerun_skips_finished_trials_and_reuses_the_parent_run(ray_local, tmp_path, capsys):
+    """Trials already finished in the storage (with the settings of this run) are not trained again, on any rerun;
+    the grid keeps its one MLflow parent run (found by grid and storage) and the summary still compares them."""
+    import mlflow
+
+    from pipelines.ablations import main
+
+    grid = load_grids()["smoke"]
+    storage, shards, uri = str(tmp_path / "abl"), str(tmp_path / "shards"), f"sqlite:///{tmp_path}/m.db"
+    _finish_trials(grid, storage, shards, {"convnext-masked": {"omg-shapes/PQ": 40.0},
+                                           "convnext-full": {"omg-shapes/PQ": 42.5}})
+    argv = ["--grid", "smoke", "--storage", storage, "--set", f"data.shards={shards}", "--tracking-uri", uri]
+    for _ in range(2):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert err.count("finished earlier") == 2 and "2 trials, 0 to run" in err, err
+        assert "convnext-full" in out and "42.50 ( +2.50)" in out, out
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["ablations"], output_format="list")
+    assert [(r.data.tags["omg.kind"], r.info.status) for r in runs] == [("ablation-grid", "FINISHED")], \
+        "one parent run, reused by the rerun"
 
 
 def test_a_finished_trial_of_other_settings_is_not_taken_for_this_run(tmp_path, capsys):
     """A rerun into the same storage reuses finished trials; one whose settings changed since (here the CLIP it
     starts from, as --clip-weights gives) would put an old result under new settings: refused, before Ray starts."""
     from pipelines.ablations import changed_settings, main, trial_settings
-    from omg.utils import io as uio
 
     grid = load_grids()["smoke"]
     storage = str(tmp_path / "abl")
     shards = str(tmp_path / "shards")
-    for t in grid.trials:  # both trials finished with the trials' own CLIPs
-        cfg = trial_config(grid, t, storage, None, "ablations", extra={"data.shards": shards})
-        uio.write_json(f"{storage}/smoke/{t}/trial.json", {"trial": t, "axes": grid.trials[t].axes,
-                                                          "status": "finished", "settings": trial_settings(cfg)})
+    _finish_trials(grid, storage, shards, {t: {} for t in grid.trials})  # with the trials' own CLIPs
     weights = str(tmp_path / "clip.pt")
     rc = main(["--grid", "smoke", "--storage", storage, "--set", f"data.shards={shards}",
                "--clip-weights", f"tiny_convnext={weights}", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])

@@ -47,7 +47,8 @@ def _stop(procs: list[subprocess.Popen], temp: str) -> None:
             os.killpg(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 10
+    # `ray start --block` takes ~35 s to exit after SIGTERM (measured, idle): what has not ended in 2 s is killed
+    deadline = time.monotonic() + 2
     for p in procs:
         try:
             p.wait(max(0.1, deadline - time.monotonic()))
@@ -153,7 +154,7 @@ def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, cluster_shards
     assert result and result[-1]["step"] == 6 and Path(result[-1]["model"]).exists()
 
 
-@pytest.mark.slow(seconds=85)
+@pytest.mark.slow(seconds=70)
 def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_cluster, cluster_shards, tiny_shapes,
                                                                    tmp_path):
     import mlflow
@@ -177,13 +178,7 @@ def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_clust
     assert sorted(c.data.tags["omg.axis.interactive_attention"] for c in children) == ["full", "masked"]
     assert all("eval/omg-shapes/PQ" in c.data.metrics and c.info.status == "FINISHED" for c in children)
     assert "omg-shapes/PQ" in records[1]["metrics"]
-
-    # a rerun skips both finished trials (and reuses the parent run)
-    out, text = _submit(loopback_cluster, [
-        "pipelines/ablations.py", "--grid", "smoke", "--storage", str(tmp_path / "abl"), "--set",
-        f"data.shards={cluster_shards}"], {**roots, "MLFLOW_TRACKING_URI": uri}, timeout=300)
-    assert out.returncode == 0 and text.count("finished earlier") == 2, text[-3000:]
-    assert len(mlflow.search_runs(experiment_names=["ablations"], output_format="list")) == 3
+    # (a rerun skips finished trials and reuses the parent run: tests/pipelines/test_ablations.py, without a cluster)
 
     # the dashboard over the grid's runs
     from dashboards.report import build_report

@@ -74,8 +74,8 @@ def mlflow_server(tmp_path_factory):
         yield uri
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
+        try:  # uvicorn waits for the clients' open connections to close: 5-10 s here, so not for long
+            proc.wait(3)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
 
