@@ -1,6 +1,6 @@
 """A 2-node Ray cluster on loopback (head 127.0.0.2, worker 127.0.0.3) receiving `ray job submit` of the
-smoke training config. The test starts the cluster in its own process groups and temp dir and stops
-exactly that cluster, even on failure."""
+smoke training config (one DDP worker per node, one of them killed mid-run) and of the smoke ablation grid. The
+test starts the cluster in its own process groups and temp dir and stops exactly that cluster, even on failure."""
 
 from __future__ import annotations
 
@@ -141,17 +141,30 @@ def _submit(cluster: dict, entry: list[str], env_vars: dict, timeout: float) -> 
     return out, text
 
 
-@pytest.mark.slow(seconds=55)
-def test_job_submit_smoke_training_on_two_nodes(loopback_cluster, cluster_shards, tiny_shapes, tmp_path):
+@pytest.mark.slow(seconds=65)
+def test_job_submit_smoke_training_on_two_nodes_survives_a_killed_worker(loopback_cluster, cluster_shards,
+                                                                          tiny_shapes, tmp_path):
+    """2 DDP workers, one per node; worker 1 dies (os._exit, as a crashed node's process) before step 4 of 6,
+    checkpoints every 3: Ray Train restarts the group, which resumes at exactly 3, the last complete checkpoint, so
+    only step 3 is trained twice (less than one checkpoint interval), and the job succeeds."""
+    storage = tmp_path / "train"
     out, text = _submit(loopback_cluster, [
         "pipelines/joint_train.py", "--config", "pipelines/configs/shapes_smoke.yaml", f"data.shards={cluster_shards}",
-        f"checkpoint.storage_path={tmp_path}/train", "tracking.log_model=false"],
+        f"checkpoint.storage_path={storage}", "tracking.log_model=false", "checkpoint.max_failures=2",
+        "--hook=pipelines.train_hooks:SampleTrace",
+        "--hook=pipelines.train_hooks:FaultInjection:step=4,mode=kill,rank=1"],
         {"OMG_ROOT_OMG_SHAPES": tiny_shapes, "OMG_ROOT_OMG_SHAPES_SAM": tiny_shapes,
          "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}, timeout=420)
     assert out.returncode == 0 and "succeeded" in text, text[-4000:]
     assert "ip=127.0.0.3" in text, "a training worker ran on the second node"
     result = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{"run"')]
     assert result and result[-1]["step"] == 6 and Path(result[-1]["model"]).exists()
+    run = storage / result[-1]["run"]
+    assert (run / "fault_injected").read_text() == "rank 1 step 4"
+    for rank in (0, 1):
+        steps = [json.loads(x)["step"] for x in (run / "trace" / f"rank{rank}.jsonl").read_text().splitlines()]
+        assert steps == [0, 1, 2, 3] + [3, 4, 5], f"rank {rank} did not resume at the checkpoint of step 3: {steps}"
+    assert sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir()) == [3, 6], "num_to_keep 2, no orphan folder"
 
 
 @pytest.mark.slow(seconds=70)
