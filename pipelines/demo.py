@@ -59,7 +59,7 @@ CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: --quick: a few captions at the CLIP's input size (128)
 QUICK_CAPTIONS = dict(num_train=32, num_val=8)
 #: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages)
-EXPECTED = {"data": 22, "clip": 400, "shards": 14, "train": 436, "evaluate": 29, "ablate": 245, "dashboard": 4}
+EXPECTED = {"data": 22, "clip": 400, "shards": 6, "train": 436, "evaluate": 29, "ablate": 245, "dashboard": 4}
 EXPECTED_QUICK = {"data": 1, "clip": 22, "shards": 3, "train": 28, "evaluate": 16, "ablate": 56, "dashboard": 2}
 
 
