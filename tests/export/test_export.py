@@ -117,9 +117,10 @@ def test_the_exported_runtime_gives_the_pytorch_results(exported, tiny_shapes, f
 
 
 def test_export_cli_and_predict_runtime_write_the_same_files(exported, tiny_shapes, tmp_path, capsys):
-    """omg export (the fixture's torch-export: the ONNX graphs are exported by the same function, in three times the
-    time), then omg predict --runtime onnx and --runtime torch-export: the panoptic PNGs byte for byte and the
-    JSON (scores within 1e-4) equal the PyTorch runtime's. (The commands run in this process: `omg.cli.main`.)"""
+    """omg export (the fixture's torch-export, with a vocabulary; its ONNX graphs come from the function behind the
+    command, which takes three times as long in that format), then omg predict --runtime onnx and --runtime
+    torch-export: the panoptic PNGs byte for byte and the JSON (scores within 1e-4) equal the PyTorch runtime's.
+    (The commands run in this process: `omg.cli.main`.)"""
     from omg.cli import main
 
     ckpt, folders = exported
