@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     from omg.data.catalog import get_entry
     from omg.data.synthetic import SynthOptions, generate
     from omg.env import apply_env_defaults
-    from pipelines.preprocess import init_ray, preprocess_split
+    from pipelines.cluster import init_ray
+    from pipelines.preprocess import preprocess_split
 
     apply_env_defaults()
     data = os.path.join(args.work, f"shapes-{args.image_size}-{args.images}")

@@ -45,7 +45,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except LookupError as err:
         print(f"omg dashboard: error: {err.args[0]}", file=sys.stderr)
         return 2
-    print(f"report: {path.resolve()}")
+    print(f"report: {path}")
     return 0
 
 

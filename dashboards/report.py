@@ -254,14 +254,26 @@ h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}code{backgrou
 
 
 def build_report(out_dir: str | Path, grid: str | None = None, runs: list[str] | None = None,
-                 experiment: str = "ablations", tracking_uri: str | None = None, with_gallery: bool = True) -> Path:
-    """Write ``<out_dir>/index.html`` and the CSV tables; return the HTML path."""
+                 experiment: str = "ablations", tracking_uri: str | None = None, with_gallery: bool = True) -> str:
+    """Write ``<out_dir>/index.html``, the CSV tables and the gallery; return the HTML's path. ``out_dir`` may be
+    a URI (e.g. ``$OMG_RUNS_DIR/dashboard`` on object storage): the report is built in a local folder, then
+    copied there."""
+    fs, _ = uio.fs_and_path(str(out_dir))
+    if uio.is_remote(fs):
+        with tempfile.TemporaryDirectory(prefix="omg-report-") as tmp:
+            _build(Path(tmp), grid, runs, experiment, tracking_uri, with_gallery)
+            uio.put_tree(tmp, str(out_dir))
+        return uio.join(str(out_dir), "index.html")
+    return str(_build(Path(out_dir).resolve(), grid, runs, experiment, tracking_uri, with_gallery))
+
+
+def _build(out: Path, grid: str | None, runs: list[str] | None, experiment: str, tracking_uri: str | None,
+           with_gallery: bool) -> Path:
     import mlflow
 
     from pipelines.tracking import tracking_uri as default_uri
 
     mlflow.set_tracking_uri(default_uri(tracking_uri))
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html = [f"<!doctype html><html><head><meta charset=utf-8><title>OMG-Seg report</title><style>{STYLE}</style>"
             "</head><body>", "<h1>OMG-Seg experiment report</h1>",

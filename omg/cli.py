@@ -325,7 +325,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
              f"{runs_dir()}/train/ (run `make demo` first, or pass --checkpoint PATH)")
         return 2
     data = args.samples or os.path.join(default_data_dir(), "omg-shapes")
-    return serve(None if args.backend else checkpoint, args.host, args.port, find_samples(data),
+    samples = find_samples(data)
+    if not samples:
+        _log(f"omg serve: warning: no sample images under {data}/images/val (an omg-shapes root; --samples ROOT): "
+             "the page offers uploads only")
+    return serve(None if args.backend else checkpoint, args.host, args.port, samples,
                  Limits(max_bytes=args.max_bytes, max_pixels=args.max_pixels), args.device, quiet=args.quiet,
                  backend=args.backend)
 

@@ -139,6 +139,9 @@ class TrackingConfig:
     parent_run_id: str | None = None
     #: extra tags of the run (e.g. an ablation trial's axis values)
     tags: dict[str, str] = field(default_factory=dict)
+    #: metric points wait in memory while the tracking server is unreachable; at the end of the run, how long to
+    #: wait for it to take them (then the run fails, its checkpoints complete, the points saved beside them)
+    flush_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)

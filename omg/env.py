@@ -45,6 +45,14 @@ def runs_dir(*parts: str, environ: Mapping[str, str] | None = None) -> str:
     return os.path.join(env.get("OMG_RUNS_DIR") or "runs", *parts)
 
 
+def cache_dir(*parts: str, environ: Mapping[str, str] | None = None) -> str:
+    """This node's cache (``$OMG_CACHE_DIR``, else ``~/.cache/omg``; read at each call): what is rebuilt where it
+    is missing (text embeddings, models downloaded from MLflow), never shared between nodes. ``parts`` are joined
+    under it."""
+    env = os.environ if environ is None else environ
+    return os.path.join(env.get("OMG_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "omg"), *parts)
+
+
 def apply_env_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Set every default that is not already set; return the ones this call set."""
     env = os.environ if environ is None else environ

@@ -36,6 +36,7 @@ from omg.modeling.variants import get_variant
 from omg.env import apply_env_defaults, runs_dir
 from omg.utils.progress import Progress, format_duration
 from omg.utils.typed import SchemaError, from_dict, to_dict
+from pipelines.cluster import shared_location
 
 HERE = Path(__file__).resolve().parent
 GRIDS_FILE = HERE / "configs" / "ablations.yaml"
@@ -98,10 +99,6 @@ def axis_values(grid: Grid) -> dict[str, list[str]]:
     return out
 
 
-def resolve_paths_abs(path: str) -> str:
-    return path if "://" in path else str(Path(path).resolve())
-
-
 def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None, experiment: str,
                  grids_dir: Path = GRIDS_FILE.parent, extra: dict | None = None,
                  clip_weights: dict[str, str] | None = None) -> TrainConfig:
@@ -124,7 +121,7 @@ def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None
             **{f"omg.axis.{k}": v for k, v in spec.axes.items()}}
     data = apply_values(data, {
         "name": f"{grid.name}-{trial}",
-        "data.shards": resolve_paths_abs(data.get("data", {}).get("shards", runs_dir("shards"))),
+        "data.shards": shared_location(data.get("data", {}).get("shards", runs_dir("shards")), "data.shards"),
         "checkpoint.storage_path": uio.join(storage, grid.name),
         "tracking.experiment": experiment,
         "tracking.parent_run_id": parent_run_id,
@@ -170,7 +167,7 @@ def dataset_root_env(names: set[str]) -> dict[str, str]:
     for name in names:
         if name in catalog:
             entry = catalog[name]
-            env[entry.env_var()] = resolve_paths_abs(entry.resolve_root())
+            env[entry.env_var()] = shared_location(entry.resolve_root(), f"the root of {name}")
     return env
 
 
@@ -181,11 +178,56 @@ def datasets_of(grid: Grid, cfg: TrainConfig) -> set[str]:
 
 # ============================================================================= one trial (a Ray task)
 
-def _run_logged(cmd: list[str], log_path: str, env: dict, cwd: str) -> int:
-    with open(log_path, "ab") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
+class TrialLog:
+    """A trial's output, at ``<storage>/<grid>/<trial>/trial.log`` whatever the storage: appended as it comes when
+    the storage is this disk; else kept in a local file and copied to the storage every ``every`` seconds and when
+    closed (a trial runs on any node: its log must not stay on that node's disk). A rerun appends to the log."""
+
+    def __init__(self, uri: str, every: float = 30.0):
+        import tempfile
+
+        self.uri, self.every = uri, every
+        fs, path = uio.fs_and_path(uri)
+        self._tmp = None
+        if uio.is_remote(fs):
+            self._tmp = tempfile.mkdtemp(prefix="omg-trial-")
+            self.path = os.path.join(self._tmp, "trial.log")
+            Path(self.path).write_bytes(uio.read_bytes(uri) if uio.exists(uri) else b"")
+        else:
+            self.path = path
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self._published = time.monotonic()
+
+    def write(self, data: bytes) -> None:
+        with open(self.path, "ab") as f:
+            f.write(data)
+        if self._tmp and time.monotonic() - self._published > self.every:
+            self.publish()
+
+    def publish(self) -> None:
+        if self._tmp:
+            uio.write_bytes(self.uri, Path(self.path).read_bytes())
+            self._published = time.monotonic()
+
+    def close(self) -> None:
+        if self._tmp:
+            import shutil
+
+            try:
+                self.publish()
+            finally:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+
+    def run(self, cmd: list[str], env: dict, cwd: str) -> int:
+        """Run ``cmd`` with its output (stdout and stderr) into the log; -> its exit status."""
+        self.write(f"\n$ {' '.join(cmd)}\n".encode())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
+            self.write(chunk)
+        rc = proc.wait()
+        self.publish()
+        return rc
 
 
 @dataclass(frozen=True)
@@ -209,50 +251,49 @@ class TrialJob:
 
 def run_trial(job: TrialJob) -> dict:
     """Train, then evaluate into the trial's child run. Returns the trial record (the trial.json document)."""
+    import tempfile
+
     import ray
 
     t0 = time.monotonic()
     trial_dir = job.trial_dir
-    os.makedirs(trial_dir, exist_ok=True) if "://" not in trial_dir else None
-    local_dir = trial_dir if "://" not in trial_dir else os.path.join("/tmp", "omg-ablations", job.name)
-    os.makedirs(local_dir, exist_ok=True)
-    config_path = os.path.join(local_dir, "config.yaml")
-    Path(config_path).write_text(yaml.safe_dump(to_dict(job.config), sort_keys=False))
     env = dict(os.environ, **job.env)
     env["RAY_ADDRESS"] = job.ray_address
     cwd = str(HERE.parent)
-    log = os.path.join(local_dir, "trial.log")
+    log = TrialLog(uio.join(trial_dir, "trial.log"))
     record = {"grid": job.grid, "trial": job.trial, "axes": job.axes, "node": ray.util.get_node_ip_address(),
-              "log": log, "status": "failed", "settings": trial_settings(job.config)}
-    rc = _run_logged([sys.executable, str(HERE / "joint_train.py"), "--config", config_path], log, env, cwd)
-    if rc != 0:
-        record["error"] = f"training exited with {rc} (see {log})"
+              "log": log.uri, "status": "failed", "settings": trial_settings(job.config)}
+    try:
+        with tempfile.TemporaryDirectory(prefix="omg-trial-config-") as tmp:  # read only by this node's process
+            config_path = os.path.join(tmp, "config.yaml")
+            Path(config_path).write_text(yaml.safe_dump(to_dict(job.config), sort_keys=False))
+            rc = log.run([sys.executable, str(HERE / "joint_train.py"), "--config", config_path], env, cwd)
+        if rc != 0:
+            record["error"] = f"training exited with {rc} (see {log.uri})"
+            return record
+        info = uio.read_json(uio.join(job.storage, job.grid, job.name, "run.json"))
+        record.update(model=info["model"], run_id=info.get("mlflow_run_id"), step=info.get("step"))
+        cmd = [sys.executable, str(HERE / "evaluate.py"), "--checkpoint", info["model"], "--out",
+               uio.join(trial_dir, "eval"), "--quiet", *job.eval_args]
+        cmd += ["--run-id", info["mlflow_run_id"]] if info.get("mlflow_run_id") else ["--no-mlflow"]
+        rc = log.run(cmd, env, cwd)
+        metrics = collect_eval(uio.join(trial_dir, "eval"))
+        record.update(metrics=metrics, seconds=round(time.monotonic() - t0, 1))
+        if rc != 0:
+            record["error"] = f"evaluation exited with {rc} (see {log.uri})"
+            return record
+        record["status"] = "finished"
+        uio.write_json(uio.join(trial_dir, "trial.json"), record)
         return record
-    info = uio.read_json(uio.join(job.storage, job.grid, job.name, "run.json"))
-    record.update(model=info["model"], run_id=info.get("mlflow_run_id"), step=info.get("step"))
-    cmd = [sys.executable, str(HERE / "evaluate.py"), "--checkpoint", info["model"], "--out",
-           uio.join(trial_dir, "eval"), "--quiet", *job.eval_args]
-    cmd += ["--run-id", info["mlflow_run_id"]] if info.get("mlflow_run_id") else ["--no-mlflow"]
-    rc = _run_logged(cmd, log, env, cwd)
-    metrics = collect_eval(uio.join(trial_dir, "eval"))
-    record.update(metrics=metrics, seconds=round(time.monotonic() - t0, 1))
-    if rc != 0:
-        record["error"] = f"evaluation exited with {rc} (see {log})"
-        return record
-    record["status"] = "finished"
-    uio.write_json(uio.join(trial_dir, "trial.json"), record)
-    return record
+    finally:
+        log.close()
 
 
 def collect_eval(out_dir: str) -> dict[str, float]:
     """``{"<dataset>/<metric>": value}`` from every result.json under an evaluate.py output dir."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(out_dir)
     metrics = {}
-    for path in sorted(fs.glob(f"{root}/**/result.json")):
-        with fs.open(path) as f:
-            r = json.load(f)
+    for path in uio.glob(out_dir, "**/result.json"):
+        r = uio.read_json(path)
         metrics.update({f"{r['dataset']}/{k}": float(v) for k, v in r["metrics"].items() if v is not None and v == v})
     return metrics
 
@@ -373,11 +414,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if not sep or not path:
                     raise KeyError("expected VARIANT=PATH")
-                clip_weights[get_variant(variant).clip_model] = resolve_paths_abs(path)
-                clip_given.append(f"{variant}={resolve_paths_abs(path)}")
+                clip_weights[get_variant(variant).clip_model] = shared_location(path, "--clip-weights")
+                clip_given.append(f"{variant}={shared_location(path, '--clip-weights')}")
             except KeyError as err:
                 raise ValueError(f"--clip-weights {item!r}: {err.args[0]}") from None
-        storage = resolve_paths_abs(args.storage)
+        storage = shared_location(args.storage, "--storage")
         configs = {t: trial_config(grid, t, storage, None, args.experiment, Path(args.grids_file).parent, extra,
                                    clip_weights) for t in grid.trials}
     except (SchemaError, ValueError, OSError) as err:
@@ -392,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import ray
 
-    from pipelines.preprocess import init_ray
+    from pipelines.cluster import init_ray
     from pipelines.tracking import tracking_uri
 
     t0 = time.monotonic()

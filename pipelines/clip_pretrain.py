@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train import RunConfig, ScalingConfig
 
     from pipelines.joint_train import _interruptible_trainer_class, worker_env
-    from pipelines.preprocess import init_ray, shutdown_ray
+    from pipelines.cluster import init_ray, shutdown_ray
 
     owned = init_ray(args.num_cpus)
     storage = str(Path(runs_dir("clip")).resolve())

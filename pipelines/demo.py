@@ -207,7 +207,7 @@ class Demo:
             return self.run_stages(todo, expected, t0)
         finally:
             if owned:
-                from pipelines.preprocess import shutdown_ray
+                from pipelines.cluster import shutdown_ray
 
                 shutdown_ray(True)
 
@@ -218,7 +218,7 @@ class Demo:
             return False
         import ray
 
-        from pipelines.preprocess import init_ray
+        from pipelines.cluster import init_ray
 
         owned = init_ray(None)
         self.env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 
@@ -28,24 +27,30 @@ from omg.evaluation.evaluators import TASK_FORMATS, EvalOptions
 from omg.inference.predictor import PROMPT_LABELS
 from omg.evaluation.runner import default_pairs
 from omg.utils.progress import Progress
+from pipelines.cluster import shared_location
+from pipelines.errors import fail
 
 
 def checkpoint_digest(uri: str) -> str:
-    import fsspec
-
     h = hashlib.sha256()
-    with fsspec.open(uri, "rb") as f:
+    with uio.local_file(uri) as path, open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
 def eval_task(checkpoint: str, entry, split: str, task: str, root: str | None, out_dir: str, limit: int | None,
-              device: str | None, options: EvalOptions | None = None) -> dict:
-    from omg.evaluation.runner import evaluate_pair
+              device: str | None, options: EvalOptions | None = None, tracking: str | None = None) -> dict:
+    """One pair, on whichever node Ray chose (its address goes in the result as ``node``): a ``models:/`` or
+    ``runs:/`` checkpoint is fetched here, into this node's cache (the driver's copy is on the driver's disk)."""
+    import ray
 
-    return evaluate_pair(checkpoint, entry, split, task, root, out_dir, limit=limit, device=device,
-                         options=options).to_dict()
+    from omg.evaluation.runner import evaluate_pair
+    from pipelines.tracking import resolve_model_uri
+
+    result = evaluate_pair(resolve_model_uri(checkpoint, tracking), entry, split, task, root, out_dir, limit=limit,
+                           device=device, options=options).to_dict()
+    return {**result, "node": ray.util.get_node_ip_address()}
 
 
 def plan(args, catalog) -> list[tuple]:
@@ -97,8 +102,9 @@ def log_results(results: list[dict], run_id: str | None, checkpoint: str, digest
             if r["tables"]:
                 mlflow.log_dict(json.loads(json.dumps(r["tables"], default=float)), f"{base}/tables.json")
             for f in r["files"]:
-                if "/overlays/" in f and os.path.isfile(f):
-                    mlflow.log_artifact(f, f"{base}/overlays")
+                if "/overlays/" in f:  # on this disk or in object storage (a cluster's --out)
+                    with uio.local_file(f) as local:
+                        mlflow.log_artifact(local, f"{base}/overlays")
         return run.info.run_id
 
 
@@ -146,27 +152,38 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as err:
         print(f"evaluate: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
-    from pipelines.tracking import resolve_model_uri
+    from pipelines.tracking import is_model_uri, pin_model_uri, resolve_model_uri, tracking_uri
 
     try:
-        args.checkpoint = resolve_model_uri(args.checkpoint, args.tracking_uri)
-    except FileNotFoundError as err:
+        args.out = shared_location(args.out, "--out")  # as the cluster's workers must see it
+        if args.root:
+            args.root = shared_location(args.root, "--root")
+        if is_model_uri(args.checkpoint):
+            # the tasks fetch it on their own nodes: the same version everywhere, from the same store
+            args.tracking_uri = tracking_uri(args.tracking_uri)
+            args.checkpoint = pin_model_uri(args.checkpoint, args.tracking_uri)
+        local = resolve_model_uri(args.checkpoint, args.tracking_uri)  # this driver's copy (digest, metadata)
+        if not uio.exists(local):
+            raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+        if not is_model_uri(args.checkpoint):
+            args.checkpoint = local = shared_location(local, "--checkpoint")
+        # the roots are resolved here: the tasks' workers belong to the cluster and do not see this shell's
+        # $OMG_ROOT_* / $OMG_DATA_DIR, nor its working directory
+        roots = {entry.name: shared_location(args.root or entry.resolve_root(), f"the root of {entry.name}")
+                 for entry, _, _ in pairs}
+    except ValueError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
-    if not uio.exists(args.checkpoint):
-        print(f"evaluate: error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
-        return 2
+    except OSError as err:
+        return fail("evaluate", err, 2)
     import ray
 
     from omg.modeling.checkpoint import read_checkpoint
-    from pipelines.preprocess import init_ray
+    from pipelines.cluster import init_ray
 
     t0 = time.monotonic()
-    # paths as the cluster's workers must see them (their working directory is not ours)
-    args.out = args.out if "://" in args.out else os.path.abspath(args.out)
-    args.checkpoint = args.checkpoint if "://" in args.checkpoint else os.path.abspath(args.checkpoint)
-    digest = checkpoint_digest(args.checkpoint)
-    metadata = read_checkpoint(args.checkpoint).get("metadata", {})
+    digest = checkpoint_digest(local)
+    metadata = read_checkpoint(local).get("metadata", {})
     init_ray(args.num_cpus)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     remote = ray.remote(eval_task).options(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1, retry_exceptions=True)
@@ -182,11 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({done})")
                 results.append(cached)
                 continue
-        # the root is resolved here: the tasks' workers belong to the cluster and do not see this shell's
-        # $OMG_ROOT_* / $OMG_DATA_DIR, nor its working directory
-        root = args.root or entry.resolve_root()
-        root = root if "://" in root else os.path.abspath(root)
-        ref = remote.remote(args.checkpoint, entry, split, task, root, out_dir, limit, "cuda" if gpus else None, options)
+        ref = remote.remote(args.checkpoint, entry, split, task, roots[entry.name], out_dir, limit, "cuda" if gpus else None, options,
+                            args.tracking_uri)
         pending[ref] = (entry.name, split, task, out_dir)
     log(f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "
         f"{'GPU' if gpus else 'CPU'} tasks")

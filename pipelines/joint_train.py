@@ -41,6 +41,7 @@ from omg.env import apply_env_defaults
 from omg.training.checkpointer import Checkpointer
 from omg.utils.progress import format_duration
 from omg.utils.typed import SchemaError
+from pipelines.cluster import shared_location
 from pipelines.errors import fail, interruptible
 from pipelines.train_hooks import parse_hook
 
@@ -50,8 +51,20 @@ SMOKE_OVERRIDES = ["optim.max_steps=4", "checkpoint.every_steps=2", "tracking.lo
 
 # ============================================================================= build (driver)
 
-def _abs(path: str) -> str:
-    return path if "://" in path else str(Path(path).resolve())
+
+
+def shared_locations(cfg: TrainConfig) -> TrainConfig:
+    """``data.shards``, ``checkpoint.storage_path`` and ``model.init_from`` as every worker must see them
+    (:func:`pipelines.cluster.shared_location`: absolute, or a URI; a relative path in a Ray job is refused)."""
+    import dataclasses
+
+    model = cfg.model
+    if model.init_from:
+        model = dataclasses.replace(model, init_from=shared_location(model.init_from, "model.init_from"))
+    return dataclasses.replace(
+        cfg, model=model, data=dataclasses.replace(cfg.data, shards=shared_location(cfg.data.shards, "data.shards")),
+        checkpoint=dataclasses.replace(cfg.checkpoint, storage_path=shared_location(cfg.checkpoint.storage_path,
+                                                                                    "checkpoint.storage_path")))
 
 
 def resolve_datasets(cfg: TrainConfig) -> tuple[list, dict]:
@@ -64,7 +77,7 @@ def resolve_datasets(cfg: TrainConfig) -> tuple[list, dict]:
     for d in cfg.data.datasets:
         if d.name not in catalog:
             raise SchemaError("config", "data.datasets", f"no catalog dataset named {d.name!r}")
-        uri = uio.join(_abs(cfg.data.shards), d.name, d.split)
+        uri = uio.join(cfg.data.shards, d.name, d.split)
         manifests[d.name] = read_manifest(uri)
         specs.append(DatasetSpec(d.name, uri, d.sampling_over(catalog[d.name].sampling)))
     if not specs:
@@ -291,18 +304,20 @@ class Tracker:
         cfg = self.cfg
         self.run_id = run_id
         self.start_step = 0
+        self.finished = False
         self.active = rank == 0 and spec.mlflow
         if not self.active:
             return
         import mlflow
 
-        from pipelines.tracking import setup
+        from pipelines.tracking import MetricLog, setup, tracking_uri
 
         setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
         if self.run_id is None:  # a relaunch before the first checkpoint: the run of this name and storage
             runs = mlflow.search_runs(filter_string=f"tags.`omg.run_name` = '{spec.name}' and "
                                                     f"tags.`omg.storage` = '{spec.storage}'", output_format="list")
             self.run_id = runs[0].info.run_id if runs else None
+        existing = self.run_id is not None
         tags = {"omg.run_name": spec.name, "omg.storage": spec.storage, "git_commit": spec.git_commit,
                 "ray_job_id": spec.ray_job_id, "omg.variant": cfg.model.variant, **cfg.tracking.tags}
         if cfg.tracking.parent_run_id:
@@ -310,6 +325,9 @@ class Tracker:
         run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else spec.name, tags=tags,
                                log_system_metrics=cfg.tracking.system_metrics)
         self.run_id = run.info.run_id
+        # every metric point goes through here: sent in the background, held while the server is unreachable, and
+        # a step the run already holds (trained again after a restart) not sent twice
+        self.metrics = MetricLog(self.run_id, tracking_uri(cfg.tracking.tracking_uri), resume=existing)
         if not resumed:
             mlflow.log_params(flat_params(cfg))
             mlflow.log_dict(config_dict(cfg), "config.json")
@@ -334,10 +352,8 @@ class Tracker:
 
     def log(self, stats: dict, step: int) -> None:
         if self.active:
-            import mlflow
-
-            mlflow.log_metrics({k.replace("loss/", "train/loss_") if k.startswith("loss/") else f"train/{k}": v
-                                for k, v in stats.items()}, step=step)
+            self.metrics.log({k.replace("loss/", "train/loss_") if k.startswith("loss/") else f"train/{k}": v
+                              for k, v in stats.items()}, step)
 
     def validate(self, inner, label_space, step: int) -> dict:
         if not self.active or not self.cfg.validation.pairs:
@@ -363,9 +379,7 @@ class Tracker:
                       ", ".join(f"{k} {v:.2f}" for k, v in list(r.metrics.items())[:4]), flush=True)
         finally:
             inner.train()
-        import mlflow
-
-        mlflow.log_metrics(out, step=step)
+        self.metrics.log(out, step)
         return out
 
     def export(self, inner, label_space, step: int, clip_source: str | None) -> None:
@@ -402,11 +416,27 @@ class Tracker:
         uio.write_json(uio.join(self.spec.run_dir, "run.json"), record)
 
     def finish(self, status: str) -> None:
-        if self.active:
-            import mlflow
+        """Send the metrics still held (waiting up to ``tracking.flush_timeout_s`` for an unreachable server, 30 s
+        at most when the run failed anyway) and end the MLflow run. Points the server never took are saved to
+        ``<run_dir>/unsent_metrics.jsonl`` and fail the run: its checkpoints are complete, a relaunch resumes."""
+        if not self.active or self.finished:
+            return
+        self.finished = True
+        import mlflow
 
-            if mlflow.active_run() is not None:
-                mlflow.end_run(status)
+        timeout = self.cfg.tracking.flush_timeout_s if status == "FINISHED" else min(30.0, self.cfg.tracking.flush_timeout_s)
+        left = self.metrics.close(timeout)
+        if left:
+            uri = uio.join(self.spec.run_dir, "unsent_metrics.jsonl")
+            uio.write_bytes(uri, "".join(json.dumps({"key": m.key, "value": m.value, "step": m.step,
+                                                     "timestamp": m.timestamp}) + "\n" for m in left).encode())
+            if status == "FINISHED":
+                # (the run stays RUNNING in MLflow: the server cannot be told otherwise; a relaunch ends it)
+                raise RuntimeError(f"the MLflow tracking server {self.metrics.tracking} did not take {len(left)} "
+                                   f"metric points in {timeout:.0f} s ({self.metrics.error}): they are saved in {uri}; "
+                                   f"the checkpoints in {self.spec.run_dir} are complete")
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status)
 
 
 # ============================================================================= the driver
@@ -430,15 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # KEY=VALUE and --options in any order
     try:
         cfg = load_config(args.config, list(args.overrides) + (SMOKE_OVERRIDES if args.smoke_test else []))
+        cfg = shared_locations(cfg)
     except (SchemaError, ValueError) as err:
         print(f"joint_train: error: {err}", file=sys.stderr)
         return 2
     if cfg.model.init_from:  # fine-tuning: the checkpoint's architecture must be this config's
-        import dataclasses
-
         from omg.modeling.checkpoint import config_differences
 
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=_abs(cfg.model.init_from)))
         try:
             diffs = config_differences(cfg.model, cfg.model.init_from)
         except (FileNotFoundError, ValueError) as err:
@@ -451,12 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[train] starting from the weights of {cfg.model.init_from}", file=sys.stderr, flush=True)
     stem = Path(args.config).stem
     name = cfg.run_name(stem)
-    storage = _abs(cfg.checkpoint.storage_path)
+    storage = cfg.checkpoint.storage_path
     print(f"[train] run {name} (storage {storage})\n[train] resolved config:\n" + json.dumps(config_dict(cfg), indent=1),
           file=sys.stderr, flush=True)
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from pipelines.preprocess import init_ray, shutdown_ray
+    from pipelines.cluster import init_ray, shutdown_ray
 
     # ---- build
     try:
@@ -475,7 +503,11 @@ def main(argv: list[str] | None = None) -> int:
         if ds not in catalog:
             print(f"joint_train: error: validation pair {pair!r}: no catalog dataset {ds!r}", file=sys.stderr)
             return 2
-        val_root[ds] = _abs(catalog[ds].resolve_root())
+        try:
+            val_root[ds] = shared_location(catalog[ds].resolve_root(), f"the root of {ds}")
+        except ValueError as err:
+            print(f"joint_train: error: validation pair {pair!r}: {err}", file=sys.stderr)
+            return 2
     try:
         hooks = [parse_hook(h) for h in args.hook]
     except ValueError as err:

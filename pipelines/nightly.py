@@ -153,7 +153,7 @@ def run_accuracy(suite: dict, work: Path, env: dict, seed: int) -> dict[str, flo
     unless RAY_ADDRESS names one), so it starts once, not three times."""
     import ray
 
-    from pipelines.preprocess import init_ray, shutdown_ray
+    from pipelines.cluster import init_ray, shutdown_ray
 
     owned = init_ray(None)
     try:

@@ -40,6 +40,7 @@ from omg.data.formats import get_reader
 from omg.data.records import ARROW_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION, BadRecord, json_digest
 from omg.env import apply_env_defaults, runs_dir
 from omg.utils.progress import Progress
+from pipelines.cluster import init_ray, shared_location, shutdown_ray
 from pipelines.errors import TaskFailed, describe, fail, interruptible
 
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["dataset", "split", "modality",
@@ -229,35 +230,6 @@ def read_quarantine(manifest: dict, out_dir: str) -> list[dict]:
     return rows
 
 
-def init_ray(num_cpus: int | None = None) -> bool:
-    """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
-    local Ray with a capped object store. Returns False when Ray was already initialised (by the caller, who
-    then also shuts it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
-                 log_to_driver=True)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
-    # one heavy operator per job: let it use every CPU instead of reserving half for others
-    ctx.op_resource_reservation_enabled = False
-    return True
-
-
-def shutdown_ray(owned: bool) -> None:
-    """Stop the Ray this process started or joined (``owned``: :func:`init_ray` returned True); a local
-    cluster's processes and this job's workers go with it."""
-    import ray
-
-    if owned and ray.is_initialized():
-        ray.shutdown()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="preprocess",
@@ -294,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [s for s in splits if s not in entry.splits]
             if unknown:
                 raise ValueError(f"{entry.name} has no split {unknown[0]!r} (splits: {', '.join(entry.splits)})")
-            jobs += [(entry, split) for split in splits]
+            # the driver's view of where the data is and where the shards go, for every node's tasks
+            root = shared_location(entry.resolve_root(args.root), f"the root of {entry.name}")
+            jobs += [(entry, split, root) for split in splits]
+        args.out = shared_location(args.out, "--out")
     except KeyError as err:
         print(f"preprocess: error: {err.args[0]}", file=sys.stderr)
         return 2
@@ -307,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     with interruptible():
         try:
             owned = init_ray(args.num_cpus)
-            for entry, split in jobs:
-                m = preprocess_split(entry, split, args.out, args.root, args.shard_size, args.fail_on_bad,
+            for entry, split, root in jobs:
+                m = preprocess_split(entry, split, args.out, root, args.shard_size, args.fail_on_bad,
                                      args.num_workers, progress=not args.quiet, limit=limit, log=log)
                 print(json.dumps({"dataset": entry.name, "split": split, "rows": m["rows"],
                                   "quarantined": m["quarantined"], "shards": len(m["shards"]),

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from omg.serve import find_samples
-    from pipelines.preprocess import init_ray, shutdown_ray
+    from pipelines.cluster import init_ray, shutdown_ray
 
     owned = init_ray(args.num_cpus)
     stop = {"now": False}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -16,10 +17,16 @@ from omg.env import runs_dir
 
 
 def tracking_uri(configured: str | None = None) -> str:
+    """The MLflow tracking store: ``configured``, else ``$MLFLOW_TRACKING_URI``, else a sqlite file in the runs
+    folder (which must then be on this machine's disk: a team's runs on object storage are tracked by a server)."""
     if configured:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    if "://" in runs_dir():
+        raise ValueError(f"OMG_RUNS_DIR is {runs_dir()}, and MLflow's default store (a sqlite file in it) cannot "
+                         "live on object storage: set MLFLOW_TRACKING_URI to the tracking server (ray_cluster.yaml "
+                         "starts one on the head: http://<head>:5000)")
     Path(runs_dir()).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{Path(runs_dir('mlflow.db')).resolve()}"
 
@@ -93,25 +100,169 @@ def log_pyfunc(checkpoint: str, register_as: str | None = None, name: str = "mod
             registered_model_name=register_as)
 
 
-def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
-    """``models:/NAME/VERSION`` (or ``models:/NAME@alias``, ``models:/m-<model id>``), ``runs:/RUN_ID/PATH`` -> a
-    local checkpoint file: the ``checkpoint`` artifact of a pyfunc model logged by :func:`log_pyfunc`, or the file a
-    ``runs:/`` URI names, downloaded from the tracking store (``tracking``, else as :func:`tracking_uri`). Any other
-    URI is returned as it is."""
-    if not uri.startswith(("models:/", "runs:/")):
+def is_model_uri(uri: str | None) -> bool:
+    """An MLflow model or run artifact URI (``models:/...``, ``runs:/...``), resolved where it is used."""
+    return bool(uri) and str(uri).startswith(("models:/", "runs:/"))
+
+
+def pin_model_uri(uri: str, tracking: str | None = None) -> str:
+    """A ``models:/NAME@ALIAS`` or ``models:/NAME/latest`` URI -> ``models:/NAME/VERSION``, the version it names
+    now, so that every node and every later step of a job use the same model when the alias moves. Other URIs
+    (a version, ``models:/m-<id>``, ``runs:/``, paths) are returned as they are."""
+    if not uri.startswith("models:/"):
         return uri
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    body = uri[len("models:/"):].rstrip("/")
     store = tracking_uri(tracking)
-    mlflow.set_tracking_uri(store)
+    client = mlflow.MlflowClient(tracking_uri=store)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        if "@" in body:
+            name, alias = body.rsplit("@", 1)
+            return f"models:/{name}/{client.get_model_version_by_alias(name, alias).version}"
+        name, _, version = body.rpartition("/")
+        if name and version.lower() == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise FileNotFoundError(f"{uri}: registered model {name!r} has no version (tracking store {store})")
+            return f"models:/{name}/{max(int(v.version) for v in versions)}"
     except MlflowException as err:
         raise FileNotFoundError(f"{uri}: {err.message} (tracking store {store})") from None
-    if local.is_file():
-        return str(local)
-    found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
+    return uri
+
+
+def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
+    """``models:/NAME/VERSION`` (or ``models:/NAME@alias``, ``models:/m-<model id>``), ``runs:/RUN_ID/PATH`` -> a
+    checkpoint file on this node: the ``checkpoint`` artifact of a pyfunc model logged by :func:`log_pyfunc`, or the
+    file a ``runs:/`` URI names, downloaded from the tracking store (``tracking``, else as :func:`tracking_uri`)
+    into this node's cache (``$OMG_CACHE_DIR/models``) once. Call it where the file is read (a Ray task resolves
+    the URI on its own node: a path from the driver's disk means nothing elsewhere). Any other URI is returned as
+    it is."""
+    if not is_model_uri(uri):
+        return uri
+    import hashlib
+    import shutil
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from omg.env import cache_dir
+
+    store = tracking_uri(tracking)
+    pinned = pin_model_uri(uri, store)
+    movable = pinned.startswith("runs:/")  # a run's artifact can be logged again; a model version cannot change
+    folder = Path(cache_dir("models", hashlib.sha256(f"{store}\n{pinned}".encode()).hexdigest()[:20]))
+    if movable or not (folder / ".complete").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder.parent))
+        try:
+            mlflow.set_tracking_uri(store)
+            mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(tmp))
+            (tmp / ".source").write_text(f"{store} {pinned}\n")
+            (tmp / ".complete").touch()
+            if folder.exists() and (movable or not (folder / ".complete").is_file()):
+                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                tmp.rename(folder)  # atomic; another process of this node may have won the race: its copy serves
+            except OSError:
+                if not (folder / ".complete").is_file():
+                    raise
+        except MlflowException as err:
+            raise FileNotFoundError(f"{uri}: {err.message} (tracking store {store})") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if len(files) == 1:  # a runs:/ URI of one file
+        return str(files[0])
+    found = sorted((folder / "artifacts").glob("*.pt")) or sorted(p for p in files if p.suffix == ".pt")
     if not found:
-        raise FileNotFoundError(f"{uri}: no checkpoint (.pt) in the logged model at {local}")
+        raise FileNotFoundError(f"{uri}: no checkpoint (.pt) in the logged model (downloaded to {folder})")
     return str(found[0])
+
+
+# ----------------------------------------------------------------------------- metrics that survive the server
+
+class MetricLog:
+    """The metrics of one MLflow run, sent from a background thread, so that training never waits for the
+    tracking server: :meth:`log` returns at once; the points go out in order in batches. While the server cannot
+    be reached they wait in memory and are sent when it is back (MLflow's own retries, then ours, every few
+    seconds, for as long as the run lasts); :meth:`close` waits up to ``timeout`` seconds for the last ones and
+    returns those it could not send.
+
+    A resumed run trains again the steps after its last checkpoint, which the first attempt may have logged: a
+    point whose step is not above the last step the run already holds for that key (``resume=True`` reads them
+    from the server) is not sent, so every curve keeps one point per step."""
+
+    BATCH = 1000  # MLflow's log_batch limit
+
+    def __init__(self, run_id: str, tracking: str, resume: bool = False):
+        import threading
+
+        import mlflow
+
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient(tracking_uri=tracking)
+        self.tracking = tracking
+        self.last_step: dict[str, int] = {}
+        if resume:
+            self.last_step = {m.key: m.step for m in self.client.get_run(run_id).data._metric_objs}
+        self._queue: list = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self.sent = 0
+        self.error: str | None = None  # the last failure to send, while it lasts
+        self._thread = threading.Thread(target=self._run, name="omg-metric-log", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, step) for k, v in metrics.items() if step > self.last_step.get(k, -1)]
+        if points:
+            with self._cond:
+                self._queue.extend(points)
+                self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def _run(self) -> None:
+        delay = 1.0
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = self._queue[:self.BATCH]
+            try:
+                self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            except Exception as err:  # noqa: BLE001 - unreachable, 5xx...: kept, tried again
+                self.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                with self._cond:
+                    self._cond.wait(delay)  # close() wakes it up to try again at once
+                delay = min(delay * 2, 15.0)
+                continue
+            delay, self.error = 1.0, None
+            with self._cond:
+                del self._queue[:len(batch)]
+                self.sent += len(batch)
+                self._cond.notify_all()
+
+    def close(self, timeout: float) -> list:
+        """Wait up to ``timeout`` seconds for every point to be sent; -> the points that were not."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            while self._queue and time.monotonic() < deadline:
+                self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            left = list(self._queue)
+            self._queue.clear()  # the thread stops: nothing more to send
+            self._cond.notify_all()
+        self._thread.join(timeout=1.0)
+        return left

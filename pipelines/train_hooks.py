@@ -93,15 +93,21 @@ class Stall(TrainHook):
 @dataclass
 class SampleTrace(TrainHook):
     """Appends ``{"step", "dataset", "indices", "seeds"}`` of every trained batch to
-    ``<run_dir>/trace/rank<r>.jsonl`` (a local run folder): which samples each step saw, across restarts."""
+    ``<run_dir>/trace/rank<r>.jsonl`` in the run's storage (any URI; object storage has no append, so each step
+    writes the rank's whole trace, which a restarted worker reads back first): which samples each step saw,
+    across restarts."""
+
+    def uri(self, ctx: HookContext) -> str:
+        return uio.join(ctx.run_dir, "trace", f"rank{ctx.rank}.jsonl")
+
+    def on_start(self, ctx: HookContext) -> None:
+        self._trace = uio.read_bytes(self.uri(ctx)) if uio.exists(self.uri(ctx)) else b""
 
     def on_step_end(self, ctx: HookContext, step: int, batch: dict) -> None:
-        path = os.path.join(ctx.run_dir, "trace", f"rank{ctx.rank}.jsonl")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps({"step": step, "dataset": str(batch["dataset"]),
-                                "indices": np.asarray(batch["indices"]).tolist(),
-                                "seeds": np.asarray(batch["seeds"]).tolist()}) + "\n")
+        self._trace += (json.dumps({"step": step, "dataset": str(batch["dataset"]),
+                                    "indices": np.asarray(batch["indices"]).tolist(),
+                                    "seeds": np.asarray(batch["seeds"]).tolist()}) + "\n").encode()
+        uio.write_bytes(self.uri(ctx), self._trace)
 
 
 def parse_hook(spec: str) -> TrainHook:

@@ -12,7 +12,6 @@ container) with frame-level access, as a wheel that bundles FFmpeg, so no system
 from __future__ import annotations
 
 import contextlib
-import glob as _glob
 import io
 import os
 from dataclasses import dataclass
@@ -82,11 +81,11 @@ class VideoSource:
     @classmethod
     def open(cls, uri: str, max_pixels: int = uio.MAX_PIXELS) -> "VideoSource":
         if any(c in uri for c in "*?["):
-            files = sorted(f for f in _glob.glob(uri) if f.lower().endswith(IMAGE_EXT))
+            files = [f for f in uio.expand(uri) if f.lower().endswith(IMAGE_EXT)]
             if not files:
                 raise ValueError(f"{uri}: the glob matches no image files ({', '.join(IMAGE_EXT)})")
             return cls(uri, files, len(files), 25.0, max_pixels)
-        if os.path.isdir(uri) or uri.endswith("/"):
+        if uri.endswith("/") or uio.isdir(uri):
             files = list_images(uri)
             return cls(uri, files, len(files), 25.0, max_pixels)
         if not uio.exists(uri):

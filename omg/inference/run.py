@@ -4,7 +4,6 @@ and written one clip at a time (:meth:`OMGPredictor.stream`), so a video of any 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -106,7 +105,7 @@ def run(args, load_predictor=None) -> int:
             raise
         written += output.close()
     elif task in IMAGE_TASKS:
-        files = list_images(args.input) if (os.path.isdir(args.input) or args.input.endswith("/")) else [args.input]
+        files = list_images(args.input) if (args.input.endswith("/") or uio.isdir(args.input)) else [args.input]
         if task == "interactive" and len(files) != 1:
             raise ValueError("task interactive takes one image (prompts are per image)")
         pan_items, inst_items = [], []

@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -184,16 +182,10 @@ class CLIPBackbone(nn.Module):
             self._load_file(path)
             return f"open_clip tag {source} ({path})"
         if "://" in source and not source.startswith("file://"):
-            import fsspec
+            from omg.utils import io as uio
 
-            tmp = tempfile.mkdtemp(prefix="omg-weights-")
-            local = os.path.join(tmp, os.path.basename(source.rstrip("/")) or "weights.pt")
-            try:
-                with fsspec.open(source, "rb") as src, open(local, "wb") as dst:
-                    shutil.copyfileobj(src, dst, length=1 << 22)
+            with uio.local_file(source) as local:
                 self._load_file(local)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
             return f"checkpoint {source}"
         path = source[len("file://"):] if source.startswith("file://") else source
         if not os.path.exists(path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -48,7 +47,9 @@ VILD_TEMPLATES: tuple[str, ...] = (
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("OMG_CACHE_DIR") or Path.home() / ".cache" / "omg") / "text_embeddings"
+    from omg.env import cache_dir as node_cache
+
+    return Path(node_cache("text_embeddings"))
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

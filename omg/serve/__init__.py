@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from omg.serve.app import Limits, RemoteModel, ServeApp, make_server
+from omg.utils import io as uio
 from omg.utils.errors import describe
 
 __all__ = ["Limits", "RemoteModel", "ServeApp", "make_server", "default_checkpoint", "find_samples", "serve"]
@@ -19,14 +21,15 @@ def default_checkpoint(runs_dir: str) -> str | None:
 
 
 def find_samples(data_dir: str | None, limit: int = 24) -> dict[str, str]:
-    """``{name: path}`` of omg-shapes validation images (the page's sample picker)."""
+    """``{name: URI}`` of omg-shapes validation images under ``data_dir`` (a path or any fsspec URI): the page's
+    sample picker. A root without ``images/val`` gives none."""
     if not data_dir:
         return {}
-    folder = Path(data_dir) / "images" / "val"
-    if not folder.is_dir():
+    folder = uio.join(data_dir, "images", "val")
+    if not uio.exists(folder):
         return {}
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
-    return {p.stem: str(p) for p in files}
+    files = [n for n in uio.listdir(folder) if os.path.splitext(n)[1].lower() in (".jpg", ".jpeg", ".png")][:limit]
+    return {os.path.splitext(n)[0]: uio.join(folder, n) for n in files}
 
 
 def serve(checkpoint: str | None, host: str, port: int, samples: dict[str, str], limits: Limits, device: str | None,

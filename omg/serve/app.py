@@ -67,6 +67,7 @@ from PIL import Image
 from omg.data.masks import mask_box, rle_decode
 from omg.inference import schema
 from omg.inference.schema import Limits, RequestError, decode_upload, number, parse_vocabulary
+from omg.utils import io as uio
 
 PAGE = Path(__file__).with_name("page.html")
 TASKS = ("panoptic", "instance", "semantic")
@@ -223,7 +224,7 @@ class ServeApp:
     def sample_png(self, name: str) -> bytes:
         if name not in self.samples:
             raise RequestError(404, f"no sample {name!r} (GET /api/info lists them)")
-        img = Image.open(self.samples[name])
+        img = Image.open(io.BytesIO(uio.read_bytes(self.samples[name])))
         img.load()
         buf = io.BytesIO()
         img.convert("RGB").save(buf, format="PNG")

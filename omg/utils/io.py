@@ -1,4 +1,12 @@
-"""Small fsspec helpers: every reader and writer takes a local path or any fsspec URI."""
+"""Small fsspec helpers: every reader and writer takes a local path or any fsspec URI.
+
+On object storage (any protocol but the local disk) every operation here is retried while the store is
+unreachable or answers with a transient error, for up to ``$OMG_STORAGE_RETRY_SECONDS`` (default 60) in all,
+and an error that remains names the operation and the URI (:class:`StorageError`): "cannot write
+s3://bucket/runs/x/state.pt: ...". A protocol whose fsspec package is missing is said in one line with the
+install command (:class:`MissingDependency`). Listings and existence checks on object storage are never
+answered from fsspec's listing cache: another node may have written since.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +15,120 @@ import errno
 import io
 import json
 import os
+import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 from PIL import Image
 
+T = TypeVar("T")
+
+#: the fsspec package each object-store protocol needs (the ``cluster`` extra installs s3fs)
+PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+                     "abfss": "adlfs", "hf": "huggingface_hub"}
+
+
+class MissingDependency(ImportError):
+    """A URI whose protocol needs a package that is not installed; the message says which and how to install it."""
+
+
+class StorageError(OSError):
+    """An operation on object storage that failed (after retries, when the failure looked transient); ``filename``
+    is the URI and ``strerror`` says the operation and the cause."""
+
 
 def fs_and_path(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(str(uri))
+    try:
+        fs, path = fsspec.core.url_to_fs(str(uri))
+    except ImportError:
+        proto = str(uri).split("://", 1)[0]
+        pkg = PROTOCOL_PACKAGES.get(proto, f"the fsspec implementation of {proto}://")
+        extra = " ('omg[cluster]' installs it)" if pkg == "s3fs" else ""
+        raise MissingDependency(f"{uri}: the {proto}:// protocol needs {pkg}, which is not installed: "
+                                f"pip install {pkg}{extra}") from None
     return fs, path
+
+
+def is_remote(fs: fsspec.AbstractFileSystem) -> bool:
+    return not isinstance(fs, LocalFileSystem)
+
+
+def retry_seconds() -> float:
+    """How long an object-store operation is retried in all (``$OMG_STORAGE_RETRY_SECONDS``, default 60)."""
+    try:
+        return max(0.0, float(os.environ.get("OMG_STORAGE_RETRY_SECONDS", "60")))
+    except ValueError:
+        return 60.0
+
+
+#: errnos that object-store clients use for a failure worth retrying (s3fs: EREMOTEIO for 5xx answers)
+_TRANSIENT_ERRNOS = {errno.EREMOTEIO, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
+                     errno.EAGAIN, errno.EBUSY, errno.EPIPE, errno.ENETUNREACH, errno.EHOSTUNREACH}
+#: exception types (by name, from botocore, aiohttp, fsspec, asyncio) of a store that could not be reached
+_TRANSIENT_TYPES = {"EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError",
+                    "ConnectionError", "ClientConnectorError", "ClientConnectionError", "ServerDisconnectedError",
+                    "ServerTimeoutError", "ClientOSError", "FSTimeoutError", "TimeoutError", "IncompleteRead",
+                    "ResponseStreamingError", "HTTPClientError", "ProxyConnectionError"}
+
+
+def _transient(err: BaseException) -> bool:
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError,
+                        MissingDependency, StorageError)):
+        return False
+    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
+        return True
+    return any(c.__name__ in _TRANSIENT_TYPES for c in type(err).__mro__)
+
+
+def _cause(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def storage_op(op: str, uri: str, fn: Callable[[], T], retry: bool = True) -> T:
+    """``fn()``, an operation ``op`` ("read", "write", "list", ...) on ``uri`` in object storage: retried with
+    backoff while it fails transiently (:func:`retry_seconds` in all); a failure that remains raises
+    :class:`StorageError` naming the operation and the URI (``FileNotFoundError`` and ``PermissionError`` keep
+    their type, with the URI). On the local disk ``fn`` runs once, as it is."""
+    deadline = time.monotonic() + (retry_seconds() if retry else 0.0)
+    delay, attempts, t0 = 0.5, 0, time.monotonic()
+    while True:
+        attempts += 1
+        try:
+            return fn()
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+            raise type(err)(err.errno or errno.EIO, f"cannot {op}: {_cause(err)}", uri) from None
+        except (MissingDependency, StorageError):
+            raise
+        except Exception as err:  # noqa: BLE001 - object-store clients raise many types
+            if _transient(err) and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+                continue
+            code = err.errno if isinstance(err, OSError) and err.errno else errno.EIO
+            tried = f" ({attempts} attempts over {time.monotonic() - t0:.0f} s)" if attempts > 1 else ""
+            raise StorageError(code, f"cannot {op}: {_cause(err)}{tried}", uri) from err
+
+
+def _remote(uri: str, op: str, fn: Callable[[fsspec.AbstractFileSystem, str], T], fresh: bool = False,
+            retry: bool = True) -> T:
+    """``fn(fs, path)`` on ``uri``: through :func:`storage_op` on object storage (``fresh``: its listing cache
+    dropped first), directly on the local disk."""
+    fs, path = fs_and_path(uri)
+    if not is_remote(fs):
+        return fn(fs, path)
+
+    def call():
+        if fresh:
+            fs.invalidate_cache(path)
+        return fn(fs, path)
+
+    return storage_op(op, str(uri), call, retry)
 
 
 def join(base: str, *parts: str) -> str:
@@ -29,14 +139,15 @@ def join(base: str, *parts: str) -> str:
 
 
 def exists(uri: str) -> bool:
-    fs, path = fs_and_path(uri)
-    return fs.exists(path)
+    return _remote(uri, "check", lambda fs, path: fs.exists(path), fresh=True)
 
 
 def read_bytes(uri: str) -> bytes:
-    fs, path = fs_and_path(uri)
-    with fs.open(path, "rb") as f:
-        return f.read()
+    def read(fs, path):
+        with fs.open(path, "rb") as f:
+            return f.read()
+
+    return _remote(uri, "read", read)
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -50,13 +161,17 @@ def write_bytes(uri: str, data: bytes) -> None:
 def write_chunks(uri: str, chunks: Iterable[bytes]) -> None:
     """:func:`write_bytes` of the concatenated ``chunks``, written as they come (a large file in bounded memory)."""
     fs, path = fs_and_path(uri)
-    if not isinstance(fs, LocalFileSystem):
-        parent = os.path.dirname(path)
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(path, "wb") as f:
-            for c in chunks:
-                f.write(c)
+    if is_remote(fs):
+        def write(fs, path):
+            parent = os.path.dirname(path)
+            if parent:
+                fs.makedirs(parent, exist_ok=True)
+            with fs.open(path, "wb") as f:
+                for c in chunks:
+                    f.write(c)
+
+        # bytes in memory can be written again; an iterator's chunks cannot be read twice
+        _remote(uri, "write", write, retry=isinstance(chunks, (list, tuple)))
         return
     try:
         _write_local(path, chunks)
@@ -107,22 +222,83 @@ def write_json(uri: str, obj: Any) -> None:
 
 def sizes(uri: str) -> dict[str, int]:
     """``{base name: size in bytes}`` of the files directly in a directory."""
-    fs, path = fs_and_path(uri)
-    return {os.path.basename(e["name"].rstrip("/")): int(e["size"]) for e in fs.ls(path, detail=True)
-            if e.get("type") == "file"}
+    return _remote(uri, "list", lambda fs, path: {os.path.basename(e["name"].rstrip("/")): int(e["size"])
+                                                  for e in fs.ls(path, detail=True) if e.get("type") == "file"},
+                   fresh=True)
 
 
 def remove_tree(uri: str) -> None:
     """Remove a directory and everything in it (no error if it is already gone)."""
-    fs, path = fs_and_path(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    def remove(fs, path):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+    _remote(uri, "remove", remove, fresh=True)
 
 
 def listdir(uri: str) -> list[str]:
     """Sorted base names of the entries of a directory."""
+    return _remote(uri, "list", lambda fs, path: sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)),
+                   fresh=True)
+
+
+def isdir(uri: str) -> bool:
+    """A folder (on object storage: a prefix with objects under it)."""
+    return _remote(uri, "check", lambda fs, path: fs.isdir(path), fresh=True)
+
+
+def expand(pattern: str) -> list[str]:
+    """Sorted URIs (with ``pattern``'s protocol) of the files a glob names, e.g. ``s3://b/clips/cat/*.jpg``."""
+    fs, path = fs_and_path(pattern)
+    found = _remote(pattern, "list", lambda fs, path: fs.glob(path), fresh=True)
+    if not is_remote(fs):
+        return sorted(found)
+    proto = str(pattern).split("://", 1)[0]
+    return sorted(f"{proto}://{p}" for p in found)
+
+
+def glob(uri: str, pattern: str) -> list[str]:
+    """Sorted URIs (with ``uri``'s protocol) of the files under ``uri`` that match ``pattern`` (``**`` allowed)."""
+    fs, root = fs_and_path(uri)
+    found = _remote(uri, "list", lambda fs, path: fs.glob(f"{path.rstrip('/')}/{pattern}"), fresh=True)
+    if not is_remote(fs):
+        return sorted(found)
+    prefix, base = str(uri).rstrip("/"), root.rstrip("/")
+    return sorted(prefix + p[len(base):] for p in found)
+
+
+def put_tree(local_dir: str, uri: str) -> None:
+    """Copy the local folder ``local_dir`` (recursively) to the folder ``uri``, on object storage or on this disk."""
     fs, path = fs_and_path(uri)
-    return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    if not is_remote(fs):
+        import shutil
+
+        shutil.copytree(local_dir, path, dirs_exist_ok=True)
+        return
+    storage_op("write", str(uri), lambda: fs.put(local_dir.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True))
+
+
+@contextlib.contextmanager
+def local_file(uri: str, suffix: str = ""):
+    """A local path holding ``uri``'s bytes for the duration of the block: the path itself on the local disk, a
+    temporary copy of an object-store file (for libraries that take only local files, e.g. MLflow's
+    ``log_artifact``)."""
+    fs, path = fs_and_path(uri)
+    if not is_remote(fs):
+        yield path
+        return
+    import tempfile
+
+    import shutil
+
+    def copy():
+        with fs.open(path, "rb") as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 22)
+
+    with tempfile.TemporaryDirectory(prefix="omg-local-") as tmp:
+        local = os.path.join(tmp, os.path.basename(path.rstrip("/")) or f"file{suffix}")
+        storage_op("read", str(uri), copy)
+        yield local
 
 
 def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:

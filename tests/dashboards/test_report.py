@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 
 def _grid_run(mlflow, exp_id: str, clip_weights: str | None, pq: dict[str, float]) -> str:
@@ -28,7 +29,7 @@ def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
     mlflow.set_tracking_uri(uri)
     exp_id = mlflow.create_experiment("ablations")
     _grid_run(mlflow, exp_id, None, {"a": 10.0, "b": 12.0})
-    html = build_report(tmp_path / "one", grid="g", tracking_uri=uri, with_gallery=False).read_text()
+    html = Path(build_report(tmp_path / "one", grid="g", tracking_uri=uri, with_gallery=False)).read_text()
     assert "Ablation grid “g”</h2>" in html and "side by side" not in html, "one CLIP setting: one section, as before"
 
     _grid_run(mlflow, exp_id, "", {"a": 11.0, "b": 13.0})  # the newer run of the same setting replaces it
@@ -37,7 +38,7 @@ def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
     assert [g.clip_label for g in runs] == ["the trials' own CLIPs", "pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt)"]
     assert [r.metrics["ds/PQ"] for r in runs[0].rows] == [11.0, 13.0]
 
-    html = build_report(tmp_path / "two", grid="g", tracking_uri=uri, with_gallery=False).read_text()
+    html = Path(build_report(tmp_path / "two", grid="g", tracking_uri=uri, with_gallery=False)).read_text()
     assert "CLIP: the trials&#x27; own CLIPs" in html and "CLIP: pretrained tiny_convnext (clip.pt)" in html
     side = list(csv.DictReader(open(tmp_path / "two" / "grid-g-clips.csv")))
     assert [(r["setting"], float(r["ds/PQ"])) for r in side] == [

@@ -1,205 +1,220 @@
-"""A 2-node Ray cluster on loopback (head 127.0.0.2, worker 127.0.0.3) receiving `ray job submit` of the
-smoke training config (one DDP worker per node, one of them killed mid-run) and of the smoke ablation grid. The
-test starts the cluster in its own process groups and temp dir and stops exactly that cluster, even on failure."""
+"""The README's cluster walk ("From the demo to a real cluster"), line by line, on a team's setup in miniature:
+SeaweedFS as S3, PostgreSQL, an MLflow tracking server on both (artifacts proxied to S3), and a 2-node loopback Ray
+cluster (head 127.0.0.2, worker 127.0.0.3, 1 CPU each) whose worker node runs in its own mount namespace: a
+private /tmp, the checkout's runs/ and ~/.cache/omg hidden, so a path that only the head can see fails there.
+Every location is s3:// or http://. The commands run from a copy of the checkout, as a user types them; the
+client's own runs/ is removed before the last three (predict, eval, serve from ``models:/``).
+
+Every server is started in its own process group and stopped even on failure (tests/services.py). Skipped when
+this machine lacks a component (``services.missing()``), failed instead under ``OMG_REQUIRE_CLUSTER=1`` (CI)."""
 
 from __future__ import annotations
 
-import csv
+import base64
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from omg.data.catalog import load_catalog
-from pipelines.preprocess import preprocess_split
-
 from tests import ROOT
-RAY = str(Path(sys.executable).parent / "ray")
+from tests.services import BIN, MlflowServer, Postgres, RayCluster, S3Server, free_port, missing
+
+BUCKET = "omg"
+DATA, RUNS = f"s3://{BUCKET}/omg/data", f"s3://{BUCKET}/omg/runs"
+MODEL = "models:/omg-seg-smoke/1"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _loopback_ok() -> bool:
-    try:
-        for host in ("127.0.0.2", "127.0.0.3"):
-            with socket.socket() as s:
-                s.bind((host, 0))
-        return True
-    except OSError:
-        return False
-
-
-def _stop(procs: list[subprocess.Popen], temp: str) -> None:
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    # `ray start --block` took 33.6 s to exit after SIGTERM (measured, idle): what has not ended in 2 s is killed
-    deadline = time.monotonic() + 2
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    # anything of this cluster that left its process group (matched by our own temp dir)
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    for line in out.splitlines()[1:]:
-        pid, _, args = line.strip().partition(" ")
-        if temp in args and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    shutil.rmtree(temp, ignore_errors=True)
+def readme_walk() -> list[str]:
+    """The command lines of the README block marked ``cluster walk``, in order."""
+    text = (ROOT / "README.md").read_text()
+    marker = text.index("<!-- cluster walk:")
+    block = text[marker:].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 @pytest.fixture(scope="module")
-def loopback_cluster():
-    if not _loopback_ok():
-        pytest.skip("127.0.0.2 / 127.0.0.3 are not usable loopback addresses on this machine")
-    temp = tempfile.mkdtemp(prefix="omgc-", dir="/tmp")
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" would refuse a second node
-    port, dash = _free_port("127.0.0.2"), _free_port("127.0.0.2")
-    common = ["--num-cpus=1", "--object-store-memory=200000000", "--block", "--disable-usage-stats"]
-
-    def agent_ports(host: str) -> list[str]:  # free ports: another local Ray (the test session's) holds the defaults
-        return [f"--dashboard-agent-listen-port={_free_port(host)}", f"--dashboard-agent-grpc-port={_free_port(host)}",
-                f"--metrics-export-port={_free_port(host)}", f"--runtime-env-agent-port={_free_port(host)}"]
-
-    procs = []
+def team(tmp_path_factory):
+    """S3, PostgreSQL, the tracking server and the 2-node cluster, configured as ray_cluster.yaml configures a
+    real one (the settings in the environment of every `ray start`)."""
+    lacking = missing()
+    if lacking:
+        if os.environ.get("OMG_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"OMG_REQUIRE_CLUSTER=1 and this machine lacks: {'; '.join(lacking)}")
+        pytest.skip(f"this machine lacks: {'; '.join(lacking)}")
+    base = tmp_path_factory.mktemp("team")
+    s3 = S3Server(base / "s3", bucket=BUCKET)
+    pg = Postgres(base / "pg")
+    services = [s3, pg]
     try:
-        procs.append(subprocess.Popen(
-            [RAY, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}", "--dashboard-host=127.0.0.2",
-             f"--dashboard-port={dash}", f"--temp-dir={temp}", *agent_ports("127.0.0.2"), *common],
-            stdout=open(f"{temp}/head.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
-        _wait_for(lambda: _status(port, env, 1), "head node", temp)
-        procs.append(subprocess.Popen(
-            [RAY, "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3", *agent_ports("127.0.0.3"),
-             *common],
-            stdout=open(f"{temp}/worker.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
-        _wait_for(lambda: _status(port, env, 2), "worker node", temp)
-        yield {"gcs": f"127.0.0.2:{port}", "dashboard": f"http://127.0.0.2:{dash}", "env": env, "temp": temp}
+        s3.start()
+        pg.start()
+        tracking = MlflowServer(base / "mlflow", backend=pg.create_database("mlflow"),
+                                artifacts=f"s3://{BUCKET}/mlartifacts", env=s3.env)
+        services.append(tracking)
+        tracking.start()
+        settings = {**s3.env, "OMG_DATA_DIR": DATA, "OMG_RUNS_DIR": RUNS, "MLFLOW_TRACKING_URI": tracking.uri,
+                    "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMG_STORAGE_RETRY_SECONDS": "30"}
+        cluster = RayCluster(temp=str(Path("/tmp") / f"omgc-{os.getpid()}"), env=settings)
+        services.append(cluster)
+        cluster.start()
+        yield {"s3": s3, "tracking": tracking, "cluster": cluster, "settings": settings, "base": base}
     finally:
-        _stop(procs, temp)
+        for service in reversed(services):
+            service.stop()
 
 
-def _status(port: int, env: dict, nodes: int) -> bool:
-    out = subprocess.run([RAY, "status", "--address", f"127.0.0.2:{port}"], capture_output=True, text=True, env=env)
-    return out.returncode == 0 and out.stdout.count(" node_") >= nodes
+def _checkout_copy(dest: Path) -> Path:
+    """The checkout as a user has it (no runs/, no virtual environment): where the commands are typed."""
+    ignore = shutil.ignore_patterns(".venv", "runs", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "report",
+                                    "predictions")
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    return dest
 
 
-def _wait_for(check, what: str, temp: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(2)
-    logs = "".join(Path(temp, f).read_text()[-1500:] for f in ("head.log", "worker.log") if Path(temp, f).exists())
-    raise RuntimeError(f"the {what} of the loopback cluster did not come up:\n{logs}")
+def _run(line: str, cwd: Path, env: dict, timeout: float = 600) -> str:
+    out = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, f"$ {line}\nexit {out.returncode}\n{text[-6000:]}"
+    return text
 
 
-@pytest.fixture(scope="module")
-def cluster_shards(tiny_shapes, ray_local, tmp_path_factory) -> Path:
-    """Training shards of the tiny omg-shapes, shared by the job tests."""
-    shards = tmp_path_factory.mktemp("cluster") / "shards"
-    catalog = load_catalog()
-    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
-        preprocess_split(catalog[name], "train", str(shards), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
-    return shards
-
-
-def _submit(cluster: dict, entry: list[str], env_vars: dict, timeout: float) -> tuple[subprocess.CompletedProcess, str]:
-    """`ray job submit` of ``entry`` with this checkout as the working dir; retried while the head's job
-    agent is still coming up (it starts a little after the node)."""
-    cmd = [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(ROOT),
-           "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", sys.executable, *entry]
-    for _attempt in range(20):
-        out = subprocess.run(cmd, capture_output=True, text=True, env=cluster["env"], timeout=timeout)
-        text = out.stdout + out.stderr
-        if "No available agent to submit job" not in text:
-            break
-        time.sleep(3)
-    return out, text
-
-
-@pytest.mark.slow(seconds=70)
-def test_job_submit_smoke_training_on_two_nodes_survives_a_killed_worker(loopback_cluster, cluster_shards,
-                                                                          tiny_shapes, tmp_path):
-    """2 DDP workers, one per node; worker 1 dies (os._exit, as a crashed node's process) before step 4 of 6,
-    checkpoints every 3: Ray Train restarts the group, which resumes at exactly 3, the last complete checkpoint, so
-    only step 3 is trained twice (less than one checkpoint interval), and the job succeeds."""
-    storage = tmp_path / "train"
-    out, text = _submit(loopback_cluster, [
-        "pipelines/joint_train.py", "--config", "pipelines/configs/shapes_smoke.yaml", f"data.shards={cluster_shards}",
-        f"checkpoint.storage_path={storage}", "tracking.log_model=false", "checkpoint.max_failures=2",
-        "--hook=pipelines.train_hooks:SampleTrace",
-        "--hook=pipelines.train_hooks:FaultInjection:step=4,mode=kill,rank=1"],
-        {"OMG_ROOT_OMG_SHAPES": tiny_shapes, "OMG_ROOT_OMG_SHAPES_SAM": tiny_shapes,
-         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}, timeout=420)
-    assert out.returncode == 0 and "succeeded" in text, text[-4000:]
-    assert "ip=127.0.0.3" in text, "a training worker ran on the second node"
-    result = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{"run"')]
-    assert result and result[-1]["step"] == 6 and Path(result[-1]["model"]).exists()
-    run = storage / result[-1]["run"]
-    assert (run / "fault_injected").read_text() == "rank 1 step 4"
-    for rank in (0, 1):
-        steps = [json.loads(x)["step"] for x in (run / "trace" / f"rank{rank}.jsonl").read_text().splitlines()]
-        assert steps == [0, 1, 2, 3] + [3, 4, 5], f"rank {rank} did not resume at the checkpoint of step 3: {steps}"
-    assert sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir()) == [3, 6], "num_to_keep 2, no orphan folder"
-
-
-@pytest.mark.slow(seconds=98)
-def test_job_submit_smoke_ablation_grid_runs_trials_on_both_nodes(loopback_cluster, cluster_shards, tiny_shapes,
-                                                                   tmp_path):
+@pytest.mark.slow(seconds=300)
+def test_readme_cluster_walk_with_object_storage_postgres_and_a_private_worker_node(team, tmp_path):
     import mlflow
 
-    catalog = load_catalog()
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    roots = {catalog[n].env_var(): tiny_shapes for n in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps")}
-    out, text = _submit(loopback_cluster, [
-        "pipelines/ablations.py", "--grid", "smoke", "--storage", str(tmp_path / "abl"), "--set",
-        f"data.shards={cluster_shards}"], {**roots, "MLFLOW_TRACKING_URI": uri}, timeout=540)
-    assert out.returncode == 0 and "succeeded" in text, text[-4000:]
-    records = [json.loads((tmp_path / "abl" / "smoke" / t / "trial.json").read_text())
-               for t in ("convnext-masked", "convnext-full")]
-    assert all(r["status"] == "finished" for r in records), records
-    assert {r["node"] for r in records} == {"127.0.0.2", "127.0.0.3"}, "one trial per node (SPREAD)"
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["ablations"], output_format="list")
-    parent = [r for r in runs if r.data.tags.get("omg.kind") == "ablation-grid"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-    assert len(parent) == 1 and len(children) == 2 and parent[0].info.status == "FINISHED"
-    assert sorted(c.data.tags["omg.axis.interactive_attention"] for c in children) == ["full", "masked"]
-    assert all("eval/omg-shapes/PQ" in c.data.metrics and c.info.status == "FINISHED" for c in children)
-    assert "omg-shapes/PQ" in records[1]["metrics"]
-    # (a rerun skips finished trials and reuses the parent run: tests/pipelines/test_ablations.py, without a cluster)
+    s3fs = team["s3"].filesystem()
+    walk = readme_walk()
+    assert len(walk) == 10, walk
+    cwd = _checkout_copy(tmp_path / "checkout")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "OMG_ROOT_"))}
+    env.update(team["settings"], RAY_JOBS=team["cluster"].dashboard, OMG_CACHE_DIR=str(tmp_path / "client-cache"))
+    mlflow.set_tracking_uri(team["tracking"].uri)
+    client = mlflow.MlflowClient()
+    step = iter(walk)
 
-    # the dashboard over the grid's runs
-    from dashboards.report import build_report
+    # ---- data: generated straight into the bucket, then checked where it lives
+    line = next(step)
+    assert line.startswith("omg data synth --out $OMG_DATA_DIR/omg-shapes")
+    _run(line, cwd, env)
+    assert s3fs.exists(f"{BUCKET}/omg/data/omg-shapes/meta.json")
+    line = next(step)
+    assert line.startswith("omg data validate")
+    assert "valid:" in _run(line, cwd, env)
 
-    report = build_report(tmp_path / "report", grid="smoke", tracking_uri=uri)
-    html = report.read_text()
-    assert "Ablation: interactive_attention" in html and "baseline" in html and "<svg" in html
-    rows = list(csv.DictReader(open(tmp_path / "report" / "grid-smoke.csv")))
-    assert [r["setting"] for r in rows] == ["convnext-masked", "convnext-full"]
-    assert rows[1]["omg-shapes/PQ delta"] or rows[1]["omg-shapes/PQ"] == rows[0]["omg-shapes/PQ"]
-    assert list((tmp_path / "report" / "gallery").rglob("*.png")), "overlays copied into the report"
+    # ---- shards, by a Ray Data job on both nodes
+    line = next(step)
+    assert "pipelines/preprocess.py" in line
+    text = _run(line, cwd, env)
+    assert "succeeded" in text, text[-3000:]
+    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
+        assert s3fs.exists(f"{BUCKET}/omg/runs/shards/{name}/train/manifest.json"), name
+
+    # ---- training: one DDP worker per node, worker 1 killed before step 4 of 6, resumed at the checkpoint of 3
+    line = next(step)
+    assert "pipelines/joint_train.py" in line and "FaultInjection" in line and "register_as=omg-seg-smoke" in line
+    text = _run(line + " --hook=pipelines.train_hooks:SampleTrace", cwd, env)  # + which samples each step saw
+    assert "succeeded" in text and "ip=127.0.0.3" in text, text[-4000:]
+    result = [json.loads(x) for x in text.splitlines() if x.startswith('{"run"')][-1]
+    assert result["step"] == 6 and result["model"].startswith(f"{RUNS}/train/"), result
+    run_dir = result["model"][len("s3://"):].rsplit("/", 1)[0]
+    assert s3fs.cat(f"{run_dir}/fault_injected") == b"rank 1 step 4"
+    for rank in (0, 1):  # the SampleTrace hook writes to the run's storage, not a folder named "s3:" on the node
+        steps = [json.loads(x)["step"] for x in s3fs.cat(f"{run_dir}/trace/rank{rank}.jsonl").decode().splitlines()]
+        assert steps == [0, 1, 2, 3, 3, 4, 5], f"rank {rank} did not resume at the checkpoint of step 3: {steps}"
+    assert sorted(p.rsplit("-", 1)[1] for p in s3fs.ls(f"{run_dir}/checkpoints")) == ["00000003", "00000006"]
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags.get("omg.resumed") == "true"
+    history = client.get_metric_history(run.info.run_id, "train/loss_total")
+    assert [h.step for h in history] == [1, 2, 3, 4, 5, 6], "each step logged once, though steps 4.. trained twice"
+    assert client.get_model_version("omg-seg-smoke", "1").run_id == run.info.run_id
+    assert not (cwd / "s3:").exists() and not (cwd / "runs").exists()
+
+    # ---- evaluation of the registered model: each task fetches models:/ on its own node
+    line = next(step)
+    assert f"--checkpoint {MODEL}" in line
+    text = _run(line, cwd, env)
+    assert "succeeded" in text and "omg-shapes/val/panoptic: PQ" in text and "FAILED" not in text, text[-4000:]
+    results = [json.loads(s3fs.cat(p)) for p in s3fs.glob(f"{BUCKET}/omg/runs/eval/*/*/*/*/result.json")]
+    assert len(results) >= 5 and {r["node"] for r in results} == {"127.0.0.2", "127.0.0.3"}, "pairs on both nodes"
+    eval_run = client.get_run(re.findall(r"MLflow run (\w+)", text)[-1])
+    assert eval_run.data.tags["omg.checkpoint"] == MODEL and "eval/omg-shapes/PQ" in eval_run.data.metrics
+    overlays = client.list_artifacts(eval_run.info.run_id, "eval/omg-shapes/val/panoptic/overlays")
+    assert overlays and all(a.path.endswith(".png") for a in overlays), "overlays in s3:// reach MLflow"
+
+    # ---- a 2-trial ablation grid, one trial per node; each trial's log in the run's storage
+    line = next(step)
+    assert "pipelines/ablations.py --grid smoke" in line
+    text = _run(line, cwd, env)
+    assert "succeeded" in text, text[-4000:]
+    records = {t: json.loads(s3fs.cat(f"{BUCKET}/omg/runs/ablations/smoke/{t}/trial.json"))
+               for t in ("convnext-masked", "convnext-full")}
+    assert {r["status"] for r in records.values()} == {"finished"}, records
+    assert {r["node"] for r in records.values()} == {"127.0.0.2", "127.0.0.3"}, "one trial per node (SPREAD)"
+    for t, r in records.items():
+        assert r["log"] == f"{RUNS}/ablations/smoke/{t}/trial.log", r["log"]
+        log = s3fs.cat(r["log"][len("s3://"):]).decode()
+        assert "pipelines/joint_train.py" in log and "pipelines/evaluate.py" in log and "[train] exported" in log
+
+    # ---- the report, its gallery from the overlays the trials logged through the tracking server
+    line = next(step)
+    assert line.startswith("omg dashboard --grid smoke")
+    _run(line, cwd, env)
+    html = (cwd / "report" / "index.html").read_text()
+    assert "Ablation: interactive_attention" in html and "<img" in html
+    assert list((cwd / "report" / "gallery").rglob("*.png")), "overlays copied into the report"
+
+    # ---- nothing local from here on: models:/ and s3:// only
+    shutil.rmtree(cwd / "runs", ignore_errors=True)
+    shutil.rmtree(tmp_path / "client-cache", ignore_errors=True)
+    line = next(step)
+    assert line.startswith(f"omg predict --checkpoint {MODEL}")
+    _run(line, cwd, env)
+    panoptic = json.loads(next((cwd / "predictions").rglob("*.json")).read_text())
+    assert len(panoptic["annotations"]) == 6, "one result per val image"
+    line = next(step)
+    assert line.startswith(f"omg eval --checkpoint {MODEL}")
+    assert "omg-shapes/val/panoptic: PQ" in _run(line, cwd, env)
+    line = next(step)
+    assert line.startswith(f"omg serve --checkpoint {MODEL}")
+    _check_serve(line, cwd, env)
+    assert not (cwd / "runs").exists() or not any((cwd / "runs").rglob("*.pt")), "no checkpoint copied into runs/"
+
+
+def _check_serve(line: str, cwd: Path, env: dict) -> None:
+    """``omg serve`` (the line, with a free --port): its sample picker lists the val images in the bucket, and a
+    panoptic request on one answers with segments."""
+    port = free_port()
+    proc = subprocess.Popen(["bash", "-c", f"exec {line} --port {port}"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                info = json.loads(urllib.request.urlopen(f"{url}/api/info", timeout=5).read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "omg serve did not answer"
+                time.sleep(0.5)
+        assert len(info["samples"]) == 6, info["samples"]
+        png = urllib.request.urlopen(f"{url}/api/sample/{info['samples'][0]}", timeout=30).read()
+        body = json.dumps({"task": "panoptic", "image": base64.b64encode(png).decode()}).encode()
+        req = urllib.request.Request(f"{url}/api/predict", data=body, headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(req, timeout=120).read())
+        assert "segments" in answer, answer
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
