@@ -590,9 +590,12 @@ def main(argv: list[str] | None = None) -> int:
             msg = describe(err)
         print(f"omg: error: {msg}", file=sys.stderr)
         return 2
-    except OSError as err:  # a full or read-only disk, a device: errno and path
+    except OSError as err:  # a full or read-only disk, a device, object storage: errno (operation) and path
         print(f"omg: error: {describe(err)}", file=sys.stderr)
         return 1
+    except ImportError as err:  # a URI whose protocol needs a package (MissingDependency says which, and how)
+        print(f"omg: error: {describe(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -150,7 +150,11 @@ class S3Server:
     folder: Path
     bucket: str = "omg"
     proc: subprocess.Popen | None = None
-    endpoint: str = ""
+    port: int = 0  # the first of its 8 ports (kept when it starts again: the same endpoint, the same data)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port + 6}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -160,15 +164,14 @@ class S3Server:
 
     def start(self) -> "S3Server":
         self.folder.mkdir(parents=True, exist_ok=True)
-        p = free_port_block(8)
-        self.endpoint = f"http://127.0.0.1:{p + 6}"
+        p = self.port = self.port or free_port_block(8)
         cmd = [str(BIN / "weed"), "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
                f"-master.port={p}", f"-master.port.grpc={p + 1}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 3}",
                f"-filer.port={p + 4}", f"-filer.port.grpc={p + 5}", f"-s3.port={p + 6}", f"-s3.port.grpc={p + 7}",
                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=32",
-               "-metricsPort=0", "-master.telemetry=false"]
+               "-metricsPort=0", "-master.telemetry=false", "-volume.preStopSeconds=0"]
         env = dict(os.environ, **self.env)
-        self.proc = subprocess.Popen(cmd, stdout=open(self.folder / "weed.log", "wb"), stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, stdout=open(self.folder / "weed.log", "ab"), stderr=subprocess.STDOUT,
                                      env=env, cwd=self.folder, start_new_session=True)
         _wait(self._bucket_ready, "SeaweedFS", self.folder / "weed.log", 120)
         return self
@@ -273,7 +276,7 @@ class MlflowServer:
     s3://bucket/mlartifacts), artifacts proxied to that store (clients need only the http:// URI)."""
 
     folder: Path
-    backend: str
+    backend: str = ""  # "": a sqlite file in folder
     artifacts: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
@@ -286,7 +289,8 @@ class MlflowServer:
     def start(self, timeout: float = 240) -> "MlflowServer":
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", self.backend, "--host", "127.0.0.1",
+        backend = self.backend or f"sqlite:///{self.folder}/mlflow.db"
+        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", "1"]
         cmd += ["--artifacts-destination", self.artifacts] if self.artifacts else \
             ["--default-artifact-root", str(self.folder / "artifacts")]

@@ -111,7 +111,7 @@ def storage_op(op: str, uri: str, fn: Callable[[], T], retry: bool = True) -> T:
                 delay = min(delay * 2, 8.0)
                 continue
             code = err.errno if isinstance(err, OSError) and err.errno else errno.EIO
-            tried = f" ({attempts} attempts over {time.monotonic() - t0:.0f} s)" if attempts > 1 else ""
+            tried = f" ({attempts} attempt{'s' if attempts > 1 else ''} over {time.monotonic() - t0:.0f} s)"
             raise StorageError(code, f"cannot {op}: {_cause(err)}{tried}", uri) from err
 
 

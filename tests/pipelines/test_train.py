@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from omg.data.catalog import load_catalog
 from pipelines.joint_train import main as train_main
 from pipelines.preprocess import preprocess_split
 from tests import ROOT, default_sigint
+from tests.services import MlflowServer, running
 
 CONFIG = str(ROOT / "pipelines/configs/shapes_smoke.yaml")
 
@@ -46,39 +46,17 @@ def data_env(tiny_shapes):
             os.environ[k] = v
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """A real `mlflow server` on a loopback port (sqlite store), in its own process group, stopped even on failure;
+    the outage of the reference run stops and restarts it."""
+    with running(MlflowServer(tmp_path_factory.mktemp("mlflow-server"), backend="")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a loopback port, in its own process group, stopped even on failure."""
-    d = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{d}/mlflow.db",
-         "--default-artifact-root", str(d / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(d / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240  # ~6 s on an idle machine; much more while both cores are busy
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"mlflow server did not start: {(d / 'server.log').read_text()[-2000:]}")
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:  # uvicorn waits for the clients' open connections to close: 5-10 s here, so not for long
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+def mlflow_server(tracking_server) -> str:
+    return tracking_server.uri
 
 
 TRACE = "--hook=pipelines.train_hooks:SampleTrace"
@@ -108,17 +86,59 @@ def _trace(storage: Path) -> dict[int, list]:
     return out
 
 
+#: how long the tracking server is away in the middle of the reference run ("unreachable for a minute")
+OUTAGE_S = 60
+
+
 @pytest.fixture(scope="module")
-def reference(shards, data_env, mlflow_server, tmp_path_factory):
+def reference(shards, data_env, tracking_server, tmp_path_factory):
+    """The reference run, with the tracking server stopped right after the checkpoint of step 3 and started again
+    ``OUTAGE_S`` later: steps 4-6, the validation and the model are logged across the outage (the workers wait 5 s
+    before step 4, so that the server is down before they log it)."""
     storage = tmp_path_factory.mktemp("train-ref")
-    rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
-                     f"tracking.tracking_uri={mlflow_server}", TRACE])
+    outage = {}
+
+    def away():
+        deadline = time.monotonic() + 300
+        while not list(storage.glob("*/checkpoints/step-00000003/COMPLETE.json")):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+        tracking_server.stop()
+        outage["stopped"], outage["from"] = time.monotonic(), time.time()
+        try:
+            time.sleep(OUTAGE_S)
+        finally:
+            outage["to"] = time.time()
+            tracking_server.start()
+            outage["seconds"] = time.monotonic() - outage["stopped"]
+
+    thread = threading.Thread(target=away, daemon=True)
+    thread.start()
+    # MLflow's own retries of the calls that wait for the server (the model at the end) sleep 1, 2, 4 ... 64 s
+    # instead of 2, 4 ... 120 s (the default): the run gets past the outage a minute sooner (the workers take the
+    # driver's MLFLOW_* settings)
+    saved = os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    try:
+        rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
+                         f"tracking.tracking_uri={tracking_server.uri}", TRACE,
+                         "--hook=pipelines.train_hooks:Stall:step=3,seconds=5"])
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = saved
+    thread.join()
     assert rc == 0
+    assert outage.get("seconds", 0) >= OUTAGE_S, "the tracking server was away mid-run"
+    (storage / "outage.json").write_text(json.dumps(outage))
     return storage
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=110)
 def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server, tiny_shapes):
+    """... across a minute without the tracking server (the reference run's outage): every point once."""
     import mlflow
 
     from omg.inference.predictor import OMGPredictor
@@ -135,6 +155,9 @@ def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server,
         assert key in m, key
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss_total")
     assert [h.step for h in history] == [1, 2, 3, 4, 5, 6]
+    outage = json.loads((reference / "outage.json").read_text())
+    during = [h.step for h in history if outage["from"] * 1000 <= h.timestamp <= outage["to"] * 1000]
+    assert during == [4, 5, 6], "steps 4-6 were trained (and their points made) while the server was away"
     assert len(t["git_commit"]) >= 7 and t["ray_job_id"] and t["omg.run_name"].startswith("shapes_smoke-")
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert inputs == {"omg-shapes/train", "omg-shapes-sam/train", "omg-shapes-vps/train"}
