@@ -5,12 +5,14 @@ locations a Ray job may not use (pipelines/cluster.py) and the tracking store of
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import threading
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from omg.utils import io as uio
@@ -117,3 +119,28 @@ def test_runs_on_object_storage_need_a_tracking_server(monkeypatch):
         tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_shards_from_a_bucket_are_the_shards_from_the_disk(s3, ray_local, tiny_shapes, tmp_path):
+    """`omg preprocess` reads a dataset in a bucket (a shard's records on several threads) and writes its shards
+    there: the shards of the same dataset on the local disk, row for row and byte for byte (but the source URI each
+    row records), in the same order. (Its own local Ray:
+    the session's was started without the bucket's credentials, as a node without them would be.)"""
+    from omg.data.catalog import load_catalog
+    from pipelines.preprocess import preprocess_split
+
+    uio.put_tree(tiny_shapes, "s3://tst/data/omg-shapes")
+    local = preprocess_split(load_catalog()["omg-shapes"], "train", str(tmp_path / "shards"), tiny_shapes,
+                             shard_size=4, progress=False, log=lambda _: None)
+    out = subprocess.run([sys.executable, "-m", "omg.cli", "preprocess", "--dataset", "omg-shapes", "--split", "train",
+                          "--root", "s3://tst/data/omg-shapes", "--out", "s3://tst/shards", "--shard-size", "4",
+                          "--num-cpus", "2", "--quiet"], capture_output=True, text=True, env=os.environ, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    remote = uio.read_json("s3://tst/shards/omg-shapes/train/manifest.json")
+    assert local["rows"] == remote["rows"] == 16 and len(remote["shards"]) == 4
+    for a, b in zip(local["shards"], remote["shards"], strict=True):
+        mine = pq.read_table(io.BytesIO(uio.read_bytes(str(tmp_path / "shards/omg-shapes/train" / a["path"]))))
+        theirs = pq.read_table(io.BytesIO(uio.read_bytes(f"s3://tst/shards/omg-shapes/train/{b['path']}")))
+        assert theirs.drop_columns("source").equals(mine.drop_columns("source")), a["path"]
+        assert [s.replace("s3://tst/data/omg-shapes", tiny_shapes) for s in theirs["source"].to_pylist()] == \
+            mine["source"].to_pylist()
