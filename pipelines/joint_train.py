@@ -51,8 +51,6 @@ SMOKE_OVERRIDES = ["optim.max_steps=4", "checkpoint.every_steps=2", "tracking.lo
 
 # ============================================================================= build (driver)
 
-
-
 def shared_locations(cfg: TrainConfig) -> TrainConfig:
     """``data.shards``, ``checkpoint.storage_path`` and ``model.init_from`` as every worker must see them
     (:func:`pipelines.cluster.shared_location`: absolute, or a URI; a relative path in a Ray job is refused)."""

@@ -136,9 +136,10 @@ def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
     """``models:/NAME/VERSION`` (or ``models:/NAME@alias``, ``models:/m-<model id>``), ``runs:/RUN_ID/PATH`` -> a
     checkpoint file on this node: the ``checkpoint`` artifact of a pyfunc model logged by :func:`log_pyfunc`, or the
     file a ``runs:/`` URI names, downloaded from the tracking store (``tracking``, else as :func:`tracking_uri`)
-    into this node's cache (``$OMG_CACHE_DIR/models``) once. Call it where the file is read (a Ray task resolves
-    the URI on its own node: a path from the driver's disk means nothing elsewhere). Any other URI is returned as
-    it is."""
+    into this node's cache (``$OMG_CACHE_DIR/models/<digest of store and URI>``; a model version once, a ``runs:/``
+    artifact at every call; remove the folder to reclaim the space). Call it where the file is read (a Ray task
+    resolves the URI on its own node: a path from the driver's disk means nothing elsewhere). Any other URI is
+    returned as it is."""
     if not is_model_uri(uri):
         return uri
     import hashlib
@@ -158,8 +159,8 @@ def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder.parent))
         try:
-            mlflow.set_tracking_uri(store)
-            mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(tmp))
+            mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(tmp), tracking_uri=store,
+                                                registry_uri=store)
             (tmp / ".source").write_text(f"{store} {pinned}\n")
             (tmp / ".complete").touch()
             if folder.exists() and (movable or not (folder / ".complete").is_file()):

@@ -169,7 +169,7 @@ class S3Server:
                f"-master.port={p}", f"-master.port.grpc={p + 1}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 3}",
                f"-filer.port={p + 4}", f"-filer.port.grpc={p + 5}", f"-s3.port={p + 6}", f"-s3.port.grpc={p + 7}",
                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=32",
-               "-metricsPort=0", "-master.telemetry=false", "-volume.preStopSeconds=0"]
+               "-metricsPort=0", "-master.telemetry=false", "-volume.preStopSeconds=0", "-master.electionTimeout=1s"]
         env = dict(os.environ, **self.env)
         self.proc = subprocess.Popen(cmd, stdout=open(self.folder / "weed.log", "ab"), stderr=subprocess.STDOUT,
                                      env=env, cwd=self.folder, start_new_session=True)
@@ -198,7 +198,7 @@ class S3Server:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_group(self.proc, grace=3)
+            _stop_group(self.proc, grace=1)  # weed takes more than 3 s to exit on SIGTERM; its data survives a kill
             self.proc = None
 
 
@@ -435,3 +435,14 @@ def running(service) -> Iterator:
         yield service.start()
     finally:
         service.stop()
+
+
+def in_parallel(*calls: Callable[[], object]) -> None:
+    """Run ``calls`` on threads at once (servers that start or stop independently); the first error is raised
+    after all of them ended."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(c) for c in calls]
+    for f in futures:
+        f.result()

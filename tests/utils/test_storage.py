@@ -56,6 +56,7 @@ def test_read_write_list_and_a_listing_that_sees_another_process(s3):
     assert info.value.filename == "s3://tst/a/missing.json"
 
 
+@pytest.mark.slow(seconds=25)
 def test_a_store_away_for_a_few_seconds_is_retried_and_one_that_stays_away_is_named(s3, monkeypatch):
     from omg.utils.errors import describe
 
