@@ -124,7 +124,7 @@ def cmd_catalog_show(args: argparse.Namespace) -> int:
     for split, paths in entry.splits.items():
         print(f"  split {split}:")
         for k, v in paths.items():
-            print(f"    {k:15s} {v}")
+            print(f"    {k:15s} {v if isinstance(v, str) else ' | '.join(v) + '   (the first naming that exists)'}")
     print(f"  tasks:      {', '.join(entry.tasks)}")
     print(f"  evaluators: {', '.join(entry.evaluators)}")
     s = entry.sampling

@@ -18,6 +18,9 @@ is left alone.
 - ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false``: progress bars of artifact uploads
   would interleave with the pipelines' own progress output.
 - ``TOKENIZERS_PARALLELISM=false``: quiet fork warnings in Ray workers.
+- ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: an ``mlflow server`` started from here (``omg mlflow-ui``, the
+  tests' servers) runs no job runner: the platform submits no MLflow server jobs (GenAI evaluation), and the
+  runner's store is a folder in /dev/shm that MLflow never removes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ DEFAULTS: dict[str, str] = {
     "RAY_worker_niceness": "0",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
 
 

@@ -8,8 +8,9 @@ For each split, the format reader lists the records on the driver; a Ray Data jo
 them in parallel (one task per shard of ``--shard-size`` records), validates them, and
 writes ``<out>/<dataset>/<split>/``:
 
-- ``shards/part-NNNNN.parquet``: encoded bytes (JPEG/PNG frames, PNG/RLE masks), never tensors;
-- ``shards/part-NNNNN.json``: a receipt (rows, sha256) written after its shard;
+- ``shards/part-NNNNN.parquet``: encoded bytes (JPEG/PNG frames, PNG/RLE masks), never tensors (none for a
+  shard whose every record was quarantined);
+- ``shards/part-NNNNN.json``: a receipt (rows, sha256) written after its shard (the record that it is done);
 - ``quarantine/part-NNNNN.parquet``: records that failed, with the reason (file, record, field);
 - ``manifest.json``: written last and atomically (shard paths, row counts, sha256s, the schema
   and code versions, the digest of the source listing, the dataset's classes).
@@ -98,11 +99,13 @@ def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, o
     bad = [b for _, b in loaded if b is not None]
     dropped = sum((r.dropped for r in readers), Counter())
     name = f"part-{spec['index']:05d}"
-    data = parquet_bytes(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
-    uio.write_bytes(uio.join(out_dir, "shards", f"{name}.parquet"), data)
-    receipt = {"index": spec["index"], "path": f"shards/{name}.parquet", "rows": len(rows), "bytes": len(data),
-               "sha256": hashlib.sha256(data).hexdigest(), "quarantined": len(bad), "plan": spec["plan"],
-               "dropped": dict(sorted(dropped.items()))}
+    receipt = {"index": spec["index"], "path": None, "rows": 0, "bytes": 0, "sha256": None, "quarantined": len(bad),
+               "plan": spec["plan"], "dropped": dict(sorted(dropped.items()))}
+    if rows:  # a shard whose every record was quarantined writes no Parquet file (its receipt says so)
+        data = parquet_bytes(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
+        uio.write_bytes(uio.join(out_dir, "shards", f"{name}.parquet"), data)
+        receipt.update(path=f"shards/{name}.parquet", rows=len(rows), bytes=len(data),
+                       sha256=hashlib.sha256(data).hexdigest())
     if bad:
         receipt["quarantine_path"] = f"quarantine/{name}.parquet"
         uio.write_bytes(uio.join(out_dir, receipt["quarantine_path"]),
@@ -146,7 +149,9 @@ def read_receipt(out_dir: str, index: int, plan_key: str) -> dict | None:
         receipt = uio.read_json(uri)
     except (ValueError, OSError):
         return None
-    if receipt.get("plan") != plan_key or not _intact(out_dir, receipt["path"], receipt["bytes"], receipt["sha256"]):
+    if receipt.get("plan") != plan_key:
+        return None
+    if receipt["path"] is not None and not _intact(out_dir, receipt["path"], receipt["bytes"], receipt["sha256"]):
         return None
     if receipt.get("quarantine_path") and not uio.exists(uio.join(out_dir, receipt["quarantine_path"])):
         return None
@@ -220,7 +225,8 @@ def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None
         "num_source_records": len(items),
         "rows": sum(r["rows"] for r in ordered),
         "quarantined": sum(r["quarantined"] for r in ordered),
-        "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]} for r in ordered],
+        "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]} for r in ordered
+                   if r["path"] is not None],  # a shard of quarantined records only has no file
         "quarantine": [r["quarantine_path"] for r in ordered if r.get("quarantine_path")],
         "dropped": _sum_counts(r.get("dropped", {}) for r in ordered),
         "class_agnostic": entry.class_agnostic,
@@ -228,7 +234,7 @@ def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None
     }
     uio.write_json(manifest_uri, manifest)
     log(f"[preprocess {entry.name}/{split}] {manifest['rows']} rows, {manifest['quarantined']} quarantined, "
-        f"{len(specs)} shards [{time.monotonic() - t0:.1f}s]")
+        f"{len(manifest['shards'])} shards [{time.monotonic() - t0:.1f}s]")
     for reason, n in manifest["dropped"].items():
         log(f"  dropped on purpose: {n} x {reason} (documented in the reader; not a bad record)")
     if manifest["quarantined"]:
@@ -267,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=256, help="records per shard (default 256)")
     p.add_argument("--fail-on-bad", action="store_true", help="a bad record aborts the job instead of being quarantined")
     p.add_argument("--allow-empty", action="store_true",
-                   help="a split that gives 0 rows is not an error (by default it is: exit status 1)")
+                   help="a split named with --split that gives 0 rows is not an error (by default it is: exit status 1, "
+                        "after every split; an empty split of a dataset's every split is a warning)")
     p.add_argument("--num-workers", type=int, help="concurrent shard tasks (default: as Ray resources allow)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--smoke-test", action="store_true", help="only the first 2 shards' worth of records per split")
@@ -306,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     with interruptible():
         try:
             owned = init_ray(args.num_cpus)
+            empty = []  # (entry, split, why) of the splits that gave no row: every split is reached first
             for entry, split, root in jobs:
                 m = preprocess_split(entry, split, args.out, root, args.shard_size, args.fail_on_bad,
                                      args.num_workers, progress=not args.quiet, limit=limit, log=log)
@@ -313,14 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                                   "quarantined": m["quarantined"], "shards": len(m["shards"]),
                                   "manifest": uio.join(split_dir(args.out, entry.name, split), "manifest.json")}))
                 if m["rows"] == 0 and not args.allow_empty:
-                    shutdown_ray(owned)
                     why = (f"all {m['quarantined']} records were quarantined (reasons under "
                            f"{split_dir(args.out, entry.name, split)}/quarantine/; `omg data validate --dataset "
                            f"{entry.name}` lists them)" if m["quarantined"] else
                            f"the split lists no record (check the catalog paths or --root: {m['source_root']})")
-                    print(f"preprocess: error: {entry.name}/{split} gave 0 rows: {why}; --allow-empty accepts an "
-                          "empty split", file=sys.stderr)
-                    return 1
+                    empty.append((entry, split, why))
         except KeyboardInterrupt:
             shutdown_ray(owned)
             print("preprocess: interrupted; the shards written so far are kept, and rerunning the same command "
@@ -330,7 +335,16 @@ def main(argv: list[str] | None = None) -> int:
             shutdown_ray(owned)
             return fail("preprocess", err)
     shutdown_ray(owned)
-    return 0
+    # an empty split the user named (--split) is an error; one of "every split" is said and the others stand
+    named = [(e, s, why) for e, s, why in empty if args.split]
+    for entry, split, why in empty:
+        if not args.split:
+            print(f"preprocess: warning: {entry.name}/{split} gave 0 rows: {why}; its manifest is empty (name it with "
+                  "--split to make this an error)", file=sys.stderr)
+    for entry, split, why in named:
+        print(f"preprocess: error: {entry.name}/{split} gave 0 rows: {why}; --allow-empty accepts an empty split",
+              file=sys.stderr)
+    return 1 if named else 0
 
 
 if __name__ == "__main__":

@@ -105,9 +105,9 @@ def missing() -> list[str]:
     return out
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 2.0) -> None:
+def _stop_group(proc: subprocess.Popen, grace: float = 2.0, sig: int = signal.SIGTERM) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         return
     try:
@@ -165,7 +165,7 @@ class S3Server:
     def start(self) -> "S3Server":
         self.folder.mkdir(parents=True, exist_ok=True)
         p = self.port = self.port or free_port_block(8)
-        cmd = [str(BIN / "weed"), "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
+        cmd = [str(BIN / "weed"), "-logtostderr", "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
                f"-master.port={p}", f"-master.port.grpc={p + 1}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 3}",
                f"-filer.port={p + 4}", f"-filer.port.grpc={p + 5}", f"-s3.port={p + 6}", f"-s3.port.grpc={p + 7}",
                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=32",
@@ -261,7 +261,9 @@ class Postgres:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_group(self.proc, grace=5)
+            # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for its clients to leave; a kill would leave its
+            # shared memory segments in /dev/shm)
+            _stop_group(self.proc, grace=10, sig=signal.SIGINT)
             self.proc = None
         if os.geteuid() == 0:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -294,8 +296,10 @@ class MlflowServer:
                "--port", str(self.port), "--workers", "1"]
         cmd += ["--artifacts-destination", self.artifacts] if self.artifacts else \
             ["--default-artifact-root", str(self.folder / "artifacts")]
+        # no job runner: its store would be a folder in /dev/shm that MLflow never removes (omg/env.py)
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **self.env)
         self.proc = subprocess.Popen(cmd, stdout=open(self.folder / "server.log", "ab"), stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, **self.env), start_new_session=True)
+                                     env=env, start_new_session=True)
         # ~6 s on an idle machine (11 s with the PostgreSQL migrations); much more while both cores are busy
         _wait(lambda: self.proc.poll() is None and _http_ok(f"{self.uri}/health"), "mlflow server",
               self.folder / "server.log", timeout)

@@ -136,7 +136,9 @@ class DatasetEntry:
     format: Format
     modality: Literal["image", "video"]
     root: str
-    splits: dict[str, dict[str, str]]
+    #: split -> {key: path under root}; a list of paths are alternatives: the split's files are those of the first
+    #: alternative whose every path exists (e.g. a converter's two namings: cityscapes-panoptic)
+    splits: dict[str, dict[str, str | tuple[str, ...]]]
     tasks: tuple[Task, ...]
     evaluators: tuple[Evaluator, ...]
     classes: tuple[ClassInfo, ...] = ()
@@ -186,11 +188,22 @@ class DatasetEntry:
         return expand_vars(self.root, env)
 
     def split_paths(self, split: str, root: str | None = None) -> dict[str, str]:
-        """Absolute URIs of a split's files, e.g. ``{"images": "s3://b/coco/train2017", ...}``."""
+        """Absolute URIs of a split's files, e.g. ``{"images": "s3://b/coco/train2017", ...}``: with alternatives
+        (lists), those of the first alternative whose every path exists (else the first alternative's, which the
+        readers then report missing)."""
         if split not in self.splits:
             raise KeyError(f"dataset {self.name!r} has no split {split!r} (splits: {', '.join(self.splits)})")
         base = self.resolve_root(root)
-        return {k: join_uri(base, v) for k, v in self.splits[split].items()}
+        paths = self.splits[split]
+        count = max((len(v) for v in paths.values() if isinstance(v, tuple)), default=0)
+        if not count:
+            return {k: join_uri(base, v) for k, v in paths.items()}
+        from omg.utils import io as uio
+
+        options = [{k: join_uri(base, v[i] if isinstance(v, tuple) else v) for k, v in paths.items()}
+                   for i in range(count)]
+        varying = [k for k, v in paths.items() if isinstance(v, tuple)]
+        return next((o for o in options if all(uio.exists(o[k]) for k in varying)), options[0])
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -238,6 +251,9 @@ def _check_entry(entry: DatasetEntry, source: str, stem: str) -> None:
         if extra:
             fail(f"splits.{split}.{extra[0]}",
                  f"unknown key for format {entry.format} (allowed: {', '.join(sorted(required | optional))})")
+        lists = {k: len(v) for k, v in paths.items() if isinstance(v, tuple)}
+        if len(set(lists.values())) > 1 or 0 in lists.values():
+            fail(f"splits.{split}", f"alternatives (lists) must all have the same, non-zero length, got {lists}")
     if not entry.tasks:
         fail("tasks", "must name at least one task")
     wrong = [t for t in entry.tasks if t in (VIDEO_TASKS if entry.modality == "image" else IMAGE_TASKS)]

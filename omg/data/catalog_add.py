@@ -137,7 +137,7 @@ def _discover_ytvis(root: str) -> dict[str, dict[str, str]]:
             candidates.append((f"{split}/instances.json", split))
     for rel, split in candidates:
         doc = uio.read_json(uio.join(root, rel))
-        if "videos" not in doc or "annotations" not in doc:
+        if not isinstance(doc.get("videos"), list):  # an unlabelled split (valid.json: no annotations) counts too
             continue
         split = split or _split_name(rel.rsplit("/", 1)[-1][:-5], ("instances_", "instances"))
         videos = doc["videos"]
@@ -218,7 +218,9 @@ EVALUATORS = {"coco_panoptic": ("pq", "miou"), "ade20k_panoptic": ("pq", "miou")
               "davis": ("davis_jf",), "vipseg": ("vpq", "stq", "vspw_miou")}
 SAMPLING = {"coco_panoptic": Sampling(1.0, "pseudo_video"), "ade20k_panoptic": Sampling(1.0, "pseudo_video"),
             "cityscapes_panoptic": Sampling(1.0, "pseudo_video"), "coco_instances": Sampling(1.0, "pseudo_video"),
-            "youtube_vis": Sampling(1.0, "clip"), "davis": Sampling(0.0, "clip"), "vipseg": Sampling(1.0, "clip")}
+            "youtube_vis": Sampling(1.0, "clip"), "davis": Sampling(1.0, "clip"), "vipseg": Sampling(1.0, "clip")}
+# (every format's entry is sampled when you fine-tune on it by name: the built-in davis-17's 0.0 is the paper's
+# choice, which evaluates DAVIS without training on it)
 
 
 def add_dataset(name: str, fmt: str, root: str, out_dir: str | None = None, description: str = "",

@@ -73,6 +73,43 @@ def test_catalog_add_with_explicit_split_paths(user_catalog, capsys):
     assert [c.name for c in entry.classes][:3] == ["road", "sidewalk", "building"]
 
 
+def test_video_layouts_added_to_the_catalog_are_trainable_as_written(user_catalog, ray_local, tiny_shapes, tmp_path,
+                                                                      capsys):
+    """`omg catalog add` on a DAVIS layout gives an entry that fine-tuning samples (repeat factor 1, not the
+    built-in davis-17's 0: the paper only evaluates on it), and on a YouTube-VIS layout it also finds the
+    unlabelled valid.json (videos, no annotations), the split a user predicts on."""
+    import shutil
+
+    from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset
+    from omg.data.shards import read_manifest
+
+    assert omg_main(["catalog", "add", "my-davis", "--format", "davis", "--root", f"{tiny_shapes}/videos/train"]) == 0
+    entry = load_catalog()["my-davis"]
+    assert entry.sampling.repeat_factor == 1.0 and entry.sampling.mode == "clip" and list(entry.splits) == ["train"]
+    assert omg_main(["preprocess", "--dataset", "my-davis", "--out", str(tmp_path / "shards"), "--quiet"]) == 0
+    uri = str(tmp_path / "shards/my-davis/train")
+    builder = BatchBuilder(IngestConfig(crop_size=(64, 64), batch_size=2, datasets=(
+        DatasetSpec("my-davis", uri, entry.sampling),)))
+    plan = PlanDataset(builder, 0)
+    assert read_manifest(uri)["rows"] == 3 and len(plan) > 0, "fine-tuning by name samples the new entry"
+    batch = plan[0]
+    assert batch["dataset"] == "my-davis" and len(batch["images"]) == 2
+
+    root = tmp_path / "ytvis"
+    shutil.copytree(f"{tiny_shapes}/videos/train/JPEGImages", root / "train/JPEGImages")
+    shutil.copytree(f"{tiny_shapes}/videos/val/JPEGImages", root / "valid/JPEGImages")
+    shutil.copy(f"{tiny_shapes}/videos/train/instances.json", root / "train.json")
+    valid = json.loads(Path(f"{tiny_shapes}/videos/val/instances.json").read_text())
+    valid.pop("annotations")
+    (root / "valid.json").write_text(json.dumps(valid))
+    capsys.readouterr()
+    assert omg_main(["catalog", "add", "my-vis", "--format", "youtube_vis", "--root", str(root)]) == 0, \
+        capsys.readouterr().err
+    vis = load_catalog()["my-vis"]
+    assert vis.splits == {"train": {"frames": "train/JPEGImages", "annotations": "train.json"},
+                          "valid": {"frames": "valid/JPEGImages", "annotations": "valid.json"}}
+
+
 def _init_checkpoint(path: Path, **changes) -> str:
     from omg.modeling.checkpoint import save_checkpoint
     from omg.modeling.model import ModelConfig, build_model

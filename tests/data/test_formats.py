@@ -178,14 +178,18 @@ def test_ade20k_reader(tmp_path):
     assert {g.category_id for g in s.segments} == {2, 9, 12, 20}
 
 
-def test_a_json_segment_with_no_pixel_is_dropped_and_counted(tmp_path):
-    """The documented rule (ADE20K's converter keeps stuff segments that things wholly cover): not a bad record."""
+def test_a_json_segment_with_no_pixel_makes_the_record_bad(tmp_path):
+    """A segment the JSON lists without a pixel in the PNG is damaged data (panopticapi refuses such a JSON): the
+    record is bad, named with the PNG, the image and the field, whatever its class (ADE20K's covered stuff aside:
+    tests/data/test_official_layouts.py)."""
     _coco_panoptic(tmp_path, json_extra=lambda d: d["annotations"][0]["segments_info"].append(
         {"id": 77, "category_id": 1, "iscrowd": 0, "area": 1, "bbox": [0, 0, 1, 1]}))
     reader = get_reader(_entry("omg-shapes", tmp_path, {**PAN_SPLIT}), "s")
-    (s,) = list(reader)
-    assert 77 not in {g.id for g in s.segments} and len(s.segments) == 4
-    assert reader.dropped == {"segment in the JSON with no pixel in the PNG": 1}
+    with pytest.raises(BadRecord) as info:
+        list(reader)
+    assert info.value.field == "segments_info" and info.value.source.endswith(".png")
+    assert "segment 77 (category 1) listed in the JSON has no pixel in the PNG" in str(info.value)
+    assert not reader.dropped
 
 
 @pytest.mark.parametrize("defect,field,fragment", [

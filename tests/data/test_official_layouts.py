@@ -9,6 +9,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -16,14 +17,14 @@ from omg.cli import main as omg_main
 from omg.data.catalog import get_entry
 from omg.data.decode import decode_masks
 from omg.data.formats import get_reader
-from omg.data.masks import rgb2id
+from omg.data.masks import id2rgb, rgb2id
 from omg.data.shards import ShardReader
+from omg.data.formats.base import COVERED
 from omg.data.validate import validate_split
 from pipelines.preprocess import preprocess_split
 from tests import FIXTURES
 
 FIX = FIXTURES / "official"
-COVERED = "segment in the JSON with no pixel in the PNG"
 
 #: (catalog entry, split, root, split paths or None for the catalog's own, records, dropped on purpose)
 CASES = {
@@ -87,6 +88,25 @@ def test_cityscapes_label_ids_and_train_ids_give_the_same_records():
     assert cats[7] == (0, False) and cats[26000] == (13, False) and cats[24] == (11, True), "road, car, person crowd"
 
 
+def test_the_built_in_cityscapes_entry_reads_either_naming_of_the_converter(tmp_path):
+    """createPanopticImgs without --use-train-id writes cityscapes_panoptic_<split>.json (label ids); with it,
+    *_trainId: the built-in entry reads whichever is there (trainId first), with the same records."""
+    root = tmp_path / "cityscapes"
+    shutil.copytree(FIX / "cityscapes", root)
+    for p in (root / "gtFine").glob("*_trainId*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    entry = get_entry("cityscapes-panoptic")
+    assert entry.split_paths("val", str(root))["panoptic_json"].endswith("gtFine/cityscapes_panoptic_val.json")
+    report = validate_split(entry, "val", str(root))
+    assert report.ok and 2 in report.counts.values(), (report.summary(), [str(p) for p in report.problems])
+    label_ids = [(s.key, [(g.id, g.category_id, g.areas) for g in s.segments]) for s in get_reader(entry, "val", str(root))]
+    train_ids = [(s.key, [(g.id, g.category_id, g.areas) for g in s.segments])
+                 for s in get_reader(*_entry("cityscapes-trainId"))]
+    assert label_ids == train_ids
+    assert get_entry("cityscapes-panoptic").split_paths("val", str(FIX / "cityscapes"))["panoptic_json"].endswith(
+        "_trainId.json"), "the trainId naming first when both are there"
+
+
 def test_ade20k_drops_wholly_covered_stuff_and_takes_areas_from_the_png():
     entry, split, root = _entry("ade20k")
     reader = get_reader(entry, split, root)
@@ -96,6 +116,28 @@ def test_ade20k_drops_wholly_covered_stuff_and_takes_areas_from_the_png():
     got = {g.category_id: g.areas[0] for g in s.segments}
     assert 5 not in got and json_areas[5] == 24, "the ceiling: 24 px in the JSON, none left in the PNG"
     assert got[3] < json_areas[3], "the floor: partly under the person, its area from the PNG"
+
+
+def test_ade20k_a_thing_without_pixels_is_quarantined_with_file_record_and_field(ray_local, tmp_path):
+    """A damaged copy of the converter's output: the person of ADE_val_00000001 painted over with floor in its PNG
+    while the JSON still lists it. Only covered *stuff* is the converter's (dropped, counted); a thing is damaged
+    data: the record is quarantined with the PNG, the image and the field, the other record kept."""
+    root = tmp_path / "ade"
+    shutil.copytree(FIX / "ade20k/ADEChallengeData2016", root)
+    png = root / "ade20k_panoptic_val/ADE_val_00000001.png"
+    ids = rgb2id(np.asarray(Image.open(png).convert("RGB"))).copy()
+    ids[ids == 3999126] = 3289680  # person (category 12, a thing) -> floor
+    Image.fromarray(id2rgb(ids)).save(png)
+    entry, split, _ = _entry("ade20k")
+    m = preprocess_split(entry, split, str(tmp_path / "shards"), str(root), shard_size=1, progress=False,
+                         log=lambda _: None)
+    assert m["rows"] == 1 and m["quarantined"] == 1 and m["dropped"] == {}
+    (bad,) = [r for f in sorted((tmp_path / "shards/ade20k-panoptic/val/quarantine").glob("*.parquet"))
+              for r in pq.read_table(f).to_pylist()]
+    assert bad["source"] == str(png) and bad["key"] == "ADE_val_00000001" and bad["field"] == "segments_info"
+    assert "segment 3999126 (category 12) listed in the JSON has no pixel in the PNG" in bad["reason"]
+    report = validate_split(entry, split, str(root))
+    assert not report.ok and any("ADE_val_00000001" in str(p) and "segments_info" in str(p) for p in report.problems)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -311,8 +311,35 @@ def test_a_split_that_gives_no_row_is_an_error_unless_allowed(ray_local, tiny_sh
     shutil.copytree(tiny_shapes, root)
     for img in (root / "images/val").glob("*.jpg"):
         img.write_bytes(img.read_bytes()[:100])  # every image truncated: every record quarantined
-    argv = ["--dataset", "omg-shapes", "--split", "val", "--root", str(root), "--out", str(tmp_path / "o"), "--quiet"]
+    argv = ["--dataset", "omg-shapes", "--split", "val", "--root", str(root), "--out", str(tmp_path / "o"), "--quiet",
+            "--shard-size", "1"]
     assert preprocess_main(argv) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "omg-shapes/val gave 0 rows: all 6 records were quarantined" in last and "--allow-empty" in last, last
     assert preprocess_main(argv + ["--allow-empty"]) == 0
+    # a shard of quarantined records only writes no Parquet file: its receipt and its quarantine table say it all
+    out = tmp_path / "o/omg-shapes/val"
+    assert not list((out / "shards").glob("*.parquet")) and len(list((out / "quarantine").glob("*.parquet"))) == 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["shards"] == [] and manifest["quarantined"] == 6
+
+
+def test_every_split_is_reached_and_an_empty_one_is_said(ray_local, tiny_shapes, tmp_path, capsys):
+    """A DAVIS layout with an empty ImageSets train.txt (as a user's copy may have): every split is still processed;
+    the empty one is a warning when the user asked for every split, and an error (exit 1, after the others) when
+    they named it."""
+    root = tmp_path / "shapes"
+    shutil.copytree(tiny_shapes, root)
+    (root / "videos/train/ImageSets/train.txt").write_text("")
+    out = tmp_path / "o"
+    assert preprocess_main(["--dataset", "omg-shapes-vos", "--root", str(root), "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    rows = {d["split"]: d["rows"] for d in map(json.loads, captured.out.strip().splitlines())}
+    assert rows == {"train": 0, "val": 2}, rows
+    assert "preprocess: warning: omg-shapes-vos/train gave 0 rows: the split lists no record" in captured.err
+    assert preprocess_main(["--dataset", "omg-shapes-vos", "--split", "train", "--split", "val", "--root", str(root),
+                            "--out", str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert '"split": "val"' in captured.out, "the named val split was processed before the error"
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("preprocess: error: omg-shapes-vos/train gave 0 rows"), last

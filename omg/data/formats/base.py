@@ -119,6 +119,29 @@ class Reader:
                 out[c["id"]] = by_name[name]
         return {k: v for k, v in out.items() if k != v}
 
+    #: the format whose converter writes covered stuff segments (:data:`COVERED`)
+    COVERED_STUFF_FORMATS = ("ade20k_panoptic",)
+
+    def covered_segments(self, infos: list[dict], png_ids: set[int], png_uri: str, record: str) -> set[int]:
+        """The ids of ``infos`` (segments_info) without a pixel in the PNG: for ADE20K's converter, stuff segments
+        that things wholly cover (dropped, counted in :attr:`dropped`); anything else makes the record bad
+        (panopticapi refuses such a JSON)."""
+        covered = [s for s in infos if s["id"] not in png_ids]
+        if not covered:
+            return set()
+        stuff = {c.id for c in self.entry.stuff_classes}
+        allowed = self.entry.format in self.COVERED_STUFF_FORMATS
+        wrong = [s for s in covered if not (allowed and s["category_id"] in stuff)]
+        if wrong:
+            what = ", ".join(f"{s['id']} (category {s['category_id']})" for s in wrong[:5])
+            rule = ("only a stuff segment under things may be (ADE20K's converter)" if allowed else
+                    "every segment the JSON lists must have pixels in the PNG")
+            raise BadRecord(png_uri, record, "segments_info",
+                            f"segment{'s' if len(wrong) > 1 else ''} {what} listed in the JSON {'have' if len(wrong) > 1 else 'has'} "
+                            f"no pixel in the PNG: {rule}")
+        self.dropped[COVERED] += len(covered)
+        return {s["id"] for s in covered}
+
     def check_category(self, cat: int, source: str, record: str) -> None:
         if self.known_categories and cat not in self.known_categories:
             raise BadRecord(source, record, "category_id",
@@ -147,7 +170,9 @@ class Reader:
 
 #: the reason a segment listed in the JSON but holding no pixel of its PNG is dropped (ADE20K's converter keeps
 #: stuff segments that things wholly cover); counted in :attr:`Reader.dropped`, never a bad record
-COVERED = "segment in the JSON with no pixel in the PNG"
+#: the one segment a panoptic JSON may list without a pixel in its PNG: ADE20K's converter keeps a stuff segment that
+#: things wholly cover, with its pre-overlap area (any other such segment is damaged data: the record is quarantined)
+COVERED = "stuff segment in the JSON wholly covered by things in the PNG (ADE20K converter)"
 
 
 def _norm(name: str) -> str:

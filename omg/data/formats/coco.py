@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from omg.utils import io as uio
-from omg.data.formats.base import COVERED, Reader, segment_index_pngs, segments_from_id_maps
+from omg.data.formats.base import Reader, segment_index_pngs, segments_from_id_maps
 from omg.data.masks import coco_bbox, polygons_to_mask, rgb2id, rle_decode, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment, digest, json_digest
 
@@ -36,8 +36,9 @@ class CocoPanopticReader(Reader):
     a class-agnostic object: category -1), ``cityscapes_panoptic`` (images in per-city
     folders, see :func:`cityscapes_image_name`; trainId or label-id categories) and ``ade20k_panoptic``.
 
-    A segment the JSON lists but the PNG does not hold (ADE20K's converter keeps stuff segments that
-    things wholly cover, with their pre-overlap areas) is dropped and counted in :attr:`dropped`; areas
+    A segment the JSON lists but the PNG does not hold makes the record bad, except a stuff segment of ADE20K
+    (its converter keeps stuff segments that things wholly cover, with their pre-overlap areas): dropped and
+    counted in :attr:`dropped` (:meth:`Reader.covered_segments`); areas
     and boxes always come from the PNG. PNG ids missing from the JSON make the record bad.
     """
 
@@ -82,9 +83,7 @@ class CocoPanopticReader(Reader):
         if png_ids - json_ids:
             raise BadRecord(png_uri, record, "segments_info",
                             f"ids {sorted(png_ids - json_ids)[:5]} are in the PNG but not in the JSON")
-        covered = json_ids - png_ids
-        if covered:
-            self.dropped[COVERED] += len(covered)
+        covered = self.covered_segments(infos, png_ids, png_uri, record)
         sam = self.entry.format == "coco_sam"
         cats, crowd = {}, {}
         for s in infos:

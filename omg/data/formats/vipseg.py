@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from omg.utils import io as uio
-from omg.data.formats.base import COVERED, Reader, segment_index_pngs, segments_from_id_maps
+from omg.data.formats.base import Reader, segment_index_pngs, segments_from_id_maps
 from omg.data.masks import rgb2id
 from omg.data.records import BadRecord, Problem, Sample, digest, json_digest
 
@@ -120,8 +120,7 @@ class VIPSegReader(Reader):
                 if png_ids - json_ids:
                     raise BadRecord(png_uri, rec, "segments_info",
                                     f"ids {sorted(png_ids - json_ids)[:5]} are in the PNG but not in the JSON")
-                if json_ids - png_ids:  # as for COCO panoptic: nothing visible to learn from
-                    self.dropped[COVERED] += len(json_ids - png_ids)
+                self.covered_segments(infos, png_ids, png_uri, rec)  # VIPSeg's converter lists the PNG's ids only
                 frame_cats = {s["id"]: s["category_id"] for s in infos if s["id"] in png_ids}
                 crowd.update({s["id"]: bool(s.get("iscrowd", 0)) for s in infos})
             for sid, cat in frame_cats.items():
