@@ -200,6 +200,11 @@ class S3Server:
         if self.proc is not None:
             _stop_group(self.proc, grace=1)  # weed takes more than 3 s to exit on SIGTERM; its data survives a kill
             self.proc = None
+            # and its gRPC unix sockets stay behind, at paths of its own choosing (/tmp/seaweedfs-<what>-<port>.sock)
+            for port in range(self.port, self.port + 8):
+                for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(sock)
 
 
 # ----------------------------------------------------------------------------- PostgreSQL

@@ -124,7 +124,8 @@ def test_readme_cluster_walk_with_object_storage_postgres_and_a_private_worker_n
     # ---- training: one DDP worker per node, worker 1 killed before step 4 of 6, resumed at the checkpoint of 3
     line = next(step)
     assert "pipelines/joint_train.py" in line and "FaultInjection" in line and "register_as=omg-seg-smoke" in line
-    text = _run(line + " --hook=pipelines.train_hooks:SampleTrace", cwd, env)  # + which samples each step saw
+    assert line.endswith("--hook=pipelines.train_hooks:SampleTrace"), "which samples each step saw, in S3"
+    text = _run(line, cwd, env)
     assert "succeeded" in text and "ip=127.0.0.3" in text, text[-4000:]
     result = [json.loads(x) for x in text.splitlines() if x.startswith('{"run"')][-1]
     assert result["step"] == 6 and result["model"].startswith(f"{RUNS}/train/"), result
