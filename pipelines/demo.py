@@ -179,7 +179,7 @@ class Demo:
 
     def stage_ablate(self) -> dict:
         # random-init CLIPs, as before the clip stage: the grid's frozen trial is the demo's random-CLIP baseline
-        # (README "A CLIP of its own"; the same grid on the pretrained CLIP: ablations.py --clip-weights)
+        # (docs/experiments.md, "A CLIP of its own"; the same grid on the pretrained CLIP: ablations.py --clip-weights)
         cmd = [sys.executable, str(HERE / "ablations.py"), "--grid", "smoke" if self.quick else "cpu",
                "--storage", str(self.runs / "ablations"), "--set", f"data.shards={self.shards}"]
         self.run(cmd, "ablate")
@@ -265,7 +265,7 @@ class Demo:
                   f"top-1 {100 * after['image_to_text']:.1f}% (random init {100 * before['image_to_text']:.1f}%, "
                   f"chance {100 / after['n']:.1f}%)")
         print("  (open-vocabulary PQ names the held-out classes by name; the captions never name a hexagon or a "
-              "cross, so this CLIP cannot know them by name: README \"A CLIP of its own\")")
+              "cross, so this CLIP cannot know them by name: docs/experiments.md)")
         print(f"\nreport:      {self.state['dashboard']['report']}\n"
               f"model:       {self.state['train']['model']}\n"
               f"MLflow UI:   omg mlflow-ui   (then open http://127.0.0.1:5000)\n"

@@ -1,7 +1,7 @@
-"""The README's cluster walk ("From the demo to a real cluster"), line by line, on a team's setup in miniature:
-SeaweedFS as S3, PostgreSQL, an MLflow tracking server on both (artifacts proxied to S3), and a 2-node loopback Ray
-cluster (head 127.0.0.2, worker 127.0.0.3, 1 CPU each) whose worker node runs in its own mount namespace: a
-private /tmp, the checkout's runs/ and ~/.cache/omg hidden, so a path that only the head can see fails there.
+"""The cluster walk of docs/cluster.md ("From the demo to a real cluster"), line by line, on a team's setup in
+miniature: SeaweedFS as S3, PostgreSQL, an MLflow tracking server on both (artifacts proxied to S3), and a
+2-node loopback Ray cluster (head 127.0.0.2, worker 127.0.0.3, 1 CPU each) whose worker node runs in its own
+mount namespace: a private /tmp, the checkout's runs/ and ~/.cache/omg hidden, so a path that only the head can see fails there.
 Every location is s3:// or http://. The commands run from a copy of the checkout, as a user types them; the
 client's own runs/ is removed before the last three (predict, eval, serve from ``models:/``).
 
@@ -34,9 +34,9 @@ DATA, RUNS = f"s3://{BUCKET}/omg/data", f"s3://{BUCKET}/omg/runs"
 MODEL = "models:/omg-seg-smoke/1"
 
 
-def readme_walk() -> list[str]:
-    """The command lines of the README block marked ``cluster walk``, in order."""
-    text = (ROOT / "README.md").read_text()
+def cluster_walk() -> list[str]:
+    """The command lines of the docs/cluster.md block marked ``cluster walk``, in order."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
     marker = text.index("<!-- cluster walk:")
     block = text[marker:].split("```bash\n", 1)[1].split("```", 1)[0]
     return [line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
@@ -91,11 +91,11 @@ def _run(line: str, cwd: Path, env: dict, timeout: float = 600) -> str:
 
 
 @pytest.mark.slow(seconds=230)  # 223 s on an idle 2-core EPYC (setup 22 s, the walk 199 s, teardown 3 s)
-def test_readme_cluster_walk_with_object_storage_postgres_and_a_private_worker_node(team, tmp_path):
+def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node(team, tmp_path):
     import mlflow
 
     s3fs = team["s3"].filesystem()
-    walk = readme_walk()
+    walk = cluster_walk()
     assert len(walk) == 10, walk
     cwd = _checkout_copy(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "OMG_ROOT_"))}
