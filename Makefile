@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 XDIST  = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: test test-fast demo install clean-venv
+.PHONY: test test-fast lint demo install clean-venv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
@@ -21,6 +21,12 @@ test: $(STAMP)
 # the developer's lane: everything but the tests marked slow (end-to-end runs, trained fixtures, soak); CI runs `test`
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
+
+# ruff's linter and formatter (pyproject.toml [tool.ruff]); `ruff format` and `ruff check --fix` repair most of it
+LINTED = omg pipelines dashboards tests benchmarks tools
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 demo: $(STAMP)
 	$(BIN)/omg demo

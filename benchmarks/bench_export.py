@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_predict_latency import timed  # the median of repeats after a warm-up (this folder is on sys.path)
 
 
@@ -30,8 +29,13 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=["tiny_convnext", "convnext_base_w"])
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--formats", nargs="+", default=["onnx"], choices=["onnx", "torch-export"],
-                   help="torch-export: the loaded torch.export program in place of ONNX Runtime")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        default=["onnx"],
+        choices=["onnx", "torch-export"],
+        help="torch-export: the loaded torch.export program in place of ONNX Runtime",
+    )
     p.add_argument("--json-out")
     args = p.parse_args(argv)
     from omg.export.graphs import example_inputs, export, graph_modules
@@ -44,7 +48,9 @@ def main(argv=None) -> int:
     size = (args.image_size, args.image_size)
     for name in args.variants:
         torch.manual_seed(0)
-        cfg = ModelConfig.tiny(name) if get_variant(name).clip_model.startswith("omg_tiny") else ModelConfig(variant=name)
+        cfg = (
+            ModelConfig.tiny(name) if get_variant(name).clip_model.startswith("omg_tiny") else ModelConfig(variant=name)
+        )
         model = build_model(cfg).eval()
         for fmt in args.formats:
             with tempfile.TemporaryDirectory() as tmp:
@@ -53,8 +59,13 @@ def main(argv=None) -> int:
                 export_s = time.perf_counter() - t0
                 inputs = example_inputs(model, size, num_classes=8, num_synonyms=2, num_prompts=1)
                 modules = graph_modules(model, size)
-                row = {"variant": name, "format": fmt, "image_size": args.image_size, "threads": threads,
-                       "export_s": round(export_s, 1)}
+                row = {
+                    "variant": name,
+                    "format": fmt,
+                    "image_size": args.image_size,
+                    "threads": threads,
+                    "export_s": round(export_s, 1),
+                }
                 ext = "onnx" if fmt == "onnx" else "pt2"
                 for graph, label in (("image_encoder", "image"), ("prompt_decoder", "click")):
                     g = _Graph(Path(tmp), f"{graph}.{ext}", fmt, threads)
@@ -64,15 +75,25 @@ def main(argv=None) -> int:
                     exported = timed(lambda: g(*inputs[graph]), args.repeats)
                     got = g(*inputs[graph])
                     diff = max(float((a - b).abs().max()) for a, b in zip(got, ref))
-                    row.update({f"{label}_eager_ms": round(eager * 1e3, 1), f"{label}_exported_ms": round(exported * 1e3, 1),
-                                f"{label}_ratio": round(exported / eager, 3), f"{label}_max_abs_diff": diff})
+                    row.update(
+                        {
+                            f"{label}_eager_ms": round(eager * 1e3, 1),
+                            f"{label}_exported_ms": round(exported * 1e3, 1),
+                            f"{label}_ratio": round(exported / eager, 3),
+                            f"{label}_max_abs_diff": diff,
+                        }
+                    )
                 rows.append(row)
                 runner = "ORT" if fmt == "onnx" else "torch.export"
-                print(f"{name:>22} {args.image_size}^2 {fmt}: image encoder eager {row['image_eager_ms']:.0f} ms, {runner} "
-                      f"{row['image_exported_ms']:.0f} ms (ratio {row['image_ratio']:.2f}, max |diff| "
-                      f"{row['image_max_abs_diff']:.1e}); one click eager {row['click_eager_ms']:.1f} ms, {runner} "
-                      f"{row['click_exported_ms']:.1f} ms (ratio {row['click_ratio']:.2f}, max |diff| "
-                      f"{row['click_max_abs_diff']:.1e}); export {export_s:.0f}s", flush=True)
+                print(
+                    f"{name:>22} {args.image_size}^2 {fmt}: image encoder eager {row['image_eager_ms']:.0f} ms, "
+                    f"{runner} "
+                    f"{row['image_exported_ms']:.0f} ms (ratio {row['image_ratio']:.2f}, max |diff| "
+                    f"{row['image_max_abs_diff']:.1e}); one click eager {row['click_eager_ms']:.1f} ms, {runner} "
+                    f"{row['click_exported_ms']:.1f} ms (ratio {row['click_ratio']:.2f}, max |diff| "
+                    f"{row['click_max_abs_diff']:.1e}); export {export_s:.0f}s",
+                    flush=True,
+                )
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=1)

@@ -46,7 +46,9 @@ def naive_loader(root: str, crop: int, resize_range):
         ann = anns[i]
         im = images[ann["image_id"]]
         frame = np.array(Image.open(os.path.join(root, "images/train", im["file_name"])).convert("RGB"))
-        pan = rgb2id(np.array(Image.open(os.path.join(root, "annotations/panoptic_train", ann["file_name"])).convert("RGB")))
+        pan = rgb2id(
+            np.array(Image.open(os.path.join(root, "annotations/panoptic_train", ann["file_name"])).convert("RGB"))
+        )
         segs = [s for s in ann["segments_info"] if not s["iscrowd"]]
         masks = np.stack([pan == s["id"] for s in segs])[:, None]
         p = draw(aug, frame.shape[:2], 1, rng)
@@ -67,8 +69,15 @@ def shard_builder(shards: str, crop: int, resize_range):
     from omg.data.catalog import Sampling
     from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig
 
-    cfg = IngestConfig(crop_size=(crop, crop), batch_size=1, datasets=(
-        DatasetSpec("omg-shapes", os.path.join(shards, "omg-shapes/train"), Sampling(1.0, "image", tuple(resize_range))),))
+    cfg = IngestConfig(
+        crop_size=(crop, crop),
+        batch_size=1,
+        datasets=(
+            DatasetSpec(
+                "omg-shapes", os.path.join(shards, "omg-shapes/train"), Sampling(1.0, "image", tuple(resize_range))
+            ),
+        ),
+    )
     b = BatchBuilder(cfg)
     return (lambda i, s: b.example("omg-shapes", i, s)), len(b.reader("omg-shapes"))
 
@@ -102,11 +111,38 @@ def main(argv=None) -> int:
     from omg.env import apply_env_defaults
 
     apply_env_defaults()
-    generate(data, seed=0, opts=SynthOptions(image_size=args.image_size, num_train_images=args.images,
-                                             num_val_images=0, num_val_ov_images=0, num_train_videos=0,
-                                             num_val_videos=0, max_things=args.max_things), progress=False)
-    subprocess.run([sys.executable, "pipelines/preprocess.py", "--dataset", "omg-shapes", "--split", "train",
-                    "--root", data, "--out", shards, "--quiet", "--num-cpus", "2"], check=True)  # no-op when up to date
+    generate(
+        data,
+        seed=0,
+        opts=SynthOptions(
+            image_size=args.image_size,
+            num_train_images=args.images,
+            num_val_images=0,
+            num_val_ov_images=0,
+            num_train_videos=0,
+            num_val_videos=0,
+            max_things=args.max_things,
+        ),
+        progress=False,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "pipelines/preprocess.py",
+            "--dataset",
+            "omg-shapes",
+            "--split",
+            "train",
+            "--root",
+            data,
+            "--out",
+            shards,
+            "--quiet",
+            "--num-cpus",
+            "2",
+        ],
+        check=True,
+    )  # no-op when up to date
     seeds = np.random.default_rng(0).integers(0, 2**31 - 1, args.samples)
     n = min(args.samples, args.images)
     files_fn, _ = naive_loader(data, args.crop, args.resize)
@@ -117,20 +153,54 @@ def main(argv=None) -> int:
         rates["files"].append(measure(files_fn, n, seeds))
         rates["shards"].append(measure(shard_fn, n, seeds))
     med = {k: float(np.median(v)) for k, v in rates.items()}
-    base, peak = map(int, subprocess.run(
-        [sys.executable, __file__, "--memory-child", "--work", args.work, "--image-size", str(args.image_size),
-         "--images", str(args.images), "--crop", str(args.crop), "--samples", str(args.samples)],
-        capture_output=True, text=True, check=True).stdout.split())
+    base, peak = map(
+        int,
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                "--work",
+                args.work,
+                "--image-size",
+                str(args.image_size),
+                "--images",
+                str(args.images),
+                "--crop",
+                str(args.crop),
+                "--samples",
+                str(args.samples),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split(),
+    )
     print(f"omg-shapes {args.image_size}px, crop {args.crop}, resize {tuple(args.resize)}, {n} samples x 3 repeats")
-    print(f"  official files (PIL, per-segment masks): {med['files']:7.1f} samples/s  {[round(r, 1) for r in rates['files']]}")
-    print(f"  shards (omg ingest):                     {med['shards']:7.1f} samples/s  {[round(r, 1) for r in rates['shards']]}")
+    print(
+        f"  official files (PIL, per-segment masks): {med['files']:7.1f} samples/s  "
+        f"{[round(r, 1) for r in rates['files']]}"
+    )
+    print(
+        f"  shards (omg ingest):                     {med['shards']:7.1f} samples/s  "
+        f"{[round(r, 1) for r in rates['shards']]}"
+    )
     print(f"  ratio shards/files: {med['shards'] / med['files']:.2f}x (target >= 2x)")
-    print(f"  peak RSS of the shard ingest process: {peak} MiB ({base} MiB after importing torch/pyarrow/PIL, "
-          f"+{peak - base} MiB for the ingest)")
+    print(
+        f"  peak RSS of the shard ingest process: {peak} MiB ({base} MiB after importing torch/pyarrow/PIL, "
+        f"+{peak - base} MiB for the ingest)"
+    )
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"files_samples_per_s": med["files"], "shards_samples_per_s": med["shards"],
-                       "shards_vs_files": med["shards"] / med["files"], "peak_rss_mib": peak}, f)
+            json.dump(
+                {
+                    "files_samples_per_s": med["files"],
+                    "shards_samples_per_s": med["shards"],
+                    "shards_vs_files": med["shards"] / med["files"],
+                    "peak_rss_mib": peak,
+                },
+                f,
+            )
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-BASELINE = r'''
+BASELINE = r"""
 import resource, sys, time
 from omg.inference.media import VideoSource
 from omg.inference.predictor import OMGPredictor
@@ -47,7 +47,7 @@ for t, name in enumerate(names):
     o.add(name, frames[t], frame_of(r, t))
 o.close()
 print("RATE", len(names) / (time.monotonic() - t0))
-'''
+"""
 
 
 def make_video(path: str, num_frames: int, w: int, h: int) -> None:
@@ -61,7 +61,7 @@ def make_video(path: str, num_frames: int, w: int, h: int) -> None:
             for k in range(3):  # three squares drifting at different speeds
                 x = (t * (k + 2)) % (w - 48)
                 y = 20 + 80 * k
-                f[y: y + 48, x: x + 48] = ((80 * k + 60) % 255, 200 - 60 * k, 40 + 90 * k)
+                f[y : y + 48, x : x + 48] = ((80 * k + 60) % 255, 200 - 60 * k, 40 + 90 * k)
             v.add(f)
 
 
@@ -108,18 +108,44 @@ def main(argv=None) -> int:
         video = str(work / f"v{n}.mp4")
         make_video(video, n, w, h)
         out = str(work / f"out{n}")
-        text, rss, wall = run([sys.executable, "-m", "omg.cli", "predict", "--checkpoint", ckpt, "--input", video,
-                               "--task", args.task, "--out", out, *extra], env)
+        text, rss, wall = run(
+            [
+                sys.executable,
+                "-m",
+                "omg.cli",
+                "predict",
+                "--checkpoint",
+                ckpt,
+                "--input",
+                video,
+                "--task",
+                args.task,
+                "--out",
+                out,
+                *extra,
+            ],
+            env,
+        )
         rate = float(re.findall(r"\(100%\) ([0-9.]+) frame/s", text)[-1])
-        row = {"frames": n, "path": "stream (omg predict)", "peak_rss_mib": round(rss, 1), "frames_per_s": rate,
-               "wall_s": round(wall, 1)}
+        row = {
+            "frames": n,
+            "path": "stream (omg predict)",
+            "peak_rss_mib": round(rss, 1),
+            "frames_per_s": rate,
+            "wall_s": round(wall, 1),
+        }
         print(json.dumps(row), flush=True)
         results["runs"].append(row)
         if n == min(args.frames) and args.task != "vos":
             text, rss, wall = run([sys.executable, "-c", BASELINE, ckpt, video, args.task, str(work / f"base{n}")], env)
             rate = float(re.findall(r"RATE ([0-9.]+)", text)[-1])
-            row = {"frames": n, "path": "whole video (set_video + task)", "peak_rss_mib": round(rss, 1),
-                   "frames_per_s": round(rate, 2), "wall_s": round(wall, 1)}
+            row = {
+                "frames": n,
+                "path": "whole video (set_video + task)",
+                "peak_rss_mib": round(rss, 1),
+                "frames_per_s": round(rate, 2),
+                "wall_s": round(wall, 1),
+            }
             print(json.dumps(row), flush=True)
             results["runs"].append(row)
     streams = [r for r in results["runs"] if r["path"].startswith("stream")]
@@ -130,7 +156,9 @@ def main(argv=None) -> int:
         results["speed_ratio"] = round(short["frames_per_s"] / base[0]["frames_per_s"], 3)
     print(f"peak RSS {long['frames']} frames / {short['frames']} frames: x{results['memory_ratio']} (target <= 1.1)")
     if base:
-        print(f"frames/s streaming / whole video at {short['frames']} frames: x{results['speed_ratio']} (target >= 0.9)")
+        print(
+            f"frames/s streaming / whole video at {short['frames']} frames: x{results['speed_ratio']} (target >= 0.9)"
+        )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=1))
     return 0

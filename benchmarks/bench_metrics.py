@@ -39,9 +39,22 @@ def make_pq_data(work: str, images: int, size: int):
     from omg.data.synthetic import SynthOptions, generate
 
     root = os.path.join(work, f"shapes-{size}-{images}")
-    generate(root, seed=0, opts=SynthOptions(image_size=size, num_train_images=0, num_val_images=images,
-                                             num_val_ov_images=0, num_train_videos=0, num_val_videos=48,
-                                             min_frames=12, max_frames=24, max_things=10), progress=False)
+    generate(
+        root,
+        seed=0,
+        opts=SynthOptions(
+            image_size=size,
+            num_train_images=0,
+            num_val_images=images,
+            num_val_ov_images=0,
+            num_train_videos=0,
+            num_val_videos=48,
+            min_frames=12,
+            max_frames=24,
+            max_things=10,
+        ),
+        progress=False,
+    )
     gt_json = os.path.join(root, "annotations/panoptic_val.json")
     gt_dir = os.path.join(root, "annotations/panoptic_val")
     pred_dir = os.path.join(work, f"pred-{size}-{images}")
@@ -118,11 +131,14 @@ def make_ytvis_data(root: str, work: str):
                     if s is None or rng.random() < 0.1:
                         segs.append(None)
                         continue
-                    m = np.roll(rle_decode(s), tuple(int(x) for x in rng.integers(-3 - 3 * copy, 4 + 3 * copy, size=2)), (0, 1))
+                    m = np.roll(
+                        rle_decode(s), tuple(int(x) for x in rng.integers(-3 - 3 * copy, 4 + 3 * copy, size=2)), (0, 1)
+                    )
                     segs.append(rle_encode(m) if m.any() else None)
                 cat = a["category_id"] if copy == 0 or rng.random() > 0.5 else int(rng.choice([1, 2, 3, 4]))
-                res.append({"video_id": a["video_id"], "category_id": cat, "score": float(rng.random()),
-                            "segmentations": segs})
+                res.append(
+                    {"video_id": a["video_id"], "category_id": cat, "score": float(rng.random()), "segmentations": segs}
+                )
         json.dump(res, open(res_json, "w"))
     return gt_json, res_json
 
@@ -140,10 +156,10 @@ def official_ytvis(checkout: str, gt_json: str, res_json: str):
 
     def params_init(self, iouType="segm"):
         self.vidIds, self.catIds = [], []
-        self.iouThrs = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
-        self.recThrs = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
+        self.iouThrs = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+        self.recThrs = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
         self.maxDets = [1, 10, 100]
-        self.areaRng = [[0 ** 2, 1e5 ** 2], [0 ** 2, 128 ** 2], [128 ** 2, 256 ** 2], [256 ** 2, 1e5 ** 2]]
+        self.areaRng = [[0**2, 1e5**2], [0**2, 128**2], [128**2, 256**2], [256**2, 1e5**2]]
         self.areaRngLbl = ["all", "small", "medium", "large"]
         self.useCats = 1
         self.iouType = iouType
@@ -190,9 +206,12 @@ def main(argv=None) -> int:
     diffs = [abs(off[s]["pq"] - ours.summary[s]["pq"]) for s in ("All", "Things", "Stuff")]
     diffs += [abs(off["per_class"][c]["pq"] - ours.per_class[c]["pq"]) for c in off["per_class"]]
     pq_speedup = t_off / t_ours
-    print(f"PQ on {args.images} images of {args.size}px: panopticapi (single process) {t_off:.2f} s, ours {t_ours:.2f} s, "
-          f"speed-up {t_off / t_ours:.2f}x; PQ {100 * ours.summary['All']['pq']:.4f} vs {100 * off['All']['pq']:.4f}; "
-          f"max |difference| {max(diffs):.2e}")
+    print(
+        f"PQ on {args.images} images of {args.size}px: panopticapi (single process) {t_off:.2f} s, "
+        f"ours {t_ours:.2f} s, "
+        f"speed-up {t_off / t_ours:.2f}x; PQ {100 * ours.summary['All']['pq']:.4f} vs {100 * off['All']['pq']:.4f}; "
+        f"max |difference| {max(diffs):.2e}"
+    )
     gt_v, res_v = make_ytvis_data(root, args.work)
     n_videos = len(json.load(open(gt_v))["videos"])
     t_off, stats_off = official_ytvis(args.ytvos, gt_v, res_v)
@@ -201,13 +220,23 @@ def main(argv=None) -> int:
     t_ours = time.perf_counter() - t0
     ours_stats = list(r.stats.values())
     diff = max(abs(a - b) for a, b in zip(stats_off, ours_stats))
-    print(f"YouTube-VIS AP on {n_videos} videos: official API {t_off:.2f} s, ours {t_ours:.2f} s, speed-up "
-          f"{t_off / t_ours:.2f}x; AP {100 * ours_stats[0]:.4f} vs {100 * stats_off[0]:.4f}; max |difference| over the 12 "
-          f"numbers {diff:.2e}")
+    print(
+        f"YouTube-VIS AP on {n_videos} videos: official API {t_off:.2f} s, ours {t_ours:.2f} s, speed-up "
+        f"{t_off / t_ours:.2f}x; AP {100 * ours_stats[0]:.4f} vs {100 * stats_off[0]:.4f}; "
+        "max |difference| over the 12 "
+        f"numbers {diff:.2e}"
+    )
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"pq_speedup": pq_speedup, "ytvis_speedup": t_off / t_ours, "pq_max_diff": max(diffs),
-                       "ytvis_max_diff": diff}, f)
+            json.dump(
+                {
+                    "pq_speedup": pq_speedup,
+                    "ytvis_speedup": t_off / t_ours,
+                    "pq_max_diff": max(diffs),
+                    "ytvis_max_diff": diff,
+                },
+                f,
+            )
     return 0
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bench_predict_latency import timed  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +43,9 @@ def free_port() -> int:
 
 
 def post(url: str, doc, headers=None) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json",
-                                                                                **(headers or {})})
+    req = urllib.request.Request(
+        url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json", **(headers or {})}
+    )
     with urllib.request.urlopen(req, timeout=300) as r:
         return json.loads(r.read())
 
@@ -83,8 +83,10 @@ class Requests:
 
 def measure(call, reqs: Requests, repeats: int) -> dict[str, float]:
     call(reqs.click())  # the server sees the click's image first
-    return {"click_ms": timed(lambda: call(reqs.click()), repeats) * 1000,
-            "image_ms": timed(lambda: call(reqs.image()), repeats) * 1000}
+    return {
+        "click_ms": timed(lambda: call(reqs.click()), repeats) * 1000,
+        "image_ms": timed(lambda: call(reqs.image()), repeats) * 1000,
+    }
 
 
 def throughput(url: str, reqs: Requests, clients: int, n: int) -> float:
@@ -119,10 +121,17 @@ def main(argv=None) -> int:
     try:
         torch.manual_seed(0)
         ckpt = str(work / "tiny.pt")
-        label_space = {"names": [["circle"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"]],
-                       "isthing": [True] * 4 + [False] * 2, "mappings": {}, "class_agnostic": []}
-        save_checkpoint(build_model(ModelConfig.tiny()), ckpt,
-                        {"label_space": label_space, "test_size": [args.image_size, args.image_size]})
+        label_space = {
+            "names": [["circle"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"]],
+            "isthing": [True] * 4 + [False] * 2,
+            "mappings": {},
+            "class_agnostic": [],
+        }
+        save_checkpoint(
+            build_model(ModelConfig.tiny()),
+            ckpt,
+            {"label_space": label_space, "test_size": [args.image_size, args.image_size]},
+        )
         reqs = Requests(args.image_size, args.repeats * 2 + args.requests + 8)
 
         # the baseline: the same requests through the predictor, in process
@@ -136,8 +145,11 @@ def main(argv=None) -> int:
 
         predictor.set_image(schema.Request.from_json(reqs.click()).images[0])
         out["in-process"] = measure(in_process, reqs, args.repeats)
-        print(f"in-process predictor   click {out['in-process']['click_ms']:7.1f} ms  "
-              f"image {out['in-process']['image_ms']:7.1f} ms", flush=True)
+        print(
+            f"in-process predictor   click {out['in-process']['click_ms']:7.1f} ms  "
+            f"image {out['in-process']['image_ms']:7.1f} ms",
+            flush=True,
+        )
 
         # omg serve
         srv = make_server(ServeApp(OMGPredictor.from_checkpoint(ckpt)), "127.0.0.1", 0, quiet=True)
@@ -160,10 +172,27 @@ def main(argv=None) -> int:
         port = free_port()
         bin_dir = str(Path(sys.executable).parent)
         env = dict(os.environ, MLFLOW_TRACKING_URI=store, PATH=f"{bin_dir}:{os.environ['PATH']}")
-        procs.append(subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m",
-                                       f"models:/omg-bench/{info.registered_model_version}", "--env-manager", "local",
-                                       "-h", "127.0.0.1", "-p", str(port)], env=env, start_new_session=True,
-                                      stdout=open(work / "mlflow.log", "wb"), stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    f"{bin_dir}/mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/omg-bench/{info.registered_model_version}",
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=open(work / "mlflow.log", "wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_for(f"http://127.0.0.1:{port}/ping", procs[-1])
         url = f"http://127.0.0.1:{port}/invocations"
         out["mlflow pyfunc"] = measure(lambda d: post(url, {"inputs": [d]}), reqs, args.repeats)
@@ -191,25 +220,39 @@ def main(argv=None) -> int:
         for replicas, batching in ((1, False), (1, True), (2, False), (2, True)):
             deploy(replicas, batching)
             rates[(replicas, batching)] = throughput(url, reqs, args.clients, args.requests)
-            print(f"ray serve {replicas} replica(s), batching {'on ' if batching else 'off'}: "
-                  f"{rates[(replicas, batching)]:6.1f} requests/s ({args.clients} clients)", flush=True)
+            print(
+                f"ray serve {replicas} replica(s), batching {'on ' if batching else 'off'}: "
+                f"{rates[(replicas, batching)]:6.1f} requests/s ({args.clients} clients)",
+                flush=True,
+            )
         serve.shutdown()
         ray.shutdown()
 
         base = out["in-process"]
         for name in ("omg serve", "mlflow pyfunc", "ray serve"):
             o = out[name]
-            print(f"{name:22s} click {o['click_ms']:7.1f} ms (x{o['click_ms'] / base['click_ms']:.2f} of in-process)  "
-                  f"image {o['image_ms']:7.1f} ms (x{o['image_ms'] / base['image_ms']:.2f})", flush=True)
+            print(
+                f"{name:22s} click {o['click_ms']:7.1f} ms (x{o['click_ms'] / base['click_ms']:.2f} of in-process)  "
+                f"image {o['image_ms']:7.1f} ms (x{o['image_ms'] / base['image_ms']:.2f})",
+                flush=True,
+            )
         scale = rates[(2, True)] / rates[(1, True)]
         batch = rates[(1, True)] / rates[(1, False)]
         batch2 = rates[(2, True)] / rates[(2, False)]
         print(f"ray serve 2 vs 1 replicas (batching on): x{scale:.2f} requests/s (target >= 1.6)")
         print(f"ray serve batching on vs off at {args.clients} clients: x{batch:.2f} (1 replica), x{batch2:.2f} (2)")
         if args.json_out:
-            Path(args.json_out).write_text(json.dumps({
-                "latency_ms": out, "requests_per_s": {f"{r}x{'batch' if b else 'single'}": v for (r, b), v in rates.items()},
-                "replicas_2_vs_1": scale, "batching_on_vs_off": batch}, indent=1))
+            Path(args.json_out).write_text(
+                json.dumps(
+                    {
+                        "latency_ms": out,
+                        "requests_per_s": {f"{r}x{'batch' if b else 'single'}": v for (r, b), v in rates.items()},
+                        "replicas_2_vs_1": scale,
+                        "batching_on_vs_off": batch,
+                    },
+                    indent=1,
+                )
+            )
         return 0
     finally:
         for proc in procs:

@@ -48,9 +48,18 @@ def main(argv=None) -> int:
     s = args.image_size
     image = np.random.default_rng(0).integers(0, 255, (s * 3 // 4, s, 3), dtype=np.uint8)
     frames = np.random.default_rng(1).integers(0, 255, (args.frames, s * 3 // 4, s, 3), dtype=np.uint8)
-    meta = {"label_space": {"names": [["circle"], ["square"], ["sky"]], "isthing": [True, True, False],
-                            "mappings": {}, "class_agnostic": []}, "test_size": [s, s]}
-    print(f"CPU, {torch.get_num_threads()} threads, image {image.shape[1]}x{image.shape[0]}, video {args.frames} frames")
+    meta = {
+        "label_space": {
+            "names": [["circle"], ["square"], ["sky"]],
+            "isthing": [True, True, False],
+            "mappings": {},
+            "class_agnostic": [],
+        },
+        "test_size": [s, s],
+    }
+    print(
+        f"CPU, {torch.get_num_threads()} threads, image {image.shape[1]}x{image.shape[0]}, video {args.frames} frames"
+    )
     figures = {}
     for name in args.variants:
         cfg = ModelConfig.tiny(name) if get_variant(name).tiny else ModelConfig(variant=name)
@@ -66,11 +75,19 @@ def main(argv=None) -> int:
             pred.predict("vis")
 
         t_vid = timed(video, max(1, args.repeats - 1))
-        print(f"{name:22s} image: set_image {t_set * 1000:7.0f} ms, panoptic {t_pan * 1000:6.0f} ms, "
-              f"new vocabulary {t_voc * 1000:5.0f} ms, click {t_click * 1000:5.0f} ms | "
-              f"video: {t_vid / args.frames * 1000:6.0f} ms/frame (vis)", flush=True)
-        figures[name] = {"set_image_ms": t_set * 1000, "panoptic_ms": t_pan * 1000, "new_vocabulary_ms": t_voc * 1000,
-                         "click_ms": t_click * 1000, "video_ms_per_frame": t_vid / args.frames * 1000}
+        print(
+            f"{name:22s} image: set_image {t_set * 1000:7.0f} ms, panoptic {t_pan * 1000:6.0f} ms, "
+            f"new vocabulary {t_voc * 1000:5.0f} ms, click {t_click * 1000:5.0f} ms | "
+            f"video: {t_vid / args.frames * 1000:6.0f} ms/frame (vis)",
+            flush=True,
+        )
+        figures[name] = {
+            "set_image_ms": t_set * 1000,
+            "panoptic_ms": t_pan * 1000,
+            "new_vocabulary_ms": t_voc * 1000,
+            "click_ms": t_click * 1000,
+            "video_ms_per_frame": t_vid / args.frames * 1000,
+        }
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(figures, f)

@@ -5,7 +5,8 @@
 Generates omg-shapes (cached under --work), then shards its image train split twice into
 fresh folders, once with ``--num-workers 1`` and once with 2, in one local Ray (2 CPUs).
 Time is the Ray Data job (listing, loading, validating, encoding Parquet, writing), without
-``ray.init`` and after a warm-up run that starts both worker processes. Prints rows/s of both and the speed-up (target >= 1.6x on 2 cores).
+``ray.init`` and after a warm-up run that starts both worker processes. Prints rows/s of both and the speed-up
+(target >= 1.6x on 2 cores).
 """
 
 from __future__ import annotations
@@ -41,24 +42,51 @@ def main(argv=None) -> int:
 
     apply_env_defaults()
     data = os.path.join(args.work, f"shapes-{args.image_size}-{args.images}")
-    generate(data, seed=0, opts=SynthOptions(image_size=args.image_size, num_train_images=args.images,
-                                             num_val_images=0, num_val_ov_images=0, num_train_videos=0,
-                                             num_val_videos=0), progress=False)
+    generate(
+        data,
+        seed=0,
+        opts=SynthOptions(
+            image_size=args.image_size,
+            num_train_images=args.images,
+            num_val_images=0,
+            num_val_ov_images=0,
+            num_train_videos=0,
+            num_val_videos=0,
+        ),
+        progress=False,
+    )
     init_ray(num_cpus=2)
     entry = get_entry("omg-shapes")
     rates: dict[int, list[float]] = {1: [], 2: []}
     # warm-up: start both worker processes (and their imports) before anything is timed
     warm = os.path.join(args.work, "out-warm")
-    preprocess_split(entry, "train", warm, data, shard_size=args.shard_size, concurrency=2, progress=False,
-                     log=lambda _: None, limit=4 * args.shard_size)
+    preprocess_split(
+        entry,
+        "train",
+        warm,
+        data,
+        shard_size=args.shard_size,
+        concurrency=2,
+        progress=False,
+        log=lambda _: None,
+        limit=4 * args.shard_size,
+    )
     shutil.rmtree(warm, ignore_errors=True)
     for r in range(args.repeats):
         for workers in (1, 2):
             out = os.path.join(args.work, f"out-{workers}-{r}")
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
-            m = preprocess_split(entry, "train", out, data, shard_size=args.shard_size, concurrency=workers,
-                                 progress=False, log=lambda _: None)
+            m = preprocess_split(
+                entry,
+                "train",
+                out,
+                data,
+                shard_size=args.shard_size,
+                concurrency=workers,
+                progress=False,
+                log=lambda _: None,
+            )
             rates[workers].append(m["rows"] / (time.perf_counter() - t0))
             shutil.rmtree(out, ignore_errors=True)
     ray.shutdown()

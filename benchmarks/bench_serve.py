@@ -20,9 +20,8 @@ import urllib.request
 
 import numpy as np
 import torch
-from PIL import Image
-
 from bench_predict_latency import timed as predict_timed  # benchmarks/ is on sys.path when run as a script
+from PIL import Image
 
 
 def timed(fn, repeats: int) -> float:
@@ -52,9 +51,15 @@ def main(argv=None) -> int:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     png = buf.getvalue()
-    meta = {"label_space": {"names": [["circle"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"]],
-                            "isthing": [True, True, True, True, False, False], "mappings": {}, "class_agnostic": []},
-            "test_size": [s, s]}
+    meta = {
+        "label_space": {
+            "names": [["circle"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"]],
+            "isthing": [True, True, True, True, False, False],
+            "mappings": {},
+            "class_agnostic": [],
+        },
+        "test_size": [s, s],
+    }
     pred = OMGPredictor(build_model(ModelConfig.tiny("tiny_convnext")), meta)
     app = ServeApp(pred, limits=Limits(), checkpoint="random tiny_convnext")
     server = make_server(app, "127.0.0.1", 0, quiet=True)
@@ -81,8 +86,9 @@ def main(argv=None) -> int:
     direct = {
         "upload_ms": timed(lambda: pred.set_image(image), max(3, args.repeats // 4)),
         "click_ms": timed(lambda: pred.predict("interactive", points=pts), args.repeats),
-        "click_vocab_ms": timed(lambda: pred.predict("interactive", points=pts,
-                                                     vocabulary=vocab.split("\n")), args.repeats),
+        "click_vocab_ms": timed(
+            lambda: pred.predict("interactive", points=pts, vocabulary=vocab.split("\n")), args.repeats
+        ),
         "panoptic_ms": timed(lambda: pred.predict("panoptic"), args.repeats),
     }
     print(f"CPU, {torch.get_num_threads()} threads, tiny_convnext, image {s}x{s}; median of {args.repeats}")

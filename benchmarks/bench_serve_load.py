@@ -38,8 +38,12 @@ def burst(port: int, image_id: str, clients: int, timeout: float) -> tuple[int, 
             if i % 2:
                 conn.request("GET", "/api/info")
             else:
-                conn.request("POST", "/api/prompt", body=json.dumps({"image_id": image_id, "prompts": [
-                    {"point": [10 + i % 40, 20]}]}), headers={"Content-Type": "application/json"})
+                conn.request(
+                    "POST",
+                    "/api/prompt",
+                    body=json.dumps({"image_id": image_id, "prompts": [{"point": [10 + i % 40, 20]}]}),
+                    headers={"Content-Type": "application/json"},
+                )
             conn.getresponse().read()
             with lock:
                 answered[0] += 1
@@ -69,9 +73,18 @@ def main(argv=None) -> int:
 
     apply_env_defaults()
     torch.manual_seed(0)
-    predictor = OMGPredictor(build_model(ModelConfig.tiny()), {
-        "label_space": {"names": [["circle"], ["sky"]], "isthing": [True, False], "mappings": {}, "class_agnostic": []},
-        "test_size": [64, 64]})
+    predictor = OMGPredictor(
+        build_model(ModelConfig.tiny()),
+        {
+            "label_space": {
+                "names": [["circle"], ["sky"]],
+                "isthing": [True, False],
+                "mappings": {},
+                "class_agnostic": [],
+            },
+            "test_size": [64, 64],
+        },
+    )
     png = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(png, format="PNG")
 
@@ -81,8 +94,10 @@ def main(argv=None) -> int:
         return srv
 
     results = {}
-    for label, factory in (("stdlib ThreadingHTTPServer (baseline)", stdlib),
-                           ("omg serve", lambda app: make_server(app, "127.0.0.1", 0, quiet=True))):
+    for label, factory in (
+        ("stdlib ThreadingHTTPServer (baseline)", stdlib),
+        ("omg serve", lambda app: make_server(app, "127.0.0.1", 0, quiet=True)),
+    ):
         app = ServeApp(predictor)
         srv = factory(app)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -100,8 +115,11 @@ def main(argv=None) -> int:
         srv.server_close()
         p50, p95 = (np.percentile(all_ms, 50), np.percentile(all_ms, 95)) if all_ms else (float("nan"),) * 2
         results[label] = answered / (answered + failed)
-        print(f"{label}: {answered}/{answered + failed} answered, {failed} failed; latency p50 {p50:.0f} ms, "
-              f"p95 {p95:.0f} ms", flush=True)
+        print(
+            f"{label}: {answered}/{answered + failed} answered, {failed} failed; latency p50 {p50:.0f} ms, "
+            f"p95 {p95:.0f} ms",
+            flush=True,
+        )
     base, ours = results["stdlib ThreadingHTTPServer (baseline)"], results["omg serve"]
     print(f"answered fraction: omg serve {ours:.3f} vs stdlib {base:.3f} (ratio {ours / max(base, 1e-9):.2f}x)")
     return 0

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omg.env import runs_dir  # noqa: E402
+from omg.env import runs_dir
 
 
 def main(argv=None) -> int:
@@ -56,9 +56,19 @@ def main(argv=None) -> int:
 
     apply_env_defaults()
     data = os.path.join(args.work, f"shapes-{args.image_size}-{args.images}")
-    generate(data, seed=0, opts=SynthOptions(image_size=args.image_size, num_train_images=args.images,
-                                             num_val_images=0, num_val_ov_images=0, num_train_videos=0,
-                                             num_val_videos=0), progress=False)
+    generate(
+        data,
+        seed=0,
+        opts=SynthOptions(
+            image_size=args.image_size,
+            num_train_images=args.images,
+            num_val_images=0,
+            num_val_ov_images=0,
+            num_train_videos=0,
+            num_val_videos=0,
+        ),
+        progress=False,
+    )
     entry = get_entry("omg-shapes")
     with tempfile.TemporaryDirectory(prefix="omg-bench-s3-") as tmp, running(S3Server(Path(tmp) / "s3", "bench")) as s3:
         os.environ.update(s3.env)
@@ -69,22 +79,44 @@ def main(argv=None) -> int:
         sides = {"local": (data, os.path.join(tmp, "shards")), "s3": ("s3://bench/data", "s3://bench/shards")}
         # warm-up: both Ray workers started, s3fs clients made
         for root, out in sides.values():
-            preprocess_split(entry, "train", out + "-warm", root, shard_size=args.shard_size, concurrency=2,
-                             progress=False, log=lambda _: None, limit=2 * args.shard_size)
+            preprocess_split(
+                entry,
+                "train",
+                out + "-warm",
+                root,
+                shard_size=args.shard_size,
+                concurrency=2,
+                progress=False,
+                log=lambda _: None,
+                limit=2 * args.shard_size,
+            )
         rows: dict[str, list[float]] = {k: [] for k in sides}
         for r in range(args.repeats):
             for side, (root, out) in sides.items():
                 target = f"{out}-{r}"
                 t0 = time.perf_counter()
-                m = preprocess_split(entry, "train", target, root, shard_size=args.shard_size, concurrency=2,
-                                     progress=False, log=lambda _: None)
+                m = preprocess_split(
+                    entry,
+                    "train",
+                    target,
+                    root,
+                    shard_size=args.shard_size,
+                    concurrency=2,
+                    progress=False,
+                    log=lambda _: None,
+                )
                 rows[side].append(m["rows"] / (time.perf_counter() - t0))
         # training ingest over the shards of round 0 on each side
         seeds = np.random.default_rng(0).integers(0, 2**31 - 1, args.samples)
         builders = {}
         for side, (_, out) in sides.items():
-            cfg = IngestConfig(crop_size=(args.crop, args.crop), batch_size=1, datasets=(
-                DatasetSpec("omg-shapes", uio.join(f"{out}-0", "omg-shapes", "train"), Sampling(1.0, "image")),))
+            cfg = IngestConfig(
+                crop_size=(args.crop, args.crop),
+                batch_size=1,
+                datasets=(
+                    DatasetSpec("omg-shapes", uio.join(f"{out}-0", "omg-shapes", "train"), Sampling(1.0, "image")),
+                ),
+            )
             b = BatchBuilder(cfg)
             n = len(b.reader("omg-shapes"))
             for i in range(n):  # warm-up: every shard read once
@@ -99,8 +131,10 @@ def main(argv=None) -> int:
                 samples[side].append(args.samples / (time.perf_counter() - t0))
     med_rows = {k: statistics.median(v) for k, v in rows.items()}
     med_samples = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"omg-shapes images/train: {args.images} rows of {args.image_size}px, shards of {args.shard_size}; "
-          f"copied into the bucket in {upload:.1f} s")
+    print(
+        f"omg-shapes images/train: {args.images} rows of {args.image_size}px, shards of {args.shard_size}; "
+        f"copied into the bucket in {upload:.1f} s"
+    )
     print("preprocessing (2 Ray workers), rows/s:")
     for k in sides:
         print(f"  {k:5s} {med_rows[k]:7.1f}  {[round(x, 1) for x in rows[k]]}")

@@ -48,10 +48,24 @@ def sample_memory(stop: threading.Event, peaks: dict[int, float], root_pid: int)
 
 
 def run(workers: int, args, shards: str, storage: str) -> dict:
-    cmd = [sys.executable, "pipelines/joint_train.py", "--config", args.config, f"data.shards={shards}",
-           f"checkpoint.storage_path={storage}", f"scaling.num_workers={workers}", f"optim.max_steps={args.steps}",
-           f"checkpoint.every_steps={args.steps}", "tracking.log_every=1", "validation.pairs=[]",
-           "tracking.log_model=false", *args.overrides, "--no-mlflow", "--num-cpus", "2"]
+    cmd = [
+        sys.executable,
+        "pipelines/joint_train.py",
+        "--config",
+        args.config,
+        f"data.shards={shards}",
+        f"checkpoint.storage_path={storage}",
+        f"scaling.num_workers={workers}",
+        f"optim.max_steps={args.steps}",
+        f"checkpoint.every_steps={args.steps}",
+        "tracking.log_every=1",
+        "validation.pairs=[]",
+        "tracking.log_model=false",
+        *args.overrides,
+        "--no-mlflow",
+        "--num-cpus",
+        "2",
+    ]
     t0 = time.monotonic()
     peaks: dict[int, float] = {}
     stop = threading.Event()
@@ -74,8 +88,13 @@ def run(workers: int, args, shards: str, storage: str) -> dict:
     n = args.steps - warm
     span = steps[args.steps] - steps[warm]
     batch = args.batch * workers
-    return {"workers": workers, "samples_per_s": n * batch / span, "first_step_s": first,
-            "peak_rss_mib_per_worker": sorted(round(v) for v in peaks.values()), "wall_s": time.monotonic() - t0}
+    return {
+        "workers": workers,
+        "samples_per_s": n * batch / span,
+        "first_step_s": first,
+        "peak_rss_mib_per_worker": sorted(round(v) for v in peaks.values()),
+        "wall_s": time.monotonic() - t0,
+    }
 
 
 def main(argv=None) -> int:
@@ -95,9 +114,21 @@ def main(argv=None) -> int:
 
     apply_env_defaults()
     data = os.path.join(args.work, "shapes")
-    generate(data, seed=0, opts=SynthOptions(image_size=64, num_train_images=200, num_val_images=4, num_val_ov_images=2,
-                                             num_train_videos=20, num_val_videos=2, min_frames=8, max_frames=10),
-             progress=False)
+    generate(
+        data,
+        seed=0,
+        opts=SynthOptions(
+            image_size=64,
+            num_train_images=200,
+            num_val_images=4,
+            num_val_ov_images=2,
+            num_train_videos=20,
+            num_val_videos=2,
+            min_frames=8,
+            max_frames=10,
+        ),
+        progress=False,
+    )
     shards = os.path.abspath(os.path.join(args.work, "shards"))
     init_ray(2)
     catalog = load_catalog()
@@ -106,16 +137,23 @@ def main(argv=None) -> int:
     import ray
 
     ray.shutdown()
-    results = [run(w, args, shards, os.path.abspath(os.path.join(args.work, f"train-{w}-{time.time_ns()}")))
-               for w in (1, 2)]
+    results = [
+        run(w, args, shards, os.path.abspath(os.path.join(args.work, f"train-{w}-{time.time_ns()}"))) for w in (1, 2)
+    ]
     for r in results:
         print(json.dumps(r))
     speedup = results[1]["samples_per_s"] / results[0]["samples_per_s"]
     print(f"speed-up 2 vs 1 workers: {speedup:.2f}x (target >= 1.5x)")
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"samples_per_s_1": results[0]["samples_per_s"], "samples_per_s_2": results[1]["samples_per_s"],
-                       "speedup_2v1": speedup}, f)
+            json.dump(
+                {
+                    "samples_per_s_1": results[0]["samples_per_s"],
+                    "samples_per_s_2": results[1]["samples_per_s"],
+                    "speedup_2v1": speedup,
+                },
+                f,
+            )
     return 0
 
 

@@ -11,23 +11,34 @@ from omg.env import runs_dir
 
 def add_parsers(sub) -> None:
     d = sub.add_parser(
-        "dashboard", help="MLflow runs -> static HTML report + CSV tables (ablation grids, models)",
+        "dashboard",
+        help="MLflow runs -> static HTML report + CSV tables (ablation grids, models)",
         description="Build the report from MLflow: paper-shaped tables (rows = settings, columns = tasks) with "
-                    "deltas against the grid's baseline, one table per ablation axis, per-task bar charts, "
-                    "training curves and an overlay gallery. Writes OUT/index.html, OUT/*.csv and OUT/gallery/.")
+        "deltas against the grid's baseline, one table per ablation axis, per-task bar charts, "
+        "training curves and an overlay gallery. Writes OUT/index.html, OUT/*.csv and OUT/gallery/.",
+    )
     d.add_argument("--grid", help="an ablation grid that ran (omg ablate --grid NAME); its newest run is used")
-    d.add_argument("--run", action="append", default=[], metavar="[NAME=]RUN_ID",
-                   help="also show this MLflow run as a model row (repeatable)")
-    d.add_argument("--out", default=runs_dir("dashboard"), help="report folder (default $OMG_RUNS_DIR/dashboard, runs/dashboard)")
+    d.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="[NAME=]RUN_ID",
+        help="also show this MLflow run as a model row (repeatable)",
+    )
+    d.add_argument(
+        "--out", default=runs_dir("dashboard"), help="report folder (default $OMG_RUNS_DIR/dashboard, runs/dashboard)"
+    )
     d.add_argument("--experiment", default="ablations", help="MLflow experiment of the grid (default ablations)")
     d.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     d.add_argument("--no-gallery", action="store_true", help="skip downloading overlay images")
     d.set_defaults(func=cmd_dashboard)
 
     ui = sub.add_parser(
-        "mlflow-ui", help="start the MLflow UI on 127.0.0.1 for this project's runs and print its address",
+        "mlflow-ui",
+        help="start the MLflow UI on 127.0.0.1 for this project's runs and print its address",
         description="Runs `mlflow server` on a loopback port (never another interface) over the project's "
-                    "tracking store, in the foreground until Ctrl-C.")
+        "tracking store, in the foreground until Ctrl-C.",
+    )
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     ui.add_argument("--tracking-uri", help="backend store (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     ui.set_defaults(func=cmd_mlflow_ui)
@@ -40,8 +51,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print("omg dashboard: error: give --grid NAME and/or --run RUN_ID", file=sys.stderr)
         return 2
     try:
-        path = build_report(args.out, grid=args.grid, runs=args.run, experiment=args.experiment,
-                            tracking_uri=args.tracking_uri, with_gallery=not args.no_gallery)
+        path = build_report(
+            args.out,
+            grid=args.grid,
+            runs=args.run,
+            experiment=args.experiment,
+            tracking_uri=args.tracking_uri,
+            with_gallery=not args.no_gallery,
+        )
     except LookupError as err:
         print(f"omg dashboard: error: {err.args[0]}", file=sys.stderr)
         return 2
@@ -55,14 +72,29 @@ def ui_command(port: int, tracking_uri: str | None = None) -> list[str]:
     uri = resolve(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise ValueError(f"the tracking store {uri} is already a server: open it in a browser")
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     cmd = ui_command(args.port, args.tracking_uri)
-    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {cmd[cmd.index('--backend-store-uri') + 1]}; Ctrl-C stops it)",
-          flush=True)
+    print(
+        f"MLflow UI: http://127.0.0.1:{args.port}  "
+        f"(store {cmd[cmd.index('--backend-store-uri') + 1]}; Ctrl-C stops it)",
+        flush=True,
+    )
     try:
         return subprocess.run(cmd).returncode
     except KeyboardInterrupt:

@@ -28,9 +28,16 @@ from omg.utils import io as uio
 
 #: (metric name, column title) in display order; a column appears for every dataset that logged it
 TASK_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("PQ", "PQ"), ("AP", "AP"), ("mIoU", "mIoU"), ("VPQ", "VPQ"), ("STQ", "STQ"), ("JF-Mean", "J&F"),
-    ("NoC_85", "NoC@85"), ("OV_PQ_heldout", "open-vocab PQ (held-out)"),
-    ("OVD_PQ_heldout", "open-vocab PQ (held-out, described)"), ("label_acc", "prompt labels"),
+    ("PQ", "PQ"),
+    ("AP", "AP"),
+    ("mIoU", "mIoU"),
+    ("VPQ", "VPQ"),
+    ("STQ", "STQ"),
+    ("JF-Mean", "J&F"),
+    ("NoC_85", "NoC@85"),
+    ("OV_PQ_heldout", "open-vocab PQ (held-out)"),
+    ("OVD_PQ_heldout", "open-vocab PQ (held-out, described)"),
+    ("label_acc", "prompt labels"),
 )
 LOWER_IS_BETTER = {"NoC_85", "NoC_90"}
 #: training curves: the loss and every periodic validation metric
@@ -48,8 +55,8 @@ class Row:
 
 
 def _row(run, name: str) -> Row:
-    axes = {k[len("omg.axis."):]: v for k, v in run.data.tags.items() if k.startswith("omg.axis.")}
-    metrics = {k[len("eval/"):]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
+    axes = {k[len("omg.axis.") :]: v for k, v in run.data.tags.items() if k.startswith("omg.axis.")}
+    metrics = {k[len("eval/") :]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
     return Row(name, run.info.run_id, axes, metrics, run.info.status, sorted(run.data.metrics))
 
 
@@ -70,8 +77,9 @@ class GridRun:
     def clip_label(self) -> str:
         if not self.clip_weights:
             return "the trials' own CLIPs"
-        return "pretrained " + ", ".join(f"{v.partition('=')[0]} ({Path(v.partition('=')[2]).name})"
-                                         for v in self.clip_weights.split(";"))
+        return "pretrained " + ", ".join(
+            f"{v.partition('=')[0]} ({Path(v.partition('=')[2]).name})" for v in self.clip_weights.split(";")
+        )
 
 
 def find_grids(grid: str, experiment: str = "ablations") -> list[GridRun]:
@@ -80,11 +88,16 @@ def find_grids(grid: str, experiment: str = "ablations") -> list[GridRun]:
 
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        raise LookupError(f"no MLflow experiment {experiment!r} at {mlflow.get_tracking_uri()}: run the grid first "
-                          f"(omg ablate --grid {grid})")
-    parents = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`omg.grid` = '{grid}' and "
-                                 "tags.`omg.kind` = 'ablation-grid'", order_by=["start_time DESC"],
-                                 output_format="list")
+        raise LookupError(
+            f"no MLflow experiment {experiment!r} at {mlflow.get_tracking_uri()}: run the grid first "
+            f"(omg ablate --grid {grid})"
+        )
+    parents = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`omg.grid` = '{grid}' and tags.`omg.kind` = 'ablation-grid'",
+        order_by=["start_time DESC"],
+        output_format="list",
+    )
     if not parents:
         raise LookupError(f"no ablation grid {grid!r} in experiment {experiment!r}: run omg ablate --grid {grid}")
     newest: dict[str, object] = {}
@@ -92,8 +105,9 @@ def find_grids(grid: str, experiment: str = "ablations") -> list[GridRun]:
         newest.setdefault(p.data.tags.get("omg.clip_weights", ""), p)
     out = []
     for _, parent in sorted(newest.items(), key=lambda kv: (kv[0] != "", kv[0])):
-        children = mlflow.search_runs([exp.experiment_id], output_format="list",
-                                      filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        children = mlflow.search_runs(
+            [exp.experiment_id], output_format="list", filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
         order = parent.data.params.get("trials", "").split(",")
         rows = [_row(c, c.data.tags.get("omg.trial", c.info.run_name)) for c in children]
         rows.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
@@ -156,8 +170,13 @@ def axis_groups(rows: list[Row], baseline: str) -> dict[str, list[Row]]:
         return {}
     groups = {}
     for axis in base.axes:
-        others = [r for r in rows if r is not base and r.axes.get(axis) != base.axes[axis]
-                  and all(r.axes.get(a) == v for a, v in base.axes.items() if a != axis)]
+        others = [
+            r
+            for r in rows
+            if r is not base
+            and r.axes.get(axis) != base.axes[axis]
+            and all(r.axes.get(a) == v for a, v in base.axes.items() if a != axis)
+        ]
         if others:
             groups[axis] = [base, *others]
     return groups
@@ -198,7 +217,9 @@ def html_table(rows: list[Row], cols: list[tuple[str, str]], baseline: str | Non
             if v is None:
                 cells += "<td class=na>–</td>"
                 continue
-            txt, cls = ("", "") if r is base or base is None else delta_text(v, base.metrics.get(key), key.split("/")[-1])
+            txt, cls = (
+                ("", "") if r is base or base is None else delta_text(v, base.metrics.get(key), key.split("/")[-1])
+            )
             cells += f"<td>{v:.2f}" + (f" <span class={cls}>({txt})</span>" if txt else "") + "</td>"
         mark = " <span class=base>baseline</span>" if r is base else ""
         body.append(f"<tr><td><b>{escape(r.name)}</b>{mark}</td>{cells}</tr>")
@@ -231,21 +252,26 @@ def gallery(rows: list[Row], out_dir: Path, per_task: int = 2) -> dict[str, list
         for ds in client.list_artifacts(r.run_id, "eval"):
             for split in client.list_artifacts(r.run_id, ds.path):
                 for task in client.list_artifacts(r.run_id, split.path):
-                    pngs = [a for a in client.list_artifacts(r.run_id, f"{task.path}/overlays") if a.path.endswith(".png")]
+                    pngs = [
+                        a for a in client.list_artifacts(r.run_id, f"{task.path}/overlays") if a.path.endswith(".png")
+                    ]
                     for a in pngs[:per_task]:
                         dst = out_dir / "gallery" / r.run_id  # trial names repeat across grid runs
                         dst.mkdir(parents=True, exist_ok=True)
                         with tempfile.TemporaryDirectory() as tmp:
-                            local = mlflow.artifacts.download_artifacts(run_id=r.run_id, artifact_path=a.path, dst_path=tmp)
+                            local = mlflow.artifacts.download_artifacts(
+                                run_id=r.run_id, artifact_path=a.path, dst_path=tmp
+                            )
                             name = a.path.replace("eval/", "").replace("/overlays/", "-").replace("/", "-")
                             shutil.copyfile(local, dst / name)
-                        items.append((task.path[len("eval/"):], f"gallery/{r.run_id}/{name}"))
+                        items.append((task.path[len("eval/") :], f"gallery/{r.run_id}/{name}"))
         result[r.name] = items
     return result
 
 
 STYLE = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right;font-size:13px}
+table{border-collapse:collapse;margin:8px 0 20px}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:right;font-size:13px}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.better{color:#1a7f37}.worse{color:#c62828}
 .same{color:#888}.na{color:#bbb}.base{font-size:11px;color:#666;border:1px solid #bbb;border-radius:3px;padding:0 3px}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.gallery{display:flex;flex-wrap:wrap;gap:10px}
@@ -253,8 +279,14 @@ figure{margin:0;font-size:12px;text-align:center}figure img{width:192px;image-re
 h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}code{background:#f4f4f4;padding:1px 4px}"""
 
 
-def build_report(out_dir: str | Path, grid: str | None = None, runs: list[str] | None = None,
-                 experiment: str = "ablations", tracking_uri: str | None = None, with_gallery: bool = True) -> str:
+def build_report(
+    out_dir: str | Path,
+    grid: str | None = None,
+    runs: list[str] | None = None,
+    experiment: str = "ablations",
+    tracking_uri: str | None = None,
+    with_gallery: bool = True,
+) -> str:
     """Write ``<out_dir>/index.html``, the CSV tables and the gallery; return the HTML's path. ``out_dir`` may be
     a URI (e.g. ``$OMG_RUNS_DIR/dashboard`` on object storage): the report is built in a local folder, then
     copied there."""
@@ -267,18 +299,23 @@ def build_report(out_dir: str | Path, grid: str | None = None, runs: list[str] |
     return str(_build(Path(out_dir).resolve(), grid, runs, experiment, tracking_uri, with_gallery))
 
 
-def _build(out: Path, grid: str | None, runs: list[str] | None, experiment: str, tracking_uri: str | None,
-           with_gallery: bool) -> Path:
+def _build(
+    out: Path, grid: str | None, runs: list[str] | None, experiment: str, tracking_uri: str | None, with_gallery: bool
+) -> Path:
     import mlflow
 
     from pipelines.tracking import tracking_uri as default_uri
 
     mlflow.set_tracking_uri(default_uri(tracking_uri))
     out.mkdir(parents=True, exist_ok=True)
-    html = [f"<!doctype html><html><head><meta charset=utf-8><title>OMG-Seg report</title><style>{STYLE}</style>"
-            "</head><body>", "<h1>OMG-Seg experiment report</h1>",
-            f"<p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from MLflow "
-            f"<code>{escape(mlflow.get_tracking_uri())}</code>. Numbers are percentages (NoC: clicks; lower is better).</p>"]
+    html = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>OMG-Seg report</title><style>{STYLE}</style>"
+        "</head><body>",
+        "<h1>OMG-Seg experiment report</h1>",
+        f"<p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from MLflow "
+        f"<code>{escape(mlflow.get_tracking_uri())}</code>. "
+        "Numbers are percentages (NoC: clicks; lower is better).</p>",
+    ]
     sections = []
     if runs:
         sections.append(Section("Models", find_runs(runs)))
@@ -288,11 +325,18 @@ def _build(out: Path, grid: str | None, runs: list[str] | None, experiment: str,
             title = f"Ablation grid “{grid}”" + (f", CLIP: {g.clip_label}" if len(grid_runs) > 1 else "")
             sections.append(Section(title, g.rows, g.baseline, g.parent, f"grid-{grid}" + (f"-clip{k}" if k else "")))
         if len(grid_runs) > 1:  # every trial under each CLIP setting, side by side
-            side = [Row(f"{r.name} ({g.clip_label})", r.run_id, r.axes, r.metrics, r.status, r.metric_keys)
-                    for name in grid_runs[0].parent.data.params.get("trials", "").split(",")
-                    for g in grid_runs for r in g.rows if r.name == name]
-            sections.append(Section(f"Ablation grid “{grid}”: the CLIPs side by side", side, slug=f"grid-{grid}-clips",
-                                    table_only=True))
+            side = [
+                Row(f"{r.name} ({g.clip_label})", r.run_id, r.axes, r.metrics, r.status, r.metric_keys)
+                for name in grid_runs[0].parent.data.params.get("trials", "").split(",")
+                for g in grid_runs
+                for r in g.rows
+                if r.name == name
+            ]
+            sections.append(
+                Section(
+                    f"Ablation grid “{grid}”: the CLIPs side by side", side, slug=f"grid-{grid}-clips", table_only=True
+                )
+            )
     if not sections:
         raise ValueError("nothing to report: give a grid and/or runs")
     colours: dict[str, str] = {}
@@ -303,9 +347,11 @@ def _build(out: Path, grid: str | None, runs: list[str] | None, experiment: str,
         cols = columns(rows)
         html.append(f"<h2>{escape(title)}</h2>")
         if parent is not None:
-            html.append(f"<p>{escape(parent.data.params.get('description', ''))}<br>MLflow parent run "
-                        f"<code>{parent.info.run_id}</code> ({parent.info.status}); baseline "
-                        f"<b>{escape(baseline)}</b>; deltas are against it.</p>")
+            html.append(
+                f"<p>{escape(parent.data.params.get('description', ''))}<br>MLflow parent run "
+                f"<code>{parent.info.run_id}</code> ({parent.info.status}); baseline "
+                f"<b>{escape(baseline)}</b>; deltas are against it.</p>"
+            )
         if not rows:
             html.append("<p>No runs yet.</p>")
             continue
@@ -331,9 +377,14 @@ def _build(out: Path, grid: str | None, runs: list[str] | None, experiment: str,
             html.append("<h3>Overlays</h3>")
             for name, items in gallery(rows, out).items():
                 if items:
-                    html.append(f"<h4>{escape(name)}</h4><div class=gallery>" + "".join(
-                        f"<figure><img src='{escape(p)}'><figcaption>{escape(c)}</figcaption></figure>"
-                        for c, p in items) + "</div>")
+                    html.append(
+                        f"<h4>{escape(name)}</h4><div class=gallery>"
+                        + "".join(
+                            f"<figure><img src='{escape(p)}'><figcaption>{escape(c)}</figcaption></figure>"
+                            for c, p in items
+                        )
+                        + "</div>"
+                    )
     html.append("</body></html>")
     path = out / "index.html"
     uio.write_bytes(str(path), "\n".join(html).encode())

@@ -36,8 +36,11 @@ class DatasetConfig:
 
     def sampling_over(self, base: Sampling) -> Sampling:
         """The catalog entry's sampling with this config's overrides (the one place they are merged)."""
-        changes = {"repeat_factor": self.repeat_factor, "mode": self.mode,
-                   "resize_range": tuple(self.resize_range) if self.resize_range else None}
+        changes = {
+            "repeat_factor": self.repeat_factor,
+            "mode": self.mode,
+            "resize_range": tuple(self.resize_range) if self.resize_range else None,
+        }
         return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -235,6 +238,7 @@ def flat_params(cfg: TrainConfig) -> dict[str, str]:
                 walk(f"{prefix}.{i}", v)
         else:
             out[prefix] = json.dumps(obj) if not isinstance(obj, str) else obj
+
     walk("", to_dict(cfg))
     return out
 

@@ -29,11 +29,11 @@ from typing import Any
 import yaml
 
 from omg.config import TrainConfig, apply_values
-from omg.utils import io as uio
 from omg.data.catalog import load_catalog
+from omg.env import apply_env_defaults, runs_dir
 from omg.modeling.model import ModelConfig
 from omg.modeling.variants import get_variant
-from omg.env import apply_env_defaults, runs_dir
+from omg.utils import io as uio
 from omg.utils.progress import Progress, format_duration
 from omg.utils.typed import SchemaError, from_dict, to_dict
 from pipelines.cluster import shared_location
@@ -99,9 +99,16 @@ def axis_values(grid: Grid) -> dict[str, list[str]]:
     return out
 
 
-def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None, experiment: str,
-                 grids_dir: Path = GRIDS_FILE.parent, extra: dict | None = None,
-                 clip_weights: dict[str, str] | None = None) -> TrainConfig:
+def trial_config(
+    grid: Grid,
+    trial: str,
+    storage: str,
+    parent_run_id: str | None,
+    experiment: str,
+    grids_dir: Path = GRIDS_FILE.parent,
+    extra: dict | None = None,
+    clip_weights: dict[str, str] | None = None,
+) -> TrainConfig:
     """The trial's full run config (validated): base + grid overrides + trial overrides + tracking.
     ``clip_weights`` (open_clip model name -> weights): ``model.pretrained`` of every trial whose backbone variant
     is that CLIP model, frozen or learned (``--clip-weights``)."""
@@ -117,16 +124,24 @@ def trial_config(grid: Grid, trial: str, storage: str, parent_run_id: str | None
     clip_model = get_variant(data.get("model", {}).get("variant", ModelConfig.variant)).clip_model
     if clip_model in (clip_weights or {}):
         data = apply_values(data, {"model.pretrained": clip_weights[clip_model]}, "--clip-weights")
-    tags = {"omg.grid": grid.name, "omg.trial": trial, "omg.kind": "ablation-trial",
-            **{f"omg.axis.{k}": v for k, v in spec.axes.items()}}
-    data = apply_values(data, {
-        "name": f"{grid.name}-{trial}",
-        "data.shards": shared_location(data.get("data", {}).get("shards", runs_dir("shards")), "data.shards"),
-        "checkpoint.storage_path": uio.join(storage, grid.name),
-        "tracking.experiment": experiment,
-        "tracking.parent_run_id": parent_run_id,
-        "tracking.tags": tags,
-    }, "ablations")
+    tags = {
+        "omg.grid": grid.name,
+        "omg.trial": trial,
+        "omg.kind": "ablation-trial",
+        **{f"omg.axis.{k}": v for k, v in spec.axes.items()},
+    }
+    data = apply_values(
+        data,
+        {
+            "name": f"{grid.name}-{trial}",
+            "data.shards": shared_location(data.get("data", {}).get("shards", runs_dir("shards")), "data.shards"),
+            "checkpoint.storage_path": uio.join(storage, grid.name),
+            "tracking.experiment": experiment,
+            "tracking.parent_run_id": parent_run_id,
+            "tracking.tags": tags,
+        },
+        "ablations",
+    )
     return from_dict(TrainConfig, data, f"{base} (grid {grid.name}, trial {trial})")
 
 
@@ -177,6 +192,7 @@ def datasets_of(grid: Grid, cfg: TrainConfig) -> set[str]:
 
 
 # ============================================================================= one trial (a Ray task)
+
 
 class TrialLog:
     """A trial's output, at ``<storage>/<grid>/<trial>/trial.log`` whatever the storage: appended as it comes when
@@ -261,8 +277,15 @@ def run_trial(job: TrialJob) -> dict:
     env["RAY_ADDRESS"] = job.ray_address
     cwd = str(HERE.parent)
     log = TrialLog(uio.join(trial_dir, "trial.log"))
-    record = {"grid": job.grid, "trial": job.trial, "axes": job.axes, "node": ray.util.get_node_ip_address(),
-              "log": log.uri, "status": "failed", "settings": trial_settings(job.config)}
+    record = {
+        "grid": job.grid,
+        "trial": job.trial,
+        "axes": job.axes,
+        "node": ray.util.get_node_ip_address(),
+        "log": log.uri,
+        "status": "failed",
+        "settings": trial_settings(job.config),
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="omg-trial-config-") as tmp:  # read only by this node's process
             config_path = os.path.join(tmp, "config.yaml")
@@ -273,8 +296,16 @@ def run_trial(job: TrialJob) -> dict:
             return record
         info = uio.read_json(uio.join(job.storage, job.grid, job.name, "run.json"))
         record.update(model=info["model"], run_id=info.get("mlflow_run_id"), step=info.get("step"))
-        cmd = [sys.executable, str(HERE / "evaluate.py"), "--checkpoint", info["model"], "--out",
-               uio.join(trial_dir, "eval"), "--quiet", *job.eval_args]
+        cmd = [
+            sys.executable,
+            str(HERE / "evaluate.py"),
+            "--checkpoint",
+            info["model"],
+            "--out",
+            uio.join(trial_dir, "eval"),
+            "--quiet",
+            *job.eval_args,
+        ]
         cmd += ["--run-id", info["mlflow_run_id"]] if info.get("mlflow_run_id") else ["--no-mlflow"]
         rc = log.run(cmd, env, cwd)
         metrics = collect_eval(uio.join(trial_dir, "eval"))
@@ -300,6 +331,7 @@ def collect_eval(out_dir: str) -> dict[str, float]:
 
 # ============================================================================= the driver
 
+
 class ParentRun:
     """The grid's MLflow parent run: found again by (grid, storage) on a rerun. Tagged ``omg.clip_weights`` with the
     ``--clip-weights`` it ran with (``VARIANT=PATH;...``, empty: the trials' own CLIPs), which the dashboard
@@ -312,19 +344,33 @@ class ParentRun:
 
         self.mlflow = mlflow
         exp_id = setup(experiment, tracking)
-        runs = mlflow.search_runs([exp_id], filter_string=f"tags.`omg.grid` = '{grid.name}' and "
-                                  f"tags.`omg.kind` = 'ablation-grid' and tags.`omg.storage` = '{storage}'",
-                                  output_format="list")
-        tags = {"omg.grid": grid.name, "omg.kind": "ablation-grid", "omg.storage": storage,
-                "omg.baseline": grid.baseline, "omg.axes": ",".join(next(iter(grid.trials.values())).axes),
-                "omg.clip_weights": clip_weights}
+        runs = mlflow.search_runs(
+            [exp_id],
+            filter_string=f"tags.`omg.grid` = '{grid.name}' and "
+            f"tags.`omg.kind` = 'ablation-grid' and tags.`omg.storage` = '{storage}'",
+            output_format="list",
+        )
+        tags = {
+            "omg.grid": grid.name,
+            "omg.kind": "ablation-grid",
+            "omg.storage": storage,
+            "omg.baseline": grid.baseline,
+            "omg.axes": ",".join(next(iter(grid.trials.values())).axes),
+            "omg.clip_weights": clip_weights,
+        }
         if runs:
             self.run = mlflow.start_run(run_id=runs[0].info.run_id)
         else:
             self.run = mlflow.start_run(run_name=f"grid-{grid.name}", tags=tags)
             mlflow.log_dict(to_dict(grid), "grid.json")
-            mlflow.log_params({"description": grid.description[:500], "base": grid.base, "baseline": grid.baseline,
-                               "trials": ",".join(grid.trials)})
+            mlflow.log_params(
+                {
+                    "description": grid.description[:500],
+                    "base": grid.base,
+                    "baseline": grid.baseline,
+                    "trials": ",".join(grid.trials),
+                }
+            )
         self.run_id = self.run.info.run_id
 
     def finish(self, records: list[dict], ok: bool) -> None:
@@ -373,20 +419,35 @@ HEADLINE = ("PQ", "AP", "mIoU", "VPQ", "J&F-Mean", "OV_PQ_heldout")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ablations", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", help="grid name (see --list)")
-    p.add_argument("--grids-file", default=str(GRIDS_FILE), help="YAML of grids (default pipelines/configs/ablations.yaml)")
+    p.add_argument(
+        "--grids-file", default=str(GRIDS_FILE), help="YAML of grids (default pipelines/configs/ablations.yaml)"
+    )
     p.add_argument("--trial", action="append", help="run only this trial (repeatable)")
     p.add_argument("--list", action="store_true", help="print the grids (or the grid's trials and configs) and exit")
-    p.add_argument("--storage", default=runs_dir("ablations"),
-                   help="checkpoints, logs and results: <storage>/<grid>/<trial>/ (default runs/ablations)")
+    p.add_argument(
+        "--storage",
+        default=runs_dir("ablations"),
+        help="checkpoints, logs and results: <storage>/<grid>/<trial>/ (default runs/ablations)",
+    )
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment (default: ablations)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster holds)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for every trial, e.g. --set optim.max_steps=50")
-    p.add_argument("--clip-weights", action="append", default=[], metavar="VARIANT=PATH",
-                   help="CLIP weights for the trials whose backbone has VARIANT's CLIP model, frozen or learned, e.g. "
-                        "tiny_convnext=runs/clip/tiny_convnext.pt (pipelines/clip_pretrain.py); the others keep theirs")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for every trial, e.g. --set optim.max_steps=50",
+    )
+    p.add_argument(
+        "--clip-weights",
+        action="append",
+        default=[],
+        metavar="VARIANT=PATH",
+        help="CLIP weights for the trials whose backbone has VARIANT's CLIP model, frozen or learned, e.g. "
+        "tiny_convnext=runs/clip/tiny_convnext.pt (pipelines/clip_pretrain.py); the others keep theirs",
+    )
     return p
 
 
@@ -402,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:12s} {len(g.trials)} trials  {g.description}")
             return 0
         if not args.grid or args.grid not in grids:
-            raise ValueError(f"--grid: choose one of {', '.join(grids)}" + (f" (not {args.grid!r})" if args.grid else ""))
+            raise ValueError(
+                f"--grid: choose one of {', '.join(grids)}" + (f" (not {args.grid!r})" if args.grid else "")
+            )
         grid = grids[args.grid]
         unknown = [t for t in args.trial or [] if t not in grid.trials]
         if unknown:
@@ -419,8 +482,10 @@ def main(argv: list[str] | None = None) -> int:
             except KeyError as err:
                 raise ValueError(f"--clip-weights {item!r}: {err.args[0]}") from None
         storage = shared_location(args.storage, "--storage")
-        configs = {t: trial_config(grid, t, storage, None, args.experiment, Path(args.grids_file).parent, extra,
-                                   clip_weights) for t in grid.trials}
+        configs = {
+            t: trial_config(grid, t, storage, None, args.experiment, Path(args.grids_file).parent, extra, clip_weights)
+            for t in grid.trials
+        }
     except (SchemaError, ValueError, OSError) as err:
         print(f"ablations: error: {err}", file=sys.stderr)
         return 2
@@ -428,8 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grid {grid.name}: {grid.description}\nbaseline: {grid.baseline}\n")
         for t, cfg in configs.items():
             spec = grid.trials[t]
-            print(f"{t}: {spec.axes}\n  overrides {dict(grid.overrides, **spec.overrides)}\n  variant {cfg.model.variant}, "
-                  f"{cfg.optim.max_steps or str(cfg.optim.epochs) + ' epochs'} steps, {cfg.scaling.num_workers} workers")
+            print(
+                f"{t}: {spec.axes}\n  overrides {dict(grid.overrides, **spec.overrides)}\n"
+                f"  variant {cfg.model.variant}, "
+                f"{cfg.optim.max_steps or str(cfg.optim.epochs) + ' epochs'} steps, {cfg.scaling.num_workers} workers"
+            )
         return 0
     import ray
 
@@ -450,22 +518,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ablate] {grid.name}/{t}: finished earlier ({done})", file=sys.stderr)
         else:
             todo.append(t)
-    changed = {t: changed_settings(r["settings"], trial_settings(configs[t])) for t, r in records.items()
-               if "settings" in r}
+    changed = {
+        t: changed_settings(r["settings"], trial_settings(configs[t])) for t, r in records.items() if "settings" in r
+    }
     changed = {t: c for t, c in changed.items() if c}
     if changed:
         t, diff = next(iter(changed.items()))
-        print(f"ablations: error: {uio.join(storage, grid.name, t)} finished with other settings "
-              f"({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}): its result is not this run's; give "
-              f"another --storage (or remove it to train again)", file=sys.stderr)
+        print(
+            f"ablations: error: {uio.join(storage, grid.name, t)} finished with other settings "
+            f"({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}): its result is not this run's; give "
+            f"another --storage (or remove it to train again)",
+            file=sys.stderr,
+        )
         return 2
     parent = ParentRun(grid, storage, args.experiment, args.tracking_uri, ";".join(sorted(clip_given)))
     init_ray(args.num_cpus)
     address = ray.get_runtime_context().gcs_address
     first = configs[selected[0]]
     slots = args.max_concurrent or cluster_slots(first)
-    print(f"[ablate] grid {grid.name}: {len(selected)} trials, {len(todo)} to run, {slots} at a time; "
-          f"MLflow parent run {parent.run_id} (experiment {args.experiment})", file=sys.stderr, flush=True)
+    print(
+        f"[ablate] grid {grid.name}: {len(selected)} trials, {len(todo)} to run, {slots} at a time; "
+        f"MLflow parent run {parent.run_id} (experiment {args.experiment})",
+        file=sys.stderr,
+        flush=True,
+    )
     # SPREAD: trial drivers go to different nodes (their training workers go where the CPUs/GPUs are)
     remote = ray.remote(run_trial).options(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")
     pending: dict = {}
@@ -474,33 +550,56 @@ def main(argv: list[str] | None = None) -> int:
         while todo or pending:
             while todo and len(pending) < slots:
                 t = todo.pop(0)
-                cfg = trial_config(grid, t, storage, parent.run_id, args.experiment, Path(args.grids_file).parent, extra,
-                                   clip_weights)
-                job = TrialJob(grid=grid.name, trial=t, name=cfg.name, axes=grid.trials[t].axes, config=cfg,
-                               storage=storage, ray_address=address, eval_args=tuple(eval_args(grid)),
-                               env={**dataset_root_env(datasets_of(grid, cfg)),
-                                    **({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
-                                       if "MLFLOW_TRACKING_URI" in os.environ else {})})
+                cfg = trial_config(
+                    grid, t, storage, parent.run_id, args.experiment, Path(args.grids_file).parent, extra, clip_weights
+                )
+                job = TrialJob(
+                    grid=grid.name,
+                    trial=t,
+                    name=cfg.name,
+                    axes=grid.trials[t].axes,
+                    config=cfg,
+                    storage=storage,
+                    ray_address=address,
+                    eval_args=tuple(eval_args(grid)),
+                    env={
+                        **dataset_root_env(datasets_of(grid, cfg)),
+                        **(
+                            {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+                            if "MLFLOW_TRACKING_URI" in os.environ
+                            else {}
+                        ),
+                    },
+                )
                 pending[remote.remote(job)] = t
                 print(f"[ablate] {grid.name}/{t}: started ({grid.trials[t].axes})", file=sys.stderr, flush=True)
             ready, _ = ray.wait(list(pending), num_returns=1)
             t = pending.pop(ready[0])
             try:
                 r = ray.get(ready[0])
-            except Exception as err:  # the task itself died (node lost, ...)
-                r = {"trial": t, "axes": grid.trials[t].axes, "status": "failed", "error": f"{type(err).__name__}: {err}"}
+            except Exception as err:  # noqa: BLE001 - the task itself died (node lost, ...): reported, not raised
+                r = {
+                    "trial": t,
+                    "axes": grid.trials[t].axes,
+                    "status": "failed",
+                    "error": f"{type(err).__name__}: {err}",
+                }
             records[t] = r
             if r["status"] != "finished":
                 failures.append(t)
-            prog.update(extra=f"{t} {r['status']} on {r.get('node', '?')}"
-                              + (f" in {format_duration(r['seconds'])}" if r.get("seconds") else ""))
+            prog.update(
+                extra=f"{t} {r['status']} on {r.get('node', '?')}"
+                + (f" in {format_duration(r['seconds'])}" if r.get("seconds") else "")
+            )
     ok = not failures
     parent.finish([records[t] for t in selected if t in records], ok)
     print(summary_table(grid, records))
     for t in failures:
         print(f"FAILED {grid.name}/{t}: {records[t].get('error')}")
-    print(f"MLflow parent run {parent.run_id}; trials under {uio.join(storage, grid.name)} "
-          f"[{format_duration(time.monotonic() - t0)}]; report: omg dashboard --grid {grid.name}")
+    print(
+        f"MLflow parent run {parent.run_id}; trials under {uio.join(storage, grid.name)} "
+        f"[{format_duration(time.monotonic() - t0)}]; report: omg dashboard --grid {grid.name}"
+    )
     return 0 if ok else 1
 
 

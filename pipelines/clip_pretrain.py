@@ -24,24 +24,28 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omg.env import apply_env_defaults, runs_dir  # noqa: E402
-from omg.training.clip_pretrain import ClipPretrainConfig  # noqa: E402
-from omg.utils import io as uio  # noqa: E402
-from pipelines.errors import fail, interruptible  # noqa: E402
+from omg.env import apply_env_defaults, runs_dir
+from omg.training.clip_pretrain import ClipPretrainConfig
+from omg.utils import io as uio
+from pipelines.errors import fail, interruptible
 
 EXPERIMENT = "clip-pretrain"
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
+    import logging
+
     import ray.train
     import ray.train.torch
     import torch
 
     from omg.training.clip_pretrain import (
-        CaptionPairs, build_clip, pretrain, retrieval_accuracy, save_weights,
+        CaptionPairs,
+        build_clip,
+        pretrain,
+        retrieval_accuracy,
+        save_weights,
     )
-
-    import logging
 
     # Ray Train echoes a worker's print through the root logger when that logs INFO: one line each, not two (and
     # open_clip narrates at INFO), as joint_train's workers do
@@ -62,9 +66,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
         from pipelines.tracking import setup
 
         setup(EXPERIMENT, loop_config["tracking_uri"])
-        run = mlflow.start_run(run_name=f"clip-{config.variant}", tags={"omg.kind": "clip-pretrain", **loop_config["tags"]})
-        mlflow.log_params({**{f"clip.{k}": v for k, v in dataclasses.asdict(config).items()}, "clip.workers": world,
-                           "clip.root": root, "clip.out": out})
+        run = mlflow.start_run(
+            run_name=f"clip-{config.variant}", tags={"omg.kind": "clip-pretrain", **loop_config["tags"]}
+        )
+        mlflow.log_params(
+            {
+                **{f"clip.{k}": v for k, v in dataclasses.asdict(config).items()},
+                "clip.workers": world,
+                "clip.root": root,
+                "clip.out": out,
+            }
+        )
         mlflow.log_metrics({f"val/{k}": v for k, v in before.items() if k != "n"}, step=0)
     t0 = time.monotonic()
 
@@ -78,17 +90,28 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if step == 1 or step % 25 == 0 or step == config.steps:
             rate = step / max(time.monotonic() - t0, 1e-9)
             eta = (config.steps - step) / max(rate, 1e-9)
-            print(f"[clip] step {step}/{config.steps} ({100 * step // config.steps}%) loss {loss:.3f} "
-                  f"{rate * config.batch_size * world:.1f} pairs/s ETA {eta:.0f}s", flush=True)
+            print(
+                f"[clip] step {step}/{config.steps} ({100 * step // config.steps}%) loss {loss:.3f} "
+                f"{rate * config.batch_size * world:.1f} pairs/s ETA {eta:.0f}s",
+                flush=True,
+            )
 
     trained, tokenizer, losses = pretrain(config, root, rank, world, model=ddp, on_step=on_step)
     if rank == 0:
         after = retrieval_accuracy(trained, tokenizer, val)
         save_weights(trained, out)
-        record = {"config": dataclasses.asdict(config), "root": root, "workers": world, "steps": config.steps,
-                  "loss_first": losses[0], "loss_last": losses[-1], "val_before": before, "val_after": after,
-                  "mlflow_run_id": run.info.run_id if run is not None else None,
-                  "seconds": round(time.monotonic() - t0, 1)}
+        record = {
+            "config": dataclasses.asdict(config),
+            "root": root,
+            "workers": world,
+            "steps": config.steps,
+            "loss_first": losses[0],
+            "loss_last": losses[-1],
+            "val_before": before,
+            "val_after": after,
+            "mlflow_run_id": run.info.run_id if run is not None else None,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
         uio.write_json(out + ".json", record)
         if run is not None:
             import mlflow
@@ -96,15 +119,21 @@ def train_loop_per_worker(loop_config: dict) -> None:
             mlflow.log_metrics({f"val/{k}": v for k, v in after.items() if k != "n"}, step=config.steps)
             mlflow.log_artifact(out + ".json")
             mlflow.end_run()
-        print(f"[clip] val zero-shot image->caption {100 * before['image_to_text']:.1f}% -> "
-              f"{100 * after['image_to_text']:.1f}% (chance {100 / after['n']:.1f}%); weights {out}", flush=True)
+        print(
+            f"[clip] val zero-shot image->caption {100 * before['image_to_text']:.1f}% -> "
+            f"{100 * after['image_to_text']:.1f}% (chance {100 / after['n']:.1f}%); weights {out}",
+            flush=True,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = ClipPretrainConfig()
     p = argparse.ArgumentParser(prog="clip_pretrain", description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.path.join(runs_dir("data"), "omg-shapes"),
-                   help="the omg-shapes root with captions/ (omg data captions --root ROOT)")
+    p.add_argument(
+        "--root",
+        default=os.path.join(runs_dir("data"), "omg-shapes"),
+        help="the omg-shapes root with captions/ (omg data captions --root ROOT)",
+    )
     p.add_argument("--variant", default=d.variant, help=f"a tiny backbone variant (default {d.variant})")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per worker")
@@ -123,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()
     args = build_parser().parse_args(argv)
     try:
-        config = ClipPretrainConfig(variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                    seed=args.seed)
+        config = ClipPretrainConfig(
+            variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        )
         from omg.training.clip_pretrain import CaptionPairs
 
         root = str(Path(args.root).resolve()) if "://" not in args.root else args.root
@@ -139,25 +169,35 @@ def main(argv: list[str] | None = None) -> int:
     if uio.exists(out) and uio.exists(record_uri):
         old = uio.read_json(record_uri)
         if old.get("config") == dataclasses.asdict(config) and old.get("root") == root:
-            print(f"[clip] {out} is already trained with these settings (val image->caption "
-                  f"{100 * old['val_after']['image_to_text']:.1f}%); nothing to do", file=sys.stderr)
+            print(
+                f"[clip] {out} is already trained with these settings (val image->caption "
+                f"{100 * old['val_after']['image_to_text']:.1f}%); nothing to do",
+                file=sys.stderr,
+            )
             print(json.dumps({"weights": out, **{k: old[k] for k in ("val_before", "val_after", "mlflow_run_id")}}))
             return 0
     from ray.train import RunConfig, ScalingConfig
 
-    from pipelines.joint_train import _interruptible_trainer_class, worker_env
     from pipelines.cluster import init_ray, shutdown_ray
+    from pipelines.joint_train import _interruptible_trainer_class, worker_env
 
     owned = init_ray(args.num_cpus)
     storage = str(Path(runs_dir("clip")).resolve())
     trainer = _interruptible_trainer_class()(
         train_loop_per_worker,
-        train_loop_config={"config": config, "root": root, "out": out, "mlflow": not args.no_mlflow,
-                           "tracking_uri": args.tracking_uri, "threads": args.cpus_per_worker,
-                           "tags": {"omg.ray_job_id": os.environ.get("RAY_JOB_ID", "")}},
+        train_loop_config={
+            "config": config,
+            "root": root,
+            "out": out,
+            "mlflow": not args.no_mlflow,
+            "tracking_uri": args.tracking_uri,
+            "threads": args.cpus_per_worker,
+            "tags": {"omg.ray_job_id": os.environ.get("RAY_JOB_ID", "")},
+        },
         scaling_config=ScalingConfig(num_workers=args.workers, resources_per_worker={"CPU": args.cpus_per_worker}),
-        run_config=RunConfig(name=f"clip-{config.variant}", storage_path=storage,
-                             worker_runtime_env={"env_vars": worker_env()}),
+        run_config=RunConfig(
+            name=f"clip-{config.variant}", storage_path=storage, worker_runtime_env={"env_vars": worker_env()}
+        ),
     )
     with interruptible():
         try:
@@ -167,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             shutdown_ray(owned)
             print("clip_pretrain: interrupted; nothing was written (the same command starts again)", file=sys.stderr)
             return 130
-        except Exception as err:  # Ray Train wraps the worker's exception: its cause goes last
+        except Exception as err:  # noqa: BLE001 - Ray Train wraps the worker's exception: its cause goes last
             shutdown_ray(owned)
             return fail("clip_pretrain", err)
     shutdown_ray(owned)

@@ -22,10 +22,12 @@ def shared_location(location: str, what: str) -> str:
     if "://" in location or location.startswith(("models:/", "runs:/")):  # MLflow URIs resolve on each node
         return location
     if in_ray_job() and not os.path.isabs(location):
-        raise ValueError(f"{what}={location}: a relative path in a Ray job is the job's copy of the working directory "
-                         "on the head node, which the other nodes never see and Ray deletes with the job; give a URI "
-                         "every node reads (s3://...), or set OMG_RUNS_DIR=s3://BUCKET/omg/runs and OMG_DATA_DIR on "
-                         "every node (ray_cluster.yaml does)")
+        raise ValueError(
+            f"{what}={location}: a relative path in a Ray job is the job's copy of the working directory "
+            "on the head node, which the other nodes never see and Ray deletes with the job; give a URI "
+            "every node reads (s3://...), or set OMG_RUNS_DIR=s3://BUCKET/omg/runs and OMG_DATA_DIR on "
+            "every node (ray_cluster.yaml does)"
+        )
     return os.path.abspath(location)
 
 
@@ -40,8 +42,7 @@ def init_ray(num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
-                 log_to_driver=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024 * 1024, log_to_driver=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
     # one heavy operator per job: let it use every CPU instead of reserving half for others

@@ -17,8 +17,9 @@ Stages, each resumable (a rerun skips finished stages and the tools resume unfin
 6. ``ablate``    the CPU ablation grid (tiny ConvNeXt vs ViT, frozen vs learned, masked vs full attention)
 7. ``dashboard`` the static report from MLflow (tables with deltas, curves, bar charts, overlay gallery)
 
-Everything goes under ``--runs-dir`` (default ``runs/``): ``data/`` (unless ``--data-dir`` or ``$OMG_DATA_DIR``), ``clip/``, ``shards/``, ``train/``, ``eval/``,
-``ablations/``, ``dashboard/index.html``, ``mlflow.db`` and ``demo/state.json`` (finished stages).
+Everything goes under ``--runs-dir`` (default ``runs/``): ``data/`` (unless ``--data-dir`` or ``$OMG_DATA_DIR``),
+``clip/``, ``shards/``, ``train/``, ``eval/``, ``ablations/``, ``dashboard/index.html``, ``mlflow.db`` and
+``demo/state.json`` (finished stages).
 """
 
 from __future__ import annotations
@@ -45,15 +46,30 @@ EVALUATED = ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps",
 #: the learning floors of the demo model (issue: "the model must learn"), checked and printed at the end
 FLOORS = {"omg-shapes/PQ": 50.0, "omg-shapes-vis/AP": 40.0, "omg-shapes-vps/VPQ": 40.0, "omg-shapes-sam/mIoU": 70.0}
 #: the headline figure of every evaluated (dataset, split, task), for the summary
-HEADLINES = (("omg-shapes", "val", "panoptic", "PQ"), ("omg-shapes", "val", "instance", "AP"),
-             ("omg-shapes", "val", "semantic", "mIoU"), ("omg-shapes", "val_ov", "open_vocab", "OV_PQ_heldout"),
-             ("omg-shapes", "val_ov", "open_vocab_described", "OVD_PQ_heldout"),
-             ("omg-shapes", "val", "prompt_label", "label_acc"),
-             ("omg-shapes-vis", "val", "vis", "AP"), ("omg-shapes-vps", "val", "vps", "VPQ"),
-             ("omg-shapes-vps", "val", "vss", "mIoU"), ("omg-shapes-vos", "val", "vos", "J&F-Mean"), ("omg-shapes-sam", "val", "interactive", "mIoU"))
+HEADLINES = (
+    ("omg-shapes", "val", "panoptic", "PQ"),
+    ("omg-shapes", "val", "instance", "AP"),
+    ("omg-shapes", "val", "semantic", "mIoU"),
+    ("omg-shapes", "val_ov", "open_vocab", "OV_PQ_heldout"),
+    ("omg-shapes", "val_ov", "open_vocab_described", "OVD_PQ_heldout"),
+    ("omg-shapes", "val", "prompt_label", "label_acc"),
+    ("omg-shapes-vis", "val", "vis", "AP"),
+    ("omg-shapes-vps", "val", "vps", "VPQ"),
+    ("omg-shapes-vps", "val", "vss", "mIoU"),
+    ("omg-shapes-vos", "val", "vos", "J&F-Mean"),
+    ("omg-shapes-sam", "val", "interactive", "mIoU"),
+)
 #: --quick: a small omg-shapes (every split and format) so the plumbing runs in a couple of minutes
-QUICK_DATA = dict(image_size=64, num_train_images=16, num_val_images=4, num_val_ov_images=4, num_train_videos=3,
-                  num_val_videos=2, min_frames=8, max_frames=10)
+QUICK_DATA = dict(
+    image_size=64,
+    num_train_images=16,
+    num_val_images=4,
+    num_val_ov_images=4,
+    num_train_videos=3,
+    num_val_videos=2,
+    min_frames=8,
+    max_frames=10,
+)
 #: the CLIP pretraining of the demo (steps of 64 captions) and of --quick (a few steps: plumbing only)
 CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: --quick: a few captions at the CLIP's input size (128)
@@ -74,9 +90,12 @@ class Demo:
         self.shards = runs / ("shards-quick" if quick else "shards")
         self.state_path = runs / "demo" / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                        OMG_RUNS_DIR=str(runs), MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI")
-                        or f"sqlite:///{runs / 'mlflow.db'}")
+        self.env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            OMG_RUNS_DIR=str(runs),
+            MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs / 'mlflow.db'}",
+        )
         from omg.data.catalog import load_catalog
 
         for name in EVALUATED:  # every omg-shapes view reads the one generated root
@@ -100,8 +119,9 @@ class Demo:
         with open(path, "a") as f:
             f.write(f"\n$ {' '.join(cmd)}\n")
             f.flush()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            )
             for line in proc.stdout:
                 f.write(line)
                 shown = _strip_ray_prefix(line)
@@ -116,15 +136,25 @@ class Demo:
         from omg.data.synthetic import SynthOptions, generate
         from omg.data.validate import validate_omg_shapes
 
-        generate(str(self.data), seed=self.seed, opts=SynthOptions(**QUICK_DATA) if self.quick else None,
-                 progress=True, log=log)
+        generate(
+            str(self.data),
+            seed=self.seed,
+            opts=SynthOptions(**QUICK_DATA) if self.quick else None,
+            progress=True,
+            log=log,
+        )
         reports = validate_omg_shapes(str(self.data), progress=True)
         bad = [r for r in reports if r.num_problems]
         if bad:
             raise RuntimeError(f"the generated omg-shapes has problems: {bad[0].summary()}: {bad[0].problems[:3]}")
         try:
-            generate_captions(str(self.data), seed=self.seed,
-                              opts=CaptionOptions(**QUICK_CAPTIONS) if self.quick else None, progress=True, log=log)
+            generate_captions(
+                str(self.data),
+                seed=self.seed,
+                opts=CaptionOptions(**QUICK_CAPTIONS) if self.quick else None,
+                progress=True,
+                log=log,
+            )
         except FileExistsError as err:  # captions of another version or seed under the same root
             raise RuntimeError(str(err)) from None
         return {"root": str(self.data)}
@@ -132,43 +162,87 @@ class Demo:
     def stage_clip(self) -> dict:
         """The tiny ConvNeXt CLIP pretrained on the captions (``model.pretrained`` of the demo model)."""
         out = self.runs / "clip" / ("tiny_convnext-quick.pt" if self.quick else "tiny_convnext.pt")
-        cmd = [sys.executable, str(HERE / "clip_pretrain.py"), "--root", str(self.data), "--variant", "tiny_convnext",
-               "--steps", str(CLIP_STEPS_QUICK if self.quick else CLIP_STEPS), "--seed", str(self.seed),
-               "--out", str(out)]
+        cmd = [
+            sys.executable,
+            str(HERE / "clip_pretrain.py"),
+            "--root",
+            str(self.data),
+            "--variant",
+            "tiny_convnext",
+            "--steps",
+            str(CLIP_STEPS_QUICK if self.quick else CLIP_STEPS),
+            "--seed",
+            str(self.seed),
+            "--out",
+            str(out),
+        ]
         if self.quick:
             cmd += ["--batch-size", "8"]
         self.run(cmd, "clip")
         record = json.loads(Path(f"{out}.json").read_text())
-        return {"weights": str(out), "val_before": record["val_before"], "val_after": record["val_after"],
-                "mlflow_run_id": record.get("mlflow_run_id")}
+        return {
+            "weights": str(out),
+            "val_before": record["val_before"],
+            "val_after": record["val_after"],
+            "mlflow_run_id": record.get("mlflow_run_id"),
+        }
 
     def stage_shards(self) -> dict:
         datasets = [a for name in SHARDED for a in ("--dataset", name)]  # one job: one process, one connection to Ray
-        self.run([sys.executable, str(HERE / "preprocess.py"), *datasets, "--split", "train", "--root", str(self.data),
-                  "--out", str(self.shards)], "shards")
+        self.run(
+            [
+                sys.executable,
+                str(HERE / "preprocess.py"),
+                *datasets,
+                "--split",
+                "train",
+                "--root",
+                str(self.data),
+                "--out",
+                str(self.shards),
+            ],
+            "shards",
+        )
         return {"shards": str(self.shards)}
 
     def train_overrides(self) -> list[str]:
-        out = [f"data.shards={self.shards}", f"checkpoint.storage_path={self.runs / 'train'}", f"seed={self.seed}",
-               f"model.pretrained={self.state['clip']['weights']}"]
+        out = [
+            f"data.shards={self.shards}",
+            f"checkpoint.storage_path={self.runs / 'train'}",
+            f"seed={self.seed}",
+            f"model.pretrained={self.state['clip']['weights']}",
+        ]
         if self.quick:
             out += ["optim.max_steps=6", "checkpoint.every_steps=6", "validation.every_steps=6", "validation.limit=2"]
         return out
 
     def stage_train(self) -> dict:
-        self.run([sys.executable, str(HERE / "joint_train.py"), "--config", str(TRAIN_CONFIG),
-                  *self.train_overrides()], "train")
+        self.run(
+            [sys.executable, str(HERE / "joint_train.py"), "--config", str(TRAIN_CONFIG), *self.train_overrides()],
+            "train",
+        )
         from omg.config import load_config
 
         name = load_config(str(TRAIN_CONFIG), self.train_overrides()).run_name(TRAIN_CONFIG.stem)
         info = json.loads((self.runs / "train" / name / "run.json").read_text())
-        return {"run": name, "model": info["model"], "mlflow_run_id": info.get("mlflow_run_id"), "step": info.get("step"),
-                "registered_model": info.get("registered_model")}
+        return {
+            "run": name,
+            "model": info["model"],
+            "mlflow_run_id": info.get("mlflow_run_id"),
+            "step": info.get("step"),
+            "registered_model": info.get("registered_model"),
+        }
 
     def stage_evaluate(self) -> dict:
         train = self.state["train"]
-        cmd = [sys.executable, str(HERE / "evaluate.py"), "--checkpoint", train["model"], "--out",
-               str(self.runs / "eval")]
+        cmd = [
+            sys.executable,
+            str(HERE / "evaluate.py"),
+            "--checkpoint",
+            train["model"],
+            "--out",
+            str(self.runs / "eval"),
+        ]
         cmd += [a for d in EVALUATED for a in ("--dataset", d)]
         if train.get("mlflow_run_id"):
             cmd += ["--run-id", train["mlflow_run_id"]]
@@ -180,17 +254,31 @@ class Demo:
     def stage_ablate(self) -> dict:
         # random-init CLIPs, as before the clip stage: the grid's frozen trial is the demo's random-CLIP baseline
         # (docs/experiments.md, "A CLIP of its own"; the same grid on the pretrained CLIP: ablations.py --clip-weights)
-        cmd = [sys.executable, str(HERE / "ablations.py"), "--grid", "smoke" if self.quick else "cpu",
-               "--storage", str(self.runs / "ablations"), "--set", f"data.shards={self.shards}"]
+        cmd = [
+            sys.executable,
+            str(HERE / "ablations.py"),
+            "--grid",
+            "smoke" if self.quick else "cpu",
+            "--storage",
+            str(self.runs / "ablations"),
+            "--set",
+            f"data.shards={self.shards}",
+        ]
         self.run(cmd, "ablate")
         return {"grid": "smoke" if self.quick else "cpu"}
 
     def stage_dashboard(self) -> dict:
         from dashboards.report import build_report
 
-        runs = [f"demo model={self.state['train']['mlflow_run_id']}"] if self.state["train"].get("mlflow_run_id") else []
-        path = build_report(self.runs / "dashboard", grid=self.state["ablate"]["grid"], runs=runs,
-                            tracking_uri=self.env["MLFLOW_TRACKING_URI"])
+        runs = (
+            [f"demo model={self.state['train']['mlflow_run_id']}"] if self.state["train"].get("mlflow_run_id") else []
+        )
+        path = build_report(
+            self.runs / "dashboard",
+            grid=self.state["ablate"]["grid"],
+            runs=runs,
+            tracking_uri=self.env["MLFLOW_TRACKING_URI"],
+        )
         return {"report": str(path)}
 
     STAGES = ("data", "clip", "shards", "train", "evaluate", "ablate", "dashboard")
@@ -200,8 +288,10 @@ class Demo:
         t0 = time.monotonic()
         expected = EXPECTED_QUICK if self.quick else EXPECTED
         todo = [s for s in self.STAGES if not self.state.get(s, {}).get("done")]
-        log(f"== demo: {len(self.STAGES)} stages, {len(todo)} to run, everything under {self.runs}/ "
-            f"(expected about {format_duration(sum(expected[s] for s in todo))} on 2 CPU cores)")
+        log(
+            f"== demo: {len(self.STAGES)} stages, {len(todo)} to run, everything under {self.runs}/ "
+            f"(expected about {format_duration(sum(expected[s] for s in todo))} on 2 CPU cores)"
+        )
         owned = self.start_ray(todo)
         try:
             return self.run_stages(todo, expected, t0)
@@ -227,13 +317,17 @@ class Demo:
     def run_stages(self, todo: list[str], expected: dict, t0: float) -> int:
         for i, stage in enumerate(self.STAGES, 1):
             if stage not in todo:
-                log(f"== demo {i}/{len(self.STAGES)} {stage}: done earlier "
-                    f"({format_duration(self.state[stage].get('seconds', 0))}), skipped")
+                log(
+                    f"== demo {i}/{len(self.STAGES)} {stage}: done earlier "
+                    f"({format_duration(self.state[stage].get('seconds', 0))}), skipped"
+                )
                 continue
-            left = sum(expected[s] for s in todo[todo.index(stage):])
-            log(f"== demo {i}/{len(self.STAGES)} {stage}: {_DESCRIPTIONS[stage]} "
+            left = sum(expected[s] for s in todo[todo.index(stage) :])
+            log(
+                f"== demo {i}/{len(self.STAGES)} {stage}: {_DESCRIPTIONS[stage]} "
                 f"(about {format_duration(expected[stage])}; demo ETA {format_duration(left)}, "
-                f"elapsed {format_duration(time.monotonic() - t0)})")
+                f"elapsed {format_duration(time.monotonic() - t0)})"
+            )
             s0 = time.monotonic()
             try:
                 result = getattr(self, f"stage_{stage}")()
@@ -248,36 +342,52 @@ class Demo:
 
     def summary(self, seconds: float) -> None:
         metrics = self.state["evaluate"]["metrics"]
-        print(f"\nOMG-Seg demo finished ({format_duration(seconds)} this run). The demo model "
-              f"({self.state['train']['run']}, step {self.state['train'].get('step')}) on omg-shapes validation:")
+        print(
+            f"\nOMG-Seg demo finished ({format_duration(seconds)} this run). The demo model "
+            f"({self.state['train']['run']}, step {self.state['train'].get('step')}) on omg-shapes validation:"
+        )
         for ds, split, task, key in HEADLINES:
             v = metrics.get(f"{ds}/{split}/{task}", {}).get(key)
             floor = FLOORS.get(f"{ds}/{key}") if split == "val" and not self.quick else None
-            mark = "" if floor is None else (f"  (floor {floor:g}: {'met' if v is not None and v >= floor else 'NOT met'})")
+            mark = (
+                ""
+                if floor is None
+                else (f"  (floor {floor:g}: {'met' if v is not None and v >= floor else 'NOT met'})")
+            )
             print(f"  {task:20s} {ds + '/' + split:22s} {key:14s} {'-' if v is None else f'{v:6.2f}'}{mark}")
         if self.quick:
-            print("  (--quick: a few training steps on a tiny dataset check the plumbing; the learning floors are "
-                  "for the full demo)")
+            print(
+                "  (--quick: a few training steps on a tiny dataset check the plumbing; the learning floors are "
+                "for the full demo)"
+            )
         clip = self.state.get("clip", {})
         if clip.get("val_after"):
             after, before = clip["val_after"], clip["val_before"]
-            print(f"  CLIP (tiny ConvNeXt pretrained here on the captions, frozen in the model): val image->caption "
-                  f"top-1 {100 * after['image_to_text']:.1f}% (random init {100 * before['image_to_text']:.1f}%, "
-                  f"chance {100 / after['n']:.1f}%)")
-        print("  (open-vocabulary PQ names the held-out classes by name; the captions never name a hexagon or a "
-              "cross, so this CLIP cannot know them by name: docs/experiments.md)")
-        print(f"\nreport:      {self.state['dashboard']['report']}\n"
-              f"model:       {self.state['train']['model']}\n"
-              f"MLflow UI:   omg mlflow-ui   (then open http://127.0.0.1:5000)\n"
-              f"predict:     omg predict --checkpoint {self.state['train']['model']} --input "
-              f"{self.data}/images/val --task panoptic --out runs/predict")
+            print(
+                f"  CLIP (tiny ConvNeXt pretrained here on the captions, frozen in the model): val image->caption "
+                f"top-1 {100 * after['image_to_text']:.1f}% (random init {100 * before['image_to_text']:.1f}%, "
+                f"chance {100 / after['n']:.1f}%)"
+            )
+        print(
+            "  (open-vocabulary PQ names the held-out classes by name; the captions never name a hexagon or a "
+            "cross, so this CLIP cannot know them by name: docs/experiments.md)"
+        )
+        print(
+            f"\nreport:      {self.state['dashboard']['report']}\n"
+            f"model:       {self.state['train']['model']}\n"
+            f"MLflow UI:   omg mlflow-ui   (then open http://127.0.0.1:5000)\n"
+            f"predict:     omg predict --checkpoint {self.state['train']['model']} --input "
+            f"{self.data}/images/val --task panoptic --out runs/predict"
+        )
         registered = self.state["train"].get("registered_model")
         if registered:
             from pipelines.tracking import tracking_uri
 
-            print(f"registered:  {registered}\n"
-                  f"serve it:    MLFLOW_TRACKING_URI={tracking_uri()} mlflow models serve -m {registered} "
-                  "--env-manager local -h 127.0.0.1 -p 5001")
+            print(
+                f"registered:  {registered}\n"
+                f"serve it:    MLFLOW_TRACKING_URI={tracking_uri()} mlflow models serve -m {registered} "
+                "--env-manager local -h 127.0.0.1 -p 5001"
+            )
 
 
 def collect_eval_by_split(out_dir: Path) -> dict[str, dict[str, float]]:
@@ -285,8 +395,9 @@ def collect_eval_by_split(out_dir: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for path in sorted(out_dir.glob("*/*/*/*/result.json")):
         r = json.loads(path.read_text())
-        out[f"{r['dataset']}/{r['split']}/{r['task']}"] = {k: float(v) for k, v in r["metrics"].items()
-                                                          if v is not None and v == v}
+        out[f"{r['dataset']}/{r['split']}/{r['task']}"] = {
+            k: float(v) for k, v in r["metrics"].items() if v is not None and v == v
+        }
     return out
 
 
@@ -299,17 +410,31 @@ _DESCRIPTIONS = {
     "ablate": "the CPU ablation grid (ConvNeXt vs ViT, frozen vs learned, masked vs full)",
     "dashboard": "the report from MLflow",
 }
-_NOISE = ("INFO ", "WARNING ", "Failed to query Ray Train Controller", "PlacementGroupCleaner", "core_worker.cc",
-          "SADeprecationWarning", "configure_mappers", "Creating initial MLflow", "Updating database tables",
-          "resolved config", "Moving model to device", "Setting up process group")
+_NOISE = (
+    "INFO ",
+    "WARNING ",
+    "Failed to query Ray Train Controller",
+    "PlacementGroupCleaner",
+    "core_worker.cc",
+    "SADeprecationWarning",
+    "configure_mappers",
+    "Creating initial MLflow",
+    "Updating database tables",
+    "resolved config",
+    "Moving model to device",
+    "Setting up process group",
+)
 
 
 def _worth_showing(line: str) -> bool:
     """Progress and results yes, Ray's own chatter no (the full output is in the stage's log). ``line`` has
     Ray's ``(RayTrainWorker pid=...)`` prefix removed already (:func:`_strip_ray_prefix`)."""
     s = line.strip()
-    return bool(s) and s.startswith(("[", "(", "MLflow", "omg-", "FAILED", "error", "joint_train", "evaluate",
-                                     "Traceback")) and not any(n in s for n in _NOISE)
+    return (
+        bool(s)
+        and s.startswith(("[", "(", "MLflow", "omg-", "FAILED", "error", "joint_train", "evaluate", "Traceback"))
+        and not any(n in s for n in _NOISE)
+    )
 
 
 def _strip_ray_prefix(line: str) -> str:
@@ -320,15 +445,22 @@ def _strip_ray_prefix(line: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omg demo", description=__doc__.split("\n\n")[0],
-                                epilog="Stages: " + "; ".join(f"{k}: {v}" for k, v in _DESCRIPTIONS.items()))
-    p.add_argument("--runs-dir", default=runs_dir(),
-                   help="everything the demo writes goes here (default: $OMG_RUNS_DIR or runs)")
+    p = argparse.ArgumentParser(
+        prog="omg demo",
+        description=__doc__.split("\n\n")[0],
+        epilog="Stages: " + "; ".join(f"{k}: {v}" for k, v in _DESCRIPTIONS.items()),
+    )
+    p.add_argument(
+        "--runs-dir", default=runs_dir(), help="everything the demo writes goes here (default: $OMG_RUNS_DIR or runs)"
+    )
     p.add_argument("--data-dir", help="where omg-shapes is generated (default: $OMG_DATA_DIR or RUNS_DIR/data)")
     p.add_argument("--seed", type=int, default=0, help="omg-shapes and training seed (default 0)")
-    p.add_argument("--quick", action="store_true",
-                   help="a few training steps, evaluation on 2 samples, the smoke grid: checks the plumbing in "
-                        "minutes (the model does not learn)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few training steps, evaluation on 2 samples, the smoke grid: checks the plumbing in "
+        "minutes (the model does not learn)",
+    )
     p.add_argument("--restart", action="store_true", help="forget finished stages (files are kept and reused)")
     return p
 

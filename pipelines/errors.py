@@ -18,7 +18,6 @@ from typing import Iterator
 
 from omg.utils.errors import describe
 
-
 __all__ = ["TaskFailed", "describe", "fail", "interruptible", "root_cause"]
 
 

@@ -20,12 +20,12 @@ import json
 import sys
 import time
 
-from omg.utils import io as uio
 from omg.data.catalog import get_entry, load_catalog
 from omg.env import apply_env_defaults, runs_dir
 from omg.evaluation.evaluators import TASK_FORMATS, EvalOptions
-from omg.inference.predictor import PROMPT_LABELS
 from omg.evaluation.runner import default_pairs
+from omg.inference.predictor import PROMPT_LABELS
+from omg.utils import io as uio
 from omg.utils.progress import Progress
 from pipelines.cluster import shared_location
 from pipelines.errors import fail
@@ -39,8 +39,18 @@ def checkpoint_digest(uri: str) -> str:
     return h.hexdigest()
 
 
-def eval_task(checkpoint: str, entry, split: str, task: str, root: str | None, out_dir: str, limit: int | None,
-              device: str | None, options: EvalOptions | None = None, tracking: str | None = None) -> dict:
+def eval_task(
+    checkpoint: str,
+    entry,
+    split: str,
+    task: str,
+    root: str | None,
+    out_dir: str,
+    limit: int | None,
+    device: str | None,
+    options: EvalOptions | None = None,
+    tracking: str | None = None,
+) -> dict:
     """One pair, on whichever node Ray chose (its address goes in the result as ``node``): a ``models:/`` or
     ``runs:/`` checkpoint is fetched here, into this node's cache (the driver's copy is on the driver's disk)."""
     import ray
@@ -48,8 +58,17 @@ def eval_task(checkpoint: str, entry, split: str, task: str, root: str | None, o
     from omg.evaluation.runner import evaluate_pair
     from pipelines.tracking import resolve_model_uri
 
-    result = evaluate_pair(resolve_model_uri(checkpoint, tracking), entry, split, task, root, out_dir, limit=limit,
-                           device=device, options=options).to_dict()
+    result = evaluate_pair(
+        resolve_model_uri(checkpoint, tracking),
+        entry,
+        split,
+        task,
+        root,
+        out_dir,
+        limit=limit,
+        device=device,
+        options=options,
+    ).to_dict()
     return {**result, "node": ray.util.get_node_ip_address()}
 
 
@@ -74,8 +93,15 @@ def plan(args, catalog) -> list[tuple]:
     return pairs
 
 
-def log_results(results: list[dict], run_id: str | None, checkpoint: str, digest: str, metadata: dict,
-                tracking: str | None, experiment: str) -> str:
+def log_results(
+    results: list[dict],
+    run_id: str | None,
+    checkpoint: str,
+    digest: str,
+    metadata: dict,
+    tracking: str | None,
+    experiment: str,
+) -> str:
     import mlflow
 
     from pipelines.tracking import metric_key, setup
@@ -94,8 +120,11 @@ def log_results(results: list[dict], run_id: str | None, checkpoint: str, digest
         if run_id:
             mlflow.set_tags(tags)
         for r in results:
-            metrics = {metric_key("eval", r["dataset"], k): float(v) for k, v in r["metrics"].items()
-                       if v is not None and v == v}
+            metrics = {
+                metric_key("eval", r["dataset"], k): float(v)
+                for k, v in r["metrics"].items()
+                if v is not None and v == v
+            }
             mlflow.log_metrics(metrics)
             base = f"eval/{r['dataset']}/{r['split']}/{r['task']}"
             mlflow.log_dict(r["metrics"], f"{base}/metrics.json")
@@ -110,12 +139,17 @@ def log_results(results: list[dict], run_id: str | None, checkpoint: str, digest
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True,
-                   help="OMG-Seg checkpoint: path, fsspec URI, or MLflow models:/NAME/VERSION or runs:/ID/PATH")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="OMG-Seg checkpoint: path, fsspec URI, or MLflow models:/NAME/VERSION or runs:/ID/PATH",
+    )
     p.add_argument("--dataset", action="append", help="evaluate every task of this catalog entry (repeatable)")
     p.add_argument("--pair", action="append", help="DATASET:SPLIT:TASK (repeatable)")
     p.add_argument("--root", help="dataset root URI (overrides the catalog root; one root for all datasets)")
-    p.add_argument("--out", default=runs_dir("eval"), help="where prediction files go (default $OMG_RUNS_DIR/eval, runs/eval)")
+    p.add_argument(
+        "--out", default=runs_dir("eval"), help="where prediction files go (default $OMG_RUNS_DIR/eval, runs/eval)"
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first N images/videos of each split")
     p.add_argument("--run-id", help="log into this MLflow run (e.g. the training run) instead of a new one")
     p.add_argument("--experiment", default="eval", help="MLflow experiment of a new run (default: eval)")
@@ -124,18 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="only print and write result.json files")
     p.add_argument("--smoke-test", action="store_true", help="--limit 2")
     conv = p.add_argument_group("conventions", "the defaults are the released OMG-Seg code's (docs/evaluation.md)")
-    conv.add_argument("--distractors", action="store_true",
-                      help="append the training classes a dataset lacks to its vocabulary (their segments dropped)")
-    conv.add_argument("--ensemble", choices=["released", "auto"], default="released",
-                      help="CLIP ensemble: for the open_vocab task only (released) or whenever a class is unseen")
-    conv.add_argument("--postprocess-at", choices=["original", "input"], default="original",
-                      help="post-process at the original image size (released) or the resized input (cheaper)")
-    conv.add_argument("--track-ids", choices=["released", "stable"], default="released",
-                      help="VPS segment ids: per-frame counter (released) or query-based, stable across frames")
-    conv.add_argument("--prompt-labels", choices=PROMPT_LABELS, default="queries",
-                      help="prompt_label: a prompted mask's label from the object query whose mask best matches it "
-                           "(the frozen CLIP's where none overlaps) or the frozen CLIP alone (the released code labels "
-                           "none)")
+    conv.add_argument(
+        "--distractors",
+        action="store_true",
+        help="append the training classes a dataset lacks to its vocabulary (their segments dropped)",
+    )
+    conv.add_argument(
+        "--ensemble",
+        choices=["released", "auto"],
+        default="released",
+        help="CLIP ensemble: for the open_vocab task only (released) or whenever a class is unseen",
+    )
+    conv.add_argument(
+        "--postprocess-at",
+        choices=["original", "input"],
+        default="original",
+        help="post-process at the original image size (released) or the resized input (cheaper)",
+    )
+    conv.add_argument(
+        "--track-ids",
+        choices=["released", "stable"],
+        default="released",
+        help="VPS segment ids: per-frame counter (released) or query-based, stable across frames",
+    )
+    conv.add_argument(
+        "--prompt-labels",
+        choices=PROMPT_LABELS,
+        default="queries",
+        help="prompt_label: a prompted mask's label from the object query whose mask best matches it "
+        "(the frozen CLIP's where none overlaps) or the frozen CLIP alone (the released code labels "
+        "none)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -144,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()
     args = build_parser().parse_args(argv)
     limit = 2 if args.smoke_test else args.limit
-    options = EvalOptions(distractors=args.distractors, ensemble=args.ensemble, postprocess_at=args.postprocess_at,
-                          track_ids=args.track_ids, prompt_labels=args.prompt_labels)
+    options = EvalOptions(
+        distractors=args.distractors,
+        ensemble=args.ensemble,
+        postprocess_at=args.postprocess_at,
+        track_ids=args.track_ids,
+        prompt_labels=args.prompt_labels,
+    )
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         pairs = plan(args, load_catalog())
@@ -169,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint = local = shared_location(local, "--checkpoint")
         # the roots are resolved here: the tasks' workers belong to the cluster and do not see this shell's
         # $OMG_ROOT_* / $OMG_DATA_DIR, nor its working directory
-        roots = {entry.name: shared_location(args.root or entry.resolve_root(), f"the root of {entry.name}")
-                 for entry, _, _ in pairs}
+        roots = {
+            entry.name: shared_location(args.root or entry.resolve_root(), f"the root of {entry.name}")
+            for entry, _, _ in pairs
+        }
     except ValueError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
@@ -199,11 +259,23 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({done})")
                 results.append(cached)
                 continue
-        ref = remote.remote(args.checkpoint, entry, split, task, roots[entry.name], out_dir, limit, "cuda" if gpus else None, options,
-                            args.tracking_uri)
+        ref = remote.remote(
+            args.checkpoint,
+            entry,
+            split,
+            task,
+            roots[entry.name],
+            out_dir,
+            limit,
+            "cuda" if gpus else None,
+            options,
+            args.tracking_uri,
+        )
         pending[ref] = (entry.name, split, task, out_dir)
-    log(f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "
-        f"{'GPU' if gpus else 'CPU'} tasks")
+    log(
+        f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "
+        f"{'GPU' if gpus else 'CPU'} tasks"
+    )
     with Progress("eval", total=len(pending), unit="pair", enabled=not args.quiet) as prog:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -215,13 +287,15 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
                 head = ", ".join(f"{k} {v:.2f}" for k, v in list(r["metrics"].items())[:3])
                 prog.update(extra=f"{name}/{split}/{task}: {head}")
-            except Exception as err:  # retried once by Ray already
+            except Exception as err:  # noqa: BLE001 - retried once by Ray already; reported, the other pairs go on
                 cause = getattr(err, "cause", None) or err
                 failures.append((name, split, task, f"{type(cause).__name__}: {cause}"))
                 prog.update(extra=f"{name}/{split}/{task} FAILED")
     run_id = None
     if results and not args.no_mlflow:
-        run_id = log_results(results, args.run_id, args.checkpoint, digest, metadata, args.tracking_uri, args.experiment)
+        run_id = log_results(
+            results, args.run_id, args.checkpoint, digest, metadata, args.tracking_uri, args.experiment
+        )
     for r in sorted(results, key=lambda r: (r["dataset"], r["task"])):
         figures = "  ".join(f"{k} {v:.2f}" for k, v in r["metrics"].items() if v == v)
         print(f"{r['dataset']}/{r['split']}/{r['task']}: {figures}")

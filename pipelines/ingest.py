@@ -25,9 +25,15 @@ def plan_rows(builder: BatchBuilder, epochs: int, start_epoch: int = 0) -> list[
     return rows
 
 
-def ray_training_dataset(config: IngestConfig, label_space: LabelSpace, epochs: int = 1, start_epoch: int = 0,
-                         concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0,
-                         rows: tuple[int, int] | None = None):
+def ray_training_dataset(
+    config: IngestConfig,
+    label_space: LabelSpace,
+    epochs: int = 1,
+    start_epoch: int = 0,
+    concurrency: int | tuple[int, int] = 1,
+    num_cpus: float = 1.0,
+    rows: tuple[int, int] | None = None,
+):
     """``rows=(start, stop)`` keeps that slice of the plan's batches (resuming at global batch ``start``)."""
     import ray
 
@@ -36,12 +42,24 @@ def ray_training_dataset(config: IngestConfig, label_space: LabelSpace, epochs: 
     if not rows:
         raise ValueError("the training plan is empty: check the datasets' repeat factors and the batch size")
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))
-    return ds.map_batches(BatchBuilder, fn_constructor_args=(config, label_space), batch_size=1,
-                          concurrency=concurrency, num_cpus=num_cpus, batch_format="numpy")
+    return ds.map_batches(
+        BatchBuilder,
+        fn_constructor_args=(config, label_space),
+        batch_size=1,
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        batch_format="numpy",
+    )
 
 
 def iter_shard_batches(shard) -> Iterator[dict]:
     """Built batches (as ``BatchBuilder.build`` returns them) from a Ray Dataset shard or dataset."""
     for row in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=2):
-        yield {k: (v[0].item() if isinstance(v[0], np.generic) or (isinstance(v[0], np.ndarray) and v[0].ndim == 0)
-                   else v[0]) for k, v in row.items()}
+        yield {
+            k: (
+                v[0].item()
+                if isinstance(v[0], np.generic) or (isinstance(v[0], np.ndarray) and v[0].ndim == 0)
+                else v[0]
+            )
+            for k, v in row.items()
+        }

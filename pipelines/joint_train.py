@@ -24,8 +24,8 @@ import json
 import os
 import random
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,23 +33,30 @@ from pathlib import Path
 import numpy as np
 
 from omg.config import TrainConfig, config_dict, flat_params, load_config
-from omg.utils import io as uio
 from omg.data.catalog import load_catalog
 from omg.data.ingest import IngestConfig
 from omg.data.labels import LabelSpace
 from omg.env import apply_env_defaults
 from omg.training.checkpointer import Checkpointer
+from omg.utils import io as uio
 from omg.utils.progress import format_duration
 from omg.utils.typed import SchemaError
 from pipelines.cluster import shared_location
 from pipelines.errors import fail, interruptible
 from pipelines.train_hooks import parse_hook
 
-SMOKE_OVERRIDES = ["optim.max_steps=4", "checkpoint.every_steps=2", "tracking.log_every=1", "validation.limit=2",
-                   "optim.num_points=1024", "optim.warmup_iters=2"]
+SMOKE_OVERRIDES = [
+    "optim.max_steps=4",
+    "checkpoint.every_steps=2",
+    "tracking.log_every=1",
+    "validation.limit=2",
+    "optim.num_points=1024",
+    "optim.warmup_iters=2",
+]
 
 
 # ============================================================================= build (driver)
+
 
 def shared_locations(cfg: TrainConfig) -> TrainConfig:
     """``data.shards``, ``checkpoint.storage_path`` and ``model.init_from`` as every worker must see them
@@ -60,9 +67,13 @@ def shared_locations(cfg: TrainConfig) -> TrainConfig:
     if model.init_from:
         model = dataclasses.replace(model, init_from=shared_location(model.init_from, "model.init_from"))
     return dataclasses.replace(
-        cfg, model=model, data=dataclasses.replace(cfg.data, shards=shared_location(cfg.data.shards, "data.shards")),
-        checkpoint=dataclasses.replace(cfg.checkpoint, storage_path=shared_location(cfg.checkpoint.storage_path,
-                                                                                    "checkpoint.storage_path")))
+        cfg,
+        model=model,
+        data=dataclasses.replace(cfg.data, shards=shared_location(cfg.data.shards, "data.shards")),
+        checkpoint=dataclasses.replace(
+            cfg.checkpoint, storage_path=shared_location(cfg.checkpoint.storage_path, "checkpoint.storage_path")
+        ),
+    )
 
 
 def resolve_datasets(cfg: TrainConfig) -> tuple[list, dict]:
@@ -86,9 +97,14 @@ def resolve_datasets(cfg: TrainConfig) -> tuple[list, dict]:
 def ingest_config(cfg: TrainConfig, specs: list):
     from omg.data.ingest import IngestConfig
 
-    return IngestConfig(crop_size=tuple(cfg.data.crop_size), batch_size=cfg.data.batch_size,
-                        num_prompts=cfg.data.num_prompts, box_prompt_prob=cfg.data.box_prompt_prob,
-                        seed=cfg.seed, datasets=tuple(specs))
+    return IngestConfig(
+        crop_size=tuple(cfg.data.crop_size),
+        batch_size=cfg.data.batch_size,
+        num_prompts=cfg.data.num_prompts,
+        box_prompt_prob=cfg.data.box_prompt_prob,
+        seed=cfg.seed,
+        datasets=tuple(specs),
+    )
 
 
 def worker_env() -> dict[str, str]:
@@ -99,13 +115,22 @@ def worker_env() -> dict[str, str]:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 # ============================================================================= train (every worker)
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -130,6 +155,8 @@ class WorkerSpec:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
+    import logging
+
     import ray.train
     import ray.train.torch
     import torch
@@ -142,8 +169,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from omg.training.optim import build_optimizer, build_scheduler
     from omg.training.step import train_step
     from pipelines.train_hooks import HookContext
-
-    import logging
 
     logging.getLogger().setLevel(logging.WARNING)  # open_clip narrates every model build at INFO
     spec: WorkerSpec = loop_config["spec"]
@@ -183,9 +208,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         restored = checkpointer.restore(latest, model, optimizer, scheduler)
         step, run_id = restored.step, restored.mlflow_run_id
         if rank == 0:
-            print(f"[train] resumed from the checkpoint of step {step} ({latest.uri})"
-                  + ("" if restored.rng_restored else "; written by fewer workers: this rank's RNG starts fresh"),
-                  flush=True)
+            print(
+                f"[train] resumed from the checkpoint of step {step} ({latest.uri})"
+                + ("" if restored.rng_restored else "; written by fewer workers: this rank's RNG starts fresh"),
+                flush=True,
+            )
     checkpointer.clean()  # collective: rank 0 removes folders a crash left incomplete
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
@@ -197,6 +224,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             y = x.detach().clone().float()
             dist.all_reduce(y)
             return y / world
+
     criterion = Criterion(num_points=cfg.optim.num_points, reduce_fn=reduce_fn)
     amp = cfg.amp == "auto" and device.type == "cuda"
     hooks = spec.hooks
@@ -231,13 +259,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 now = time.monotonic()
                 rate = log_samples / max(now - last_log, 1e-9)
                 last_log, log_samples = now, 0
-                stats.update({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate, "epoch": step / steps_per_epoch})
+                stats.update(
+                    {"lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate, "epoch": step / steps_per_epoch}
+                )
                 tracker.log(stats, step)
                 eta = (now - t0) / max(step - tracker.start_step, 1) * (total - step)
-                print(f"[train] step {step}/{total} ({100 * step / total:.0f}%) loss {stats['loss/total']:.3f} "
-                      f"(cls {stats['loss/cls']:.2f} mask {stats['loss/mask']:.2f} dice {stats['loss/dice']:.2f} "
-                      f"obj {stats['loss/obj']:.2f}) {rate:.1f} samples/s lr {stats['lr']:.2e} "
-                      f"ETA {format_duration(eta)}", flush=True)
+                print(
+                    f"[train] step {step}/{total} ({100 * step / total:.0f}%) loss {stats['loss/total']:.3f} "
+                    f"(cls {stats['loss/cls']:.2f} mask {stats['loss/mask']:.2f} dice {stats['loss/dice']:.2f} "
+                    f"obj {stats['loss/obj']:.2f}) {rate:.1f} samples/s lr {stats['lr']:.2e} "
+                    f"ETA {format_duration(eta)}",
+                    flush=True,
+                )
             if cfg.validation.every_steps and step % cfg.validation.every_steps == 0 and step < total and rank == 0:
                 tracker.validate(inner, label_space, step)
             if step % cfg.checkpoint.every_steps == 0 or step == total:
@@ -272,8 +305,10 @@ def local_batches(builder, step: int, total: int, rank: int, world: int, loader_
     def plan(epoch: int) -> PlanDataset:
         ds = PlanDataset(builder, epoch, rank, world)
         if len(ds) == 0:
-            raise ValueError(f"epoch {epoch} has no batch for worker {rank} of {world}: too little data for "
-                             "the batch size and worker count")
+            raise ValueError(
+                f"epoch {epoch} has no batch for worker {rank} of {world}: too little data for "
+                "the batch size and worker count"
+            )
         return ds
 
     epoch, offset = 0, step
@@ -283,8 +318,12 @@ def local_batches(builder, step: int, total: int, rank: int, world: int, loader_
         epoch += 1
         ds = plan(epoch)
     while step < total:
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, list(range(offset, len(ds)))), batch_size=None,
-                                             num_workers=loader_workers, prefetch_factor=2 if loader_workers else None)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(ds, list(range(offset, len(ds)))),
+            batch_size=None,
+            num_workers=loader_workers,
+            prefetch_factor=2 if loader_workers else None,
+        )
         for batch in loader:
             yield batch
             step += 1
@@ -312,16 +351,28 @@ class Tracker:
 
         setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
         if self.run_id is None:  # a relaunch before the first checkpoint: the run of this name and storage
-            runs = mlflow.search_runs(filter_string=f"tags.`omg.run_name` = '{spec.name}' and "
-                                                    f"tags.`omg.storage` = '{spec.storage}'", output_format="list")
+            runs = mlflow.search_runs(
+                filter_string=f"tags.`omg.run_name` = '{spec.name}' and tags.`omg.storage` = '{spec.storage}'",
+                output_format="list",
+            )
             self.run_id = runs[0].info.run_id if runs else None
         existing = self.run_id is not None
-        tags = {"omg.run_name": spec.name, "omg.storage": spec.storage, "git_commit": spec.git_commit,
-                "ray_job_id": spec.ray_job_id, "omg.variant": cfg.model.variant, **cfg.tracking.tags}
+        tags = {
+            "omg.run_name": spec.name,
+            "omg.storage": spec.storage,
+            "git_commit": spec.git_commit,
+            "ray_job_id": spec.ray_job_id,
+            "omg.variant": cfg.model.variant,
+            **cfg.tracking.tags,
+        }
         if cfg.tracking.parent_run_id:
             tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
-        run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else spec.name, tags=tags,
-                               log_system_metrics=cfg.tracking.system_metrics)
+        run = mlflow.start_run(
+            run_id=self.run_id,
+            run_name=None if self.run_id else spec.name,
+            tags=tags,
+            log_system_metrics=cfg.tracking.system_metrics,
+        )
         self.run_id = run.info.run_id
         # every metric point goes through here: sent in the background, held while the server is unreachable, and
         # a step the run already holds (trained again after a restart) not sent twice
@@ -344,14 +395,20 @@ class Tracker:
         df = pd.DataFrame(manifest["shards"]).astype({"rows": "float64", "bytes": "float64"})
         with warnings.catch_warnings():  # MLflow's hints about integer columns and local sources
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(df, source=manifest["_uri"], name=f"{name}/{manifest['split']}",
-                                         digest=manifest["listing_digest"][:32])
+            ds = mlflow.data.from_pandas(
+                df, source=manifest["_uri"], name=f"{name}/{manifest['split']}", digest=manifest["listing_digest"][:32]
+            )
             mlflow.log_input(ds, context="training")
 
     def log(self, stats: dict, step: int) -> None:
         if self.active:
-            self.metrics.log({k.replace("loss/", "train/loss_") if k.startswith("loss/") else f"train/{k}": v
-                              for k, v in stats.items()}, step)
+            self.metrics.log(
+                {
+                    k.replace("loss/", "train/loss_") if k.startswith("loss/") else f"train/{k}": v
+                    for k, v in stats.items()
+                },
+                step,
+            )
 
     def validate(self, inner, label_space, step: int) -> dict:
         if not self.active or not self.cfg.validation.pairs:
@@ -362,19 +419,31 @@ class Tracker:
 
         inner.eval()
         catalog = load_catalog()
-        predictor = OMGPredictor(inner, {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size)})
+        predictor = OMGPredictor(
+            inner, {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size)}
+        )
         out = {}
         try:
             for pair in self.cfg.validation.pairs:
                 name, split, task = pair.split(":")
-                r = evaluate_pair("<live model>", catalog[name], split, task, self.spec.val_root.get(name),
-                                  uio.join(self.spec.run_dir, "val", f"step{step}", name, split, task),
-                                  limit=self.cfg.validation.limit, predictor=predictor)
+                r = evaluate_pair(
+                    "<live model>",
+                    catalog[name],
+                    split,
+                    task,
+                    self.spec.val_root.get(name),
+                    uio.join(self.spec.run_dir, "val", f"step{step}", name, split, task),
+                    limit=self.cfg.validation.limit,
+                    predictor=predictor,
+                )
                 for k, v in r.metrics.items():
                     if v == v:
                         out[metric_key("val", name, k)] = v
-                print(f"[val] step {step} {name}/{split}/{task}: " +
-                      ", ".join(f"{k} {v:.2f}" for k, v in list(r.metrics.items())[:4]), flush=True)
+                print(
+                    f"[val] step {step} {name}/{split}/{task}: "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in list(r.metrics.items())[:4]),
+                    flush=True,
+                )
         finally:
             inner.train()
         self.metrics.log(out, step)
@@ -384,9 +453,15 @@ class Tracker:
         from omg.modeling.checkpoint import save_checkpoint
 
         uri = uio.join(self.spec.run_dir, "model.pt")
-        meta = {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size),
-                "train_config": config_dict(self.cfg), "step": step, "mlflow_run_id": self.run_id,
-                "run_name": self.spec.name, "clip_weights": clip_source}
+        meta = {
+            "label_space": label_space.to_dict(),
+            "test_size": list(self.cfg.data.test_size),
+            "train_config": config_dict(self.cfg),
+            "step": step,
+            "mlflow_run_id": self.run_id,
+            "run_name": self.spec.name,
+            "clip_weights": clip_source,
+        }
         save_checkpoint(inner, uri, meta)
         print(f"[train] exported {uri}", flush=True)
         record = {"model": uri, "mlflow_run_id": self.run_id, "step": step}
@@ -404,11 +479,14 @@ class Tracker:
                     info = log_pyfunc(local, register_as=self.cfg.tracking.register_as)
                     record["logged_model"] = info.model_uri
                     if info.registered_model_version is not None:
-                        record["registered_model"] = \
+                        record["registered_model"] = (
                             f"models:/{self.cfg.tracking.register_as}/{info.registered_model_version}"
-                    print(f"[train] logged the pyfunc model {info.model_uri}"
-                          + (f", registered as {record['registered_model']}" if "registered_model" in record else ""),
-                          flush=True)
+                        )
+                    print(
+                        f"[train] logged the pyfunc model {info.model_uri}"
+                        + (f", registered as {record['registered_model']}" if "registered_model" in record else ""),
+                        flush=True,
+                    )
                 else:
                     mlflow.log_artifact(local, "checkpoint")
         uio.write_json(uio.join(self.spec.run_dir, "run.json"), record)
@@ -422,22 +500,32 @@ class Tracker:
         self.finished = True
         import mlflow
 
-        timeout = self.cfg.tracking.flush_timeout_s if status == "FINISHED" else min(30.0, self.cfg.tracking.flush_timeout_s)
+        timeout = (
+            self.cfg.tracking.flush_timeout_s if status == "FINISHED" else min(30.0, self.cfg.tracking.flush_timeout_s)
+        )
         left = self.metrics.close(timeout)
         if left:
             uri = uio.join(self.spec.run_dir, "unsent_metrics.jsonl")
-            uio.write_bytes(uri, "".join(json.dumps({"key": m.key, "value": m.value, "step": m.step,
-                                                     "timestamp": m.timestamp}) + "\n" for m in left).encode())
+            uio.write_bytes(
+                uri,
+                "".join(
+                    json.dumps({"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp}) + "\n"
+                    for m in left
+                ).encode(),
+            )
             if status == "FINISHED":
                 # (the run stays RUNNING in MLflow: the server cannot be told otherwise; a relaunch ends it)
-                raise RuntimeError(f"the MLflow tracking server {self.metrics.tracking} did not take {len(left)} "
-                                   f"metric points in {timeout:.0f} s ({self.metrics.error}): they are saved in {uri}; "
-                                   f"the checkpoints in {self.spec.run_dir} are complete")
+                raise RuntimeError(
+                    f"the MLflow tracking server {self.metrics.tracking} did not take {len(left)} "
+                    f"metric points in {timeout:.0f} s ({self.metrics.error}): they are saved in {uri}; "
+                    f"the checkpoints in {self.spec.run_dir} are complete"
+                )
         if mlflow.active_run() is not None:
             mlflow.end_run(status)
 
 
 # ============================================================================= the driver
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="joint_train", description=__doc__.split("\n\n")[0])
@@ -446,9 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="4 steps, checkpoints every 2, tiny validation")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--no-mlflow", action="store_true", help="no MLflow logging")
-    p.add_argument("--hook", action="append", default=[], metavar="MODULE:NAME[:KEY=VALUE,...]",
-                   help="a training-loop callback (pipelines/train_hooks.py), e.g. "
-                        "pipelines.train_hooks:FaultInjection:step=100,mode=kill; repeatable")
+    p.add_argument(
+        "--hook",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME[:KEY=VALUE,...]",
+        help="a training-loop callback (pipelines/train_hooks.py), e.g. "
+        "pipelines.train_hooks:FaultInjection:step=100,mode=kill; repeatable",
+    )
     return p
 
 
@@ -471,17 +564,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"joint_train: error: model.init_from: {err}", file=sys.stderr)
             return 2
         if diffs:
-            print(f"joint_train: error: model.init_from={cfg.model.init_from}: the model section must be the "
-                  f"checkpoint's: {'; '.join(diffs)}", file=sys.stderr)
+            print(
+                f"joint_train: error: model.init_from={cfg.model.init_from}: the model section must be the "
+                f"checkpoint's: {'; '.join(diffs)}",
+                file=sys.stderr,
+            )
             return 2
         print(f"[train] starting from the weights of {cfg.model.init_from}", file=sys.stderr, flush=True)
     stem = Path(args.config).stem
     name = cfg.run_name(stem)
     storage = cfg.checkpoint.storage_path
-    print(f"[train] run {name} (storage {storage})\n[train] resolved config:\n" + json.dumps(config_dict(cfg), indent=1),
-          file=sys.stderr, flush=True)
+    print(
+        f"[train] run {name} (storage {storage})\n[train] resolved config:\n" + json.dumps(config_dict(cfg), indent=1),
+        file=sys.stderr,
+        flush=True,
+    )
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
+
     from pipelines.cluster import init_ray, shutdown_ray
 
     # ---- build
@@ -520,8 +620,11 @@ def main(argv: list[str] | None = None) -> int:
     latest = Checkpointer(uio.join(storage, name)).latest()
     start = latest.step if latest else 0
     if start:
-        print(f"[train] resuming {name} from step {start}: the newest complete checkpoint ({latest.uri})",
-              file=sys.stderr, flush=True)
+        print(
+            f"[train] resuming {name} from step {start}: the newest complete checkpoint ({latest.uri})",
+            file=sys.stderr,
+            flush=True,
+        )
     datasets = {}
     if cfg.data.ingest == "ray":
         from omg.data.ingest import BatchBuilder
@@ -532,21 +635,40 @@ def main(argv: list[str] | None = None) -> int:
         total = cfg.optim.max_steps or cfg.optim.epochs * per_epoch
         epochs = -(-total // max(per_epoch, 1))
         datasets["train"] = ray_training_dataset(
-            ingest, label_space, epochs=epochs, concurrency=cfg.data.ray_data_concurrency,
-            rows=(start * cfg.scaling.num_workers, total * cfg.scaling.num_workers))
+            ingest,
+            label_space,
+            epochs=epochs,
+            concurrency=cfg.data.ray_data_concurrency,
+            rows=(start * cfg.scaling.num_workers, total * cfg.scaling.num_workers),
+        )
     spec = WorkerSpec(
-        config=cfg, label_space=label_space, ingest=ingest, name=name, storage=storage, manifests=manifests,
-        git_commit=git_commit(), val_root=val_root,
+        config=cfg,
+        label_space=label_space,
+        ingest=ingest,
+        name=name,
+        storage=storage,
+        manifests=manifests,
+        git_commit=git_commit(),
+        val_root=val_root,
         ray_job_id=os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
-        mlflow=not args.no_mlflow, start_step=start, hooks=tuple(hooks))
+        mlflow=not args.no_mlflow,
+        start_step=start,
+        hooks=tuple(hooks),
+    )
     trainer = _interruptible_trainer_class()(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=storage,
-                             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
-                             worker_runtime_env={"env_vars": worker_env()}),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+            worker_runtime_env={"env_vars": worker_env()},
+        ),
         datasets=datasets or None,
     )
     # ---- train (Ctrl-C or SIGTERM: a clean stop, the MLflow run marked KILLED, a relaunch resumes)
@@ -559,17 +681,30 @@ def main(argv: list[str] | None = None) -> int:
             shutdown_ray(owned)
             latest = tidy_checkpoints(storage, name)  # one the interrupt caught mid-write leaves no orphan folder
             mark_interrupted(cfg, name, storage, args.no_mlflow)
-            print(f"joint_train: interrupted; the same command resumes {name} from step "
-                  f"{latest.step if latest else 0} (its newest complete checkpoint)", file=sys.stderr, flush=True)
+            print(
+                f"joint_train: interrupted; the same command resumes {name} from step "
+                f"{latest.step if latest else 0} (its newest complete checkpoint)",
+                file=sys.stderr,
+                flush=True,
+            )
             return 130
-        except Exception as err:  # Ray Train wraps the worker's exception: its cause goes last
+        except Exception as err:  # noqa: BLE001 - Ray Train wraps the worker's exception: its cause goes last
             shutdown_ray(owned)
             tidy_checkpoints(storage, name)  # the workers are gone: no orphan folder
             return fail("joint_train", err)
     shutdown_ray(owned)
     info = uio.read_json(uio.join(storage, name, "run.json")) if uio.exists(uio.join(storage, name, "run.json")) else {}
-    print(json.dumps({"run": name, "step": info.get("step"), "model": info.get("model"),
-                      "mlflow_run_id": info.get("mlflow_run_id"), "seconds": round(time.monotonic() - t0, 1)}))
+    print(
+        json.dumps(
+            {
+                "run": name,
+                "step": info.get("step"),
+                "model": info.get("model"),
+                "mlflow_run_id": info.get("mlflow_run_id"),
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+        )
+    )
     return 0
 
 
@@ -621,13 +756,17 @@ def mark_interrupted(cfg: TrainConfig, name: str, storage: str, no_mlflow: bool)
         from pipelines.tracking import setup
 
         setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
-        runs = mlflow.search_runs(filter_string=f"tags.`omg.run_name` = '{name}' and tags.`omg.storage` = "
-                                                f"'{storage}' and attributes.status = 'RUNNING'", output_format="list")
+        runs = mlflow.search_runs(
+            filter_string=f"tags.`omg.run_name` = '{name}' and tags.`omg.storage` = "
+            f"'{storage}' and attributes.status = 'RUNNING'",
+            output_format="list",
+        )
         for run in runs:
             mlflow.MlflowClient().set_terminated(run.info.run_id, "KILLED")
     except Exception as err:  # noqa: BLE001 - the interrupt must not turn into a traceback
-        print(f"joint_train: warning: could not mark the MLflow run KILLED ({type(err).__name__}: {err})",
-              file=sys.stderr)
+        print(
+            f"joint_train: warning: could not mark the MLflow run KILLED ({type(err).__name__}: {err})", file=sys.stderr
+        )
 
 
 if __name__ == "__main__":

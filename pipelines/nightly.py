@@ -85,25 +85,57 @@ SUITES = {
             "train": ["bench_train.py", "--steps", "20"],
         },
         # the demo config on a learned backbone (a random CLIP frozen would measure little): the baseline's figures
-        "config": "shapes_demo.yaml", "overrides": ["scaling.num_workers=2", "validation.pairs=[]",
-                                                    "model.variant=tiny_convnext_learned", "optim.max_steps=1500"],
-        "eval_limit": 30, "synth": {},
+        "config": "shapes_demo.yaml",
+        "overrides": [
+            "scaling.num_workers=2",
+            "validation.pairs=[]",
+            "model.variant=tiny_convnext_learned",
+            "optim.max_steps=1500",
+        ],
+        "eval_limit": 30,
+        "synth": {},
     },
     "smoke": {
         "bench": {
-            "predict": ["bench_predict_latency.py", "--variants", "tiny_convnext", "--image-size", "128",
-                        "--frames", "2", "--repeats", "3"],
+            "predict": [
+                "bench_predict_latency.py",
+                "--variants",
+                "tiny_convnext",
+                "--image-size",
+                "128",
+                "--frames",
+                "2",
+                "--repeats",
+                "3",
+            ],
         },
         "config": "shapes_smoke.yaml",
-        "overrides": ["scaling.num_workers=1", "optim.max_steps=4", "checkpoint.every_steps=4", "validation.pairs=[]",
-                      "tracking.log_model=false"],
+        "overrides": [
+            "scaling.num_workers=1",
+            "optim.max_steps=4",
+            "checkpoint.every_steps=4",
+            "validation.pairs=[]",
+            "tracking.log_model=false",
+        ],
         "eval_limit": 3,
-        "synth": dict(image_size=64, num_train_images=16, num_val_images=4, num_val_ov_images=2, num_train_videos=3,
-                      num_val_videos=2, min_frames=8, max_frames=10),
+        "synth": dict(
+            image_size=64,
+            num_train_images=16,
+            num_val_images=4,
+            num_val_ov_images=2,
+            num_train_videos=3,
+            num_val_videos=2,
+            min_frames=8,
+            max_frames=10,
+        ),
     },
 }
-ACCURACY_PAIRS = ("omg-shapes:val:panoptic", "omg-shapes-vis:val:vis", "omg-shapes-vps:val:vps",
-                  "omg-shapes-sam:val:interactive")
+ACCURACY_PAIRS = (
+    "omg-shapes:val:panoptic",
+    "omg-shapes-vis:val:vis",
+    "omg-shapes-vps:val:vps",
+    "omg-shapes-sam:val:interactive",
+)
 ACCURACY_METRICS = {"omg-shapes": "PQ", "omg-shapes-vis": "AP", "omg-shapes-vps": "VPQ", "omg-shapes-sam": "mIoU"}
 
 
@@ -121,8 +153,10 @@ def run_bench(name: str, cmd: list[str], work: Path, env: dict) -> dict[str, flo
     r = subprocess.run(full, cwd=ROOT, env=env, capture_output=True, text=True)
     (work / f"bench-{name}.log").write_text(r.stdout + r.stderr)
     if r.returncode != 0 or not out.exists():
-        raise RuntimeError(f"benchmark {cmd[0]} failed (exit {r.returncode}); log {work / f'bench-{name}.log'}:\n"
-                           + (r.stdout + r.stderr)[-1500:])
+        raise RuntimeError(
+            f"benchmark {cmd[0]} failed (exit {r.returncode}); log {work / f'bench-{name}.log'}:\n"
+            + (r.stdout + r.stderr)[-1500:]
+        )
     doc = json.loads(out.read_text())
     log(f"[nightly] {name}: {format_duration(time.monotonic() - t0)}")
     if name == "predict":  # {variant: {figure: value}}: the tiny model's
@@ -167,27 +201,55 @@ def run_accuracy(suite: dict, work: Path, env: dict, seed: int) -> dict[str, flo
 def _train_and_evaluate(suite: dict, work: Path, env: dict, seed: int) -> dict[str, float]:
     t0 = time.monotonic()
     data, shards = prepare_data(work, seed, suite["synth"])
-    env = dict(env, **{f"OMG_ROOT_{n.upper().replace('-', '_')}": data
-                       for n in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps")})
+    env = dict(
+        env,
+        **{
+            f"OMG_ROOT_{n.upper().replace('-', '_')}": data
+            for n in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps")
+        },
+    )
     run_dir = work / "train"
     name = f"nightly-{int(time.time())}"
-    cmd = [sys.executable, str(ROOT / "pipelines" / "joint_train.py"), "--config",
-           str(ROOT / "pipelines" / "configs" / suite["config"]), *suite["overrides"], f"seed={seed}", f"name={name}",
-           f"data.shards={shards}", f"checkpoint.storage_path={run_dir}", "--no-mlflow"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipelines" / "joint_train.py"),
+        "--config",
+        str(ROOT / "pipelines" / "configs" / suite["config"]),
+        *suite["overrides"],
+        f"seed={seed}",
+        f"name={name}",
+        f"data.shards={shards}",
+        f"checkpoint.storage_path={run_dir}",
+        "--no-mlflow",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     (work / "train.log").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
-        raise RuntimeError(f"nightly training failed (exit {r.returncode}); log {work / 'train.log'}:\n"
-                           + (r.stdout + r.stderr)[-2000:])
+        raise RuntimeError(
+            f"nightly training failed (exit {r.returncode}); log {work / 'train.log'}:\n"
+            + (r.stdout + r.stderr)[-2000:]
+        )
     model = run_dir / name / "model.pt"
-    cmd = [sys.executable, str(ROOT / "pipelines" / "evaluate.py"), "--checkpoint", str(model), "--out",
-           str(work / "eval"), "--limit", str(suite["eval_limit"]), "--no-mlflow", "--quiet"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipelines" / "evaluate.py"),
+        "--checkpoint",
+        str(model),
+        "--out",
+        str(work / "eval"),
+        "--limit",
+        str(suite["eval_limit"]),
+        "--no-mlflow",
+        "--quiet",
+    ]
     cmd += [a for p in ACCURACY_PAIRS for a in ("--pair", p)]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     (work / "eval.log").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
-        raise RuntimeError(f"nightly evaluation failed (exit {r.returncode}); log {work / 'eval.log'}:\n"
-                           + (r.stdout + r.stderr)[-2000:])
+        raise RuntimeError(
+            f"nightly evaluation failed (exit {r.returncode}); log {work / 'eval.log'}:\n"
+            + (r.stdout + r.stderr)[-2000:]
+        )
     figures = {}
     for result in (work / "eval").glob("*/*/*/*/result.json"):
         doc = json.loads(result.read_text())
@@ -209,8 +271,11 @@ def regressed(name: str, value: float, ref: float | None) -> tuple[bool, str]:
     if ref <= 0 or value <= 0:
         return False, f"{ref:.3g}"
     factor = ref / value if f.better == "higher" else value / ref  # > 1: worse
-    return factor > f.tolerance, f"{ref:.3g} ({'x' if factor >= 1 else '/'}{max(factor, 1 / factor):.2f} " \
-                                 f"{'worse' if factor > 1 else 'better'}, tolerance x{f.tolerance:g})"
+    return (
+        factor > f.tolerance,
+        f"{ref:.3g} ({'x' if factor >= 1 else '/'}{max(factor, 1 / factor):.2f} "
+        f"{'worse' if factor > 1 else 'better'}, tolerance x{f.tolerance:g})",
+    )
 
 
 def compare(figures: dict[str, float], previous: dict[str, float], baseline: dict[str, float]) -> tuple[list[str], str]:
@@ -235,8 +300,13 @@ def previous_night(suite: str, tracking: str | None) -> tuple[str | None, dict[s
     from pipelines.tracking import setup
 
     exp_id = setup("nightly", tracking)
-    runs = mlflow.search_runs([exp_id], filter_string=f"tags.`omg.suite` = '{suite}' and tags.`omg.injected` = 'none'",
-                              order_by=["start_time DESC"], max_results=50, output_format="list")
+    runs = mlflow.search_runs(
+        [exp_id],
+        filter_string=f"tags.`omg.suite` = '{suite}' and tags.`omg.injected` = 'none'",
+        order_by=["start_time DESC"],
+        max_results=50,
+        output_format="list",
+    )
     figures: dict[str, float] = {}
     for run in runs:
         for k, v in run.data.metrics.items():
@@ -248,16 +318,27 @@ def previous_night(suite: str, tracking: str | None) -> tuple[str | None, dict[s
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nightly", description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", choices=sorted(SUITES), default="full", help="full (default) or smoke")
-    p.add_argument("--work", default=runs_dir("nightly"), help="scratch dir (default $OMG_RUNS_DIR/nightly, runs/nightly)")
+    p.add_argument(
+        "--work", default=runs_dir("nightly"), help="scratch dir (default $OMG_RUNS_DIR/nightly, runs/nightly)"
+    )
     p.add_argument("--baseline", help="baseline JSON (default benchmarks/nightly_baseline_<suite>.json)")
     p.add_argument("--update-baseline", action="store_true", help="write today's figures as the baseline")
-    p.add_argument("--only", action="append", choices=["preprocess", "ingest", "predict", "train", "metrics", "model",
-                                                       "accuracy"], help="measure only these groups (repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=["preprocess", "ingest", "predict", "train", "metrics", "model", "accuracy"],
+        help="measure only these groups (repeatable)",
+    )
     p.add_argument("--panopticapi", help="checkout of cocodataset/panopticapi: adds the PQ speed figure")
     p.add_argument("--ytvos", help="checkout of youtubevos/cocoapi (with --panopticapi): adds the YT-VIS figure")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inject", action="append", default=[], metavar="NAME=FACTOR",
-                   help="multiply a measured figure (a regression drill), e.g. accuracy/omg-shapes/PQ=0.5")
+    p.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="NAME=FACTOR",
+        help="multiply a measured figure (a regression drill), e.g. accuracy/omg-shapes/PQ=0.5",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     return p
 
@@ -270,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.inject:
         name, _, factor = spec.partition("=")
         if name not in FIGURES:
-            print(f"nightly: error: --inject {spec!r}: no figure {name!r} (figures: {', '.join(FIGURES)})", file=sys.stderr)
+            print(
+                f"nightly: error: --inject {spec!r}: no figure {name!r} (figures: {', '.join(FIGURES)})",
+                file=sys.stderr,
+            )
             return 2
         inject[name] = float(factor)
     if inject and args.update_baseline:
@@ -304,28 +388,50 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name, factor in inject.items():
         if name in figures:
-            log(f"[nightly] injected regression: {name} x{factor:g} ({figures[name]:.4g} -> {figures[name] * factor:.4g})")
+            log(
+                f"[nightly] injected regression: {name} x{factor:g} "
+                f"({figures[name]:.4g} -> {figures[name] * factor:.4g})"
+            )
             figures[name] *= factor
     import mlflow
 
     prev_id, previous = previous_night(args.suite, args.tracking_uri)
     baseline = json.loads(baseline_path.read_text())["figures"] if baseline_path.exists() else {}
     bad, report = compare(figures, previous, baseline)
-    print(f"nightly ({args.suite}) on {platform.node()}, {os.cpu_count()} CPUs; previous night: {prev_id or 'none'}; "
-          f"baseline: {baseline_path if baseline else 'none'}\n{report}")
+    print(
+        f"nightly ({args.suite}) on {platform.node()}, {os.cpu_count()} CPUs; previous night: {prev_id or 'none'}; "
+        f"baseline: {baseline_path if baseline else 'none'}\n{report}"
+    )
     from pipelines.joint_train import git_commit
 
-    with mlflow.start_run(run_name=f"nightly-{args.suite}-{time.strftime('%Y%m%d-%H%M')}",
-                          tags={"omg.suite": args.suite, "git_commit": git_commit(),
-                                "omg.injected": ",".join(inject) or "none", "omg.regressed": ",".join(bad) or "none",
-                                "omg.previous_run": prev_id or "none"}) as run:
+    with mlflow.start_run(
+        run_name=f"nightly-{args.suite}-{time.strftime('%Y%m%d-%H%M')}",
+        tags={
+            "omg.suite": args.suite,
+            "git_commit": git_commit(),
+            "omg.injected": ",".join(inject) or "none",
+            "omg.regressed": ",".join(bad) or "none",
+            "omg.previous_run": prev_id or "none",
+        },
+    ) as run:
         mlflow.log_metrics(figures)
         mlflow.log_text(report, "report.txt")
         mlflow.set_tag("omg.status", "regressed" if bad else "ok")
     if args.update_baseline:
-        baseline_path.write_text(json.dumps({"suite": args.suite, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                                             "date": time.strftime("%Y-%m-%d"), "git_commit": git_commit(),
-                                             "figures": figures}, indent=1, sort_keys=True) + "\n")
+        baseline_path.write_text(
+            json.dumps(
+                {
+                    "suite": args.suite,
+                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                    "date": time.strftime("%Y-%m-%d"),
+                    "git_commit": git_commit(),
+                    "figures": figures,
+                },
+                indent=1,
+                sort_keys=True,
+            )
+            + "\n"
+        )
         print(f"baseline written: {baseline_path}")
     print(f"MLflow run {run.info.run_id} (experiment nightly) [{format_duration(time.monotonic() - t0)}]")
     if bad:

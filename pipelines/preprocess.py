@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import sys
 import threading
 import time
@@ -36,17 +35,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import omg
-from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry, get_entry, load_catalog
 from omg.data.formats import get_reader
 from omg.data.records import ARROW_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION, BadRecord, json_digest
 from omg.env import apply_env_defaults, runs_dir
+from omg.utils import io as uio
 from omg.utils.progress import Progress
 from pipelines.cluster import init_ray, shared_location, shutdown_ray
 from pipelines.errors import TaskFailed, describe, fail, interruptible
 
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["dataset", "split", "modality",
-                                                                              "mask_kind"], write_statistics=False)
+PARQUET_OPTIONS = dict(
+    compression="zstd",
+    compression_level=3,
+    use_dictionary=["dataset", "split", "modality", "mask_kind"],
+    write_statistics=False,
+)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -66,8 +69,7 @@ def split_dir(out: str, dataset: str, split: str) -> str:
 IO_THREADS = 8
 
 
-def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, out_dir: str,
-                fail_on_bad: bool) -> dict:
+def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, out_dir: str, fail_on_bad: bool) -> dict:
     """Load one shard's records, write its Parquet file, quarantine table and receipt; return the receipt."""
     from collections import Counter
 
@@ -85,8 +87,14 @@ def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, o
         except BadRecord as err:
             if fail_on_bad:
                 raise
-            return None, {"dataset": entry.name, "split": split, "key": str(item.get("key")), "source": err.source,
-                          "field": err.field, "reason": str(err)}
+            return None, {
+                "dataset": entry.name,
+                "split": split,
+                "key": str(item.get("key")),
+                "source": err.source,
+                "field": err.field,
+                "reason": str(err),
+            }
 
     if threads == 1:
         loaded = [load(item) for item in items]
@@ -99,17 +107,28 @@ def build_shard(spec: dict, entry: DatasetEntry, split: str, root: str | None, o
     bad = [b for _, b in loaded if b is not None]
     dropped = sum((r.dropped for r in readers), Counter())
     name = f"part-{spec['index']:05d}"
-    receipt = {"index": spec["index"], "path": None, "rows": 0, "bytes": 0, "sha256": None, "quarantined": len(bad),
-               "plan": spec["plan"], "dropped": dict(sorted(dropped.items()))}
+    receipt = {
+        "index": spec["index"],
+        "path": None,
+        "rows": 0,
+        "bytes": 0,
+        "sha256": None,
+        "quarantined": len(bad),
+        "plan": spec["plan"],
+        "dropped": dict(sorted(dropped.items())),
+    }
     if rows:  # a shard whose every record was quarantined writes no Parquet file (its receipt says so)
         data = parquet_bytes(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
         uio.write_bytes(uio.join(out_dir, "shards", f"{name}.parquet"), data)
-        receipt.update(path=f"shards/{name}.parquet", rows=len(rows), bytes=len(data),
-                       sha256=hashlib.sha256(data).hexdigest())
+        receipt.update(
+            path=f"shards/{name}.parquet", rows=len(rows), bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
     if bad:
         receipt["quarantine_path"] = f"quarantine/{name}.parquet"
-        uio.write_bytes(uio.join(out_dir, receipt["quarantine_path"]),
-                        parquet_bytes(pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA)))
+        uio.write_bytes(
+            uio.join(out_dir, receipt["quarantine_path"]),
+            parquet_bytes(pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA)),
+        )
     uio.write_json(uio.join(out_dir, "shards", f"{name}.json"), receipt)
     return receipt
 
@@ -125,9 +144,12 @@ def _row_task(row: dict, **kwargs) -> dict:
 
 # ----------------------------------------------------------------------------- the driver
 
+
 def plan_shards(items: list[dict], shard_size: int, plan_key: str) -> list[dict]:
-    return [{"index": i, "items_json": json.dumps(items[s:s + shard_size], sort_keys=True), "plan": plan_key}
-            for i, s in enumerate(range(0, len(items), shard_size))]
+    return [
+        {"index": i, "items_json": json.dumps(items[s : s + shard_size], sort_keys=True), "plan": plan_key}
+        for i, s in enumerate(range(0, len(items), shard_size))
+    ]
 
 
 def _intact(out_dir: str, path: str, size: int, sha256: str) -> bool:
@@ -163,9 +185,18 @@ def damaged_shards(manifest: dict, out_dir: str) -> list[str]:
     return [s["path"] for s in manifest["shards"] if not _intact(out_dir, s["path"], s["bytes"], s["sha256"])]
 
 
-def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None = None, shard_size: int = 256,
-                     fail_on_bad: bool = False, concurrency: int | None = None, progress: bool = True,
-                     limit: int | None = None, log=print) -> dict:
+def preprocess_split(
+    entry: DatasetEntry,
+    split: str,
+    out: str,
+    root: str | None = None,
+    shard_size: int = 256,
+    fail_on_bad: bool = False,
+    concurrency: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+    log=print,
+) -> dict:
     """Shard one split; return its manifest. Requires ``ray.init()`` to have been called."""
     import ray
 
@@ -177,30 +208,46 @@ def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None
         items = items[:limit]
     listing = json_digest(items)
     code_version = omg.__version__
-    plan_key = json_digest({"listing": listing, "shard_size": shard_size, "schema": SCHEMA_VERSION,
-                            "code": code_version, "entry": dataclasses.asdict(dataclasses.replace(entry, source="")),
-                            "fail_on_bad": fail_on_bad})
+    plan_key = json_digest(
+        {
+            "listing": listing,
+            "shard_size": shard_size,
+            "schema": SCHEMA_VERSION,
+            "code": code_version,
+            "entry": dataclasses.asdict(dataclasses.replace(entry, source="")),
+            "fail_on_bad": fail_on_bad,
+        }
+    )
     manifest_uri = uio.join(out_dir, "manifest.json")
     if uio.exists(manifest_uri):
         old = uio.read_json(manifest_uri)
         if old.get("plan") == plan_key:
             damaged = damaged_shards(old, out_dir)
             if not damaged:
-                log(f"[preprocess {entry.name}/{split}] up to date: {old['rows']} rows in {len(old['shards'])} "
-                    f"shards ({old['quarantined']} quarantined, every shard's sha256 checked) at {out_dir}")
+                log(
+                    f"[preprocess {entry.name}/{split}] up to date: {old['rows']} rows in {len(old['shards'])} "
+                    f"shards ({old['quarantined']} quarantined, every shard's sha256 checked) at {out_dir}"
+                )
                 return old
-            log(f"[preprocess {entry.name}/{split}] {len(damaged)} shard(s) missing or damaged (size or sha256 "
-                f"differs from the manifest), rebuilding: {', '.join(damaged[:3])}{' ...' if len(damaged) > 3 else ''}")
+            log(
+                f"[preprocess {entry.name}/{split}] {len(damaged)} shard(s) missing or damaged (size or sha256 "
+                f"differs from the manifest), rebuilding: {', '.join(damaged[:3])}{' ...' if len(damaged) > 3 else ''}"
+            )
     specs = plan_shards(items, shard_size, plan_key)
     receipts = {s["index"]: read_receipt(out_dir, s["index"], plan_key) for s in specs}
     todo = [s for s in specs if receipts[s["index"]] is None]
-    log(f"[preprocess {entry.name}/{split}] {len(items)} records -> {len(specs)} shards of <= {shard_size} "
-        f"({len(specs) - len(todo)} already done) at {out_dir}")
+    log(
+        f"[preprocess {entry.name}/{split}] {len(items)} records -> {len(specs)} shards of <= {shard_size} "
+        f"({len(specs) - len(todo)} already done) at {out_dir}"
+    )
     if todo:
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map(_row_task, fn_kwargs=dict(entry=entry, split=split, root=root, out_dir=out_dir,
-                                              fail_on_bad=fail_on_bad),
-                    num_cpus=1, concurrency=concurrency)
+        ds = ds.map(
+            _row_task,
+            fn_kwargs=dict(entry=entry, split=split, root=root, out_dir=out_dir, fail_on_bad=fail_on_bad),
+            num_cpus=1,
+            concurrency=concurrency,
+        )
         done_rows = quarantined = 0
         with Progress(f"preprocess {entry.name}/{split}", total=len(todo), unit="shard", enabled=progress) as prog:
             for row in ds.iter_rows():
@@ -225,16 +272,21 @@ def preprocess_split(entry: DatasetEntry, split: str, out: str, root: str | None
         "num_source_records": len(items),
         "rows": sum(r["rows"] for r in ordered),
         "quarantined": sum(r["quarantined"] for r in ordered),
-        "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]} for r in ordered
-                   if r["path"] is not None],  # a shard of quarantined records only has no file
+        "shards": [
+            {"path": r["path"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
+            for r in ordered
+            if r["path"] is not None
+        ],  # a shard of quarantined records only has no file
         "quarantine": [r["quarantine_path"] for r in ordered if r.get("quarantine_path")],
         "dropped": _sum_counts(r.get("dropped", {}) for r in ordered),
         "class_agnostic": entry.class_agnostic,
         "classes": [dataclasses.asdict(c) for c in entry.classes],
     }
     uio.write_json(manifest_uri, manifest)
-    log(f"[preprocess {entry.name}/{split}] {manifest['rows']} rows, {manifest['quarantined']} quarantined, "
-        f"{len(manifest['shards'])} shards [{time.monotonic() - t0:.1f}s]")
+    log(
+        f"[preprocess {entry.name}/{split}] {manifest['rows']} rows, {manifest['quarantined']} quarantined, "
+        f"{len(manifest['shards'])} shards [{time.monotonic() - t0:.1f}s]"
+    )
     for reason, n in manifest["dropped"].items():
         log(f"  dropped on purpose: {n} x {reason} (documented in the reader; not a bad record)")
     if manifest["quarantined"]:
@@ -264,17 +316,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="preprocess",
         description="Turn a catalog dataset (official format, any fsspec URI) into Parquet shards + manifest with Ray "
-                    "Data: OUT/<dataset>/<split>/{shards,quarantine,manifest.json}. Idempotent and resumable.")
-    p.add_argument("--dataset", required=True, action="append",
-                   help="catalog entry (omg catalog list); repeat it to process several datasets")
+        "Data: OUT/<dataset>/<split>/{shards,quarantine,manifest.json}. Idempotent and resumable.",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        action="append",
+        help="catalog entry (omg catalog list); repeat it to process several datasets",
+    )
     p.add_argument("--split", action="append", help="split to process (repeatable; default: every split)")
     p.add_argument("--root", help="dataset root URI (overrides the catalog's root and $OMG_ROOT_<NAME>)")
     p.add_argument("--out", default=runs_dir("shards"), help="output URI (default $OMG_RUNS_DIR/shards, runs/shards)")
     p.add_argument("--shard-size", type=int, default=256, help="records per shard (default 256)")
-    p.add_argument("--fail-on-bad", action="store_true", help="a bad record aborts the job instead of being quarantined")
-    p.add_argument("--allow-empty", action="store_true",
-                   help="a split named with --split that gives 0 rows is not an error (by default it is: exit status 1, "
-                        "after every split; an empty split of a dataset's every split is a warning)")
+    p.add_argument(
+        "--fail-on-bad", action="store_true", help="a bad record aborts the job instead of being quarantined"
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="a split named with --split that gives 0 rows is not an error (by default it is: exit status 1, "
+        "after every split; an empty split of a dataset's every split is a warning)",
+    )
     p.add_argument("--num-workers", type=int, help="concurrent shard tasks (default: as Ray resources allow)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--smoke-test", action="store_true", help="only the first 2 shards' worth of records per split")
@@ -315,23 +377,49 @@ def main(argv: list[str] | None = None) -> int:
             owned = init_ray(args.num_cpus)
             empty = []  # (entry, split, why) of the splits that gave no row: every split is reached first
             for entry, split, root in jobs:
-                m = preprocess_split(entry, split, args.out, root, args.shard_size, args.fail_on_bad,
-                                     args.num_workers, progress=not args.quiet, limit=limit, log=log)
-                print(json.dumps({"dataset": entry.name, "split": split, "rows": m["rows"],
-                                  "quarantined": m["quarantined"], "shards": len(m["shards"]),
-                                  "manifest": uio.join(split_dir(args.out, entry.name, split), "manifest.json")}))
+                m = preprocess_split(
+                    entry,
+                    split,
+                    args.out,
+                    root,
+                    args.shard_size,
+                    args.fail_on_bad,
+                    args.num_workers,
+                    progress=not args.quiet,
+                    limit=limit,
+                    log=log,
+                )
+                print(
+                    json.dumps(
+                        {
+                            "dataset": entry.name,
+                            "split": split,
+                            "rows": m["rows"],
+                            "quarantined": m["quarantined"],
+                            "shards": len(m["shards"]),
+                            "manifest": uio.join(split_dir(args.out, entry.name, split), "manifest.json"),
+                        }
+                    )
+                )
                 if m["rows"] == 0 and not args.allow_empty:
-                    why = (f"all {m['quarantined']} records were quarantined (reasons under "
-                           f"{split_dir(args.out, entry.name, split)}/quarantine/; `omg data validate --dataset "
-                           f"{entry.name}` lists them)" if m["quarantined"] else
-                           f"the split lists no record (check the catalog paths or --root: {m['source_root']})")
+                    why = (
+                        f"all {m['quarantined']} records were quarantined (reasons under "
+                        f"{split_dir(args.out, entry.name, split)}/quarantine/; `omg data validate --dataset "
+                        f"{entry.name}` lists them)"
+                        if m["quarantined"]
+                        else f"the split lists no record (check the catalog paths or --root: {m['source_root']})"
+                    )
                     empty.append((entry, split, why))
         except KeyboardInterrupt:
             shutdown_ray(owned)
-            print("preprocess: interrupted; the shards written so far are kept, and rerunning the same command "
-                  "builds only the rest", file=sys.stderr, flush=True)
+            print(
+                "preprocess: interrupted; the shards written so far are kept, and rerunning the same command "
+                "builds only the rest",
+                file=sys.stderr,
+                flush=True,
+            )
             return 130
-        except Exception as err:  # Ray wraps worker errors: the cause (file, record, field; errno, path) last
+        except Exception as err:  # noqa: BLE001 - Ray wraps worker errors: the cause (file, record, field; errno, path) last
             shutdown_ray(owned)
             return fail("preprocess", err)
     shutdown_ray(owned)
@@ -339,11 +427,16 @@ def main(argv: list[str] | None = None) -> int:
     named = [(e, s, why) for e, s, why in empty if args.split]
     for entry, split, why in empty:
         if not args.split:
-            print(f"preprocess: warning: {entry.name}/{split} gave 0 rows: {why}; its manifest is empty (name it with "
-                  "--split to make this an error)", file=sys.stderr)
+            print(
+                f"preprocess: warning: {entry.name}/{split} gave 0 rows: {why}; its manifest is empty (name it with "
+                "--split to make this an error)",
+                file=sys.stderr,
+            )
     for entry, split, why in named:
-        print(f"preprocess: error: {entry.name}/{split} gave 0 rows: {why}; --allow-empty accepts an empty split",
-              file=sys.stderr)
+        print(
+            f"preprocess: error: {entry.name}/{split} gave 0 rows: {why}; --allow-empty accepts an empty split",
+            file=sys.stderr,
+        )
     return 1 if named else 0
 
 

@@ -28,7 +28,6 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-
 # the requests are validated by the schema (omg/inference/schema.py), not by MLflow: its note that it does not
 # validate ``Any`` is expected here, and would be printed on every load
 warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
@@ -43,8 +42,9 @@ class OMGSegModel(mlflow.pyfunc.PythonModel):
         self.limits = Limits()
         self.lock = threading.Lock()  # the predictor holds one image's state: one request at a time
 
-    def predict(self, context, model_input: list[dict[str, Any]], params: dict[str, Any] | None = None
-                ) -> list[dict[str, Any]]:
+    def predict(
+        self, context, model_input: list[dict[str, Any]], params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         from omg.inference import schema
 
         out = []

@@ -38,7 +38,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omg.env import apply_env_defaults  # noqa: E402
+from omg.env import apply_env_defaults
 
 try:
     from ray import serve
@@ -47,12 +47,20 @@ try:
 except ImportError as err:  # pragma: no cover - the requirements install ray[serve]
     raise SystemExit(f"serve: error: Ray Serve is not installed ({err}); pip install 'ray[serve]'") from None
 
+
 @serve.deployment(name="omg-seg", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32)
 class OMGSegDeployment:
     """The predictor behind Ray Serve (see the module docstring)."""
 
-    def __init__(self, checkpoint: str, samples: dict[str, str] | None = None, limits: dict | None = None,
-                 device: str | None = None, batching: bool = True, threads: int = 1):
+    def __init__(
+        self,
+        checkpoint: str,
+        samples: dict[str, str] | None = None,
+        limits: dict | None = None,
+        device: str | None = None,
+        batching: bool = True,
+        threads: int = 1,
+    ):
         import torch
 
         from omg.inference.schema import Limits
@@ -88,8 +96,9 @@ class OMGSegDeployment:
         try:
             app = await self.app_for(model_id)
         except (FileNotFoundError, ValueError) as err:
-            return _response(404, "application/json", json.dumps({"error": f"cannot load the model {model_id}: {err}"})
-                             .encode(), {})
+            return _response(
+                404, "application/json", json.dumps({"error": f"cannot load the model {model_id}: {err}"}).encode(), {}
+            )
         body = await request.body()
         path = request.url.path
         if self.batching and request.method == "POST" and path == "/api/predict":
@@ -101,14 +110,19 @@ class OMGSegDeployment:
 
 
 def _response(status: int, ctype: str, body: bytes, headers: dict) -> Response:
-    return Response(body, status_code=status, media_type=ctype,
-                    headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **headers})
+    return Response(
+        body,
+        status_code=status,
+        media_type=ctype,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **headers},
+    )
 
 
 def _parse_batchable(app, body: bytes):
     """The schema request in ``body`` when it can join a batch (a whole-image task), else None (the app answers it,
     errors included)."""
-    from omg.inference.schema import Request as SchemaRequest, RequestError
+    from omg.inference.schema import Request as SchemaRequest
+    from omg.inference.schema import RequestError
     from omg.serve.app import TASKS  # the whole-image tasks
 
     if len(body) > app.body_limit("/api/predict"):
@@ -140,31 +154,48 @@ def _run_batch(items: list[tuple]) -> list[tuple[int, str, bytes, dict]]:
     return out
 
 
-def build_app(checkpoint: str, replicas: int | None = None, autoscale: tuple[int, int] | None = None,
-              target_ongoing: float = 2.0, gpus: float = 0.0, cpus: float = 1.0, samples: dict[str, str] | None = None,
-              limits: dict | None = None, batching: bool = True):
+def build_app(
+    checkpoint: str,
+    replicas: int | None = None,
+    autoscale: tuple[int, int] | None = None,
+    target_ongoing: float = 2.0,
+    gpus: float = 0.0,
+    cpus: float = 1.0,
+    samples: dict[str, str] | None = None,
+    limits: dict | None = None,
+    batching: bool = True,
+):
     """The Ray Serve application (``serve.run(build_app(...))``)."""
     options: dict = {"ray_actor_options": {"num_cpus": cpus, "num_gpus": gpus}}
     if autoscale:
-        options["autoscaling_config"] = {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
-                                         "target_ongoing_requests": target_ongoing}
+        options["autoscaling_config"] = {
+            "min_replicas": autoscale[0],
+            "max_replicas": autoscale[1],
+            "target_ongoing_requests": target_ongoing,
+        }
     elif replicas is not None:  # else Ray Serve's default (1), or what a Serve config file says
         options["num_replicas"] = replicas
-    return OMGSegDeployment.options(**options).bind(checkpoint, samples, limits, "cuda" if gpus else None, batching,
-                                                    max(1, int(cpus)))
+    return OMGSegDeployment.options(**options).bind(
+        checkpoint, samples, limits, "cuda" if gpus else None, batching, max(1, int(cpus))
+    )
 
 
 def app(args: dict):
     """``serve run pipelines.serve:app checkpoint=... [replicas=N] [batching=false]`` (Ray Serve's app builder)."""
     unknown = set(args) - {"checkpoint", "replicas", "batching", "samples"}
     if unknown or "checkpoint" not in args:
-        raise ValueError(f"serve run pipelines.serve:app takes checkpoint=URI [replicas=N] [batching=true|false] "
-                         f"[samples=DIR]; got {sorted(args)}")
+        raise ValueError(
+            f"serve run pipelines.serve:app takes checkpoint=URI [replicas=N] [batching=true|false] "
+            f"[samples=DIR]; got {sorted(args)}"
+        )
     from omg.serve import find_samples
 
-    return build_app(args["checkpoint"], replicas=int(args["replicas"]) if "replicas" in args else None,
-                     batching=str(args.get("batching", "true")).lower() != "false",
-                     samples=find_samples(args.get("samples")))
+    return build_app(
+        args["checkpoint"],
+        replicas=int(args["replicas"]) if "replicas" in args else None,
+        batching=str(args.get("batching", "true")).lower() != "false",
+        samples=find_samples(args.get("samples")),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,13 +248,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels}
-        serve.run(build_app(args.checkpoint, args.replicas, autoscale, args.target_ongoing, args.gpus, args.cpus,
-                            find_samples(args.samples), limits, not args.no_batching),
-                  name="omg-seg", route_prefix="/")
+        serve.run(
+            build_app(
+                args.checkpoint,
+                args.replicas,
+                autoscale,
+                args.target_ongoing,
+                args.gpus,
+                args.cpus,
+                find_samples(args.samples),
+                limits,
+                not args.no_batching,
+            ),
+            name="omg-seg",
+            route_prefix="/",
+        )
         url = f"http://{args.host}:{args.port}/"
         scale = f"{autoscale[0]}-{autoscale[1]} replicas (autoscaling)" if autoscale else f"{args.replicas} replica(s)"
-        print(f"serve: {args.checkpoint} on Ray Serve at {url}, {scale}, batching "
-              f"{'off' if args.no_batching else 'on'}  (Ctrl-C stops)", flush=True)
+        print(
+            f"serve: {args.checkpoint} on Ray Serve at {url}, {scale}, batching "
+            f"{'off' if args.no_batching else 'on'}  (Ctrl-C stops)",
+            flush=True,
+        )
         if args.ready_file:
             Path(args.ready_file).write_text(url)
         while not stop["now"]:

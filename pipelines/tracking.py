@@ -24,9 +24,11 @@ def tracking_uri(configured: str | None = None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     if "://" in runs_dir():
-        raise ValueError(f"OMG_RUNS_DIR is {runs_dir()}, and MLflow's default store (a sqlite file in it) cannot "
-                         "live on object storage: set MLFLOW_TRACKING_URI to the tracking server (ray_cluster.yaml "
-                         "starts one on the head: http://<head>:5000)")
+        raise ValueError(
+            f"OMG_RUNS_DIR is {runs_dir()}, and MLflow's default store (a sqlite file in it) cannot "
+            "live on object storage: set MLFLOW_TRACKING_URI to the tracking server (ray_cluster.yaml "
+            "starts one on the head: http://<head>:5000)"
+        )
     Path(runs_dir()).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{Path(runs_dir('mlflow.db')).resolve()}"
 
@@ -53,8 +55,8 @@ _BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
 
 
 def metric_key(*parts: str) -> str:
-    """MLflow metric keys allow letters, digits, _ - . space and /: ``eval/omg-shapes/VPQ@1`` -> ``eval/omg-shapes/VPQ_1``,
-    ``NoC>=20@85`` -> ``NoC_ge20_85``."""
+    """MLflow metric keys allow letters, digits, _ - . space and /: ``eval/omg-shapes/VPQ@1`` ->
+    ``eval/omg-shapes/VPQ_1``, ``NoC>=20@85`` -> ``NoC_ge20_85``."""
     return "/".join(_BAD.sub("_", p.replace(">=", "_ge").replace("@", "_").replace("&", "")) for p in parts)
 
 
@@ -62,8 +64,20 @@ def metric_key(*parts: str) -> str:
 
 HERE = Path(__file__).resolve().parent
 #: the direct dependencies the pyfunc model needs at inference time (their pins come from requirements.txt)
-INFERENCE_REQUIREMENTS = ("torch", "torchvision", "open_clip_torch", "timm", "numpy", "pillow", "pycocotools",
-                          "simplejpeg", "fsspec", "pyyaml", "scipy", "mlflow")
+INFERENCE_REQUIREMENTS = (
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "timm",
+    "numpy",
+    "pillow",
+    "pycocotools",
+    "simplejpeg",
+    "fsspec",
+    "pyyaml",
+    "scipy",
+    "mlflow",
+)
 
 
 def inference_requirements() -> list[str]:
@@ -95,9 +109,14 @@ def log_pyfunc(checkpoint: str, register_as: str | None = None, name: str = "mod
     with warnings.catch_warnings():  # the schema validates requests, not MLflow (see pipelines/pyfunc_model.py)
         warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(HERE / "pyfunc_model.py"), artifacts={"checkpoint": checkpoint},
-            code_paths=[str(HERE.parent / "omg")], input_example=example, pip_requirements=inference_requirements(),
-            registered_model_name=register_as)
+            name=name,
+            python_model=str(HERE / "pyfunc_model.py"),
+            artifacts={"checkpoint": checkpoint},
+            code_paths=[str(HERE.parent / "omg")],
+            input_example=example,
+            pip_requirements=inference_requirements(),
+            registered_model_name=register_as,
+        )
 
 
 def is_model_uri(uri: str | None) -> bool:
@@ -114,7 +133,7 @@ def pin_model_uri(uri: str, tracking: str | None = None) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    body = uri[len("models:/"):].rstrip("/")
+    body = uri[len("models:/") :].rstrip("/")
     store = tracking_uri(tracking)
     client = mlflow.MlflowClient(tracking_uri=store)
     try:
@@ -159,8 +178,9 @@ def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder.parent))
         try:
-            mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(tmp), tracking_uri=store,
-                                                registry_uri=store)
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=pinned, dst_path=str(tmp), tracking_uri=store, registry_uri=store
+            )
             (tmp / ".source").write_text(f"{store} {pinned}\n")
             (tmp / ".complete").touch()
             if folder.exists() and (movable or not (folder / ".complete").is_file()):
@@ -184,6 +204,7 @@ def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------- metrics that survive the server
+
 
 class MetricLog:
     """The metrics of one MLflow run, sent from a background thread, so that training never waits for the
@@ -239,7 +260,7 @@ class MetricLog:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch = self._queue[:self.BATCH]
+                batch = self._queue[: self.BATCH]
             try:
                 self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
             except Exception as err:  # noqa: BLE001 - unreachable, 5xx...: kept, tried again
@@ -250,7 +271,7 @@ class MetricLog:
                 continue
             delay, self.error = 1.0, None
             with self._cond:
-                del self._queue[:len(batch)]
+                del self._queue[: len(batch)]
                 self.sent += len(batch)
                 self._cond.notify_all()
 

@@ -104,9 +104,17 @@ class SampleTrace(TrainHook):
         self._trace = uio.read_bytes(self.uri(ctx)) if uio.exists(self.uri(ctx)) else b""
 
     def on_step_end(self, ctx: HookContext, step: int, batch: dict) -> None:
-        self._trace += (json.dumps({"step": step, "dataset": str(batch["dataset"]),
-                                    "indices": np.asarray(batch["indices"]).tolist(),
-                                    "seeds": np.asarray(batch["seeds"]).tolist()}) + "\n").encode()
+        self._trace += (
+            json.dumps(
+                {
+                    "step": step,
+                    "dataset": str(batch["dataset"]),
+                    "indices": np.asarray(batch["indices"]).tolist(),
+                    "seeds": np.asarray(batch["seeds"]).tolist(),
+                }
+            )
+            + "\n"
+        ).encode()
         uio.write_bytes(self.uri(ctx), self._trace)
 
 
@@ -118,7 +126,7 @@ def parse_hook(spec: str) -> TrainHook:
         raise ValueError(f"--hook {spec!r}: expected MODULE:NAME[:KEY=VALUE,...]")
     module, name = parts[0], parts[1]
     kwargs = {}
-    for kv in (parts[2].split(",") if len(parts) == 3 and parts[2] else []):
+    for kv in parts[2].split(",") if len(parts) == 3 and parts[2] else []:
         if "=" not in kv:
             raise ValueError(f"--hook {spec!r}: {kv!r} is not KEY=VALUE")
         k, v = kv.split("=", 1)

@@ -19,8 +19,14 @@ def default_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def http_call(url: str, data=None, ctype: str = "application/json", method: str | None = None,
-              replies: list | None = None, timeout: float = 120) -> tuple[int, object]:
+def http_call(
+    url: str,
+    data=None,
+    ctype: str = "application/json",
+    method: str | None = None,
+    replies: list | None = None,
+    timeout: float = 120,
+) -> tuple[int, object]:
     """One HTTP request on loopback -> (status, the JSON answer, or the raw bytes when it is not JSON). ``data``: a
     dict (sent as JSON) or bytes; ``replies``: a list the answer's headers (``HTTPMessage``) are appended to."""
     import json
@@ -28,7 +34,9 @@ def http_call(url: str, data=None, ctype: str = "application/json", method: str 
     import urllib.request
 
     body = json.dumps(data).encode() if isinstance(data, dict) else data
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": ctype} if body is not None else {})
+    req = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": ctype} if body is not None else {}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw, status = r.read(), r.status

@@ -22,8 +22,9 @@ apply_env_defaults()
 # with spinning threads, 32 s with sleeping ones (22 s on an idle machine). A plain `pytest` keeps OpenMP's
 # default: alone on an idle machine, sleeping threads made the overfit test 18.6 -> 28.5 s.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -39,6 +40,7 @@ def pytest_collection_modifyitems(config, items):
             weight[item.path] = weight.get(item.path, 0.0) + float(marker.kwargs.get("seconds", 20))
     items.sort(key=lambda item: -weight.get(item.path, 0.0))  # stable: a file's tests keep their order
 
+
 # The session's own text-embedding cache (subprocesses inherit it): a test never finds a vocabulary that an earlier
 # session or the user's ~/.cache/omg embedded, and nothing is left in the home directory.
 os.environ["OMG_CACHE_DIR"] = tempfile.mkdtemp(prefix="omg-test-cache-")
@@ -46,9 +48,16 @@ atexit.register(shutil.rmtree, os.environ["OMG_CACHE_DIR"], True)
 
 #: a small omg-shapes: every split and format, a few seconds to generate
 TINY_SHAPES = dict(
-    image_size=64, num_train_images=16, num_val_images=6, num_val_ov_images=4,
-    num_train_videos=3, num_val_videos=2, min_frames=8, max_frames=10,
-    crowd_prob=0.4, void_prob=0.4,
+    image_size=64,
+    num_train_images=16,
+    num_val_images=6,
+    num_val_ov_images=4,
+    num_train_videos=3,
+    num_val_videos=2,
+    min_frames=8,
+    max_frames=10,
+    crowd_prob=0.4,
+    void_prob=0.4,
 )
 
 
@@ -105,8 +114,9 @@ def ray_local():
     import ray
 
     tmp = tempfile.mkdtemp(prefix="omgray-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, _temp_dir=tmp,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, _temp_dir=tmp, log_to_driver=False
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield ray
@@ -118,6 +128,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def interactive_checkpoint(tiny_shapes, tmp_path_factory, request) -> str:
     """The path of the ``train_interactive`` checkpoint, built once per test run."""
+
     def build(folder):
         request.getfixturevalue("ray_local")  # the shards are written by Ray Data
         train_interactive(tiny_shapes, folder)
@@ -131,33 +142,60 @@ def train_interactive(tiny_shapes: str, tmp: Path) -> None:
     shape 0.45 here, 0.47 after 300 steps, the tests ask > 0.3)."""
     import torch
 
-    from omg.data.catalog import load_catalog
-    from omg.data.catalog import Sampling
+    from omg.config import OptimConfig
+    from omg.data.catalog import Sampling, load_catalog
     from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset
     from omg.losses.criterion import Criterion
     from omg.modeling.checkpoint import save_checkpoint
     from omg.modeling.model import ModelConfig, build_model
     from omg.modeling.text import TextEmbedder
-    from omg.config import OptimConfig
     from omg.training.optim import build_optimizer, build_scheduler
     from omg.training.step import train_step
     from pipelines.preprocess import preprocess_split
 
     catalog = load_catalog()
     for name in ("omg-shapes", "omg-shapes-sam"):
-        preprocess_split(catalog[name], "train", str(tmp / "shards"), tiny_shapes, shard_size=8, progress=False,
-                         log=lambda _: None)
-    ingest = IngestConfig(crop_size=(64, 64), batch_size=4, num_prompts=6, box_prompt_prob=0.25, datasets=(
-        DatasetSpec("omg-shapes", str(tmp / "shards/omg-shapes/train"), Sampling(0.5, "pseudo_video")),
-        DatasetSpec("omg-shapes-sam", str(tmp / "shards/omg-shapes-sam/train"), Sampling(2.0, "image", (0.75, 1.5)))))
+        preprocess_split(
+            catalog[name], "train", str(tmp / "shards"), tiny_shapes, shard_size=8, progress=False, log=lambda _: None
+        )
+    ingest = IngestConfig(
+        crop_size=(64, 64),
+        batch_size=4,
+        num_prompts=6,
+        box_prompt_prob=0.25,
+        datasets=(
+            DatasetSpec("omg-shapes", str(tmp / "shards/omg-shapes/train"), Sampling(0.5, "pseudo_video")),
+            DatasetSpec(
+                "omg-shapes-sam", str(tmp / "shards/omg-shapes-sam/train"), Sampling(2.0, "image", (0.75, 1.5))
+            ),
+        ),
+    )
     builder = BatchBuilder(ingest)
     torch.manual_seed(0)
-    model = build_model(ModelConfig.tiny("tiny_convnext_learned", location_content="sampled", hidden_dim=64,
-                                         num_queries=20, dec_layers=3, enc_layers=1, dec_ffn_dim=128, enc_ffn_dim=128,
-                                         nheads=4))
+    model = build_model(
+        ModelConfig.tiny(
+            "tiny_convnext_learned",
+            location_content="sampled",
+            hidden_dim=64,
+            num_queries=20,
+            dec_layers=3,
+            enc_layers=1,
+            dec_ffn_dim=128,
+            enc_ffn_dim=128,
+            nheads=4,
+        )
+    )
     text = TextEmbedder(model.backbone).embed(builder.label_space.vocabulary)
-    optim = OptimConfig(lr=1e-3, base_batch=4, grad_clip=1.0, warmup_iters=20, max_steps=100000, epochs=12,
-                        milestones=(11, 12), num_points=1024)
+    optim = OptimConfig(
+        lr=1e-3,
+        base_batch=4,
+        grad_clip=1.0,
+        warmup_iters=20,
+        max_steps=100000,
+        epochs=12,
+        milestones=(11, 12),
+        num_points=1024,
+    )
     opt = build_optimizer(model, optim, 4, 1.0)
     sched = build_scheduler(opt, optim, 1000, 100000)
     criterion = Criterion(num_points=optim.num_points)
@@ -179,8 +217,9 @@ def train_interactive(tiny_shapes: str, tmp: Path) -> None:
             epoch += 1
     finally:
         torch.set_num_threads(threads)
-    save_checkpoint(model, str(tmp / "interactive.pt"), {"label_space": builder.label_space.to_dict(),
-                                                          "test_size": [64, 64]})
+    save_checkpoint(
+        model, str(tmp / "interactive.pt"), {"label_space": builder.label_space.to_dict(), "test_size": [64, 64]}
+    )
 
 
 INTERACTIVE_STEPS = 150
@@ -188,11 +227,15 @@ INTERACTIVE_THREADS = 2
 
 
 #: the omg-shapes training label space of a random tiny checkpoint (LabelSpace.to_dict form)
-LABEL_SPACE = {"names": [["circle", "disc"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"], ["water"], ["sand"]],
-               "isthing": [True] * 4 + [False] * 4,
-               "mappings": {"omg-shapes": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7},
-                            "omg-shapes-vps": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7}},
-               "class_agnostic": []}
+LABEL_SPACE = {
+    "names": [["circle", "disc"], ["square"], ["triangle"], ["star"], ["sky"], ["grass"], ["water"], ["sand"]],
+    "isthing": [True] * 4 + [False] * 4,
+    "mappings": {
+        "omg-shapes": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7},
+        "omg-shapes-vps": {"1": 0, "2": 1, "3": 2, "4": 3, "11": 4, "12": 5, "13": 6, "14": 7},
+    },
+    "class_agnostic": [],
+}
 
 
 def tiny_checkpoint(path, seed: int = 0) -> str:

@@ -73,15 +73,21 @@ def _loopback_ok() -> bool:
 
 def _unshare_prefix() -> list[str]:
     """The command prefix that runs a process in a mount namespace of its own (as root; else in a user namespace)."""
-    return ["unshare", "-m", "--propagation", "private"] if os.geteuid() == 0 else \
-        ["unshare", "-r", "-m", "--propagation", "private"]
+    return (
+        ["unshare", "-m", "--propagation", "private"]
+        if os.geteuid() == 0
+        else ["unshare", "-r", "-m", "--propagation", "private"]
+    )
 
 
 def _unshare_works() -> bool:
     if not shutil.which("unshare"):
         return False
-    probe = subprocess.run([*_unshare_prefix(), "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null || "
-                            "mount -t tmpfs tmpfs /tmp"], capture_output=True, timeout=30)
+    probe = subprocess.run(
+        [*_unshare_prefix(), "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null || mount -t tmpfs tmpfs /tmp"],
+        capture_output=True,
+        timeout=30,
+    )
     return probe.returncode == 0
 
 
@@ -159,20 +165,51 @@ class S3Server:
     @property
     def env(self) -> dict[str, str]:
         """What a client needs: boto3/s3fs/pyarrow read the endpoint and key from these."""
-        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_ENDPOINT_URL": self.endpoint,
-                "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+        return {
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+        }
 
     def start(self) -> "S3Server":
         self.folder.mkdir(parents=True, exist_ok=True)
         p = self.port = self.port or free_port_block(8)
-        cmd = [str(BIN / "weed"), "-logtostderr", "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-               f"-master.port={p}", f"-master.port.grpc={p + 1}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 3}",
-               f"-filer.port={p + 4}", f"-filer.port.grpc={p + 5}", f"-s3.port={p + 6}", f"-s3.port.grpc={p + 7}",
-               "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=32",
-               "-metricsPort=0", "-master.telemetry=false", "-volume.preStopSeconds=0", "-master.electionTimeout=1s"]
+        cmd = [
+            str(BIN / "weed"),
+            "-logtostderr",
+            "server",
+            f"-dir={self.folder}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-master.port={p}",
+            f"-master.port.grpc={p + 1}",
+            f"-volume.port={p + 2}",
+            f"-volume.port.grpc={p + 3}",
+            f"-filer.port={p + 4}",
+            f"-filer.port.grpc={p + 5}",
+            f"-s3.port={p + 6}",
+            f"-s3.port.grpc={p + 7}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=32",
+            "-metricsPort=0",
+            "-master.telemetry=false",
+            "-volume.preStopSeconds=0",
+            "-master.electionTimeout=1s",
+        ]
         env = dict(os.environ, **self.env)
-        self.proc = subprocess.Popen(cmd, stdout=open(self.folder / "weed.log", "ab"), stderr=subprocess.STDOUT,
-                                     env=env, cwd=self.folder, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=open(self.folder / "weed.log", "ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.folder,
+            start_new_session=True,
+        )
         _wait(self._bucket_ready, "SeaweedFS", self.folder / "weed.log", 120)
         return self
 
@@ -193,8 +230,9 @@ class S3Server:
     def filesystem(self):
         import s3fs
 
-        return s3fs.S3FileSystem(key=S3_KEY, secret=S3_SECRET, endpoint_url=self.endpoint, skip_instance_cache=True,
-                                 use_listings_cache=False)
+        return s3fs.S3FileSystem(
+            key=S3_KEY, secret=S3_SECRET, endpoint_url=self.endpoint, skip_instance_cache=True, use_listings_cache=False
+        )
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -234,15 +272,46 @@ class Postgres:
             shutil.chown(self.folder, "postgres")
         self.folder.mkdir(parents=True, exist_ok=True)
         data = self.folder / "data"
-        out = subprocess.run([*self._as_owner(), _postgres_bin("initdb"), "-D", str(data), "-U", self.user,
-                              "--auth=trust", "-E", "UTF8", "--no-sync"], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                *self._as_owner(),
+                _postgres_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             raise RuntimeError(f"initdb failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [*self._as_owner(), _postgres_bin("postgres"), "-D", str(data), "-k", str(self.folder), "-h", "127.0.0.1",
-             "-p", str(self.port), "-c", "fsync=off", "-c", "full_page_writes=off"],
-            stdout=open(self.folder / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                *self._as_owner(),
+                _postgres_bin("postgres"),
+                "-D",
+                str(data),
+                "-k",
+                str(self.folder),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            stdout=open(self.folder / "server.log", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         _wait(self._ready, "PostgreSQL", self.folder / "server.log", 60)
         return self
 
@@ -297,17 +366,39 @@ class MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         backend = self.backend or f"sqlite:///{self.folder}/mlflow.db"
-        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1"]
-        cmd += ["--artifacts-destination", self.artifacts] if self.artifacts else \
-            ["--default-artifact-root", str(self.folder / "artifacts")]
+        cmd = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        cmd += (
+            ["--artifacts-destination", self.artifacts]
+            if self.artifacts
+            else ["--default-artifact-root", str(self.folder / "artifacts")]
+        )
         # no job runner: its store would be a folder in /dev/shm that MLflow never removes (omg/env.py)
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **self.env)
-        self.proc = subprocess.Popen(cmd, stdout=open(self.folder / "server.log", "ab"), stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=open(self.folder / "server.log", "ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         # ~6 s on an idle machine (11 s with the PostgreSQL migrations); much more while both cores are busy
-        _wait(lambda: self.proc.poll() is None and _http_ok(f"{self.uri}/health"), "mlflow server",
-              self.folder / "server.log", timeout)
+        _wait(
+            lambda: self.proc.poll() is None and _http_ok(f"{self.uri}/health"),
+            "mlflow server",
+            self.folder / "server.log",
+            timeout,
+        )
         return self
 
     def stop(self) -> None:
@@ -347,8 +438,12 @@ class RayCluster:
         return f"http://127.0.0.2:{self.dashboard_port}"
 
     def _agent_ports(self, host: str) -> list[str]:
-        return [f"--dashboard-agent-listen-port={free_port(host)}", f"--dashboard-agent-grpc-port={free_port(host)}",
-                f"--metrics-export-port={free_port(host)}", f"--runtime-env-agent-port={free_port(host)}"]
+        return [
+            f"--dashboard-agent-listen-port={free_port(host)}",
+            f"--dashboard-agent-grpc-port={free_port(host)}",
+            f"--metrics-export-port={free_port(host)}",
+            f"--runtime-env-agent-port={free_port(host)}",
+        ]
 
     def _private(self, cmd: list[str]) -> list[str]:
         """``cmd`` in its own mount namespace (see the class docstring)."""
@@ -374,33 +469,79 @@ class RayCluster:
         self.port, self.dashboard_port = free_port("127.0.0.2"), free_port("127.0.0.2")
         common = ["--num-cpus=1", "--object-store-memory=200000000", "--block", "--disable-usage-stats"]
         os.makedirs(self.temp, exist_ok=True)
-        self.procs.append(subprocess.Popen(
-            [RAY, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={self.port}", "--dashboard-host=127.0.0.2",
-             f"--dashboard-port={self.dashboard_port}", f"--temp-dir={self.temp}", *self._agent_ports("127.0.0.2"),
-             *common],
-            stdout=open(f"{self.temp}/head.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    RAY,
+                    "start",
+                    "--head",
+                    "--node-ip-address=127.0.0.2",
+                    f"--port={self.port}",
+                    "--dashboard-host=127.0.0.2",
+                    f"--dashboard-port={self.dashboard_port}",
+                    f"--temp-dir={self.temp}",
+                    *self._agent_ports("127.0.0.2"),
+                    *common,
+                ],
+                stdout=open(f"{self.temp}/head.log", "wb"),
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        )
         _wait(lambda: self._nodes() >= 1, "the Ray head", Path(self.temp, "head.log"), 120)
-        self.procs.append(subprocess.Popen(
-            self._private([RAY, "start", f"--address={self.address}", "--node-ip-address=127.0.0.3",
-                           *self._agent_ports("127.0.0.3"), *common]),
-            stdout=open(f"{self.temp}/worker.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                self._private(
+                    [
+                        RAY,
+                        "start",
+                        f"--address={self.address}",
+                        "--node-ip-address=127.0.0.3",
+                        *self._agent_ports("127.0.0.3"),
+                        *common,
+                    ]
+                ),
+                stdout=open(f"{self.temp}/worker.log", "wb"),
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        )
         _wait(lambda: self._nodes() >= 2, "the Ray worker node", Path(self.temp, "worker.log"), 120)
         return self
 
     def _nodes(self) -> int:
         for p in self.procs:
             if p.poll() is not None:
-                raise RuntimeError(f"a Ray node exited: {Path(self.temp, 'worker.log' if p is not self.procs[0] else 'head.log').read_text()[-3000:]}")
+                log = Path(self.temp, "head.log" if p is self.procs[0] else "worker.log")
+                raise RuntimeError(f"a Ray node exited: {log.read_text()[-3000:]}")
         out = subprocess.run([RAY, "status", "--address", self.address], capture_output=True, text=True, env=self.env)
         return out.stdout.count(" node_") if out.returncode == 0 else 0
 
-    def submit(self, entry: list[str], env_vars: dict[str, str] | None = None, timeout: float = 600,
-               working_dir: str | Path = ROOT) -> subprocess.CompletedProcess:
+    def submit(
+        self,
+        entry: list[str],
+        env_vars: dict[str, str] | None = None,
+        timeout: float = 600,
+        working_dir: str | Path = ROOT,
+    ) -> subprocess.CompletedProcess:
         """``ray job submit`` of ``entry`` (retried while the head's job agent is still coming up)."""
         import json
 
-        cmd = [RAY, "job", "submit", "--address", self.dashboard, "--working-dir", str(working_dir),
-               "--runtime-env-json", json.dumps({"env_vars": env_vars or {}}), "--", *entry]
+        cmd = [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            self.dashboard,
+            "--working-dir",
+            str(working_dir),
+            "--runtime-env-json",
+            json.dumps({"env_vars": env_vars or {}}),
+            "--",
+            *entry,
+        ]
         for _ in range(20):
             out = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
             if "No available agent to submit job" not in out.stdout + out.stderr:

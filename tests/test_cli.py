@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +15,6 @@ import pytest
 
 from omg import __version__
 from omg.cli import main
-
 from tests.conftest import TINY_SHAPES
 
 OMG = [sys.executable, "-m", "omg.cli"]
@@ -32,14 +31,17 @@ def test_version_through_console_script():
     assert out.stdout.strip() == f"omg {__version__}"
 
 
-@pytest.mark.parametrize("argv,words", [
-    ([], ["data", "catalog", "demo"]),
-    (["data", "synth"], ["deterministic", "--out", "meta.json"]),
-    (["data", "validate"], ["problem", "Exit status"]),
-    (["catalog", "list"], ["one dataset name per line"]),
-    (["catalog", "show"], ["Writes nothing"]),
-    (["demo"], ["omg-shapes", "--quick", "ablation"]),
-])
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        ([], ["data", "catalog", "demo"]),
+        (["data", "synth"], ["deterministic", "--out", "meta.json"]),
+        (["data", "validate"], ["problem", "Exit status"]),
+        (["catalog", "list"], ["one dataset name per line"]),
+        (["catalog", "show"], ["Writes nothing"]),
+        (["demo"], ["omg-shapes", "--quick", "ablation"]),
+    ],
+)
 def test_every_subcommand_has_help(capsys, argv, words):
     with pytest.raises(SystemExit) as info:
         main(argv + ["--help"])
@@ -103,8 +105,9 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
     env.pop("OMG_DATA_DIR", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
-        proc = subprocess.run(OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path,
-                              timeout=900)
+        proc = subprocess.run(
+            OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         for i, stage in enumerate(("data", "clip", "shards", "train", "evaluate", "ablate", "dashboard"), 1):
             assert f"== demo {i}/7 {stage}: finished" in proc.stderr
@@ -121,24 +124,47 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
         from omg.modeling.checkpoint import read_checkpoint
 
         doc = read_checkpoint(state["train"]["model"])
-        assert doc["metadata"]["clip_weights"] == state["clip"]["weights"] and doc["model_config"]["variant"] == "tiny_convnext"
+        assert (
+            doc["metadata"]["clip_weights"] == state["clip"]["weights"]
+            and doc["model_config"]["variant"] == "tiny_convnext"
+        )
         assert "val image->caption top-1" in proc.stdout
         # every task was evaluated and reported
-        for key in ("omg-shapes/val/panoptic", "omg-shapes/val/instance", "omg-shapes/val/semantic",
-                    "omg-shapes/val_ov/open_vocab", "omg-shapes/val_ov/open_vocab_described",
-                    "omg-shapes/val/prompt_label", "omg-shapes-vis/val/vis", "omg-shapes-vps/val/vps",
-                    "omg-shapes-vos/val/vos", "omg-shapes-sam/val/interactive"):
+        for key in (
+            "omg-shapes/val/panoptic",
+            "omg-shapes/val/instance",
+            "omg-shapes/val/semantic",
+            "omg-shapes/val_ov/open_vocab",
+            "omg-shapes/val_ov/open_vocab_described",
+            "omg-shapes/val/prompt_label",
+            "omg-shapes-vis/val/vis",
+            "omg-shapes-vps/val/vps",
+            "omg-shapes-vos/val/vos",
+            "omg-shapes-sam/val/interactive",
+        ):
             assert state["evaluate"]["metrics"][key], key
-        for task in ("panoptic", "instance", "semantic", "open_vocab", "open_vocab_described", "prompt_label", "vis",
-                     "vps", "vss", "vos", "interactive"):
+        for task in (
+            "panoptic",
+            "instance",
+            "semantic",
+            "open_vocab",
+            "open_vocab_described",
+            "prompt_label",
+            "vis",
+            "vps",
+            "vss",
+            "vos",
+            "interactive",
+        ):
             assert f"  {task} " in proc.stdout
         assert "omg mlflow-ui" in proc.stdout
         # the demo's model is registered in the MLflow Model Registry, and the report says how to serve it
         assert state["train"]["registered_model"] == "models:/omg-seg-demo/1"
         assert "mlflow models serve -m models:/omg-seg-demo/1 --env-manager local" in proc.stdout
 
-        again = subprocess.run(OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path,
-                               timeout=300)
+        again = subprocess.run(
+            OMG + ["demo", "--quick"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         assert again.stderr.count("done earlier") == 7 and "0 to run" in again.stderr
     finally:
@@ -152,9 +178,11 @@ def test_the_demo_shows_training_progress_from_ray_workers(tmp_path, capsys, mon
 
     monkeypatch.setenv("OMG_RUNS_DIR", str(tmp_path))
     demo = Demo(tmp_path, tmp_path / "data", quick=True, seed=0)
-    lines = ["\x1b[36m(RayTrainWorker pid=4242)\x1b[0m [train] step 250/1500 (17%) loss 3.1 ETA 7m 12s",
-             "\x1b[36m(RayTrainWorker pid=4242)\x1b[0m Moving model to device: cpu",
-             "2026-11-29 23:00:00,000\tINFO worker.py:2038 -- Started a local Ray instance."]
+    lines = [
+        "\x1b[36m(RayTrainWorker pid=4242)\x1b[0m [train] step 250/1500 (17%) loss 3.1 ETA 7m 12s",
+        "\x1b[36m(RayTrainWorker pid=4242)\x1b[0m Moving model to device: cpu",
+        "2026-11-29 23:00:00,000\tINFO worker.py:2038 -- Started a local Ray instance.",
+    ]
     demo.run([sys.executable, "-c", f"print({chr(10).join(lines)!r})"], "train")
     err = capsys.readouterr().err
     assert err == "    [train] step 250/1500 (17%) loss 3.1 ETA 7m 12s\n", err

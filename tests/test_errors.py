@@ -14,12 +14,11 @@ import torch
 from PIL import Image
 
 from omg.cli import main as omg_main
-from omg.utils import io as uio
 from omg.modeling.checkpoint import load_checkpoint, save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
+from omg.utils import io as uio
 from omg.utils.errors import describe
 from pipelines.errors import root_cause
-
 from tests.evaluation import metric_toys as toys
 from tests.evaluation.test_metrics import _write_pq_files
 
@@ -32,9 +31,8 @@ def _last_err(capsys) -> str:
 
 
 def test_a_malformed_catalog_file_is_named_with_its_key(tmp_path, monkeypatch, capsys):
-    from pipelines.preprocess import main as preprocess_main
-
     from omg.data.catalog import DEFAULT_CATALOG_DIR
+    from pipelines.preprocess import main as preprocess_main
 
     text = (DEFAULT_CATALOG_DIR / "cityscapes-panoptic.yaml").read_text()
     (tmp_path / "cityscapes-panoptic.yaml").write_text(text.replace("modality: image", "modality: picture"))
@@ -63,11 +61,28 @@ def test_training_storage_that_takes_no_files_is_said_before_any_worker_starts(t
     blocker.write_text("x")
     shards = tmp_path / "shards"
     for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):  # manifests only: no training starts
-        uio.write_json(str(shards / name / "train/manifest.json"),
-                       {"schema_version": 2, "dataset": name, "split": "train", "shards": [], "classes": [],
-                        "class_agnostic": name == "omg-shapes-sam", "rows": 0})
-    rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={blocker}/runs",
-                     "validation.pairs=[]", "--no-mlflow"])
+        uio.write_json(
+            str(shards / name / "train/manifest.json"),
+            {
+                "schema_version": 2,
+                "dataset": name,
+                "split": "train",
+                "shards": [],
+                "classes": [],
+                "class_agnostic": name == "omg-shapes-sam",
+                "rows": 0,
+            },
+        )
+    rc = train_main(
+        [
+            "--config",
+            CONFIG,
+            f"data.shards={shards}",
+            f"checkpoint.storage_path={blocker}/runs",
+            "validation.pairs=[]",
+            "--no-mlflow",
+        ]
+    )
     last = _last_err(capsys)
     assert rc == 1 and "[ENOTDIR]" in last and str(blocker) in last, last
 
@@ -99,8 +114,21 @@ def test_checkpoint_mistakes_are_explained(tiny_checkpoint, tmp_path, capsys):
 
 
 def _pq(base: Path, capsys, *extra) -> tuple[int, str]:
-    rc = omg_main(["metric", "pq", "--gt-json", str(base / "gt.json"), "--gt-folder", str(base / "gt"),
-                   "--pred-json", str(base / "pred.json"), "--pred-folder", str(base / "pred"), *extra])
+    rc = omg_main(
+        [
+            "metric",
+            "pq",
+            "--gt-json",
+            str(base / "gt.json"),
+            "--gt-folder",
+            str(base / "gt"),
+            "--pred-json",
+            str(base / "pred.json"),
+            "--pred-folder",
+            str(base / "pred"),
+            *extra,
+        ]
+    )
     return rc, _last_err(capsys)
 
 
@@ -127,8 +155,12 @@ def test_metric_pq_names_the_file_and_the_image(tmp_path, capsys):
     del doc["annotations"][0]["segments_info"][0]["category_id"]
     (tmp_path / "pred.json").write_text(json.dumps(doc))
     rc, last = _pq(tmp_path, capsys)
-    assert rc == 2 and str(tmp_path / "pred.json") in last and f"image_id {image_id}" in last \
-        and "'category_id' is missing" in last, last
+    assert (
+        rc == 2
+        and str(tmp_path / "pred.json") in last
+        and f"image_id {image_id}" in last
+        and "'category_id' is missing" in last
+    ), last
     doc = json.loads(original_json)
     del doc["annotations"][1]["file_name"]
     (tmp_path / "pred.json").write_text(json.dumps(doc))
@@ -140,7 +172,9 @@ def test_metric_pq_names_the_file_and_the_image(tmp_path, capsys):
 def test_json_out_never_replaces_a_device_and_a_full_disk_is_said(tmp_path, capsys):
     _write_pq_files(tmp_path, *toys.pq_toy())
     rc, last = _pq(tmp_path, capsys, "--json-out", "/dev/full")
-    assert rc == 1 and last == "omg metric pq: error: cannot write --json-out: No space left on device [ENOSPC]: /dev/full"
+    assert (
+        rc == 1 and last == "omg metric pq: error: cannot write --json-out: No space left on device [ENOSPC]: /dev/full"
+    )
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode), "/dev/full is still the device, not a regular file"
     rc, _ = _pq(tmp_path, capsys, "--json-out", "/dev/null")
     assert rc == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode)
@@ -178,7 +212,20 @@ def test_omg_predict_refuses_a_decompression_bomb_from_its_header(tiny_checkpoin
     """A 12000 x 12000 PNG of a few KB used 9.6 GB and 48 s; now it is refused before decoding, as in omg serve."""
     Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")
     assert (tmp_path / "bomb.png").stat().st_size < 200_000
-    rc = omg_main(["predict", "--checkpoint", tiny_checkpoint, "--input", str(tmp_path / "bomb.png"), "--task",
-                   "panoptic", "--out", str(tmp_path / "out"), "--vocabulary", "circle"])
+    rc = omg_main(
+        [
+            "predict",
+            "--checkpoint",
+            tiny_checkpoint,
+            "--input",
+            str(tmp_path / "bomb.png"),
+            "--task",
+            "panoptic",
+            "--out",
+            str(tmp_path / "out"),
+            "--vocabulary",
+            "circle",
+        ]
+    )
     last = _last_err(capsys)
     assert rc == 2 and "12000x12000" in last and "exceeds the limit of 16777216 pixels" in last, last

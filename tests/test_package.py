@@ -72,8 +72,13 @@ def test_lower_layers_never_import_higher_ones():
         if part not in LAYERS:
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                else []
+            )
             for n in names:
                 target = n.split(".")[1] if n.startswith("omg.") and n.count(".") >= 1 else None
                 if target and target != part and target not in LAYERS[part] | {"env"}:  # env: the process defaults
@@ -94,8 +99,12 @@ def test_importing_omg_loads_no_ray_or_mlflow():
 
 
 def test_import_omg_is_cheap():
-    out = subprocess.run([sys.executable, "-c", "import sys, omg, omg.cli; print('torch' in sys.modules)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, omg, omg.cli; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "False"
 
 

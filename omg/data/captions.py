@@ -26,9 +26,17 @@ from typing import Callable
 import numpy as np
 
 from omg.data.synthetic import (
-    STUFF_CLASSES, THING_HUE_SPREAD, THING_HUES, THING_PATTERNS, TRAIN_THINGS, Scene, StuffLayout, _place_things,
+    STUFF_CLASSES,
+    THING_HUE_SPREAD,
+    THING_HUES,
+    THING_PATTERNS,
+    TRAIN_THINGS,
+    Scene,
+    StuffLayout,
+    _place_things,
     _sample_thing,
-    stuff_texture, thing_texture,
+    stuff_texture,
+    thing_texture,
 )
 from omg.utils import io as uio
 from omg.utils.progress import Progress
@@ -37,14 +45,28 @@ CAPTIONS_VERSION = 2  # 2: close-ups
 SPLITS = ("train", "val")
 
 #: the words of each hue band (HSV hue centre of omg-shapes' THING_HUES)
-HUE_WORDS: dict[float, tuple[str, ...]] = {0.0: ("red",), 1 / 6: ("yellow",), 2 / 6: ("green",),
-                                           3 / 6: ("cyan", "turquoise"), 4 / 6: ("blue",), 5 / 6: ("magenta", "purple")}
-PATTERN_WORDS: dict[str, tuple[str, ...]] = {
-    "plain": ("plain", "solid"), "stripes": ("striped",), "checks": ("checkered", "chequered"),
-    "dots": ("dotted", "spotted"), "diagonal": ("diagonally striped", "slanted striped"), "rings": ("ringed", "banded"),
+HUE_WORDS: dict[float, tuple[str, ...]] = {
+    0.0: ("red",),
+    1 / 6: ("yellow",),
+    2 / 6: ("green",),
+    3 / 6: ("cyan", "turquoise"),
+    4 / 6: ("blue",),
+    5 / 6: ("magenta", "purple"),
 }
-STUFF_WORDS: dict[str, tuple[str, ...]] = {"sky": ("the sky", "a blue sky"), "grass": ("grass", "a lawn"),
-                                           "water": ("water", "the sea"), "sand": ("sand", "a beach")}
+PATTERN_WORDS: dict[str, tuple[str, ...]] = {
+    "plain": ("plain", "solid"),
+    "stripes": ("striped",),
+    "checks": ("checkered", "chequered"),
+    "dots": ("dotted", "spotted"),
+    "diagonal": ("diagonally striped", "slanted striped"),
+    "rings": ("ringed", "banded"),
+}
+STUFF_WORDS: dict[str, tuple[str, ...]] = {
+    "sky": ("the sky", "a blue sky"),
+    "grass": ("grass", "a lawn"),
+    "water": ("water", "the sea"),
+    "sand": ("sand", "a beach"),
+}
 NUMBERS = ("a", "two", "three", "four")
 
 
@@ -112,9 +134,19 @@ def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, 
     for thing in scene.things:
         own = rng.random() >= opts.free_look
         hue = THING_HUES[thing.cls.name] if own else bands[int(rng.integers(len(bands)))]
-        pattern = THING_PATTERNS[thing.cls.name] if own else sorted(PATTERN_WORDS)[int(rng.integers(len(PATTERN_WORDS)))]
-        colour = np.array(colorsys.hsv_to_rgb((hue + rng.uniform(-THING_HUE_SPREAD, THING_HUE_SPREAD)) % 1.0,
-                                              rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))) * 255.0
+        pattern = (
+            THING_PATTERNS[thing.cls.name] if own else sorted(PATTERN_WORDS)[int(rng.integers(len(PATTERN_WORDS)))]
+        )
+        colour = (
+            np.array(
+                colorsys.hsv_to_rgb(
+                    (hue + rng.uniform(-THING_HUE_SPREAD, THING_HUE_SPREAD)) % 1.0,
+                    rng.uniform(0.55, 1.0),
+                    rng.uniform(0.55, 1.0),
+                )
+            )
+            * 255.0
+        )
         thing.color = colour
         scene.thing_textures.append(thing_texture(colour, s, s, rng, thing.shade_dir, pattern))
         size = "small" if thing.r < 0.12 * s else "large" if thing.r > 0.17 * s else ""
@@ -157,8 +189,13 @@ def _plural(name: str) -> str:
     return name + ("es" if name.endswith(("s", "x", "ch", "sh")) else "s")
 
 
-def generate_captions(root: str, seed: int = 0, opts: CaptionOptions | None = None, progress: bool = True,
-                      log: Callable[[str], None] | None = None) -> dict:
+def generate_captions(
+    root: str,
+    seed: int = 0,
+    opts: CaptionOptions | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Write the caption companion under ``<root>/captions`` (idempotent: a complete one with the same seed, options
     and version is left as it is; a different one is an error) and return its meta document."""
     opts = opts or CaptionOptions()
@@ -166,12 +203,18 @@ def generate_captions(root: str, seed: int = 0, opts: CaptionOptions | None = No
     meta_uri = uio.join(out, "meta.json")
     if uio.exists(meta_uri):
         old = uio.read_json(meta_uri)
-        if (old.get("version"), old.get("seed"), old.get("options")) == (CAPTIONS_VERSION, seed, dataclasses.asdict(opts)):
+        if (old.get("version"), old.get("seed"), old.get("options")) == (
+            CAPTIONS_VERSION,
+            seed,
+            dataclasses.asdict(opts),
+        ):
             if log:
                 log(f"omg-shapes captions already complete at {out} (seed {seed}); nothing to do")
             return old
-        raise FileExistsError(f"{meta_uri} describes other captions (seed {old.get('seed')}, version "
-                              f"{old.get('version')}); choose another root or delete {out} first")
+        raise FileExistsError(
+            f"{meta_uri} describes other captions (seed {old.get('seed')}, version "
+            f"{old.get('version')}); choose another root or delete {out} first"
+        )
     counts = {}
     for split in SPLITS:
         rows = ["filepath\ttitle"]
@@ -185,10 +228,17 @@ def generate_captions(root: str, seed: int = 0, opts: CaptionOptions | None = No
                 prog.update()
         uio.write_bytes(uio.join(out, f"{split}.csv"), ("\n".join(rows) + "\n").encode("utf-8"))
         counts[split] = n
-    meta = {"generator": "omg-shapes captions", "version": CAPTIONS_VERSION, "seed": seed,
-            "options": dataclasses.asdict(opts), "counts": counts,
-            "shapes": [c.name for c in TRAIN_THINGS], "hue_words": {str(k): v for k, v in HUE_WORDS.items()},
-            "pattern_words": PATTERN_WORDS, "stuff": [c.name for c in STUFF_CLASSES]}
+    meta = {
+        "generator": "omg-shapes captions",
+        "version": CAPTIONS_VERSION,
+        "seed": seed,
+        "options": dataclasses.asdict(opts),
+        "counts": counts,
+        "shapes": [c.name for c in TRAIN_THINGS],
+        "hue_words": {str(k): v for k, v in HUE_WORDS.items()},
+        "pattern_words": PATTERN_WORDS,
+        "stuff": [c.name for c in STUFF_CLASSES],
+    }
     uio.write_json(meta_uri, meta)
     if log:
         log(f"wrote {sum(counts.values())} captioned images to {out}")

@@ -37,15 +37,42 @@ import yaml
 from omg.env import runs_dir
 from omg.utils.typed import SchemaError, from_dict, yaml_problem
 
-Task = Literal["panoptic", "instance", "semantic", "vis", "vps", "vss", "vos", "interactive", "open_vocab",
-               "open_vocab_described", "prompt_label"]
+Task = Literal[
+    "panoptic",
+    "instance",
+    "semantic",
+    "vis",
+    "vps",
+    "vss",
+    "vos",
+    "interactive",
+    "open_vocab",
+    "open_vocab_described",
+    "prompt_label",
+]
 Format = Literal[
-    "coco_panoptic", "coco_sam", "coco_instances", "cityscapes_panoptic", "ade20k_panoptic",
-    "vipseg", "youtube_vis", "vspw", "davis",
+    "coco_panoptic",
+    "coco_sam",
+    "coco_instances",
+    "cityscapes_panoptic",
+    "ade20k_panoptic",
+    "vipseg",
+    "youtube_vis",
+    "vspw",
+    "davis",
 ]
 Evaluator = Literal[
-    "pq", "coco_segm", "miou", "ytvis_ap", "vpq", "stq", "vspw_miou", "vspw_vc",
-    "davis_jf", "interactive_miou", "noc",
+    "pq",
+    "coco_segm",
+    "miou",
+    "ytvis_ap",
+    "vpq",
+    "stq",
+    "vspw_miou",
+    "vspw_vc",
+    "davis_jf",
+    "interactive_miou",
+    "noc",
 ]
 SamplingMode = Literal["image", "pseudo_video", "clip"]
 
@@ -72,9 +99,17 @@ FORMAT_SPLIT_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 
 #: which task an evaluator scores
 EVALUATOR_TASK: dict[str, str] = {
-    "pq": "panoptic", "coco_segm": "instance", "miou": "semantic", "ytvis_ap": "vis",
-    "vpq": "vps", "stq": "vps", "vspw_miou": "vss", "vspw_vc": "vss", "davis_jf": "vos",
-    "interactive_miou": "interactive", "noc": "interactive",
+    "pq": "panoptic",
+    "coco_segm": "instance",
+    "miou": "semantic",
+    "ytvis_ap": "vis",
+    "vpq": "vps",
+    "stq": "vps",
+    "vspw_miou": "vss",
+    "vspw_vc": "vss",
+    "davis_jf": "vos",
+    "interactive_miou": "interactive",
+    "noc": "interactive",
 }
 
 DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[2] / "datasets_catalog"
@@ -124,7 +159,9 @@ class Sampling:
         if self.repeat_factor < 0:
             raise ValueError(f"sampling.repeat_factor must be >= 0, got {self.repeat_factor}")
         if len(self.resize_range) != 2 or not 0 < self.resize_range[0] <= self.resize_range[1]:
-            raise ValueError(f"sampling.resize_range must be [low, high] with 0 < low <= high, got {list(self.resize_range)}")
+            raise ValueError(
+                f"sampling.resize_range must be [low, high] with 0 < low <= high, got {list(self.resize_range)}"
+            )
         if self.clip_length < 1 or self.clip_interval < 1:
             raise ValueError("sampling.clip_length and sampling.clip_interval must be >= 1")
 
@@ -200,8 +237,9 @@ class DatasetEntry:
             return {k: join_uri(base, v) for k, v in paths.items()}
         from omg.utils import io as uio
 
-        options = [{k: join_uri(base, v[i] if isinstance(v, tuple) else v) for k, v in paths.items()}
-                   for i in range(count)]
+        options = [
+            {k: join_uri(base, v[i] if isinstance(v, tuple) else v) for k, v in paths.items()} for i in range(count)
+        ]
         varying = [k for k, v in paths.items() if isinstance(v, tuple)]
         return next((o for o in options if all(uio.exists(o[k]) for k in varying)), options[0])
 
@@ -249,8 +287,10 @@ def _check_entry(entry: DatasetEntry, source: str, stem: str) -> None:
             fail(f"splits.{split}.{missing[0]}", f"missing (format {entry.format} needs {', '.join(sorted(required))})")
         extra = sorted(set(paths) - required - optional)
         if extra:
-            fail(f"splits.{split}.{extra[0]}",
-                 f"unknown key for format {entry.format} (allowed: {', '.join(sorted(required | optional))})")
+            fail(
+                f"splits.{split}.{extra[0]}",
+                f"unknown key for format {entry.format} (allowed: {', '.join(sorted(required | optional))})",
+            )
         lists = {k: len(v) for k, v in paths.items() if isinstance(v, tuple)}
         if len(set(lists.values())) > 1 or 0 in lists.values():
             fail(f"splits.{split}", f"alternatives (lists) must all have the same, non-zero length, got {lists}")

@@ -18,11 +18,18 @@ from pathlib import Path
 
 import yaml
 
-from omg.utils import io as uio
 from omg.data.catalog import (
-    CatalogError, ClassInfo, DatasetEntry, Sampling, catalog_dirs, load_entry, user_catalog_dir,
+    CatalogError,
+    ClassInfo,
+    DatasetEntry,
+    Sampling,
+    catalog_dirs,
+    load_entry,
+    user_catalog_dir,
 )
+from omg.utils import io as uio
 from omg.utils.typed import to_dict
+
 
 class _Dumper(yaml.SafeDumper):
     """YAML like the files in datasets_catalog/: short lists and mappings on one line."""
@@ -43,7 +50,15 @@ class _FlowDict(dict):
 _Dumper.add_representer(_FlowList, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 _Dumper.add_representer(_FlowDict, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=True))
 
-FORMATS = ("coco_panoptic", "ade20k_panoptic", "cityscapes_panoptic", "coco_instances", "youtube_vis", "davis", "vipseg")
+FORMATS = (
+    "coco_panoptic",
+    "ade20k_panoptic",
+    "cityscapes_panoptic",
+    "coco_instances",
+    "youtube_vis",
+    "davis",
+    "vipseg",
+)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _IMAGE_EXT = (".jpg", ".jpeg", ".png")
 
@@ -61,7 +76,7 @@ def _jsons(root: str) -> list[str]:
 def _split_name(stem: str, prefixes: tuple[str, ...]) -> str:
     for p in prefixes:
         if stem.startswith(p):
-            stem = stem[len(p):]
+            stem = stem[len(p) :]
             break
     return stem.strip("_-") or "train"
 
@@ -75,9 +90,11 @@ def _find_images(root: str, file_name: str, hints: list[str]) -> str:
     fs, base = uio.fs_and_path(root)
     for depth in (1, 2):
         for path in sorted(fs.glob(f"{base.rstrip('/')}/{'/'.join(['*'] * depth)}/{file_name}")):
-            return path[len(base.rstrip("/")) + 1:].rsplit("/", 1)[0]
-    raise ValueError(f"{root}: cannot find the folder holding {file_name!r} (an image of the annotation file); "
-                     "pass the split's files with --split NAME:images=FOLDER,...")
+            return path[len(base.rstrip("/")) + 1 :].rsplit("/", 1)[0]
+    raise ValueError(
+        f"{root}: cannot find the folder holding {file_name!r} (an image of the annotation file); "
+        "pass the split's files with --split NAME:images=FOLDER,..."
+    )
 
 
 def _discover_coco(root: str, kind: str) -> dict[str, dict[str, str]]:
@@ -104,8 +121,10 @@ def _discover_coco(root: str, kind: str) -> dict[str, dict[str, str]]:
         if kind == "panoptic":
             masks = f"{folder}/{stem}" if folder else stem
             if not uio.exists(uio.join(root, masks)):
-                raise ValueError(f"{uio.join(root, rel)}: no PNG folder {masks!r} beside it (COCO panoptic keeps the "
-                                 "PNGs in a folder named like the JSON)")
+                raise ValueError(
+                    f"{uio.join(root, rel)}: no PNG folder {masks!r} beside it (COCO panoptic keeps the "
+                    "PNGs in a folder named like the JSON)"
+                )
             paths.update(panoptic_json=rel, panoptic_masks=masks)
         else:
             paths["instances_json"] = rel
@@ -121,11 +140,14 @@ def _discover_cityscapes(root: str) -> dict[str, dict[str, str]]:
         stem = rel.rsplit("/", 1)[-1][:-5]
         if not stem.startswith("cityscapes_panoptic_"):
             continue
-        split = stem[len("cityscapes_panoptic_"):].replace("_trainId", "")
+        split = stem[len("cityscapes_panoptic_") :].replace("_trainId", "")
         if split in splits and not stem.endswith("_trainId"):
             continue
-        splits[split] = {"images": f"leftImg8bit/{split}", "panoptic_json": f"gtFine/{rel}",
-                         "panoptic_masks": f"gtFine/{rel[:-5]}"}
+        splits[split] = {
+            "images": f"leftImg8bit/{split}",
+            "panoptic_json": f"gtFine/{rel}",
+            "panoptic_masks": f"gtFine/{rel[:-5]}",
+        }
     return splits
 
 
@@ -170,8 +192,11 @@ def _discover_vipseg(root: str) -> dict[str, dict[str, str]]:
     for rel in _jsons(root):
         stem = rel.rsplit("/", 1)[-1][:-5]
         if stem.startswith("panoptic_gt_VIPSeg_") and masks:
-            splits[_split_name(stem, ("panoptic_gt_VIPSeg_",))] = {"frames": "images", "panoptic_masks": masks,
-                                                                  "panoptic_json": rel}
+            splits[_split_name(stem, ("panoptic_gt_VIPSeg_",))] = {
+                "frames": "images",
+                "panoptic_masks": masks,
+                "panoptic_json": rel,
+            }
     if not splits and uio.exists(uio.join(root, "panomasks")):
         splits["train"] = {"frames": "images", "panoptic_masks": "panomasks"}
     return splits
@@ -179,15 +204,20 @@ def _discover_vipseg(root: str) -> dict[str, dict[str, str]]:
 
 def discover_splits(fmt: str, root: str) -> dict[str, dict[str, str]]:
     """Splits of a dataset root in format ``fmt``, as the format's own tools name the files."""
-    found = {"coco_panoptic": lambda: _discover_coco(root, "panoptic"),
-             "ade20k_panoptic": lambda: _discover_coco(root, "panoptic"),
-             "cityscapes_panoptic": lambda: _discover_cityscapes(root),
-             "coco_instances": lambda: _discover_coco(root, "instances"),
-             "youtube_vis": lambda: _discover_ytvis(root), "davis": lambda: _discover_davis(root),
-             "vipseg": lambda: _discover_vipseg(root)}[fmt]()
+    found = {
+        "coco_panoptic": lambda: _discover_coco(root, "panoptic"),
+        "ade20k_panoptic": lambda: _discover_coco(root, "panoptic"),
+        "cityscapes_panoptic": lambda: _discover_cityscapes(root),
+        "coco_instances": lambda: _discover_coco(root, "instances"),
+        "youtube_vis": lambda: _discover_ytvis(root),
+        "davis": lambda: _discover_davis(root),
+        "vipseg": lambda: _discover_vipseg(root),
+    }[fmt]()
     if not found:
-        raise ValueError(f"{root}: found no {fmt} split (annotation files named as the format's tools write them); "
-                         "pass the split's files with --split NAME:KEY=PATH,...")
+        raise ValueError(
+            f"{root}: found no {fmt} split (annotation files named as the format's tools write them); "
+            "pass the split's files with --split NAME:KEY=PATH,..."
+        )
     return found
 
 
@@ -195,36 +225,66 @@ def read_classes(fmt: str, root: str, paths: dict[str, str]) -> tuple[ClassInfo,
     """The class list of an annotation file; () for a class-agnostic format (DAVIS)."""
     if fmt == "davis":
         return ()
-    key = {"coco_panoptic": "panoptic_json", "ade20k_panoptic": "panoptic_json", "cityscapes_panoptic": "panoptic_json",
-           "coco_instances": "instances_json", "youtube_vis": "annotations", "vipseg": "panoptic_json"}[fmt]
+    key = {
+        "coco_panoptic": "panoptic_json",
+        "ade20k_panoptic": "panoptic_json",
+        "cityscapes_panoptic": "panoptic_json",
+        "coco_instances": "instances_json",
+        "youtube_vis": "annotations",
+        "vipseg": "panoptic_json",
+    }[fmt]
     if key not in paths:
         raise ValueError(f"format {fmt}: the class list comes from the {key} file; this split has none")
     doc = uio.read_json(paths[key] if paths[key].startswith("/") or "://" in paths[key] else uio.join(root, paths[key]))
     out = []
     for c in doc.get("categories") or []:
         name = " ".join(str(c["name"]).replace(",", " ").split())
-        out.append(ClassInfo(id=int(c["id"]), name=name, synonyms=(name,),
-                             isthing=bool(c.get("isthing", 1))))
+        out.append(ClassInfo(id=int(c["id"]), name=name, synonyms=(name,), isthing=bool(c.get("isthing", 1))))
     if not out:
         raise ValueError(f"{paths[key]}: no 'categories' to take the classes from")
     return tuple(sorted(out, key=lambda c: c.id))
 
 
-TASKS = {"coco_panoptic": ("panoptic", "semantic"), "ade20k_panoptic": ("panoptic", "semantic"),
-         "cityscapes_panoptic": ("panoptic", "semantic"), "coco_instances": ("instance",),
-         "youtube_vis": ("vis",), "davis": ("vos",), "vipseg": ("vps", "vss")}
-EVALUATORS = {"coco_panoptic": ("pq", "miou"), "ade20k_panoptic": ("pq", "miou"), "cityscapes_panoptic": ("pq", "miou"),
-              "coco_instances": ("coco_segm",), "youtube_vis": ("ytvis_ap",),
-              "davis": ("davis_jf",), "vipseg": ("vpq", "stq", "vspw_miou")}
-SAMPLING = {"coco_panoptic": Sampling(1.0, "pseudo_video"), "ade20k_panoptic": Sampling(1.0, "pseudo_video"),
-            "cityscapes_panoptic": Sampling(1.0, "pseudo_video"), "coco_instances": Sampling(1.0, "pseudo_video"),
-            "youtube_vis": Sampling(1.0, "clip"), "davis": Sampling(1.0, "clip"), "vipseg": Sampling(1.0, "clip")}
+TASKS = {
+    "coco_panoptic": ("panoptic", "semantic"),
+    "ade20k_panoptic": ("panoptic", "semantic"),
+    "cityscapes_panoptic": ("panoptic", "semantic"),
+    "coco_instances": ("instance",),
+    "youtube_vis": ("vis",),
+    "davis": ("vos",),
+    "vipseg": ("vps", "vss"),
+}
+EVALUATORS = {
+    "coco_panoptic": ("pq", "miou"),
+    "ade20k_panoptic": ("pq", "miou"),
+    "cityscapes_panoptic": ("pq", "miou"),
+    "coco_instances": ("coco_segm",),
+    "youtube_vis": ("ytvis_ap",),
+    "davis": ("davis_jf",),
+    "vipseg": ("vpq", "stq", "vspw_miou"),
+}
+SAMPLING = {
+    "coco_panoptic": Sampling(1.0, "pseudo_video"),
+    "ade20k_panoptic": Sampling(1.0, "pseudo_video"),
+    "cityscapes_panoptic": Sampling(1.0, "pseudo_video"),
+    "coco_instances": Sampling(1.0, "pseudo_video"),
+    "youtube_vis": Sampling(1.0, "clip"),
+    "davis": Sampling(1.0, "clip"),
+    "vipseg": Sampling(1.0, "clip"),
+}
 # (every format's entry is sampled when you fine-tune on it by name: the built-in davis-17's 0.0 is the paper's
 # choice, which evaluates DAVIS without training on it)
 
 
-def add_dataset(name: str, fmt: str, root: str, out_dir: str | None = None, description: str = "",
-                splits: dict[str, dict[str, str]] | None = None, overwrite: bool = False) -> tuple[DatasetEntry, Path]:
+def add_dataset(
+    name: str,
+    fmt: str,
+    root: str,
+    out_dir: str | None = None,
+    description: str = "",
+    splits: dict[str, dict[str, str]] | None = None,
+    overwrite: bool = False,
+) -> tuple[DatasetEntry, Path]:
     """Write and check ``<out_dir>/<name>.yaml``; -> (the entry as the catalog loads it, its path)."""
     if not _NAME.match(name):
         raise ValueError(f"dataset name {name!r}: lowercase letters, digits, '-', '_' and '.' only")
@@ -236,28 +296,42 @@ def add_dataset(name: str, fmt: str, root: str, out_dir: str | None = None, desc
     splits = splits or discover_splits(fmt, root)
     classes = read_classes(fmt, root, next(iter(splits.values())))
     entry = DatasetEntry(
-        name=name, description=description or f"{name} ({fmt}, added with `omg catalog add`)", format=fmt,
-        modality="video" if fmt in ("youtube_vis", "davis", "vipseg") else "image", root=root,
-        splits=splits, tasks=TASKS[fmt], evaluators=EVALUATORS[fmt], classes=classes,
-        class_agnostic=not classes, sampling=SAMPLING[fmt])
+        name=name,
+        description=description or f"{name} ({fmt}, added with `omg catalog add`)",
+        format=fmt,
+        modality="video" if fmt in ("youtube_vis", "davis", "vipseg") else "image",
+        root=root,
+        splits=splits,
+        tasks=TASKS[fmt],
+        evaluators=EVALUATORS[fmt],
+        classes=classes,
+        class_agnostic=not classes,
+        sampling=SAMPLING[fmt],
+    )
     folder = Path(out_dir) if out_dir else user_catalog_dir()
     path = folder / f"{name}.yaml"
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists (--overwrite replaces it)")
     if any((d / f"{name}.yaml").exists() for d in catalog_dirs() if d.resolve() != folder.resolve()):
-        raise ValueError(f"a catalog entry named {name!r} exists already (`omg catalog show {name}`); choose another name")
+        raise ValueError(
+            f"a catalog entry named {name!r} exists already (`omg catalog show {name}`); choose another name"
+        )
     doc = to_dict(entry)
     for key in ("source", "classes", "derived_from", "notes", "homepage"):
         doc.pop(key, None)
     for key in ("tasks", "evaluators"):
         doc[key] = _Flow(doc[key])
     doc["sampling"] = _Flow(doc["sampling"])
-    text = (f"# {name}: added by `omg catalog add {name} --format {fmt} --root {root}`\n"
-            + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120))
+    text = f"# {name}: added by `omg catalog add {name} --format {fmt} --root {root}`\n" + yaml.dump(
+        doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120
+    )
     if classes:  # one line per class, as in datasets_catalog/
-        text += "classes:\n" + "".join(
-            f"  - {yaml.dump(_Flow({'id': c.id, 'name': c.name, 'synonyms': list(c.synonyms), 'isthing': c.isthing}), Dumper=_Dumper, width=1000, sort_keys=False).strip()}\n"
-            for c in classes)
+
+        def line(c: ClassInfo) -> str:
+            flow = _Flow({"id": c.id, "name": c.name, "synonyms": list(c.synonyms), "isthing": c.isthing})
+            return f"  - {yaml.dump(flow, Dumper=_Dumper, width=1000, sort_keys=False).strip()}\n"
+
+        text += "classes:\n" + "".join(line(c) for c in classes)
     uio.write_bytes(str(path), text.encode())
     try:
         return load_entry(path), path

@@ -12,8 +12,9 @@ from omg.data.masks import rgb2id, rle_decode
 from omg.data.records import Sample
 
 
-def decode_frames(sample: Sample, indices: Sequence[int] | None = None,
-                  min_size: tuple[int, int] | None = None, as_pil: bool = False):
+def decode_frames(
+    sample: Sample, indices: Sequence[int] | None = None, min_size: tuple[int, int] | None = None, as_pil: bool = False
+):
     """-> T x h x w x 3 uint8 RGB for the chosen frames (all by default); a list of RGB
     ``PIL.Image`` with ``as_pil`` (saves a copy when Pillow resamples them next).
 

@@ -67,8 +67,9 @@ class BatchBuilder:
         self.manifests = {d.name: read_manifest(d.manifest) for d in config.datasets}
         for d in config.datasets:
             if self.manifests[d.name]["dataset"] != d.name:
-                raise ValueError(f"{d.manifest}: manifest is for {self.manifests[d.name]['dataset']!r}, "
-                                 f"configured as {d.name!r}")
+                raise ValueError(
+                    f"{d.manifest}: manifest is for {self.manifests[d.name]['dataset']!r}, configured as {d.name!r}"
+                )
         self.label_space = label_space or build_label_space(self.manifests)
         self._readers: dict[str, ShardReader] = {}
 
@@ -106,8 +107,7 @@ class BatchBuilder:
             idx = [0]
         kind = self.kind(name)
         segs = [k for k, s in enumerate(sample.segments) if not s.iscrowd]
-        aug = Augment(self.config.crop_size, tuple(spec.resize_range),
-                      independent_crops=spec.mode == "pseudo_video")
+        aug = Augment(self.config.crop_size, tuple(spec.resize_range), independent_crops=spec.mode == "pseudo_video")
         if kind == "location":
             return self._location_example(name, index, sample, idx, segs, aug, rng)
         p = draw(aug, (sample.height, sample.width), len(idx), rng)
@@ -130,8 +130,10 @@ class BatchBuilder:
                 return index, sample
             index = int(rng.integers(rows))
             sample = self.reader(name)[index]
-        raise ValueError(f"{name}: no video of at least {need} frames (clip_length {spec.clip_length}, clip_interval "
-                         f"{spec.clip_interval}) in {self.MAX_REFETCH} random draws; lower them in the catalog's sampling")
+        raise ValueError(
+            f"{name}: no video of at least {need} frames (clip_length {spec.clip_length}, clip_interval "
+            f"{spec.clip_interval}) in {self.MAX_REFETCH} random draws; lower them in the catalog's sampling"
+        )
 
     def _augmented(self, sample, idx, segs, p, aug) -> tuple[np.ndarray, np.ndarray]:
         """Decode at the scale the augmentation needs, then resize/flip/crop frames and masks together."""
@@ -158,8 +160,14 @@ class BatchBuilder:
                 raise ValueError(f"{name} row {index}: no segment to prompt")
         m = m[keep]
         boxes, is_point, order = sample_prompts(m[:, 0], self.config.num_prompts, rng, self.config.box_prompt_prob)
-        return {"images": f, "masks": m[order], "labels": np.full(len(order), IGNORE, dtype=np.int64),
-                "boxes": boxes, "is_point": is_point, "image_size": np.array(p.valid)}
+        return {
+            "images": f,
+            "masks": m[order],
+            "labels": np.full(len(order), IGNORE, dtype=np.int64),
+            "boxes": boxes,
+            "is_point": is_point,
+            "image_size": np.array(p.valid),
+        }
 
     # ------------------------------------------------------------------ one batch
     def build(self, item: PlanItem | dict) -> dict:
@@ -188,8 +196,10 @@ class BatchBuilder:
 
     def __call__(self, batch: dict) -> dict:
         """Ray Data ``map_batches`` entry: rows of plan items -> rows of built batches (one per item)."""
-        built = [self.build({"dataset": d, "indices": list(i), "seeds": list(s)})
-                 for d, i, s in zip(batch["dataset"], batch["indices"], batch["seeds"])]
+        built = [
+            self.build({"dataset": d, "indices": list(i), "seeds": list(s)})
+            for d, i, s in zip(batch["dataset"], batch["indices"], batch["seeds"])
+        ]
         return {k: [b[k] for b in built] for k in built[0]}
 
 

@@ -29,14 +29,22 @@ class DatasetClasses:
     @staticmethod
     def from_manifest(manifest: dict) -> "DatasetClasses":
         return DatasetClasses(
-            manifest["dataset"], bool(manifest["class_agnostic"]),
-            tuple((int(c["id"]), tuple(c["synonyms"]), bool(c["isthing"])) for c in manifest["classes"]
-                  if not c.get("heldout", False)))
+            manifest["dataset"],
+            bool(manifest["class_agnostic"]),
+            tuple(
+                (int(c["id"]), tuple(c["synonyms"]), bool(c["isthing"]))
+                for c in manifest["classes"]
+                if not c.get("heldout", False)
+            ),
+        )
 
     @staticmethod
     def from_entry(entry) -> "DatasetClasses":
-        return DatasetClasses(entry.name, entry.class_agnostic,
-                              tuple((c.id, tuple(c.synonyms), c.isthing) for c in entry.classes if not c.heldout))
+        return DatasetClasses(
+            entry.name,
+            entry.class_agnostic,
+            tuple((c.id, tuple(c.synonyms), c.isthing) for c in entry.classes if not c.heldout),
+        )
 
 
 @dataclass(frozen=True)
@@ -69,15 +77,19 @@ class LabelSpace:
 
     def to_dict(self) -> dict:
         """The checkpoint-metadata form (``label_space``): the vocabulary's ``names``/``isthing`` plus the mappings."""
-        return {**self.vocabulary.to_dict(),
-                "mappings": {d: {str(k): v for k, v in m.items()} for d, m in self.mappings.items()},
-                "class_agnostic": sorted(self.class_agnostic)}
+        return {
+            **self.vocabulary.to_dict(),
+            "mappings": {d: {str(k): v for k, v in m.items()} for d, m in self.mappings.items()},
+            "class_agnostic": sorted(self.class_agnostic),
+        }
 
     @staticmethod
     def from_dict(d: dict) -> "LabelSpace":
-        return LabelSpace(Vocabulary.from_dict(d),
-                          {ds: {int(k): int(v) for k, v in m.items()} for ds, m in d.get("mappings", {}).items()},
-                          frozenset(d.get("class_agnostic", [])))
+        return LabelSpace(
+            Vocabulary.from_dict(d),
+            {ds: {int(k): int(v) for k, v in m.items()} for ds, m in d.get("mappings", {}).items()},
+            frozenset(d.get("class_agnostic", [])),
+        )
 
 
 def merge_label_spaces(datasets: Sequence[DatasetClasses]) -> LabelSpace:
@@ -101,7 +113,8 @@ def merge_label_spaces(datasets: Sequence[DatasetClasses]) -> LabelSpace:
                 rows.append((cat, isthing, len(pool) - 1))
         local[ds.name] = rows
     num_things = len(merged[True])
-    mappings = {name: {cat: (k if isthing else num_things + k) for cat, isthing, k in rows}
-                for name, rows in local.items()}
+    mappings = {
+        name: {cat: (k if isthing else num_things + k) for cat, isthing, k in rows} for name, rows in local.items()
+    }
     vocabulary = Vocabulary(tuple(merged[True] + merged[False]), (True,) * num_things + (False,) * len(merged[False]))
     return LabelSpace(vocabulary, mappings, frozenset(agnostic))

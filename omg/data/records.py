@@ -113,46 +113,77 @@ class Sample:
 
     @staticmethod
     def from_row(row: dict) -> "Sample":
-        segs = [Segment(id=int(s["id"]), category_id=int(s["category_id"]), iscrowd=bool(s["iscrowd"]),
-                        areas=list(s["areas"]), bboxes=[list(b) for b in s["bboxes"]], rles=list(s["rles"] or []))
-                for s in row["segments"]]
-        return Sample(dataset=row["dataset"], split=row["split"], key=row["key"], modality=row["modality"],
-                      height=int(row["height"]), width=int(row["width"]), frame_names=list(row["frame_names"]),
-                      frames=list(row["frames"]), mask_kind=row["mask_kind"], masks=list(row["masks"]),
-                      segments=segs, source=row["source"], checksum=row["checksum"])
+        segs = [
+            Segment(
+                id=int(s["id"]),
+                category_id=int(s["category_id"]),
+                iscrowd=bool(s["iscrowd"]),
+                areas=list(s["areas"]),
+                bboxes=[list(b) for b in s["bboxes"]],
+                rles=list(s["rles"] or []),
+            )
+            for s in row["segments"]
+        ]
+        return Sample(
+            dataset=row["dataset"],
+            split=row["split"],
+            key=row["key"],
+            modality=row["modality"],
+            height=int(row["height"]),
+            width=int(row["width"]),
+            frame_names=list(row["frame_names"]),
+            frames=list(row["frames"]),
+            mask_kind=row["mask_kind"],
+            masks=list(row["masks"]),
+            segments=segs,
+            source=row["source"],
+            checksum=row["checksum"],
+        )
 
 
-ARROW_SCHEMA = pa.schema([
-    ("dataset", pa.string()),
-    ("split", pa.string()),
-    ("key", pa.string()),
-    ("modality", pa.string()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("frame_names", pa.list_(pa.string())),
-    ("frames", pa.list_(pa.binary())),
-    ("mask_kind", pa.string()),
-    ("masks", pa.list_(pa.binary())),
-    ("segments", pa.list_(pa.struct([
-        ("id", pa.int64()),
-        ("category_id", pa.int64()),
-        ("iscrowd", pa.bool_()),
-        ("areas", pa.list_(pa.int64())),
-        ("bboxes", pa.list_(pa.list_(pa.float64()))),
-        ("rles", pa.list_(pa.string())),
-    ]))),
-    ("source", pa.string()),
-    ("checksum", pa.string()),
-], metadata={"omg.schema_version": str(SCHEMA_VERSION)})
+ARROW_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("split", pa.string()),
+        ("key", pa.string()),
+        ("modality", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("frame_names", pa.list_(pa.string())),
+        ("frames", pa.list_(pa.binary())),
+        ("mask_kind", pa.string()),
+        ("masks", pa.list_(pa.binary())),
+        (
+            "segments",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("id", pa.int64()),
+                        ("category_id", pa.int64()),
+                        ("iscrowd", pa.bool_()),
+                        ("areas", pa.list_(pa.int64())),
+                        ("bboxes", pa.list_(pa.list_(pa.float64()))),
+                        ("rles", pa.list_(pa.string())),
+                    ]
+                )
+            ),
+        ),
+        ("source", pa.string()),
+        ("checksum", pa.string()),
+    ],
+    metadata={"omg.schema_version": str(SCHEMA_VERSION)},
+)
 
-QUARANTINE_SCHEMA = pa.schema([
-    ("dataset", pa.string()),
-    ("split", pa.string()),
-    ("key", pa.string()),
-    ("source", pa.string()),
-    ("field", pa.string()),
-    ("reason", pa.string()),
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("split", pa.string()),
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("field", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 
 
 def digest(*parts: bytes | str) -> str:

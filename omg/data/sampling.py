@@ -27,7 +27,9 @@ class PlanItem:
         return {"dataset": self.dataset, "indices": list(self.indices), "seeds": list(self.seeds)}
 
 
-def epoch_plan(sizes: dict[str, int], repeat: dict[str, float], batch_size: int, seed: int, epoch: int) -> list[PlanItem]:
+def epoch_plan(
+    sizes: dict[str, int], repeat: dict[str, float], batch_size: int, seed: int, epoch: int
+) -> list[PlanItem]:
     rng = np.random.default_rng([seed, epoch, 0x5EED])
     batches: list[PlanItem] = []
     for name in sorted(sizes):
@@ -41,8 +43,13 @@ def epoch_plan(sizes: dict[str, int], repeat: dict[str, float], batch_size: int,
         idx = rng.permutation(idx)
         seeds = rng.integers(0, 2**31 - 1, size=len(idx))
         for s in range(0, len(idx) - batch_size + 1, batch_size):
-            batches.append(PlanItem(name, tuple(int(x) for x in idx[s:s + batch_size]),
-                                    tuple(int(x) for x in seeds[s:s + batch_size])))
+            batches.append(
+                PlanItem(
+                    name,
+                    tuple(int(x) for x in idx[s : s + batch_size]),
+                    tuple(int(x) for x in seeds[s : s + batch_size]),
+                )
+            )
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
 

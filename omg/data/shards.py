@@ -8,8 +8,8 @@ from collections import OrderedDict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from omg.utils import io as uio
 from omg.data.records import SCHEMA_VERSION, Sample
+from omg.utils import io as uio
 
 
 def split_uri(manifest_uri: str) -> str:
@@ -21,12 +21,16 @@ def read_manifest(uri: str) -> dict:
     if not uri.endswith(".json"):
         uri = uio.join(uri, "manifest.json")
     if not uio.exists(uri):
-        raise FileNotFoundError(f"{uri}: no manifest (preprocessing incomplete, or a wrong path); run "
-                                f"`omg preprocess --dataset NAME --out ...` first")
+        raise FileNotFoundError(
+            f"{uri}: no manifest (preprocessing incomplete, or a wrong path); run "
+            f"`omg preprocess --dataset NAME --out ...` first"
+        )
     m = uio.read_json(uri)
     if m.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{uri}: shard schema version {m.get('schema_version')} != {SCHEMA_VERSION} of this code; "
-                         f"preprocess the dataset again")
+        raise ValueError(
+            f"{uri}: shard schema version {m.get('schema_version')} != {SCHEMA_VERSION} of this code; "
+            f"preprocess the dataset again"
+        )
     m["_uri"] = uri
     return m
 

@@ -44,9 +44,9 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omg.utils import io as uio
 from omg.data.formats.davis import DAVIS_PALETTE
-from omg.data.masks import id2rgb, coco_bbox, rle_encode
+from omg.data.masks import coco_bbox, id2rgb, rle_encode
+from omg.utils import io as uio
 from omg.utils.progress import Progress
 
 #: bump when the generator's output changes for the same seed and options
@@ -85,7 +85,6 @@ IMAGE_SPLITS = ("train", "val", "val_ov")
 VIDEO_SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1, "val_ov": 2}
 _IMAGE_ID_BASE = {"train": 0, "val": 1_000_000, "val_ov": 2_000_000}
-
 
 
 @dataclass(frozen=True)
@@ -128,6 +127,7 @@ class SynthOptions:
 
 # ----------------------------------------------------------------------------- geometry
 
+
 def shape_polygon(name: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     """Vertices (x, y) of a thing shape of circumradius ``r`` centred at (cx, cy), rotated by ``angle``."""
     if name == "circle":
@@ -147,8 +147,9 @@ def shape_polygon(name: str, cx: float, cy: float, r: float, angle: float) -> li
         radii = np.full(6, r)
     elif name == "cross":
         a = 0.34 * r
-        pts = np.array([(-a, -r), (a, -r), (a, -a), (r, -a), (r, a), (a, a), (a, r), (-a, r),
-                        (-a, a), (-r, a), (-r, -a), (-a, -a)])
+        pts = np.array(
+            [(-a, -r), (a, -r), (a, -a), (r, -a), (r, a), (a, a), (a, r), (-a, r), (-a, a), (-r, a), (-r, -a), (-a, -a)]
+        )
         t = np.arctan2(pts[:, 1], pts[:, 0])
         radii = np.hypot(pts[:, 0], pts[:, 1])
     else:
@@ -169,6 +170,7 @@ def ellipse_mask(cx: float, cy: float, rx: float, ry: float, height: int, width:
 
 
 # ----------------------------------------------------------------------------- textures
+
 
 def _noise(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:
     return rng.normal(0.0, sigma, size=(h, w, 1))
@@ -228,12 +230,19 @@ def thing_color(rng: np.random.Generator, name: str) -> np.ndarray:
 
 
 #: each thing class's surface pattern, drawn over its colour and shading.
-THING_PATTERNS = {"circle": "plain", "square": "stripes", "triangle": "checks", "star": "dots",
-                  "hexagon": "diagonal", "cross": "rings"}
+THING_PATTERNS = {
+    "circle": "plain",
+    "square": "stripes",
+    "triangle": "checks",
+    "star": "dots",
+    "hexagon": "diagonal",
+    "cross": "rings",
+}
 
 
-def thing_texture(color: np.ndarray, h: int, w: int, rng: np.random.Generator, direction: float,
-                  pattern: str = "plain") -> np.ndarray:
+def thing_texture(
+    color: np.ndarray, h: int, w: int, rng: np.random.Generator, direction: float, pattern: str = "plain"
+) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     shade = ((xx * math.cos(direction) + yy * math.sin(direction)) / max(h, w) - 0.5) * 40.0
     period, phase = rng.uniform(6.0, 8.0), rng.uniform(0.0, 8.0)
@@ -245,8 +254,9 @@ def thing_texture(color: np.ndarray, h: int, w: int, rng: np.random.Generator, d
     elif pattern == "checks":
         motif = wave(xx) * wave(yy)
     elif pattern == "dots":
-        motif = np.where((np.sin(2 * np.pi * (xx + phase) / period) * np.sin(2 * np.pi * (yy + phase) / period)) > 0.5,
-                         1.5, -0.5)
+        motif = np.where(
+            (np.sin(2 * np.pi * (xx + phase) / period) * np.sin(2 * np.pi * (yy + phase) / period)) > 0.5, 1.5, -0.5
+        )
     elif pattern == "diagonal":
         motif = wave((xx + yy) / math.sqrt(2))
     elif pattern == "rings":
@@ -257,6 +267,7 @@ def thing_texture(color: np.ndarray, h: int, w: int, rng: np.random.Generator, d
 
 
 # ----------------------------------------------------------------------------- scenes
+
 
 @dataclass
 class Segment:
@@ -294,7 +305,8 @@ class StuffLayout:
         bases = sorted(rng.uniform(0.2, 0.8, size=k - 1).tolist())
         n = k - 1
         return StuffLayout(
-            classes=classes, bases=bases,
+            classes=classes,
+            bases=bases,
             amps=rng.uniform(0.02, 0.08, size=n).tolist(),
             freqs=rng.uniform(0.5, 2.0, size=n).tolist(),
             phases=rng.uniform(0, 2 * np.pi, size=n).tolist(),
@@ -309,7 +321,9 @@ class StuffLayout:
         out = np.zeros((h, w), dtype=np.int64)
         for j in range(len(self.bases)):
             base = self.bases[j] + self.drift[j] * t
-            boundary = base + self.amps[j] * np.sin(2 * np.pi * self.freqs[j] * xx + self.phases[j] + self.phase_speed[j] * t)
+            boundary = base + self.amps[j] * np.sin(
+                2 * np.pi * self.freqs[j] * xx + self.phases[j] + self.phase_speed[j] * t
+            )
             out += (yy >= boundary[None, :]).astype(np.int64)
         return out
 
@@ -330,7 +344,7 @@ class Thing:
     spin: float = 0.0
 
     def at(self, t: float) -> tuple[float, float, float, float]:
-        return (self.cx + self.vx * t, self.cy + self.vy * t, self.r * self.scale_rate ** t, self.angle + self.spin * t)
+        return (self.cx + self.vx * t, self.cy + self.vy * t, self.r * self.scale_rate**t, self.angle + self.spin * t)
 
     def mask(self, h: int, w: int, t: float = 0.0) -> np.ndarray:
         cx, cy, r, a = self.at(t)
@@ -391,14 +405,18 @@ def _sample_thing(rng: np.random.Generator, classes: tuple[ShapeClass, ...], s: 
     cls = classes[int(rng.integers(len(classes)))]
     return Thing(
         cls=cls,
-        cx=float(rng.uniform(0.1, 0.9) * s), cy=float(rng.uniform(0.1, 0.9) * s),
-        r=float(rng.uniform(*r_range) * s), angle=float(rng.uniform(0, 2 * np.pi)),
-        color=thing_color(rng, cls.name), shade_dir=float(rng.uniform(0, 2 * np.pi)),
+        cx=float(rng.uniform(0.1, 0.9) * s),
+        cy=float(rng.uniform(0.1, 0.9) * s),
+        r=float(rng.uniform(*r_range) * s),
+        angle=float(rng.uniform(0, 2 * np.pi)),
+        color=thing_color(rng, cls.name),
+        shade_dir=float(rng.uniform(0, 2 * np.pi)),
     )
 
 
-def _place_things(rng: np.random.Generator, s: int, n: int, classes: tuple[ShapeClass, ...],
-                  required: tuple[ShapeClass, ...] = ()) -> list[Thing]:
+def _place_things(
+    rng: np.random.Generator, s: int, n: int, classes: tuple[ShapeClass, ...], required: tuple[ShapeClass, ...] = ()
+) -> list[Thing]:
     """Place up to ``n`` things; a placement that would hide more than half of an earlier thing is redrawn."""
     things: list[Thing] = []
     masks: list[np.ndarray] = []
@@ -427,8 +445,9 @@ def image_scene(rng: np.random.Generator, opts: SynthOptions, split: str) -> Sce
     textures = {c.id: stuff_texture(c.name, s, s, rng) for c in layout.classes}
     scene = Scene(stuff=layout, stuff_textures=textures)
     if rng.random() < opts.void_prob:
-        m = ellipse_mask(rng.uniform(0, s), rng.uniform(0, s), rng.uniform(0.06, 0.16) * s,
-                         rng.uniform(0.06, 0.16) * s, s, s)
+        m = ellipse_mask(
+            rng.uniform(0, s), rng.uniform(0, s), rng.uniform(0.06, 0.16) * s, rng.uniform(0.06, 0.16) * s, s, s
+        )
         scene.void = (m, stuff_texture("void", s, s, rng))
     if rng.random() < opts.crowd_prob:
         cls = TRAIN_THINGS[int(rng.integers(len(TRAIN_THINGS)))]
@@ -436,15 +455,25 @@ def image_scene(rng: np.random.Generator, opts: SynthOptions, split: str) -> Sce
         m = np.zeros((s, s), dtype=bool)
         color = thing_color(rng, cls.name)
         for _ in range(int(rng.integers(5, 9))):
-            m |= rasterize(shape_polygon(cls.name, cx + rng.normal(0, 0.06 * s), cy + rng.normal(0, 0.06 * s),
-                                         rng.uniform(0.025, 0.045) * s, rng.uniform(0, 2 * np.pi)), s, s)
+            m |= rasterize(
+                shape_polygon(
+                    cls.name,
+                    cx + rng.normal(0, 0.06 * s),
+                    cy + rng.normal(0, 0.06 * s),
+                    rng.uniform(0.025, 0.045) * s,
+                    rng.uniform(0, 2 * np.pi),
+                ),
+                s,
+                s,
+            )
         scene.crowd = (cls, m, thing_texture(color, s, s, rng, 0.0, THING_PATTERNS[cls.name]))
     classes = TRAIN_THINGS if split != "val_ov" else THING_CLASSES
     required = (HELDOUT_THINGS[int(rng.integers(len(HELDOUT_THINGS)))],) if split == "val_ov" else ()
     n = int(rng.integers(1, opts.max_things + 1))
     scene.things = _place_things(rng, s, max(n, len(required)), classes, required)
-    scene.thing_textures = [thing_texture(t.color, s, s, rng, t.shade_dir, THING_PATTERNS[t.cls.name])
-                            for t in scene.things]
+    scene.thing_textures = [
+        thing_texture(t.color, s, s, rng, t.shade_dir, THING_PATTERNS[t.cls.name]) for t in scene.things
+    ]
     return scene
 
 
@@ -464,19 +493,23 @@ def video_scene(rng: np.random.Generator, opts: SynthOptions, num_frames: int) -
         if k > 0 and rng.random() < 0.3:
             # enters later: start outside the frame, move towards the centre
             side = int(rng.integers(4))
-            th.cx, th.cy = [(-th.r, rng.uniform(0, s)), (s + th.r, rng.uniform(0, s)),
-                            (rng.uniform(0, s), -th.r), (rng.uniform(0, s), s + th.r)][side]
+            th.cx, th.cy = [
+                (-th.r, rng.uniform(0, s)),
+                (s + th.r, rng.uniform(0, s)),
+                (rng.uniform(0, s), -th.r),
+                (rng.uniform(0, s), s + th.r),
+            ][side]
             tx, ty = rng.uniform(0.3, 0.7) * s, rng.uniform(0.3, 0.7) * s
             d = math.hypot(tx - th.cx, ty - th.cy)
             speed = d / rng.uniform(0.4 * num_frames, 0.9 * num_frames)
             th.vx, th.vy = float((tx - th.cx) / d * speed), float((ty - th.cy) / d * speed)
     scene.things = things
-    scene.thing_textures = [thing_texture(t.color, s, s, rng, t.shade_dir, THING_PATTERNS[t.cls.name])
-                            for t in things]
+    scene.thing_textures = [thing_texture(t.color, s, s, rng, t.shade_dir, THING_PATTERNS[t.cls.name]) for t in things]
     return scene
 
 
 # ----------------------------------------------------------------------------- writers
+
 
 def _rng(seed: int, kind: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, kind, _SPLIT_CODE[split], index])
@@ -499,14 +532,26 @@ def panoptic_categories(split: str) -> list[dict]:
         if c.heldout and split != "val_ov":
             continue
         color = [int(v) for v in hashlib.sha256(c.name.encode()).digest()[:3]]
-        out.append({"id": c.id, "name": c.name, "supercategory": "shape" if c.isthing else "background",
-                    "isthing": int(c.isthing), "color": color})
+        out.append(
+            {
+                "id": c.id,
+                "name": c.name,
+                "supercategory": "shape" if c.isthing else "background",
+                "isthing": int(c.isthing),
+                "color": color,
+            }
+        )
     return out
 
 
 def _segment_info(seg_id: int, seg: Segment) -> dict:
-    return {"id": seg_id, "category_id": seg.category_id, "iscrowd": seg.iscrowd,
-            "area": int(seg.mask.sum()), "bbox": coco_bbox(seg.mask)}
+    return {
+        "id": seg_id,
+        "category_id": seg.category_id,
+        "iscrowd": seg.iscrowd,
+        "area": int(seg.mask.sum()),
+        "bbox": coco_bbox(seg.mask),
+    }
 
 
 class _Writer:
@@ -540,9 +585,17 @@ def write_image_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
                 pan[seg.mask] = seg_id
                 infos.append(_segment_info(seg_id, seg))
                 if THING_BY_ID.get(seg.category_id):
-                    inst_anns.append({"id": ann_id, "image_id": image_id, "category_id": seg.category_id,
-                                      "segmentation": rle_encode(seg.mask), "area": int(seg.mask.sum()),
-                                      "bbox": coco_bbox(seg.mask), "iscrowd": seg.iscrowd})
+                    inst_anns.append(
+                        {
+                            "id": ann_id,
+                            "image_id": image_id,
+                            "category_id": seg.category_id,
+                            "segmentation": rle_encode(seg.mask),
+                            "area": int(seg.mask.sum()),
+                            "bbox": coco_bbox(seg.mask),
+                            "iscrowd": seg.iscrowd,
+                        }
+                    )
                     ann_id += 1
             w.bytes(f"images/{split}/{stem}.jpg", uio.encode_jpeg(frame.image, opts.jpeg_quality))
             w.bytes(f"annotations/panoptic_{split}/{stem}.png", uio.encode_png(id2rgb(pan)))
@@ -550,12 +603,24 @@ def write_image_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
             pan_anns.append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": infos})
             prog.update()
     cats = panoptic_categories(split)
-    info = {"description": f"omg-shapes {split} (generator v{GENERATOR_VERSION}, seed {seed})", "version": str(GENERATOR_VERSION)}
-    w.json(f"annotations/panoptic_{split}.json", {"info": info, "licenses": [], "images": images,
-                                                  "annotations": pan_anns, "categories": cats})
-    w.json(f"annotations/instances_{split}.json", {"info": info, "licenses": [], "images": images,
-                                                   "annotations": inst_anns,
-                                                   "categories": [c for c in cats if c["isthing"]]})
+    info = {
+        "description": f"omg-shapes {split} (generator v{GENERATOR_VERSION}, seed {seed})",
+        "version": str(GENERATOR_VERSION),
+    }
+    w.json(
+        f"annotations/panoptic_{split}.json",
+        {"info": info, "licenses": [], "images": images, "annotations": pan_anns, "categories": cats},
+    )
+    w.json(
+        f"annotations/instances_{split}.json",
+        {
+            "info": info,
+            "licenses": [],
+            "images": images,
+            "annotations": inst_anns,
+            "categories": [c for c in cats if c["isthing"]],
+        },
+    )
     return {"images": n, "segments": sum(len(a["segments_info"]) for a in pan_anns), "instances": len(inst_anns)}
 
 
@@ -576,13 +641,16 @@ def write_video_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
             keys = sorted({seg.key for f in frames for seg in f.segments}, key=_key_order)
             track_ids = dict(zip(keys, _unique_ids(rng, len(keys))))
             # DAVIS objects: the things visible in frame 0, numbered 1..N in drawing order
-            davis_ids = {seg.key: j + 1 for j, seg in enumerate(
-                [g for g in frames[0].segments if g.key.startswith("thing:")])}
+            davis_ids = {
+                seg.key: j + 1 for j, seg in enumerate([g for g in frames[0].segments if g.key.startswith("thing:")])
+            }
             image_entries, frame_anns = [], []
             per_track: dict[str, list] = {k: [None] * num_frames for k in keys if k.startswith("thing:")}
             for t, frame in enumerate(frames):
                 fname = f"{t:05d}"
-                w.bytes(f"videos/{split}/JPEGImages/{name}/{fname}.jpg", uio.encode_jpeg(frame.image, opts.jpeg_quality))
+                w.bytes(
+                    f"videos/{split}/JPEGImages/{name}/{fname}.jpg", uio.encode_jpeg(frame.image, opts.jpeg_quality)
+                )
                 pan = np.zeros((s, s), dtype=np.int64)
                 davis = np.zeros((s, s), dtype=np.uint8)
                 infos = []
@@ -602,26 +670,46 @@ def write_video_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
             vps_videos.append({"video_id": name, "images": image_entries})
             vps_anns.append({"video_id": name, "annotations": frame_anns})
             vid = i + 1
-            yt_videos.append({"id": vid, "width": s, "height": s, "length": num_frames,
-                              "file_names": [f"{name}/{t:05d}.jpg" for t in range(num_frames)]})
+            yt_videos.append(
+                {
+                    "id": vid,
+                    "width": s,
+                    "height": s,
+                    "length": num_frames,
+                    "file_names": [f"{name}/{t:05d}.jpg" for t in range(num_frames)],
+                }
+            )
             for key, masks in per_track.items():
                 cat = scene.things[int(key.split(":")[1])].cls.id
-                yt_anns.append({
-                    "id": ann_id, "video_id": vid, "category_id": cat, "iscrowd": 0,
-                    "height": s, "width": s, "length": 1,
-                    "segmentations": [rle_encode(m) if m is not None else None for m in masks],
-                    "areas": [int(m.sum()) if m is not None else None for m in masks],
-                    "bboxes": [coco_bbox(m) if m is not None else None for m in masks],
-                })
+                yt_anns.append(
+                    {
+                        "id": ann_id,
+                        "video_id": vid,
+                        "category_id": cat,
+                        "iscrowd": 0,
+                        "height": s,
+                        "width": s,
+                        "length": 1,
+                        "segmentations": [rle_encode(m) if m is not None else None for m in masks],
+                        "areas": [int(m.sum()) if m is not None else None for m in masks],
+                        "bboxes": [coco_bbox(m) if m is not None else None for m in masks],
+                    }
+                )
                 ann_id += 1
             prog.update()
-    info = {"description": f"omg-shapes videos {split} (generator v{GENERATOR_VERSION}, seed {seed})",
-            "version": str(GENERATOR_VERSION)}
+    info = {
+        "description": f"omg-shapes videos {split} (generator v{GENERATOR_VERSION}, seed {seed})",
+        "version": str(GENERATOR_VERSION),
+    }
     thing_cats = [{"id": c.id, "name": c.name, "supercategory": "shape"} for c in TRAIN_THINGS]
-    w.json(f"videos/{split}/instances.json", {"info": info, "licenses": [], "videos": yt_videos,
-                                              "annotations": yt_anns, "categories": thing_cats})
-    w.json(f"videos/{split}/panoptic.json", {"info": info, "videos": vps_videos, "annotations": vps_anns,
-                                             "categories": panoptic_categories(split)})
+    w.json(
+        f"videos/{split}/instances.json",
+        {"info": info, "licenses": [], "videos": yt_videos, "annotations": yt_anns, "categories": thing_cats},
+    )
+    w.json(
+        f"videos/{split}/panoptic.json",
+        {"info": info, "videos": vps_videos, "annotations": vps_anns, "categories": panoptic_categories(split)},
+    )
     w.bytes(f"videos/{split}/ImageSets/{split}.txt", ("\n".join(names) + "\n").encode() if names else b"")
     return {"videos": n, "frames": frames_total, "tracks": len(yt_anns)}
 
@@ -642,8 +730,13 @@ def meta_document(opts: SynthOptions, seed: int, counts: dict) -> dict:
     }
 
 
-def generate(out: str, seed: int = 0, opts: SynthOptions | None = None, progress: bool = True,
-             log: Callable[[str], None] | None = None) -> dict:
+def generate(
+    out: str,
+    seed: int = 0,
+    opts: SynthOptions | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Write omg-shapes under ``out`` (a path or fsspec URI); return the ``meta.json`` document.
 
     ``meta.json`` is written last: its presence marks a complete dataset. If ``out``
@@ -654,15 +747,19 @@ def generate(out: str, seed: int = 0, opts: SynthOptions | None = None, progress
     meta_uri = uio.join(out, "meta.json")
     if uio.exists(meta_uri):
         old = uio.read_json(meta_uri)
-        same = (old.get("generator_version") == GENERATOR_VERSION and old.get("seed") == seed
-                and old.get("options") == dataclasses.asdict(opts))
+        same = (
+            old.get("generator_version") == GENERATOR_VERSION
+            and old.get("seed") == seed
+            and old.get("options") == dataclasses.asdict(opts)
+        )
         if same:
             if log:
                 log(f"omg-shapes already complete at {out} (seed {seed}); nothing to do")
             return old
         raise FileExistsError(
             f"{meta_uri} describes a different omg-shapes (seed {old.get('seed')}, generator "
-            f"v{old.get('generator_version')}); choose another --out or delete it first")
+            f"v{old.get('generator_version')}); choose another --out or delete it first"
+        )
     w = _Writer(out)
     counts: dict[str, dict] = {"images": {}, "videos": {}}
     for split in IMAGE_SPLITS:

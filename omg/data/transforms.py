@@ -54,8 +54,9 @@ def draw(aug: Augment, src_size: tuple[int, int], num_frames: int, rng: np.rando
     return AugmentParams((nh, nw), flip, tuple(offsets), (vh, vw))
 
 
-def apply(p: AugmentParams, crop: tuple[int, int], frames: np.ndarray, maps: np.ndarray,
-          fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def apply(
+    p: AugmentParams, crop: tuple[int, int], frames: np.ndarray, maps: np.ndarray, fill: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """frames T x h x w x 3 (any decoded size; or a list of T RGB ``PIL.Image``) and maps K x T x h' x w'
     (masks or id maps, any size)
     -> T x cH x cW x 3 (zero-padded) and K x T x cH x cW (padded with ``fill``: 0 / False, or 255
@@ -89,8 +90,9 @@ def apply(p: AugmentParams, crop: tuple[int, int], frames: np.ndarray, maps: np.
     return out_f, out_m
 
 
-def augment(frames: np.ndarray, masks: np.ndarray, aug: Augment, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def augment(
+    frames: np.ndarray, masks: np.ndarray, aug: Augment, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Draw and apply: frames T x H x W x 3, masks (or id maps) K x T x H x W -> cropped, plus the valid size."""
     p = draw(aug, frames.shape[1:3], len(frames), rng)
     f, m = apply(p, aug.crop, frames, masks)
@@ -113,8 +115,9 @@ def clip_indices(num_frames: int, length: int, interval: int, rng: np.random.Gen
     return [start + i * interval for i in range(length)]
 
 
-def sample_prompts(masks: np.ndarray, num_prompts: int, rng: np.random.Generator, box_prob: float = 0.0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_prompts(
+    masks: np.ndarray, num_prompts: int, rng: np.random.Generator, box_prob: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Location-query prompts for one image (docs/model.md §7.2).
 
     masks: S x H x W bool (annotation order). If there are fewer than ``num_prompts``

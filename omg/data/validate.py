@@ -57,8 +57,14 @@ class Report:
         return f"{self.what}: {counts or 'nothing'}{dropped} -- {status}"
 
 
-def validate_split(entry: DatasetEntry, split: str, root: str | None = None, check_images: bool = True,
-                   progress: bool = False, strict: bool = False) -> Report:
+def validate_split(
+    entry: DatasetEntry,
+    split: str,
+    root: str | None = None,
+    check_images: bool = True,
+    progress: bool = False,
+    strict: bool = False,
+) -> Report:
     """Every record of one split through its reader, plus the reader's consistency checks."""
     reader = get_reader(entry, split, root)
     reader.decode_images = check_images
@@ -66,8 +72,14 @@ def validate_split(entry: DatasetEntry, split: str, root: str | None = None, che
     try:
         items = reader.items()
     except FileNotFoundError as err:
-        report.add(Problem(str(err.filename or reader.annotation_file()), "", "", "missing: the split's annotation "
-                           "file or folder is not there (check the catalog paths or --root)"))
+        report.add(
+            Problem(
+                str(err.filename or reader.annotation_file()),
+                "",
+                "",
+                "missing: the split's annotation file or folder is not there (check the catalog paths or --root)",
+            )
+        )
         return report
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         what = describe(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
@@ -94,8 +106,14 @@ def validate_split(entry: DatasetEntry, split: str, root: str | None = None, che
     for problem in reader.check_items(items, strict):
         report.add(problem)
     for cat, n in sorted(leaked.items()):
-        report.add(Problem(reader.annotation_file(), f"category {cat}", "category_id",
-                           f"held-out class occurs {n} times in a training split"))
+        report.add(
+            Problem(
+                reader.annotation_file(),
+                f"category {cat}",
+                "category_id",
+                f"held-out class occurs {n} times in a training split",
+            )
+        )
     report.dropped = dict(sorted(reader.dropped.items()))
     if strict:
         for reason, n in report.dropped.items():
@@ -103,8 +121,14 @@ def validate_split(entry: DatasetEntry, split: str, root: str | None = None, che
     return report
 
 
-def validate_dataset(entry: DatasetEntry, root: str | None = None, check_images: bool = True,
-                     progress: bool = False, splits: list[str] | None = None, strict: bool = False) -> list[Report]:
+def validate_dataset(
+    entry: DatasetEntry,
+    root: str | None = None,
+    check_images: bool = True,
+    progress: bool = False,
+    splits: list[str] | None = None,
+    strict: bool = False,
+) -> list[Report]:
     """Every split of a catalog entry (or the ``splits`` named; an unknown one raises ``KeyError``)."""
     for split in splits or []:
         if split not in entry.splits:
@@ -112,13 +136,22 @@ def validate_dataset(entry: DatasetEntry, root: str | None = None, check_images:
     return [validate_split(entry, split, root, check_images, progress, strict) for split in (splits or entry.splits)]
 
 
-def validate_files(format: Format, modality: str = "image", check_images: bool = True, strict: bool = False,
-                   **paths: str) -> Report:
+def validate_files(
+    format: Format, modality: str = "image", check_images: bool = True, strict: bool = False, **paths: str
+) -> Report:
     """Files of a format outside the catalog (e.g. prediction files ``omg predict`` wrote), by their paths
     (``images=..., panoptic_json=..., panoptic_masks=...`` for COCO panoptic). No class list: any category
     id is accepted."""
-    entry = DatasetEntry(name="files", description="", format=format, modality=modality, root="",
-                         splits={"files": dict(paths)}, tasks=(), evaluators=())
+    entry = DatasetEntry(
+        name="files",
+        description="",
+        format=format,
+        modality=modality,
+        root="",
+        splits={"files": dict(paths)},
+        tasks=(),
+        evaluators=(),
+    )
     return validate_split(entry, "files", None, check_images, strict=strict)
 
 

@@ -46,8 +46,11 @@ def run_pq(a) -> dict:
 def _ap_out(a, r) -> dict:
     print(r.table())
     if r.ignored:
-        print(f"omg metric {a.metric}: warning: {r.ignored} result(s) of a category the ground truth does not list "
-              "were ignored, as pycocotools does (--strict to fail on them)", file=sys.stderr)
+        print(
+            f"omg metric {a.metric}: warning: {r.ignored} result(s) of a category the ground truth does not list "
+            "were ignored, as pycocotools does (--strict to fail on them)",
+            file=sys.stderr,
+        )
     return {"stats": r.stats, "per_class": r.per_class, "ignored_results": r.ignored}
 
 
@@ -69,8 +72,11 @@ def run_vps(a, which: str) -> dict:
     vpq_r, stq_r, _ = vps_from_files(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir)
     if which == "vpq":
         print(vpq_r.table())
-        return {"per_k": {k: {"summary": r.summary, "per_class": r.per_class} for k, r in vpq_r.per_k.items()},
-                "final_k12468": vpq_r.mean(), "omg_seg_k1246": vpq_r.mean((1, 2, 4, 6))}
+        return {
+            "per_k": {k: {"summary": r.summary, "per_class": r.per_class} for k, r in vpq_r.per_k.items()},
+            "final_k12468": vpq_r.mean(),
+            "omg_seg_k1246": vpq_r.mean((1, 2, 4, 6)),
+        }
     print(stq_r.table())
     return {"stq": stq_r.stq, "aq": stq_r.aq, "sq": stq_r.sq, "per_sequence": stq_r.per_sequence}
 
@@ -102,8 +108,15 @@ def run_miou(a) -> dict:
         ev.process(gt, pred, where=uio.join(a.pred_dir, rel))
     r = ev.evaluate(a.convention)
     print(r.table())
-    return {"miou": r.miou, "fwiou": r.fwiou, "macc": r.macc, "pacc": r.pacc, "iou": r.iou, "acc": r.acc,
-            "convention": a.convention}
+    return {
+        "miou": r.miou,
+        "fwiou": r.fwiou,
+        "macc": r.macc,
+        "pacc": r.pacc,
+        "iou": r.iou,
+        "acc": r.acc,
+        "convention": a.convention,
+    }
 
 
 def run_vspw(a) -> dict:
@@ -111,8 +124,11 @@ def run_vspw(a) -> dict:
     from omg.evaluation.semantic import SemSegEvaluator
     from omg.evaluation.vspw import mean_vc
 
-    names = [x.strip() for x in uio.read_bytes(a.list).decode().splitlines() if x.strip()] if a.list else \
-        uio.listdir(uio.join(a.data_dir, "data"))
+    names = (
+        [x.strip() for x in uio.read_bytes(a.list).decode().splitlines() if x.strip()]
+        if a.list
+        else uio.listdir(uio.join(a.data_dir, "data"))
+    )
     ev = SemSegEvaluator(a.num_classes)
     videos = []
     for vid in names:
@@ -126,10 +142,20 @@ def run_vspw(a) -> dict:
             preds.append(pred)
         videos.append((np.stack(gts), np.stack(preds)))
     r = ev.evaluate()
-    out = {"miou": r.miou, "pacc": r.pacc, "macc": r.macc, "fwiou": r.fwiou, "vc8": mean_vc(videos, 8),
-           "vc16": mean_vc(videos, 16), "iou": r.iou, "acc": r.acc}
-    print(f"mIoU {out['miou']:.10f}  pixAcc {out['pacc']:.10f}  Acc_class {out['macc']:.10f}  fwIoU {out['fwiou']:.10f}\n"
-          f"mVC8 {out['vc8']:.10f}  mVC16 {out['vc16']:.10f}")
+    out = {
+        "miou": r.miou,
+        "pacc": r.pacc,
+        "macc": r.macc,
+        "fwiou": r.fwiou,
+        "vc8": mean_vc(videos, 8),
+        "vc16": mean_vc(videos, 16),
+        "iou": r.iou,
+        "acc": r.acc,
+    }
+    print(
+        f"mIoU {out['miou']:.10f}  pixAcc {out['pacc']:.10f}  Acc_class {out['macc']:.10f}  fwIoU {out['fwiou']:.10f}\n"
+        f"mVC8 {out['vc8']:.10f}  mVC16 {out['vc16']:.10f}"
+    )
     return out
 
 
@@ -153,12 +179,15 @@ def _noc_from_clicks(uri: str) -> dict:
     for i, r in enumerate(records):
         ious = r.get("ious") if isinstance(r, dict) else None
         if not isinstance(ious, list) or not ious or not all(isinstance(v, (int, float)) for v in ious):
-            raise ValueError(f"{uri}: record {i}, field 'ious': expected a non-empty list of numbers "
-                             "(the IoU after each click)")
+            raise ValueError(
+                f"{uri}: record {i}, field 'ious': expected a non-empty list of numbers (the IoU after each click)"
+            )
         all_ious.append(np.asarray(ious, dtype=np.float64))
     out = noc_metrics(all_ious)
-    print("  ".join(f"{k} {v:.2f}" if k.startswith("NoC@") else f"{k} {v:g}" for k, v in out.items())
-          + f"  over {len(all_ious)} objects")
+    print(
+        "  ".join(f"{k} {v:.2f}" if k.startswith("NoC@") else f"{k} {v:g}" for k, v in out.items())
+        + f"  over {len(all_ious)} objects"
+    )
     return {**out, "objects": len(all_ious)}
 
 
@@ -185,7 +214,9 @@ def run_interactive(a) -> dict:
         by_key[key] = p
     ev = PointMIoU()
     for ann in gt["annotations"]:
-        ids = rgb2id(np.array(Image.open(io.BytesIO(uio.read_bytes(uio.join(a.gt_folder, ann["file_name"])))).convert("RGB")))
+        ids = rgb2id(
+            np.array(Image.open(io.BytesIO(uio.read_bytes(uio.join(a.gt_folder, ann["file_name"])))).convert("RGB"))
+        )
         for s in ann["segments_info"]:
             if s.get("iscrowd", 0):
                 continue
@@ -202,45 +233,88 @@ def run_interactive(a) -> dict:
 
 
 METRICS = {
-    "pq": (run_pq, "PQ/SQ/RQ (COCO panopticapi; also Cityscapes panoptic)",
-           [("--gt-json", True), ("--gt-folder", True), ("--pred-json", True), ("--pred-folder", True)]),
-    "coco-segm": (run_coco_segm, "COCO mask AP (pycocotools COCOeval segm)", [("--gt-json", True), ("--results", True)]),
+    "pq": (
+        run_pq,
+        "PQ/SQ/RQ (COCO panopticapi; also Cityscapes panoptic)",
+        [("--gt-json", True), ("--gt-folder", True), ("--pred-json", True), ("--pred-folder", True)],
+    ),
+    "coco-segm": (
+        run_coco_segm,
+        "COCO mask AP (pycocotools COCOeval segm)",
+        [("--gt-json", True), ("--results", True)],
+    ),
     "ytvis": (run_ytvis, "YouTube-VIS AP/AR", [("--gt-json", True), ("--results", True)]),
-    "vpq": (lambda a: run_vps(a, "vpq"), "VIPSeg VPQ (windows 1, 2, 4, 6, 8)",
-            [("--gt-json", True), ("--gt-dir", True), ("--pred-json", True), ("--pred-dir", True)]),
-    "stq": (lambda a: run_vps(a, "stq"), "VIPSeg STQ (AQ, SQ)",
-            [("--gt-json", True), ("--gt-dir", True), ("--pred-json", True), ("--pred-dir", True)]),
-    "miou": (run_miou, "semantic mIoU over label PNGs (same relative paths)", [("--gt-dir", True), ("--pred-dir", True)]),
-    "vspw": (run_vspw, "VSPW mIoU and mVC8/mVC16 (raw GT under DATA_DIR/data/<video>/mask)",
-             [("--data-dir", True), ("--pred-dir", True), ("--list", False)]),
-    "davis": (run_davis, "DAVIS-17 semi-supervised J&F", [("--annotations", True), ("--results", True), ("--imageset", True)]),
-    "interactive": (run_interactive, "single-point mIoU (OMG-Seg COCO-SAM protocol) and NoC@80/85/90, "
-                                     "NoC>=20@85/90 (RITM click simulation, from --clicks)",
-                    [("--gt-json", False), ("--gt-folder", False), ("--results", False), ("--clicks", False)]),
+    "vpq": (
+        lambda a: run_vps(a, "vpq"),
+        "VIPSeg VPQ (windows 1, 2, 4, 6, 8)",
+        [("--gt-json", True), ("--gt-dir", True), ("--pred-json", True), ("--pred-dir", True)],
+    ),
+    "stq": (
+        lambda a: run_vps(a, "stq"),
+        "VIPSeg STQ (AQ, SQ)",
+        [("--gt-json", True), ("--gt-dir", True), ("--pred-json", True), ("--pred-dir", True)],
+    ),
+    "miou": (
+        run_miou,
+        "semantic mIoU over label PNGs (same relative paths)",
+        [("--gt-dir", True), ("--pred-dir", True)],
+    ),
+    "vspw": (
+        run_vspw,
+        "VSPW mIoU and mVC8/mVC16 (raw GT under DATA_DIR/data/<video>/mask)",
+        [("--data-dir", True), ("--pred-dir", True), ("--list", False)],
+    ),
+    "davis": (
+        run_davis,
+        "DAVIS-17 semi-supervised J&F",
+        [("--annotations", True), ("--results", True), ("--imageset", True)],
+    ),
+    "interactive": (
+        run_interactive,
+        "single-point mIoU (OMG-Seg COCO-SAM protocol) and NoC@80/85/90, "
+        "NoC>=20@85/90 (RITM click simulation, from --clicks)",
+        [("--gt-json", False), ("--gt-folder", False), ("--results", False), ("--clicks", False)],
+    ),
 }
 
 
 def add_metric_parser(sub) -> None:
-    p = sub.add_parser("metric", help="compute a metric from official-format files",
-                       description="Compute a metric from official-format files on disk (any model's predictions). "
-                                   "Prints a table; --json-out writes every figure (per class too). Writes nothing else.")
+    p = sub.add_parser(
+        "metric",
+        help="compute a metric from official-format files",
+        description="Compute a metric from official-format files on disk (any model's predictions). "
+        "Prints a table; --json-out writes every figure (per class too). Writes nothing else.",
+    )
     msub = p.add_subparsers(dest="metric", metavar="NAME")
     for name, (_, help_text, args) in METRICS.items():
         m = msub.add_parser(name, help=help_text, description=help_text + ".")
         for flag, required in args:
             m.add_argument(flag, required=required)
         if name in ("coco-segm", "ytvis"):
-            m.add_argument("--max-dets", type=int, nargs=3, default=[1, 10, 100], metavar="N",
-                           help="maxDets, ascending (default pycocotools' 1 10 100; OMG-Seg/mmdet use 100 300 1000 "
-                                "for COCO); the recalls are reported as AR<N>")
-            m.add_argument("--strict", action="store_true",
-                           help="fail on a result whose category the ground truth does not list (default: ignore "
-                                "and count it, as pycocotools does)")
+            m.add_argument(
+                "--max-dets",
+                type=int,
+                nargs=3,
+                default=[1, 10, 100],
+                metavar="N",
+                help="maxDets, ascending (default pycocotools' 1 10 100; OMG-Seg/mmdet use 100 300 1000 "
+                "for COCO); the recalls are reported as AR<N>",
+            )
+            m.add_argument(
+                "--strict",
+                action="store_true",
+                help="fail on a result whose category the ground truth does not list (default: ignore "
+                "and count it, as pycocotools does)",
+            )
         if name == "miou":
             m.add_argument("--num-classes", type=int, required=True)
             m.add_argument("--ignore-label", type=int, default=255)
-            m.add_argument("--convention", choices=["gt", "union"], default="gt",
-                           help="classes averaged: with GT pixels (detectron2/VSPW) or with union > 0 (mmseg)")
+            m.add_argument(
+                "--convention",
+                choices=["gt", "union"],
+                default="gt",
+                help="classes averaged: with GT pixels (detectron2/VSPW) or with union > 0 (mmseg)",
+            )
         if name == "vspw":
             m.add_argument("--num-classes", type=int, default=124)
         m.add_argument("--json-out", help="write every figure as JSON here")

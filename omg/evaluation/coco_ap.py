@@ -31,8 +31,10 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 def stat_names(max_dets=(1, 10, 100)) -> tuple[str, ...]:
     """The 12 names of ``COCOeval.stats``, the three recalls named after the maxDets they use."""
     if len(max_dets) != 3 or list(max_dets) != sorted(set(max_dets)) or 100 not in max_dets:
-        raise ValueError(f"max_dets {list(max_dets)}: three ascending numbers including 100 (pycocotools' "
-                         "summary takes AP at maxDets 100)")
+        raise ValueError(
+            f"max_dets {list(max_dets)}: three ascending numbers including 100 (pycocotools' "
+            "summary takes AP at maxDets 100)"
+        )
     return STAT_NAMES[:6] + tuple(f"AR{m}" for m in max_dets) + STAT_NAMES[9:]
 
 
@@ -53,8 +55,11 @@ class APResult:
 
 def coco_from(doc_or_uri, copy_doc: bool = True) -> COCO:
     """A pycocotools COCO object; a dict is deep-copied unless ``copy_doc=False`` (pycocotools mutates it)."""
-    doc = uio.read_json(doc_or_uri) if isinstance(doc_or_uri, str) else (
-        copy.deepcopy(doc_or_uri) if copy_doc else doc_or_uri)
+    doc = (
+        uio.read_json(doc_or_uri)
+        if isinstance(doc_or_uri, str)
+        else (copy.deepcopy(doc_or_uri) if copy_doc else doc_or_uri)
+    )
     coco = COCO()
     coco.dataset = doc
     with contextlib.redirect_stdout(io.StringIO()):

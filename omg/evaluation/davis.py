@@ -39,7 +39,7 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
 
 def disk(radius: int) -> np.ndarray:
     r = int(radius)
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
     return (x * x + y * y) <= r * r
 
 
@@ -72,7 +72,7 @@ def statistics(values: np.ndarray) -> tuple[float, float, float]:
     mean = float(np.nanmean(values))
     recall = float(np.nanmean(values > 0.5))
     ids = (np.round(np.linspace(1, len(values), 5) + 1e-10) - 1).astype(np.int64)
-    bins = [values[ids[i]:ids[i + 1] + 1] for i in range(4)]
+    bins = [values[ids[i] : ids[i + 1] + 1] for i in range(4)]
     decay = float(np.nanmean(bins[0]) - np.nanmean(bins[3]))
     return mean, recall, decay
 
@@ -84,10 +84,18 @@ class JFResult:
 
     def table(self) -> str:
         s = self.summary
-        return ("J&F-Mean {jf:.6f}  J-Mean {jm:.6f}  J-Recall {jr:.6f}  J-Decay {jd:.6f}  F-Mean {fm:.6f}  "
-                "F-Recall {fr:.6f}  F-Decay {fd:.6f}").format(
-            jf=s["J&F-Mean"], jm=s["J-Mean"], jr=s["J-Recall"], jd=s["J-Decay"], fm=s["F-Mean"],
-            fr=s["F-Recall"], fd=s["F-Decay"])
+        return (
+            "J&F-Mean {jf:.6f}  J-Mean {jm:.6f}  J-Recall {jr:.6f}  J-Decay {jd:.6f}  F-Mean {fm:.6f}  "
+            "F-Recall {fr:.6f}  F-Decay {fd:.6f}"
+        ).format(
+            jf=s["J&F-Mean"],
+            jm=s["J-Mean"],
+            jr=s["J-Recall"],
+            jd=s["J-Decay"],
+            fm=s["F-Mean"],
+            fr=s["F-Recall"],
+            fd=s["F-Decay"],
+        )
 
 
 def evaluate_sequence(name: str, gt: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, float]]:
@@ -98,15 +106,24 @@ def evaluate_sequence(name: str, gt: np.ndarray, pred: np.ndarray) -> dict[str, 
     num_objects = int(gt[0].max())
     gt, pred = gt[1:-1], pred[1:-1]
     if pred.size and int(pred.max()) > num_objects:
-        raise ValueError(f"sequence {name}: the prediction has object id {int(pred.max())}, the first frame only "
-                         f"{num_objects} objects")
+        raise ValueError(
+            f"sequence {name}: the prediction has object id {int(pred.max())}, the first frame only "
+            f"{num_objects} objects"
+        )
     out = {}
     for obj in range(1, num_objects + 1):
         j = np.array([j_measure(p == obj, g == obj) for p, g in zip(pred, gt)])
         f = np.array([f_measure(p == obj, g == obj) for p, g in zip(pred, gt)])
         jm, jr, jd = statistics(j)
         fm, fr, fd = statistics(f)
-        out[f"{name}_{obj}"] = {"J-Mean": jm, "J-Recall": jr, "J-Decay": jd, "F-Mean": fm, "F-Recall": fr, "F-Decay": fd}
+        out[f"{name}_{obj}"] = {
+            "J-Mean": jm,
+            "J-Recall": jr,
+            "J-Decay": jd,
+            "F-Mean": fm,
+            "F-Recall": fr,
+            "F-Decay": fd,
+        }
     return out
 
 

@@ -25,14 +25,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.inference import writers
-from omg.inference.predictor import POSTPROCESS_AT, PROMPT_LABELS, OMGPredictor
 from omg.inference.media import load_image
+from omg.inference.predictor import POSTPROCESS_AT, PROMPT_LABELS, OMGPredictor
+from omg.utils import io as uio
 from omg.utils.vocabulary import Vocabulary
-
 
 #: the tasks evaluated on a dataset's open-vocabulary split (``*_ov``) with the CLIP ensemble
 OPEN_VOCAB_TASKS = ("open_vocab", "open_vocab_described")
@@ -60,8 +59,12 @@ class EvalOptions:
     prompt_labels: str = "queries"
 
     def __post_init__(self):
-        for name, allowed in (("ensemble", ("released", "auto")), ("postprocess_at", POSTPROCESS_AT),
-                              ("track_ids", ("released", "stable")), ("prompt_labels", PROMPT_LABELS)):
+        for name, allowed in (
+            ("ensemble", ("released", "auto")),
+            ("postprocess_at", POSTPROCESS_AT),
+            ("track_ids", ("released", "stable")),
+            ("prompt_labels", PROMPT_LABELS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
@@ -100,21 +103,27 @@ def pct(x) -> float:
     return float("nan") if x is None or (isinstance(x, float) and np.isnan(x)) else 100.0 * float(x)
 
 
-def vocabulary_of(entry: DatasetEntry, include_heldout: bool, distractors_from: OMGPredictor | None = None,
-                  described: bool = False) -> tuple[Vocabulary, list[int]]:
+def vocabulary_of(
+    entry: DatasetEntry, include_heldout: bool, distractors_from: OMGPredictor | None = None, described: bool = False
+) -> tuple[Vocabulary, list[int]]:
     """The dataset's classes (label k -> ``ids[k]``); ``described``: a class with catalog ``descriptions`` is
     named by them instead of its synonyms. With ``distractors_from`` (a predictor; the ``distractors`` option),
     the training classes the dataset lacks are appended with id -1: a query that found one of them is then
     classified as that class and dropped."""
     classes = [c for c in entry.classes if include_heldout or not c.heldout]
-    vocab = Vocabulary.of([c.descriptions if described and c.descriptions else c.synonyms for c in classes],
-                          [c.isthing for c in classes])
+    vocab = Vocabulary.of(
+        [c.descriptions if described and c.descriptions else c.synonyms for c in classes], [c.isthing for c in classes]
+    )
     ids = [c.id for c in classes]
     train = distractors_from.training_vocabulary if distractors_from is not None else None
     if train is not None:
         missing = [not seen for seen in train.seen_in(vocab)]
-        vocab = vocab.plus(Vocabulary(tuple(n for n, m in zip(train.names, missing) if m),
-                                      tuple(t for t, m in zip(train.isthing, missing) if m)))
+        vocab = vocab.plus(
+            Vocabulary(
+                tuple(n for n, m in zip(train.names, missing) if m),
+                tuple(t for t, m in zip(train.isthing, missing) if m),
+            )
+        )
         ids += [-1] * sum(missing)
     return vocab, ids
 
@@ -148,7 +157,8 @@ def semantic_gt(sample, index: dict[int, int]) -> np.ndarray:
 
 
 class TaskEvaluator:
-    """Base: ``task``, the catalog ``formats`` it reads, the progress ``unit``; subclasses fill reset/process/evaluate."""
+    """Base: ``task``, the catalog ``formats`` it reads, the progress ``unit``; subclasses fill
+    reset/process/evaluate."""
 
     task: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]
@@ -169,12 +179,15 @@ class TaskEvaluator:
         return self.ctx.reader.items()[:limit]
 
     def vocabulary(self) -> tuple[Vocabulary, list[int]]:
-        return vocabulary_of(self.ctx.entry, self.include_heldout,
-                             self.pred if self.ctx.options.distractors else None, self.described)
+        return vocabulary_of(
+            self.ctx.entry, self.include_heldout, self.pred if self.ctx.options.distractors else None, self.described
+        )
 
     def predict(self, task: str, **kwargs):
         """The predictor's ``task`` with this evaluation's vocabulary and ensemble convention."""
-        return self.pred.predict(task, vocabulary=self.vocab, open_vocab=self.ctx.options.open_vocab(self.task), **kwargs)
+        return self.pred.predict(
+            task, vocabulary=self.vocab, open_vocab=self.ctx.options.open_vocab(self.task), **kwargs
+        )
 
     def predict_video(self, folder: str, names: list[str], **kwargs):
         """This evaluation's video task on the frames ``names`` of ``folder``, read one at a time and streamed
@@ -206,6 +219,7 @@ class TaskEvaluator:
 
 # ----------------------------------------------------------------------------- images
 
+
 class PanopticEvaluator(TaskEvaluator):
     """PQ / SQ / RQ with panopticapi's protocol on the official PNGs (COCO, Cityscapes, ADE20K)."""
 
@@ -231,11 +245,16 @@ class PanopticEvaluator(TaskEvaluator):
     def gt_json(self) -> str:
         """The evaluated records as a COCO panoptic ground truth (image id = the record key, as in the predictions)."""
         items = self.processed
-        doc = {"images": [{"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
-                          for it in items],
-               "annotations": [{"image_id": it["key"], "file_name": it["mask"], "segments_info": it["segments_info"]}
-                               for it in items],
-               "categories": catalog_categories(self.ctx.entry)}
+        doc = {
+            "images": [
+                {"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
+                for it in items
+            ],
+            "annotations": [
+                {"image_id": it["key"], "file_name": it["mask"], "segments_info": it["segments_info"]} for it in items
+            ],
+            "categories": catalog_categories(self.ctx.entry),
+        }
         uri = self.out("gt_subset.json")
         uio.write_json(uri, doc)
         return uri
@@ -243,16 +262,24 @@ class PanopticEvaluator(TaskEvaluator):
     def evaluate(self) -> Scores:
         from omg.evaluation.panoptic import pq_from_files
 
-        files = self.files + [writers.write_panoptic(self.ctx.out_dir, self.preds, self.vocab.isthing,
-                                                     self.cat_ids)]
-        r = pq_from_files(self.gt_json(), self.ctx.reader.paths["panoptic_masks"], self.out("panoptic.json"),
-                          self.out("panoptic"))
-        m = {"PQ": pct(r.summary["All"]["pq"]), "SQ": pct(r.summary["All"]["sq"]), "RQ": pct(r.summary["All"]["rq"]),
-             "PQ_th": pct(r.summary["Things"]["pq"]), "PQ_st": pct(r.summary["Stuff"]["pq"])}
+        files = self.files + [writers.write_panoptic(self.ctx.out_dir, self.preds, self.vocab.isthing, self.cat_ids)]
+        r = pq_from_files(
+            self.gt_json(), self.ctx.reader.paths["panoptic_masks"], self.out("panoptic.json"), self.out("panoptic")
+        )
+        m = {
+            "PQ": pct(r.summary["All"]["pq"]),
+            "SQ": pct(r.summary["All"]["sq"]),
+            "RQ": pct(r.summary["All"]["rq"]),
+            "PQ_th": pct(r.summary["Things"]["pq"]),
+            "PQ_st": pct(r.summary["Stuff"]["pq"]),
+        }
         heldout = [c.id for c in self.ctx.entry.classes if c.heldout] if self.include_heldout else []
         if heldout:
-            vals = [r.per_class[c]["pq"] for c in heldout
-                    if c in r.per_class and r.per_class[c]["tp"] + r.per_class[c]["fp"] + r.per_class[c]["fn"] > 0]
+            vals = [
+                r.per_class[c]["pq"]
+                for c in heldout
+                if c in r.per_class and r.per_class[c]["tp"] + r.per_class[c]["fp"] + r.per_class[c]["fn"] > 0
+            ]
             m["PQ_heldout"] = pct(float(np.mean(vals))) if vals else float("nan")
         return Scores(m, {"per_class": r.per_class}, files)
 
@@ -309,15 +336,20 @@ class InstanceEvaluator(TaskEvaluator):
         from omg.evaluation.coco_ap import coco_segm
 
         items = self.processed
-        gt = {"images": [{"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
-                         for it in items],
-              "annotations": [dict(a, image_id=it["key"]) for it in items for a in it["annotations"]],
-              "categories": catalog_categories(self.ctx.entry)}
+        gt = {
+            "images": [
+                {"id": it["key"], "file_name": it["image"], "width": it["width"], "height": it["height"]}
+                for it in items
+            ],
+            "annotations": [dict(a, image_id=it["key"]) for it in items for a in it["annotations"]],
+            "categories": catalog_categories(self.ctx.entry),
+        }
         uri = self.out("instances_results.json")
         uio.write_json(uri, self.results)
         r = coco_segm(gt, self.results, (1, 10, 100))
-        return Scores({k: pct(v) if v >= 0 else float("nan") for k, v in r.stats.items()},
-                      {"per_class": r.per_class}, [uri])
+        return Scores(
+            {k: pct(v) if v >= 0 else float("nan") for k, v in r.stats.items()}, {"per_class": r.per_class}, [uri]
+        )
 
 
 class SemanticEvaluator(TaskEvaluator):
@@ -346,9 +378,11 @@ class SemanticEvaluator(TaskEvaluator):
 
     def evaluate(self) -> Scores:
         res = self.confusion.evaluate()
-        return Scores({"mIoU": pct(res.miou), "fwIoU": pct(res.fwiou), "mACC": pct(res.macc), "pACC": pct(res.pacc)},
-                      {"iou": {self.cat_ids[k]: (None if np.isnan(v) else float(v)) for k, v in enumerate(res.iou)}},
-                      self.files)
+        return Scores(
+            {"mIoU": pct(res.miou), "fwIoU": pct(res.fwiou), "mACC": pct(res.macc), "pACC": pct(res.pacc)},
+            {"iou": {self.cat_ids[k]: (None if np.isnan(v) else float(v)) for k, v in enumerate(res.iou)}},
+            self.files,
+        )
 
 
 def centre_prompts(pred: OMGPredictor, gts: np.ndarray) -> list[list[float]]:
@@ -415,12 +449,15 @@ class PromptLabelEvaluator(TaskEvaluator):
             return pct(np.mean(right)) if right else float("nan")
 
         classes = [c for c in self.ctx.entry.classes if c.id in self.cat_ids]
-        metrics = {"label_acc": acc({c.id for c in classes}),
-                   "label_acc_things": acc({c.id for c in classes if c.isthing}),
-                   "label_acc_stuff": acc({c.id for c in classes if not c.isthing}),
-                   "labelled_segments": float(len(self.hits))}
-        per_class = {c.name: {"label_acc": acc({c.id}), "segments": sum(cat == c.id for cat, _ in self.hits)}
-                     for c in classes}
+        metrics = {
+            "label_acc": acc({c.id for c in classes}),
+            "label_acc_things": acc({c.id for c in classes if c.isthing}),
+            "label_acc_stuff": acc({c.id for c in classes if not c.isthing}),
+            "labelled_segments": float(len(self.hits)),
+        }
+        per_class = {
+            c.name: {"label_acc": acc({c.id}), "segments": sum(cat == c.id for cat, _ in self.hits)} for c in classes
+        }
         return Scores(metrics, {"per_class": per_class})
 
 
@@ -455,7 +492,9 @@ class InteractiveEvaluator(TaskEvaluator):
             return
         self.point_miou.process(gts, r.masks)
         for j, m in zip(keep, r.masks):
-            self.results.append({"image_id": it["key"], "segment_id": sample.segments[j].id, "segmentation": rle_encode(m)})
+            self.results.append(
+                {"image_id": it["key"], "segment_id": sample.segments[j].id, "segmentation": rle_encode(m)}
+            )
         if self.wants_overlay():
             uri = self.out("overlays", f"{it['mask'][:-4]}.png")
             paint = np.zeros(gts.shape[1:], np.int32)
@@ -480,8 +519,14 @@ class InteractiveEvaluator(TaskEvaluator):
 
         clicks, ious = evaluate_sample(gt.astype(np.int32), predict, max_clicks=20)
         self.noc_ious.append(ious)
-        self.click_records.append({"image_id": it["key"], "segment_id": segment_id,
-                                   "clicks": [[c.x, c.y, c.positive] for c in clicks], "ious": ious.tolist()})
+        self.click_records.append(
+            {
+                "image_id": it["key"],
+                "segment_id": segment_id,
+                "clicks": [[c.x, c.y, c.positive] for c in clicks],
+                "ious": ious.tolist(),
+            }
+        )
 
     def evaluate(self) -> Scores:
         from omg.evaluation.interactive import noc_metrics
@@ -498,6 +543,7 @@ class InteractiveEvaluator(TaskEvaluator):
 
 
 # ----------------------------------------------------------------------------- videos
+
 
 class VISEvaluator(TaskEvaluator):
     """YouTube-VIS AP / AR (the YTVOS protocol) on the evaluated videos."""
@@ -519,15 +565,26 @@ class VISEvaluator(TaskEvaluator):
         from omg.evaluation.ytvis import ytvis_ap
 
         items = self.processed
-        gt = {"videos": [{"id": int(it["key"]), "file_names": it["file_names"], "width": it["width"],
-                          "height": it["height"], "length": len(it["file_names"])} for it in items],
-              "annotations": [a for it in items for a in it["annotations"]],
-              "categories": catalog_categories(self.ctx.entry)}
+        gt = {
+            "videos": [
+                {
+                    "id": int(it["key"]),
+                    "file_names": it["file_names"],
+                    "width": it["width"],
+                    "height": it["height"],
+                    "length": len(it["file_names"]),
+                }
+                for it in items
+            ],
+            "annotations": [a for it in items for a in it["annotations"]],
+            "categories": catalog_categories(self.ctx.entry),
+        }
         uri = self.out("results.json")
         uio.write_json(uri, self.results)
         r = ytvis_ap(gt, self.results)
-        return Scores({k: pct(v) if v >= 0 else float("nan") for k, v in r.stats.items()},
-                      {"per_class": r.per_class}, [uri])
+        return Scores(
+            {k: pct(v) if v >= 0 else float("nan") for k, v in r.stats.items()}, {"per_class": r.per_class}, [uri]
+        )
 
 
 class VPSEvaluator(TaskEvaluator):
@@ -540,15 +597,22 @@ class VPSEvaluator(TaskEvaluator):
     def reset(self) -> None:
         super().reset()
         if "panoptic_json" not in self.ctx.reader.paths:
-            raise ValueError(f"{self.ctx.entry.name}: VPS evaluation needs the COCO-style conversion (panoptic_json), "
-                             "the official VPQ protocol's input")
+            raise ValueError(
+                f"{self.ctx.entry.name}: VPS evaluation needs the COCO-style conversion (panoptic_json), "
+                "the official VPQ protocol's input"
+            )
         self.preds: list[tuple] = []
 
     def process(self, it: dict) -> None:
         vid = it["key"]
-        r = drop_unmapped(self.predict_video(uio.join(self.ctx.reader.paths["frames"], vid),
-                                             [fr["image"] for fr in it["frames"]], track_ids=self.ctx.options.track_ids),
-                          self.cat_ids)
+        r = drop_unmapped(
+            self.predict_video(
+                uio.join(self.ctx.reader.paths["frames"], vid),
+                [fr["image"] for fr in it["frames"]],
+                track_ids=self.ctx.options.track_ids,
+            ),
+            self.cat_ids,
+        )
         self.preds.append((vid, [fr["mask"][:-4] for fr in it["frames"]], r))
         self.processed.append(it)
 
@@ -557,12 +621,29 @@ class VPSEvaluator(TaskEvaluator):
         videos, anns = [], []
         for it in self.processed:
             vid = it["key"]
-            videos.append({"video_id": vid, "images": [{"id": f"{vid}_{t}", "file_name": fr["image"],
-                                                        "width": fr.get("width"), "height": fr.get("height")}
-                                                       for t, fr in enumerate(it["frames"])]})
-            anns.append({"video_id": vid, "annotations": [{"image_id": f"{vid}_{t}", "file_name": fr["mask"],
-                                                           "segments_info": fr["segments_info"]}
-                                                          for t, fr in enumerate(it["frames"])]})
+            videos.append(
+                {
+                    "video_id": vid,
+                    "images": [
+                        {
+                            "id": f"{vid}_{t}",
+                            "file_name": fr["image"],
+                            "width": fr.get("width"),
+                            "height": fr.get("height"),
+                        }
+                        for t, fr in enumerate(it["frames"])
+                    ],
+                }
+            )
+            anns.append(
+                {
+                    "video_id": vid,
+                    "annotations": [
+                        {"image_id": f"{vid}_{t}", "file_name": fr["mask"], "segments_info": fr["segments_info"]}
+                        for t, fr in enumerate(it["frames"])
+                    ],
+                }
+            )
         uri = self.out("gt_subset.json")
         uio.write_json(uri, {"videos": videos, "annotations": anns, "categories": catalog_categories(self.ctx.entry)})
         return uri
@@ -571,12 +652,22 @@ class VPSEvaluator(TaskEvaluator):
         from omg.evaluation.vps import vps_from_files
 
         files = [writers.write_vipseg(self.ctx.out_dir, self.preds, self.vocab.isthing, self.cat_ids)]
-        vpq_r, stq_r, _ = vps_from_files(self.gt_json(), self.ctx.reader.paths["panoptic_masks"], files[0],
-                                         self.out("panoptic"))
+        vpq_r, stq_r, _ = vps_from_files(
+            self.gt_json(), self.ctx.reader.paths["panoptic_masks"], files[0], self.out("panoptic")
+        )
         final, omg = vpq_r.mean(), vpq_r.mean((1, 2, 4, 6))
         m = {f"VPQ@{k}": pct(r.summary["All"]["pq"]) for k, r in vpq_r.per_k.items()}
-        m.update({"VPQ": pct(omg["All"]), "VPQ_th": pct(omg["Things"]), "VPQ_st": pct(omg["Stuff"]),
-                  "VPQ_final": pct(final["All"]), "STQ": pct(stq_r.stq), "AQ": pct(stq_r.aq), "SQ": pct(stq_r.sq)})
+        m.update(
+            {
+                "VPQ": pct(omg["All"]),
+                "VPQ_th": pct(omg["Things"]),
+                "VPQ_st": pct(omg["Stuff"]),
+                "VPQ_final": pct(final["All"]),
+                "STQ": pct(stq_r.stq),
+                "AQ": pct(stq_r.aq),
+                "SQ": pct(stq_r.sq),
+            }
+        )
         return Scores(m, {"vpq_per_class_k1": vpq_r.per_k[1].per_class}, files)
 
 
@@ -610,8 +701,11 @@ class VSSEvaluator(TaskEvaluator):
         from omg.evaluation.vspw import mean_vc
 
         res = self.confusion.evaluate()
-        return Scores({"mIoU": pct(res.miou), "mVC8": pct(mean_vc(self.clips, 8)), "mVC16": pct(mean_vc(self.clips, 16))},
-                      {}, [self.out("semantic")])
+        return Scores(
+            {"mIoU": pct(res.miou), "mVC8": pct(mean_vc(self.clips, 8)), "mVC16": pct(mean_vc(self.clips, 16))},
+            {},
+            [self.out("semantic")],
+        )
 
 
 class VOSEvaluator(TaskEvaluator):
@@ -636,15 +730,30 @@ class VOSEvaluator(TaskEvaluator):
     def evaluate(self) -> Scores:
         from omg.evaluation.davis import davis_from_files
 
-        res = davis_from_files(self.ctx.reader.paths["annotations"], self.out("Annotations"),
-                               [it["key"] for it in self.processed])
-        return Scores({k: pct(v) for k, v in res.summary.items()}, {"per_object": res.per_object},
-                      [self.out("Annotations")])
+        res = davis_from_files(
+            self.ctx.reader.paths["annotations"], self.out("Annotations"), [it["key"] for it in self.processed]
+        )
+        return Scores(
+            {k: pct(v) for k, v in res.summary.items()}, {"per_object": res.per_object}, [self.out("Annotations")]
+        )
 
 
-EVALUATORS: dict[str, type[TaskEvaluator]] = {e.task: e for e in (
-    PanopticEvaluator, InstanceEvaluator, SemanticEvaluator, OpenVocabEvaluator, DescribedOpenVocabEvaluator,
-    PromptLabelEvaluator, InteractiveEvaluator, VISEvaluator, VPSEvaluator, VSSEvaluator, VOSEvaluator)}
+EVALUATORS: dict[str, type[TaskEvaluator]] = {
+    e.task: e
+    for e in (
+        PanopticEvaluator,
+        InstanceEvaluator,
+        SemanticEvaluator,
+        OpenVocabEvaluator,
+        DescribedOpenVocabEvaluator,
+        PromptLabelEvaluator,
+        InteractiveEvaluator,
+        VISEvaluator,
+        VPSEvaluator,
+        VSSEvaluator,
+        VOSEvaluator,
+    )
+}
 
 #: which tasks a catalog format can be evaluated on
 TASK_FORMATS: dict[str, tuple[str, ...]] = {task: e.formats for task, e in EVALUATORS.items()}

@@ -76,8 +76,14 @@ def iou_with_ignore(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(inter / union) if union else 1.0
 
 
-def evaluate_sample(gt: np.ndarray, predict: Callable[[list[Click]], np.ndarray], max_iou_thr: float = 0.90,
-                    pred_thr: float = 0.49, min_clicks: int = 1, max_clicks: int = 20) -> tuple[list[Click], np.ndarray]:
+def evaluate_sample(
+    gt: np.ndarray,
+    predict: Callable[[list[Click]], np.ndarray],
+    max_iou_thr: float = 0.90,
+    pred_thr: float = 0.49,
+    min_clicks: int = 1,
+    max_clicks: int = 20,
+) -> tuple[list[Click], np.ndarray]:
     """``predict(clicks) -> H x W probabilities``. Returns the clicks and the IoU after each."""
     clicker = Clicker(gt)
     pred = np.zeros(gt.shape, dtype=bool)
@@ -101,10 +107,13 @@ def noc(all_ious: list[np.ndarray], thresholds=NOC_THRESHOLDS, max_clicks: int =
     ``max_clicks`` clicks and in ``over_max``, as there)."""
     out = {}
     for thr in thresholds:
-        scores = np.array([int(np.argmax(np.asarray(a) >= thr)) + 1 if np.any(np.asarray(a) >= thr) else max_clicks
-                           for a in all_ious])
-        out[thr] = {"noc": float(scores.mean()) if len(scores) else float("nan"),
-                    "over_max": int((scores == max_clicks).sum())}
+        scores = np.array(
+            [int(np.argmax(np.asarray(a) >= thr)) + 1 if np.any(np.asarray(a) >= thr) else max_clicks for a in all_ious]
+        )
+        out[thr] = {
+            "noc": float(scores.mean()) if len(scores) else float("nan"),
+            "over_max": int((scores == max_clicks).sum()),
+        }
     return out
 
 

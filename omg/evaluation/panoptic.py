@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from omg.utils import io as uio
 from omg.data.masks import rgb2id
+from omg.utils import io as uio
 
 OFFSET = 256 * 256 * 256
 VOID = 0
@@ -90,8 +90,15 @@ def _index() -> _IdIndex:
     return _INDEX
 
 
-def pq_image(gt: np.ndarray, gt_segments: dict[int, dict], pred: np.ndarray, pred_segments: dict[int, dict],
-             categories: dict[int, dict], stats: dict[int, ClassStats], where: str = "") -> None:
+def pq_image(
+    gt: np.ndarray,
+    gt_segments: dict[int, dict],
+    pred: np.ndarray,
+    pred_segments: dict[int, dict],
+    categories: dict[int, dict],
+    stats: dict[int, ClassStats],
+    where: str = "",
+) -> None:
     """Accumulate one image into ``stats``.
 
     gt / pred: H x W segment ids (0 = VOID). gt_segments: id -> {"category_id", "iscrowd", "area"}
@@ -162,11 +169,22 @@ def summarize(stats: dict[int, ClassStats], categories: dict[int, dict]) -> PQRe
     for cat, info in categories.items():
         st = stats.get(cat, ClassStats())
         pq, sq, rq = st.pq()
-        per_class[cat] = {"pq": pq, "sq": sq, "rq": rq, "tp": st.tp, "fp": st.fp, "fn": st.fn,
-                          "isthing": bool(info.get("isthing", 1)), "name": info.get("name", str(cat))}
+        per_class[cat] = {
+            "pq": pq,
+            "sq": sq,
+            "rq": rq,
+            "tp": st.tp,
+            "fp": st.fp,
+            "fn": st.fn,
+            "isthing": bool(info.get("isthing", 1)),
+            "name": info.get("name", str(cat)),
+        }
     for split, keep in (("All", None), ("Things", True), ("Stuff", False)):
-        rows = [v for c, v in per_class.items() if (keep is None or v["isthing"] == keep)
-                and v["tp"] + v["fp"] + v["fn"] > 0]
+        rows = [
+            v
+            for c, v in per_class.items()
+            if (keep is None or v["isthing"] == keep) and v["tp"] + v["fp"] + v["fn"] > 0
+        ]
         n = len(rows)
         if n == 0:  # panopticapi: ZeroDivisionError
             summary[split] = {"pq": math.nan, "sq": math.nan, "rq": math.nan, "n": 0}
@@ -185,8 +203,14 @@ class PQEvaluator:
     def reset(self) -> None:
         self.stats = defaultdict(ClassStats)
 
-    def process(self, gt: np.ndarray, gt_segments: dict[int, dict], pred: np.ndarray, pred_segments: dict[int, dict],
-                where: str = "") -> None:
+    def process(
+        self,
+        gt: np.ndarray,
+        gt_segments: dict[int, dict],
+        pred: np.ndarray,
+        pred_segments: dict[int, dict],
+        where: str = "",
+    ) -> None:
         pq_image(gt, gt_segments, pred, pred_segments, self.categories, self.stats, where)
 
     def evaluate(self) -> PQResult:
@@ -228,13 +252,15 @@ def _annotations(doc: dict, source: str) -> list[dict]:
     return anns
 
 
-def pq_from_files(gt_json: str, gt_folder: str, pred_json: str, pred_folder: str, threads: int | None = None) -> PQResult:
+def pq_from_files(
+    gt_json: str, gt_folder: str, pred_json: str, pred_folder: str, threads: int | None = None
+) -> PQResult:
     """PQ from the official files. PNGs are decoded in a thread pool (Pillow releases the GIL while
     decoding), accumulation stays in order, so results do not depend on ``threads``. Malformed input
     (invalid JSON, a missing key, an undecodable or resized PNG) raises ``ValueError`` naming the file and
     the image id."""
-    from concurrent.futures import ThreadPoolExecutor
     import os
+    from concurrent.futures import ThreadPoolExecutor
 
     gt_doc, pred_doc = uio.read_json(gt_json), uio.read_json(pred_json)
     if not isinstance(gt_doc.get("categories"), list):
@@ -247,8 +273,16 @@ def pq_from_files(gt_json: str, gt_folder: str, pred_json: str, pred_folder: str
             raise ValueError(f"{pred_json}: no prediction for image_id {ann['image_id']}")
         p = preds[ann["image_id"]]
         where = f"image_id {ann['image_id']}"
-        jobs.append((ann, p, uio.join(gt_folder, ann["file_name"]), uio.join(pred_folder, p["file_name"]),
-                     _segments(ann, gt_json, where), _segments(p, pred_json, where)))
+        jobs.append(
+            (
+                ann,
+                p,
+                uio.join(gt_folder, ann["file_name"]),
+                uio.join(pred_folder, p["file_name"]),
+                _segments(ann, gt_json, where),
+                _segments(p, pred_json, where),
+            )
+        )
     ev = PQEvaluator(categories)
 
     def load(job):
@@ -260,7 +294,9 @@ def pq_from_files(gt_json: str, gt_folder: str, pred_json: str, pred_folder: str
             ann, p, _, pred_uri, gt_segs, pred_segs = job
             where = f"{pred_uri} (image_id {ann['image_id']})"
             if gt.shape != pred.shape:
-                raise ValueError(f"{where}: the prediction is {pred.shape[1]}x{pred.shape[0]} pixels, its ground "
-                                 f"truth {gt.shape[1]}x{gt.shape[0]} (predictions must be at the image's size)")
+                raise ValueError(
+                    f"{where}: the prediction is {pred.shape[1]}x{pred.shape[0]} pixels, its ground "
+                    f"truth {gt.shape[1]}x{gt.shape[0]} (predictions must be at the image's size)"
+                )
             ev.process(gt, gt_segs, pred, pred_segs, where=where)
     return ev.evaluate()

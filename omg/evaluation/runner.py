@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from omg.utils import io as uio
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.evaluation.evaluators import EVALUATORS, OPEN_VOCAB_TASKS, TASK_FORMATS, EvalContext, EvalOptions
 from omg.inference.predictor import OMGPredictor
+from omg.utils import io as uio
 from omg.utils.progress import Progress
 
 
@@ -34,14 +34,31 @@ class EvalResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "split": self.split, "task": self.task, "metrics": self.metrics,
-                "tables": self.tables, "files": self.files, "seconds": self.seconds}
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "task": self.task,
+            "metrics": self.metrics,
+            "tables": self.tables,
+            "files": self.files,
+            "seconds": self.seconds,
+        }
 
 
-def evaluate_pair(checkpoint: str, entry: DatasetEntry, split: str, task: str, root: str | None, out_dir: str,
-                  limit: int | None = None, device: str | None = None, overlays: int = 4,
-                  predictor: OMGPredictor | None = None, progress: bool = False,
-                  options: EvalOptions | None = None) -> EvalResult:
+def evaluate_pair(
+    checkpoint: str,
+    entry: DatasetEntry,
+    split: str,
+    task: str,
+    root: str | None,
+    out_dir: str,
+    limit: int | None = None,
+    device: str | None = None,
+    overlays: int = 4,
+    predictor: OMGPredictor | None = None,
+    progress: bool = False,
+    options: EvalOptions | None = None,
+) -> EvalResult:
     if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
         raise ValueError(f"task {task!r} cannot be evaluated on {entry.name} (format {entry.format})")
     t0 = time.monotonic()
@@ -60,8 +77,15 @@ def evaluate_pair(checkpoint: str, entry: DatasetEntry, split: str, task: str, r
         scores = evaluator.evaluate()
     finally:
         pred.test_size, pred.postprocess_at, pred.prompt_labels = saved
-    result = EvalResult(entry.name, split, task, scores.metrics, {**scores.tables, "options": opts.to_dict()},
-                        scores.files, time.monotonic() - t0)
+    result = EvalResult(
+        entry.name,
+        split,
+        task,
+        scores.metrics,
+        {**scores.tables, "options": opts.to_dict()},
+        scores.files,
+        time.monotonic() - t0,
+    )
     uio.write_json(uio.join(out_dir, "result.json"), result.to_dict())
     return result
 

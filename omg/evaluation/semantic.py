@@ -31,8 +31,10 @@ class SemSegResult:
     acc: np.ndarray | None = None  # C, per-class accuracy (recall) TP / GT pixels, NaN for classes without GT
 
     def table(self) -> str:
-        return (f"mIoU {100 * self.miou:.4f}  fwIoU {100 * self.fwiou:.4f}  mACC {100 * self.macc:.4f}  "
-                f"pACC {100 * self.pacc:.4f}  ({self.convention} convention)")
+        return (
+            f"mIoU {100 * self.miou:.4f}  fwIoU {100 * self.fwiou:.4f}  mACC {100 * self.macc:.4f}  "
+            f"pACC {100 * self.pacc:.4f}  ({self.convention} convention)"
+        )
 
 
 class SemSegEvaluator:
@@ -52,14 +54,19 @@ class SemSegEvaluator:
         valid = gt != self.ignore_label
         bad_gt = valid & ((gt < 0) | (gt >= self.num_classes))
         if bad_gt.any():
-            raise ValueError(f"{where}: ground-truth values {np.unique(gt[bad_gt])[:5].tolist()} are neither classes "
-                             f"(0..{self.num_classes - 1}) nor the ignore label {self.ignore_label}")
+            raise ValueError(
+                f"{where}: ground-truth values {np.unique(gt[bad_gt])[:5].tolist()} are neither classes "
+                f"(0..{self.num_classes - 1}) nor the ignore label {self.ignore_label}"
+            )
         p = pred[valid]
         if p.size and (p.min() < 0 or p.max() >= self.num_classes):
-            raise ValueError(f"{where}: predicted values outside 0..{self.num_classes - 1}: "
-                             f"{np.unique(p[(p < 0) | (p >= self.num_classes)])[:5].tolist()}")
-        self.conf += np.bincount(self.num_classes * gt[valid] + p, minlength=self.num_classes ** 2).reshape(
-            self.num_classes, self.num_classes)
+            raise ValueError(
+                f"{where}: predicted values outside 0..{self.num_classes - 1}: "
+                f"{np.unique(p[(p < 0) | (p >= self.num_classes)])[:5].tolist()}"
+            )
+        self.conf += np.bincount(self.num_classes * gt[valid] + p, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
 
     def evaluate(self, convention: str = "gt") -> SemSegResult:
         if convention not in ("gt", "union"):

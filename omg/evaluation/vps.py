@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from omg.utils import io as uio
 from omg.data.masks import rgb2id
 from omg.evaluation.panoptic import ClassStats, PQResult, pq_image, summarize
+from omg.utils import io as uio
 
 WINDOWS = (1, 2, 4, 6, 8)
 Frame = tuple[np.ndarray, dict[int, dict]]
@@ -41,24 +41,30 @@ class VPQResult:
 
     def mean(self, ks=WINDOWS) -> dict[str, float]:
         ks = [k for k in ks if k in self.per_k]
-        return {split: float(np.mean([self.per_k[k].summary[split]["pq"] for k in ks]))
-                for split in ("All", "Things", "Stuff")}
+        return {
+            split: float(np.mean([self.per_k[k].summary[split]["pq"] for k in ks]))
+            for split in ("All", "Things", "Stuff")
+        }
 
     def table(self) -> str:
         lines = [f"{'k':>3s} | {'VPQ':>8s} {'thing':>8s} {'stuff':>8s}"]
         for k, r in self.per_k.items():
             s = r.summary
-            lines.append(f"{k:3d} | {100 * s['All']['pq']:8.4f} {100 * s['Things']['pq']:8.4f} {100 * s['Stuff']['pq']:8.4f}")
+            lines.append(
+                f"{k:3d} | {100 * s['All']['pq']:8.4f} {100 * s['Things']['pq']:8.4f} {100 * s['Stuff']['pq']:8.4f}"
+            )
         for label, ks in (("final (k=1,2,4,6,8)", WINDOWS), ("OMG-Seg (k=1,2,4,6)", (1, 2, 4, 6))):
             m = self.mean(ks)
-            lines.append(f"{label}: {100 * m['All']:.4f} / thing {100 * m['Things']:.4f} / stuff {100 * m['Stuff']:.4f}")
+            lines.append(
+                f"{label}: {100 * m['All']:.4f} / thing {100 * m['Things']:.4f} / stuff {100 * m['Stuff']:.4f}"
+            )
         return "\n".join(lines)
 
 
 def _window(frames: list[Frame], t: int, k: int, gt: bool) -> tuple[np.ndarray, dict[int, dict]]:
-    ids = np.concatenate([f[0] for f in frames[t:t + k]], axis=0)
+    ids = np.concatenate([f[0] for f in frames[t : t + k]], axis=0)
     segs: dict[int, dict] = {}
-    for f in frames[t:t + k]:
+    for f in frames[t : t + k]:
         for sid, s in f[1].items():
             if sid not in segs:
                 segs[sid] = dict(s)
@@ -69,8 +75,9 @@ def _window(frames: list[Frame], t: int, k: int, gt: bool) -> tuple[np.ndarray, 
     return ids, segs
 
 
-def vpq(gt_videos: dict[str, list[Frame]], pred_videos: dict[str, list[Frame]], categories: dict[int, dict],
-        windows=WINDOWS) -> VPQResult:
+def vpq(
+    gt_videos: dict[str, list[Frame]], pred_videos: dict[str, list[Frame]], categories: dict[int, dict], windows=WINDOWS
+) -> VPQResult:
     per_k = {}
     for k in windows:
         stats: dict[int, ClassStats] = defaultdict(ClassStats)
@@ -87,6 +94,7 @@ def vpq(gt_videos: dict[str, list[Frame]], pred_videos: dict[str, list[Frame]], 
 
 
 # ----------------------------------------------------------------------------- STQ
+
 
 def _stq_labels(frames: list[Frame]) -> list[np.ndarray]:
     """Per frame: category << 16 | renumbered instance; void 255 << 16 | 255."""
@@ -117,8 +125,14 @@ class STQResult:
         return f"STQ {self.stq:.10f}  AQ {self.aq:.10f}  SQ(IoU) {self.sq:.10f}"
 
 
-def stq(gt_videos: dict[str, list[Frame]], pred_videos: dict[str, list[Frame]], num_classes: int,
-        things: set[int], ignore_label: int = 255, offset: int = 256 ** 4) -> STQResult:
+def stq(
+    gt_videos: dict[str, list[Frame]],
+    pred_videos: dict[str, list[Frame]],
+    num_classes: int,
+    things: set[int],
+    ignore_label: int = 255,
+    offset: int = 256**4,
+) -> STQResult:
     n = num_classes
     shift = 1 << 16
     seq_conf, seq_gt, seq_pred, seq_inter = {}, {}, {}, {}
@@ -173,14 +187,19 @@ def stq(gt_videos: dict[str, list[Frame]], pred_videos: dict[str, list[Frame]], 
         seq_aq = outer / max(len(seq_gt[vid]), 1e-15)
         seq_iou = miou(seq_conf[vid])
         total += seq_conf[vid]
-        per_seq[vid] = {"stq": float(np.sqrt(seq_aq * seq_iou)), "aq": seq_aq, "sq": seq_iou,
-                        "frames": len(gt_videos[vid])}
+        per_seq[vid] = {
+            "stq": float(np.sqrt(seq_aq * seq_iou)),
+            "aq": seq_aq,
+            "sq": seq_iou,
+            "frames": len(gt_videos[vid]),
+        }
     aq = aq_sum / max(tubes, 1e-15)
     sq = miou(total)
     return STQResult(float(np.sqrt(aq * sq)), aq, sq, per_seq)
 
 
 # ----------------------------------------------------------------------------- files
+
 
 def _png_ids(uri: str) -> np.ndarray:
     return rgb2id(np.array(Image.open(io.BytesIO(uio.read_bytes(uri))).convert("RGB")))
@@ -196,13 +215,17 @@ def read_vipseg(json_uri: str, png_dir: str, gt: bool, order_from: dict | None =
         frames = []
         names = [fa["file_name"] for fa in order_from[vid]] if order_from is not None and vid in order_from else None
         if names is not None and len(names) != len(vann["annotations"]):
-            raise ValueError(f"{json_uri}: video {vid} has {len(vann['annotations'])} predicted frames, the ground "
-                             f"truth {len(names)}")
+            raise ValueError(
+                f"{json_uri}: video {vid} has {len(vann['annotations'])} predicted frames, the ground "
+                f"truth {len(names)}"
+            )
         for t, fa in enumerate(vann["annotations"]):
             name = names[t] if names is not None else fa["file_name"]
             ids = _png_ids(uio.join(png_dir, vid, name))
-            segs = {s["id"]: {"category_id": s["category_id"], "iscrowd": s.get("iscrowd", 0),
-                              "area": s.get("area", 0)} for s in fa["segments_info"]}
+            segs = {
+                s["id"]: {"category_id": s["category_id"], "iscrowd": s.get("iscrowd", 0), "area": s.get("area", 0)}
+                for s in fa["segments_info"]
+            }
             frames.append((ids, segs))
         out[vid] = frames
     if order_from is not None:

@@ -21,7 +21,7 @@ def video_consistency_windows(gt: np.ndarray, pred: np.ndarray, n: int) -> list[
     if t <= n:
         return out
     for i in range(t - n):
-        g, p = gt[i:i + n], pred[i:i + n]
+        g, p = gt[i : i + n], pred[i : i + n]
         c_gt = (g == g[0]).all(0)
         c_pr = (p == p[0]).all(0)
         denom = c_gt.sum()

@@ -19,11 +19,11 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from omg.utils import io as uio
 from omg.data.masks import polygons_to_mask, rle_encode
 from omg.evaluation.coco_ap import APResult, coco_from, per_class_ap, run_cocoeval, stat_names, unknown_categories
+from omg.utils import io as uio
 
-AREA_RANGES = [[0 ** 2, 1e5 ** 2], [0 ** 2, 128 ** 2], [128 ** 2, 256 ** 2], [256 ** 2, 1e5 ** 2]]
+AREA_RANGES = [[0**2, 1e5**2], [0**2, 128**2], [128**2, 256**2], [256**2, 1e5**2]]
 
 
 def _rle(seg, h: int, w: int):
@@ -62,9 +62,12 @@ class YTVOSeval(COCOeval):
             return []
         inds = np.argsort([-d["score"] for d in dt], kind="mergesort")
         dt = [dt[i] for i in inds][: self.params.maxDets[-1]]
-        return spatiotemporal_iou([d["segmentations"] for d in dt], [g["segmentations"] for g in gt],
-                                  np.stack([d["_areas"] for d in dt]) if dt else None,
-                                  np.stack([g["_areas"] for g in gt]) if gt else None)
+        return spatiotemporal_iou(
+            [d["segmentations"] for d in dt],
+            [g["segmentations"] for g in gt],
+            np.stack([d["_areas"] for d in dt]) if dt else None,
+            np.stack([g["_areas"] for g in gt]) if gt else None,
+        )
 
 
 def frame_areas(segs: list) -> np.ndarray:
@@ -76,8 +79,9 @@ def frame_areas(segs: list) -> np.ndarray:
     return out
 
 
-def spatiotemporal_iou(dts: list[list], gts: list[list], a_d: np.ndarray | None = None,
-                       a_g: np.ndarray | None = None) -> np.ndarray:
+def spatiotemporal_iou(
+    dts: list[list], gts: list[list], a_d: np.ndarray | None = None, a_g: np.ndarray | None = None
+) -> np.ndarray:
     """D x G IoU of tracks given as per-frame RLE lists (None where absent).
 
     Union = sum_t (|d_t| + |g_t| - |d_t ∩ g_t|) over every frame; intersections come from one
@@ -94,8 +98,9 @@ def spatiotemporal_iou(dts: list[list], gts: list[list], a_d: np.ndarray | None 
     gj, gt_ = np.nonzero(a_g > 0)
     if len(di) and len(gj):
         # one C call for every (detection frame, track frame) pair; only same-frame pairs are kept
-        iou = np.asarray(mask_utils.iou([dts[i][t] for i, t in zip(di, dt_)], [gts[j][t] for j, t in zip(gj, gt_)],
-                                        [0] * len(gj))).reshape(len(di), len(gj))
+        iou = np.asarray(
+            mask_utils.iou([dts[i][t] for i, t in zip(di, dt_)], [gts[j][t] for j, t in zip(gj, gt_)], [0] * len(gj))
+        ).reshape(len(di), len(gj))
         same = dt_[:, None] == gt_[None, :]
         rows, cols = np.nonzero(same & (iou > 0))
         if len(rows):
@@ -112,14 +117,25 @@ def _video_coco(doc: dict, tracks: list[dict], videos: dict) -> dict:
         v = videos[a["video_id"]]
         segs = [_rle(s, v["height"], v["width"]) for s in a["segmentations"]]
         if len(segs) != v["length"]:
-            raise ValueError(f"track {k} (video {a['video_id']}): {len(segs)} segmentations for a {v['length']}-frame video")
+            raise ValueError(
+                f"track {k} (video {a['video_id']}): {len(segs)} segmentations for a {v['length']}-frame video"
+            )
         pixel_areas = frame_areas(segs)
         areas = a.get("areas") or [float(x) if x else None for x in pixel_areas]
-        anns.append({"id": a.get("id", k + 1), "image_id": a["video_id"], "category_id": a["category_id"],
-                     "iscrowd": a.get("iscrowd", 0), "segmentations": segs, "area": _avg_area(areas),
-                     "score": a.get("score", 1.0), "bbox": [0, 0, 0, 0], "_areas": pixel_areas})
-    return {"images": [{"id": vid} for vid in videos], "annotations": anns,
-            "categories": doc["categories"]}
+        anns.append(
+            {
+                "id": a.get("id", k + 1),
+                "image_id": a["video_id"],
+                "category_id": a["category_id"],
+                "iscrowd": a.get("iscrowd", 0),
+                "segmentations": segs,
+                "area": _avg_area(areas),
+                "score": a.get("score", 1.0),
+                "bbox": [0, 0, 0, 0],
+                "_areas": pixel_areas,
+            }
+        )
+    return {"images": [{"id": vid} for vid in videos], "annotations": anns, "categories": doc["categories"]}
 
 
 def ytvis_ap(gt, results, max_dets: tuple[int, int, int] = (1, 10, 100), strict: bool = False) -> APResult:

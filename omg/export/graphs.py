@@ -54,12 +54,19 @@ OPSET = 18
 MAX_CLASSES, MAX_SYNONYMS, MAX_PROMPTS = 8192, 256, 4096
 
 
-def features_of(mask_features: torch.Tensor, mem_s32: torch.Tensor, mem_s16: torch.Tensor, mem_s8: torch.Tensor,
-                clip_features: torch.Tensor | None, image_size: tuple[int, int]) -> Features:
+def features_of(
+    mask_features: torch.Tensor,
+    mem_s32: torch.Tensor,
+    mem_s16: torch.Tensor,
+    mem_s8: torch.Tensor,
+    clip_features: torch.Tensor | None,
+    image_size: tuple[int, int],
+) -> Features:
     """Graph tensors (no time axis) -> the model's :class:`Features` of one image (T = 1)."""
     clip = clip_features[:, :, None] if clip_features is not None else mask_features[:, :1, None]
-    return Features(mask_features[:, :, None], [mem_s32[:, :, None], mem_s16[:, :, None], mem_s8[:, :, None]],
-                    clip, image_size)
+    return Features(
+        mask_features[:, :, None], [mem_s32[:, :, None], mem_s16[:, :, None], mem_s8[:, :, None]], clip, image_size
+    )
 
 
 class ImageEncoder(nn.Module):
@@ -73,8 +80,13 @@ class ImageEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f = self.model.extract(image)
-        return (f.mask_features[:, :, 0], f.memories[0][:, :, 0], f.memories[1][:, :, 0], f.memories[2][:, :, 0],
-                f.clip_features[:, :, 0])
+        return (
+            f.mask_features[:, :, 0],
+            f.memories[0][:, :, 0],
+            f.memories[1][:, :, 0],
+            f.memories[2][:, :, 0],
+            f.clip_features[:, :, 0],
+        )
 
 
 class _Queries(nn.Module):
@@ -113,10 +125,13 @@ class PromptDecoder(nn.Module):
         super().__init__()
         self.model, self.image_size = _Queries(model), tuple(image_size)
 
-    def forward(self, mask_features, mem_s32, mem_s16, mem_s8, text, boxes, valid, image_sizes) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, mask_features, mem_s32, mem_s16, mem_s8, text, boxes, valid, image_sizes
+    ) -> tuple[torch.Tensor, ...]:
         prompts = Prompts(boxes, valid, image_sizes, torch.zeros_like(valid))
-        out = self.model.decode(features_of(mask_features, mem_s32, mem_s16, mem_s8, None, self.image_size), text,
-                                prompts)
+        out = self.model.decode(
+            features_of(mask_features, mem_s32, mem_s16, mem_s8, None, self.image_size), text, prompts
+        )
         return out.pred_masks[:, :, 0], out.class_embed, out.pred_objectness[..., 0]
 
 
@@ -164,8 +179,10 @@ class ExportSpec:
         if not path.exists():
             raise FileNotFoundError(f"{folder}: no export.json (write one with omg export)")
         d = json.loads(path.read_text())
-        graphs = {k: GraphSpec(g["file"], [TensorSpec(**t) for t in g["inputs"]], [TensorSpec(**t) for t in g["outputs"]])
-                  for k, g in d.pop("graphs").items()}
+        graphs = {
+            k: GraphSpec(g["file"], [TensorSpec(**t) for t in g["inputs"]], [TensorSpec(**t) for t in g["outputs"]])
+            for k, g in d.pop("graphs").items()
+        }
         d["image_size"], d["test_size"] = tuple(d["image_size"]), tuple(d["test_size"])
         d["pixel_mean"], d["pixel_std"] = tuple(d["pixel_mean"]), tuple(d["pixel_std"])
         return ExportSpec(graphs=graphs, **d)
@@ -178,8 +195,14 @@ def default_image_size(test_size: Sequence[int], divisibility: int) -> tuple[int
     return up(short_side), up(long_side)
 
 
-def example_inputs(model: OMGSeg, image_size: tuple[int, int], num_classes: int = 3, num_synonyms: int = 2,
-                   num_prompts: int = 2, seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
+def example_inputs(
+    model: OMGSeg,
+    image_size: tuple[int, int],
+    num_classes: int = 3,
+    num_synonyms: int = 2,
+    num_prompts: int = 2,
+    seed: int = 0,
+) -> dict[str, tuple[torch.Tensor, ...]]:
     """Random inputs of every graph (the image in 0..255; text unit vectors; prompts inside the image)."""
     g = torch.Generator().manual_seed(seed)
     h, w = image_size
@@ -193,20 +216,27 @@ def example_inputs(model: OMGSeg, image_size: tuple[int, int], num_classes: int 
     boxes = torch.cat([xy, xy + wh], -1)
     valid = torch.ones(1, num_prompts, dtype=torch.bool)
     sizes = torch.tensor([[h, w]], dtype=torch.int64)
-    return {"image_encoder": (image,), "object_decoder": (*enc[:4], text),
-            "prompt_decoder": (*enc[:4], text, boxes, valid, sizes)}
+    return {
+        "image_encoder": (image,),
+        "object_decoder": (*enc[:4], text),
+        "prompt_decoder": (*enc[:4], text, boxes, valid, sizes),
+    }
 
 
 def graph_modules(model: OMGSeg, image_size: tuple[int, int]) -> dict[str, nn.Module]:
-    return {"image_encoder": ImageEncoder(model).eval(), "object_decoder": ObjectDecoder(model, image_size).eval(),
-            "prompt_decoder": PromptDecoder(model, image_size).eval()}
+    return {
+        "image_encoder": ImageEncoder(model).eval(),
+        "object_decoder": ObjectDecoder(model, image_size).eval(),
+        "prompt_decoder": PromptDecoder(model, image_size).eval(),
+    }
 
 
 def _input_names(graph: str) -> list[str]:
-    return {"image_encoder": ["image"],
-            "object_decoder": ["mask_features", "mem_s32", "mem_s16", "mem_s8", "text"],
-            "prompt_decoder": ["mask_features", "mem_s32", "mem_s16", "mem_s8", "text", "boxes", "valid",
-                               "image_sizes"]}[graph]
+    return {
+        "image_encoder": ["image"],
+        "object_decoder": ["mask_features", "mem_s32", "mem_s16", "mem_s8", "text"],
+        "prompt_decoder": ["mask_features", "mem_s32", "mem_s16", "mem_s8", "text", "boxes", "valid", "image_sizes"],
+    }[graph]
 
 
 def _dynamic_shapes(graph: str):
@@ -226,44 +256,82 @@ def _spec_of(model: OMGSeg, graph: str, file: str, image_size: tuple[int, int]) 
     h, w = image_size
     d, e, q = cfg.hidden_dim, v.embed_dim, cfg.num_queries
     c5 = v.channels[-1]
-    mems = [TensorSpec("mask_features", [1, d, h // 4, w // 4], "float32", "pixel-decoder mask features, stride 4"),
-            TensorSpec("mem_s32", [1, d, h // 32, w // 32], "float32", "pixel-decoder memory, stride 32"),
-            TensorSpec("mem_s16", [1, d, h // 16, w // 16], "float32", "pixel-decoder memory, stride 16"),
-            TensorSpec("mem_s8", [1, d, h // 8, w // 8], "float32", "pixel-decoder memory, stride 8")]
-    text = TensorSpec("text", ["classes", "synonyms", e], "float32",
-                      "class-name text embeddings, unit vectors (omg.modeling.text.TextEmbedder), padded with the "
-                      "first synonym")
+    mems = [
+        TensorSpec("mask_features", [1, d, h // 4, w // 4], "float32", "pixel-decoder mask features, stride 4"),
+        TensorSpec("mem_s32", [1, d, h // 32, w // 32], "float32", "pixel-decoder memory, stride 32"),
+        TensorSpec("mem_s16", [1, d, h // 16, w // 16], "float32", "pixel-decoder memory, stride 16"),
+        TensorSpec("mem_s8", [1, d, h // 8, w // 8], "float32", "pixel-decoder memory, stride 8"),
+    ]
+    text = TensorSpec(
+        "text",
+        ["classes", "synonyms", e],
+        "float32",
+        "class-name text embeddings, unit vectors (omg.modeling.text.TextEmbedder), padded with the first synonym",
+    )
     if graph == "image_encoder":
-        return GraphSpec(file, [TensorSpec("image", [1, 3, h, w], "float32",
-                                           "RGB 0..255, resized keep-ratio, padded bottom/right with the pixel mean")],
-                         mems + [TensorSpec("clip_features", [1, c5, h // 32, w // 32], "float32",
-                                            "the frozen CLIP backbone's stride-32 level (open-vocabulary pooling)")])
-    outputs = [TensorSpec("masks", [1, q if graph == "object_decoder" else "prompts", h // 4, w // 4], "float32",
-                          "mask logits at stride 4 of the padded input"),
-               TensorSpec("class_embed", [1, q if graph == "object_decoder" else "prompts", e], "float32",
-                          "unit class embeddings: logits = exp(4.6052) * max over synonyms of the cosine with text"),
-               TensorSpec("objectness", [1, q if graph == "object_decoder" else "prompts"], "float32",
-                          "objectness logits")]
+        return GraphSpec(
+            file,
+            [
+                TensorSpec(
+                    "image",
+                    [1, 3, h, w],
+                    "float32",
+                    "RGB 0..255, resized keep-ratio, padded bottom/right with the pixel mean",
+                )
+            ],
+            mems
+            + [
+                TensorSpec(
+                    "clip_features",
+                    [1, c5, h // 32, w // 32],
+                    "float32",
+                    "the frozen CLIP backbone's stride-32 level (open-vocabulary pooling)",
+                )
+            ],
+        )
+    outputs = [
+        TensorSpec(
+            "masks",
+            [1, q if graph == "object_decoder" else "prompts", h // 4, w // 4],
+            "float32",
+            "mask logits at stride 4 of the padded input",
+        ),
+        TensorSpec(
+            "class_embed",
+            [1, q if graph == "object_decoder" else "prompts", e],
+            "float32",
+            "unit class embeddings: logits = exp(4.6052) * max over synonyms of the cosine with text",
+        ),
+        TensorSpec("objectness", [1, q if graph == "object_decoder" else "prompts"], "float32", "objectness logits"),
+    ]
     if graph == "object_decoder":
-        outputs += [TensorSpec("query_embed", [1, q, d], "float32", "last-layer queries before the post-norm"),
-                    TensorSpec("logits", [1, q, "classes + 1"], "float32", "class logits, background last (0)")]
+        outputs += [
+            TensorSpec("query_embed", [1, q, d], "float32", "last-layer queries before the post-norm"),
+            TensorSpec("logits", [1, q, "classes + 1"], "float32", "class logits, background last (0)"),
+        ]
         return GraphSpec(file, mems + [text], outputs)
-    prompts = [TensorSpec("boxes", [1, "prompts", 4], "float32",
-                          "XYXY in pixels of the resized input (a point: [x-3, y-3, x+3, y+3])"),
-               TensorSpec("valid", [1, "prompts"], "bool", "False for padding prompts"),
-               TensorSpec("image_sizes", [1, 2], "int64", "(height, width) of the resized, unpadded input")]
+    prompts = [
+        TensorSpec(
+            "boxes", [1, "prompts", 4], "float32", "XYXY in pixels of the resized input (a point: [x-3, y-3, x+3, y+3])"
+        ),
+        TensorSpec("valid", [1, "prompts"], "bool", "False for padding prompts"),
+        TensorSpec("image_sizes", [1, 2], "int64", "(height, width) of the resized, unpadded input"),
+    ]
     return GraphSpec(file, mems + [text] + prompts, outputs)
 
 
-def export_graphs(model: OMGSeg, out_dir: str | Path, fmt: str, image_size: tuple[int, int],
-                  progress=None) -> dict[str, str]:
+def export_graphs(
+    model: OMGSeg, out_dir: str | Path, fmt: str, image_size: tuple[int, int], progress=None
+) -> dict[str, str]:
     """Write the three graphs of ``model`` in ``fmt`` under ``out_dir``; -> graph -> file name."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     d = model.size_divisibility
     if image_size[0] % d or image_size[1] % d:
-        raise ValueError(f"--image-size {image_size[0]} {image_size[1]}: both must be multiples of {d} "
-                         f"({model.backbone.variant.name})")
+        raise ValueError(
+            f"--image-size {image_size[0]} {image_size[1]}: both must be multiples of {d} "
+            f"({model.backbone.variant.name})"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -274,15 +342,22 @@ def export_graphs(model: OMGSeg, out_dir: str | Path, fmt: str, image_size: tupl
         file = f"{name}.onnx" if fmt == "onnx" else f"{name}.pt2"
         with torch.no_grad():
             if fmt == "onnx":
-                _quiet_onnx_export(module, inputs[name], out_dir / file, _input_names(name), list(module.OUTPUTS),
-                                   _dynamic_shapes(name))
+                _quiet_onnx_export(
+                    module,
+                    inputs[name],
+                    out_dir / file,
+                    _input_names(name),
+                    list(module.OUTPUTS),
+                    _dynamic_shapes(name),
+                )
             else:
                 ep = torch.export.export(module, inputs[name], dynamic_shapes=_dynamic_shapes(name))
                 torch.export.save(ep, str(out_dir / file))
         files[name] = file
         if progress:
-            progress(f"{name}: {file} ({(out_dir / file).stat().st_size / 2**20:.1f} MiB) "
-                     f"[{time.monotonic() - t0:.1f}s]")
+            progress(
+                f"{name}: {file} ({(out_dir / file).stat().st_size / 2**20:.1f} MiB) [{time.monotonic() - t0:.1f}s]"
+            )
     return files
 
 
@@ -298,14 +373,29 @@ def _quiet_onnx_export(module, args, path, input_names, output_names, dynamic_sh
         warnings.simplefilter("ignore")
         for name in ("torch.onnx", "onnxscript"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        program = torch.onnx.export(module, args, input_names=input_names, output_names=output_names,
-                                    dynamic_shapes=dynamic_shapes, opset_version=OPSET, dynamo=True,
-                                    external_data=False)
+        program = torch.onnx.export(
+            module,
+            args,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+        )
         program.save(str(path))
 
 
-def export(model: OMGSeg, metadata: dict, out_dir: str | Path, fmt: str, image_size: tuple[int, int] | None = None,
-           vocabulary=None, checkpoint: str = "", progress=None) -> ExportSpec:
+def export(
+    model: OMGSeg,
+    metadata: dict,
+    out_dir: str | Path,
+    fmt: str,
+    image_size: tuple[int, int] | None = None,
+    vocabulary=None,
+    checkpoint: str = "",
+    progress=None,
+) -> ExportSpec:
     """``omg export``: the graphs, the vocabulary's text embeddings (if any) and ``export.json``."""
     from omg.modeling.text import TextEmbedder
 
@@ -321,16 +411,22 @@ def export(model: OMGSeg, metadata: dict, out_dir: str | Path, fmt: str, image_s
     ls = metadata.get("label_space")
     training = Vocabulary.from_dict(ls) if ls else None
     spec = ExportSpec(
-        format=fmt, variant=v.name, image_size=image_size,
+        format=fmt,
+        variant=v.name,
+        image_size=image_size,
         dynamic_axes={"classes": "text axis 0", "synonyms": "text axis 1", "prompts": "boxes / valid axis 1"},
-        pixel_mean=tuple(v.pixel_mean), pixel_std=tuple(v.pixel_std),
+        pixel_mean=tuple(v.pixel_mean),
+        pixel_std=tuple(v.pixel_std),
         padding="bottom/right with the pixel mean (0 after the encoder's normalisation), to image_size",
         strides={"mask_features": 4, "mem_s32": 32, "mem_s16": 16, "mem_s8": 8, "clip_features": 32},
-        test_size=test_size, training_vocabulary=training.to_dict() if training else None, text_embeddings=text_file,
+        test_size=test_size,
+        training_vocabulary=training.to_dict() if training else None,
+        text_embeddings=text_file,
         vocabulary=vocabulary.to_dict() if vocabulary is not None else None,
         graphs={g: _spec_of(model, g, f, image_size) for g, f in files.items()},
         versions={"torch": torch.__version__, "onnx_opset": str(OPSET), "onnx": _version("onnx")},
-        checkpoint=checkpoint)
+        checkpoint=checkpoint,
+    )
     (out_dir / "export.json").write_text(json.dumps(spec.to_dict(), indent=1))
     return spec
 

@@ -74,13 +74,16 @@ class ExportedModel(nn.Module):
         self.folder = Path(folder)
         self.spec = ExportSpec.read(self.folder)
         if self.spec.variant != model.backbone.variant.name:
-            raise ValueError(f"{self.folder}: exported from a {self.spec.variant} model, the checkpoint is "
-                             f"{model.backbone.variant.name}")
+            raise ValueError(
+                f"{self.folder}: exported from a {self.spec.variant} model, the checkpoint is "
+                f"{model.backbone.variant.name}"
+            )
         self.config = model.config
         self.backbone = model.backbone
         self.decoder = model.decoder
-        self.graphs = {name: _Graph(self.folder, g.file, self.spec.format, threads)
-                       for name, g in self.spec.graphs.items()}
+        self.graphs = {
+            name: _Graph(self.folder, g.file, self.spec.format, threads) for name, g in self.spec.graphs.items()
+        }
         self.stats = {"graph_calls": 0}
 
     @property
@@ -91,19 +94,23 @@ class ExportedModel(nn.Module):
     def extract(self, images: torch.Tensor) -> Features:
         if images.dim() == 5:
             if images.shape[1] != 1:
-                raise ValueError(f"the exported graphs take single images, not clips of {images.shape[1]} frames: "
-                                 "run video tasks with the PyTorch runtime")
+                raise ValueError(
+                    f"the exported graphs take single images, not clips of {images.shape[1]} frames: "
+                    "run video tasks with the PyTorch runtime"
+                )
             images = images[:, 0]
         n, _, h, w = images.shape
         eh, ew = self.spec.image_size
         if h > eh or w > ew:
-            raise ValueError(f"the input is {h}x{w} (padded) but {self.folder} was exported for at most {eh}x{ew}: "
-                             f"export again with --image-size {max(h, eh)} {max(w, ew)}")
+            raise ValueError(
+                f"the input is {h}x{w} (padded) but {self.folder} was exported for at most {eh}x{ew}: "
+                f"export again with --image-size {max(h, eh)} {max(w, ew)}"
+            )
         mean = torch.tensor(self.spec.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
         outs = []
         for i in range(n):
             canvas = mean.repeat(1, 1, eh, ew)
-            canvas[:, :, :h, :w] = images[i: i + 1].float().cpu()
+            canvas[:, :, :h, :w] = images[i : i + 1].float().cpu()
             outs.append(self.graphs["image_encoder"](canvas))
             self.stats["graph_calls"] += 1
         device = self.backbone.pixel_mean.device
@@ -119,13 +126,19 @@ class ExportedModel(nn.Module):
         text = text_embeddings.float().cpu()
         outs = []
         for i in range(features.mask_features.shape[0]):
-            maps = [t[i: i + 1, :, 0].float().cpu() for t in (features.mask_features, *features.memories)]
+            maps = [t[i : i + 1, :, 0].float().cpu() for t in (features.mask_features, *features.memories)]
             if prompts is None:
                 outs.append(self.graphs["object_decoder"](*maps, text))
             else:
-                outs.append(self.graphs["prompt_decoder"](
-                    *maps, text, prompts.boxes[i: i + 1].float().cpu(), prompts.valid[i: i + 1].cpu(),
-                    prompts.image_sizes[i: i + 1].to(torch.int64).cpu()))
+                outs.append(
+                    self.graphs["prompt_decoder"](
+                        *maps,
+                        text,
+                        prompts.boxes[i : i + 1].float().cpu(),
+                        prompts.valid[i : i + 1].cpu(),
+                        prompts.image_sizes[i : i + 1].to(torch.int64).cpu(),
+                    )
+                )
             self.stats["graph_calls"] += 1
         masks = torch.cat([o[0] for o in outs]).to(device)
         class_embed, objectness = (torch.cat([o[k] for o in outs]).to(device) for k in (1, 2))
@@ -134,8 +147,9 @@ class ExportedModel(nn.Module):
         else:
             query_embed = torch.zeros(*class_embed.shape[:2], self.config.hidden_dim, device=device)
             logits = class_logits(class_embed, text_embeddings.to(device), self.decoder.classifier.logit_scale.exp())
-        return OMGOutput(logits, masks[:, :, None], objectness[..., None], class_embed, [], query_embed,
-                         prompts is not None)
+        return OMGOutput(
+            logits, masks[:, :, None], objectness[..., None], class_embed, [], query_embed, prompts is not None
+        )
 
     def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor, prompts: Prompts | None = None) -> OMGOutput:
         return self.decode(self.extract(images), text_embeddings, prompts)
@@ -151,8 +165,9 @@ def load_predictor(args):
     if not args.exported:
         raise ValueError(f"--runtime {runtime} needs --exported DIR (the folder omg export wrote)")
     if args.task not in IMAGE_TASKS:
-        raise ValueError(f"--runtime {runtime} runs the image tasks ({', '.join(IMAGE_TASKS)}); "
-                         f"{args.task} needs --runtime torch")
+        raise ValueError(
+            f"--runtime {runtime} runs the image tasks ({', '.join(IMAGE_TASKS)}); {args.task} needs --runtime torch"
+        )
     model, metadata = load_checkpoint(args.checkpoint)
     exported = ExportedModel(model, args.exported)
     if exported.spec.format != runtime:

@@ -43,8 +43,10 @@ def _av():
     try:
         import av
     except ImportError:
-        raise ValueError("reading and writing video files needs PyAV (`pip install av`, in requirements.txt); "
-                         "or pass a folder of frames") from None
+        raise ValueError(
+            "reading and writing video files needs PyAV (`pip install av`, in requirements.txt); "
+            "or pass a folder of frames"
+        ) from None
     return av
 
 
@@ -56,7 +58,7 @@ def _open(av, uri: str) -> Iterator:
         with fs.open(path, "rb") as f, av.open(f) as container:
             yield container
     else:
-        with av.open(uri[len("file://"):] if uri.startswith("file://") else uri) as container:
+        with av.open(uri[len("file://") :] if uri.startswith("file://") else uri) as container:
             yield container
 
 
@@ -134,8 +136,9 @@ class VideoTooLarge(ValueError):
     """A video over a limit (frames, pixels): an upload's 413, where an undecodable file is a 415."""
 
 
-def read_video_bytes(data: bytes, max_frames: int, max_pixels: int = uio.MAX_PIXELS, what: str = "video"
-                     ) -> tuple[list[np.ndarray], float]:
+def read_video_bytes(
+    data: bytes, max_frames: int, max_pixels: int = uio.MAX_PIXELS, what: str = "video"
+) -> tuple[list[np.ndarray], float]:
     """A short video file's bytes (an upload) -> (its frames, frames/s), bounded: the frame size from the stream's
     header before anything is decoded, and decoding stops with an error at frame ``max_frames + 1``.
     ``ValueError`` names what is wrong (an upload's 4xx)."""
@@ -191,8 +194,11 @@ class VideoWriter:
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         self.stream.pix_fmt = "yuv420p"
         # fast settings: an overlay to look at, written beside inference
-        self.stream.options = ({"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"} if codec == "libvpx-vp9"
-                               else {"preset": "veryfast", "crf": "23"})
+        self.stream.options = (
+            {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}
+            if codec == "libvpx-vp9"
+            else {"preset": "veryfast", "crf": "23"}
+        )
         self.size: tuple[int, int] | None = None
         self.frames = 0
 

@@ -11,8 +11,8 @@
    probabilities are ``[softmax(fused) * (1 - p_void), p_void]``, returned as ``log(p + 1e-8)``.
 
 "Seen" is computed against the training vocabulary a checkpoint records: a test class is seen
-if any of its synonyms is a synonym of a training class (:meth:`omg.utils.vocabulary.Vocabulary.seen_in`) (not against a vocabulary that
-contains the test set itself, the released code's ADE quirk).
+if any of its synonyms is a synonym of a training class (:meth:`omg.utils.vocabulary.Vocabulary.seen_in`) (not
+against a vocabulary that contains the test set itself, the released code's ADE quirk).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def clip_pooled(clip_features: torch.Tensor, mask_logits: torch.Tensor) -> tuple
     """
     n, q, t = mask_logits.shape[:3]
     h, w = clip_features.shape[-2:]
-    m = F.interpolate(mask_logits.detach().float().flatten(0, 2)[:, None], size=(h, w), mode="bilinear",
-                      align_corners=False).view(n, q, t * h * w)
+    m = F.interpolate(
+        mask_logits.detach().float().flatten(0, 2)[:, None], size=(h, w), mode="bilinear", align_corners=False
+    ).view(n, q, t * h * w)
     binary = (m > 0).to(clip_features.dtype)
     area = binary.sum(-1)
     feats = clip_features.flatten(2)  # N x C5 x (T h w)
@@ -42,8 +43,13 @@ def clip_pooled(clip_features: torch.Tensor, mask_logits: torch.Tensor) -> tuple
     return pooled, area > 0
 
 
-def clip_logits(backbone, clip_features: torch.Tensor, mask_logits: torch.Tensor, text_embeddings: torch.Tensor,
-                scale: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_logits(
+    backbone,
+    clip_features: torch.Tensor,
+    mask_logits: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    scale: float = 100.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (N x Q x C CLIP logits without background, N x Q bool non-empty masks)."""
     pooled, nonempty = clip_pooled(clip_features, mask_logits)
     with torch.no_grad():
@@ -51,8 +57,14 @@ def clip_logits(backbone, clip_features: torch.Tensor, mask_logits: torch.Tensor
     return class_logits(emb, text_embeddings, scale)[..., :-1], nonempty
 
 
-def geometric_ensemble(in_logits: torch.Tensor, clip_logit: torch.Tensor, seen: torch.Tensor,
-                       nonempty: torch.Tensor | None = None, alpha: float = ALPHA, beta: float = BETA) -> torch.Tensor:
+def geometric_ensemble(
+    in_logits: torch.Tensor,
+    clip_logit: torch.Tensor,
+    seen: torch.Tensor,
+    nonempty: torch.Tensor | None = None,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+) -> torch.Tensor:
     """in_logits ... x (C + 1) (background last); clip_logit ... x C; seen C bool; nonempty ... bool.
 
     -> ... x (C + 1) log-probabilities to use as logits in post-processing.

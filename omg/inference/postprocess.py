@@ -37,9 +37,15 @@ def released_offset(num_classes: int) -> int:
     return offset
 
 
-def panoptic_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch.Tensor,
-                       object_mask_thr: float = 0.0, iou_thr: float = 0.8, filter_low_score: bool = True,
-                       ids: str = "sequential") -> tuple[torch.Tensor, list[PanopticSegment]]:
+def panoptic_inference(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    isthing: torch.Tensor,
+    object_mask_thr: float = 0.0,
+    iou_thr: float = 0.8,
+    filter_low_score: bool = True,
+    ids: str = "sequential",
+) -> tuple[torch.Tensor, list[PanopticSegment]]:
     """-> (H x W int64 segment ids, 0 = VOID; the segments).
 
     1. softmax over C + 1; (score, label) = max; keep label != background and score > ``object_mask_thr``;
@@ -118,8 +124,9 @@ class InstancePredictions:
     queries: torch.Tensor
 
 
-def instance_inference(logits: torch.Tensor, masks: torch.Tensor, isthing: torch.Tensor, topk: int = 100
-                       ) -> InstancePredictions:
+def instance_inference(
+    logits: torch.Tensor, masks: torch.Tensor, isthing: torch.Tensor, topk: int = 100
+) -> InstancePredictions:
     """Top-``topk`` (query, class) pairs over Q x C (background dropped), things only; binary mask =
     logit > 0; score = class score x mean sigmoid inside the binary mask."""
     q, c1 = logits.shape

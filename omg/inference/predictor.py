@@ -43,8 +43,8 @@ the pixel mean, i.e. with 0 after normalisation, as the released data preprocess
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -55,8 +55,17 @@ from omg.data.masks import mask_box
 from omg.inference import open_vocab as ov
 from omg.inference.postprocess import instance_inference, mask_scores, panoptic_inference, semantic_inference
 from omg.inference.results import (
-    InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult, VideoFrame, VideoInstanceResult,
-    VideoPanopticResult, VideoResult, VideoSemanticResult, VOSResult,
+    InstanceResult,
+    InteractiveResult,
+    PanopticResult,
+    SegmentInfo,
+    SemanticResult,
+    VideoFrame,
+    VideoInstanceResult,
+    VideoPanopticResult,
+    VideoResult,
+    VideoSemanticResult,
+    VOSResult,
 )
 from omg.inference.video import associate, clip_length, split_clips, stream_clips, vos_match, vos_paint
 from omg.modeling.checkpoint import load_checkpoint
@@ -190,9 +199,15 @@ def _as_image(a: Any, where: str) -> np.ndarray:
 
 
 class OMGPredictor:
-    def __init__(self, model: OMGSeg, metadata: dict | None = None, device: str | torch.device | None = None,
-                 test_size: tuple[int, int] | None = None, postprocess_at: str = "original",
-                 prompt_labels: str = "queries"):
+    def __init__(
+        self,
+        model: OMGSeg,
+        metadata: dict | None = None,
+        device: str | torch.device | None = None,
+        test_size: tuple[int, int] | None = None,
+        postprocess_at: str = "original",
+        prompt_labels: str = "queries",
+    ):
         if postprocess_at not in POSTPROCESS_AT:
             raise ValueError(f"postprocess_at must be one of {', '.join(POSTPROCESS_AT)}, got {postprocess_at!r}")
         if prompt_labels not in PROMPT_LABELS:
@@ -307,8 +322,9 @@ class OMGPredictor:
             st.objects = _ObjectQueries(out.pred_masks[:, :, 0], out.class_embed, out.pred_objectness[..., 0])
         return st.objects
 
-    def _output_logits(self, masks: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int],
-                       original: tuple[int, int]) -> torch.Tensor:
+    def _output_logits(
+        self, masks: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int], original: tuple[int, int]
+    ) -> torch.Tensor:
         """Q x h4 x w4 mask logits -> Q x h x w where post-processing runs: bilinear to the padded input, crop to
         the resized image, and (``postprocess_at="original"``) bilinear to the original size."""
         rh, rw = resized
@@ -331,8 +347,14 @@ class OMGPredictor:
         x = F.interpolate(x, size=size, mode="nearest")
         return x.reshape(*shape[:-2], *size).to(m.dtype).cpu().numpy()
 
-    def _class_logits(self, embed: torch.Tensor, masks: torch.Tensor, clip_features: torch.Tensor,
-                      vocab: Vocabulary, open_vocab: bool | str) -> torch.Tensor:
+    def _class_logits(
+        self,
+        embed: torch.Tensor,
+        masks: torch.Tensor,
+        clip_features: torch.Tensor,
+        vocab: Vocabulary,
+        open_vocab: bool | str,
+    ) -> torch.Tensor:
         """N x Q x (C + 1) logits for ``vocab``, with the CLIP ensemble when asked (or 'auto' and unseen classes)."""
         text = self._text(vocab)
         logits = class_logits(embed, text, self.model.decoder.classifier.logit_scale.exp())
@@ -367,14 +389,16 @@ class OMGPredictor:
     def _image_inputs(self, i: int, vocab: Vocabulary, open_vocab: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Image i's (Q x (C + 1) class logits for ``vocab``, Q x h x w mask logits where post-processing runs)."""
         obj = self._objects()
-        masks = obj.masks[i: i + 1]
-        logits = self._class_logits(obj.embed[i: i + 1], masks[:, :, None],
-                                    self._image.features.clip_features[i: i + 1], vocab, open_vocab)[0]
+        masks = obj.masks[i : i + 1]
+        logits = self._class_logits(
+            obj.embed[i : i + 1], masks[:, :, None], self._image.features.clip_features[i : i + 1], vocab, open_vocab
+        )[0]
         return logits, self._input_logits(masks[0], i)
 
     @torch.no_grad()
-    def panoptic(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
-                 ) -> PanopticResult | list[PanopticResult]:
+    def panoptic(
+        self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
+    ) -> PanopticResult | list[PanopticResult]:
         """Panoptic segmentation of the current image(s) (a list when ``set_image`` got a list).
 
         ``vocabulary``: class names (see :meth:`Vocabulary.parse`), the training vocabulary when None;
@@ -389,15 +413,17 @@ class OMGPredictor:
             infos = []
             for s in segs:
                 m = pan_full == s.id
-                infos.append(SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, int(m.sum()),
-                                         mask_box(m)))
+                infos.append(
+                    SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, int(m.sum()), mask_box(m))
+                )
             return PanopticResult(pan_full, [s for s in infos if s.area > 0], vocab.display)
 
         return self._per_image("panoptic", run)
 
     @torch.no_grad()
-    def instance(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
-                 topk: int = 100) -> InstanceResult | list[InstanceResult]:
+    def instance(
+        self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto", topk: int = 100
+    ) -> InstanceResult | list[InstanceResult]:
         """Instance segmentation (things only, the ``topk`` best query-class pairs, by score)."""
         self._image_set("instance")
         vocab = self.vocabulary(vocabulary)
@@ -408,14 +434,16 @@ class OMGPredictor:
             order = inst.scores.argsort(descending=True)
             masks_full = self._to_original(inst.masks[order], self._image.original[i]).astype(bool)
             labels = inst.labels[order].cpu().numpy()
-            return InstanceResult(masks_full, labels, inst.scores[order].cpu().numpy(),
-                                  [vocab.display[k] for k in labels], vocab.display)
+            return InstanceResult(
+                masks_full, labels, inst.scores[order].cpu().numpy(), [vocab.display[k] for k in labels], vocab.display
+            )
 
         return self._per_image("instance", run)
 
     @torch.no_grad()
-    def semantic(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
-                 ) -> SemanticResult | list[SemanticResult]:
+    def semantic(
+        self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
+    ) -> SemanticResult | list[SemanticResult]:
         """Semantic segmentation: a label map over ``vocabulary``."""
         self._image_set("semantic")
         vocab = self.vocabulary(vocabulary)
@@ -428,8 +456,9 @@ class OMGPredictor:
         return self._per_image("semantic", run)
 
     @torch.no_grad()
-    def interactive(self, points=None, boxes=None, vocabulary: Sequence[Any] | Vocabulary | None = None
-                    ) -> InteractiveResult | list[InteractiveResult]:
+    def interactive(
+        self, points=None, boxes=None, vocabulary: Sequence[Any] | Vocabulary | None = None
+    ) -> InteractiveResult | list[InteractiveResult]:
         """One mask per prompt: ``points`` (K x 2, x y) and / or ``boxes`` (K x 4, XYXY), in pixels of the original
         image (per image when batched). With a ``vocabulary`` each mask gets a label, by :attr:`prompt_labels`
         (:data:`PROMPT_LABELS`)."""
@@ -450,8 +479,9 @@ class OMGPredictor:
             scores = ((prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
             res = InteractiveResult(self._to_original(binary, st.original[i]).astype(bool), scores)
             if vocab is not None:
-                p = ov.clip_logits(self.model.backbone, st.features.clip_features[i: i + 1], m[None, :, None],
-                                   self._text(vocab))[0][0].softmax(-1)
+                p = ov.clip_logits(
+                    self.model.backbone, st.features.clip_features[i : i + 1], m[None, :, None], self._text(vocab)
+                )[0][0].softmax(-1)
                 sc, lab = p.max(-1)
                 matched = torch.zeros_like(lab, dtype=torch.bool)
                 if self.prompt_labels == "queries":
@@ -463,15 +493,21 @@ class OMGPredictor:
             results.append(res)
         return results if st.batched else results[0]
 
-    def _prompt_labels_by_queries(self, i: int, m: torch.Tensor, vocab: Vocabulary
-                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prompt_labels_by_queries(
+        self, i: int, m: torch.Tensor, vocab: Vocabulary
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image i's prompted masks (P x h4 x w4 logits) labelled by the object queries of the same image: the query
         whose mask best matches the prompted one (the largest IoU at stride 4 x the query's top class probability)
         gives its class and that probability, classified as panoptic classifies (the CLIP ensemble when a class
         is unseen). -> (labels P, scores P, matched P: False where no query's mask overlaps the prompted one)."""
         obj = self._objects()
-        logits = self._class_logits(obj.embed[i: i + 1], obj.masks[i: i + 1, :, None],
-                                    self._image.features.clip_features[i: i + 1], vocab, "auto")[0]
+        logits = self._class_logits(
+            obj.embed[i : i + 1],
+            obj.masks[i : i + 1, :, None],
+            self._image.features.clip_features[i : i + 1],
+            vocab,
+            "auto",
+        )[0]
         top, cls = logits.float().softmax(-1)[:, :-1].max(-1)  # Q: the best class and its probability
         q = (obj.masks[i] > 0).flatten(1).float()  # Q x h4w4
         p = (m > 0).flatten(1).float()  # P x h4w4
@@ -484,16 +520,19 @@ class OMGPredictor:
         """``getattr(self, task)(**kwargs)`` for a task of :data:`IMAGE_TASKS` or :data:`VIDEO_TASKS`, rejecting an
         argument that task does not take (a misspelt or misplaced one is an error, never ignored)."""
         if task not in IMAGE_TASKS + VIDEO_TASKS:
-            raise ValueError(f"unknown task {task!r}; image tasks: {', '.join(IMAGE_TASKS)}; "
-                             f"video tasks: {', '.join(VIDEO_TASKS)}")
+            raise ValueError(
+                f"unknown task {task!r}; image tasks: {', '.join(IMAGE_TASKS)}; video tasks: {', '.join(VIDEO_TASKS)}"
+            )
         entry = getattr(self, task)
         takes = list(inspect.signature(entry).parameters)
         unknown = [k for k in kwargs if k not in takes]
         if unknown:
             if task in IMAGE_TASKS and {"points", "boxes"} & set(unknown):
                 raise ValueError(f"task {task!r} takes no prompts (use task='interactive')")
-            raise TypeError(f"task {task!r} takes no argument {', '.join(map(repr, unknown))}; "
-                             f"it takes: {', '.join(takes) or 'nothing'}")
+            raise TypeError(
+                f"task {task!r} takes no argument {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(takes) or 'nothing'}"
+            )
         return entry(**kwargs)
 
     def _scaled_prompts(self, points, boxes) -> Prompts:
@@ -520,7 +559,14 @@ class OMGPredictor:
                     raise ValueError(f"image {i}: point {k} {p[k].tolist()} lies outside the {w}x{h} image")
                 p = p * np.array([sx, sy], dtype=np.float32)
             if b is not None:
-                bad = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+                bad = (
+                    (b[:, 0] < 0)
+                    | (b[:, 1] < 0)
+                    | (b[:, 2] > w)
+                    | (b[:, 3] > h)
+                    | (b[:, 2] <= b[:, 0])
+                    | (b[:, 3] <= b[:, 1])
+                )
                 if bad.any():
                     k = int(np.flatnonzero(bad)[0])
                     raise ValueError(f"image {i}: box {k} {b[k].tolist()} is not an XYXY box inside the {w}x{h} image")
@@ -544,8 +590,9 @@ class OMGPredictor:
         self._video = _VideoState(arrays)
         self._image = None
 
-    def _decode_clip(self, frames: list[np.ndarray], start: int, previous: torch.Tensor | None,
-                     text: torch.Tensor) -> _Clip:
+    def _decode_clip(
+        self, frames: list[np.ndarray], start: int, previous: torch.Tensor | None, text: torch.Tensor
+    ) -> _Clip:
         """Decode one clip with tube queries (its features only), its queries re-ordered to line up with
         ``previous``, the previous clip's (already re-ordered) raw query embeddings."""
         batch, sizes = self._prepare(frames)
@@ -558,10 +605,25 @@ class OMGPredictor:
         m = out.pred_masks[0, perm]  # Q x t x h4 x w4
         pool, _ = ov.clip_pooled(feats.clip_features, m[None])
         h, w = feats.clip_features.shape[-2:]
-        area = F.interpolate(m.float().flatten(0, 1)[:, None], size=(h, w), mode="bilinear",
-                             align_corners=False).gt(0).view(m.shape[0], -1).sum(1).float()
-        return _Clip(start, m.half().cpu(), out.class_embed[0, perm], out.pred_objectness[0, perm, 0],
-                     pool[0] * area[:, None], area, raw[perm], feats.image_size, sizes[0], frames[0].shape[:2])
+        area = (
+            F.interpolate(m.float().flatten(0, 1)[:, None], size=(h, w), mode="bilinear", align_corners=False)
+            .gt(0)
+            .view(m.shape[0], -1)
+            .sum(1)
+            .float()
+        )
+        return _Clip(
+            start,
+            m.half().cpu(),
+            out.class_embed[0, perm],
+            out.pred_objectness[0, perm, 0],
+            pool[0] * area[:, None],
+            area,
+            raw[perm],
+            feats.image_size,
+            sizes[0],
+            frames[0].shape[:2],
+        )
 
     def _decoded(self, task: str) -> _DecodedVideo:
         """The current video decoded clip by clip at ``task``'s clip length (cached: every task and vocabulary after
@@ -594,8 +656,9 @@ class OMGPredictor:
         logits = total / ev.clips
         use, seen = self._use_open_vocab(job.vocab, job.open_vocab)
         if use:
-            emb = F.normalize(self.model.backbone.clip_image_head(ev.pooled / ev.area.clamp(min=1)[:, None]).float(),
-                              dim=-1)
+            emb = F.normalize(
+                self.model.backbone.clip_image_head(ev.pooled / ev.area.clamp(min=1)[:, None]).float(), dim=-1
+            )
             clip = class_logits(emb, text, scale)[..., :-1]
             logits = ov.geometric_ensemble(logits, clip, seen, ev.area > 0)
         return _Decision(logits, objectness)
@@ -618,8 +681,10 @@ class OMGPredictor:
         size = frame0.shape[:2]
         if first_frame_masks is None:
             if points is None and boxes is None:
-                raise ValueError("task 'vos' needs first_frame_masks (K x H x W bool, or an H x W id map) or "
-                                 "points / boxes on the first frame")
+                raise ValueError(
+                    "task 'vos' needs first_frame_masks (K x H x W bool, or an H x W id map) or "
+                    "points / boxes on the first frame"
+                )
             saved = self._image, self._video
             try:
                 self.set_image(frame0)
@@ -659,8 +724,9 @@ class OMGPredictor:
                     m = full == s.id
                     area = int(m.sum())
                     if area:
-                        infos.append(SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, area,
-                                                 mask_box(m)))
+                        infos.append(
+                            SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, area, mask_box(m))
+                        )
                 yield VideoPanopticResult(full[None], infos, vocab.display, [[s.id for s in infos]])
             return
         if job.task == "vis":
@@ -700,8 +766,11 @@ class OMGPredictor:
         order = sorted(vos.queries.values(), key=lambda q: position[q])  # highest objectness first
         matched = {obj: order.index(q) for obj, q in vos.queries.items()}
         for t in frames:
-            props = (self._to_original(self._frame_logits(clip, t, torch.as_tensor(order)) > 0, size) if order
-                     else np.zeros((0, *size), bool))
+            props = (
+                self._to_original(self._frame_logits(clip, t, torch.as_tensor(order)) > 0, size)
+                if order
+                else np.zeros((0, *size), bool)
+            )
             yield VOSResult(vos_paint(props, matched)[None], vos.object_ids, dict(vos.queries))
 
     def _whole_video(self, job: _VideoJob, vos: _VosTarget | None = None) -> list[VideoResult]:
@@ -710,8 +779,9 @@ class OMGPredictor:
         return [r for clip in dv.clips for r in self._emit(clip, decision, job, vos)]
 
     @torch.no_grad()
-    def vos(self, first_frame_masks=None, object_ids: Sequence[int] | None = None, points=None, boxes=None
-            ) -> VOSResult:
+    def vos(
+        self, first_frame_masks=None, object_ids: Sequence[int] | None = None, points=None, boxes=None
+    ) -> VOSResult:
         """Video object segmentation from the first frame's masks (K x H x W bool, or an H x W id map whose
         non-zero values other than 255 are the objects; ``object_ids`` name the K masks, 1..K by default), or from
         ``points`` / ``boxes`` on the first frame (one object per prompt, as :meth:`interactive`)."""
@@ -720,22 +790,28 @@ class OMGPredictor:
         return VOSResult.concat(self._whole_video(self._video_job("vos", None, False), target))
 
     @torch.no_grad()
-    def vis(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
-            topk: int = 100) -> VideoInstanceResult:
+    def vis(
+        self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto", topk: int = 100
+    ) -> VideoInstanceResult:
         """Video instance segmentation: the ``topk`` best (query, thing class) pairs, tracked over the video."""
         self._decoded("vis")
         return VideoInstanceResult.concat(self._whole_video(self._video_job("vis", vocabulary, open_vocab, topk)))
 
     @torch.no_grad()
-    def vss(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
-            ) -> VideoSemanticResult:
+    def vss(
+        self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto"
+    ) -> VideoSemanticResult:
         """Video semantic segmentation: one label map per frame."""
         self._decoded("vss")
         return VideoSemanticResult.concat(self._whole_video(self._video_job("vss", vocabulary, open_vocab)))
 
     @torch.no_grad()
-    def vps(self, vocabulary: Sequence[Any] | Vocabulary | None = None, open_vocab: bool | str = "auto",
-            track_ids: str = "released") -> VideoPanopticResult:
+    def vps(
+        self,
+        vocabulary: Sequence[Any] | Vocabulary | None = None,
+        open_vocab: bool | str = "auto",
+        track_ids: str = "released",
+    ) -> VideoPanopticResult:
         """Video panoptic segmentation. ``track_ids``: "released" (the fusion head's per-frame counter over
         things) or "stable" (query-based ids that survive a vanishing segment)."""
         job = self._video_job("vps", vocabulary, open_vocab, track_ids=track_ids)
@@ -743,10 +819,20 @@ class OMGPredictor:
         return VideoPanopticResult.concat(self._whole_video(job))
 
     @torch.no_grad()
-    def stream(self, frames: Iterable[np.ndarray], task: str, vocabulary: Sequence[Any] | Vocabulary | None = None,
-               open_vocab: bool | str = "auto", topk: int = 100, track_ids: str = "released",
-               first_frame_masks=None, object_ids: Sequence[int] | None = None, points=None, boxes=None,
-               lookahead: int | None = LOOKAHEAD) -> Iterator[VideoFrame]:
+    def stream(
+        self,
+        frames: Iterable[np.ndarray],
+        task: str,
+        vocabulary: Sequence[Any] | Vocabulary | None = None,
+        open_vocab: bool | str = "auto",
+        topk: int = 100,
+        track_ids: str = "released",
+        first_frame_masks=None,
+        object_ids: Sequence[int] | None = None,
+        points=None,
+        boxes=None,
+        lookahead: int | None = LOOKAHEAD,
+    ) -> Iterator[VideoFrame]:
         """A video task on any iterable of H x W x 3 RGB frames (a file's decoder, a folder, a generator, a camera),
         in bounded memory: yields a :class:`VideoFrame` per frame, in order, as soon as its clip is decided.
 
@@ -763,8 +849,9 @@ class OMGPredictor:
         if lookahead is not None and (not isinstance(lookahead, int) or lookahead < 0):
             raise ValueError(f"lookahead must be a number of clips >= 0 or None, got {lookahead!r}")
         job = self._video_job(task, vocabulary, open_vocab, topk, track_ids)
-        if task != "vos" and (first_frame_masks is not None or points is not None or boxes is not None
-                              or object_ids is not None):
+        if task != "vos" and (
+            first_frame_masks is not None or points is not None or boxes is not None or object_ids is not None
+        ):
             raise ValueError(f"task {task!r} takes no first-frame masks or prompts (those are for task 'vos')")
         text = None if job.vocab is None else self._text(job.vocab)
         scale = self.model.decoder.classifier.logit_scale.exp()

@@ -121,14 +121,20 @@ class VideoInstanceResult:
         t = 0
         for p in parts:
             for k, (tid, lab) in enumerate(zip(p.track_ids.tolist(), p.labels.tolist())):
-                masks[keys[(tid, lab)], t: t + p.masks.shape[1]] = p.masks[k]
+                masks[keys[(tid, lab)], t : t + p.masks.shape[1]] = p.masks[k]
                 total[keys[(tid, lab)]] += float(p.scores[k]) * p.masks.shape[1]
             t += p.masks.shape[1]
         order = list(keys)
         vocabulary = parts[0].vocabulary if parts else []
         labels = np.array([lab for _, lab in order], np.int64)
-        return cls(masks, labels, (total / max(num_frames, 1)).astype(np.float32),
-                   np.array([tid for tid, _ in order], np.int64), [vocabulary[k] for k in labels], vocabulary)
+        return cls(
+            masks,
+            labels,
+            (total / max(num_frames, 1)).astype(np.float32),
+            np.array([tid for tid, _ in order], np.int64),
+            [vocabulary[k] for k in labels],
+            vocabulary,
+        )
 
 
 @dataclass
@@ -152,8 +158,12 @@ class VideoPanopticResult:
                     info[s.id].area += s.area
                 else:
                     info[s.id] = replace(s, box=list(s.box))
-        return cls(np.concatenate([p.panoptic for p in parts]), sorted(info.values(), key=lambda s: s.id),
-                   parts[0].vocabulary, [ids for p in parts for ids in p.frame_segments])
+        return cls(
+            np.concatenate([p.panoptic for p in parts]),
+            sorted(info.values(), key=lambda s: s.id),
+            parts[0].vocabulary,
+            [ids for p in parts for ids in p.frame_segments],
+        )
 
 
 @dataclass

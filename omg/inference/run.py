@@ -8,14 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-
-from omg.utils import io as uio
-from omg.inference import writers
-from omg.inference.writers import VideoOutput
 from omg.data.labels import LabelSpace
-from omg.inference.predictor import IMAGE_TASKS, LOOKAHEAD, VIDEO_TASKS, OMGPredictor
+from omg.inference import writers
 from omg.inference.media import VideoSource, list_images, load_image
+from omg.inference.predictor import IMAGE_TASKS, LOOKAHEAD, VIDEO_TASKS, OMGPredictor
+from omg.inference.writers import VideoOutput
+from omg.utils import io as uio
 from omg.utils.progress import Progress
+
 
 def parse_floats(values: list[str] | None, n: int, what: str) -> list[list[float]] | None:
     if not values:
@@ -37,12 +37,16 @@ def category_ids_for(predictor: OMGPredictor, dataset: str | None, vocabulary: l
     if dataset is None:
         return None
     if vocabulary is not None:
-        raise ValueError("--dataset maps the training vocabulary to a dataset's ids; it cannot be combined with --vocabulary")
+        raise ValueError(
+            "--dataset maps the training vocabulary to a dataset's ids; it cannot be combined with --vocabulary"
+        )
     ls = predictor.metadata.get("label_space")
     space = LabelSpace.from_dict(ls) if ls else None
     if space is None or dataset not in space.mappings:
         known = ", ".join(sorted(space.mappings if space else ()))
-        raise ValueError(f"the checkpoint's label space has no mapping for dataset {dataset!r} (it has: {known or 'none'})")
+        raise ValueError(
+            f"the checkpoint's label space has no mapping for dataset {dataset!r} (it has: {known or 'none'})"
+        )
     inverse = {v: k for k, v in space.mappings[dataset].items()}
     return [inverse.get(i, -1) for i in range(space.num_classes)]
 
@@ -51,7 +55,9 @@ def run(args, load_predictor=None) -> int:
     """``load_predictor(args)``: the predictor to run (default: the checkpoint's, PyTorch; the CLI passes the one
     of ``--runtime``)."""
     t0 = time.monotonic()
-    predictor = load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = (
+        load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    )
     predictor.prompt_labels = args.prompt_labels
     vocabulary = args.vocabulary or None
     vocab = predictor.vocabulary(vocabulary)
@@ -73,8 +79,10 @@ def run(args, load_predictor=None) -> int:
             elif points or boxes:
                 kwargs.update(points=points, boxes=boxes)
             else:
-                raise ValueError("task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0) or "
-                                 "--points/--boxes on the first frame")
+                raise ValueError(
+                    "task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0) or "
+                    "--points/--boxes on the first frame"
+                )
         else:
             kwargs["vocabulary"] = vocab
         if task == "vps":
@@ -84,9 +92,18 @@ def run(args, load_predictor=None) -> int:
             movie = uio.join(out, "overlays", f"{video}.mp4")  # a video file in: its overlay video out
         if movie is not None and "://" in movie:
             raise ValueError(f"--overlay-video {movie}: the overlay video is written to a local path")
-        output = VideoOutput(out, task, video, vocab.isthing, cat_ids, args.video_id,
-                             overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
-                             overlay_video=movie, fps=source.fps, score_threshold=args.score_threshold)
+        output = VideoOutput(
+            out,
+            task,
+            video,
+            vocab.isthing,
+            cat_ids,
+            args.video_id,
+            overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
+            overlay_video=movie,
+            fps=source.fps,
+            score_threshold=args.score_threshold,
+        )
         lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
         names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
 

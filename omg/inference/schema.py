@@ -40,8 +40,16 @@ import numpy as np
 
 from omg.data.masks import coco_bbox, rle_decode, rle_encode, xywh
 from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS
-from omg.inference.results import (InstanceResult, InteractiveResult, PanopticResult, SemanticResult,
-                                   VideoInstanceResult, VideoPanopticResult, VideoSemanticResult, VOSResult)
+from omg.inference.results import (
+    InstanceResult,
+    InteractiveResult,
+    PanopticResult,
+    SemanticResult,
+    VideoInstanceResult,
+    VideoPanopticResult,
+    VideoSemanticResult,
+    VOSResult,
+)
 from omg.utils import io as uio
 
 MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
@@ -97,13 +105,16 @@ def decode_upload(data: bytes, limits: Limits, what: str = "upload") -> np.ndarr
     try:
         image = uio.decode_rgb(data, f"the {fmt} {what}", limits.max_pixels)
     except uio.ImageTooLarge as err:
-        raise RequestError(413, str(err).replace("raise the limit with --max-pixels", "decompression bombs are "
-                                                  "refused before decoding")) from None
+        raise RequestError(
+            413,
+            str(err).replace("raise the limit with --max-pixels", "decompression bombs are refused before decoding"),
+        ) from None
     except ValueError as err:
         raise RequestError(400, str(err)) from None
     if image.shape[0] < 8 or image.shape[1] < 8:
-        raise RequestError(400, f"{what}: image of {image.shape[1]}x{image.shape[0]} pixels is too small "
-                                "(at least 8x8)")
+        raise RequestError(
+            400, f"{what}: image of {image.shape[1]}x{image.shape[0]} pixels is too small (at least 8x8)"
+        )
     return image
 
 
@@ -118,8 +129,11 @@ def parse_vocabulary(value: Any, limits: Limits | None = None) -> list[str] | No
     elif isinstance(value, str):
         text = value
     else:
-        raise RequestError(400, "field 'vocabulary': expected a string, one class per line, synonyms separated by "
-                                "commas (or a list of such strings)")
+        raise RequestError(
+            400,
+            "field 'vocabulary': expected a string, one class per line, synonyms separated by "
+            "commas (or a list of such strings)",
+        )
     if len(text) > limits.max_vocabulary_chars:
         raise RequestError(413, f"field 'vocabulary': {len(text)} characters, at most {limits.max_vocabulary_chars}")
     classes = [c.strip() for c in text.replace(";", "\n").splitlines() if c.strip()]
@@ -140,7 +154,10 @@ def _coordinates(value: Any, n: int, name: str, limit: int) -> np.ndarray | None
     if value is None:
         return None
     if not isinstance(value, list) or not value:
-        raise RequestError(400, f"field '{name}': expected a non-empty list of [{', '.join('xy' if n == 2 else ['x0', 'y0', 'x1', 'y1'])}]")
+        raise RequestError(
+            400,
+            f"field '{name}': expected a non-empty list of [{', '.join('xy' if n == 2 else ['x0', 'y0', 'x1', 'y1'])}]",
+        )
     if len(value) > limit:
         raise RequestError(400, f"field '{name}': {len(value)} prompts, at most {limit}")
     out = np.zeros((len(value), n), dtype=np.float32)
@@ -156,8 +173,9 @@ def decode_image_field(value: Any, name: str, limits: Limits) -> np.ndarray:
     if not isinstance(value, str) or not value:
         raise RequestError(400, f"field '{name}': expected a base64-encoded PNG or JPEG file")
     if len(value) > limits.max_request_bytes:
-        raise RequestError(413, f"field '{name}': {len(value)} base64 characters exceed the limit of "
-                                f"{limits.max_bytes} bytes")
+        raise RequestError(
+            413, f"field '{name}': {len(value)} base64 characters exceed the limit of {limits.max_bytes} bytes"
+        )
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -196,12 +214,15 @@ class Request:
             raise RequestError(400, "a request must be a JSON object with a 'task'")
         unknown = sorted(set(doc) - set(cls.KEYS))
         if unknown:
-            raise RequestError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; a request takes "
-                                    f"{', '.join(cls.KEYS)}")
+            raise RequestError(
+                400, f"unknown field(s) {', '.join(map(repr, unknown))}; a request takes {', '.join(cls.KEYS)}"
+            )
         task = doc.get("task")
         if task not in IMAGE_TASKS + VIDEO_TASKS:
-            raise RequestError(400, f"field 'task': expected one of {', '.join(IMAGE_TASKS + VIDEO_TASKS)}, "
-                                    f"got {json.dumps(task)[:40]}")
+            raise RequestError(
+                400,
+                f"field 'task': expected one of {', '.join(IMAGE_TASKS + VIDEO_TASKS)}, got {json.dumps(task)[:40]}",
+            )
         if task in VIDEO_TASKS:
             frames = doc.get("frames")
             if "image" in doc:
@@ -213,8 +234,11 @@ class Request:
             images = tuple(decode_image_field(f, f"frames[{t}]", limits) for t, f in enumerate(frames))
             for t, im in enumerate(images):
                 if im.shape != images[0].shape:
-                    raise RequestError(400, f"frames[{t}] is {im.shape[1]}x{im.shape[0]}, frames[0] is "
-                                            f"{images[0].shape[1]}x{images[0].shape[0]}")
+                    raise RequestError(
+                        400,
+                        f"frames[{t}] is {im.shape[1]}x{im.shape[0]}, frames[0] is "
+                        f"{images[0].shape[1]}x{images[0].shape[0]}",
+                    )
         else:
             if "frames" in doc:
                 raise RequestError(400, f"task {task!r} is an image task: send 'image', not 'frames'")
@@ -236,16 +260,22 @@ class Request:
                 raise RequestError(400, "task 'vos' needs 'first_frame': [{\"id\": 1, \"segmentation\": <RLE>}, ...]")
             parsed = []
             for i, o in enumerate(objs):
-                if not isinstance(o, dict) or isinstance(o.get("id"), bool) or not isinstance(o.get("id"), int) \
-                        or not 0 < o["id"] < 255 or not isinstance(o.get("segmentation"), dict):
-                    raise RequestError(400, f"first_frame[{i}]: expected {{\"id\": 1..254, \"segmentation\": <RLE>}}")
+                if (
+                    not isinstance(o, dict)
+                    or isinstance(o.get("id"), bool)
+                    or not isinstance(o.get("id"), int)
+                    or not 0 < o["id"] < 255
+                    or not isinstance(o.get("segmentation"), dict)
+                ):
+                    raise RequestError(400, f'first_frame[{i}]: expected {{"id": 1..254, "segmentation": <RLE>}}')
                 try:
                     mask = rle_decode(o["segmentation"])
                 except Exception as err:  # noqa: BLE001 - any malformed RLE is the client's
                     raise RequestError(400, f"first_frame[{i}].segmentation: not a COCO RLE ({err})") from None
                 if mask.shape != (h, w):
-                    raise RequestError(400, f"first_frame[{i}].segmentation is {mask.shape[1]}x{mask.shape[0]}, "
-                                            f"the frames are {w}x{h}")
+                    raise RequestError(
+                        400, f"first_frame[{i}].segmentation is {mask.shape[1]}x{mask.shape[0]}, the frames are {w}x{h}"
+                    )
                 parsed.append((o["id"], mask.astype(bool)))
             first = tuple(parsed)
         elif "first_frame" in doc:
@@ -254,8 +284,16 @@ class Request:
         topk = doc.get("topk", 100)
         if isinstance(topk, bool) or not isinstance(topk, int) or not 0 < topk <= 1000:
             raise RequestError(400, f"field 'topk': expected an integer in 1..1000, got {json.dumps(topk)[:40]}")
-        return cls(task, images, points, boxes, first, tuple(vocab) if vocab else None, topk,
-                   number(doc.get("min_score", 0.0), "field 'min_score'"))
+        return cls(
+            task,
+            images,
+            points,
+            boxes,
+            first,
+            tuple(vocab) if vocab else None,
+            topk,
+            number(doc.get("min_score", 0.0), "field 'min_score'"),
+        )
 
     def to_json(self) -> dict:
         """The request as a client sends it (images as base64 PNG)."""
@@ -320,21 +358,33 @@ class Response:
     @classmethod
     def from_json(cls, doc: dict) -> "Response":
         names = {f.name for f in fields(Segment)}
-        return cls(doc["task"], doc["width"], doc["height"],
-                   [Segment(**{k: v for k, v in s.items() if k in names}) for s in doc["segments"]],
-                   doc.get("vocabulary"), doc.get("frames"))
+        return cls(
+            doc["task"],
+            doc["width"],
+            doc["height"],
+            [Segment(**{k: v for k, v in s.items() if k in names}) for s in doc["segments"]],
+            doc.get("vocabulary"),
+            doc.get("frames"),
+        )
 
     def masks(self) -> np.ndarray:
         """K x H x W bool (image) or K x T x H x W bool (video), the segments' masks decoded."""
         if self.frames is None:
-            return np.stack([rle_decode(s.segmentation) for s in self.segments]) if self.segments \
+            return (
+                np.stack([rle_decode(s.segmentation) for s in self.segments])
+                if self.segments
                 else np.zeros((0, self.height, self.width), bool)
+            )
         empty = np.zeros((self.height, self.width), bool)
-        return np.stack([np.stack([rle_decode(r) if r else empty for r in s.segmentations]) for s in self.segments]) \
-            if self.segments else np.zeros((0, self.frames, self.height, self.width), bool)
+        return (
+            np.stack([np.stack([rle_decode(r) if r else empty for r in s.segmentations]) for s in self.segments])
+            if self.segments
+            else np.zeros((0, self.frames, self.height, self.width), bool)
+        )
 
 
 # ----------------------------------------------------------------------------------- results -> response
+
 
 def _f(x) -> float:
     return round(float(x), 6)
@@ -355,48 +405,104 @@ def to_response(req: Request, result: Any) -> Response:
     vocab = getattr(result, "vocabulary", None)
     if isinstance(result, PanopticResult):
         for s in result.segments:
-            segs.append(Segment(s.id, s.area, xywh(s.box), segmentation=result.rles[s.id], category_id=int(s.label),
-                                label=s.name, score=_f(s.score), isthing=bool(s.isthing)))
+            segs.append(
+                Segment(
+                    s.id,
+                    s.area,
+                    xywh(s.box),
+                    segmentation=result.rles[s.id],
+                    category_id=int(s.label),
+                    label=s.name,
+                    score=_f(s.score),
+                    isthing=bool(s.isthing),
+                )
+            )
     elif isinstance(result, InstanceResult):
         keep = [k for k in range(len(result.scores)) if result.scores[k] >= req.min_score]
         for n, k in enumerate(keep, 1):
             m = result.masks[k]
-            segs.append(Segment(n, int(m.sum()), coco_bbox(m), segmentation=result.rles[k],
-                                category_id=int(result.labels[k]), label=result.names[k],
-                                score=_f(result.scores[k]), isthing=True))
+            segs.append(
+                Segment(
+                    n,
+                    int(m.sum()),
+                    coco_bbox(m),
+                    segmentation=result.rles[k],
+                    category_id=int(result.labels[k]),
+                    label=result.names[k],
+                    score=_f(result.scores[k]),
+                    isthing=True,
+                )
+            )
     elif isinstance(result, SemanticResult):
         for c in np.unique(result.labels):
             if c < 0:
                 continue
             m = result.labels == c
-            segs.append(Segment(int(c) + 1, int(m.sum()), coco_bbox(m), segmentation=rle_encode(m),
-                                category_id=int(c), label=result.vocabulary[c]))
+            segs.append(
+                Segment(
+                    int(c) + 1,
+                    int(m.sum()),
+                    coco_bbox(m),
+                    segmentation=rle_encode(m),
+                    category_id=int(c),
+                    label=result.vocabulary[c],
+                )
+            )
     elif isinstance(result, InteractiveResult):
         for k, m in enumerate(result.masks):
             named = result.names is not None
-            segs.append(Segment(k + 1, int(m.sum()), coco_bbox(m), segmentation=result.rles[k],
-                                category_id=int(result.labels[k]) if named else None,
-                                label=result.names[k] if named else None, score=_f(result.scores[k]),
-                                label_score=_f(result.label_scores[k]) if named else None,
-                                label_source=result.label_sources[k] if named else None))
+            segs.append(
+                Segment(
+                    k + 1,
+                    int(m.sum()),
+                    coco_bbox(m),
+                    segmentation=result.rles[k],
+                    category_id=int(result.labels[k]) if named else None,
+                    label=result.names[k] if named else None,
+                    score=_f(result.scores[k]),
+                    label_score=_f(result.label_scores[k]) if named else None,
+                    label_source=result.label_sources[k] if named else None,
+                )
+            )
     elif isinstance(result, VideoInstanceResult):
         keep = [k for k in range(len(result.scores)) if result.scores[k] >= req.min_score]
         for n, k in enumerate(keep, 1):
             rles, area, box = _video_track(result.masks[k])
-            segs.append(Segment(n, area, box, segmentations=rles, category_id=int(result.labels[k]),
-                                label=result.names[k], score=_f(result.scores[k]), isthing=True))
+            segs.append(
+                Segment(
+                    n,
+                    area,
+                    box,
+                    segmentations=rles,
+                    category_id=int(result.labels[k]),
+                    label=result.names[k],
+                    score=_f(result.scores[k]),
+                    isthing=True,
+                )
+            )
     elif isinstance(result, VideoPanopticResult):
         for s in result.segments:
             rles, area, box = _video_track(result.panoptic == s.id)
-            segs.append(Segment(s.id, area, box, segmentations=rles, category_id=int(s.label), label=s.name,
-                                score=_f(s.score), isthing=bool(s.isthing)))
+            segs.append(
+                Segment(
+                    s.id,
+                    area,
+                    box,
+                    segmentations=rles,
+                    category_id=int(s.label),
+                    label=s.name,
+                    score=_f(s.score),
+                    isthing=bool(s.isthing),
+                )
+            )
     elif isinstance(result, VideoSemanticResult):
         for c in np.unique(result.labels):
             if c < 0:
                 continue
             rles, area, box = _video_track(result.labels == c)
-            segs.append(Segment(int(c) + 1, area, box, segmentations=rles, category_id=int(c),
-                                label=result.vocabulary[c]))
+            segs.append(
+                Segment(int(c) + 1, area, box, segmentations=rles, category_id=int(c), label=result.vocabulary[c])
+            )
     elif isinstance(result, VOSResult):
         for oid in result.object_ids:
             rles, area, box = _video_track(result.masks == oid)
@@ -420,18 +526,31 @@ def predict(predictor, req: Request, image_set: bool = False) -> Response:
             kw["vocabulary"] = list(req.vocabulary) if req.vocabulary else None
         if req.task == "interactive":
             # without a vocabulary the masks are named with the training one (None: a checkpoint without one)
-            kw.update(points=req.points, boxes=req.boxes,
-                      vocabulary=kw["vocabulary"] or predictor.training_vocabulary)
+            kw.update(points=req.points, boxes=req.boxes, vocabulary=kw["vocabulary"] or predictor.training_vocabulary)
         if req.task in ("instance", "vis"):
             kw["topk"] = req.topk
         if req.task == "vos":
-            kw.update(first_frame_masks=np.stack([m for _, m in req.first_frame]),
-                      object_ids=[i for i, _ in req.first_frame])
+            kw.update(
+                first_frame_masks=np.stack([m for _, m in req.first_frame]), object_ids=[i for i, _ in req.first_frame]
+            )
         result = predictor.predict(req.task, **kw)
     except ValueError as err:
         raise RequestError(400, str(err)) from None
     return to_response(req, result)
 
 
-__all__ = ["IMAGE_TASKS", "VIDEO_TASKS", "Limits", "Request", "RequestError", "Response", "Segment", "b64_png",
-           "decode_upload", "number", "parse_vocabulary", "predict", "to_response"]
+__all__ = [
+    "IMAGE_TASKS",
+    "VIDEO_TASKS",
+    "Limits",
+    "Request",
+    "RequestError",
+    "Response",
+    "Segment",
+    "b64_png",
+    "decode_upload",
+    "number",
+    "parse_vocabulary",
+    "predict",
+    "to_response",
+]

@@ -82,7 +82,7 @@ def stream_clips(frames: Iterable[T], task: str) -> Iterator[tuple[int, list[T]]
     clips = split_clips(seen, length)
     assert all(c == range(j * length, (j + 1) * length) for j, c in enumerate(clips[:emitted])), (seen, length, emitted)
     for c in clips[emitted:]:
-        yield c.start, held[c.start - start: c.stop - start]
+        yield c.start, held[c.start - start : c.stop - start]
 
 
 def associate(previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
@@ -104,8 +104,9 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
-def vos_from_proposals(masks: np.ndarray, objectness: np.ndarray, first_frame: np.ndarray, object_ids: list[int],
-                       topk: int = 25) -> tuple[np.ndarray, dict[int, int]]:
+def vos_from_proposals(
+    masks: np.ndarray, objectness: np.ndarray, first_frame: np.ndarray, object_ids: list[int], topk: int = 25
+) -> tuple[np.ndarray, dict[int, int]]:
     """Semi-supervised VOS by first-frame association, as the released code (OMG-Seg
     ``seg/models/detectors/mask2former_vid_minvis.py`` L226-244 with ``FH.proposal_postprocess``, DAVIS config
     ``num_proposals=25``).

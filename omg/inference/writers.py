@@ -29,22 +29,32 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omg.utils import io as uio
-from omg.data.masks import coco_bbox, id2rgb, mask_box, rle_encode, xywh
 from omg.data.formats.davis import DAVIS_PALETTE
+from omg.data.masks import coco_bbox, id2rgb, mask_box, rle_encode, xywh
 from omg.inference.results import (
-    InstanceResult, InteractiveResult, PanopticResult, SemanticResult, VideoInstanceResult, VideoPanopticResult,
-    VideoSemanticResult, VOSResult,
+    InstanceResult,
+    InteractiveResult,
+    PanopticResult,
+    SemanticResult,
+    VideoInstanceResult,
+    VideoPanopticResult,
+    VideoSemanticResult,
+    VOSResult,
 )
+from omg.utils import io as uio
 
 
 def _cat(category_ids: Sequence[int] | None, label: int) -> int:
     return int(category_ids[label]) if category_ids is not None else int(label) + 1
 
 
-def categories(vocabulary: Sequence[str], isthing: Sequence[bool], category_ids: Sequence[int] | None = None) -> list[dict]:
-    return [{"id": _cat(category_ids, k), "name": n, "isthing": int(t), "color": color(k).tolist()}
-            for k, (n, t) in enumerate(zip(vocabulary, isthing))]
+def categories(
+    vocabulary: Sequence[str], isthing: Sequence[bool], category_ids: Sequence[int] | None = None
+) -> list[dict]:
+    return [
+        {"id": _cat(category_ids, k), "name": n, "isthing": int(t), "color": color(k).tolist()}
+        for k, (n, t) in enumerate(zip(vocabulary, isthing))
+    ]
 
 
 def color(key: int) -> np.ndarray:
@@ -54,7 +64,9 @@ def color(key: int) -> np.ndarray:
     return (np.array([r, g, b]) * 255).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, ids: np.ndarray, labels: dict[int, str] | None = None, alpha: float = 0.55) -> np.ndarray:
+def overlay(
+    image: np.ndarray, ids: np.ndarray, labels: dict[int, str] | None = None, alpha: float = 0.55
+) -> np.ndarray:
     """Blend a colour per id (0 = none) over the image, draw the boundaries and the labels."""
     out = image.astype(np.float32).copy()
     for v in np.unique(ids):
@@ -91,7 +103,9 @@ def overlay_ids(r, score_threshold: float = 0.0) -> tuple[np.ndarray, dict[int, 
     if isinstance(r, InteractiveResult):
         for k, m in enumerate(r.masks):
             ids[m] = k + 1
-        return ids, {k + 1: (f"{r.names[k]} {r.label_scores[k]:.2f}" if r.names else f"#{k}") for k in range(len(r.masks))}
+        return ids, {
+            k + 1: (f"{r.names[k]} {r.label_scores[k]:.2f}" if r.names else f"#{k}") for k in range(len(r.masks))
+        }
     if isinstance(r, VideoInstanceResult):
         for k in np.argsort(r.scores):  # lowest first: higher scores paint over
             if r.scores[k] >= score_threshold:
@@ -111,21 +125,41 @@ def write_overlay(uri: str, image: np.ndarray, ids: np.ndarray, labels: dict[int
 
 # ----------------------------------------------------------------------------- images
 
+
 def panoptic_annotation(image_id, name: str, result: PanopticResult, category_ids=None) -> dict:
-    return {"image_id": image_id, "file_name": f"{name}.png", "segments_info": [
-        {"id": s.id, "category_id": _cat(category_ids, s.label), "iscrowd": 0, "area": s.area, "bbox": xywh(s.box),
-         "score": round(s.score, 6)} for s in result.segments]}
+    return {
+        "image_id": image_id,
+        "file_name": f"{name}.png",
+        "segments_info": [
+            {
+                "id": s.id,
+                "category_id": _cat(category_ids, s.label),
+                "iscrowd": 0,
+                "area": s.area,
+                "bbox": xywh(s.box),
+                "score": round(s.score, 6),
+            }
+            for s in result.segments
+        ],
+    }
 
 
-def write_panoptic(out: str, items: list[tuple[object, str, PanopticResult]], isthing: Sequence[bool],
-                   category_ids=None) -> str:
+def write_panoptic(
+    out: str, items: list[tuple[object, str, PanopticResult]], isthing: Sequence[bool], category_ids=None
+) -> str:
     """``images`` is written too (panopticapi ignores it), so the file validates like a ground truth."""
     anns, images = [], []
     for image_id, name, r in items:
         uio.write_bytes(uio.join(out, "panoptic", f"{name}.png"), uio.encode_png(id2rgb(r.panoptic)))
         anns.append(panoptic_annotation(image_id, name, r, category_ids))
-        images.append({"id": image_id, "file_name": f"{name}.jpg", "height": int(r.panoptic.shape[0]),
-                       "width": int(r.panoptic.shape[1])})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": f"{name}.jpg",
+                "height": int(r.panoptic.shape[0]),
+                "width": int(r.panoptic.shape[1]),
+            }
+        )
     vocab = items[0][2].vocabulary if items else []
     uri = uio.join(out, "panoptic.json")
     uio.write_json(uri, {"images": images, "annotations": anns, "categories": categories(vocab, isthing, category_ids)})
@@ -133,9 +167,16 @@ def write_panoptic(out: str, items: list[tuple[object, str, PanopticResult]], is
 
 
 def instance_records(image_id, r: InstanceResult, category_ids=None) -> list[dict]:
-    return [{"image_id": image_id, "category_id": _cat(category_ids, int(lab)), "segmentation": rle,
-             "bbox": [float(v) for v in coco_bbox(m)], "score": float(s)}
-            for m, lab, s, rle in zip(r.masks, r.labels, r.scores, r.rles)]
+    return [
+        {
+            "image_id": image_id,
+            "category_id": _cat(category_ids, int(lab)),
+            "segmentation": rle,
+            "bbox": [float(v) for v in coco_bbox(m)],
+            "score": float(s),
+        }
+        for m, lab, s, rle in zip(r.masks, r.labels, r.scores, r.rles)
+    ]
 
 
 def write_instances(out: str, items: list[tuple[object, str, InstanceResult]], category_ids=None) -> str:
@@ -165,8 +206,12 @@ def write_interactive(out: str, name: str, r: InteractiveResult) -> str:
     for k in range(len(r.masks)):
         rec = {"prompt": k, "segmentation": r.rles[k], "score": float(r.scores[k])}
         if r.names is not None:
-            rec.update(label=int(r.labels[k]), name=r.names[k], label_score=float(r.label_scores[k]),
-                       label_source=r.label_sources[k])
+            rec.update(
+                label=int(r.labels[k]),
+                name=r.names[k],
+                label_score=float(r.label_scores[k]),
+                label_source=r.label_sources[k],
+            )
         recs.append(rec)
     uri = uio.join(out, "interactive", f"{name}.json")
     uio.write_json(uri, recs)
@@ -177,6 +222,7 @@ def write_interactive(out: str, name: str, r: InteractiveResult) -> str:
 # The video formats are written frame by frame (a streamed video's frames as they come; a whole video's result
 # frame after frame), in memory bounded by one frame: what a file needs at its end (a YouTube-VIS track's frames,
 # VIPSeg's per-frame segments) is spooled to a temporary SQLite file beside nothing else.
+
 
 class _Spool:
     """Rows (key, frame, text) in a temporary SQLite database, read back by key then frame."""
@@ -239,8 +285,10 @@ class YtvisWriter:
             self._totals[key] += float(r.scores[k]) * n
             hit = encoded.get(tid)
             if hit is None or not np.array_equal(hit[0], r.masks[k]):
-                hit = encoded[tid] = (r.masks[k], [(t, _json(rle_encode(m)).decode())
-                                                   for t, m in enumerate(r.masks[k]) if m.any()])
+                hit = encoded[tid] = (
+                    r.masks[k],
+                    [(t, _json(rle_encode(m)).decode()) for t, m in enumerate(r.masks[k]) if m.any()],
+                )
             rows += [(key, t0 + t, text) for t, text in hit[1]]
         self.spool.add(rows)
         self.frames[-1] += n
@@ -256,7 +304,9 @@ class YtvisWriter:
         yield b"["
         for key, (video_id, cat, total) in enumerate(self.tracks):
             num_frames = self.frames[videos[video_id]]
-            head = _json({"video_id": video_id, "category_id": cat, "score": float(np.float32(total / max(num_frames, 1)))})
+            head = _json(
+                {"video_id": video_id, "category_id": cat, "score": float(np.float32(total / max(num_frames, 1)))}
+            )
             segs = ["null"] * num_frames
             while row is not None and row[0] == key:
                 segs[row[1]] = row[2]
@@ -273,8 +323,15 @@ class YtvisWriter:
 
 
 def ytvis_records(video_id, r: VideoInstanceResult, category_ids=None) -> list[dict]:
-    return [{"video_id": video_id, "category_id": _cat(category_ids, int(r.labels[k])), "score": float(r.scores[k]),
-             "segmentations": r.rles(k)} for k in range(len(r.labels))]
+    return [
+        {
+            "video_id": video_id,
+            "category_id": _cat(category_ids, int(r.labels[k])),
+            "score": float(r.scores[k]),
+            "segmentations": r.rles(k),
+        }
+        for k in range(len(r.labels))
+    ]
 
 
 def write_ytvis(out: str, items: list[tuple[object, VideoInstanceResult]], category_ids=None) -> str:
@@ -307,8 +364,15 @@ class VipsegWriter:
         infos = []
         for sid in r.frame_segments[0]:
             m = pan == sid
-            infos.append({"id": int(sid), "category_id": _cat(self.category_ids, label[sid]), "iscrowd": 0,
-                          "area": int(m.sum()), "bbox": coco_bbox(m)})
+            infos.append(
+                {
+                    "id": int(sid),
+                    "category_id": _cat(self.category_ids, label[sid]),
+                    "iscrowd": 0,
+                    "area": int(m.sum()),
+                    "bbox": coco_bbox(m),
+                }
+            )
         h, w = pan.shape
         self.spool.add([(len(self.videos) - 1, t, _json([name, int(h), int(w), infos]).decode())])
         self._frame += 1
@@ -326,8 +390,11 @@ class VipsegWriter:
                 if key != key_now:
                     if key_now >= 0:
                         yield b"]}"
-                    yield (b"" if key_now < 0 else b",") + _json({"video_id": video})[:-1] + (
-                        b',"images":[' if part == "videos" else b',"annotations":[')
+                    yield (
+                        (b"" if key_now < 0 else b",")
+                        + _json({"video_id": video})[:-1]
+                        + (b',"images":[' if part == "videos" else b',"annotations":[')
+                    )
                     key_now, first = key, True
                 if part == "videos":
                     item = {"id": f"{video}_{t}", "file_name": f"{name}.jpg", "height": h, "width": w}
@@ -348,7 +415,9 @@ class VipsegWriter:
         return uri
 
 
-def write_vipseg(out: str, items: list[tuple[str, Sequence[str], VideoPanopticResult]], isthing, category_ids=None) -> str:
+def write_vipseg(
+    out: str, items: list[tuple[str, Sequence[str], VideoPanopticResult]], isthing, category_ids=None
+) -> str:
     w = VipsegWriter(out, isthing, category_ids)
     for video, frame_names, r in items:
         for t, name in enumerate(frame_names):
@@ -360,16 +429,19 @@ def frame_of(r, t: int):
     """Frame t of a video result, as a video result of one frame."""
     if isinstance(r, VideoPanopticResult):
         ids = r.frame_segments[t]
-        pan = r.panoptic[t: t + 1]
-        segs = [dataclasses.replace(s, area=int((pan == s.id).sum()), box=mask_box(pan[0] == s.id))
-                for s in r.segments if s.id in set(ids)]
+        pan = r.panoptic[t : t + 1]
+        segs = [
+            dataclasses.replace(s, area=int((pan == s.id).sum()), box=mask_box(pan[0] == s.id))
+            for s in r.segments
+            if s.id in set(ids)
+        ]
         return VideoPanopticResult(pan, segs, r.vocabulary, [ids])
     if isinstance(r, VideoSemanticResult):
-        return VideoSemanticResult(r.labels[t: t + 1], r.vocabulary)
+        return VideoSemanticResult(r.labels[t : t + 1], r.vocabulary)
     if isinstance(r, VOSResult):
-        return VOSResult(r.masks[t: t + 1], r.object_ids, r.queries)
+        return VOSResult(r.masks[t : t + 1], r.object_ids, r.queries)
     if isinstance(r, VideoInstanceResult):
-        return VideoInstanceResult(r.masks[:, t: t + 1], r.labels, r.scores, r.track_ids, r.names, r.vocabulary)
+        return VideoInstanceResult(r.masks[:, t : t + 1], r.labels, r.scores, r.track_ids, r.names, r.vocabulary)
     raise TypeError(f"not a video result: {type(r).__name__}")
 
 
@@ -380,8 +452,9 @@ def write_vss(out: str, video: str, frame_names: Sequence[str], r: VideoSemantic
 
 def write_vos(out: str, video: str, frame_names: Sequence[str], r: VOSResult) -> None:
     for t, name in enumerate(frame_names):
-        uio.write_bytes(uio.join(out, "Annotations", video, f"{name}.png"),
-                        uio.encode_png(r.masks[t], palette=DAVIS_PALETTE))
+        uio.write_bytes(
+            uio.join(out, "Annotations", video, f"{name}.png"), uio.encode_png(r.masks[t], palette=DAVIS_PALETTE)
+        )
 
 
 class VideoOutput:
@@ -389,9 +462,19 @@ class VideoOutput:
     of the table above), and overlays (``overlays/<video>/<frame>.png`` and / or an overlay video).
     ``add(name, image, frame_result)``; ``close()`` -> the outputs written."""
 
-    def __init__(self, out: str, task: str, video: str, isthing: Sequence[bool] = (), category_ids=None,
-                 video_id: object = 1, overlay_frames: bool = True, overlay_video: str | None = None,
-                 fps: float = 25.0, score_threshold: float = 0.0):
+    def __init__(
+        self,
+        out: str,
+        task: str,
+        video: str,
+        isthing: Sequence[bool] = (),
+        category_ids=None,
+        video_id: object = 1,
+        overlay_frames: bool = True,
+        overlay_video: str | None = None,
+        fps: float = 25.0,
+        score_threshold: float = 0.0,
+    ):
         self.out, self.task, self.video, self.video_id = out, task, video, video_id
         self.overlay_frames, self.score_threshold = overlay_frames, score_threshold
         self.ytvis = YtvisWriter(out, category_ids) if task == "vis" else None
@@ -411,8 +494,10 @@ class VideoOutput:
         elif self.task == "vss":
             write_semantic(self.out, f"{self.video}/{name}", r.labels[0])
         elif self.task == "vos":
-            uio.write_bytes(uio.join(self.out, "Annotations", self.video, f"{name}.png"),
-                            uio.encode_png(r.masks[0], palette=DAVIS_PALETTE))
+            uio.write_bytes(
+                uio.join(self.out, "Annotations", self.video, f"{name}.png"),
+                uio.encode_png(r.masks[0], palette=DAVIS_PALETTE),
+            )
         else:
             raise ValueError(f"not a video task: {self.task!r}")
         if self.overlay_frames or self.movie is not None:

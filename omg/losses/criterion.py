@@ -37,8 +37,10 @@ class Target:
         if self.masks.dim() == 3:
             self.masks = self.masks[:, None]
         if self.masks.dim() != 4 or self.labels.dim() != 1 or self.labels.shape[0] != self.masks.shape[0]:
-            raise ValueError(f"Target needs labels (M,) and masks (M, T, H, W); got {tuple(self.labels.shape)} "
-                             f"and {tuple(self.masks.shape)}")
+            raise ValueError(
+                f"Target needs labels (M,) and masks (M, T, H, W); got {tuple(self.labels.shape)} "
+                f"and {tuple(self.masks.shape)}"
+            )
 
     def to(self, device) -> "Target":
         return Target(self.labels.to(device), self.masks.to(device))
@@ -54,7 +56,9 @@ class LossOutput:
     per_set: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Element-wise sigmoid focal loss (not reduced)."""
     p = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -70,11 +74,19 @@ def dice_loss(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
 
 
 class Criterion:
-    def __init__(self, matcher: HungarianMatcher | None = None, num_points: int = 12544,
-                 oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75,
-                 weight_cls: float = 2.0, weight_mask: float = 5.0, weight_dice: float = 5.0,
-                 weight_obj: float = 2.0, background_weight: float = 0.1,
-                 reduce_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        matcher: HungarianMatcher | None = None,
+        num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        weight_cls: float = 2.0,
+        weight_mask: float = 5.0,
+        weight_dice: float = 5.0,
+        weight_obj: float = 2.0,
+        background_weight: float = 0.1,
+        reduce_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.matcher = matcher or HungarianMatcher(num_points=num_points)
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
@@ -83,20 +95,28 @@ class Criterion:
         self.background_weight = background_weight
         self.reduce_fn = reduce_fn or (lambda x: x)
 
-    def __call__(self, predictions: list[PredictionSet], targets: list[Target], location: bool = False,
-                 valid: torch.Tensor | None = None) -> LossOutput:
+    def __call__(
+        self,
+        predictions: list[PredictionSet],
+        targets: list[Target],
+        location: bool = False,
+        valid: torch.Tensor | None = None,
+    ) -> LossOutput:
         """``valid`` (N x P bool) marks real prompts in a location batch (padding is not supervised)."""
         if len(targets) != predictions[-1].logits.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {predictions[-1].logits.shape[0]}")
         device = predictions[-1].masks.device
         plans = [self._class_targets(p, targets, location, valid) for p in predictions]
         # every normaliser of the call in one all-reduce: the mask count, then each set's class weights
-        local = torch.stack([self._local_num_masks(targets, location, valid, device)] +
-                            [plan[2].sum() for plan in plans])
+        local = torch.stack(
+            [self._local_num_masks(targets, location, valid, device)] + [plan[2].sum() for plan in plans]
+        )
         reduced = self.reduce_fn(local)
         num_masks = reduced[0].clamp(min=1.0)
-        per_set = [self._set_losses(p, targets, plan, reduced[k + 1].clamp(min=1.0), num_masks)
-                   for k, (p, plan) in enumerate(zip(predictions, plans))]
+        per_set = [
+            self._set_losses(p, targets, plan, reduced[k + 1].clamp(min=1.0), num_masks)
+            for k, (p, plan) in enumerate(zip(predictions, plans))
+        ]
         terms = {k: sum(s[k] for s in per_set) for k in self.weights}
         total = sum(terms.values())
         return LossOutput(total, terms, per_set)
@@ -160,12 +180,17 @@ class Criterion:
             tgt = torch.cat([targets[i].masks[ti] for i, (_, ti) in enumerate(assignment)]).to(src.dtype)
             src_flat, tgt_flat = stack_frames(src).float(), stack_frames(tgt).float()
             with torch.no_grad():
-                coords = uncertain_points(src_flat, self.num_points, self.oversample_ratio,
-                                          self.importance_sample_ratio)
+                coords = uncertain_points(
+                    src_flat, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+                )
                 tgt_pts = point_sample(tgt_flat, coords)
             src_pts = point_sample(src_flat, coords)
             loss_mask = F.binary_cross_entropy_with_logits(src_pts, tgt_pts, reduction="none").mean(1).sum() / num_masks
             loss_dice = dice_loss(src_pts, tgt_pts).sum() / num_masks
         w = self.weights
-        return {"cls": w["cls"] * loss_cls, "mask": w["mask"] * loss_mask, "dice": w["dice"] * loss_dice,
-                "obj": w["obj"] * loss_obj}
+        return {
+            "cls": w["cls"] * loss_cls,
+            "mask": w["mask"] * loss_mask,
+            "dice": w["dice"] * loss_dice,
+            "obj": w["obj"] * loss_obj,
+        }

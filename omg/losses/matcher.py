@@ -45,24 +45,30 @@ def stack_frames(masks: torch.Tensor) -> torch.Tensor:
 
 
 class HungarianMatcher:
-    def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
-                 num_points: int = 12544):
+    def __init__(
+        self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0, num_points: int = 12544
+    ):
         self.cost_class, self.cost_mask, self.cost_dice = cost_class, cost_mask, cost_dice
         self.num_points = num_points
 
     @torch.no_grad()
-    def cost_matrix(self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
-                    tgt_masks: torch.Tensor) -> torch.Tensor:
+    def cost_matrix(
+        self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, tgt_masks: torch.Tensor
+    ) -> torch.Tensor:
         """logits Q x (C+1); masks Q x T x h x w logits; labels M; tgt_masks M x T x H x W -> Q x M."""
         coords = torch.rand(self.num_points, 2, device=masks.device)
         pred = point_sample(stack_frames(masks).float(), coords)
         tgt = point_sample(stack_frames(tgt_masks).float(), coords)
-        return (self.cost_class * class_cost(logits, labels) + self.cost_mask * bce_cost(pred, tgt)
-                + self.cost_dice * dice_cost(pred, tgt))
+        return (
+            self.cost_class * class_cost(logits, labels)
+            + self.cost_mask * bce_cost(pred, tgt)
+            + self.cost_dice * dice_cost(pred, tgt)
+        )
 
     @torch.no_grad()
-    def match(self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
-              tgt_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def match(
+        self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, tgt_masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (prediction indices, target indices), each of length min(Q, M)."""
         if labels.numel() == 0:
             empty = torch.empty(0, dtype=torch.long, device=masks.device)

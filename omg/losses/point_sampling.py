@@ -14,8 +14,9 @@ def point_sample(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(masks[:, None], grid.to(masks.dtype), mode="bilinear", align_corners=False)[:, 0, :, 0]
 
 
-def uncertain_points(logits: torch.Tensor, num_points: int, oversample_ratio: float = 3.0,
-                     importance_sample_ratio: float = 0.75) -> torch.Tensor:
+def uncertain_points(
+    logits: torch.Tensor, num_points: int, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75
+) -> torch.Tensor:
     """Importance sampling: M x H x W logits -> M x num_points x 2 coordinates in [0, 1].
 
     Draw ``oversample_ratio * num_points`` uniform points, keep the

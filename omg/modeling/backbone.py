@@ -29,10 +29,12 @@ from torch import nn
 
 from omg.modeling.variants import BackboneVariant, register_tiny_configs
 
-
 #: parameter-name prefixes of the CLIP image head (image embedding for the text space) by backbone kind
-_CLIP_HEADS = {"convnext": ("visual.trunk.head.", "visual.head."), "vit": ("visual.ln_post.", "visual.proj"),
-               "resnet": ("visual.attnpool.",)}
+_CLIP_HEADS = {
+    "convnext": ("visual.trunk.head.", "visual.head."),
+    "vit": ("visual.ln_post.", "visual.proj"),
+    "resnet": ("visual.attnpool.",),
+}
 
 
 class CLIPBackbone(nn.Module):
@@ -48,8 +50,12 @@ class CLIPBackbone(nn.Module):
             self.clip = open_clip.create_model(variant.clip_model, pretrained=None, device=dev)
         if variant.kind == "vit":
             self.clip.visual.output_tokens = True
-        self.register_buffer("pixel_mean", torch.tensor(variant.pixel_mean, device=dev).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(variant.pixel_std, device=dev).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(variant.pixel_mean, device=dev).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(variant.pixel_std, device=dev).view(1, 3, 1, 1), persistent=False
+        )
         if self.frozen:
             for p in self.clip.parameters():
                 p.requires_grad_(False)
@@ -106,8 +112,14 @@ class CLIPBackbone(nn.Module):
         if kind == "vit":
             tokens = self._vit_tokens(x)  # N x C x h x w at stride = patch size
             h, w = tokens.shape[-2:]
-            return [F.interpolate(tokens, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
-                                  align_corners=False) if s != 1 else tokens for s in (4.0, 2.0, 1.0, 0.5)]
+            return [
+                F.interpolate(
+                    tokens, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False
+                )
+                if s != 1
+                else tokens
+                for s in (4.0, 2.0, 1.0, 0.5)
+            ]
         raise ValueError(f"unknown backbone kind {kind!r}")
 
     def _vit_tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,8 +134,13 @@ class CLIPBackbone(nn.Module):
         cls_pos, grid_pos = pos[:1], pos[1:]
         g = int(round(grid_pos.shape[0] ** 0.5))
         if (g, g) != (h, w):
-            grid_pos = F.interpolate(grid_pos.reshape(1, g, g, c).permute(0, 3, 1, 2), size=(h, w), mode="bicubic",
-                                     align_corners=False).permute(0, 2, 3, 1).reshape(h * w, c)
+            grid_pos = (
+                F.interpolate(
+                    grid_pos.reshape(1, g, g, c).permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False
+                )
+                .permute(0, 2, 3, 1)
+                .reshape(h * w, c)
+            )
         cls = (v.class_embedding + cls_pos).to(x.dtype).expand(n, 1, c)
         x = torch.cat([cls, x + grid_pos], dim=1)
         x = v.ln_pre(v.patch_dropout(x))
@@ -187,11 +204,12 @@ class CLIPBackbone(nn.Module):
             with uio.local_file(source) as local:
                 self._load_file(local)
             return f"checkpoint {source}"
-        path = source[len("file://"):] if source.startswith("file://") else source
+        path = source[len("file://") :] if source.startswith("file://") else source
         if not os.path.exists(path):
             raise FileNotFoundError(
                 f"pretrained weights {source!r}: neither an existing file nor an open_clip tag of "
-                f"{self.variant.clip_model} (tags: {', '.join(tags) or 'none'})")
+                f"{self.variant.clip_model} (tags: {', '.join(tags) or 'none'})"
+            )
         self._load_file(path)
         return f"checkpoint {path}"
 
@@ -206,13 +224,14 @@ class CLIPBackbone(nn.Module):
             for key in ("state_dict", "model"):
                 if key in state and isinstance(state[key], dict):
                     state = state[key]
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
         result = self.clip.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(
                 f"{path}: not an open_clip {self.variant.clip_model} checkpoint: "
                 f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
-                f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})")
+                f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})"
+            )
 
 
 class _DropRandomInitNotice(logging.Filter):

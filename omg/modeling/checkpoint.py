@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from omg.utils import io as uio
 from omg.modeling.model import ModelConfig, OMGSeg, build_model
+from omg.utils import io as uio
 
 FORMAT = "omg-seg-checkpoint/1"
 
@@ -43,9 +43,10 @@ def read_checkpoint(uri: str) -> dict:
     fs, path = uio.fs_and_path(uri)
     if fs.isdir(path):
         hint = [n for n in ("model.pt",) if fs.exists(uio.join(path, n))]
-        raise ValueError(f"{uri}: is a folder, not a checkpoint file" +
-                         (f"; did you mean {uio.join(uri, hint[0])}?" if hint else
-                          " (give the model.pt a training run exported)"))
+        raise ValueError(
+            f"{uri}: is a folder, not a checkpoint file"
+            + (f"; did you mean {uio.join(uri, hint[0])}?" if hint else " (give the model.pt a training run exported)")
+        )
     try:
         data = uio.read_bytes(uri)
     except FileNotFoundError:
@@ -55,8 +56,10 @@ def read_checkpoint(uri: str) -> dict:
     except Exception as err:
         raise ValueError(f"{uri}: not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"{uri}: not an OMG-Seg checkpoint (format {doc.get('format') if isinstance(doc, dict) else None!r}, "
-                         f"expected {FORMAT!r})")
+        raise ValueError(
+            f"{uri}: not an OMG-Seg checkpoint (format {doc.get('format') if isinstance(doc, dict) else None!r}, "
+            f"expected {FORMAT!r})"
+        )
     return doc
 
 
@@ -70,15 +73,22 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[OMGSe
         raise ValueError(f"{uri}: model_config does not fit this version of omg: {err}") from err
     model = build_model(config, device=device)
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (the config's model has {tuple(own[k].shape)})"
-             for k, v in doc["state_dict"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k} {tuple(v.shape)} (the config's model has {tuple(own[k].shape)})"
+        for k, v in doc["state_dict"].items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     if wrong:
-        raise ValueError(f"{uri}: weights do not fit the checkpoint's model config ({config.variant}, hidden_dim "
-                         f"{config.hidden_dim}): {len(wrong)} with another shape, e.g. {'; '.join(wrong[:3])}")
+        raise ValueError(
+            f"{uri}: weights do not fit the checkpoint's model config ({config.variant}, hidden_dim "
+            f"{config.hidden_dim}): {len(wrong)} with another shape, e.g. {'; '.join(wrong[:3])}"
+        )
     result = model.load_state_dict(doc["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{uri}: weights do not fit the checkpoint's model config: missing {result.missing_keys[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]}")
+        raise ValueError(
+            f"{uri}: weights do not fit the checkpoint's model config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
     return model.eval(), doc["metadata"]
 
 
@@ -112,7 +122,9 @@ def init_weights(model: OMGSeg, uri: str) -> dict[str, Any]:
     wrong = [k for k, v in doc["state_dict"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     result = model.load_state_dict({k: v for k, v in doc["state_dict"].items() if k not in wrong}, strict=False)
     if wrong or result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{uri}: its weights do not fit this model (other shapes {wrong[:3]}, missing "
-                         f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); use the checkpoint's "
-                         "model config")
+        raise ValueError(
+            f"{uri}: its weights do not fit this model (other shapes {wrong[:3]}, missing "
+            f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); use the checkpoint's "
+            "model config"
+        )
     return doc["metadata"]

@@ -5,7 +5,6 @@ Shapes: queries N x Q x D; mask features N x D x T x h x w (T frames of a clip, 
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -54,7 +53,8 @@ class TextClassifier(nn.Module):
 
     ``cls_embd = cls_proj(maskpool_proj(maskpool(mask_features)) + q)``;
     ``logit_c = exp(logit_scale) * max_k cos(cls_embd, t_ck)``; the background logit is 0
-    (an all-zero class embedding, docs/model.md §6). ``logit_scale`` is a fixed buffer 4.6052 (the released value, ~ln 100).
+    (an all-zero class embedding, docs/model.md §6). ``logit_scale`` is a fixed buffer 4.6052 (the released value,
+    ~ln 100).
     """
 
     def __init__(self, dim: int, embed_dim: int):
@@ -67,8 +67,9 @@ class TextClassifier(nn.Module):
     def embed(self, q: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
         return self.cls_proj(self.maskpool_proj(mask_pool(mask_features, mask_logits)) + q)
 
-    def forward(self, q: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor,
-                text_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, q: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor, text_embeddings: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (N x Q x (C + 1) logits, N x Q x E unit class embeddings); ``text_embeddings`` C x K x E, unit
         norm (K synonyms). The embeddings do not depend on the vocabulary: logits for another
         vocabulary are ``class_logits(embeddings, other_text, scale)``."""
@@ -77,7 +78,8 @@ class TextClassifier(nn.Module):
 
 
 def class_logits(embeddings: torch.Tensor, text_embeddings: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """Unit embeddings (... x E) vs text (C x K x E) -> ... x (C + 1): scale * max over synonyms, then a 0 background."""
+    """Unit embeddings (... x E) vs text (C x K x E) -> ... x (C + 1): scale * max over synonyms, then a 0
+    background."""
     cos = torch.einsum("...e,cke->...ck", embeddings, text_embeddings.to(embeddings.dtype)).amax(-1)
     logits = cos * scale
     return torch.cat([logits, logits.new_zeros(logits.shape[:-1] + (1,))], dim=-1)

@@ -15,17 +15,26 @@ import torch
 from omg.modeling.model import ModelConfig, OMGSeg, build_model
 
 #: component name -> parameter-name prefixes (first match wins; order matters)
-COMPONENTS: "OrderedDict[str, tuple[str, ...]]" = OrderedDict([
-    ("backbone.clip_image_head", ("backbone.clip.visual.head.", "backbone.clip.visual.attnpool.",
-                                  "backbone.clip.visual.ln_post.", "backbone.clip.visual.proj")),
-    ("backbone.image_tower", ("backbone.clip.visual.",)),
-    ("backbone.text_tower", ("backbone.clip.",)),
-    ("pixel_decoder", ("pixel_decoder.",)),
-    ("transformer_decoder", ("decoder.layers.", "decoder.post_norm.", "decoder.level_embed.")),
-    ("heads", ("decoder.mask_head.", "decoder.classifier.", "decoder.objectness.")),
-    ("object_queries", ("query_feat.", "query_embed.")),
-    ("location_queries", ("location_encoder.",)),
-])
+COMPONENTS: "OrderedDict[str, tuple[str, ...]]" = OrderedDict(
+    [
+        (
+            "backbone.clip_image_head",
+            (
+                "backbone.clip.visual.head.",
+                "backbone.clip.visual.attnpool.",
+                "backbone.clip.visual.ln_post.",
+                "backbone.clip.visual.proj",
+            ),
+        ),
+        ("backbone.image_tower", ("backbone.clip.visual.",)),
+        ("backbone.text_tower", ("backbone.clip.",)),
+        ("pixel_decoder", ("pixel_decoder.",)),
+        ("transformer_decoder", ("decoder.layers.", "decoder.post_norm.", "decoder.level_embed.")),
+        ("heads", ("decoder.mask_head.", "decoder.classifier.", "decoder.objectness.")),
+        ("object_queries", ("query_feat.", "query_embed.")),
+        ("location_queries", ("location_encoder.",)),
+    ]
+)
 
 
 def parameter_counts(model: OMGSeg) -> dict:
@@ -45,12 +54,18 @@ def parameter_counts(model: OMGSeg) -> dict:
         comps[comp]["trainable" if p.requires_grad else "frozen"] += n
     total = sum(c["total"] for c in comps.values())
     trainable = sum(c["trainable"] for c in comps.values())
-    return {"total": total, "trainable": trainable, "frozen": total - trainable,
-            "inference": total - comps["backbone.text_tower"]["total"], "components": comps}
+    return {
+        "total": total,
+        "trainable": trainable,
+        "frozen": total - trainable,
+        "inference": total - comps["backbone.text_tower"]["total"],
+        "components": comps,
+    }
 
 
-def count_flops(model: OMGSeg, height: int = 800, width: int = 1200, num_classes: int = 133,
-                device: str | torch.device = "meta") -> tuple[float, tuple[int, int]]:
+def count_flops(
+    model: OMGSeg, height: int = 800, width: int = 1200, num_classes: int = 133, device: str | torch.device = "meta"
+) -> tuple[float, tuple[int, int]]:
     """GFLOPs of one image forward (object queries). Returns (gflops, padded (H, W))."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -65,8 +80,14 @@ def count_flops(model: OMGSeg, height: int = 800, width: int = 1200, num_classes
     return counter.get_total_flops() / 1e9, (h, w)
 
 
-def model_info(variant: str, config: ModelConfig | None = None, flops: bool = True, height: int = 800,
-               width: int = 1200, device: str = "meta") -> dict:
+def model_info(
+    variant: str,
+    config: ModelConfig | None = None,
+    flops: bool = True,
+    height: int = 800,
+    width: int = 1200,
+    device: str = "meta",
+) -> dict:
     if config is None:
         from omg.modeling.variants import get_variant
 

@@ -83,8 +83,16 @@ class ModelConfig:
     @staticmethod
     def tiny(variant: str = "tiny_convnext", **overrides) -> "ModelConfig":
         """A CPU-sized model: 64-d, 2 encoder and 3 decoder layers, 20 queries."""
-        base = dict(variant=variant, hidden_dim=64, num_queries=20, enc_layers=2, enc_ffn_dim=128, dec_layers=3,
-                    dec_ffn_dim=128, nheads=4)
+        base = dict(
+            variant=variant,
+            hidden_dim=64,
+            num_queries=20,
+            enc_layers=2,
+            enc_ffn_dim=128,
+            dec_layers=3,
+            dec_ffn_dim=128,
+            nheads=4,
+        )
         base.update(overrides)
         return ModelConfig(**base)
 
@@ -132,8 +140,14 @@ class OMGOutput:
 
 
 class OMGSeg(nn.Module):
-    def __init__(self, config: ModelConfig, backbone: CLIPBackbone, pixel_decoder: PixelDecoder,
-                 decoder: MaskDecoder, location_encoder: LocationQueryEncoder):
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: CLIPBackbone,
+        pixel_decoder: PixelDecoder,
+        decoder: MaskDecoder,
+        location_encoder: LocationQueryEncoder,
+    ):
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -151,7 +165,9 @@ class OMGSeg(nn.Module):
     def extract(self, images: torch.Tensor) -> Features:
         """Backbone + pixel decoder on an image batch (N x 3 x H x W) or clip batch (N x T x 3 x H x W)."""
         if not torch.is_tensor(images) or not images.is_floating_point():
-            raise ValueError(f"images must be a float tensor (RGB 0..255), got {getattr(images, 'dtype', type(images))}")
+            raise ValueError(
+                f"images must be a float tensor (RGB 0..255), got {getattr(images, 'dtype', type(images))}"
+            )
         if images.dim() == 4:
             images = images[:, None]
         if images.dim() != 5 or images.shape[2] != 3:
@@ -159,7 +175,9 @@ class OMGSeg(nn.Module):
         n, t, _, h, w = images.shape
         d = self.size_divisibility
         if h % d or w % d:
-            raise ValueError(f"image size {h}x{w} must be a multiple of {d} for {self.backbone.variant.name}; pad it first")
+            raise ValueError(
+                f"image size {h}x{w} must be a multiple of {d} for {self.backbone.variant.name}; pad it first"
+            )
         feats = self.backbone(images.flatten(0, 1))
         mask_features, memories = self.pixel_decoder(feats)
 
@@ -183,7 +201,9 @@ class OMGSeg(nn.Module):
                 raise ValueError(f"prompts are for {prompts.boxes.shape[0]} images, features for {n}")
             q, q_pos = self.location_encoder(prompts)
             if self.config.location_content == "sampled":
-                q = q + self.location_encoder.sample_content(features.mask_features[:, :, 0], prompts, features.image_size)
+                q = q + self.location_encoder.sample_content(
+                    features.mask_features[:, :, 0], prompts, features.image_size
+                )
             self_mask = location_self_attn_mask(prompts.valid, self.config.interactive_self_attn)
         preds, raw = self.decoder(q, q_pos, features.memories, features.mask_features, text_embeddings, self_mask)
         last = preds[-1]
@@ -207,8 +227,9 @@ def build_backbone(config: ModelConfig, device=None) -> CLIPBackbone:
 
 
 def build_pixel_decoder(config: ModelConfig, in_channels: tuple[int, ...]) -> PixelDecoder:
-    return PixelDecoder(tuple(in_channels), config.hidden_dim, config.enc_layers, config.enc_ffn_dim,
-                        config.nheads, config.enc_points)
+    return PixelDecoder(
+        tuple(in_channels), config.hidden_dim, config.enc_layers, config.enc_ffn_dim, config.nheads, config.enc_points
+    )
 
 
 def build_decoder(config: ModelConfig, embed_dim: int) -> MaskDecoder:

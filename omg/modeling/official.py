@@ -136,8 +136,9 @@ def load_official_state_dict(data: bytes, where: str = "checkpoint") -> dict[str
         raise ConversionError(f"{where}: not a PyTorch checkpoint file ({type(err).__name__}: {err})") from err
     refused = [g for g in unsafe if not g.startswith(METADATA_MODULES)]
     if refused:
-        raise ConversionError(f"{where}: refuses to unpickle {', '.join(refused[:5])} (not weights nor known "
-                              "checkpoint metadata)")
+        raise ConversionError(
+            f"{where}: refuses to unpickle {', '.join(refused[:5])} (not weights nor known checkpoint metadata)"
+        )
     try:
         with torch.serialization.safe_globals([(_Inert, g) for g in unsafe]):
             doc = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -146,12 +147,14 @@ def load_official_state_dict(data: bytes, where: str = "checkpoint") -> dict[str
     if isinstance(doc, dict) and isinstance(doc.get("state_dict"), dict):
         doc = doc["state_dict"]
     if not isinstance(doc, dict) or not doc or not all(torch.is_tensor(v) for v in doc.values()):
-        raise ConversionError(f"{where}: holds no state dict (expected {{'state_dict': {{name: tensor}}}} or "
-                              "{name: tensor})")
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in doc.items()}
+        raise ConversionError(
+            f"{where}: holds no state dict (expected {{'state_dict': {{name: tensor}}}} or {{name: tensor}})"
+        )
+    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in doc.items()}
     if not any(k.startswith("panoptic_head.") for k in sd):
-        raise ConversionError(f"{where}: not an OMG-Seg checkpoint: no panoptic_head.* weights "
-                              f"(first names: {', '.join(list(sd)[:3])})")
+        raise ConversionError(
+            f"{where}: not an OMG-Seg checkpoint: no panoptic_head.* weights (first names: {', '.join(list(sd)[:3])})"
+        )
     return sd
 
 
@@ -168,10 +171,12 @@ def _count(sd: dict, prefix: str) -> int:
     return len({int(m.group(1)) for k in sd if (m := pat.match(k))})
 
 
-def config_from_official(sd: dict[str, torch.Tensor], variant: str = "convnext_large_d_320", nheads: int = 8,
-                         **overrides) -> ModelConfig:
+def config_from_official(
+    sd: dict[str, torch.Tensor], variant: str = "convnext_large_d_320", nheads: int = 8, **overrides
+) -> ModelConfig:
     """The model config of a released state dict: sizes from its tensor shapes (the number of attention heads is
     not in the weights: the released configs use 8)."""
+
     def shape(name: str) -> tuple[int, ...]:
         if name not in sd:
             raise ConversionError(f"the checkpoint has no {name}: not a released OMG-Seg model")
@@ -182,18 +187,30 @@ def config_from_official(sd: dict[str, torch.Tensor], variant: str = "convnext_l
     offsets = shape("panoptic_head.pixel_decoder.encoder.layers.0.self_attn.sampling_offsets.weight")[0]
     points, rest = divmod(offsets, nheads * levels * 2)
     if rest:
-        raise ConversionError(f"sampling_offsets has {offsets} outputs: not {nheads} heads x {levels} levels x points x 2")
-    return ModelConfig(**{**dict(
-        variant=variant, hidden_dim=hidden, num_queries=shape("panoptic_head.query_feat.weight")[0],
-        enc_layers=_count(sd, "panoptic_head.pixel_decoder.encoder.layers."),
-        enc_ffn_dim=shape("panoptic_head.pixel_decoder.encoder.layers.0.ffn.layers.0.0.weight")[0], enc_points=points,
-        dec_layers=_count(sd, "panoptic_head.transformer_decoder.layers."),
-        dec_ffn_dim=shape("panoptic_head.transformer_decoder.layers.0.ffn.layers.0.0.weight")[0], nheads=nheads),
-        **overrides})
+        raise ConversionError(
+            f"sampling_offsets has {offsets} outputs: not {nheads} heads x {levels} levels x points x 2"
+        )
+    return ModelConfig(
+        **{
+            **dict(
+                variant=variant,
+                hidden_dim=hidden,
+                num_queries=shape("panoptic_head.query_feat.weight")[0],
+                enc_layers=_count(sd, "panoptic_head.pixel_decoder.encoder.layers."),
+                enc_ffn_dim=shape("panoptic_head.pixel_decoder.encoder.layers.0.ffn.layers.0.0.weight")[0],
+                enc_points=points,
+                dec_layers=_count(sd, "panoptic_head.transformer_decoder.layers."),
+                dec_ffn_dim=shape("panoptic_head.transformer_decoder.layers.0.ffn.layers.0.0.weight")[0],
+                nheads=nheads,
+            ),
+            **overrides,
+        }
+    )
 
 
-def convert_official(sd: dict[str, torch.Tensor], variant: str = "convnext_large_d_320", pretrained: str | None = None,
-                     nheads: int = 8) -> tuple[OMGSeg, ConversionReport]:
+def convert_official(
+    sd: dict[str, torch.Tensor], variant: str = "convnext_large_d_320", pretrained: str | None = None, nheads: int = 8
+) -> tuple[OMGSeg, ConversionReport]:
     """A released state dict (:func:`load_official_state_dict`) -> our model with every tensor filled.
 
     ``pretrained``: the CLIP weights (open_clip tag, path or URI) the released file does not hold (the text
@@ -223,8 +240,11 @@ def convert_official(sd: dict[str, torch.Tensor], variant: str = "convnext_large
     if wrong:
         problems.append(f"{len(wrong)} with another shape: {'; '.join(wrong[:5])}")
     if missing:
-        hint = " (the CLIP text tower is not in the released file: pass the open_clip weights, --pretrained TAG|PATH)" \
-            if any(k.startswith("backbone.clip.") for k in missing) else ""
+        hint = (
+            " (the CLIP text tower is not in the released file: pass the open_clip weights, --pretrained TAG|PATH)"
+            if any(k.startswith("backbone.clip.") for k in missing)
+            else ""
+        )
         problems.append(f"{len(missing)} model tensor(s) not filled{hint}: {', '.join(missing[:8])}")
     if problems:
         raise ConversionError("; ".join(problems))

@@ -23,8 +23,12 @@ def _gn(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
-def ms_deform_attn_core(value: torch.Tensor, shapes: list[tuple[int, int]], sampling_locations: torch.Tensor,
-                        attention_weights: torch.Tensor) -> torch.Tensor:
+def ms_deform_attn_core(
+    value: torch.Tensor,
+    shapes: list[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
     """Multi-scale deformable attention by bilinear sampling.
 
     value: N x S x M x Dh (S = sum of h*w over levels, M heads); sampling_locations:
@@ -62,7 +66,11 @@ class MSDeformAttn(nn.Module):
         nn.init.constant_(self.sampling_offsets.weight, 0.0)
         thetas = torch.arange(self.heads, dtype=torch.float32) * (2.0 * math.pi / self.heads)
         grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2).repeat(1, self.levels, self.points, 1)
+        grid = (
+            (grid / grid.abs().max(-1, keepdim=True)[0])
+            .view(self.heads, 1, 1, 2)
+            .repeat(1, self.levels, self.points, 1)
+        )
         for i in range(self.points):
             grid[:, :, i, :] *= i + 1
         with torch.no_grad():
@@ -74,8 +82,9 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.constant_(self.output_proj.bias, 0.0)
 
-    def forward(self, query: torch.Tensor, reference_points: torch.Tensor, value: torch.Tensor,
-                shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, reference_points: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
         """query N x Q x D; reference_points N x Q x L x 2 in [0, 1]; value N x S x D."""
         n, q, _ = query.shape
         v = self.value_proj(value).view(n, value.shape[1], self.heads, self.dim // self.heads)
@@ -106,29 +115,40 @@ def reference_points(shapes: list[tuple[int, int]], levels: int, device, dtype) 
     """Pixel centres of every level, normalised to [0, 1]: S x L x 2 (no padding, valid ratio 1)."""
     pts = []
     for h, w in shapes:
-        ys, xs = torch.meshgrid(torch.linspace(0.5, h - 0.5, h, device=device, dtype=dtype) / h,
-                                torch.linspace(0.5, w - 0.5, w, device=device, dtype=dtype) / w, indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.linspace(0.5, h - 0.5, h, device=device, dtype=dtype) / h,
+            torch.linspace(0.5, w - 0.5, w, device=device, dtype=dtype) / w,
+            indexing="ij",
+        )
         pts.append(torch.stack((xs.reshape(-1), ys.reshape(-1)), -1))
     return torch.cat(pts, 0)[:, None, :].expand(-1, levels, 2)
 
 
 class PixelDecoder(nn.Module):
-    def __init__(self, in_channels: tuple[int, int, int, int], dim: int = 256, enc_layers: int = 6,
-                 enc_ffn_dim: int = 1024, heads: int = 8, points: int = 4):
+    def __init__(
+        self,
+        in_channels: tuple[int, int, int, int],
+        dim: int = 256,
+        enc_layers: int = 6,
+        enc_ffn_dim: int = 1024,
+        heads: int = 8,
+        points: int = 4,
+    ):
         super().__init__()
         self.dim = dim
         self.levels = 3
         # input projections for C5, C4, C3 (low resolution first)
-        self.input_proj = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(c, dim, kernel_size=1), _gn(dim)) for c in in_channels[1:][::-1]
-        ])
+        self.input_proj = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(c, dim, kernel_size=1), _gn(dim)) for c in in_channels[1:][::-1]]
+        )
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
         self.level_embed = nn.Parameter(torch.empty(self.levels, dim))
         nn.init.normal_(self.level_embed)
-        self.layers = nn.ModuleList([DeformEncoderLayer(dim, enc_ffn_dim, heads, self.levels, points)
-                                     for _ in range(enc_layers)])
+        self.layers = nn.ModuleList(
+            [DeformEncoderLayer(dim, enc_ffn_dim, heads, self.levels, points) for _ in range(enc_layers)]
+        )
         # the released init (mmdet MSDeformAttnPixelDecoder.init_weights, called from OMG-Seg's
         # mask2former_vid.py L259): Xavier-normal for every encoder parameter with dim > 1 (the FFN's too),
         # then each deformable attention's own init
@@ -138,8 +158,9 @@ class PixelDecoder(nn.Module):
         for layer in self.layers:
             layer.attn._reset_parameters()
         self.lateral_conv = nn.Sequential(nn.Conv2d(in_channels[0], dim, kernel_size=1, bias=False), _gn(dim))
-        self.output_conv = nn.Sequential(nn.Conv2d(dim, dim, kernel_size=3, padding=1, bias=False), _gn(dim),
-                                         nn.ReLU(inplace=True))
+        self.output_conv = nn.Sequential(
+            nn.Conv2d(dim, dim, kernel_size=3, padding=1, bias=False), _gn(dim), nn.ReLU(inplace=True)
+        )
         self.mask_features = nn.Conv2d(dim, dim, kernel_size=1)
         for conv in (self.lateral_conv[0], self.output_conv[0]):
             nn.init.kaiming_uniform_(conv.weight, a=1)
@@ -162,8 +183,12 @@ class PixelDecoder(nn.Module):
         ref = reference_points(shapes, self.levels, src.device, src.dtype)[None].expand(n, -1, -1, -1)
         for layer in self.layers:
             src = layer(src, pos_all, ref, shapes)
-        memories = [t.transpose(1, 2).reshape(n, self.dim, h, w)
-                    for t, (h, w) in zip(src.split([h * w for h, w in shapes], 1), shapes)]
-        x = self.lateral_conv(c2) + F.interpolate(memories[-1], size=c2.shape[-2:], mode="bilinear", align_corners=False)
+        memories = [
+            t.transpose(1, 2).reshape(n, self.dim, h, w)
+            for t, (h, w) in zip(src.split([h * w for h, w in shapes], 1), shapes)
+        ]
+        x = self.lateral_conv(c2) + F.interpolate(
+            memories[-1], size=c2.shape[-2:], mode="bilinear", align_corners=False
+        )
         x = self.output_conv(x)
         return self.mask_features(x), memories

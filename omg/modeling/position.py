@@ -17,8 +17,15 @@ def _interleave(pos: torch.Tensor) -> torch.Tensor:
     return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
-def sine_2d(height: int, width: int, num_feats: int = 128, temperature: float = 10000.0,
-            scale: float = 2 * math.pi, device=None, eps: float = 1e-6) -> torch.Tensor:
+def sine_2d(
+    height: int,
+    width: int,
+    num_feats: int = 128,
+    temperature: float = 10000.0,
+    scale: float = 2 * math.pi,
+    device=None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """Normalised 2-D sine encoding (no padding mask): (2*num_feats) x H x W, y part first."""
     y = torch.arange(1, height + 1, device=device, dtype=torch.float32)[:, None].expand(height, width)
     x = torch.arange(1, width + 1, device=device, dtype=torch.float32)[None, :].expand(height, width)
@@ -30,8 +37,16 @@ def sine_2d(height: int, width: int, num_feats: int = 128, temperature: float = 
     return torch.cat((pos_y, pos_x), dim=-1).permute(2, 0, 1)
 
 
-def sine_3d(frames: int, height: int, width: int, num_feats: int = 128, temperature: float = 10000.0,
-            scale: float = 2 * math.pi, device=None, eps: float = 1e-6) -> torch.Tensor:
+def sine_3d(
+    frames: int,
+    height: int,
+    width: int,
+    num_feats: int = 128,
+    temperature: float = 10000.0,
+    scale: float = 2 * math.pi,
+    device=None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """3-D encoding of a T x H x W tube: T x (2*num_feats) x H x W.
 
     x and y use ``num_feats`` frequencies each, concatenated (y, x); the t part uses
@@ -45,8 +60,9 @@ def sine_3d(frames: int, height: int, width: int, num_feats: int = 128, temperat
     return xy[None] + pos_t[:, :, None, None]
 
 
-def coordinate_to_encoding(coords: torch.Tensor, num_feats: int = 128, temperature: float = 10000.0,
-                           scale: float = 2 * math.pi) -> torch.Tensor:
+def coordinate_to_encoding(
+    coords: torch.Tensor, num_feats: int = 128, temperature: float = 10000.0, scale: float = 2 * math.pi
+) -> torch.Tensor:
     """Normalised (cx, cy, w, h) in [0, 1] (... x 4) -> ... x (4*num_feats), order (y, x, w, h)."""
     dim_t = _freqs(num_feats, temperature, coords.device)
     parts = [_interleave((coords[..., i] * scale)[..., None] / dim_t) for i in range(coords.shape[-1])]

@@ -45,11 +45,17 @@ class Prompts:
         return self.boxes.shape[1]
 
     def to(self, device) -> "Prompts":
-        return Prompts(self.boxes.to(device), self.valid.to(device), self.image_sizes.to(device), self.is_point.to(device))
+        return Prompts(
+            self.boxes.to(device), self.valid.to(device), self.image_sizes.to(device), self.is_point.to(device)
+        )
 
     @staticmethod
-    def from_lists(points: list[torch.Tensor | None], boxes: list[torch.Tensor | None],
-                   image_sizes: list[tuple[int, int]], radius: float = POINT_BOX_RADIUS) -> "Prompts":
+    def from_lists(
+        points: list[torch.Tensor | None],
+        boxes: list[torch.Tensor | None],
+        image_sizes: list[tuple[int, int]],
+        radius: float = POINT_BOX_RADIUS,
+    ) -> "Prompts":
         """Per image: points (K x 2, XY) and/or boxes (K x 4, XYXY) in input pixels -> a padded batch.
 
         Raises ``ValueError`` naming the image and prompt when a prompt lies outside its image,
@@ -68,11 +74,19 @@ class Prompts:
                 flags += [True] * len(pts)
             if bxs is not None and len(bxs):
                 bxs = torch.as_tensor(bxs, dtype=torch.float32).reshape(-1, 4)
-                bad = (bxs[:, 0] < 0) | (bxs[:, 1] < 0) | (bxs[:, 2] > w) | (bxs[:, 3] > h) | \
-                      (bxs[:, 2] <= bxs[:, 0]) | (bxs[:, 3] <= bxs[:, 1])
+                bad = (
+                    (bxs[:, 0] < 0)
+                    | (bxs[:, 1] < 0)
+                    | (bxs[:, 2] > w)
+                    | (bxs[:, 3] > h)
+                    | (bxs[:, 2] <= bxs[:, 0])
+                    | (bxs[:, 3] <= bxs[:, 1])
+                )
                 if bad.any():
                     k = int(bad.nonzero()[0])
-                    raise ValueError(f"image {i}: box {k} {bxs[k].tolist()} is not an XYXY box inside the {w}x{h} image")
+                    raise ValueError(
+                        f"image {i}: box {k} {bxs[k].tolist()} is not an XYXY box inside the {w}x{h} image"
+                    )
                 parts.append(bxs)
                 flags += [False] * len(bxs)
             if not parts:
@@ -120,8 +134,9 @@ class LocationQueryEncoder(nn.Module):
         gx = (xs[..., None, :].expand(*xs.shape[:2], 3, 3) / pw) * 2 - 1
         gy = (ys[..., :, None].expand(*ys.shape[:2], 3, 3) / ph) * 2 - 1
         grid = torch.stack([gx, gy], -1).flatten(2, 3)  # N x P x 9 x 2
-        sampled = torch.nn.functional.grid_sample(features, grid.to(features.dtype), mode="bilinear",
-                                                  align_corners=False)  # N x D x P x 9
+        sampled = torch.nn.functional.grid_sample(
+            features, grid.to(features.dtype), mode="bilinear", align_corners=False
+        )  # N x D x P x 9
         return self.content_proj(sampled.mean(-1).transpose(1, 2))
 
     def forward(self, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,15 +145,17 @@ class LocationQueryEncoder(nn.Module):
         hw = prompts.image_sizes.to(boxes.dtype)
         scale = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], -1)[:, None, :]
         b = boxes / scale
-        cxcywh = torch.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2,
-                              b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]], dim=-1)
+        cxcywh = torch.stack(
+            [(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2, b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]],
+            dim=-1,
+        )
         if self.training and self.jitter > 0:
             wh = cxcywh[..., 2:]
             amp = torch.cat([wh / 2, wh], -1) * self.jitter
             cxcywh = cxcywh + (torch.rand_like(cxcywh) * 2 - 1) * amp
         cxcywh = cxcywh.clamp(0.0, 1.0)
         pos = self.pos_linear(coordinate_to_encoding(cxcywh, num_feats=self.dim // 2))
-        content = (self.pb_embedding.weight[0] + self.mask_tokens.weight[0])
+        content = self.pb_embedding.weight[0] + self.mask_tokens.weight[0]
         feat = content.expand(boxes.shape[0], boxes.shape[1], self.dim)
         return feat, pos
 

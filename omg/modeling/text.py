@@ -69,8 +69,9 @@ class TextEmbedder:
     MAX_VOCABULARIES = 32
     MAX_SYNONYMS = 20000
 
-    def __init__(self, backbone, templates: Sequence[str] = VILD_TEMPLATES, use_disk_cache: bool = True,
-                 batch_size: int = 256):
+    def __init__(
+        self, backbone, templates: Sequence[str] = VILD_TEMPLATES, use_disk_cache: bool = True, batch_size: int = 256
+    ):
         import open_clip
 
         self.backbone = backbone
@@ -91,15 +92,21 @@ class TextEmbedder:
         return self._weights_digest
 
     def key(self, vocab: Vocabulary) -> str:
-        doc = {"model": self.backbone.variant.clip_model, "weights": self.weights_digest(),
-               "templates": list(self.templates), "names": [list(n) for n in vocab.names]}
+        doc = {
+            "model": self.backbone.variant.clip_model,
+            "weights": self.weights_digest(),
+            "templates": list(self.templates),
+            "names": [list(n) for n in vocab.names],
+        }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     @torch.no_grad()
     def embed(self, vocab: Vocabulary) -> torch.Tensor:
         """-> C x K x E unit vectors on the backbone's device (K: the most synonyms of a class)."""
         if not isinstance(vocab, Vocabulary):
-            raise TypeError(f"embed takes a Vocabulary (Vocabulary.of(names) for plain names), not {type(vocab).__name__}")
+            raise TypeError(
+                f"embed takes a Vocabulary (Vocabulary.of(names) for plain names), not {type(vocab).__name__}"
+            )
         key = self.key(vocab)
         device = self.backbone.pixel_mean.device
         with self._lock:
@@ -134,7 +141,7 @@ class TextEmbedder:
             self.backbone.clip.eval()
             try:
                 for i in range(0, len(prompts), self.batch_size):
-                    tokens = self.tokenizer(prompts[i: i + self.batch_size]).to(device)
+                    tokens = self.tokenizer(prompts[i : i + self.batch_size]).to(device)
                     feats.append(self.backbone.encode_text(tokens).float().cpu())
             finally:
                 self.backbone.clip.train(was_training)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omg.modeling.heads import MaskHead, MLP, TextClassifier
+from omg.modeling.heads import MLP, MaskHead, TextClassifier
 from omg.modeling.position import sine_3d
 
 
@@ -104,7 +104,9 @@ class MaskDecoder(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_normal_(p)
 
-    def predict(self, q: torch.Tensor, mask_features: torch.Tensor, text_embeddings: torch.Tensor) -> tuple[PredictionSet, torch.Tensor]:
+    def predict(
+        self, q: torch.Tensor, mask_features: torch.Tensor, text_embeddings: torch.Tensor
+    ) -> tuple[PredictionSet, torch.Tensor]:
         """Heads on the post-normed queries. Returns the predictions and the normed queries."""
         qn = self.post_norm(q)
         masks = self.mask_head(qn, mask_features)
@@ -121,9 +123,15 @@ class MaskDecoder(nn.Module):
         blocked = (m < 0).view(n, q, t * size[0] * size[1])
         return blocked & ~blocked.all(-1, keepdim=True)
 
-    def forward(self, query_feat: torch.Tensor, query_pos: torch.Tensor, memories: list[torch.Tensor],
-                mask_features: torch.Tensor, text_embeddings: torch.Tensor,
-                self_attn_mask: torch.Tensor | None = None) -> tuple[list[PredictionSet], torch.Tensor]:
+    def forward(
+        self,
+        query_feat: torch.Tensor,
+        query_pos: torch.Tensor,
+        memories: list[torch.Tensor],
+        mask_features: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        self_attn_mask: torch.Tensor | None = None,
+    ) -> tuple[list[PredictionSet], torch.Tensor]:
         """Run the decoder.
 
         query_feat, query_pos: N x Q x D. memories: [s32, s16, s8], each N x D x T x h x w.

@@ -65,39 +65,106 @@ class BackboneVariant:
     description: str = ""
 
 
-_VIT_L = dict(clip_model="ViT-L-14", pretrained_tag="openai", kind="vit", channels=(1024,) * 4,
-              strides=(3.5, 7.0, 14.0, 28.0), embed_dim=768, patch_size=14, size_divisibility=28)
-_TINY_CONVNEXT = dict(clip_model="omg_tiny_convnext", pretrained_tag=None, kind="convnext",
-                      channels=(40, 80, 160, 320), strides=(4.0, 8.0, 16.0, 32.0), embed_dim=128, tiny=True)
-_TINY_VIT = dict(clip_model="omg_tiny_vit", pretrained_tag=None, kind="vit", channels=(128,) * 4,
-                 strides=(4.0, 8.0, 16.0, 32.0), embed_dim=128, patch_size=16, tiny=True, size_divisibility=32)
+_VIT_L = dict(
+    clip_model="ViT-L-14",
+    pretrained_tag="openai",
+    kind="vit",
+    channels=(1024,) * 4,
+    strides=(3.5, 7.0, 14.0, 28.0),
+    embed_dim=768,
+    patch_size=14,
+    size_divisibility=28,
+)
+_TINY_CONVNEXT = dict(
+    clip_model="omg_tiny_convnext",
+    pretrained_tag=None,
+    kind="convnext",
+    channels=(40, 80, 160, 320),
+    strides=(4.0, 8.0, 16.0, 32.0),
+    embed_dim=128,
+    tiny=True,
+)
+_TINY_VIT = dict(
+    clip_model="omg_tiny_vit",
+    pretrained_tag=None,
+    kind="vit",
+    channels=(128,) * 4,
+    strides=(4.0, 8.0, 16.0, 32.0),
+    embed_dim=128,
+    patch_size=16,
+    tiny=True,
+    size_divisibility=32,
+)
 
-VARIANTS: dict[str, BackboneVariant] = {v.name: v for v in [
-    BackboneVariant("convnext_large_d_320", "convnext_large_d_320", "laion2b_s29b_b131k_ft_soup", "convnext",
-                    (192, 384, 768, 1536), (4.0, 8.0, 16.0, 32.0), 768,
-                    description="the paper's default: frozen CLIP ConvNeXt-L (LAION-2B)"),
-    BackboneVariant("convnext_base_w", "convnext_base_w", "laion2b_s13b_b82k_augreg", "convnext",
-                    (128, 256, 512, 1024), (4.0, 8.0, 16.0, 32.0), 640,
-                    description="CLIP ConvNeXt-B (wide text), frozen"),
-    BackboneVariant("RN50", "RN50", "openai", "resnet", (256, 512, 1024, 2048), (4.0, 8.0, 16.0, 32.0), 1024,
-                    description="the supplementary's ResNet-50 row (OpenAI CLIP RN50), frozen"),
-    BackboneVariant("ViT-L-14", **_VIT_L, description="the supplementary's frozen ViT-L/14 (fake pyramid)"),
-    BackboneVariant("ViT-L-14-learned", **_VIT_L, frozen=False, lr_mult=0.1,
-                    description="the supplementary's learned ViT-L/14 (backbone lr x0.1)"),
-    BackboneVariant("tiny_convnext", **_TINY_CONVNEXT, description="ConvNeXt-atto trunk, 2-layer text tower: CPU tests and demo"),
-    BackboneVariant("tiny_convnext_learned", **_TINY_CONVNEXT, frozen=False, lr_mult=1.0,
-                    description="tiny ConvNeXt, learned (CPU ablation: frozen vs learned)"),
-    BackboneVariant("tiny_vit", **_TINY_VIT, description="4-layer width-128 ViT, patch 16: CPU ablation ViT vs ConvNeXt"),
-    BackboneVariant("tiny_vit_learned", **_TINY_VIT, frozen=False, lr_mult=1.0,
-                    description="tiny ViT, learned"),
-]}
+VARIANTS: dict[str, BackboneVariant] = {
+    v.name: v
+    for v in [
+        BackboneVariant(
+            "convnext_large_d_320",
+            "convnext_large_d_320",
+            "laion2b_s29b_b131k_ft_soup",
+            "convnext",
+            (192, 384, 768, 1536),
+            (4.0, 8.0, 16.0, 32.0),
+            768,
+            description="the paper's default: frozen CLIP ConvNeXt-L (LAION-2B)",
+        ),
+        BackboneVariant(
+            "convnext_base_w",
+            "convnext_base_w",
+            "laion2b_s13b_b82k_augreg",
+            "convnext",
+            (128, 256, 512, 1024),
+            (4.0, 8.0, 16.0, 32.0),
+            640,
+            description="CLIP ConvNeXt-B (wide text), frozen",
+        ),
+        BackboneVariant(
+            "RN50",
+            "RN50",
+            "openai",
+            "resnet",
+            (256, 512, 1024, 2048),
+            (4.0, 8.0, 16.0, 32.0),
+            1024,
+            description="the supplementary's ResNet-50 row (OpenAI CLIP RN50), frozen",
+        ),
+        BackboneVariant("ViT-L-14", **_VIT_L, description="the supplementary's frozen ViT-L/14 (fake pyramid)"),
+        BackboneVariant(
+            "ViT-L-14-learned",
+            **_VIT_L,
+            frozen=False,
+            lr_mult=0.1,
+            description="the supplementary's learned ViT-L/14 (backbone lr x0.1)",
+        ),
+        BackboneVariant(
+            "tiny_convnext", **_TINY_CONVNEXT, description="ConvNeXt-atto trunk, 2-layer text tower: CPU tests and demo"
+        ),
+        BackboneVariant(
+            "tiny_convnext_learned",
+            **_TINY_CONVNEXT,
+            frozen=False,
+            lr_mult=1.0,
+            description="tiny ConvNeXt, learned (CPU ablation: frozen vs learned)",
+        ),
+        BackboneVariant(
+            "tiny_vit", **_TINY_VIT, description="4-layer width-128 ViT, patch 16: CPU ablation ViT vs ConvNeXt"
+        ),
+        BackboneVariant("tiny_vit_learned", **_TINY_VIT, frozen=False, lr_mult=1.0, description="tiny ViT, learned"),
+    ]
+}
 
 #: open_clip configs of the tiny variants (random init only; registered at run time)
 TINY_OPEN_CLIP_CONFIGS: dict[str, dict] = {
     "omg_tiny_convnext": {
         "embed_dim": 128,
-        "vision_cfg": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False,
-                       "timm_pool": "", "timm_proj": "linear", "image_size": 128},
+        "vision_cfg": {
+            "timm_model_name": "convnext_atto",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 128,
+        },
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
     },
     "omg_tiny_vit": {

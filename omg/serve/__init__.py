@@ -32,8 +32,16 @@ def find_samples(data_dir: str | None, limit: int = 24) -> dict[str, str]:
     return {os.path.splitext(n)[0]: uio.join(folder, n) for n in files}
 
 
-def serve(checkpoint: str | None, host: str, port: int, samples: dict[str, str], limits: Limits, device: str | None,
-          quiet: bool = False, backend: str | None = None) -> int:
+def serve(
+    checkpoint: str | None,
+    host: str,
+    port: int,
+    samples: dict[str, str],
+    limits: Limits,
+    device: str | None,
+    quiet: bool = False,
+    backend: str | None = None,
+) -> int:
     """Serve the page and the API for ``checkpoint`` (loaded here) or for the model behind ``backend`` (the URL of
     ``mlflow models serve``'s ``/invocations`` or of a schema endpoint ``/api/predict``)."""
     from omg.inference.predictor import OMGPredictor
@@ -43,8 +51,12 @@ def serve(checkpoint: str | None, host: str, port: int, samples: dict[str, str],
         if backend:
             app = ServeApp(None, samples=samples, limits=limits, checkpoint=backend, remote=RemoteModel(backend))
         else:
-            app = ServeApp(OMGPredictor.from_checkpoint(checkpoint, device=device), samples=samples, limits=limits,
-                           checkpoint=checkpoint)
+            app = ServeApp(
+                OMGPredictor.from_checkpoint(checkpoint, device=device),
+                samples=samples,
+                limits=limits,
+                checkpoint=checkpoint,
+            )
     except (FileNotFoundError, ValueError) as err:
         print(f"omg serve: error: cannot load the checkpoint: {err}", file=sys.stderr, flush=True)
         return 2
@@ -68,6 +80,3 @@ def serve(checkpoint: str | None, host: str, port: int, samples: dict[str, str],
     finally:
         server.server_close()
     return 0
-
-
-

@@ -10,7 +10,8 @@ Endpoints (JSON unless noted; errors are ``{"error": "..."}`` with a 4xx/5xx sta
 ``GET  /``                   the page
 ``GET  /api/info``           checkpoint, default vocabulary, samples, limits
 ``GET  /api/sample/NAME``    a sample image (PNG)
-``POST /api/image``          body: PNG/JPEG bytes, or JSON ``{"sample": NAME}`` -> ``{"image_id", "width", "height", "ms"}``
+``POST /api/image``          body: PNG/JPEG bytes, or JSON ``{"sample": NAME}``
+                             -> ``{"image_id", "width", "height", "ms"}``
 ``POST /api/prompt``         ``{"image_id", "prompts": [{"point": [x, y]} | {"box": [x0, y0, x1, y1]}], "vocabulary"}``
 ``POST /api/segment``        ``{"image_id", "task": "panoptic"|"instance"|"semantic", "vocabulary"}``
                              (both also take ``"image"``, the image as base64, used when the server does not
@@ -26,8 +27,8 @@ answers 410 "image expired, upload it again". Results carry an RGBA overlay PNG,
 (pixel value = prompt or segment number, 0 = nothing) and the per-mask records, all base64.
 
 Safety: uploads are capped in bytes (``max_bytes``; a video ``max_video_bytes`` and ``max_frames``) and pixels
-(``max_pixels``, checked from the header before decoding: decompression bombs never decode), decoded strictly (PNG or JPEG by magic
-bytes, truncated files rejected), kept in memory only (nothing is written to disk), and forgotten
+(``max_pixels``, checked from the header before decoding: decompression bombs never decode), decoded strictly (PNG
+or JPEG by magic bytes, truncated files rejected), kept in memory only (nothing is written to disk), and forgotten
 on restart. A vocabulary is capped in classes and characters; its text embedding is computed outside
 the model lock (one vocabulary at a time, cached per synonym), so a large new vocabulary never makes
 another user's click wait.
@@ -161,8 +162,15 @@ class RemoteModel:
 class ServeApp:
     """The model side of the server: image cache, prompts, whole-image tasks. Thread-safe."""
 
-    def __init__(self, predictor, samples: dict[str, str] | None = None, limits: Limits | None = None,
-                 checkpoint: str = "", id_prefix: str = "", remote: "RemoteModel | None" = None):
+    def __init__(
+        self,
+        predictor,
+        samples: dict[str, str] | None = None,
+        limits: Limits | None = None,
+        checkpoint: str = "",
+        id_prefix: str = "",
+        remote: "RemoteModel | None" = None,
+    ):
         """``predictor``: the model in this process; or ``remote``: a model behind another server that speaks the
         inference schema (``mlflow models serve``, the Ray Serve app), with ``predictor`` None."""
         if (predictor is None) == (remote is None):
@@ -212,14 +220,24 @@ class ServeApp:
 
     # ------------------------------------------------------------------ images
     def info(self) -> dict:
-        return {"checkpoint": self.checkpoint, "vocabulary": self.default_vocabulary, "samples": sorted(self.samples),
-                # None: a remote model (not known here)
-                "clip_pretrained": None if self.predictor is None else self.predictor.clip_pretrained,
-                "tasks": list(TASKS), "video_tasks": list(VIDEO_TASKS),
-                "limits": {"max_bytes": self.limits.max_bytes, "max_pixels": self.limits.max_pixels,
-                           "max_frames": self.limits.max_frames, "max_video_bytes": self.limits.max_video_bytes,
-                           "max_prompts": self.limits.max_prompts, "max_classes": self.limits.max_classes,
-                           "cache_bytes": self.limits.cache_bytes}}
+        return {
+            "checkpoint": self.checkpoint,
+            "vocabulary": self.default_vocabulary,
+            "samples": sorted(self.samples),
+            # None: a remote model (not known here)
+            "clip_pretrained": None if self.predictor is None else self.predictor.clip_pretrained,
+            "tasks": list(TASKS),
+            "video_tasks": list(VIDEO_TASKS),
+            "limits": {
+                "max_bytes": self.limits.max_bytes,
+                "max_pixels": self.limits.max_pixels,
+                "max_frames": self.limits.max_frames,
+                "max_video_bytes": self.limits.max_video_bytes,
+                "max_prompts": self.limits.max_prompts,
+                "max_classes": self.limits.max_classes,
+                "cache_bytes": self.limits.cache_bytes,
+            },
+        }
 
     def sample_png(self, name: str) -> bytes:
         if name not in self.samples:
@@ -239,8 +257,12 @@ class ServeApp:
                 state = self.predictor.image_state()
         image_id = self._new_id()
         self._keep(image_id, image, state)
-        return {"image_id": image_id, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                "ms": round((time.perf_counter() - t0) * 1000, 1)}
+        return {
+            "image_id": image_id,
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "ms": round((time.perf_counter() - t0) * 1000, 1),
+        }
 
     def _keep(self, key: str, image: np.ndarray, state: Any) -> None:
         """Cache an image's features under ``key``, evicting the least recently used beyond ``cache_bytes``."""
@@ -265,15 +287,21 @@ class ServeApp:
         ``image_id`` (one replica of several: the upload went to another): it is kept under a new id of this
         server's."""
         with self._cache_lock:
-            local = image_id[len(self.id_prefix):] if isinstance(image_id, str) and image_id.startswith(self.id_prefix) \
+            local = (
+                image_id[len(self.id_prefix) :]
+                if isinstance(image_id, str) and image_id.startswith(self.id_prefix)
                 else None
+            )
             hit = self._images.get(image_id) if isinstance(image_id, str) else None
             if hit is not None:
                 self._images.move_to_end(image_id)
             elif inline is None:
                 if local and local.startswith("img") and local[3:].isdigit() and 0 < int(local[3:]) <= self._counter:
-                    raise RequestError(410, f"image {image_id} expired: the server keeps the most recent "
-                                            f"{self.limits.cache_bytes // (1 << 20)} MiB of images; upload it again")
+                    raise RequestError(
+                        410,
+                        f"image {image_id} expired: the server keeps the most recent "
+                        f"{self.limits.cache_bytes // (1 << 20)} MiB of images; upload it again",
+                    )
                 raise RequestError(404, f"unknown image_id {image_id!r}: POST the image to /api/image first")
         if hit is None:
             image = schema.decode_image_field(inline, "image", self.limits)
@@ -306,8 +334,9 @@ class ServeApp:
     def prompt(self, body: dict) -> dict:
         prompts = body.get("prompts")
         if not isinstance(prompts, list) or not prompts:
-            raise RequestError(400, "field 'prompts': expected a non-empty list of {\"point\": [x, y]} or "
-                                    "{\"box\": [x0, y0, x1, y1]}")
+            raise RequestError(
+                400, 'field \'prompts\': expected a non-empty list of {"point": [x, y]} or {"box": [x0, y0, x1, y1]}'
+            )
         if len(prompts) > self.limits.max_prompts:
             raise RequestError(400, f"field 'prompts': {len(prompts)} prompts, at most {self.limits.max_prompts}")
         points, boxes, order = [], [], []
@@ -315,16 +344,31 @@ class ServeApp:
             kind = next((k for k in ("point", "box") if isinstance(p, dict) and k in p), None)
             want = 2 if kind == "point" else 4
             value = p.get(kind) if kind else None
-            if kind is None or not isinstance(value, list) or len(value) != want or \
-                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-                raise RequestError(400, f"prompts[{i}]: expected {{\"point\": [x, y]}} or {{\"box\": [x0, y0, x1, y1]}} "
-                                        f"with numbers, got {json.dumps(p)[:80]}")
+            if (
+                kind is None
+                or not isinstance(value, list)
+                or len(value) != want
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            ):
+                raise RequestError(
+                    400,
+                    f'prompts[{i}]: expected {{"point": [x, y]}} or {{"box": [x0, y0, x1, y1]}} '
+                    f"with numbers, got {json.dumps(p)[:80]}",
+                )
             (points if kind == "point" else boxes).append([float(v) for v in value])
             order.append((kind, len(points if kind == "point" else boxes) - 1))
         vocab = self._vocabulary(body.get("vocabulary"))
-        res, image, image_id, ms = self._answer(body.get("image_id"), body.get("image"), lambda image: schema.Request(
-            "interactive", (image,), np.array(points, np.float32) if points else None,
-            np.array(boxes, np.float32) if boxes else None, vocabulary=tuple(vocab) if vocab else None))
+        res, image, image_id, ms = self._answer(
+            body.get("image_id"),
+            body.get("image"),
+            lambda image: schema.Request(
+                "interactive",
+                (image,),
+                np.array(points, np.float32) if points else None,
+                np.array(boxes, np.float32) if boxes else None,
+                vocabulary=tuple(vocab) if vocab else None,
+            ),
+        )
         # the answer lists points first, then boxes: back to the order of the request
         index = [k if kind == "point" else len(points) + k for kind, k in order]
         h, w = image.shape[:2]
@@ -335,13 +379,25 @@ class ServeApp:
             seg = res.segments[k]
             m = rle_decode(seg.segmentation)
             label_map[m] = n
-            rec = {"prompt": n, "score": round(float(seg.score), 4), "area": int(seg.area),
-                   "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1]), "bbox": mask_box(m)}
+            rec = {
+                "prompt": n,
+                "score": round(float(seg.score), 4),
+                "area": int(seg.area),
+                "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1]),
+                "bbox": mask_box(m),
+            }
             if seg.label is not None:
                 rec.update(label=seg.label, label_score=round(float(seg.label_score), 4), label_source=seg.label_source)
             masks.append(rec)
-        return {"masks": masks, "overlay_png": png_b64(overlay(label_map, colors)), "label_png": png_b64(label_map),
-                "ms": round(ms, 1), "width": w, "height": h, "image_id": image_id}
+        return {
+            "masks": masks,
+            "overlay_png": png_b64(overlay(label_map, colors)),
+            "label_png": png_b64(label_map),
+            "ms": round(ms, 1),
+            "width": w,
+            "height": h,
+            "image_id": image_id,
+        }
 
     # ------------------------------------------------------------------ the inference schema
     def predict(self, doc: Any) -> dict:
@@ -372,9 +428,16 @@ class ServeApp:
         """Whole-image requests with one task, vocabulary and options (``schema.Request``s) in one forward pass: the
         Ray Serve app's batching (``pipelines/serve.py``). A request the model cannot take is a 400 for all."""
         first = reqs[0]
-        if first.video or first.task == "interactive" or self.predictor is None or \
-                any((r.task, r.vocabulary, r.topk, r.min_score) != (first.task, first.vocabulary, first.topk,
-                                                                    first.min_score) for r in reqs):
+        if (
+            first.video
+            or first.task == "interactive"
+            or self.predictor is None
+            or any(
+                (r.task, r.vocabulary, r.topk, r.min_score)
+                != (first.task, first.vocabulary, first.topk, first.min_score)
+                for r in reqs
+            )
+        ):
             raise ValueError("predict_batch takes local whole-image requests with one task, vocabulary and options")
         if first.vocabulary:
             self._vocabulary(list(first.vocabulary))
@@ -396,8 +459,16 @@ class ServeApp:
             raise RequestError(400, f"field 'task': expected one of {', '.join(TASKS)}, got {task!r}")
         min_score = number(body.get("min_score", 0.3), "field 'min_score'")
         vocab = self._vocabulary(body.get("vocabulary"))
-        res, image, image_id, ms = self._answer(body.get("image_id"), body.get("image"), lambda image: schema.Request(
-            task, (image,), vocabulary=tuple(vocab) if vocab else None, min_score=min_score if task == "instance" else 0.0))
+        res, image, image_id, ms = self._answer(
+            body.get("image_id"),
+            body.get("image"),
+            lambda image: schema.Request(
+                task,
+                (image,),
+                vocabulary=tuple(vocab) if vocab else None,
+                min_score=min_score if task == "instance" else 0.0,
+            ),
+        )
         h, w = image.shape[:2]
         legend = []
         label_map = np.zeros((h, w), dtype=np.int32)
@@ -418,10 +489,16 @@ class ServeApp:
         colors = palette(len(legend))
         for rec in legend:
             rec["color"] = "#%02x%02x%02x" % tuple(int(c) for c in colors[rec["id"] - 1])
-        return {"task": task, "legend": legend, "overlay_png": png_b64(overlay(label_map, colors)),
-                "label_png": png_b64(label_map.astype(np.uint8 if len(legend) < 256 else np.uint16)),
-                "ms": round(ms, 1), "width": w, "height": h, "image_id": image_id}
-
+        return {
+            "task": task,
+            "legend": legend,
+            "overlay_png": png_b64(overlay(label_map, colors)),
+            "label_png": png_b64(label_map.astype(np.uint8 if len(legend) < 256 else np.uint16)),
+            "ms": round(ms, 1),
+            "width": w,
+            "height": h,
+            "image_id": image_id,
+        }
 
     # ------------------------------------------------------------------ a short video
     def video(self, doc: dict) -> dict:
@@ -453,8 +530,12 @@ class ServeApp:
             raise RequestError(415, str(err)) from None
         min_score = number(doc.get("min_score", 0.3), "field 'min_score'")
         vocab = self._vocabulary(doc.get("vocabulary"))
-        req = schema.Request(task, tuple(frames), vocabulary=tuple(vocab) if vocab else None,
-                             min_score=min_score if task == "vis" else 0.0)
+        req = schema.Request(
+            task,
+            tuple(frames),
+            vocabulary=tuple(vocab) if vocab else None,
+            min_score=min_score if task == "vis" else 0.0,
+        )
         t0 = time.perf_counter()
         if self.remote is not None:
             res = self.remote(req)
@@ -470,8 +551,12 @@ class ServeApp:
             for t, rle in enumerate(seg.segmentations or []):
                 if rle is not None:
                     maps[t][rle_decode(rle)] = n
-            rec = {"id": n, "name": seg.label, "area": int(seg.area),
-                   "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1])}
+            rec = {
+                "id": n,
+                "name": seg.label,
+                "area": int(seg.area),
+                "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[n - 1]),
+            }
             if seg.score is not None:
                 rec["score"] = round(float(seg.score), 4)
             legend.append(rec)
@@ -483,9 +568,16 @@ class ServeApp:
                 yield (frame * (1 - a) + rgba[..., :3] * a).astype(np.uint8)
 
         movie = encode_video(composited(), fps, "webm")
-        return {"task": task, "legend": legend[::-1] if task == "vis" else legend, "frames": len(frames),
-                "fps": fps, "width": int(frames[0].shape[1]), "height": int(frames[0].shape[0]), "ms": round(ms, 1),
-                "overlay_webm": base64.b64encode(movie).decode("ascii")}
+        return {
+            "task": task,
+            "legend": legend[::-1] if task == "vis" else legend,
+            "frames": len(frames),
+            "fps": fps,
+            "width": int(frames[0].shape[1]),
+            "height": int(frames[0].shape[0]),
+            "ms": round(ms, 1),
+            "overlay_webm": base64.b64encode(movie).decode("ascii"),
+        }
 
     # ------------------------------------------------------------------ the HTTP API, for any transport
     POST_PATHS = ("/api/image", "/api/prompt", "/api/segment", "/api/predict", "/api/video")
@@ -504,10 +596,19 @@ class ServeApp:
         try:
             return self._route(method, path.split("?", 1)[0], content_type.split(";")[0].strip().lower(), body)
         except RequestError as err:
-            return err.status, "application/json", json.dumps({"error": str(err)}).encode(), \
-                {"Retry-After": str(err.retry_after)} if err.retry_after is not None else {}
+            return (
+                err.status,
+                "application/json",
+                json.dumps({"error": str(err)}).encode(),
+                {"Retry-After": str(err.retry_after)} if err.retry_after is not None else {},
+            )
         except Exception as err:  # noqa: BLE001 - a server bug: say so, keep serving
-            return 500, "application/json", json.dumps({"error": f"internal error: {type(err).__name__}: {err}"}).encode(), {}
+            return (
+                500,
+                "application/json",
+                json.dumps({"error": f"internal error: {type(err).__name__}: {err}"}).encode(),
+                {},
+            )
 
     @staticmethod
     def parse_json(body: bytes) -> dict:
@@ -527,14 +628,16 @@ class ServeApp:
             if path == "/api/info":
                 return ok(self.info())
             if path.startswith("/api/sample/"):
-                return 200, "image/png", self.sample_png(path[len("/api/sample/"):]), {}
+                return 200, "image/png", self.sample_png(path[len("/api/sample/") :]), {}
             raise RequestError(404, f"no such page {path!r}")
         if method != "POST":
             raise RequestError(405, "use GET or POST")
         if path not in self.POST_PATHS:
             raise RequestError(404, f"no such endpoint {path!r}")
         if len(body) > self.body_limit(path):
-            raise RequestError(413, f"request body of {len(body)} bytes exceeds the limit of {self.body_limit(path)} bytes")
+            raise RequestError(
+                413, f"request body of {len(body)} bytes exceeds the limit of {self.body_limit(path)} bytes"
+            )
         if path == "/api/image":
             if ctype == "application/json":
                 name = self.parse_json(body).get("sample")
@@ -543,11 +646,17 @@ class ServeApp:
         doc = self.parse_json(body)
         if path == "/api/video":
             return ok(self.video(doc))
-        return ok(self.prompt(doc) if path == "/api/prompt" else self.segment(doc) if path == "/api/segment"
-                  else self.predict(doc))
+        return ok(
+            self.prompt(doc)
+            if path == "/api/prompt"
+            else self.segment(doc)
+            if path == "/api/segment"
+            else self.predict(doc)
+        )
 
 
 # ============================================================================= HTTP
+
 
 class Handler(BaseHTTPRequestHandler):
     app: ServeApp  # set on the subclass made by make_server
@@ -558,7 +667,7 @@ class Handler(BaseHTTPRequestHandler):
         self.timeout = self.app.limits.read_timeout_s  # a stalled client cannot hold a worker
         super().setup()
 
-    def log_message(self, fmt: str, *args) -> None:  # noqa: D401 - stdlib signature
+    def log_message(self, fmt: str, *args) -> None:
         if not self.quiet:
             super().log_message(fmt, *args)
 
@@ -609,20 +718,22 @@ class Handler(BaseHTTPRequestHandler):
         except (socket.timeout, ConnectionError):
             self.close_connection = True  # the client stalled or left: nothing to answer
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._serve("PUT")
 
     do_DELETE = do_PATCH = do_PUT
 
 
-BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+)
 
 
 class PoolHTTPServer(HTTPServer):

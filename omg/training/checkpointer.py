@@ -28,8 +28,8 @@ from typing import Callable
 
 import torch
 
-from omg.utils import io as uio
 from omg.training.step import rng_state, set_rng_state
+from omg.utils import io as uio
 
 MARKER = "COMPLETE.json"
 STATE = "state.pt"
@@ -69,8 +69,14 @@ class Checkpointer:
     a no-op. Only rank 0 writes ``state.pt``, the marker, and deletes folders.
     """
 
-    def __init__(self, run_dir: str, rank: int = 0, world_size: int = 1, num_to_keep: int | None = None,
-                 barrier: Callable[[], None] = _no_barrier):
+    def __init__(
+        self,
+        run_dir: str,
+        rank: int = 0,
+        world_size: int = 1,
+        num_to_keep: int | None = None,
+        barrier: Callable[[], None] = _no_barrier,
+    ):
         if num_to_keep is not None and num_to_keep < 1:
             raise ValueError("num_to_keep must be >= 1 (or None to keep every checkpoint)")
         self.run_dir = run_dir
@@ -120,13 +126,22 @@ class Checkpointer:
         return [i for i in (self._complete(s, u) for s, u in self._folders()) if i is not None]
 
     # ------------------------------------------------------------------ writing
-    def save(self, step: int, model: torch.nn.Module, optimizer, scheduler, mlflow_run_id: str | None) -> CheckpointInfo:
+    def save(
+        self, step: int, model: torch.nn.Module, optimizer, scheduler, mlflow_run_id: str | None
+    ) -> CheckpointInfo:
         """Collective: every rank calls it at the same step. Returns once the checkpoint is recorded."""
         uri = self.folder(step)
         if self.rank == 0:
-            _write_torch(uio.join(uri, STATE), {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "mlflow_run_id": mlflow_run_id})
+            _write_torch(
+                uio.join(uri, STATE),
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "mlflow_run_id": mlflow_run_id,
+                },
+            )
         _write_torch(uio.join(uri, rng_file(self.rank)), rng_state())
         self.barrier()  # every rank's files are written
         if self.rank == 0:
@@ -134,10 +149,19 @@ class Checkpointer:
             want = [STATE] + [rng_file(r) for r in range(self.world_size)]
             missing = [n for n in want if n not in sizes]
             if missing:
-                raise RuntimeError(f"{uri}: checkpoint at step {step} is incomplete after every rank wrote it: "
-                                   f"missing {missing} (is the storage shared by every worker?)")
-            uio.write_json(uio.join(uri, MARKER), {"step": step, "world_size": self.world_size,
-                                                   "files": {n: sizes[n] for n in want}, "time": time.time()})
+                raise RuntimeError(
+                    f"{uri}: checkpoint at step {step} is incomplete after every rank wrote it: "
+                    f"missing {missing} (is the storage shared by every worker?)"
+                )
+            uio.write_json(
+                uio.join(uri, MARKER),
+                {
+                    "step": step,
+                    "world_size": self.world_size,
+                    "files": {n: sizes[n] for n in want},
+                    "time": time.time(),
+                },
+            )
             self.prune()
         self.barrier()  # recorded: a rank that dies from here on cannot lose it
         return CheckpointInfo(step=step, uri=uri, world_size=self.world_size)
@@ -150,7 +174,7 @@ class Checkpointer:
         complete = self.complete()
         if not complete:
             return []
-        keep = {c.uri for c in (complete if self.num_to_keep is None else complete[:self.num_to_keep])}
+        keep = {c.uri for c in (complete if self.num_to_keep is None else complete[: self.num_to_keep])}
         newest = complete[0].step
         removed = [uri for step, uri in self._folders() if step <= newest and uri not in keep]
         for uri in removed:
@@ -174,8 +198,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ restoring
     def restore(self, info: CheckpointInfo, model: torch.nn.Module, optimizer, scheduler) -> Restored:
-        state = torch.load(io.BytesIO(uio.read_bytes(uio.join(info.uri, STATE))), map_location="cpu",
-                           weights_only=True)
+        state = torch.load(io.BytesIO(uio.read_bytes(uio.join(info.uri, STATE))), map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -133,12 +133,21 @@ def retrieval_accuracy(model, tokenizer, pairs: CaptionPairs, limit: int = 256) 
         model.train(was)
     sim = img @ txt.T
     target = torch.arange(n)
-    return {"image_to_text": float((sim.argmax(1) == target).float().mean()),
-            "text_to_image": float((sim.argmax(0) == target).float().mean()), "n": n}
+    return {
+        "image_to_text": float((sim.argmax(1) == target).float().mean()),
+        "text_to_image": float((sim.argmax(0) == target).float().mean()),
+        "n": n,
+    }
 
 
-def pretrain(config: ClipPretrainConfig, root: str, rank: int = 0, world: int = 1, model=None,
-             on_step: Callable[[int, float], None] | None = None):
+def pretrain(
+    config: ClipPretrainConfig,
+    root: str,
+    rank: int = 0,
+    world: int = 1,
+    model=None,
+    on_step: Callable[[int, float], None] | None = None,
+):
     """Train on ``<root>/captions/train.csv``; rank ``rank`` of ``world`` takes its share of each epoch's shuffled
     order (``model`` may be the DDP-wrapped model of a Ray Train worker). -> (model, tokenizer, losses)."""
     from open_clip.loss import ClipLoss
@@ -152,8 +161,10 @@ def pretrain(config: ClipPretrainConfig, root: str, rank: int = 0, world: int = 
     inner = getattr(model, "module", model)
     pairs = CaptionPairs(root, "train", config.variant)
     if len(pairs) < config.batch_size * world:
-        raise ValueError(f"{len(pairs)} training captions for a global batch of {config.batch_size * world}: "
-                         "generate more (omg data captions --num-train N) or lower batch_size")
+        raise ValueError(
+            f"{len(pairs)} training captions for a global batch of {config.batch_size * world}: "
+            "generate more (omg data captions --num-train N) or lower batch_size"
+        )
     # several workers: each scores its images against every worker's texts and back (open_clip's --local-loss
     # --gather-with-grad), and DDP averages the gradients
     loss_fn = ClipLoss(local_loss=world > 1, gather_with_grad=world > 1, rank=rank, world_size=world)
@@ -165,7 +176,7 @@ def pretrain(config: ClipPretrainConfig, root: str, rank: int = 0, world: int = 
         epoch, k = divmod(step, per_epoch)
         order = np.random.default_rng([config.seed, epoch]).permutation(len(pairs))
         start = (k * world + rank) * config.batch_size
-        idx = order[start: start + config.batch_size]
+        idx = order[start : start + config.batch_size]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, config)
         image_features, text_features, logit_scale = model(pairs.images(idx), tokenizer([pairs.titles[i] for i in idx]))

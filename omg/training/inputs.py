@@ -22,10 +22,12 @@ def fill_padding(images: torch.Tensor, sizes, pad_value) -> torch.Tensor:
     return images
 
 
-def to_model_inputs(batch: dict, device: str | torch.device = "cpu", pad_value=None
-                    ) -> tuple[torch.Tensor, list[Target], Prompts | None]:
+def to_model_inputs(
+    batch: dict, device: str | torch.device = "cpu", pad_value=None
+) -> tuple[torch.Tensor, list[Target], Prompts | None]:
     """A built batch -> (images B x T x 3 x H x W float 0..255, targets, prompts or None). ``pad_value`` (the
     backbone's pixel mean; see :func:`fill_padding`) replaces the crop's zero padding; None keeps it black."""
+
     def tensor(x, dtype) -> torch.Tensor:  # a copy: Ray hands out read-only arrays
         return torch.from_numpy(np.array(x, dtype=dtype))
 
@@ -37,7 +39,7 @@ def to_model_inputs(batch: dict, device: str | torch.device = "cpu", pad_value=N
     masks = tensor(batch["masks"], bool)
     targets, start = [], 0
     for c in counts:
-        targets.append(Target(labels[start:start + c].to(device), masks[start:start + c].to(device)))
+        targets.append(Target(labels[start : start + c].to(device), masks[start : start + c].to(device)))
         start += c
     prompts = None
     if batch["kind"] == "location":

@@ -26,7 +26,9 @@ NO_DECAY_NAMES = ("query_feat", "query_embed", "level_embed")
 def _no_decay(model: nn.Module) -> set[int]:
     ids = set()
     for module in model.modules():
-        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)) or type(module).__name__.startswith("LayerNorm"):
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)) or type(module).__name__.startswith(
+            "LayerNorm"
+        ):
             ids.update(id(p) for p in module.parameters(recurse=False))
     for name, p in model.named_parameters():
         if any(key in _released_name(name) for key in NO_DECAY_NAMES):  # mmengine: substring match
@@ -49,13 +51,20 @@ def param_groups(model: nn.Module, cfg: OptimConfig, lr: float, backbone_lr_mult
         groups.setdefault(key, []).append(p)
     out = []
     for (backbone, nd), params in sorted(groups.items()):
-        out.append({"params": params, "lr": lr * (backbone_lr_mult if backbone else 1.0),
-                    "weight_decay": 0.0 if nd else cfg.weight_decay,
-                    "name": f"{'backbone' if backbone else 'head'}{'-no_decay' if nd else ''}"})
+        out.append(
+            {
+                "params": params,
+                "lr": lr * (backbone_lr_mult if backbone else 1.0),
+                "weight_decay": 0.0 if nd else cfg.weight_decay,
+                "name": f"{'backbone' if backbone else 'head'}{'-no_decay' if nd else ''}",
+            }
+        )
     return out
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int, backbone_lr_mult: float) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, global_batch: int, backbone_lr_mult: float
+) -> torch.optim.AdamW:
     lr = cfg.lr * global_batch / cfg.base_batch
     return torch.optim.AdamW(param_groups(model, cfg, lr, backbone_lr_mult), lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
@@ -78,4 +87,5 @@ def schedule_factor(step: int, cfg: OptimConfig, steps_per_epoch: int, total_ste
 
 def build_scheduler(optimizer, cfg: OptimConfig, steps_per_epoch: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: schedule_factor(step, cfg, steps_per_epoch, total_steps))
+        optimizer, lambda step: schedule_factor(step, cfg, steps_per_epoch, total_steps)
+    )

@@ -8,25 +8,39 @@ import random
 import numpy as np
 import torch
 
-from omg.training.inputs import to_model_inputs
 from omg.losses.criterion import Criterion
+from omg.training.inputs import to_model_inputs
 
 
-def train_step(model, batch: dict, text: torch.Tensor, criterion: Criterion, optimizer, scheduler,
-               grad_clip: float, device, amp: bool = False) -> dict[str, float]:
+def train_step(
+    model,
+    batch: dict,
+    text: torch.Tensor,
+    criterion: Criterion,
+    optimizer,
+    scheduler,
+    grad_clip: float,
+    device,
+    amp: bool = False,
+) -> dict[str, float]:
     """Forward, loss (every prediction set), backward, clip, step. ``model`` may be DDP-wrapped."""
     inner = model.module if hasattr(model, "module") else model
     images, targets, prompts = to_model_inputs(batch, device, pad_value=inner.backbone.variant.pixel_mean)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
         out = model(images, text, prompts)
-    loss = criterion([p for p in out.predictions], targets, location=prompts is not None,
-                     valid=prompts.valid if prompts is not None else None)
+    loss = criterion(
+        [p for p in out.predictions],
+        targets,
+        location=prompts is not None,
+        valid=prompts.valid if prompts is not None else None,
+    )
     total = loss.total + inner.zero_touch()  # every trainable parameter takes part (DDP)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                               grad_clip if grad_clip > 0 else float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in model.parameters() if p.requires_grad], grad_clip if grad_clip > 0 else float("inf")
+    )
     optimizer.step()
     scheduler.step()
     stats = {f"loss/{k}": float(v.detach()) for k, v in loss.terms.items()}
@@ -38,9 +52,13 @@ def train_step(model, batch: dict, text: torch.Tensor, criterion: Criterion, opt
 def rng_state() -> dict:
     """Every random generator a worker uses, in a form ``torch.load(weights_only=True)`` accepts."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                       cached], "python": list(random.getstate()[1]),
-             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -20,15 +20,23 @@ import uuid
 from typing import Any, Callable, Iterable, TypeVar
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 T = TypeVar("T")
 
 #: the fsspec package each object-store protocol needs (the ``cluster`` extra installs s3fs)
-PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
-                     "abfss": "adlfs", "hf": "huggingface_hub"}
+PROTOCOL_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "hf": "huggingface_hub",
+}
 
 
 class MissingDependency(ImportError):
@@ -47,8 +55,9 @@ def fs_and_path(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         proto = str(uri).split("://", 1)[0]
         pkg = PROTOCOL_PACKAGES.get(proto, f"the fsspec implementation of {proto}://")
         extra = " ('omg[cluster]' installs it)" if pkg == "s3fs" else ""
-        raise MissingDependency(f"{uri}: the {proto}:// protocol needs {pkg}, which is not installed: "
-                                f"pip install {pkg}{extra}") from None
+        raise MissingDependency(
+            f"{uri}: the {proto}:// protocol needs {pkg}, which is not installed: pip install {pkg}{extra}"
+        ) from None
     return fs, path
 
 
@@ -65,18 +74,52 @@ def retry_seconds() -> float:
 
 
 #: errnos that object-store clients use for a failure worth retrying (s3fs: EREMOTEIO for 5xx answers)
-_TRANSIENT_ERRNOS = {errno.EREMOTEIO, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
-                     errno.EAGAIN, errno.EBUSY, errno.EPIPE, errno.ENETUNREACH, errno.EHOSTUNREACH}
+_TRANSIENT_ERRNOS = {
+    errno.EREMOTEIO,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ECONNABORTED,
+    errno.EAGAIN,
+    errno.EBUSY,
+    errno.EPIPE,
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+}
 #: exception types (by name, from botocore, aiohttp, fsspec, asyncio) of a store that could not be reached
-_TRANSIENT_TYPES = {"EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError",
-                    "ConnectionError", "ClientConnectorError", "ClientConnectionError", "ServerDisconnectedError",
-                    "ServerTimeoutError", "ClientOSError", "FSTimeoutError", "TimeoutError", "IncompleteRead",
-                    "ResponseStreamingError", "HTTPClientError", "ProxyConnectionError"}
+_TRANSIENT_TYPES = {
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionError",
+    "ClientConnectorError",
+    "ClientConnectionError",
+    "ServerDisconnectedError",
+    "ServerTimeoutError",
+    "ClientOSError",
+    "FSTimeoutError",
+    "TimeoutError",
+    "IncompleteRead",
+    "ResponseStreamingError",
+    "HTTPClientError",
+    "ProxyConnectionError",
+}
 
 
 def _transient(err: BaseException) -> bool:
-    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError,
-                        MissingDependency, StorageError)):
+    if isinstance(
+        err,
+        (
+            FileNotFoundError,
+            PermissionError,
+            IsADirectoryError,
+            NotADirectoryError,
+            FileExistsError,
+            MissingDependency,
+            StorageError,
+        ),
+    ):
         return False
     if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
         return True
@@ -105,7 +148,7 @@ def storage_op(op: str, uri: str, fn: Callable[[], T], retry: bool = True) -> T:
             raise type(err)(err.errno or errno.EIO, f"cannot {op}: {_cause(err)}", uri) from None
         except (MissingDependency, StorageError):
             raise
-        except Exception as err:  # noqa: BLE001 - object-store clients raise many types
+        except Exception as err:
             if _transient(err) and time.monotonic() + delay < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
@@ -115,8 +158,9 @@ def storage_op(op: str, uri: str, fn: Callable[[], T], retry: bool = True) -> T:
             raise StorageError(code, f"cannot {op}: {_cause(err)}{tried}", uri) from err
 
 
-def _remote(uri: str, op: str, fn: Callable[[fsspec.AbstractFileSystem, str], T], fresh: bool = False,
-            retry: bool = True) -> T:
+def _remote(
+    uri: str, op: str, fn: Callable[[fsspec.AbstractFileSystem, str], T], fresh: bool = False, retry: bool = True
+) -> T:
     """``fn(fs, path)`` on ``uri``: through :func:`storage_op` on object storage (``fresh``: its listing cache
     dropped first), directly on the local disk."""
     fs, path = fs_and_path(uri)
@@ -162,6 +206,7 @@ def write_chunks(uri: str, chunks: Iterable[bytes]) -> None:
     """:func:`write_bytes` of the concatenated ``chunks``, written as they come (a large file in bounded memory)."""
     fs, path = fs_and_path(uri)
     if is_remote(fs):
+
         def write(fs, path):
             parent = os.path.dirname(path)
             if parent:
@@ -222,13 +267,21 @@ def write_json(uri: str, obj: Any) -> None:
 
 def sizes(uri: str) -> dict[str, int]:
     """``{base name: size in bytes}`` of the files directly in a directory."""
-    return _remote(uri, "list", lambda fs, path: {os.path.basename(e["name"].rstrip("/")): int(e["size"])
-                                                  for e in fs.ls(path, detail=True) if e.get("type") == "file"},
-                   fresh=True)
+    return _remote(
+        uri,
+        "list",
+        lambda fs, path: {
+            os.path.basename(e["name"].rstrip("/")): int(e["size"])
+            for e in fs.ls(path, detail=True)
+            if e.get("type") == "file"
+        },
+        fresh=True,
+    )
 
 
 def remove_tree(uri: str) -> None:
     """Remove a directory and everything in it (no error if it is already gone)."""
+
     def remove(fs, path):
         if fs.exists(path):
             fs.rm(path, recursive=True)
@@ -238,8 +291,12 @@ def remove_tree(uri: str) -> None:
 
 def listdir(uri: str) -> list[str]:
     """Sorted base names of the entries of a directory."""
-    return _remote(uri, "list", lambda fs, path: sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)),
-                   fresh=True)
+    return _remote(
+        uri,
+        "list",
+        lambda fs, path: sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)),
+        fresh=True,
+    )
 
 
 def isdir(uri: str) -> bool:
@@ -264,7 +321,7 @@ def glob(uri: str, pattern: str) -> list[str]:
     if not is_remote(fs):
         return sorted(found)
     prefix, base = str(uri).rstrip("/"), root.rstrip("/")
-    return sorted(prefix + p[len(base):] for p in found)
+    return sorted(prefix + p[len(base) :] for p in found)
 
 
 def put_tree(local_dir: str, uri: str) -> None:
@@ -287,9 +344,8 @@ def local_file(uri: str, suffix: str = ""):
     if not is_remote(fs):
         yield path
         return
-    import tempfile
-
     import shutil
+    import tempfile
 
     def copy():
         with fs.open(path, "rb") as src, open(local, "wb") as dst:
@@ -351,7 +407,7 @@ def image_size(data: bytes, source: str = "<bytes>") -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.height, img.width
-    except Exception as err:  # PIL raises many types
+    except Exception as err:  # noqa: BLE001 - PIL raises many types
         raise ValueError(f"{source}: cannot read the image header ({err})") from None
 
 
@@ -387,11 +443,13 @@ def decode_rgb(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_PIXEL
         w, h = img.size
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(f"{source}: refused as a decompression bomb ({err})") from None
-    except Exception as err:  # PIL raises many types
+    except Exception as err:  # noqa: BLE001 - PIL raises many types
         raise ValueError(f"{source}: cannot read the image header ({err})") from None
     if w * h > max_pixels:
-        raise ImageTooLarge(f"{source}: image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels "
-                            "(checked before decoding; raise the limit with --max-pixels)")
+        raise ImageTooLarge(
+            f"{source}: image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels "
+            "(checked before decoding; raise the limit with --max-pixels)"
+        )
     try:
         img.load()  # a truncated file raises (ImageFile.LOAD_TRUNCATED_IMAGES stays False)
         return np.asarray(img.convert("RGB"))

@@ -26,8 +26,15 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """``with Progress("synth images/train", total=300) as p: ... p.update()``."""
 
-    def __init__(self, stage: str, total: int | None = None, unit: str = "it",
-                 stream: TextIO | None = None, min_interval: float = 2.0, enabled: bool = True):
+    def __init__(
+        self,
+        stage: str,
+        total: int | None = None,
+        unit: str = "it",
+        stream: TextIO | None = None,
+        min_interval: float = 2.0,
+        enabled: bool = True,
+    ):
         self.stage, self.total, self.unit = stage, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled

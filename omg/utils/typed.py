@@ -124,7 +124,8 @@ def from_dict(cls: type, data: dict, source: str, prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise SchemaError(
-            source, _join(prefix, unknown[0]),
+            source,
+            _join(prefix, unknown[0]),
             f"unknown key (allowed here: {', '.join(sorted(fields))})",
         )
     kwargs = {}

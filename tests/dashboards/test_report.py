@@ -14,8 +14,9 @@ def _grid_run(mlflow, exp_id: str, clip_weights: str | None, pq: dict[str, float
     with mlflow.start_run(experiment_id=exp_id, run_name="grid-g", tags=tags) as parent:
         mlflow.log_params({"trials": "a,b", "description": "made up"})
         for trial, value in pq.items():
-            with mlflow.start_run(experiment_id=exp_id, run_name=trial, nested=True,
-                                  tags={"omg.trial": trial, "omg.axis.x": trial}):
+            with mlflow.start_run(
+                experiment_id=exp_id, run_name=trial, nested=True, tags={"omg.trial": trial, "omg.axis.x": trial}
+            ):
                 mlflow.log_metric("eval/ds/PQ", value)
     return parent.info.run_id
 
@@ -35,13 +36,19 @@ def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
     _grid_run(mlflow, exp_id, "", {"a": 11.0, "b": 13.0})  # the newer run of the same setting replaces it
     _grid_run(mlflow, exp_id, "tiny_convnext=/w/clip.pt;tiny_vit=/w/vit.pt", {"a": 30.0, "b": 25.0})
     runs = find_grids("g")
-    assert [g.clip_label for g in runs] == ["the trials' own CLIPs", "pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt)"]
+    assert [g.clip_label for g in runs] == [
+        "the trials' own CLIPs",
+        "pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt)",
+    ]
     assert [r.metrics["ds/PQ"] for r in runs[0].rows] == [11.0, 13.0]
 
     html = Path(build_report(tmp_path / "two", grid="g", tracking_uri=uri, with_gallery=False)).read_text()
     assert "CLIP: the trials&#x27; own CLIPs" in html and "CLIP: pretrained tiny_convnext (clip.pt)" in html
     side = list(csv.DictReader(open(tmp_path / "two" / "grid-g-clips.csv")))
     assert [(r["setting"], float(r["ds/PQ"])) for r in side] == [
-        ("a (the trials' own CLIPs)", 11.0), ("a (pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt))", 30.0),
-        ("b (the trials' own CLIPs)", 13.0), ("b (pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt))", 25.0)]
+        ("a (the trials' own CLIPs)", 11.0),
+        ("a (pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt))", 30.0),
+        ("b (the trials' own CLIPs)", 13.0),
+        ("b (pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt))", 25.0),
+    ]
     assert (tmp_path / "two" / "grid-g.csv").exists() and (tmp_path / "two" / "grid-g-clip1.csv").exists()

@@ -9,7 +9,12 @@ import yaml
 
 from omg.data import synthetic
 from omg.data.catalog import (
-    DEFAULT_CATALOG_DIR, CatalogError, expand_vars, get_entry, load_catalog, load_entry,
+    DEFAULT_CATALOG_DIR,
+    CatalogError,
+    expand_vars,
+    get_entry,
+    load_catalog,
+    load_entry,
 )
 
 PAPER_DATASETS = {
@@ -101,6 +106,7 @@ def test_extra_catalog_dir_overrides(tmp_path, monkeypatch):
 
 # ---- malformed files --------------------------------------------------------------------
 
+
 def _base() -> dict:
     return yaml.safe_load((DEFAULT_CATALOG_DIR / "omg-shapes.yaml").read_text())
 
@@ -126,27 +132,30 @@ def _mutate(data: dict, dotted: str, value) -> dict:
 _DELETE = object()
 
 
-@pytest.mark.parametrize("dotted,value,key,fragment", [
-    ("colour", "red", "colour", "unknown key"),
-    ("format", _DELETE, "format", "missing required key"),
-    ("format", "coco_json", "format", "expected one of"),
-    ("modality", 3, "modality", "expected one of"),
-    ("tasks", ["panoptic", "depth"], "tasks.1", "expected one of"),
-    ("tasks", ["vis"], "tasks", "does not fit modality"),
-    ("evaluators", ["pq", "ytvis_ap"], "evaluators", "scores task 'vis'"),
-    ("splits.train.images", 3, "splits.train.images", "expected a string"),
-    ("splits.train.panoptic_json", _DELETE, "splits.train.panoptic_json", "missing"),
-    ("splits.train.frames", "x", "splits.train.frames", "unknown key for format"),
-    ("classes.1.id", 1, "classes.1.id", "duplicate class id"),
-    ("classes.0.isthing", "yes", "classes.0.isthing", "expected true/false"),
-    ("classes.0.synonyms", [], "classes.0", "no synonyms"),
-    ("classes.0.synonyms", ["a, b"], "classes.0", "without commas"),
-    ("classes", [], "classes", "class_agnostic"),
-    ("sampling.repeat_factor", -1, "sampling", "repeat_factor must be >= 0"),
-    ("sampling.resize_range", [2.0, 1.0], "sampling", "resize_range"),
-    ("name", "other", "name", "must equal the file name"),
-    ("root", "  ", "root", "must not be empty"),
-])
+@pytest.mark.parametrize(
+    "dotted,value,key,fragment",
+    [
+        ("colour", "red", "colour", "unknown key"),
+        ("format", _DELETE, "format", "missing required key"),
+        ("format", "coco_json", "format", "expected one of"),
+        ("modality", 3, "modality", "expected one of"),
+        ("tasks", ["panoptic", "depth"], "tasks.1", "expected one of"),
+        ("tasks", ["vis"], "tasks", "does not fit modality"),
+        ("evaluators", ["pq", "ytvis_ap"], "evaluators", "scores task 'vis'"),
+        ("splits.train.images", 3, "splits.train.images", "expected a string"),
+        ("splits.train.panoptic_json", _DELETE, "splits.train.panoptic_json", "missing"),
+        ("splits.train.frames", "x", "splits.train.frames", "unknown key for format"),
+        ("classes.1.id", 1, "classes.1.id", "duplicate class id"),
+        ("classes.0.isthing", "yes", "classes.0.isthing", "expected true/false"),
+        ("classes.0.synonyms", [], "classes.0", "no synonyms"),
+        ("classes.0.synonyms", ["a, b"], "classes.0", "without commas"),
+        ("classes", [], "classes", "class_agnostic"),
+        ("sampling.repeat_factor", -1, "sampling", "repeat_factor must be >= 0"),
+        ("sampling.resize_range", [2.0, 1.0], "sampling", "resize_range"),
+        ("name", "other", "name", "must equal the file name"),
+        ("root", "  ", "root", "must not be empty"),
+    ],
+)
 def test_malformed_entries(tmp_path, dotted, value, key, fragment):
     path = _write(tmp_path, _mutate(_base(), dotted, value))
     with pytest.raises(CatalogError) as info:

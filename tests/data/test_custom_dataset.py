@@ -13,8 +13,8 @@ import yaml
 
 from omg.cli import main as omg_main
 from omg.data.catalog import load_catalog
-
 from tests import FIXTURES, ROOT
+
 FIX = FIXTURES / "official"
 FINETUNE = str(ROOT / "pipelines/configs/finetune_demo.yaml")
 
@@ -27,31 +27,57 @@ def user_catalog(tmp_path, monkeypatch) -> Path:
 
 
 def test_catalog_add_finds_splits_and_classes_and_writes_a_valid_entry(user_catalog, capsys):
-    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root",
-                     str(FIX / "coco-panopticapi")]) == 0
+    assert (
+        omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"wrote {user_catalog / 'my-coco.yaml'}" in out and "133 classes (80 things, 53 stuff)" in out
     assert "omg preprocess --dataset my-coco" in out and "model.init_from=" in out
     entry = load_catalog()["my-coco"]
-    assert entry.splits == {"examples": {"images": "input_images", "panoptic_json": "panoptic_examples.json",
-                                         "panoptic_masks": "panoptic_examples"}}
+    assert entry.splits == {
+        "examples": {
+            "images": "input_images",
+            "panoptic_json": "panoptic_examples.json",
+            "panoptic_masks": "panoptic_examples",
+        }
+    }
     assert entry.classes[0].name == "person" and entry.classes[0].synonyms == ("person",) and entry.classes[0].isthing
     assert omg_main(["data", "validate", "--dataset", "my-coco"]) == 0
     # again: refused, then replaced with --overwrite; a built-in name is refused
-    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi")]) == 2
+    assert (
+        omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi")])
+        == 2
+    )
     assert "exists" in capsys.readouterr().err
-    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi"),
-                     "--overwrite"]) == 0
+    assert (
+        omg_main(
+            [
+                "catalog",
+                "add",
+                "my-coco",
+                "--format",
+                "coco_panoptic",
+                "--root",
+                str(FIX / "coco-panopticapi"),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert omg_main(["catalog", "add", "vipseg", "--format", "vipseg", "--root", str(FIX / "vipseg/VIPSeg_720P")]) == 2
     assert "exists already" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fmt,root,splits,classes", [
-    ("vipseg", "vipseg/VIPSeg_720P", ["train", "val"], 124),
-    ("ade20k_panoptic", "ade20k/ADEChallengeData2016", ["train", "val"], 150),
-    ("cityscapes_panoptic", "cityscapes", ["val"], 19),
-    ("coco_panoptic", "cityscapes/gtFine", None, None),  # images nowhere near: told to name the split's files
-])
+@pytest.mark.parametrize(
+    "fmt,root,splits,classes",
+    [
+        ("vipseg", "vipseg/VIPSeg_720P", ["train", "val"], 124),
+        ("ade20k_panoptic", "ade20k/ADEChallengeData2016", ["train", "val"], 150),
+        ("cityscapes_panoptic", "cityscapes", ["val"], 19),
+        ("coco_panoptic", "cityscapes/gtFine", None, None),  # images nowhere near: told to name the split's files
+    ],
+)
 def test_catalog_add_on_other_official_layouts(user_catalog, capsys, fmt, root, splits, classes):
     rc = omg_main(["catalog", "add", "mine", "--format", fmt, "--root", str(FIX / root)])
     if splits is None:
@@ -65,16 +91,21 @@ def test_catalog_add_on_other_official_layouts(user_catalog, capsys, fmt, root, 
 
 def test_catalog_add_with_explicit_split_paths(user_catalog, capsys):
     root = FIX / "cityscapes"
-    split = ("val:images=leftImg8bit/val,panoptic_json=gtFine/cityscapes_panoptic_val_trainId.json,"
-             "panoptic_masks=gtFine/cityscapes_panoptic_val_trainId")
-    assert omg_main(["catalog", "add", "my-city", "--format", "coco_panoptic", "--root", str(root), "--split", split]) == 0
+    split = (
+        "val:images=leftImg8bit/val,panoptic_json=gtFine/cityscapes_panoptic_val_trainId.json,"
+        "panoptic_masks=gtFine/cityscapes_panoptic_val_trainId"
+    )
+    assert (
+        omg_main(["catalog", "add", "my-city", "--format", "coco_panoptic", "--root", str(root), "--split", split]) == 0
+    )
     entry = load_catalog()["my-city"]
     assert entry.splits["val"]["panoptic_json"] == "gtFine/cityscapes_panoptic_val_trainId.json"
     assert [c.name for c in entry.classes][:3] == ["road", "sidewalk", "building"]
 
 
-def test_video_layouts_added_to_the_catalog_are_trainable_as_written(user_catalog, ray_local, tiny_shapes, tmp_path,
-                                                                      capsys):
+def test_video_layouts_added_to_the_catalog_are_trainable_as_written(
+    user_catalog, ray_local, tiny_shapes, tmp_path, capsys
+):
     """`omg catalog add` on a DAVIS layout gives an entry that fine-tuning samples (repeat factor 1, not the
     built-in davis-17's 0: the paper only evaluates on it), and on a YouTube-VIS layout it also finds the
     unlabelled valid.json (videos, no annotations), the split a user predicts on."""
@@ -88,8 +119,9 @@ def test_video_layouts_added_to_the_catalog_are_trainable_as_written(user_catalo
     assert entry.sampling.repeat_factor == 1.0 and entry.sampling.mode == "clip" and list(entry.splits) == ["train"]
     assert omg_main(["preprocess", "--dataset", "my-davis", "--out", str(tmp_path / "shards"), "--quiet"]) == 0
     uri = str(tmp_path / "shards/my-davis/train")
-    builder = BatchBuilder(IngestConfig(crop_size=(64, 64), batch_size=2, datasets=(
-        DatasetSpec("my-davis", uri, entry.sampling),)))
+    builder = BatchBuilder(
+        IngestConfig(crop_size=(64, 64), batch_size=2, datasets=(DatasetSpec("my-davis", uri, entry.sampling),))
+    )
     plan = PlanDataset(builder, 0)
     assert read_manifest(uri)["rows"] == 3 and len(plan) > 0, "fine-tuning by name samples the new entry"
     batch = plan[0]
@@ -103,11 +135,14 @@ def test_video_layouts_added_to_the_catalog_are_trainable_as_written(user_catalo
     valid.pop("annotations")
     (root / "valid.json").write_text(json.dumps(valid))
     capsys.readouterr()
-    assert omg_main(["catalog", "add", "my-vis", "--format", "youtube_vis", "--root", str(root)]) == 0, \
+    assert omg_main(["catalog", "add", "my-vis", "--format", "youtube_vis", "--root", str(root)]) == 0, (
         capsys.readouterr().err
+    )
     vis = load_catalog()["my-vis"]
-    assert vis.splits == {"train": {"frames": "train/JPEGImages", "annotations": "train.json"},
-                          "valid": {"frames": "valid/JPEGImages", "annotations": "valid.json"}}
+    assert vis.splits == {
+        "train": {"frames": "train/JPEGImages", "annotations": "train.json"},
+        "valid": {"frames": "valid/JPEGImages", "annotations": "valid.json"},
+    }
 
 
 def _init_checkpoint(path: Path, **changes) -> str:
@@ -124,14 +159,24 @@ def _init_checkpoint(path: Path, **changes) -> str:
 def test_your_own_data_in_four_commands(user_catalog, ray_local, tmp_path, capsys):
     from pipelines.joint_train import main as train_main
 
-    assert omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root",
-                     str(FIX / "coco-panopticapi")]) == 0
+    assert (
+        omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi")])
+        == 0
+    )
     assert omg_main(["preprocess", "--dataset", "my-coco", "--out", str(tmp_path / "shards"), "--quiet"]) == 0
     init = _init_checkpoint(tmp_path / "start.pt")
     capsys.readouterr()
-    args = ["--config", FINETUNE, "data.datasets=[{name: my-coco, split: examples}]", f"model.init_from={init}",
-            f"data.shards={tmp_path / 'shards'}", f"checkpoint.storage_path={tmp_path / 'train'}", "optim.max_steps=4",
-            "checkpoint.every_steps=4", "--no-mlflow"]
+    args = [
+        "--config",
+        FINETUNE,
+        "data.datasets=[{name: my-coco, split: examples}]",
+        f"model.init_from={init}",
+        f"data.shards={tmp_path / 'shards'}",
+        f"checkpoint.storage_path={tmp_path / 'train'}",
+        "optim.max_steps=4",
+        "checkpoint.every_steps=4",
+        "--no-mlflow",
+    ]
     assert train_main(args) == 0
     cap = capsys.readouterr()
     info = json.loads(cap.out.strip().splitlines()[-1])
@@ -139,11 +184,25 @@ def test_your_own_data_in_four_commands(user_catalog, ray_local, tmp_path, capsy
     from omg.inference.predictor import OMGPredictor
 
     tuned = OMGPredictor.from_checkpoint(info["model"])
-    assert len(tuned.training_vocabulary) == 133 and tuned.training_vocabulary.display[0] == "person", \
+    assert len(tuned.training_vocabulary) == 133 and tuned.training_vocabulary.display[0] == "person", (
         "the fine-tuned model carries the new dataset's vocabulary"
+    )
     assert tuned.model.config.init_from is None, "exports do not point at the file they started from"
-    assert omg_main(["eval", "--checkpoint", info["model"], "--pair", "my-coco:examples:panoptic", "--out",
-                     str(tmp_path / "eval"), "--no-mlflow"]) == 0
+    assert (
+        omg_main(
+            [
+                "eval",
+                "--checkpoint",
+                info["model"],
+                "--pair",
+                "my-coco:examples:panoptic",
+                "--out",
+                str(tmp_path / "eval"),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     result = json.loads(next((tmp_path / "eval").rglob("result.json")).read_text())
     assert result["dataset"] == "my-coco" and result["task"] == "panoptic" and "PQ" in result["metrics"]
 

@@ -16,9 +16,9 @@ from pycocotools import mask as mask_utils
 from omg.data.catalog import get_entry
 from omg.data.decode import decode_frames, decode_masks
 from omg.data.formats import get_reader
+from omg.data.formats.davis import DAVIS_PALETTE
 from omg.data.masks import id2rgb, rgb2id, rle_encode
 from omg.data.records import BadRecord, Sample
-from omg.data.formats.davis import DAVIS_PALETTE
 
 H, W = 24, 32
 
@@ -63,6 +63,7 @@ def _rect(y0, y1, x0, x1, size=(H, W)):
 
 # ------------------------------------------------------------------------------ omg-shapes, every format
 
+
 def test_omg_shapes_panoptic_roundtrip(tiny_shapes):
     reader = get_reader(get_entry("omg-shapes"), "val", tiny_shapes)
     doc = json.loads((Path(tiny_shapes) / "annotations/panoptic_val.json").read_text())
@@ -71,8 +72,9 @@ def test_omg_shapes_panoptic_roundtrip(tiny_shapes):
     for item, ann in zip(items, sorted(doc["annotations"], key=lambda a: str(a["image_id"]))):
         s = reader.load(item)
         pan = rgb2id(np.array(Image.open(Path(tiny_shapes) / "annotations/panoptic_val" / ann["file_name"])))
-        assert [(g.id, g.category_id, int(g.iscrowd), g.areas[0]) for g in s.segments] == \
-               [(i["id"], i["category_id"], i["iscrowd"], i["area"]) for i in ann["segments_info"]]
+        assert [(g.id, g.category_id, int(g.iscrowd), g.areas[0]) for g in s.segments] == [
+            (i["id"], i["category_id"], i["iscrowd"], i["area"]) for i in ann["segments_info"]
+        ]
         masks = decode_masks(s)
         for g, m in zip(s.segments, masks):
             assert np.array_equal(m[0], pan == g.id)
@@ -108,14 +110,15 @@ def test_omg_shapes_video_formats_agree(tiny_shapes):
 
 # ------------------------------------------------------------------------------ hand-made COCO panoptic
 
+
 def _coco_panoptic(root: Path, image_dir="images", cats=None, png_ids=None, json_extra=None, image_name="1.jpg"):
     """2 images; image 1 has stuff, a thing, a crowd region and VOID."""
     pan = np.zeros((H, W), np.int64)
-    pan[:12] = 5            # stuff (sky)
-    pan[12:] = 6            # stuff (grass)
-    pan[4:10, 4:12] = 7     # thing
-    pan[14:20, 20:30] = 8   # crowd
-    pan[:, 30:] = 0         # VOID strip
+    pan[:12] = 5  # stuff (sky)
+    pan[12:] = 6  # stuff (grass)
+    pan[4:10, 4:12] = 7  # thing
+    pan[14:20, 20:30] = 8  # crowd
+    pan[:, 30:] = 0  # VOID strip
     if png_ids:
         for a, b in png_ids.items():
             pan[pan == a] = b
@@ -123,11 +126,15 @@ def _coco_panoptic(root: Path, image_dir="images", cats=None, png_ids=None, json
     (root / "ann").mkdir(parents=True, exist_ok=True)
     _png(root / "ann/pan/1.png", id2rgb(pan))
     _jpg(root / image_dir / image_name)
-    infos = [{"id": i, "category_id": c, "iscrowd": int(i == 8), "area": int((pan == i).sum()), "bbox": [0, 0, 1, 1]}
-             for i, c in cats.items()]
-    doc = {"images": [{"id": 1, "file_name": image_name.split("/")[-1], "width": W, "height": H}],
-           "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": infos}],
-           "categories": []}
+    infos = [
+        {"id": i, "category_id": c, "iscrowd": int(i == 8), "area": int((pan == i).sum()), "bbox": [0, 0, 1, 1]}
+        for i, c in cats.items()
+    ]
+    doc = {
+        "images": [{"id": 1, "file_name": image_name.split("/")[-1], "width": W, "height": H}],
+        "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": infos}],
+        "categories": [],
+    }
     if json_extra:
         json_extra(doc)
     (root / "ann/pan.json").write_text(json.dumps(doc))
@@ -162,10 +169,14 @@ def test_coco_sam_handmade(tmp_path):
 
 def test_cityscapes_layout_and_train_ids(tmp_path):
     name = "frankfurt_000000_000294_leftImg8bit.png"
-    _coco_panoptic(tmp_path, image_dir="leftImg8bit/val", cats={5: 10, 6: 0, 7: 11, 8: 13},
-                   image_name=f"frankfurt/{name}")
-    entry = _entry("cityscapes-panoptic", tmp_path, {"images": "leftImg8bit/val", "panoptic_json": "ann/pan.json",
-                                                      "panoptic_masks": "ann/pan"})
+    _coco_panoptic(
+        tmp_path, image_dir="leftImg8bit/val", cats={5: 10, 6: 0, 7: 11, 8: 13}, image_name=f"frankfurt/{name}"
+    )
+    entry = _entry(
+        "cityscapes-panoptic",
+        tmp_path,
+        {"images": "leftImg8bit/val", "panoptic_json": "ann/pan.json", "panoptic_masks": "ann/pan"},
+    )
     (s,) = list(get_reader(entry, "s"))
     assert s.frame_names == [f"frankfurt/{name}"]
     assert {g.category_id for g in s.segments} == {10, 0, 11, 13}
@@ -182,8 +193,12 @@ def test_a_json_segment_with_no_pixel_makes_the_record_bad(tmp_path):
     """A segment the JSON lists without a pixel in the PNG is damaged data (panopticapi refuses such a JSON): the
     record is bad, named with the PNG, the image and the field, whatever its class (ADE20K's covered stuff aside:
     tests/data/test_official_layouts.py)."""
-    _coco_panoptic(tmp_path, json_extra=lambda d: d["annotations"][0]["segments_info"].append(
-        {"id": 77, "category_id": 1, "iscrowd": 0, "area": 1, "bbox": [0, 0, 1, 1]}))
+    _coco_panoptic(
+        tmp_path,
+        json_extra=lambda d: d["annotations"][0]["segments_info"].append(
+            {"id": 77, "category_id": 1, "iscrowd": 0, "area": 1, "bbox": [0, 0, 1, 1]}
+        ),
+    )
     reader = get_reader(_entry("omg-shapes", tmp_path, {**PAN_SPLIT}), "s")
     with pytest.raises(BadRecord) as info:
         list(reader)
@@ -192,13 +207,16 @@ def test_a_json_segment_with_no_pixel_makes_the_record_bad(tmp_path):
     assert not reader.dropped
 
 
-@pytest.mark.parametrize("defect,field,fragment", [
-    ("png_extra_id", "segments_info", "in the PNG but not in the JSON"),
-    ("unknown_category", "category_id", "unknown category 99"),
-    ("truncated_image", "file_name", "unreadable, truncated or corrupt image"),
-    ("missing_png", "file_name", "file is missing"),
-    ("size_mismatch", "file_name", "does not match the image's"),
-])
+@pytest.mark.parametrize(
+    "defect,field,fragment",
+    [
+        ("png_extra_id", "segments_info", "in the PNG but not in the JSON"),
+        ("unknown_category", "category_id", "unknown category 99"),
+        ("truncated_image", "file_name", "unreadable, truncated or corrupt image"),
+        ("missing_png", "file_name", "file is missing"),
+        ("size_mismatch", "file_name", "does not match the image's"),
+    ],
+)
 def test_coco_panoptic_bad_records(tmp_path, defect, field, fragment):
     kwargs = {}
     if defect == "png_extra_id":
@@ -222,48 +240,102 @@ def test_coco_panoptic_bad_records(tmp_path, defect, field, fragment):
 
 # ------------------------------------------------------------------------------ COCO instances
 
+
 def test_coco_instances_polygons_rle_and_overlap(tmp_path):
     _jpg(tmp_path / "images/1.jpg")
     a = _rect(2, 12, 2, 12)
-    b = _rect(6, 20, 6, 28)  # overlaps a
     c = _rect(0, 4, 20, 32)
     counts = _uncompressed_counts(c)  # uncompressed RLE (list counts), as some official files have
     anns = [
-        {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle_encode(a), "area": 100, "bbox": [2, 2, 10, 10]},
-        {"id": 2, "image_id": 1, "category_id": 2, "iscrowd": 0,
-         "segmentation": [[6, 6, 28, 6, 28, 20, 6, 20]], "area": 308, "bbox": [6, 6, 22, 14]},
-        {"id": 3, "image_id": 1, "category_id": 3, "iscrowd": 1, "segmentation": {"size": [H, W], "counts": counts},
-         "area": 48, "bbox": [20, 0, 12, 4]},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": rle_encode(a),
+            "area": 100,
+            "bbox": [2, 2, 10, 10],
+        },
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 2,
+            "iscrowd": 0,
+            "segmentation": [[6, 6, 28, 6, 28, 20, 6, 20]],  # a polygon of rows 6-20, columns 6-28: overlaps a
+            "area": 308,
+            "bbox": [6, 6, 22, 14],
+        },
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 3,
+            "iscrowd": 1,
+            "segmentation": {"size": [H, W], "counts": counts},
+            "area": 48,
+            "bbox": [20, 0, 12, 4],
+        },
     ]
-    (tmp_path / "inst.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg", "width": W, "height": H}],
-                                                     "annotations": anns, "categories": []}))
-    entry = dataclasses.replace(get_entry("omg-shapes"), format="coco_instances", root=str(tmp_path),
-                                splits={"s": {"images": "images", "instances_json": "inst.json"}})
+    (tmp_path / "inst.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "1.jpg", "width": W, "height": H}],
+                "annotations": anns,
+                "categories": [],
+            }
+        )
+    )
+    entry = dataclasses.replace(
+        get_entry("omg-shapes"),
+        format="coco_instances",
+        root=str(tmp_path),
+        splits={"s": {"images": "images", "instances_json": "inst.json"}},
+    )
     (s,) = list(get_reader(entry, "s"))
     assert s.mask_kind == "rle" and [g.id for g in s.segments] == [1, 2, 3]
     m = decode_masks(s)[:, 0]
     assert np.array_equal(m[0], a) and np.array_equal(m[2], c)
     assert (m[0] & m[1]).any(), "instances may overlap"
     assert s.segments[2].iscrowd and s.segments[2].areas == [48]
-    poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([[6, 6, 28, 6, 28, 20, 6, 20]], H, W))).astype(bool)
+    poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([[6, 6, 28, 6, 28, 20, 6, 20]], H, W))).astype(
+        bool
+    )
     assert np.array_equal(m[1], poly)
 
 
 # ------------------------------------------------------------------------------ YouTube-VIS
+
 
 def test_youtube_vis_null_frames_polygons_and_uncompressed_rle(tmp_path):
     for t in range(3):
         _jpg(tmp_path / f"frames/vid/{t:05d}.jpg", seed=t)
     m0, m2 = _rect(2, 10, 2, 10), _rect(4, 12, 4, 12)
     counts = _uncompressed_counts(m2)
-    doc = {"videos": [{"id": 1, "width": W, "height": H, "length": 3, "file_names": [f"vid/{t:05d}.jpg" for t in range(3)]}],
-           "annotations": [{"id": 9, "video_id": 1, "category_id": 1, "iscrowd": 0,
-                            "segmentations": [rle_encode(m0), None, {"size": [H, W], "counts": counts}],
-                            "areas": [64, None, 64], "bboxes": [[2, 2, 8, 8], None, [4, 4, 8, 8]]},
-                           {"id": 10, "video_id": 1, "category_id": 2, "iscrowd": 0,
-                            "segmentations": [None, [[0, 0, 10, 0, 10, 10, 0, 10]], None],
-                            "areas": [None, 100, None], "bboxes": [None, [0, 0, 10, 10], None]}],
-           "categories": []}
+    doc = {
+        "videos": [
+            {"id": 1, "width": W, "height": H, "length": 3, "file_names": [f"vid/{t:05d}.jpg" for t in range(3)]}
+        ],
+        "annotations": [
+            {
+                "id": 9,
+                "video_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentations": [rle_encode(m0), None, {"size": [H, W], "counts": counts}],
+                "areas": [64, None, 64],
+                "bboxes": [[2, 2, 8, 8], None, [4, 4, 8, 8]],
+            },
+            {
+                "id": 10,
+                "video_id": 1,
+                "category_id": 2,
+                "iscrowd": 0,
+                "segmentations": [None, [[0, 0, 10, 0, 10, 10, 0, 10]], None],
+                "areas": [None, 100, None],
+                "bboxes": [None, [0, 0, 10, 10], None],
+            },
+        ],
+        "categories": [],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(doc))
     entry = _entry("omg-shapes-vis", tmp_path, {"frames": "frames", "annotations": "ann.json"})
     (s,) = list(get_reader(entry, "s"))
@@ -281,9 +353,11 @@ def test_youtube_vis_null_frames_polygons_and_uncompressed_rle(tmp_path):
 
 def test_youtube_vis_frame_count_mismatch(tmp_path):
     _jpg(tmp_path / "frames/vid/00000.jpg")
-    doc = {"videos": [{"id": 1, "width": W, "height": H, "length": 1, "file_names": ["vid/00000.jpg"]}],
-           "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [None, None]}],
-           "categories": []}
+    doc = {
+        "videos": [{"id": 1, "width": W, "height": H, "length": 1, "file_names": ["vid/00000.jpg"]}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [None, None]}],
+        "categories": [],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(doc))
     entry = _entry("omg-shapes-vis", tmp_path, {"frames": "frames", "annotations": "ann.json"})
     reader = get_reader(entry, "s")
@@ -294,13 +368,14 @@ def test_youtube_vis_frame_count_mismatch(tmp_path):
 
 # ------------------------------------------------------------------------------ VIPSeg raw panomasks
 
+
 def test_vipseg_raw_panomasks(tmp_path):
     raw = np.zeros((H, W), np.uint16)
-    raw[:10] = 29          # stuff: class 28 (sky)
-    raw[10:] = 16          # stuff: class 15 (grass)
-    raw[2:8, 2:8] = 301    # thing: class 2 (door), instance 1
+    raw[:10] = 29  # stuff: class 28 (sky)
+    raw[10:] = 16  # stuff: class 15 (grass)
+    raw[2:8, 2:8] = 301  # thing: class 2 (door), instance 1
     raw[12:18, 12:18] = 302  # door, instance 2
-    raw[20:, :4] = 200     # the known VOID "bug" value
+    raw[20:, :4] = 200  # the known VOID "bug" value
     for t in range(2):
         _jpg(tmp_path / f"images/v1/{t:05d}.jpg", seed=t)
         _png(tmp_path / f"panomasks/v1/{t:05d}.png", raw)
@@ -319,12 +394,28 @@ def test_vipseg_track_category_change_is_bad(tmp_path):
         _jpg(tmp_path / f"images/v1/{t:05d}.jpg", seed=t)
         pan = np.full((H, W), 7, np.int64)
         _png(tmp_path / f"pan/v1/{t:05d}.png", id2rgb(pan))
-    doc = {"videos": [{"video_id": "v1", "images": [{"id": t, "file_name": f"{t:05d}.jpg", "width": W, "height": H}
-                                                    for t in range(2)]}],
-           "annotations": [{"video_id": "v1", "annotations": [
-               {"image_id": t, "file_name": f"{t:05d}.png",
-                "segments_info": [{"id": 7, "category_id": 28 if t == 0 else 15, "iscrowd": 0}]} for t in range(2)]}],
-           "categories": []}
+    doc = {
+        "videos": [
+            {
+                "video_id": "v1",
+                "images": [{"id": t, "file_name": f"{t:05d}.jpg", "width": W, "height": H} for t in range(2)],
+            }
+        ],
+        "annotations": [
+            {
+                "video_id": "v1",
+                "annotations": [
+                    {
+                        "image_id": t,
+                        "file_name": f"{t:05d}.png",
+                        "segments_info": [{"id": 7, "category_id": 28 if t == 0 else 15, "iscrowd": 0}],
+                    }
+                    for t in range(2)
+                ],
+            }
+        ],
+        "categories": [],
+    }
     (tmp_path / "pan.json").write_text(json.dumps(doc))
     entry = _entry("vipseg", tmp_path, {"frames": "images", "panoptic_masks": "pan", "panoptic_json": "pan.json"})
     reader = get_reader(entry, "s")
@@ -334,11 +425,12 @@ def test_vipseg_track_category_change_is_bad(tmp_path):
 
 # ------------------------------------------------------------------------------ VSPW and DAVIS
 
+
 def test_vspw_zero_255_reduction(tmp_path):
-    raw = np.zeros((H, W), np.uint8)   # 0 = "others" -> ignore
-    raw[:, 8:16] = 1                   # class 0 (wall)
-    raw[:, 16:24] = 124                # class 123
-    raw[:, 24:] = 255                  # ignore
+    raw = np.zeros((H, W), np.uint8)  # 0 = "others" -> ignore
+    raw[:, 8:16] = 1  # class 0 (wall)
+    raw[:, 16:24] = 124  # class 123
+    raw[:, 24:] = 255  # ignore
     for t in range(2):
         _jpg(tmp_path / f"data/v1/origin/{t:05d}.jpg", seed=t)
         _png(tmp_path / f"data/v1/mask/{t:05d}.png", raw)
@@ -362,12 +454,14 @@ def test_davis_indexed_pngs(tmp_path):
     for t in range(3):
         _jpg(tmp_path / f"JPEGImages/v1/{t:05d}.jpg", seed=t)
         idx = np.zeros((H, W), np.uint8)
-        idx[2:8, 2 + t:8 + t] = 1
+        idx[2:8, 2 + t : 8 + t] = 1
         idx[10:16, 10:20] = 2 if t < 2 else 0  # object 2 leaves in the last frame
-        idx[20:, :] = 255                       # ignore
+        idx[20:, :] = 255  # ignore
         _png(tmp_path / f"Annotations/v1/{t:05d}.png", idx, palette=DAVIS_PALETTE)
     (tmp_path / "val.txt").write_text("v1\n")
-    entry = _entry("omg-shapes-vos", tmp_path, {"frames": "JPEGImages", "annotations": "Annotations", "imageset": "val.txt"})
+    entry = _entry(
+        "omg-shapes-vos", tmp_path, {"frames": "JPEGImages", "annotations": "Annotations", "imageset": "val.txt"}
+    )
     (s,) = list(get_reader(entry, "s"))
     assert [g.id for g in s.segments] == [1, 2] and s.segments[1].present() == [True, True, False]
     assert Image.open(io.BytesIO(s.masks[0])).mode == "P"
@@ -396,8 +490,11 @@ def test_readers_take_fsspec_uris(tiny_shapes):
 
     mem = fsspec.filesystem("memory")
     base = Path(tiny_shapes)
-    for rel in ["annotations/panoptic_val.json"] + [f"annotations/panoptic_val/{p.name}" for p in (base / "annotations/panoptic_val").iterdir()] \
-            + [f"images/val/{p.name}" for p in (base / "images/val").iterdir()]:
+    for rel in (
+        ["annotations/panoptic_val.json"]
+        + [f"annotations/panoptic_val/{p.name}" for p in (base / "annotations/panoptic_val").iterdir()]
+        + [f"images/val/{p.name}" for p in (base / "images/val").iterdir()]
+    ):
         with mem.open(f"/omg-shapes-uri/{rel}", "wb") as f:
             f.write((base / rel).read_bytes())
     local = get_reader(get_entry("omg-shapes"), "val", tiny_shapes)

@@ -10,20 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from omg.data.catalog import get_entry, load_catalog
-from omg.data.catalog import Sampling
+from omg.data.catalog import Sampling, get_entry, load_catalog
 from omg.data.ingest import BatchBuilder, DatasetSpec, IngestConfig, PlanDataset
-from omg.training.inputs import to_model_inputs
 from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spaces
 from omg.data.sampling import epoch_plan, worker_plan
 from omg.data.transforms import Augment, augment, clip_indices, sample_prompts
+from omg.training.inputs import to_model_inputs
 from pipelines.preprocess import preprocess_split
-
 
 # ------------------------------------------------------------------------------ label space
 
+
 def test_merged_label_space_of_the_paper():
-    """COCO + YT-VIS 19 + VIPSeg + Cityscapes = 136 things + 101 stuff; with YT-VIS 21: 139 + 101 (docs/model.md §8.2)."""
+    """COCO + YT-VIS 19 + VIPSeg + Cityscapes = 136 things + 101 stuff; with YT-VIS 21: 139 + 101
+    (docs/model.md §8.2)."""
+
     def merged(names):
         return merge_label_spaces([DatasetClasses.from_entry(get_entry(n)) for n in names])
 
@@ -45,7 +46,9 @@ def test_merged_label_space_of_the_paper():
 
 def test_class_agnostic_and_heldout():
     cat = load_catalog()
-    ls = merge_label_spaces([DatasetClasses.from_entry(cat[n]) for n in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps")])
+    ls = merge_label_spaces(
+        [DatasetClasses.from_entry(cat[n]) for n in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps")]
+    )
     assert ls.num_classes == 8, "hexagon and cross are held out of the training vocabulary"
     assert ls.map("omg-shapes-sam", 3) == IGNORE
     with pytest.raises(KeyError, match="category 5 of dataset 'omg-shapes'"):
@@ -53,6 +56,7 @@ def test_class_agnostic_and_heldout():
 
 
 # ------------------------------------------------------------------------------ sampling
+
 
 def test_sampler_proportions_match_repeat_factors():
     sizes = {"coco": 1000, "ytvis": 100, "city": 60}
@@ -80,6 +84,7 @@ def test_plan_is_deterministic_and_split_over_workers():
 
 # ------------------------------------------------------------------------------ transforms
 
+
 def test_augment_shares_resize_and_flip_across_frames():
     frames = np.zeros((2, 40, 60, 3), np.uint8)
     masks = np.zeros((1, 2, 40, 60), bool)
@@ -90,7 +95,7 @@ def test_augment_shares_resize_and_flip_across_frames():
     assert f.shape == (2, 32, 48, 3) and m.shape == (1, 2, 32, 48)
     assert np.array_equal(m[0, 0], m[0, 1]) and np.array_equal(f[0], f[1])
     assert np.array_equal(m[0, 0], f[0, ..., 0] > 127), "masks stay aligned with the pixels"
-    assert not f[:, valid[0]:].any() and not f[:, :, valid[1]:].any(), "padding is zero"
+    assert not f[:, valid[0] :].any() and not f[:, :, valid[1] :].any(), "padding is zero"
 
 
 def test_id_maps_pad_with_the_ignore_value():
@@ -116,8 +121,9 @@ def test_the_random_resize_keeps_the_ratio_as_mmcv():
 def test_pseudo_video_crops_are_independent():
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     frames[1] = frames[0]
-    f, _, _ = augment(frames, np.zeros((0, 2, 64, 64), bool), Augment((32, 32), (2.0, 2.0), 0.0, True),
-                      np.random.default_rng(1))
+    f, _, _ = augment(
+        frames, np.zeros((0, 2, 64, 64), bool), Augment((32, 32), (2.0, 2.0), 0.0, True), np.random.default_rng(1)
+    )
     assert not np.array_equal(f[0], f[1])
 
 
@@ -142,22 +148,31 @@ def test_clip_indices_and_prompts():
 
 # ------------------------------------------------------------------------------ batches from shards
 
+
 @pytest.fixture(scope="module")
 def shard_root(ray_local, tiny_shapes, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     catalog = load_catalog()
     for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps"):
-        preprocess_split(catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
+        preprocess_split(
+            catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None
+        )
     return out
 
 
 def _config(root, **kw) -> IngestConfig:
-    base = dict(crop_size=(64, 64), batch_size=2, num_prompts=6, seed=0, datasets=(
-        DatasetSpec("omg-shapes", str(root / "omg-shapes/train"), Sampling(1.0, "pseudo_video")),
-        DatasetSpec("omg-shapes-sam", str(root / "omg-shapes-sam/train"), Sampling(1.0, "image", (0.5, 2.0))),
-        DatasetSpec("omg-shapes-vis", str(root / "omg-shapes-vis/train"), Sampling(2.0, "clip")),
-        DatasetSpec("omg-shapes-vps", str(root / "omg-shapes-vps/train"), Sampling(2.0, "clip")),
-    ))
+    base = dict(
+        crop_size=(64, 64),
+        batch_size=2,
+        num_prompts=6,
+        seed=0,
+        datasets=(
+            DatasetSpec("omg-shapes", str(root / "omg-shapes/train"), Sampling(1.0, "pseudo_video")),
+            DatasetSpec("omg-shapes-sam", str(root / "omg-shapes-sam/train"), Sampling(1.0, "image", (0.5, 2.0))),
+            DatasetSpec("omg-shapes-vis", str(root / "omg-shapes-vis/train"), Sampling(2.0, "clip")),
+            DatasetSpec("omg-shapes-vps", str(root / "omg-shapes-vps/train"), Sampling(2.0, "clip")),
+        ),
+    )
     base.update(kw)
     return IngestConfig(**base)
 
@@ -172,14 +187,27 @@ def test_a_video_too_short_for_the_clip_is_replaced_by_another(shard_root):
     assert frames[short] < need, frames
     interval = 2 if need % 2 else 1
     length = (need - 1) // interval + 1  # spans exactly `need` frames: only the longest videos qualify
-    builder = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, Sampling(1.0, "clip",
-                                                                     clip_length=length, clip_interval=interval)),)))
-    index, sample = builder._long_enough("omg-shapes-vis", short, builder.reader("omg-shapes-vis")[short],
-                                         np.random.default_rng(0))
+    builder = BatchBuilder(
+        _config(
+            shard_root,
+            datasets=(
+                DatasetSpec("omg-shapes-vis", vis, Sampling(1.0, "clip", clip_length=length, clip_interval=interval)),
+            ),
+        )
+    )
+    index, sample = builder._long_enough(
+        "omg-shapes-vis", short, builder.reader("omg-shapes-vis")[short], np.random.default_rng(0)
+    )
     assert index != short and sample.num_frames >= need
     assert builder.example("omg-shapes-vis", short, seed=3)["images"].shape[0] == length
-    never = BatchBuilder(_config(shard_root, datasets=(DatasetSpec("omg-shapes-vis", vis, Sampling(1.0, "clip",
-                                                                   clip_length=need + 1, clip_interval=1)),)))
+    never = BatchBuilder(
+        _config(
+            shard_root,
+            datasets=(
+                DatasetSpec("omg-shapes-vis", vis, Sampling(1.0, "clip", clip_length=need + 1, clip_interval=1)),
+            ),
+        )
+    )
     never.MAX_REFETCH = 20
     with pytest.raises(ValueError, match=f"omg-shapes-vis: no video of at least {need + 1} frames"):
         never.example("omg-shapes-vis", 0, seed=0)
@@ -201,7 +229,9 @@ def test_batches_have_the_promised_shapes(shard_root):
     assert sam["masks"].shape == (12, 1, 64, 64) and (sam["masks"].reshape(12, -1).sum(1) >= 32).all()
     images, targets, prompts = to_model_inputs(sam)
     assert images.shape == (2, 1, 3, 64, 64) and prompts.boxes.shape == (2, 6, 4) and len(targets) == 2
-    assert (prompts.boxes[..., 2] - prompts.boxes[..., 0] <= 6.0 + 1e-6)[prompts.is_point].all(), "points -> ±3 px boxes"
+    assert (prompts.boxes[..., 2] - prompts.boxes[..., 0] <= 6.0 + 1e-6)[prompts.is_point].all(), (
+        "points -> ±3 px boxes"
+    )
     vid = seen["omg-shapes-vis"]
     assert vid["images"].shape[1] == 2 and vid["masks"].shape[1] == 2
     assert set(vid["labels"].tolist()) <= {0, 1, 2, 3}, "YouTube-VIS things map into the merged space"
@@ -212,7 +242,7 @@ def test_ingest_is_deterministic_per_seed_and_rank(shard_root):
     b = PlanDataset(BatchBuilder(_config(shard_root)), epoch=0, rank=0, world=2)
     c = PlanDataset(BatchBuilder(_config(shard_root)), epoch=0, rank=1, world=2)
     for i in range(4):
-        x, y, z = a[i], b[i], c[i]
+        x, y = a[i], b[i]
         assert x["dataset"] == y["dataset"] and np.array_equal(x["images"], y["images"])
         assert np.array_equal(x["masks"], y["masks"])
     assert [it.to_dict() for it in a.items] != [it.to_dict() for it in c.items]
@@ -237,9 +267,13 @@ def test_ray_data_path_yields_the_plan(shard_root, ray_local):
     cfg = _config(shard_root)
     builder = BatchBuilder(cfg)
     ds = ray_training_dataset(cfg, builder.label_space, epochs=1, concurrency=1)
+
     def fingerprint(b):
-        return (b["dataset"], hashlib.sha256(np.ascontiguousarray(b["images"]).tobytes()).hexdigest(),
-                hashlib.sha256(np.ascontiguousarray(b["masks"]).tobytes()).hexdigest())
+        return (
+            b["dataset"],
+            hashlib.sha256(np.ascontiguousarray(b["images"]).tobytes()).hexdigest(),
+            hashlib.sha256(np.ascontiguousarray(b["masks"]).tobytes()).hexdigest(),
+        )
 
     expected = Counter(fingerprint(builder.build(r)) for r in plan_rows(builder, 1))
     got = Counter()

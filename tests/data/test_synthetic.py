@@ -15,7 +15,6 @@ from omg.data import synthetic
 from omg.data.masks import rgb2id, rle_decode
 from omg.data.synthetic import SynthOptions, generate, iter_files, shape_polygon
 from omg.data.validate import validate_omg_shapes
-
 from tests.conftest import TINY_SHAPES
 
 
@@ -89,7 +88,11 @@ def test_instances_rle_equal_panoptic_thing_segments(tiny_shapes):
             for seg, inst in zip(things, insts):
                 mask = rle_decode(inst["segmentation"])
                 assert np.array_equal(mask, pan == seg["id"])
-                assert (inst["category_id"], inst["iscrowd"], inst["area"]) == (seg["category_id"], seg["iscrowd"], seg["area"])
+                assert (inst["category_id"], inst["iscrowd"], inst["area"]) == (
+                    seg["category_id"],
+                    seg["iscrowd"],
+                    seg["area"],
+                )
 
 
 def test_heldout_classes_only_in_val_ov(tiny_shapes):
@@ -137,8 +140,9 @@ def test_each_thing_class_has_its_own_hue_band(tiny_shapes):
 
 
 def test_crowd_void_stuff_and_occlusion_occur(tmp_path):
-    opts = SynthOptions(image_size=96, num_train_images=40, num_val_images=0, num_val_ov_images=0,
-                        num_train_videos=0, num_val_videos=0)
+    opts = SynthOptions(
+        image_size=96, num_train_images=40, num_val_images=0, num_val_ov_images=0, num_train_videos=0, num_val_videos=0
+    )
     generate(str(tmp_path), seed=1, opts=opts, progress=False)
     doc = _load(str(tmp_path), "annotations/panoptic_train.json")
     segs = [s for a in doc["annotations"] for s in a["segments_info"]]
@@ -180,7 +184,9 @@ def test_video_tracks_are_consistent_across_formats(tiny_shapes):
             assert video["file_names"][0].startswith(name + "/")
             assert 8 <= video["length"] <= 10 and len(vann["annotations"]) == video["length"]
             tracks = [a for a in yt["annotations"] if a["video_id"] == video["id"]]
-            pans = [_pan(tiny_shapes, f"videos/{split}/panoptic/{name}/{fa['file_name']}") for fa in vann["annotations"]]
+            pans = [
+                _pan(tiny_shapes, f"videos/{split}/panoptic/{name}/{fa['file_name']}") for fa in vann["annotations"]
+            ]
             cats_by_id: dict[int, int] = {}
             for fa in vann["annotations"]:
                 for s in fa["segments_info"]:

@@ -39,8 +39,10 @@ def test_clean_copy_is_valid(shapes):
 
 
 def test_area_mismatch(shapes):
-    _edit_json(shapes / "annotations/panoptic_train.json",
-               lambda d: d["annotations"][0]["segments_info"][0].__setitem__("area", 1))
+    _edit_json(
+        shapes / "annotations/panoptic_train.json",
+        lambda d: d["annotations"][0]["segments_info"][0].__setitem__("area", 1),
+    )
     probs = _problems("omg-shapes", "train", shapes)
     assert len(probs) == 1 and "field 'area'" in probs[0] and "image_id 1" in probs[0]
     assert probs[0].startswith(str(shapes / "annotations/panoptic_train/000000000001.png"))
@@ -49,6 +51,7 @@ def test_area_mismatch(shapes):
 def test_png_id_missing_from_json(shapes):
     def drop(d):
         d["annotations"][2]["segments_info"].pop()
+
     _edit_json(shapes / "annotations/panoptic_train.json", drop)
     probs = _problems("omg-shapes", "train", shapes)
     assert any("in the PNG but not in the JSON" in p and "image_id 3" in p for p in probs)
@@ -64,13 +67,21 @@ def test_json_id_missing_from_png(shapes):
     # damaged data (only ADE20K's covered stuff is tolerated: tests/data/test_official_layouts.py): a problem
     # naming the PNG, the image and the field, without --strict
     probs = _problems("omg-shapes", "train", shapes)
-    assert any(str(png) in p and "image_id 2" in p and "segments_info" in p and f"segment {victim}" in p
-               and "no pixel in the PNG" in p for p in probs), probs
+    assert any(
+        str(png) in p
+        and "image_id 2" in p
+        and "segments_info" in p
+        and f"segment {victim}" in p
+        and "no pixel in the PNG" in p
+        for p in probs
+    ), probs
 
 
 def test_unknown_category(shapes):
-    _edit_json(shapes / "annotations/panoptic_val.json",
-               lambda d: d["annotations"][0]["segments_info"][0].__setitem__("category_id", 999))
+    _edit_json(
+        shapes / "annotations/panoptic_val.json",
+        lambda d: d["annotations"][0]["segments_info"][0].__setitem__("category_id", 999),
+    )
     probs = _problems("omg-shapes", "val", shapes)
     assert any("field 'category_id'" in p and "unknown category 999" in p for p in probs)
 
@@ -92,8 +103,10 @@ def test_heldout_class_in_training_split(shapes):
     def leak(d):
         d["categories"].append({"id": 5, "name": "hexagon", "isthing": 1, "supercategory": "shape", "color": [1, 2, 3]})
         d["annotations"][0]["segments_info"][-1]["category_id"] = 5
+
     _edit_json(shapes / "annotations/panoptic_train.json", leak)
     from omg.data.validate import validate_dataset
+
     reports = validate_dataset(get_entry("omg-shapes"), str(shapes))
     train = [r for r in reports if "omg-shapes/train" in r.what][0]
     assert any("held-out class occurs 1 times in a training split" in str(p) for p in train.problems)
@@ -105,6 +118,7 @@ def test_ytvis_defects(shapes):
         t = next(i for i, s in enumerate(a["segmentations"]) if s is not None)
         a["areas"][t] += 5
         a["segmentations"] = a["segmentations"][:-1]
+
     _edit_json(shapes / "videos/train/instances.json", corrupt)
     probs = _problems("omg-shapes-vis", "train", shapes)
     assert any("field 'segmentations'" in p and "entries for a" in p for p in probs)
@@ -117,6 +131,7 @@ def test_vipseg_track_changes_category(shapes):
         for s in frames[1]["segments_info"]:
             if s["id"] == sid:
                 s["category_id"] = 11 if s["category_id"] != 11 else 12
+
     _edit_json(shapes / "videos/train/panoptic.json", corrupt)
     probs = _problems("omg-shapes-vps", "train", shapes)
     assert any("changes category" in p and "field 'category_id'" in p for p in probs)

@@ -10,9 +10,8 @@ from PIL import Image
 
 from omg.cli import main
 from omg.data.catalog import get_entry
-from omg.data.masks import id2rgb, rle_encode
 from omg.data.formats.davis import DAVIS_PALETTE
-
+from omg.data.masks import id2rgb, rle_encode
 from tests.evaluation import metric_toys as toys
 from tests.evaluation.test_metrics import _write_pq_files
 
@@ -25,9 +24,23 @@ def _run(argv, capsys) -> tuple[int, str, str]:
 
 def test_pq_and_json_out(tmp_path, capsys):
     _write_pq_files(tmp_path, *toys.pq_toy())
-    rc, out, _ = _run(["metric", "pq", "--gt-json", str(tmp_path / "gt.json"), "--gt-folder", str(tmp_path / "gt"),
-                       "--pred-json", str(tmp_path / "pred.json"), "--pred-folder", str(tmp_path / "pred"),
-                       "--json-out", str(tmp_path / "pq.json")], capsys)
+    rc, out, _ = _run(
+        [
+            "metric",
+            "pq",
+            "--gt-json",
+            str(tmp_path / "gt.json"),
+            "--gt-folder",
+            str(tmp_path / "gt"),
+            "--pred-json",
+            str(tmp_path / "pred.json"),
+            "--pred-folder",
+            str(tmp_path / "pred"),
+            "--json-out",
+            str(tmp_path / "pq.json"),
+        ],
+        capsys,
+    )
     assert rc == 0 and "60.576" in out and "Things" in out
     doc = json.loads((tmp_path / "pq.json").read_text())
     assert doc["summary"]["All"]["pq"] == pytest.approx(0.605762, abs=1e-6) and doc["per_class"]["2"]["fn"] == 1
@@ -37,8 +50,19 @@ def test_coco_segm_and_ytvis(tmp_path, capsys):
     gt, dets = toys.coco_ap_toy()
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "res.json").write_text(json.dumps(dets))
-    rc, out, _ = _run(["metric", "coco-segm", "--gt-json", str(tmp_path / "gt.json"), "--results", str(tmp_path / "res.json"),
-                       "--json-out", str(tmp_path / "ap.json")], capsys)
+    rc, out, _ = _run(
+        [
+            "metric",
+            "coco-segm",
+            "--gt-json",
+            str(tmp_path / "gt.json"),
+            "--results",
+            str(tmp_path / "res.json"),
+            "--json-out",
+            str(tmp_path / "ap.json"),
+        ],
+        capsys,
+    )
     assert rc == 0 and "Average Precision" in out
     assert json.loads((tmp_path / "ap.json").read_text())["stats"]["AP"] == pytest.approx(0.367987, abs=1e-6)
     (tmp_path / "stray.json").write_text(json.dumps(dets + [{**dets[0], "category_id": 42}]))
@@ -53,8 +77,19 @@ def test_coco_segm_and_ytvis(tmp_path, capsys):
     gt, res = toys.ytvis_toy()
     (tmp_path / "yt.json").write_text(json.dumps(gt))
     (tmp_path / "ytres.json").write_text(json.dumps(res))
-    rc, out, _ = _run(["metric", "ytvis", "--gt-json", str(tmp_path / "yt.json"), "--results", str(tmp_path / "ytres.json"),
-                       "--json-out", str(tmp_path / "y.json")], capsys)
+    rc, out, _ = _run(
+        [
+            "metric",
+            "ytvis",
+            "--gt-json",
+            str(tmp_path / "yt.json"),
+            "--results",
+            str(tmp_path / "ytres.json"),
+            "--json-out",
+            str(tmp_path / "y.json"),
+        ],
+        capsys,
+    )
     assert rc == 0 and json.loads((tmp_path / "y.json").read_text())["stats"]["AP"] == pytest.approx(0.205116, abs=1e-6)
 
 
@@ -69,18 +104,36 @@ def _write_vipseg(tmp_path, gt, pred, drop_frame=False):
                     continue
                 (tmp_path / role / vid).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(id2rgb(ids)).save(tmp_path / role / vid / f"{t:08d}.png")
-                fr.append({"image_id": f"{t:08d}", "file_name": f"{t:08d}.png",
-                           "segments_info": [{"id": k, **v} for k, v in sorted(segs.items())]})
+                fr.append(
+                    {
+                        "image_id": f"{t:08d}",
+                        "file_name": f"{t:08d}.png",
+                        "segments_info": [{"id": k, **v} for k, v in sorted(segs.items())],
+                    }
+                )
             anns.append({"video_id": vid, "annotations": fr})
-            vids.append({"video_id": vid, "images": [{"id": f"{t:08d}", "file_name": f"{t:08d}.jpg"} for t in range(len(frames))]})
+            vids.append(
+                {
+                    "video_id": vid,
+                    "images": [{"id": f"{t:08d}", "file_name": f"{t:08d}.jpg"} for t in range(len(frames))],
+                }
+            )
         (tmp_path / f"{role}.json").write_text(json.dumps({"videos": vids, "annotations": anns, "categories": cats}))
 
 
 def test_vpq_and_stq(tmp_path, capsys):
     gt, pred = toys.vps_toy()
     _write_vipseg(tmp_path, gt, pred)
-    args = ["--gt-json", str(tmp_path / "gt.json"), "--gt-dir", str(tmp_path / "gt"), "--pred-json",
-            str(tmp_path / "pred.json"), "--pred-dir", str(tmp_path / "pred")]
+    args = [
+        "--gt-json",
+        str(tmp_path / "gt.json"),
+        "--gt-dir",
+        str(tmp_path / "gt"),
+        "--pred-json",
+        str(tmp_path / "pred.json"),
+        "--pred-dir",
+        str(tmp_path / "pred"),
+    ]
     rc, out, _ = _run(["metric", "vpq", *args, "--json-out", str(tmp_path / "vpq.json")], capsys)
     assert rc == 0 and "48.7341" in out and "50.6236" in out
     rc, out, _ = _run(["metric", "stq", *args, "--json-out", str(tmp_path / "stq.json")], capsys)
@@ -90,8 +143,21 @@ def test_vpq_and_stq(tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     _write_vipseg(bad, gt, pred, drop_frame=True)
-    rc, _, err = _run(["metric", "vpq", "--gt-json", str(bad / "gt.json"), "--gt-dir", str(bad / "gt"), "--pred-json",
-                       str(bad / "pred.json"), "--pred-dir", str(bad / "pred")], capsys)
+    rc, _, err = _run(
+        [
+            "metric",
+            "vpq",
+            "--gt-json",
+            str(bad / "gt.json"),
+            "--gt-dir",
+            str(bad / "gt"),
+            "--pred-json",
+            str(bad / "pred.json"),
+            "--pred-dir",
+            str(bad / "pred"),
+        ],
+        capsys,
+    )
     assert rc == 2 and "video 001_toyvideo has 7 predicted frames, the ground truth 8" in err
 
 
@@ -102,17 +168,54 @@ def test_miou_and_vspw(tmp_path, capsys):
             (tmp_path / role).mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr).save(tmp_path / role / f"{t:08d}.png")
     (tmp_path / "val.txt").write_text("toy_vid_a\ntoy_vid_b\n")
-    rc, out, _ = _run(["metric", "vspw", "--data-dir", str(tmp_path), "--pred-dir", str(tmp_path / "pred"),
-                       "--list", str(tmp_path / "val.txt")], capsys)
+    rc, out, _ = _run(
+        [
+            "metric",
+            "vspw",
+            "--data-dir",
+            str(tmp_path),
+            "--pred-dir",
+            str(tmp_path / "pred"),
+            "--list",
+            str(tmp_path / "val.txt"),
+        ],
+        capsys,
+    )
     assert rc == 0 and "mIoU 0.9137577519" in out and "mVC8 0.8676956301" in out and "mVC16 0.8064024390" in out
-    rc, out, _ = _run(["metric", "miou", "--gt-dir", str(tmp_path / "reduced"), "--pred-dir", str(tmp_path / "pred"),
-                       "--num-classes", "124", "--json-out", str(tmp_path / "miou.json")], capsys)
+    rc, out, _ = _run(
+        [
+            "metric",
+            "miou",
+            "--gt-dir",
+            str(tmp_path / "reduced"),
+            "--pred-dir",
+            str(tmp_path / "pred"),
+            "--num-classes",
+            "124",
+            "--json-out",
+            str(tmp_path / "miou.json"),
+        ],
+        capsys,
+    )
     assert rc == 0 and "mIoU 91.3758" in out
     doc = json.loads((tmp_path / "miou.json").read_text())
     acc = [a for a in doc["acc"] if a is not None]  # per-class accuracy: classes with GT pixels only
     assert len(doc["acc"]) == 124 and acc and sum(acc) / len(acc) == pytest.approx(doc["macc"])
-    rc, out, _ = _run(["metric", "miou", "--gt-dir", str(tmp_path / "reduced"), "--pred-dir", str(tmp_path / "pred"),
-                       "--num-classes", "124", "--convention", "union"], capsys)
+    rc, out, _ = _run(
+        [
+            "metric",
+            "miou",
+            "--gt-dir",
+            str(tmp_path / "reduced"),
+            "--pred-dir",
+            str(tmp_path / "pred"),
+            "--num-classes",
+            "124",
+            "--convention",
+            "union",
+        ],
+        capsys,
+    )
     assert "mIoU 73.10" in out
 
 
@@ -121,14 +224,25 @@ def test_davis_and_interactive(tmp_path, capsys):
         for t in range(4):
             for role in ("ann", "res"):
                 arr = np.zeros((20, 20), np.uint8)
-                arr[2:10, 2 + t:10 + t] = 1
+                arr[2:10, 2 + t : 10 + t] = 1
                 img = Image.fromarray(arr)
                 img.putpalette(DAVIS_PALETTE)
                 (tmp_path / role / seq).mkdir(parents=True, exist_ok=True)
                 img.save(tmp_path / role / seq / f"{t:05d}.png")
     (tmp_path / "set.txt").write_text("s1\n")
-    rc, out, _ = _run(["metric", "davis", "--annotations", str(tmp_path / "ann"), "--results", str(tmp_path / "res"),
-                       "--imageset", str(tmp_path / "set.txt")], capsys)
+    rc, out, _ = _run(
+        [
+            "metric",
+            "davis",
+            "--annotations",
+            str(tmp_path / "ann"),
+            "--results",
+            str(tmp_path / "res"),
+            "--imageset",
+            str(tmp_path / "set.txt"),
+        ],
+        capsys,
+    )
     assert rc == 0 and "J&F-Mean 1.000000" in out
     # single-point mIoU from a panoptic GT and a results JSON (one mask per segment)
     ids = np.zeros((20, 20), np.int64)
@@ -136,19 +250,55 @@ def test_davis_and_interactive(tmp_path, capsys):
     ids[10:] = 6
     (tmp_path / "pan").mkdir()
     Image.fromarray(id2rgb(ids)).save(tmp_path / "pan/1.png")
-    (tmp_path / "pan.json").write_text(json.dumps({"annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": [
-        {"id": 5, "category_id": 1, "iscrowd": 0}, {"id": 6, "category_id": 2, "iscrowd": 0}]}]}))
+    (tmp_path / "pan.json").write_text(
+        json.dumps(
+            {
+                "annotations": [
+                    {
+                        "image_id": 1,
+                        "file_name": "1.png",
+                        "segments_info": [
+                            {"id": 5, "category_id": 1, "iscrowd": 0},
+                            {"id": 6, "category_id": 2, "iscrowd": 0},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     half = ids == 5
     half[:, 10:] = False
-    (tmp_path / "int.json").write_text(json.dumps([{"image_id": 1, "segment_id": 5, "segmentation": rle_encode(half)},
-                                                   {"image_id": 1, "segment_id": 6, "segmentation": rle_encode(ids == 6)}]))
-    rc, out, _ = _run(["metric", "interactive", "--gt-json", str(tmp_path / "pan.json"), "--gt-folder", str(tmp_path / "pan"),
-                       "--results", str(tmp_path / "int.json")], capsys)
+    (tmp_path / "int.json").write_text(
+        json.dumps(
+            [
+                {"image_id": 1, "segment_id": 5, "segmentation": rle_encode(half)},
+                {"image_id": 1, "segment_id": 6, "segmentation": rle_encode(ids == 6)},
+            ]
+        )
+    )
+    rc, out, _ = _run(
+        [
+            "metric",
+            "interactive",
+            "--gt-json",
+            str(tmp_path / "pan.json"),
+            "--gt-folder",
+            str(tmp_path / "pan"),
+            "--results",
+            str(tmp_path / "int.json"),
+        ],
+        capsys,
+    )
     assert rc == 0 and "single-point mIoU 0.750000 over 2 segments" in out
-    (tmp_path / "clicks.json").write_text(json.dumps([{"image_id": 1, "segment_id": 5, "ious": [0.5, 0.91]},
-                                                       {"image_id": 1, "segment_id": 6, "ious": [0.86]}]))
-    rc, out, _ = _run(["metric", "interactive", "--clicks", str(tmp_path / "clicks.json"), "--json-out",
-                       str(tmp_path / "noc.json")], capsys)
+    (tmp_path / "clicks.json").write_text(
+        json.dumps(
+            [{"image_id": 1, "segment_id": 5, "ious": [0.5, 0.91]}, {"image_id": 1, "segment_id": 6, "ious": [0.86]}]
+        )
+    )
+    rc, out, _ = _run(
+        ["metric", "interactive", "--clicks", str(tmp_path / "clicks.json"), "--json-out", str(tmp_path / "noc.json")],
+        capsys,
+    )
     doc = json.loads((tmp_path / "noc.json").read_text())
     assert rc == 0 and "NoC@90 11.00" in out and doc["NoC@85"] == 1.5 and doc["objects"] == 2, out
     (tmp_path / "clicks.json").write_text(json.dumps([{"image_id": 1, "ious": []}]))

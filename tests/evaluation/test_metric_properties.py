@@ -28,7 +28,11 @@ def panoptic_scene(draw):
         ids[y0:y1, x0:x1] = sid
         segs[sid] = draw(st.sampled_from(sorted(CATS)))
     present = {int(i) for i in np.unique(ids)} - {0}
-    segs = {sid: {"category_id": c, "iscrowd": 0, "area": int((ids == sid).sum())} for sid, c in segs.items() if sid in present}
+    segs = {
+        sid: {"category_id": c, "iscrowd": 0, "area": int((ids == sid).sum())}
+        for sid, c in segs.items()
+        if sid in present
+    }
     return ids, segs
 
 
@@ -108,6 +112,10 @@ def test_video_metrics_perfect(frames):
     gt = {"v": video}
     r = vpq(gt, gt, CATS, windows=(1, 2))
     assert all(res.summary["All"]["pq"] == 1.0 for res in r.per_k.values())
-    s = stq(gt, {"v": [(ids, {k: {"category_id": v["category_id"]} for k, v in segs.items()}) for ids, segs in video]},
-            10, {1, 2})
+    s = stq(
+        gt,
+        {"v": [(ids, {k: {"category_id": v["category_id"]} for k, v in segs.items()}) for ids, segs in video]},
+        10,
+        {1, 2},
+    )
     assert s.sq == 1.0 and s.aq in (0.0, 1.0)

@@ -11,11 +11,10 @@ from PIL import Image
 
 from omg.data.masks import id2rgb
 from omg.evaluation.panoptic import PQEvaluator, pq_from_files
-
 from tests.evaluation.metric_toys import PQ_CATEGORIES, pq_toy
 
-
 # ------------------------------------------------------------------------------ 1. PQ
+
 
 def test_pq_golden():
     gt_pan, gt_segs, pred_pan, pred_segs = pq_toy()
@@ -26,7 +25,9 @@ def test_pq_golden():
     s = r.summary
     assert s["All"]["pq"] == pytest.approx(0.605762, abs=1e-6) and s["All"]["n"] == 5
     assert s["All"]["sq"] == pytest.approx(0.836659, abs=1e-6) and s["All"]["rq"] == pytest.approx(0.733333, abs=1e-6)
-    assert s["Things"]["pq"] == pytest.approx(0.557630, abs=1e-6) and s["Stuff"]["pq"] == pytest.approx(0.677960, abs=1e-6)
+    assert s["Things"]["pq"] == pytest.approx(0.557630, abs=1e-6) and s["Stuff"]["pq"] == pytest.approx(
+        0.677960, abs=1e-6
+    )
     pc = r.per_class
     assert (pc[1]["tp"], pc[1]["fp"], pc[1]["fn"]) == (1, 0, 0) and pc[1]["pq"] == pytest.approx(0.818182, abs=1e-6)
     assert (pc[2]["tp"], pc[2]["fp"], pc[2]["fn"]) == (1, 1, 1) and pc[2]["pq"] == pytest.approx(0.428571, abs=1e-6)
@@ -41,14 +42,19 @@ def _write_pq_files(tmp_path, gt_pan, gt_segs, pred_pan, pred_segs):
         for k in pans:
             Image.fromarray(id2rgb(pans[k])).save(tmp_path / role / f"{k:012d}.png")
             anns.append({"image_id": k, "file_name": f"{k:012d}.png", "segments_info": list(segs[k].values())})
-        doc = {"annotations": anns, "categories": list(PQ_CATEGORIES.values()),
-               "images": [{"id": k, "file_name": f"{k:012d}.jpg", "height": 96, "width": 128} for k in pans]}
+        doc = {
+            "annotations": anns,
+            "categories": list(PQ_CATEGORIES.values()),
+            "images": [{"id": k, "file_name": f"{k:012d}.jpg", "height": 96, "width": 128} for k in pans],
+        }
         (tmp_path / f"{role}.json").write_text(json.dumps(doc))
 
 
 def test_pq_from_official_files(tmp_path):
     _write_pq_files(tmp_path, *pq_toy())
-    r = pq_from_files(str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(tmp_path / "pred.json"), str(tmp_path / "pred"))
+    r = pq_from_files(
+        str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(tmp_path / "pred.json"), str(tmp_path / "pred")
+    )
     assert r.summary["All"]["pq"] == pytest.approx(0.605762, abs=1e-6)
     assert "PQ" in r.table() and "60.576" in r.table()
 
@@ -57,8 +63,12 @@ def test_pq_malformed_inputs_name_file_and_id(tmp_path):
     gt_pan, gt_segs, pred_pan, pred_segs = pq_toy()
     del pred_segs[1][24]
     _write_pq_files(tmp_path, gt_pan, gt_segs, pred_pan, pred_segs)
-    with pytest.raises(ValueError, match=r"pred/000000000001.png \(image_id 1\): segment id 24 is in the prediction PNG"):
-        pq_from_files(str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(tmp_path / "pred.json"), str(tmp_path / "pred"))
+    with pytest.raises(
+        ValueError, match=r"pred/000000000001.png \(image_id 1\): segment id 24 is in the prediction PNG"
+    ):
+        pq_from_files(
+            str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(tmp_path / "pred.json"), str(tmp_path / "pred")
+        )
     gt_pan, gt_segs, pred_pan, pred_segs = pq_toy()
     pred_segs[2][34]["category_id"] = 99
     ev = PQEvaluator(PQ_CATEGORIES)
@@ -66,8 +76,9 @@ def test_pq_malformed_inputs_name_file_and_id(tmp_path):
         ev.process(gt_pan[2], gt_segs[2], pred_pan[2], pred_segs[2], where="img2")
     pred_segs[2][77] = {"id": 77, "category_id": 1}
     with pytest.raises(ValueError, match=r"\[77\] are in the prediction JSON but not in its PNG"):
-        PQEvaluator(PQ_CATEGORIES).process(gt_pan[2], gt_segs[2], pred_pan[2],
-                                           {**pred_segs[2], 34: {"id": 34, "category_id": 10}})
+        PQEvaluator(PQ_CATEGORIES).process(
+            gt_pan[2], gt_segs[2], pred_pan[2], {**pred_segs[2], 34: {"id": 34, "category_id": 10}}
+        )
 
 
 def test_pq_empty_split_is_nan_not_an_error():
@@ -81,16 +92,28 @@ def test_pq_empty_split_is_nan_not_an_error():
 
 # ------------------------------------------------------------------------------ 2. COCO mask AP
 
+
 def test_coco_mask_ap_golden():
     from omg.evaluation.coco_ap import coco_segm
-
     from tests.evaluation.metric_toys import coco_ap_toy
 
     gt, dets = coco_ap_toy()
     assert [d["score"] for d in dets] == [0.6787, 0.7935, 0.7159, 0.676, 0.5923, 0.7457]
     r = coco_segm(gt, dets)
-    expect = {"AP": 0.367987, "AP50": 0.501650, "AP75": 0.501650, "APs": 0.633333, "APm": 0.0, "APl": -1,
-              "AR1": 0.266667, "AR10": 0.5, "AR100": 0.5, "ARs": 0.766667, "ARm": 0.0, "ARl": -1}
+    expect = {
+        "AP": 0.367987,
+        "AP50": 0.501650,
+        "AP75": 0.501650,
+        "APs": 0.633333,
+        "APm": 0.0,
+        "APl": -1,
+        "AR1": 0.266667,
+        "AR10": 0.5,
+        "AR100": 0.5,
+        "ARs": 0.766667,
+        "ARm": 0.0,
+        "ARl": -1,
+    }
     for k, v in expect.items():
         assert r.stats[k] == pytest.approx(v, abs=1e-6), k
     assert r.per_class == pytest.approx({1: 0.7, 2: 0.201980, 3: 0.201980}, abs=1e-6)
@@ -104,7 +127,6 @@ def test_coco_mask_ap_edge_cases_as_pycocotools():
     import math
 
     from omg.evaluation.coco_ap import coco_segm
-
     from tests.evaluation.metric_toys import coco_ap_toy
 
     gt, dets = coco_ap_toy()
@@ -119,31 +141,45 @@ def test_coco_mask_ap_edge_cases_as_pycocotools():
     assert math.isnan(r4.per_class[4]) and r4.per_class[1] == pytest.approx(0.7, abs=1e-6)
     wide = coco_segm(gt, dets, (100, 300, 1000))
     assert list(wide.stats)[6:9] == ["AR100", "AR300", "AR1000"]
-    assert wide.stats["AR100"] == pytest.approx(base.stats["AR100"]) and wide.stats["AP"] == pytest.approx(base.stats["AP"])
+    assert wide.stats["AR100"] == pytest.approx(base.stats["AR100"]) and wide.stats["AP"] == pytest.approx(
+        base.stats["AP"]
+    )
     with pytest.raises(ValueError, match="including 100"):
         coco_segm(gt, dets, (1, 10, 50))
 
 
 # ------------------------------------------------------------------------------ 4. YouTube-VIS AP
 
+
 def test_ytvis_ap_golden():
     from omg.evaluation.ytvis import ytvis_ap
-
     from tests.evaluation.metric_toys import ytvis_toy
 
     gt, res = ytvis_toy()
     r = ytvis_ap(gt, res)
-    expect = {"AP": 0.205116, "AP50": 0.721122, "AP75": 0.221122, "APs": 0.205116, "APm": -1, "APl": -1,
-              "AR1": 0.15, "AR10": 0.316667, "AR100": 0.316667, "ARs": 0.316667, "ARm": -1, "ARl": -1}
+    expect = {
+        "AP": 0.205116,
+        "AP50": 0.721122,
+        "AP75": 0.221122,
+        "APs": 0.205116,
+        "APm": -1,
+        "APl": -1,
+        "AR1": 0.15,
+        "AR10": 0.316667,
+        "AR100": 0.316667,
+        "ARs": 0.316667,
+        "ARm": -1,
+        "ARl": -1,
+    }
     for k, v in expect.items():
         assert r.stats[k] == pytest.approx(v, abs=1e-6), k
 
 
 # ------------------------------------------------------------------------------ 3. mIoU and 6. VSPW
 
+
 def test_semantic_miou_golden():
     from omg.evaluation.semantic import SemSegEvaluator
-
     from tests.evaluation.metric_toys import vspw_toy
 
     ev = SemSegEvaluator(124)
@@ -164,7 +200,6 @@ def test_semantic_miou_golden():
 
 def test_vspw_mvc_golden():
     from omg.evaluation.vspw import mean_vc
-
     from tests.evaluation.metric_toys import vspw_toy
 
     toy = vspw_toy()
@@ -173,7 +208,9 @@ def test_vspw_mvc_golden():
         videos.append((np.stack([toy[name, t][1] for t in range(20)]), np.stack([toy[name, t][2] for t in range(20)])))
     assert mean_vc(videos, 16) == pytest.approx(0.8064024390, abs=1e-10)
     assert mean_vc(videos, 8) == pytest.approx(0.8676956301, abs=1e-10)
-    raw = [(np.stack([toy[name, t][0] for t in range(20)]), p) for name, (_, p) in zip(("toy_vid_a", "toy_vid_b"), videos)]
+    raw = [
+        (np.stack([toy[name, t][0] for t in range(20)]), p) for name, (_, p) in zip(("toy_vid_a", "toy_vid_b"), videos)
+    ]
     assert mean_vc(raw, 16) == pytest.approx(0.8064024390, abs=1e-10), "VC identical with raw GT on this toy"
 
 
@@ -190,29 +227,41 @@ def _vipseg_categories():
 
 def test_vpq_golden():
     from omg.evaluation.vps import vpq
-
     from tests.evaluation.metric_toys import vps_toy
 
     gt, pred = vps_toy()
     r = vpq(gt, pred, _vipseg_categories())
-    expect = {1: (62.977453, 69.841270, 58.401576), 2: (48.908135, 34.865900, 58.269624),
-              4: (46.542586, 28.888889, 58.311718), 6: (44.066315, 22.735043, 58.287163),
-              8: (41.176104, 15.555556, 58.256470)}
+    expect = {
+        1: (62.977453, 69.841270, 58.401576),
+        2: (48.908135, 34.865900, 58.269624),
+        4: (46.542586, 28.888889, 58.311718),
+        6: (44.066315, 22.735043, 58.287163),
+        8: (41.176104, 15.555556, 58.256470),
+    }
     for k, (a, th, st) in expect.items():
         s = r.per_k[k].summary
         assert 100 * s["All"]["pq"] == pytest.approx(a, abs=1e-6), k
-        assert 100 * s["Things"]["pq"] == pytest.approx(th, abs=1e-6) and 100 * s["Stuff"]["pq"] == pytest.approx(st, abs=1e-6)
+        assert 100 * s["Things"]["pq"] == pytest.approx(th, abs=1e-6) and 100 * s["Stuff"]["pq"] == pytest.approx(
+            st, abs=1e-6
+        )
     pc = r.per_k[2].per_class
-    assert (pc[60]["tp"], pc[60]["fp"], pc[60]["fn"]) == (13, 2, 1) and (pc[48]["tp"], pc[48]["fp"], pc[48]["fn"]) == (0, 7, 7)
+    assert (pc[60]["tp"], pc[60]["fp"], pc[60]["fn"]) == (13, 2, 1) and (pc[48]["tp"], pc[48]["fp"], pc[48]["fn"]) == (
+        0,
+        7,
+        7,
+    )
     final = r.mean()
-    assert 100 * final["All"] == pytest.approx(48.7341, abs=1e-4) and 100 * final["Things"] == pytest.approx(34.3773, abs=1e-4)
+    assert 100 * final["All"] == pytest.approx(48.7341, abs=1e-4) and 100 * final["Things"] == pytest.approx(
+        34.3773, abs=1e-4
+    )
     omg = r.mean((1, 2, 4, 6))
-    assert 100 * omg["All"] == pytest.approx(50.6236, abs=1e-4) and 100 * omg["Stuff"] == pytest.approx(58.3175, abs=1e-4)
+    assert 100 * omg["All"] == pytest.approx(50.6236, abs=1e-4) and 100 * omg["Stuff"] == pytest.approx(
+        58.3175, abs=1e-4
+    )
 
 
 def test_stq_golden():
     from omg.evaluation.vps import stq
-
     from tests.evaluation.metric_toys import vps_toy
 
     gt, pred = vps_toy()
@@ -220,8 +269,12 @@ def test_stq_golden():
     r = stq(gt, pred, 124, {c for c, i in cats.items() if i["isthing"]})
     assert r.stq == pytest.approx(0.5001782346, abs=1e-10)
     assert r.aq == pytest.approx(0.4188036326, abs=1e-10) and r.sq == pytest.approx(0.5973641271, abs=1e-10)
-    assert [r.per_sequence[v]["stq"] for v in ("001_toyvideo", "002_toyvideo")] == pytest.approx([0.46036497, 0.66137444], abs=1e-8)
-    assert [r.per_sequence[v]["aq"] for v in ("001_toyvideo", "002_toyvideo")] == pytest.approx([0.28792767, 0.68055556], abs=1e-8)
+    assert [r.per_sequence[v]["stq"] for v in ("001_toyvideo", "002_toyvideo")] == pytest.approx(
+        [0.46036497, 0.66137444], abs=1e-8
+    )
+    assert [r.per_sequence[v]["aq"] for v in ("001_toyvideo", "002_toyvideo")] == pytest.approx(
+        [0.28792767, 0.68055556], abs=1e-8
+    )
 
 
 def test_stq_void_column_trap():
@@ -238,11 +291,18 @@ def test_stq_void_column_trap():
 
 # ------------------------------------------------------------------------------ 7. interactive
 
+
 def _noc_masks():
-    a = np.zeros((64, 64), np.int32); a[10:40, 8:30] = 1
-    b = np.zeros((64, 64), np.int32); b[5:55, 40:50] = 1; b[45:55, 20:50] = 1
-    c = np.zeros((64, 64), np.int32); c[20:30, 5:15] = 1; c[40:60, 30:60] = 1
-    d = np.ones((64, 64), np.int32); d[0:3, :] = -1
+    a = np.zeros((64, 64), np.int32)
+    a[10:40, 8:30] = 1
+    b = np.zeros((64, 64), np.int32)
+    b[5:55, 40:50] = 1
+    b[45:55, 20:50] = 1
+    c = np.zeros((64, 64), np.int32)
+    c[20:30, 5:15] = 1
+    c[40:60, 30:60] = 1
+    d = np.ones((64, 64), np.int32)
+    d[0:3, :] = -1
     return {"a": a, "b": b, "c": c, "d": d}
 
 
@@ -303,8 +363,13 @@ def test_an_iou_of_exactly_090_stops_the_clicks():
     assert len(clicks) == 1 and calls == [1] and ious.tolist() == [0.9]
     assert float(np.float32(9) / np.float32(10)) < 0.9, "the float32 quotient the old code compared"
     m = noc_metrics([ious, np.array([0.5] * 20), np.array([0.5, 0.82, 0.86, 0.95])])
-    assert m == {"NoC@80": (1 + 20 + 2) / 3, "NoC@85": (1 + 20 + 3) / 3, "NoC@90": (1 + 20 + 4) / 3,
-                 "NoC>=20@85": 1.0, "NoC>=20@90": 1.0}
+    assert m == {
+        "NoC@80": (1 + 20 + 2) / 3,
+        "NoC@85": (1 + 20 + 3) / 3,
+        "NoC@90": (1 + 20 + 4) / 3,
+        "NoC>=20@85": 1.0,
+        "NoC>=20@90": 1.0,
+    }
 
 
 def test_single_point_miou_golden():
@@ -328,6 +393,7 @@ def test_single_point_miou_golden():
 
 # ------------------------------------------------------------------------------ 8. DAVIS J&F
 
+
 def test_davis_jf_golden(tmp_path):
     from omg.data.formats.davis import DAVIS_PALETTE
     from omg.evaluation.davis import davis_from_files
@@ -336,8 +402,8 @@ def test_davis_jf_golden(tmp_path):
         for t in range(7):
             gt = np.zeros((60, 80), np.uint8)
             pr = np.zeros((60, 80), np.uint8)
-            gt[10:40, 5 + 3 * t:25 + 3 * t] = 1
-            pr[11:40, 5 + 3 * t:26 + 3 * t] = 1
+            gt[10:40, 5 + 3 * t : 25 + 3 * t] = 1
+            pr[11:40, 5 + 3 * t : 26 + 3 * t] = 1
             if s == 0:
                 gt[35:55, 50:70] = 2
                 if t < 4:
@@ -350,8 +416,15 @@ def test_davis_jf_golden(tmp_path):
     (tmp_path / "val.txt").write_text("toyseq-a\ntoyseq-b\n")
     r = davis_from_files(str(tmp_path / "Annotations"), str(tmp_path / "results"), str(tmp_path / "val.txt"))
     s = r.summary
-    expect = {"J&F-Mean": 0.745781, "J-Mean": 0.763356, "J-Recall": 0.866667, "J-Decay": 0.247706,
-              "F-Mean": 0.728205, "F-Recall": 0.666667, "F-Decay": 0.102564}
+    expect = {
+        "J&F-Mean": 0.745781,
+        "J-Mean": 0.763356,
+        "J-Recall": 0.866667,
+        "J-Decay": 0.247706,
+        "F-Mean": 0.728205,
+        "F-Recall": 0.666667,
+        "F-Decay": 0.102564,
+    }
     for k, v in expect.items():
         assert s[k] == pytest.approx(v, abs=1e-6), k
     assert r.per_object["toyseq-a_2"]["J-Mean"] == pytest.approx(0.445872, abs=1e-6)

@@ -12,8 +12,8 @@ import torch
 
 from omg.export.graphs import ExportSpec, example_inputs, export, graph_modules
 from omg.export.runtime import ExportedModel, _Graph
-from omg.inference.predictor import OMGPredictor
 from omg.inference.media import load_image
+from omg.inference.predictor import OMGPredictor
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from tests.conftest import LABEL_SPACE
@@ -38,8 +38,23 @@ def exported(interactive_checkpoint, tmp_path_factory):
     out = {fmt: tmp_path_factory.mktemp(fmt) for fmt in ("onnx", "torch-export")}
     export(model, meta, out["onnx"], "onnx", SIZE, checkpoint=interactive_checkpoint)
     vocabulary = [a for name in CLI_VOCABULARY for a in ("--vocabulary", name)]
-    assert main(["export", "--checkpoint", interactive_checkpoint, "--format", "torch-export", "--out",
-                 str(out["torch-export"]), "--image-size", *map(str, SIZE), *vocabulary]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                interactive_checkpoint,
+                "--format",
+                "torch-export",
+                "--out",
+                str(out["torch-export"]),
+                "--image-size",
+                *map(str, SIZE),
+                *vocabulary,
+            ]
+        )
+        == 0
+    )
     return interactive_checkpoint, out
 
 
@@ -109,8 +124,9 @@ def test_the_exported_runtime_gives_the_pytorch_results(exported, tiny_shapes, f
         sa, sb = (p.semantic(vocabulary=["hexagon", "circle", "stuff:sky"], open_vocab=True) for p in (eager, graphs))
         assert np.array_equal(sa.labels, sb.labels)
         clicks = [[16, 16], [40, 30]]
-        ca, cb = (p.interactive(points=clicks, boxes=[[2, 2, 60, 60]], vocabulary=["circle", "sky"])
-                  for p in (eager, graphs))
+        ca, cb = (
+            p.interactive(points=clicks, boxes=[[2, 2, 60, 60]], vocabulary=["circle", "sky"]) for p in (eager, graphs)
+        )
         assert np.array_equal(ca.masks, cb.masks) and ca.names == cb.names
         assert np.allclose(ca.scores, cb.scores, atol=1e-4)
     assert graphs.model.stats["graph_calls"] > 0, "the graphs ran"
@@ -126,17 +142,36 @@ def test_export_cli_and_predict_runtime_write_the_same_files(exported, tiny_shap
     ckpt, folders = exported
     out = folders["torch-export"]
     spec = json.loads((out / "export.json").read_text())
-    assert spec["image_size"] == [64, 64] and set(spec["graphs"]) == {"image_encoder", "object_decoder", "prompt_decoder"}
+    assert spec["image_size"] == [64, 64] and set(spec["graphs"]) == {
+        "image_encoder",
+        "object_decoder",
+        "prompt_decoder",
+    }
     assert spec["vocabulary"] and np.load(out / "text_embeddings.npy").shape[0] == len(CLI_VOCABULARY)
     images = f"{tiny_shapes}/images/val"
     written = {}
     for runtime, folder in (("torch", None), ("onnx", folders["onnx"]), ("torch-export", out)):
-        args = ["predict", "--checkpoint", ckpt, "--input", images, "--task", "panoptic", "--out",
-                str(tmp_path / runtime), "--no-overlays", "--runtime", runtime]
+        args = [
+            "predict",
+            "--checkpoint",
+            ckpt,
+            "--input",
+            images,
+            "--task",
+            "panoptic",
+            "--out",
+            str(tmp_path / runtime),
+            "--no-overlays",
+            "--runtime",
+            runtime,
+        ]
         args += ["--exported", str(folder)] if folder else []
         assert main(args) == 0
-        written[runtime] = {p.relative_to(tmp_path / runtime): p.read_bytes()
-                            for p in sorted((tmp_path / runtime).rglob("*")) if p.is_file()}
+        written[runtime] = {
+            p.relative_to(tmp_path / runtime): p.read_bytes()
+            for p in sorted((tmp_path / runtime).rglob("*"))
+            if p.is_file()
+        }
     for runtime in ("onnx", "torch-export"):
         assert written["torch"].keys() == written[runtime].keys()
         for name, data in written["torch"].items():
@@ -149,8 +184,26 @@ def test_export_cli_and_predict_runtime_write_the_same_files(exported, tiny_shap
             half = len(scores) // 2
             assert np.allclose(sum(scores[:half], []), sum(scores[half:], []), atol=1e-4), "scores within noise"
     capsys.readouterr()
-    assert main(["predict", "--checkpoint", ckpt, "--input", images, "--task", "vis", "--out", str(tmp_path / "x"),
-                 "--runtime", "onnx", "--exported", str(folders["onnx"])]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                ckpt,
+                "--input",
+                images,
+                "--task",
+                "vis",
+                "--out",
+                str(tmp_path / "x"),
+                "--runtime",
+                "onnx",
+                "--exported",
+                str(folders["onnx"]),
+            ]
+        )
+        == 2
+    )
     assert "vis needs --runtime torch" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
@@ -158,8 +211,11 @@ def test_inputs_larger_than_the_export_and_clips_are_refused(exported):
     ckpt, folders = exported
     model, meta = load_checkpoint(ckpt)
     graphs = ExportedModel(model, folders["onnx"])
-    with pytest.raises(ValueError, match=r"the input is 96x64 \(padded\) but .* at most 64x64: export again with "
-                                         r"--image-size 96 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"the input is 96x64 \(padded\) but .* at most 64x64: export again with "
+        r"--image-size 96 64",
+    ):
         graphs.extract(torch.zeros(1, 3, 96, 64))
     with pytest.raises(ValueError, match="not clips of 2 frames"):
         graphs.extract(torch.zeros(1, 2, 3, 64, 64))

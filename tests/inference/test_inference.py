@@ -3,9 +3,8 @@ the predictor (caching, every task, bad inputs), result files and `omg predict`.
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import LABEL_SPACE
 from omg.cli import main
 from omg.data.masks import rle_decode
 from omg.data.validate import validate_files
@@ -21,12 +19,18 @@ from omg.inference import open_vocab as ov
 from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
 from omg.inference.predictor import OMGPredictor
 from omg.inference.results import (
-    InteractiveResult, PanopticResult, SemanticResult, VideoInstanceResult, VideoPanopticResult, VideoSemanticResult,
+    InteractiveResult,
+    PanopticResult,
+    SemanticResult,
+    VideoInstanceResult,
+    VideoPanopticResult,
+    VideoSemanticResult,
 )
-from omg.utils.vocabulary import Vocabulary
 from omg.inference.video import associate, clip_length, split_clips, vos_from_proposals
 from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
+from omg.utils.vocabulary import Vocabulary
+from tests.conftest import LABEL_SPACE
 
 BIG = 20.0
 
@@ -55,6 +59,7 @@ ISTHING = torch.tensor([True, True, False])  # classes 0, 1 things; class 2 stuf
 
 
 # ------------------------------------------------------------------------------ panoptic
+
 
 def test_panoptic_by_hand():
     logits = _logits((0, 0.9), (2, 0.8), (2, 0.7), (3, 0.9), (1, 0.6))
@@ -90,11 +95,14 @@ def test_stable_ids_survive_a_vanishing_segment():
         ids.append({s.query: s.id for s in segs})
     assert ids[0] == {0: 1, 1: 2, 2: 3, 3: 4 + 1 + 2}
     assert ids[1] == {0: 1, 2: 3, 3: 7}, "query 2 keeps id 3 although query 1 vanished"
-    released = [{s.query: s.id for s in panoptic_inference(logits, m, ISTHING, ids="released")[1]} for m in (frame0, frame1)]
+    released = [
+        {s.query: s.id for s in panoptic_inference(logits, m, ISTHING, ids="released")[1]} for m in (frame0, frame1)
+    ]
     # the released fusion head: class + instance_id x 1000, instance_id a per-frame counter over things, stuff by
     # class (here + 1: 0 is VOID)
-    assert released == [{0: 1001, 1: 2002, 2: 3001, 3: 3}, {0: 1001, 2: 2001, 3: 3}], \
+    assert released == [{0: 1001, 1: 2002, 2: 3001, 3: 3}, {0: 1001, 2: 2001, 3: 3}], (
         "query 2 takes instance 2 once query 1 vanished (a new track id), its class stays in the id"
+    )
     with pytest.raises(ValueError, match="ids must be one of"):
         panoptic_inference(logits, frame0, ISTHING, ids="random")
 
@@ -106,7 +114,7 @@ def test_instance_by_hand():
     inst = instance_inference(logits, masks, ISTHING, topk=4)
     pairs = list(zip(inst.queries.tolist(), inst.labels.tolist()))
     # top-4 of Q x C: (0,0) .9, (2,2) .9 [stuff: dropped], (1,1) .5, then the ties at (1-.5)/3 -> things only
-    assert pairs[:2] == [(0, 0), (1, 1)] and all(ISTHING[l] for _, l in pairs)
+    assert pairs[:2] == [(0, 0), (1, 1)] and all(ISTHING[label] for _, label in pairs)
     mask_score = torch.sigmoid(torch.tensor(BIG)).item()
     assert inst.scores[0].item() == pytest.approx(0.9 * mask_score, rel=1e-5)
     assert inst.masks[0].sum() == 15
@@ -121,6 +129,7 @@ def test_semantic_by_hand():
 
 # ------------------------------------------------------------------------------ video
 
+
 def test_association_restores_a_permutation():
     g = torch.Generator().manual_seed(0)
     prev = torch.randn(30, 16, generator=g)
@@ -133,10 +142,18 @@ def test_association_restores_a_permutation():
 def test_clips():
     assert clip_length("vis", 20) == 5 and clip_length("vis", 10) == 3
     assert clip_length("vps", 20) == 2 and clip_length("vss", 9) == 3
-    lengths = {(t, n): [len(c) for c in split_clips(t, n)] for t, n in ((17, 5), (7, 3), (15, 5), (6, 5), (2, 3), (20, 2))}
+    lengths = {
+        (t, n): [len(c) for c in split_clips(t, n)] for t, n in ((17, 5), (7, 3), (15, 5), (6, 5), (2, 3), (20, 2))
+    }
     # the released video_split (mask2former_vid_minvis.py L18-46), computed by hand from its loop
-    assert lengths == {(17, 5): [5, 4, 4, 4], (7, 3): [3, 2, 2], (15, 5): [5, 5, 5], (6, 5): [5, 1], (2, 3): [2],
-                       (20, 2): [2] * 10}
+    assert lengths == {
+        (17, 5): [5, 4, 4, 4],
+        (7, 3): [3, 2, 2],
+        (15, 5): [5, 5, 5],
+        (6, 5): [5, 1],
+        (2, 3): [2],
+        (20, 2): [2] * 10,
+    }
     for t in range(1, 40):
         for n in (2, 3, 5):
             clips = split_clips(t, n)
@@ -151,13 +168,12 @@ def test_vos_first_frame_association():
     gt[0, :4, :4] = True
     gt[1, 4:, 4:] = True
     props = np.zeros((4, t, h, w), bool)
-    props[2, :, :4, :4] = True   # object 7 (given first), tracked by query 2
-    props[0, :, 4:, 4:] = True   # object 9, query 0
-    props[1, :, 4:, :4] = True   # a distractor, unmatched
+    props[2, :, :4, :4] = True  # object 7 (given first), tracked by query 2
+    props[0, :, 4:, 4:] = True  # object 9, query 0
+    props[1, :, 4:, :4] = True  # a distractor, unmatched
     out, queries = vos_from_proposals(props, np.array([0.9, 0.8, 0.7, 0.1]), gt, [7, 9])
     assert queries == {7: 2, 9: 0}
     assert (out[:, :4, :4] == 7).all() and (out[:, 4:, 4:] == 9).all() and (out[:, 4:, :4] == 0).all()
-
 
 
 def test_vos_paints_only_matched_proposals_with_higher_scores_on_top():
@@ -185,8 +201,11 @@ def test_vos_paints_only_matched_proposals_with_higher_scores_on_top():
 
 # ------------------------------------------------------------------------------ open vocabulary
 
+
 def test_seen_classes():
-    seen = Vocabulary.of([["disc", "round shape"], ["hexagon"], ["Sea"]]).seen_in(Vocabulary.of([["circle", "disc"], ["water", "sea"]]))
+    seen = Vocabulary.of([["disc", "round shape"], ["hexagon"], ["Sea"]]).seen_in(
+        Vocabulary.of([["circle", "disc"], ["water", "sea"]])
+    )
     assert seen == [True, False, True]
 
 
@@ -198,7 +217,7 @@ def test_geometric_ensemble_by_hand():
     seen = torch.tensor([True, True, False])
     out = ov.geometric_ensemble(logits_in, torch.log(p_clip), seen).exp()
     a = torch.tensor([0.4, 0.4, 0.8])
-    fused = p_in ** (1 - a) * p_clip ** a
+    fused = p_in ** (1 - a) * p_clip**a
     expected = torch.cat([fused / fused.sum() * (1 - p_void), torch.tensor([p_void])])
     assert torch.allclose(out, expected, atol=1e-6)
     # an empty mask at stride 32: no CLIP term
@@ -207,7 +226,6 @@ def test_geometric_ensemble_by_hand():
 
 
 # ------------------------------------------------------------------------------ the predictor
-
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +271,9 @@ def test_every_image_task_and_a_batch(predictor):
     inst = predictor.predict("instance")
     assert all(set(x.labels.tolist()) <= {0, 1, 2, 3} for x in inst), "instances are things only"
     assert all(np.all(np.diff(x.scores) <= 1e-6) for x in inst), "sorted by final score"
-    inter = predictor.predict("interactive", points=[[[5, 5], [60, 40]], [[70, 60]]], vocabulary=["circle", "stuff:sky"])
+    inter = predictor.predict(
+        "interactive", points=[[[5, 5], [60, 40]], [[70, 60]]], vocabulary=["circle", "stuff:sky"]
+    )
     assert [r.masks.shape[0] for r in inter] == [2, 1] and inter[0].names[0] in ("circle", "sky")
 
 
@@ -264,7 +284,9 @@ def test_every_video_task(predictor):
     assert vis.masks.shape[1:] == (7, 64, 64) and (vis.track_ids >= 1).all()
     calls = predictor.stats["backbone_calls"]
     vps = predictor.predict("vps", vocabulary=["circle", "stuff:sky"])
-    assert calls == 3 and predictor.stats["backbone_calls"] == calls, "7 frames: clips of 3 for vis and vps alike (cached)"
+    assert calls == 3 and predictor.stats["backbone_calls"] == calls, (
+        "7 frames: clips of 3 for vis and vps alike (cached)"
+    )
     assert vps.panoptic.shape == (7, 64, 64) and len(vps.frame_segments) == 7
     vss = predictor.predict("vss")
     assert vss.labels.shape == (7, 64, 64) and predictor.stats["backbone_calls"] == calls, "cached"
@@ -291,7 +313,11 @@ def test_the_training_batch_is_padded_with_the_pixel_mean():
     images = torch.zeros(2, 1, 3, 8, 8)
     fill_padding(images, [[8, 8], [5, 6]], (1.0, 2.0, 3.0))
     assert images[0].abs().sum() == 0, "a full-size sample has no padding"
-    assert (images[1, 0, :, :5, :6] == 0).all() and (images[1, 0, 2, 5:, :] == 3).all() and (images[1, 0, 0, :, 6:] == 1).all()
+    assert (
+        (images[1, 0, :, :5, :6] == 0).all()
+        and (images[1, 0, 2, 5:, :] == 3).all()
+        and (images[1, 0, 0, :, 6:] == 1).all()
+    )
 
 
 def test_the_test_resize_rounds_as_mmcv(predictor):
@@ -312,8 +338,13 @@ def test_post_processing_runs_at_the_original_size_by_default(predictor):
     predictor.set_image(image)  # test size 128: resized to 85 x 128, padded to 96 x 128
     got = predictor.predict("panoptic")
     obj = predictor._objects()
-    logits = predictor._class_logits(obj.embed[:1], obj.masks[:1, :, None],
-                                     predictor._image.features.clip_features[:1], predictor.training_vocabulary, False)[0]
+    logits = predictor._class_logits(
+        obj.embed[:1],
+        obj.masks[:1, :, None],
+        predictor._image.features.clip_features[:1],
+        predictor.training_vocabulary,
+        False,
+    )[0]
     up = torch.nn.functional.interpolate(obj.masks[:1].float(), size=(96, 128), mode="bilinear")[0][:, :85, :128]
     full = torch.nn.functional.interpolate(up[None], size=(100, 150), mode="bilinear")[0]
     ref, segs = panoptic_inference(logits, full, torch.tensor(predictor.training_vocabulary.isthing))
@@ -349,7 +380,12 @@ def test_a_video_instance_score_is_the_mean_over_frames(predictor):
 def test_vocabulary_parsing():
     train = Vocabulary.of([["circle"], ["sky", "clouds"]], [True, False])
     v = Vocabulary.parse(["clouds", "thing:lake", "stuff:road, street", {"names": ["kite"], "isthing": False}], train)
-    assert v.names == (("clouds",), ("lake",), ("road", "street"), ("kite",)) and v.isthing == (False, True, False, False)
+    assert v.names == (("clouds",), ("lake",), ("road", "street"), ("kite",)) and v.isthing == (
+        False,
+        True,
+        False,
+        False,
+    )
 
 
 def test_bad_inputs(predictor):
@@ -377,13 +413,35 @@ def test_bad_inputs(predictor):
 
 # ------------------------------------------------------------------------------ files and the CLI
 
+
 def test_omg_predict_writes_valid_official_files(checkpoint, tiny_shapes, tmp_path, capsys):
     val = Path(tiny_shapes) / "images/val"
     out = tmp_path / "pan"
-    assert main(["predict", "--checkpoint", checkpoint, "--input", str(val), "--task", "panoptic", "--out", str(out),
-                 "--dataset", "omg-shapes"]) == 0
-    report = validate_files("coco_panoptic", images=str(val), panoptic_json=str(out / "panoptic.json"),
-                            panoptic_masks=str(out / "panoptic"), check_images=False)
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                checkpoint,
+                "--input",
+                str(val),
+                "--task",
+                "panoptic",
+                "--out",
+                str(out),
+                "--dataset",
+                "omg-shapes",
+            ]
+        )
+        == 0
+    )
+    report = validate_files(
+        "coco_panoptic",
+        images=str(val),
+        panoptic_json=str(out / "panoptic.json"),
+        panoptic_masks=str(out / "panoptic"),
+        check_images=False,
+    )
     assert report.ok, [str(p) for p in report.problems]
     doc = json.loads((out / "panoptic.json").read_text())
     cats = {c["id"] for c in doc["categories"]}
@@ -391,7 +449,9 @@ def test_omg_predict_writes_valid_official_files(checkpoint, tiny_shapes, tmp_pa
     assert len(list((out / "overlays").glob("*.png"))) == len(list(val.glob("*.jpg")))
 
     out = tmp_path / "inst"
-    assert main(["predict", "--checkpoint", checkpoint, "--input", str(val), "--task", "instance", "--out", str(out)]) == 0
+    assert (
+        main(["predict", "--checkpoint", checkpoint, "--input", str(val), "--task", "instance", "--out", str(out)]) == 0
+    )
     recs = json.loads((out / "instances_results.json").read_text())
     assert recs and all(set(r) == {"image_id", "category_id", "segmentation", "bbox", "score"} for r in recs)
     assert rle_decode(recs[0]["segmentation"]).shape == (64, 64)
@@ -399,8 +459,14 @@ def test_omg_predict_writes_valid_official_files(checkpoint, tiny_shapes, tmp_pa
     video = Path(tiny_shapes) / "videos/val/JPEGImages/val_0000"
     out = tmp_path / "vps"
     assert main(["predict", "--checkpoint", checkpoint, "--input", str(video), "--task", "vps", "--out", str(out)]) == 0
-    report = validate_files("vipseg", "video", frames=str(video.parent), panoptic_masks=str(out / "panoptic"),
-                            panoptic_json=str(out / "panoptic.json"), check_images=False)
+    report = validate_files(
+        "vipseg",
+        "video",
+        frames=str(video.parent),
+        panoptic_masks=str(out / "panoptic"),
+        panoptic_json=str(out / "panoptic.json"),
+        check_images=False,
+    )
     assert report.ok, [str(p) for p in report.problems]
 
     out = tmp_path / "vis"
@@ -411,42 +477,84 @@ def test_omg_predict_writes_valid_official_files(checkpoint, tiny_shapes, tmp_pa
 
     out = tmp_path / "vos"
     first = Path(tiny_shapes) / "videos/val/Annotations/val_0000/00000.png"
-    assert main(["predict", "--checkpoint", checkpoint, "--input", str(video), "--task", "vos", "--out", str(out),
-                 "--first-frame-masks", str(first)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                checkpoint,
+                "--input",
+                str(video),
+                "--task",
+                "vos",
+                "--out",
+                str(out),
+                "--first-frame-masks",
+                str(first),
+            ]
+        )
+        == 0
+    )
     pngs = sorted((out / "Annotations/val_0000").glob("*.png"))
     assert [p.stem for p in pngs] == [p.stem for p in sorted(video.glob("*.jpg"))]
     assert all(Image.open(p).mode == "P" and Image.open(p).size == (64, 64) for p in pngs), "DAVIS palette PNGs"
 
     out = tmp_path / "int"
     image = next(val.glob("*.jpg"))
-    assert main(["predict", "--checkpoint", checkpoint, "--input", str(image), "--task", "interactive",
-                 "--points", "20,30", "--boxes", "0,0,40,40", "--label", "--vocabulary", "circle",
-                 "--vocabulary", "stuff:sky", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                checkpoint,
+                "--input",
+                str(image),
+                "--task",
+                "interactive",
+                "--points",
+                "20,30",
+                "--boxes",
+                "0,0,40,40",
+                "--label",
+                "--vocabulary",
+                "circle",
+                "--vocabulary",
+                "stuff:sky",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     recs = json.loads((out / "interactive" / f"{image.stem}.json").read_text())
     assert len(recs) == 2 and recs[0]["name"] in ("circle", "sky")
     assert Image.open(out / "interactive" / f"{image.stem}.png").size == (64, 64)
     capsys.readouterr()
-    assert main(["predict", "--checkpoint", checkpoint, "--input", str(image), "--task", "interactive",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["predict", "--checkpoint", checkpoint, "--input", str(image), "--task", "interactive", "--out", str(out)])
+        == 2
+    )
     assert "needs --points" in capsys.readouterr().err
 
 
 def test_interactive_prompts_as_the_released_evaluation(predictor):
     """ovsam_preprocessor.py (use_point_pseudo_box, test time): the centre of the mask rescaled to the network's input
     size, an integer pixel there, and the pseudo-box point -+ 3 px, not clipped to the image."""
-    from omg.evaluation.interactive import center_point
     from omg.evaluation.evaluators import centre_prompts
+    from omg.evaluation.interactive import center_point
     from omg.modeling.prompts import Prompts
 
     gt = np.zeros((1, 100, 150), bool)
     gt[0, 10:60, 20:140] = True
     predictor.test_size = (128, 128)  # 100 x 150 -> 85 x 128 at the input
-    (x, y), = centre_prompts(predictor, gt)
+    ((x, y),) = centre_prompts(predictor, gt)
     rh, rw = predictor.input_size(100, 150)
     assert (rh, rw) == (85, 128)
     xi, yi = x * rw / 150, y * rh / 100
     assert xi == pytest.approx(round(xi), abs=1e-9) and yi == pytest.approx(round(yi), abs=1e-9), "an input pixel"
-    small = gt[0][np.minimum((np.arange(85) * 100 / 85).astype(int), 99)][:, np.minimum((np.arange(128) * 150 / 128).astype(int), 149)]
+    small = gt[0][np.minimum((np.arange(85) * 100 / 85).astype(int), 99)][
+        :, np.minimum((np.arange(128) * 150 / 128).astype(int), 149)
+    ]
     assert (round(xi), round(yi)) == center_point(small)
     corner = Prompts.from_lists([torch.tensor([[1.0, 0.0]])], [None], [(64, 64)])
     assert corner.boxes[0, 0].tolist() == [-2.0, -3.0, 4.0, 3.0], "the pseudo-box is not clipped"

@@ -34,30 +34,40 @@ def _roundtrip(doc: dict) -> Request:
     return Request.from_json(json.loads(json.dumps(doc)))
 
 
-@pytest.mark.parametrize("doc, status, words", [
-    ([], 400, "JSON object"),
-    ({"task": "panoptic", "image": "x", "colour": 1}, 400, "unknown field.*'colour'"),
-    ({"task": "segment"}, 400, "field 'task'"),
-    ({"task": "panoptic"}, 400, "field 'image'"),
-    ({"task": "panoptic", "image": "%%%"}, 400, "not valid base64"),
-    ({"task": "panoptic", "image": base64.b64encode(b"GIF89a....").decode()}, 415, "not a PNG or JPEG"),
-    ({"task": "panoptic", "frames": ["x"]}, 400, "image task: send 'image'"),
-    ({"task": "vis", "image": "x"}, 400, "video task: send 'frames'"),
-    ({"task": "vis", "frames": []}, 400, "field 'frames'"),
-    ({"task": "interactive", "image": "IMG"}, 400, "needs 'points' and / or 'boxes'"),
-    ({"task": "panoptic", "image": "IMG", "points": [[1, 2]]}, 400, "takes no prompts"),
-    ({"task": "interactive", "image": "IMG", "points": [[1, True]]}, 400, r"points\[0\]: expected a finite number"),
-    ({"task": "interactive", "image": "IMG", "boxes": [[1, 2, 3]]}, 400, r"boxes\[0\]: expected 4 numbers"),
-    ({"task": "interactive", "image": "IMG", "points": [[1, 2]] * 65}, 400, "at most 64"),
-    ({"task": "instance", "image": "IMG", "topk": 0}, 400, "field 'topk'"),
-    ({"task": "instance", "image": "IMG", "min_score": "0.5"}, 400, "field 'min_score'"),
-    ({"task": "semantic", "image": "IMG", "vocabulary": 3}, 400, "field 'vocabulary'"),
-    ({"task": "semantic", "image": "IMG", "vocabulary": ["c"] * 301}, 413, "301 classes"),
-    ({"task": "vos", "frames": ["IMG"]}, 400, "needs 'first_frame'"),
-    ({"task": "vos", "frames": ["IMG"], "first_frame": [{"id": 1, "segmentation": {"size": [4, 4], "counts": "0"}}]},
-     400, r"first_frame\[0\].segmentation is 4x4"),
-    ({"task": "vis", "frames": ["IMG"] * 65}, 413, "65 frames, at most 64"),
-])
+@pytest.mark.parametrize(
+    "doc, status, words",
+    [
+        ([], 400, "JSON object"),
+        ({"task": "panoptic", "image": "x", "colour": 1}, 400, "unknown field.*'colour'"),
+        ({"task": "segment"}, 400, "field 'task'"),
+        ({"task": "panoptic"}, 400, "field 'image'"),
+        ({"task": "panoptic", "image": "%%%"}, 400, "not valid base64"),
+        ({"task": "panoptic", "image": base64.b64encode(b"GIF89a....").decode()}, 415, "not a PNG or JPEG"),
+        ({"task": "panoptic", "frames": ["x"]}, 400, "image task: send 'image'"),
+        ({"task": "vis", "image": "x"}, 400, "video task: send 'frames'"),
+        ({"task": "vis", "frames": []}, 400, "field 'frames'"),
+        ({"task": "interactive", "image": "IMG"}, 400, "needs 'points' and / or 'boxes'"),
+        ({"task": "panoptic", "image": "IMG", "points": [[1, 2]]}, 400, "takes no prompts"),
+        ({"task": "interactive", "image": "IMG", "points": [[1, True]]}, 400, r"points\[0\]: expected a finite number"),
+        ({"task": "interactive", "image": "IMG", "boxes": [[1, 2, 3]]}, 400, r"boxes\[0\]: expected 4 numbers"),
+        ({"task": "interactive", "image": "IMG", "points": [[1, 2]] * 65}, 400, "at most 64"),
+        ({"task": "instance", "image": "IMG", "topk": 0}, 400, "field 'topk'"),
+        ({"task": "instance", "image": "IMG", "min_score": "0.5"}, 400, "field 'min_score'"),
+        ({"task": "semantic", "image": "IMG", "vocabulary": 3}, 400, "field 'vocabulary'"),
+        ({"task": "semantic", "image": "IMG", "vocabulary": ["c"] * 301}, 413, "301 classes"),
+        ({"task": "vos", "frames": ["IMG"]}, 400, "needs 'first_frame'"),
+        (
+            {
+                "task": "vos",
+                "frames": ["IMG"],
+                "first_frame": [{"id": 1, "segmentation": {"size": [4, 4], "counts": "0"}}],
+            },
+            400,
+            r"first_frame\[0\].segmentation is 4x4",
+        ),
+        ({"task": "vis", "frames": ["IMG"] * 65}, 413, "65 frames, at most 64"),
+    ],
+)
 def test_a_bad_request_is_a_4xx_naming_the_field(doc, status, words):
     image = b64_png(_image())
     for key in ("image", "frames"):
@@ -85,8 +95,11 @@ def test_every_image_task_answers_what_the_predictor_returns(predictor):
     predictor.set_image(image)
     vocab = ["circle, disc", "hexagon", "stuff:sky"]
 
-    pan = Response.from_json(json.loads(json.dumps(schema.predict(predictor, _roundtrip(
-        {"task": "panoptic", "image": b64_png(image)})).to_json())))
+    pan = Response.from_json(
+        json.loads(
+            json.dumps(schema.predict(predictor, _roundtrip({"task": "panoptic", "image": b64_png(image)})).to_json())
+        )
+    )
     ref = predictor.panoptic()
     assert [s.id for s in pan.segments] == [s.id for s in ref.segments] and pan.vocabulary == ref.vocabulary
     for s, r in zip(pan.segments, ref.segments):
@@ -95,13 +108,24 @@ def test_every_image_task_answers_what_the_predictor_returns(predictor):
         assert (s.category_id, s.label, s.isthing, s.area) == (r.label, r.name, r.isthing, r.area)
         assert s.bbox == coco_bbox(m) and abs(s.score - r.score) < 1e-5
 
-    inst = schema.predict(predictor, _roundtrip({"task": "instance", "image": b64_png(image), "topk": 7,
-                                                 "vocabulary": vocab}))
+    inst = schema.predict(
+        predictor, _roundtrip({"task": "instance", "image": b64_png(image), "topk": 7, "vocabulary": vocab})
+    )
     ref = predictor.instance(vocabulary=vocab, topk=7)
     assert np.array_equal(inst.masks(), ref.masks) and [s.label for s in inst.segments] == ref.names
     assert np.allclose([s.score for s in inst.segments], ref.scores, atol=1e-5)
-    some = schema.predict(predictor, _roundtrip({"task": "instance", "image": b64_png(image), "topk": 7,
-                                                 "vocabulary": vocab, "min_score": float(ref.scores[2])}))
+    some = schema.predict(
+        predictor,
+        _roundtrip(
+            {
+                "task": "instance",
+                "image": b64_png(image),
+                "topk": 7,
+                "vocabulary": vocab,
+                "min_score": float(ref.scores[2]),
+            }
+        ),
+    )
     assert len(some.segments) == int((ref.scores >= ref.scores[2]).sum()), "min_score keeps the best-scored"
 
     sem = schema.predict(predictor, _roundtrip({"task": "semantic", "image": b64_png(image), "vocabulary": vocab}))
@@ -111,10 +135,15 @@ def test_every_image_task_answers_what_the_predictor_returns(predictor):
         assert np.array_equal(rle_decode(s.segmentation), ref.labels == s.category_id) and s.id == s.category_id + 1
 
     # prompts: points first, then boxes; without a vocabulary the masks are named with the training one
-    click = schema.predict(predictor, _roundtrip({"task": "interactive", "image": b64_png(image),
-                                                  "points": [[5, 6], [40, 30]], "boxes": [[0, 0, 30, 20]]}))
-    ref = predictor.interactive(points=[[5, 6], [40, 30]], boxes=[[0, 0, 30, 20]],
-                                vocabulary=predictor.training_vocabulary)
+    click = schema.predict(
+        predictor,
+        _roundtrip(
+            {"task": "interactive", "image": b64_png(image), "points": [[5, 6], [40, 30]], "boxes": [[0, 0, 30, 20]]}
+        ),
+    )
+    ref = predictor.interactive(
+        points=[[5, 6], [40, 30]], boxes=[[0, 0, 30, 20]], vocabulary=predictor.training_vocabulary
+    )
     assert np.array_equal(click.masks(), ref.masks) and [s.id for s in click.segments] == [1, 2, 3]
     assert [s.label for s in click.segments] == ref.names and click.vocabulary is None
 
@@ -139,16 +168,16 @@ def test_every_video_task_answers_what_the_predictor_returns(predictor):
     assert all(np.array_equal(m, ref.labels == s.category_id) for s, m in zip(vss.segments, vss.masks()))
     first = np.zeros((40, 48), bool)
     first[5:20, 10:30] = True
-    vos = schema.predict(predictor, _roundtrip({**doc, "task": "vos", "first_frame": [
-        {"id": 3, "segmentation": rle_encode(first)}]}))
+    vos = schema.predict(
+        predictor, _roundtrip({**doc, "task": "vos", "first_frame": [{"id": 3, "segmentation": rle_encode(first)}]})
+    )
     ref = predictor.vos(first_frame_masks=first[None], object_ids=[3])
     assert [s.id for s in vos.segments] == [3] and np.array_equal(vos.masks()[0], ref.masks == 3)
 
 
 def test_a_request_the_model_cannot_take_is_a_400(predictor):
     with pytest.raises(RequestError, match="outside the 64x48 image") as info:
-        schema.predict(predictor, _roundtrip({"task": "interactive", "image": b64_png(_image()),
-                                              "points": [[100, 5]]}))
+        schema.predict(predictor, _roundtrip({"task": "interactive", "image": b64_png(_image()), "points": [[100, 5]]}))
     assert info.value.status == 400
 
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_checkpoint
 from omg.cli import main
 from omg.inference import writers
 from omg.inference.media import VideoSource, VideoWriter
@@ -16,6 +15,7 @@ from omg.inference.predictor import VIDEO_TASKS, OMGPredictor
 from omg.inference.results import VideoInstanceResult, VideoPanopticResult, VideoSemanticResult, VOSResult
 from omg.inference.video import clip_length, split_clips, stream_clips
 from omg.utils import io as uio
+from tests.conftest import tiny_checkpoint
 
 CONCAT = {"vis": VideoInstanceResult, "vps": VideoPanopticResult, "vss": VideoSemanticResult, "vos": VOSResult}
 
@@ -33,7 +33,7 @@ def _video(num_frames: int, h: int = 48, w: int = 64, seed: int = 0) -> list[np.
     for t in range(num_frames):
         f = base.copy()
         x = (3 * t) % (w - 16)
-        f[16:32, x: x + 16] = (250, 40, 40)
+        f[16:32, x : x + 16] = (250, 40, 40)
         frames.append(f)
     return frames
 
@@ -56,8 +56,17 @@ def _equal(a, b) -> None:
             assert x == y, name
 
 
-@pytest.mark.parametrize("task,frames,options", [("vis", 20, {}), ("vps", 16, {}), ("vps", 18, {"track_ids": "stable"}),
-                                                  ("vss", 16, {}), ("vos", 19, {}), ("vis", 7, {})])
+@pytest.mark.parametrize(
+    "task,frames,options",
+    [
+        ("vis", 20, {}),
+        ("vps", 16, {}),
+        ("vps", 18, {"track_ids": "stable"}),
+        ("vss", 16, {}),
+        ("vos", 19, {}),
+        ("vis", 7, {}),
+    ],
+)
 def test_a_short_video_streams_to_the_whole_video_result(predictor, task, frames, options):
     """Within ``lookahead + 1`` clips the stream decides with the whole video's evidence: the frames it yields, put
     together, are exactly set_video + the task (20 frames of VIS = 4 clips of 5; VPS 16 = 8 clips of 2, 18 = 9 with
@@ -117,7 +126,9 @@ def test_vos_from_prompts_on_the_first_frame(predictor):
     want = predictor.vos(first_frame_masks=masks)
     got = predictor.vos(points=[[8, 24]], boxes=[[40, 0, 63, 8]])
     _equal(got, want)
-    streamed = VOSResult.concat([f.result for f in predictor.stream(video, "vos", points=[[8, 24]], boxes=[[40, 0, 63, 8]])])
+    streamed = VOSResult.concat(
+        [f.result for f in predictor.stream(video, "vos", points=[[8, 24]], boxes=[[40, 0, 63, 8]])]
+    )
     _equal(streamed, want)
     with pytest.raises(ValueError, match="not both"):
         predictor.vos(first_frame_masks=masks, points=[[8, 24]])
@@ -155,8 +166,14 @@ def test_the_frame_writers_write_the_whole_video_files(predictor, tmp_path):
     vps = predictor.vps()
     names = [f"{t:05d}" for t in range(12)]
     isthing = predictor.training_vocabulary.isthing
-    writers.write_vipseg(str(tmp_path / "c"), [("v1", names, vps), ("v2", names[:3], VideoPanopticResult.concat(
-        [writers.frame_of(vps, t) for t in range(3)]))], isthing)
+    writers.write_vipseg(
+        str(tmp_path / "c"),
+        [
+            ("v1", names, vps),
+            ("v2", names[:3], VideoPanopticResult.concat([writers.frame_of(vps, t) for t in range(3)])),
+        ],
+        isthing,
+    )
     doc = json.loads((tmp_path / "c/panoptic.json").read_text())
     assert [v["video_id"] for v in doc["videos"]] == ["v1", "v2"] and len(doc["videos"][0]["images"]) == 12
     ann = doc["annotations"][0]["annotations"]
@@ -201,8 +218,24 @@ def test_omg_predict_streams_a_video_file(predictor, tmp_path, capsys):
         uio.write_bytes(str(frames / f"{t:05d}.png"), uio.encode_png(f))
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["predict", "--checkpoint", ckpt, "--input", str(frames), "--task", "vis", "--out", str(a)]) == 0
-    assert main(["predict", "--checkpoint", ckpt, "--input", str(frames / "*.png"), "--task", "vis", "--out", str(b),
-                 "--lookahead", "-1"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                ckpt,
+                "--input",
+                str(frames / "*.png"),
+                "--task",
+                "vis",
+                "--out",
+                str(b),
+                "--lookahead",
+                "-1",
+            ]
+        )
+        == 0
+    )
     assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
     assert len(list((a / "overlays/frames").glob("*.png"))) == 24
 
@@ -211,8 +244,12 @@ def test_omg_predict_streams_a_video_file(predictor, tmp_path, capsys):
     bad.write_bytes(b"not a video at all" * 10)
     assert main(["predict", "--checkpoint", ckpt, "--input", str(bad), "--task", "vss", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"omg predict: error: {bad}: not a video")
-    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "none.mp4"), "--task", "vss",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            ["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "none.mp4"), "--task", "vss", "--out", str(out)]
+        )
+        == 2
+    )
     assert "no such video file" in capsys.readouterr().err
     # a frame that cannot be read part way: the error names it, and no results file looks complete
     (frames / "00020.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -21,8 +21,8 @@ from omg.losses.point_sampling import point_sample, uncertain_points
 from omg.modeling.model import ModelConfig, build_model
 from omg.modeling.transformer_decoder import PredictionSet
 
-
 # ------------------------------------------------------------------------------ matcher
+
 
 @pytest.mark.parametrize("q,m,seed", [(3, 3, 0), (5, 3, 1), (6, 4, 2), (4, 4, 3)])
 def test_solve_is_optimal_against_brute_force(q, m, seed):
@@ -62,7 +62,7 @@ def test_matcher_recovers_a_permutation():
     masks[0, 0, :8, :8] = masks[1, 0, 8:, :8] = masks[2, 0, :8, 8:] = masks[3, 0, 8:, 8:] = True
     labels = torch.tensor([0, 1, 2, 0])
     perm = torch.tensor([2, 0, 3, 1, 1])  # 5 predictions; the last is a duplicate
-    pred_masks = (masks[perm].float() * 20 - 10)
+    pred_masks = masks[perm].float() * 20 - 10
     pred_masks[4] = -10  # empty
     logits = torch.full((5, 4), -5.0)
     logits[torch.arange(5), torch.cat([labels[perm[:4]], torch.tensor([3])])] = 5.0
@@ -71,6 +71,7 @@ def test_matcher_recovers_a_permutation():
 
 
 # ------------------------------------------------------------------------------ loss terms
+
 
 def test_focal_and_dice_by_hand():
     x = torch.tensor([0.0, 0.0])
@@ -168,6 +169,7 @@ def test_video_tubes_are_matched_as_a_whole():
 
 
 # ------------------------------------------------------------------------------ learning
+
 
 def _shapes_batch(root: str, n: int):
     doc = json.loads((Path(root) / "annotations/panoptic_train.json").read_text())

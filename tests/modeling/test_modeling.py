@@ -40,6 +40,7 @@ def tiny_model():
 
 # ------------------------------------------------------------------------------ shapes
 
+
 @pytest.mark.parametrize("variant", TINY)
 def test_shapes_image_video_prompts_tiny(variant):
     torch.manual_seed(0)
@@ -56,8 +57,9 @@ def test_shapes_image_video_prompts_tiny(variant):
     assert torch.all(out.pred_logits[..., -1] == 0), "background logit is fixed at 0"
     vid = model(_images(1, t=3, s=64), text)
     assert vid.pred_masks.shape == (1, q, 3, 16, 16) and vid.pred_logits.shape == (1, q, c + 1)
-    prompts = Prompts.from_lists([torch.tensor([[5.0, 5.0], [40.0, 30.0], [60.0, 60.0]])], [torch.tensor([[0., 0., 20., 30.]])],
-                                 [(64, 64)])
+    prompts = Prompts.from_lists(
+        [torch.tensor([[5.0, 5.0], [40.0, 30.0], [60.0, 60.0]])], [torch.tensor([[0.0, 0.0, 20.0, 30.0]])], [(64, 64)]
+    )
     loc = model(_images(1, s=64), text, prompts)
     assert loc.location and loc.pred_masks.shape == (1, 4, 1, 16, 16) and loc.pred_logits.shape == (1, 4, c + 1)
 
@@ -99,6 +101,7 @@ def test_model_info_counts_flops_for_tiny():
 
 # ------------------------------------------------------------------------------ frozen vs learned
 
+
 def _grads(model, text):
     model.train()
     out = model(_images(1, s=64), text)
@@ -117,7 +120,9 @@ def test_frozen_backbone_gets_no_gradient_and_stays_in_eval():
     model.train()
     assert not model.backbone.clip.training, "a frozen backbone stays in eval mode (drop-path off)"
     feats = model.backbone(_images(1, s=64))
-    assert all(f.grad_fn is None and not f.requires_grad for f in feats), "no autograd graph through the frozen backbone"
+    assert all(f.grad_fn is None and not f.requires_grad for f in feats), (
+        "no autograd graph through the frozen backbone"
+    )
 
 
 def test_learned_backbone_gets_gradient():
@@ -131,6 +136,7 @@ def test_learned_backbone_gets_gradient():
 
 
 # ------------------------------------------------------------------------------ location queries
+
 
 def test_location_mask_blocks_exactly_the_off_diagonal():
     valid = torch.tensor([[True, True, True], [True, True, False]])
@@ -158,13 +164,19 @@ def test_switch_changes_outputs_only_with_several_prompts(tiny_model):
 
 
 def test_points_are_pseudo_boxes_and_padding_is_valid():
-    p = Prompts.from_lists([torch.tensor([[1.0, 10.0]]), None], [None, torch.tensor([[2., 2., 9., 9.], [0., 0., 4., 4.]])],
-                           [(32, 32), (32, 32)])
-    assert torch.equal(p.boxes[0, 0], torch.tensor([-2.0, 7.0, 4.0, 13.0])), "x-3 is not clipped (released: points -+ 3)"
+    p = Prompts.from_lists(
+        [torch.tensor([[1.0, 10.0]]), None],
+        [None, torch.tensor([[2.0, 2.0, 9.0, 9.0], [0.0, 0.0, 4.0, 4.0]])],
+        [(32, 32), (32, 32)],
+    )
+    assert torch.equal(p.boxes[0, 0], torch.tensor([-2.0, 7.0, 4.0, 13.0])), (
+        "x-3 is not clipped (released: points -+ 3)"
+    )
     assert p.valid.tolist() == [[True, False], [True, True]] and p.is_point.tolist() == [[True, False], [False, False]]
 
 
 # ------------------------------------------------------------------------------ building blocks
+
 
 def test_deformable_attention_samples_exact_values_at_pixel_centres():
     n, m, dh = 1, 2, 3
@@ -194,6 +206,7 @@ def test_positional_encodings():
 
 
 # ------------------------------------------------------------------------------ weights
+
 
 def test_checkpoint_roundtrip_reproduces_outputs(tmp_path, tiny_model):
     x, text = _images(1, s=64), _text()
@@ -286,6 +299,7 @@ def test_uncached_pretrained_tag_says_what_to_do(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------------------ bad inputs
 
+
 def test_bad_inputs_raise_clear_errors(tiny_model):
     text = _text()
     with pytest.raises(ValueError, match="N x 3 x H x W or N x T x 3 x H x W"):
@@ -299,7 +313,7 @@ def test_bad_inputs_raise_clear_errors(tiny_model):
     with pytest.raises(ValueError, match="point 1 .* outside the 64x64 image"):
         Prompts.from_lists([torch.tensor([[1.0, 1.0], [70.0, 3.0]])], [None], [(64, 64)])
     with pytest.raises(ValueError, match="box 0 .* not an XYXY box"):
-        Prompts.from_lists([None], [torch.tensor([[10., 10., 5., 20.]])], [(64, 64)])
+        Prompts.from_lists([None], [torch.tensor([[10.0, 10.0, 5.0, 20.0]])], [(64, 64)])
     with pytest.raises(ValueError, match="no prompt"):
         Prompts.from_lists([None], [None], [(64, 64)])
     with pytest.raises(FieldError, match="variant: unknown backbone variant"):
@@ -318,12 +332,14 @@ def test_sampled_location_content_reads_the_pixels_under_the_prompt():
     """location_content="sampled": prompts at different places start from different content."""
     torch.manual_seed(0)
     model = build_model(ModelConfig.tiny("tiny_convnext", location_content="sampled")).eval()
-    x, text = _images(1, s=64), _text()
+    x = _images(1, s=64)
     feats = model.extract(x)
     prompts = Prompts.from_lists([torch.tensor([[5.0, 5.0], [50.0, 50.0]])], [None], [(64, 64)])
     content = model.location_encoder.sample_content(feats.mask_features[:, :, 0], prompts, feats.image_size)
     assert content.shape == (1, 2, 64) and not torch.allclose(content[0, 0], content[0, 1])
-    assert build_model(ModelConfig.tiny("tiny_convnext")).location_encoder.content_proj is None, "paper default unchanged"
+    assert build_model(ModelConfig.tiny("tiny_convnext")).location_encoder.content_proj is None, (
+        "paper default unchanged"
+    )
     with pytest.raises(ValueError, match="location_content"):
         ModelConfig.tiny(location_content="roi")
 
@@ -381,7 +397,9 @@ def test_registering_the_tiny_configs_leaves_no_folder_behind(tmp_path):
     import subprocess
     import sys
 
-    code = ("from omg.modeling.variants import register_tiny_configs; register_tiny_configs(); "
-            "import open_clip; assert {'omg_tiny_convnext', 'omg_tiny_vit'} <= set(open_clip.list_models())")
+    code = (
+        "from omg.modeling.variants import register_tiny_configs; register_tiny_configs(); "
+        "import open_clip; assert {'omg_tiny_convnext', 'omg_tiny_vit'} <= set(open_clip.list_models())"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert list(tmp_path.glob("omg-open-clip-configs-*")) == []

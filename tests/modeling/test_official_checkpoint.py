@@ -35,8 +35,9 @@ def _norm(sd, name, dim=D):
     sd[f"{name}.bias"] = torch.randn(dim)
 
 
-def official_state_dict(clip_visual: dict[str, torch.Tensor], channels=(40, 80, 160, 320), embed_dim=128,
-                        box_query=True) -> dict[str, torch.Tensor]:
+def official_state_dict(
+    clip_visual: dict[str, torch.Tensor], channels=(40, 80, 160, 320), embed_dim=128, box_query=True
+) -> dict[str, torch.Tensor]:
     """A state dict with the released model's names and shapes, at the tiny size."""
     sd: dict[str, torch.Tensor] = {}
     # OMG-Seg seg/models/backbones/openclip_backbone.py L119-176: stem = trunk.stem, layer{i+1} = trunk.stages[i],
@@ -44,11 +45,11 @@ def official_state_dict(clip_visual: dict[str, torch.Tensor], channels=(40, 80, 
     for k, v in clip_visual.items():
         for ours, theirs in (("trunk.stem.", "stem."), ("trunk.head.", "head.0."), ("head.", "head.1.")):
             if k.startswith(ours):
-                sd["backbone." + theirs + k[len(ours):]] = torch.randn_like(v)
+                sd["backbone." + theirs + k[len(ours) :]] = torch.randn_like(v)
                 break
         else:
             if k.startswith("trunk.stages."):
-                i, rest = k[len("trunk.stages."):].split(".", 1)
+                i, rest = k[len("trunk.stages.") :].split(".", 1)
                 sd[f"backbone.layer{int(i) + 1}.{rest}"] = torch.randn_like(v)
     pd = "panoptic_head.pixel_decoder"
     # mmdet msdeformattn_pixel_decoder.py: input_convs (ConvModule conv + gn) from the lowest resolution up
@@ -57,16 +58,16 @@ def official_state_dict(clip_visual: dict[str, torch.Tensor], channels=(40, 80, 
         sd[f"{pd}.input_convs.{i}.conv.weight"] = sd[f"{pd}.input_convs.{i}.conv.weight"][..., None, None]
         _norm(sd, f"{pd}.input_convs.{i}.gn")
     # mmdet deformable_detr_layers.py encoder layer: MultiScaleDeformableAttention, FFN(layers.0.0, layers.1), norms
-    for l in range(ENC):
-        a = f"{pd}.encoder.layers.{l}.self_attn"
+    for layer in range(ENC):
+        a = f"{pd}.encoder.layers.{layer}.self_attn"
         _linear(sd, f"{a}.sampling_offsets", H * L * P * 2, D)
         _linear(sd, f"{a}.attention_weights", H * L * P, D)
         _linear(sd, f"{a}.value_proj", D, D)
         _linear(sd, f"{a}.output_proj", D, D)
-        _linear(sd, f"{pd}.encoder.layers.{l}.ffn.layers.0.0", ENC_F, D)
-        _linear(sd, f"{pd}.encoder.layers.{l}.ffn.layers.1", D, ENC_F)
+        _linear(sd, f"{pd}.encoder.layers.{layer}.ffn.layers.0.0", ENC_F, D)
+        _linear(sd, f"{pd}.encoder.layers.{layer}.ffn.layers.1", D, ENC_F)
         for k in range(2):
-            _norm(sd, f"{pd}.encoder.layers.{l}.norms.{k}")
+            _norm(sd, f"{pd}.encoder.layers.{layer}.norms.{k}")
     sd[f"{pd}.level_encoding.weight"] = torch.randn(L, D)
     sd[f"{pd}.lateral_convs.0.conv.weight"] = torch.randn(D, channels[0], 1, 1)  # bias=False under GN
     _norm(sd, f"{pd}.lateral_convs.0.gn")
@@ -76,15 +77,15 @@ def official_state_dict(clip_visual: dict[str, torch.Tensor], channels=(40, 80, 
     sd[f"{pd}.mask_feature.weight"] = sd[f"{pd}.mask_feature.weight"][..., None, None]
     # mmdet mask2former_layers.py decoder layer: cross_attn.attn, self_attn.attn (nn.MultiheadAttention), ffn, norms
     td = "panoptic_head.transformer_decoder"
-    for l in range(DEC):
+    for layer in range(DEC):
         for att in ("cross_attn", "self_attn"):
-            sd[f"{td}.layers.{l}.{att}.attn.in_proj_weight"] = torch.randn(3 * D, D)
-            sd[f"{td}.layers.{l}.{att}.attn.in_proj_bias"] = torch.randn(3 * D)
-            _linear(sd, f"{td}.layers.{l}.{att}.attn.out_proj", D, D)
-        _linear(sd, f"{td}.layers.{l}.ffn.layers.0.0", DEC_F, D)
-        _linear(sd, f"{td}.layers.{l}.ffn.layers.1", D, DEC_F)
+            sd[f"{td}.layers.{layer}.{att}.attn.in_proj_weight"] = torch.randn(3 * D, D)
+            sd[f"{td}.layers.{layer}.{att}.attn.in_proj_bias"] = torch.randn(3 * D)
+            _linear(sd, f"{td}.layers.{layer}.{att}.attn.out_proj", D, D)
+        _linear(sd, f"{td}.layers.{layer}.ffn.layers.0.0", DEC_F, D)
+        _linear(sd, f"{td}.layers.{layer}.ffn.layers.1", D, DEC_F)
         for k in range(3):
-            _norm(sd, f"{td}.layers.{l}.norms.{k}")
+            _norm(sd, f"{td}.layers.{layer}.norms.{k}")
     _norm(sd, f"{td}.post_norm")
     # OMG-Seg seg/models/heads/mask2former_vid.py L125-246
     h = "panoptic_head"
@@ -117,21 +118,34 @@ def clip_file(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def official(clip_file) -> dict[str, torch.Tensor]:
     torch.manual_seed(2)
-    visual = {k[len("visual."):]: v for k, v in torch.load(clip_file, weights_only=True).items() if k.startswith("visual.")}
+    visual = {
+        k[len("visual.") :]: v for k, v in torch.load(clip_file, weights_only=True).items() if k.startswith("visual.")
+    }
     return official_state_dict(visual)
 
 
 def test_every_tensor_lands_where_it_belongs(official, clip_file):
     model, report = convert_official(official, "tiny_convnext", clip_file, nheads=H)
     c = report.config
-    assert (c.hidden_dim, c.num_queries, c.enc_layers, c.enc_ffn_dim, c.enc_points, c.dec_layers, c.dec_ffn_dim) == \
-        (D, Q, ENC, ENC_F, P, DEC, DEC_F)
+    assert (c.hidden_dim, c.num_queries, c.enc_layers, c.enc_ffn_dim, c.enc_points, c.dec_layers, c.dec_ffn_dim) == (
+        D,
+        Q,
+        ENC,
+        ENC_F,
+        P,
+        DEC,
+        DEC_F,
+    )
     own = model.state_dict()
     assert report.mapped == len(official), "every source tensor used"
-    assert report.from_pretrained and all(k.startswith("backbone.clip.") and not k.startswith("backbone.clip.visual.trunk")
-                                          for k in report.from_pretrained), "only the CLIP parts the release lacks"
+    assert report.from_pretrained and all(
+        k.startswith("backbone.clip.") and not k.startswith("backbone.clip.visual.trunk")
+        for k in report.from_pretrained
+    ), "only the CLIP parts the release lacks"
     spots = {
-        "panoptic_head.transformer_decoder.layers.1.cross_attn.attn.in_proj_weight": "decoder.layers.1.cross_attn.in_proj_weight",
+        "panoptic_head.transformer_decoder.layers.1.cross_attn.attn.in_proj_weight": (
+            "decoder.layers.1.cross_attn.in_proj_weight"
+        ),
         "panoptic_head.transformer_decoder.layers.2.norms.1.weight": "decoder.layers.2.norm2.weight",
         "panoptic_head.pixel_decoder.input_convs.2.conv.weight": "pixel_decoder.input_proj.2.0.weight",
         "panoptic_head.pixel_decoder.encoder.layers.1.ffn.layers.1.bias": "pixel_decoder.layers.1.ffn.2.bias",
@@ -152,7 +166,6 @@ def test_the_converted_model_runs_every_task_in_omg_predict(official, clip_file,
 
     from omg.cli import main
     from omg.modeling.checkpoint import save_checkpoint
-
     from tests.conftest import LABEL_SPACE
 
     model, _ = convert_official(official, "tiny_convnext", clip_file, nheads=H)
@@ -167,25 +180,53 @@ def test_the_converted_model_runs_every_task_in_omg_predict(official, clip_file,
     first[:20, :20] = 1
     Image.fromarray(first).save(tmp_path / "first.png")
     image = str(frames / "00000.jpg")
-    runs = {"panoptic": [image], "instance": [image], "semantic": [image], "interactive": [image, "--points", "20,20"],
-            "vis": [str(frames)], "vps": [str(frames)], "vss": [str(frames)],
-            "vos": [str(frames), "--first-frame-masks", str(tmp_path / "first.png")]}
+    runs = {
+        "panoptic": [image],
+        "instance": [image],
+        "semantic": [image],
+        "interactive": [image, "--points", "20,20"],
+        "vis": [str(frames)],
+        "vps": [str(frames)],
+        "vss": [str(frames)],
+        "vos": [str(frames), "--first-frame-masks", str(tmp_path / "first.png")],
+    }
     for task, (inp, *extra) in runs.items():
         out = tmp_path / f"out-{task}"
-        assert main(["predict", "--checkpoint", ckpt, "--input", inp, "--task", task, "--out", str(out), "--no-overlays",
-                     *extra]) == 0, task
+        assert (
+            main(
+                [
+                    "predict",
+                    "--checkpoint",
+                    ckpt,
+                    "--input",
+                    inp,
+                    "--task",
+                    task,
+                    "--out",
+                    str(out),
+                    "--no-overlays",
+                    *extra,
+                ]
+            )
+            == 0
+        ), task
         assert any(p.is_file() for p in out.rglob("*")), f"{task} wrote nothing"
 
 
 def test_incomplete_or_foreign_sources_are_refused_with_the_names(official, clip_file):
     with pytest.raises(ConversionError, match="text tower is not in the released file"):
         convert_official(official, "tiny_convnext", None, nheads=H)
-    no_box = {k: v for k, v in official.items() if not k.startswith(("panoptic_head.pb_embedding", "panoptic_head.pos_linear",
-                                                                      "panoptic_head.mask_tokens"))}
+    no_box = {
+        k: v
+        for k, v in official.items()
+        if not k.startswith(("panoptic_head.pb_embedding", "panoptic_head.pos_linear", "panoptic_head.mask_tokens"))
+    }
     with pytest.raises(ConversionError, match="location_encoder.pos_linear.weight"):
         convert_official(no_box, "tiny_convnext", clip_file, nheads=H)
     extra = dict(official, **{"panoptic_head.some_new_head.weight": torch.zeros(3)})
-    with pytest.raises(ConversionError, match="1 source tensor.* no place in the model: panoptic_head.some_new_head.weight"):
+    with pytest.raises(
+        ConversionError, match="1 source tensor.* no place in the model: panoptic_head.some_new_head.weight"
+    ):
         convert_official(extra, "tiny_convnext", clip_file, nheads=H)
     with pytest.raises(ConversionError, match="sampling_offsets has 96 outputs: not 5 heads"):
         config_from_official(official, "tiny_convnext", nheads=5)  # the head count is not in the weights
@@ -247,8 +288,23 @@ def test_the_cli_writes_a_checkpoint_that_predicts(official, clip_file, tmp_path
     src = tmp_path / "omg_seg_tiny.pth"
     src.write_bytes(_mmengine_file(official))
     out = tmp_path / "converted.pt"
-    cmd = [sys.executable, "-m", "omg.cli", "convert-official", str(src), "--out", str(out), "--variant",
-           "tiny_convnext", "--pretrained", clip_file, "--nheads", str(H), "--dataset", "omg-shapes"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "omg.cli",
+        "convert-official",
+        str(src),
+        "--out",
+        str(out),
+        "--variant",
+        "tiny_convnext",
+        "--pretrained",
+        clip_file,
+        "--nheads",
+        str(H),
+        "--dataset",
+        "omg-shapes",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{len(official)} tensors converted" in r.stdout and "omg-shapes" in r.stdout
@@ -256,5 +312,7 @@ def test_the_cli_writes_a_checkpoint_that_predicts(official, clip_file, tmp_path
 
     _, meta = load_checkpoint(str(out))
     assert meta["converted_from"]["tensors"] == len(official) and meta["label_space"]["names"]
-    bad = subprocess.run(cmd[:4] + [str(tmp_path / "missing.pth")] + cmd[5:], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        cmd[:4] + [str(tmp_path / "missing.pth")] + cmd[5:], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "missing.pth" in bad.stderr.strip().splitlines()[-1]

@@ -7,8 +7,8 @@ import torch
 
 from omg.modeling.backbone import CLIPBackbone
 from omg.modeling.text import VILD_TEMPLATES, TextEmbedder
-from omg.utils.vocabulary import Vocabulary, normalize_class_name
 from omg.modeling.variants import get_variant
+from omg.utils.vocabulary import Vocabulary, normalize_class_name
 
 
 @pytest.fixture(scope="module")

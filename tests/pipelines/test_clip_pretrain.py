@@ -20,8 +20,22 @@ def test_two_workers_pretrain_track_in_mlflow_and_the_weights_load(ray_local, tm
     generate_captions(str(tmp_path / "shapes"), opts=CaptionOptions(num_train=40, num_val=12), progress=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = str(tmp_path / "clip.pt")
-    args = ["--root", str(tmp_path / "shapes"), "--steps", "4", "--batch-size", "8", "--workers", "2",
-            "--cpus-per-worker", "1", "--out", out, "--tracking-uri", uri]
+    args = [
+        "--root",
+        str(tmp_path / "shapes"),
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--workers",
+        "2",
+        "--cpus-per-worker",
+        "1",
+        "--out",
+        out,
+        "--tracking-uri",
+        uri,
+    ]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["weights"] == out and result["val_after"]["n"] == 12

@@ -1,8 +1,8 @@
 """The cluster walk of docs/cluster.md ("From the demo to a real cluster"), line by line, on a team's setup in
 miniature: SeaweedFS as S3, PostgreSQL, an MLflow tracking server on both (artifacts proxied to S3), and a
 2-node loopback Ray cluster (head 127.0.0.2, worker 127.0.0.3, 1 CPU each) whose worker node runs in its own
-mount namespace: a private /tmp, the checkout's runs/ and ~/.cache/omg hidden, so a path that only the head can see fails there.
-Every location is s3:// or http://. The commands run from a copy of the checkout, as a user types them; the
+mount namespace: a private /tmp, the checkout's runs/ and ~/.cache/omg hidden, so a path that only the head can see
+fails there. Every location is s3:// or http://. The commands run from a copy of the checkout, as a user types them; the
 client's own runs/ is removed before the last three (predict, eval, serve from ``models:/``).
 
 Every server is started in its own process group and stopped even on failure (tests/services.py). Skipped when
@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -26,8 +25,17 @@ from pathlib import Path
 import pytest
 
 from tests import ROOT
-from tests.services import (BIN, MlflowServer, Postgres, RayCluster, S3Server, free_port, free_port_block, in_parallel,
-                            missing)
+from tests.services import (
+    BIN,
+    MlflowServer,
+    Postgres,
+    RayCluster,
+    S3Server,
+    free_port,
+    free_port_block,
+    in_parallel,
+    missing,
+)
 
 BUCKET = "omg"
 DATA, RUNS = f"s3://{BUCKET}/omg/data", f"s3://{BUCKET}/omg/runs"
@@ -56,8 +64,14 @@ def team(tmp_path_factory):
     s3 = S3Server(base / "s3", bucket=BUCKET, port=free_port_block(8))
     pg = Postgres(base / "pg")
     tracking = MlflowServer(base / "mlflow", artifacts=f"s3://{BUCKET}/mlartifacts", env=s3.env, port=free_port())
-    settings = {**s3.env, "OMG_DATA_DIR": DATA, "OMG_RUNS_DIR": RUNS, "MLFLOW_TRACKING_URI": tracking.uri,
-                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMG_STORAGE_RETRY_SECONDS": "30"}
+    settings = {
+        **s3.env,
+        "OMG_DATA_DIR": DATA,
+        "OMG_RUNS_DIR": RUNS,
+        "MLFLOW_TRACKING_URI": tracking.uri,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "OMG_STORAGE_RETRY_SECONDS": "30",
+    }
     cluster = RayCluster(temp=str(Path("/tmp") / f"omgc-{os.getpid()}"), env=settings)
 
     def servers():
@@ -75,8 +89,9 @@ def team(tmp_path_factory):
 
 def _checkout_copy(dest: Path) -> Path:
     """The checkout as a user has it (no runs/, no virtual environment): where the commands are typed."""
-    ignore = shutil.ignore_patterns(".venv", "runs", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "report",
-                                    "predictions")
+    ignore = shutil.ignore_patterns(
+        ".venv", "runs", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "report", "predictions"
+    )
     shutil.copytree(ROOT, dest, ignore=ignore)
     return dest
 
@@ -129,7 +144,7 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     assert "succeeded" in text and "ip=127.0.0.3" in text, text[-4000:]
     result = [json.loads(x) for x in text.splitlines() if x.startswith('{"run"')][-1]
     assert result["step"] == 6 and result["model"].startswith(f"{RUNS}/train/"), result
-    run_dir = result["model"][len("s3://"):].rsplit("/", 1)[0]
+    run_dir = result["model"][len("s3://") :].rsplit("/", 1)[0]
     assert s3fs.cat(f"{run_dir}/fault_injected") == b"rank 1 step 4"
     for rank in (0, 1):  # the SampleTrace hook writes to the run's storage, not a folder named "s3:" on the node
         steps = [json.loads(x)["step"] for x in s3fs.cat(f"{run_dir}/trace/rank{rank}.jsonl").decode().splitlines()]
@@ -159,13 +174,15 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     assert "pipelines/ablations.py --grid smoke" in line
     text = _run(line, cwd, env)
     assert "succeeded" in text, text[-4000:]
-    records = {t: json.loads(s3fs.cat(f"{BUCKET}/omg/runs/ablations/smoke/{t}/trial.json"))
-               for t in ("convnext-masked", "convnext-full")}
+    records = {
+        t: json.loads(s3fs.cat(f"{BUCKET}/omg/runs/ablations/smoke/{t}/trial.json"))
+        for t in ("convnext-masked", "convnext-full")
+    }
     assert {r["status"] for r in records.values()} == {"finished"}, records
     assert {r["node"] for r in records.values()} == {"127.0.0.2", "127.0.0.3"}, "one trial per node (SPREAD)"
     for t, r in records.items():
         assert r["log"] == f"{RUNS}/ablations/smoke/{t}/trial.log", r["log"]
-        log = s3fs.cat(r["log"][len("s3://"):]).decode()
+        log = s3fs.cat(r["log"][len("s3://") :]).decode()
         assert "pipelines/joint_train.py" in log and "pipelines/evaluate.py" in log and "[train] exported" in log
 
     # ---- the report, its gallery from the overlays the trials logged through the tracking server
@@ -180,11 +197,16 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     shutil.rmtree(cwd / "runs", ignore_errors=True)
     shutil.rmtree(tmp_path / "client-cache", ignore_errors=True)
     predict, evaluate, serve = next(step), next(step), next(step)
-    assert predict.startswith(f"omg predict --checkpoint {MODEL}") and evaluate.startswith(f"omg eval --checkpoint {MODEL}")
+    assert predict.startswith(f"omg predict --checkpoint {MODEL}") and evaluate.startswith(
+        f"omg eval --checkpoint {MODEL}"
+    )
     assert serve.startswith(f"omg serve --checkpoint {MODEL}")
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        jobs = [pool.submit(_run, predict, cwd, env), pool.submit(_run, evaluate, cwd, env),
-                pool.submit(_check_serve, serve, cwd, env)]
+        jobs = [
+            pool.submit(_run, predict, cwd, env),
+            pool.submit(_run, evaluate, cwd, env),
+            pool.submit(_check_serve, serve, cwd, env),
+        ]
     evaluated = jobs[1].result()
     jobs[0].result(), jobs[2].result()
     panoptic = json.loads(next((cwd / "predictions").rglob("*.json")).read_text())
@@ -197,8 +219,15 @@ def _check_serve(line: str, cwd: Path, env: dict) -> None:
     """``omg serve`` (the line, with a free --port): its sample picker lists the val images in the bucket, and a
     panoptic request on one answers with segments."""
     port = free_port()
-    proc = subprocess.Popen(["bash", "-c", f"exec {line} --port {port}"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {line} --port {port}"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

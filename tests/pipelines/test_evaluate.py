@@ -12,7 +12,6 @@ import torch
 from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from pipelines.evaluate import main as evaluate_main
-
 from tests.conftest import LABEL_SPACE
 
 
@@ -20,8 +19,11 @@ from tests.conftest import LABEL_SPACE
 def tiny_ckpt(tmp_path_factory) -> str:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("evalckpt") / "tiny.pt"
-    save_checkpoint(build_model(ModelConfig.tiny()), str(path), {"label_space": LABEL_SPACE, "test_size": [64, 64],
-                                                                 "mlflow_run_id": "train-run-123"})
+    save_checkpoint(
+        build_model(ModelConfig.tiny()),
+        str(path),
+        {"label_space": LABEL_SPACE, "test_size": [64, 64], "mlflow_run_id": "train-run-123"},
+    )
     return str(path)
 
 
@@ -29,32 +31,66 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["--checkpoint", tiny_ckpt, "--root", tiny_shapes, "--out", str(tmp_path / "eval"), "--limit", "2",
-            "--tracking-uri", uri, "--quiet"]
+    args = [
+        "--checkpoint",
+        tiny_ckpt,
+        "--root",
+        tiny_shapes,
+        "--out",
+        str(tmp_path / "eval"),
+        "--limit",
+        "2",
+        "--tracking-uri",
+        uri,
+        "--quiet",
+    ]
     for d in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps", "omg-shapes-vos"):
         args += ["--dataset", d]
     assert evaluate_main(args) == 0
     out = capsys.readouterr().out
-    for pair in ("omg-shapes/val/panoptic", "omg-shapes/val/instance", "omg-shapes/val/semantic",
-                 "omg-shapes/val_ov/open_vocab", "omg-shapes/val_ov/open_vocab_described", "omg-shapes/val/prompt_label",
-                 "omg-shapes-sam/val/interactive", "omg-shapes-vis/val/vis",
-                 "omg-shapes-vps/val/vps", "omg-shapes-vps/val/vss", "omg-shapes-vos/val/vos"):
+    for pair in (
+        "omg-shapes/val/panoptic",
+        "omg-shapes/val/instance",
+        "omg-shapes/val/semantic",
+        "omg-shapes/val_ov/open_vocab",
+        "omg-shapes/val_ov/open_vocab_described",
+        "omg-shapes/val/prompt_label",
+        "omg-shapes-sam/val/interactive",
+        "omg-shapes-vis/val/vis",
+        "omg-shapes-vps/val/vps",
+        "omg-shapes-vps/val/vss",
+        "omg-shapes-vos/val/vos",
+    ):
         assert pair in out
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["eval"], output_format="list")
     assert len(runs) == 1
     run = runs[0]
     m = run.data.metrics
-    for key in ("eval/omg-shapes/PQ", "eval/omg-shapes/AP", "eval/omg-shapes/mIoU", "eval/omg-shapes/OV_PQ_heldout",
-                "eval/omg-shapes/OVD_PQ_heldout", "eval/omg-shapes/label_acc", "eval/omg-shapes/label_acc_things",
-                "eval/omg-shapes-sam/mIoU", "eval/omg-shapes-sam/NoC_85", "eval/omg-shapes-vis/AP",
-                "eval/omg-shapes-vps/VPQ", "eval/omg-shapes-vps/STQ", "eval/omg-shapes-vps/mIoU",
-                "eval/omg-shapes-vos/JF-Mean"):
+    for key in (
+        "eval/omg-shapes/PQ",
+        "eval/omg-shapes/AP",
+        "eval/omg-shapes/mIoU",
+        "eval/omg-shapes/OV_PQ_heldout",
+        "eval/omg-shapes/OVD_PQ_heldout",
+        "eval/omg-shapes/label_acc",
+        "eval/omg-shapes/label_acc_things",
+        "eval/omg-shapes-sam/mIoU",
+        "eval/omg-shapes-sam/NoC_85",
+        "eval/omg-shapes-vis/AP",
+        "eval/omg-shapes-vps/VPQ",
+        "eval/omg-shapes-vps/STQ",
+        "eval/omg-shapes-vps/mIoU",
+        "eval/omg-shapes-vos/JF-Mean",
+    ):
         assert key in m, key
     assert run.data.tags["omg.train_run_id"] == "train-run-123" and run.info.status == "FINISHED"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval/omg-shapes/val/panoptic")}
-    assert {"eval/omg-shapes/val/panoptic/metrics.json", "eval/omg-shapes/val/panoptic/tables.json",
-            "eval/omg-shapes/val/panoptic/overlays"} <= artifacts
+    assert {
+        "eval/omg-shapes/val/panoptic/metrics.json",
+        "eval/omg-shapes/val/panoptic/tables.json",
+        "eval/omg-shapes/val/panoptic/overlays",
+    } <= artifacts
     # a rerun skips every pair evaluated for this checkpoint
     assert evaluate_main([a for a in args if a != "--quiet"] + ["--no-mlflow"]) == 0
     err = capsys.readouterr().err
@@ -65,8 +101,13 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     assert evaluate_main(vps + ["--no-mlflow", "--pair", "omg-shapes-vps:val:vps", "--track-ids", "stable"]) == 0
     assert "1 pairs, 1 to run" in capsys.readouterr().err
     result = json.loads(next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json")).read_text())
-    assert result["tables"]["options"] == {"distractors": False, "ensemble": "released", "postprocess_at": "original",
-                                           "track_ids": "stable", "prompt_labels": "queries"}
+    assert result["tables"]["options"] == {
+        "distractors": False,
+        "ensemble": "released",
+        "postprocess_at": "original",
+        "track_ids": "stable",
+        "prompt_labels": "queries",
+    }
     # a result written before the conventions were recorded is not taken for one made with them
     path = next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json"))
     old = json.loads(path.read_text())
@@ -82,10 +123,18 @@ def test_evaluation_options_default_to_the_released_conventions():
     from omg.inference.predictor import OMGPredictor
 
     opts = EvalOptions()
-    assert (opts.distractors, opts.ensemble, opts.postprocess_at, opts.track_ids) == (False, "released", "original",
-                                                                                      "released")
+    assert (opts.distractors, opts.ensemble, opts.postprocess_at, opts.track_ids) == (
+        False,
+        "released",
+        "original",
+        "released",
+    )
     assert [opts.open_vocab(t) for t in ("panoptic", "open_vocab", "open_vocab_described", "vis")] == [
-        False, True, True, False]
+        False,
+        True,
+        True,
+        False,
+    ]
     assert EvalOptions(ensemble="auto").open_vocab("panoptic") == "auto"
     with pytest.raises(ValueError, match="track_ids must be one of released, stable"):
         EvalOptions(track_ids="query")
@@ -94,15 +143,19 @@ def test_evaluation_options_default_to_the_released_conventions():
     own, ids = vocabulary_of(entry, False)
     assert ids == [c.id for c in entry.classes if not c.heldout], "the dataset's own classes only (released)"
     more, more_ids = vocabulary_of(entry, False, predictor)
-    assert more.names[:len(own)] == own.names and len(more) > len(own) and set(more_ids[len(own):]) == {-1}
-    assert "sky" in {s for n in more.names[len(own):] for s in n}, "the training stuff the dataset lacks"
+    assert more.names[: len(own)] == own.names and len(more) > len(own) and set(more_ids[len(own) :]) == {-1}
+    assert "sky" in {s for n in more.names[len(own) :] for s in n}, "the training stuff the dataset lacks"
     # a descriptive vocabulary names a class by its catalog descriptions where it has any (the held-out shapes)
     shapes = get_entry("omg-shapes")
     names, _ = vocabulary_of(shapes, True)
     described, ids = vocabulary_of(shapes, True, described=True)
     hexagon = ids.index(5)
     assert described.names[hexagon] == ("blue diagonally striped shape", "blue slanted striped shape")
-    assert names.names[hexagon][0] == "hexagon" and described.names[0] == names.names[0] == ("circle", "disc", "round shape")
+    assert names.names[hexagon][0] == "hexagon" and described.names[0] == names.names[0] == (
+        "circle",
+        "disc",
+        "round shape",
+    )
 
 
 def test_prompt_labels_are_scored_per_clicked_segment(tiny_shapes, tmp_path):
@@ -165,9 +218,24 @@ def test_a_failing_pair_is_reported_not_fatal(ray_local, tiny_shapes, tiny_ckpt,
     broken = tmp_path / "broken"
     shutil.copytree(tiny_shapes, broken)
     (broken / "videos/val/instances.json").write_text("{")
-    rc = evaluate_main(["--checkpoint", tiny_ckpt, "--root", str(broken), "--out", str(tmp_path / "eval"),
-                        "--limit", "1", "--no-mlflow", "--quiet", "--pair", "omg-shapes-vis:val:vis",
-                        "--pair", "omg-shapes:val:semantic"])
+    rc = evaluate_main(
+        [
+            "--checkpoint",
+            tiny_ckpt,
+            "--root",
+            str(broken),
+            "--out",
+            str(tmp_path / "eval"),
+            "--limit",
+            "1",
+            "--no-mlflow",
+            "--quiet",
+            "--pair",
+            "omg-shapes-vis:val:vis",
+            "--pair",
+            "omg-shapes:val:semantic",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 1 and "FAILED omg-shapes-vis/val/vis" in out and "omg-shapes/val/semantic: mIoU" in out
 

@@ -44,15 +44,22 @@ def registered(tmp_path_factory):
         info = log_pyfunc(ckpt, register_as=NAME)
         mlflow.log_artifact(ckpt, "checkpoint")  # what a run logs with tracking.log_model=false
     assert str(info.registered_model_version) == "1"
-    return {"checkpoint": ckpt, "tracking": uri, "model_uri": f"models:/{NAME}/1", "tmp": tmp,
-            "run_uri": f"runs:/{run.info.run_id}/checkpoint/tiny.pt"}
+    return {
+        "checkpoint": ckpt,
+        "tracking": uri,
+        "model_uri": f"models:/{NAME}/1",
+        "tmp": tmp,
+        "run_uri": f"runs:/{run.info.run_id}/checkpoint/tiny.pt",
+    }
 
 
 def _requests(h=48, w=64) -> list[dict]:
     image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    return [{"task": "interactive", "image": schema.b64_png(image), "points": [[20, 20]], "boxes": [[2, 2, 40, 30]]},
-            {"task": "panoptic", "image": schema.b64_png(image)},
-            {"task": "semantic", "image": schema.b64_png(image), "vocabulary": "hexagon, six-sided shape\nstuff:sky"}]
+    return [
+        {"task": "interactive", "image": schema.b64_png(image), "points": [[20, 20]], "boxes": [[2, 2, 40, 30]]},
+        {"task": "panoptic", "image": schema.b64_png(image)},
+        {"task": "semantic", "image": schema.b64_png(image), "vocabulary": "hexagon, six-sided shape\nstuff:sky"},
+    ]
 
 
 def _expected(checkpoint: str, docs: list[dict]) -> list[dict]:
@@ -92,13 +99,41 @@ def test_omg_predict_takes_a_models_uri(registered, tmp_path, monkeypatch, capsy
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["tracking"])
     outs = {}
     for name, ckpt in (("path", registered["checkpoint"]), ("uri", registered["model_uri"])):
-        assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "a.png"), "--task", "panoptic",
-                     "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--checkpoint",
+                    ckpt,
+                    "--input",
+                    str(tmp_path / "a.png"),
+                    "--task",
+                    "panoptic",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
         outs[name] = {p.relative_to(tmp_path / name): p.read_bytes() for p in (tmp_path / name).rglob("*.png")}
     assert outs["uri"] and outs["uri"] == outs["path"]
     capsys.readouterr()
-    assert main(["predict", "--checkpoint", f"models:/{NAME}/7", "--input", str(tmp_path / "a.png"), "--task",
-                 "panoptic", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                f"models:/{NAME}/7",
+                "--input",
+                str(tmp_path / "a.png"),
+                "--task",
+                "panoptic",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("omg predict: error: models:/omg-seg-test/7:"), last
 
@@ -116,9 +151,25 @@ def test_mlflow_models_serve_answers_on_loopback(registered):
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["tracking"], PATH=f"{bin_dir}:{os.environ['PATH']}")
     log = open(registered["tmp"] / "serve.log", "wb")
-    proc = subprocess.Popen([str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", registered["model_uri"],
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(bin_dir) / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            registered["model_uri"],
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -157,8 +208,10 @@ def _the_page_works_against(backend: str, checkpoint: str) -> None:
     from omg.utils import io as uio
 
     image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    apps = {"remote": ServeApp(None, remote=RemoteModel(backend)),
-            "local": ServeApp(OMGPredictor.from_checkpoint(checkpoint))}
+    apps = {
+        "remote": ServeApp(None, remote=RemoteModel(backend)),
+        "local": ServeApp(OMGPredictor.from_checkpoint(checkpoint)),
+    }
     assert apps["remote"].default_vocabulary.split("\n") == [n[0] for n in LABEL_SPACE["names"]]
     answers: dict[str, list] = {}
     for name, app in apps.items():
@@ -167,14 +220,19 @@ def _the_page_works_against(backend: str, checkpoint: str) -> None:
         url = f"http://127.0.0.1:{srv.server_address[1]}"
         try:
             got = []
-            req = urllib.request.Request(f"{url}/api/image", data=uio.encode_png(image), headers={"Content-Type": "image/png"})
+            req = urllib.request.Request(
+                f"{url}/api/image", data=uio.encode_png(image), headers={"Content-Type": "image/png"}
+            )
             with urllib.request.urlopen(req, timeout=120) as r:
                 image_id = json.loads(r.read())["image_id"]
-            for path, body in (("/api/prompt", {"prompts": [{"point": [20, 20]}, {"box": [2, 2, 40, 30]}]}),
-                               ("/api/prompt", {"prompts": [{"point": [5, 5]}], "vocabulary": "hexagon\nstuff:sky"}),
-                               ("/api/segment", {"task": "panoptic"}), ("/api/segment", {"task": "semantic"}),
-                               ("/api/segment", {"task": "instance", "min_score": 0.0}),
-                               ("/api/prompt", {"prompts": [{"point": [500, 5]}]})):
+            for path, body in (
+                ("/api/prompt", {"prompts": [{"point": [20, 20]}, {"box": [2, 2, 40, 30]}]}),
+                ("/api/prompt", {"prompts": [{"point": [5, 5]}], "vocabulary": "hexagon\nstuff:sky"}),
+                ("/api/segment", {"task": "panoptic"}),
+                ("/api/segment", {"task": "semantic"}),
+                ("/api/segment", {"task": "instance", "min_score": 0.0}),
+                ("/api/prompt", {"prompts": [{"point": [500, 5]}]}),
+            ):
                 status, doc = http_call(url + path, {"image_id": image_id, **body})
                 doc.pop("ms", None)
                 got.append((status, doc))

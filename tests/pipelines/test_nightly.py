@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from pipelines.nightly import FIGURES, compare, regressed
-
 from tests import ROOT
 
 
@@ -55,10 +54,23 @@ def ray_tmp():
 
 
 def _nightly(tmp_path: Path, ray_tmp: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db", OMG_RUNS_DIR=str(tmp_path / "runs"),
-               RAY_TMPDIR=ray_tmp)
-    cmd = [sys.executable, str(ROOT / "pipelines" / "nightly.py"), "--suite", "smoke", "--work", str(tmp_path / "work"),
-           "--baseline", str(tmp_path / "baseline.json"), *args]
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+        OMG_RUNS_DIR=str(tmp_path / "runs"),
+        RAY_TMPDIR=ray_tmp,
+    )
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipelines" / "nightly.py"),
+        "--suite",
+        "smoke",
+        "--work",
+        str(tmp_path / "work"),
+        "--baseline",
+        str(tmp_path / "baseline.json"),
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

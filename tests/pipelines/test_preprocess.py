@@ -25,8 +25,11 @@ OMG_SHAPES = ["omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps"
 
 
 def _files(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _rows(out: Path, dataset: str, split: str) -> list[Sample]:
@@ -46,7 +49,9 @@ def test_every_omg_shapes_split_is_sharded(ray_local, tiny_shapes, tmp_path):
     for name in OMG_SHAPES:
         entry = catalog[name]
         for split in entry.splits:
-            m = preprocess_split(entry, split, str(tmp_path), tiny_shapes, shard_size=4, progress=False, log=lambda _: None)
+            m = preprocess_split(
+                entry, split, str(tmp_path), tiny_shapes, shard_size=4, progress=False, log=lambda _: None
+            )
             assert m["rows"] == m["num_source_records"] and m["quarantined"] == 0
             assert m["schema_version"] == 2 and len(m["listing_digest"]) == 64
             assert len(m["shards"]) == -(-m["rows"] // 4)
@@ -119,8 +124,9 @@ def _corrupt_copy(tiny_shapes: str, tmp_path: Path) -> Path:
 def test_bad_records_are_quarantined_with_reasons(ray_local, tiny_shapes, tmp_path):
     root = _corrupt_copy(tiny_shapes, tmp_path)
     out = tmp_path / "out"
-    m = preprocess_split(get_entry("omg-shapes"), "train", str(out), str(root), shard_size=4, progress=False,
-                         log=lambda _: None)
+    m = preprocess_split(
+        get_entry("omg-shapes"), "train", str(out), str(root), shard_size=4, progress=False, log=lambda _: None
+    )
     assert m["quarantined"] == 4 and m["rows"] == 12
     reasons = {q["key"]: q for q in read_quarantine(m, str(out / "omg-shapes/train"))}
     assert len(reasons) == 4
@@ -130,23 +136,48 @@ def test_bad_records_are_quarantined_with_reasons(ray_local, tiny_shapes, tmp_pa
     assert any("unknown category 999" in r for r in by_kind)
     assert any("does not match the image's" in r for r in by_kind)
     assert all(q["source"] and q["field"] for q in reasons.values())
-    vm = preprocess_split(get_entry("omg-shapes-vis"), "train", str(out), str(root), shard_size=4, progress=False,
-                          log=lambda _: None)
+    vm = preprocess_split(
+        get_entry("omg-shapes-vis"), "train", str(out), str(root), shard_size=4, progress=False, log=lambda _: None
+    )
     (q,) = read_quarantine(vm, str(out / "omg-shapes-vis/train"))
     assert "frame 2" in q["reason"] and "file is missing" in q["reason"]
 
 
 def test_cli_fail_on_bad_and_smoke(ray_local, tiny_shapes, tmp_path, capsys):
     root = _corrupt_copy(tiny_shapes, tmp_path)
-    rc = preprocess_main(["--dataset", "omg-shapes", "--split", "train", "--root", str(root), "--out",
-                          str(tmp_path / "o"), "--fail-on-bad", "--quiet"])
+    rc = preprocess_main(
+        [
+            "--dataset",
+            "omg-shapes",
+            "--split",
+            "train",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--fail-on-bad",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # the cause (file, record, field) is the last line, not Ray's wrapper
     assert last.startswith(f"preprocess: error: {root}") and "image_id" in last and "field '" in last, last
     assert not (tmp_path / "o/omg-shapes/train/manifest.json").exists()
-    rc = preprocess_main(["--dataset", "omg-shapes-vos", "--root", tiny_shapes, "--out", str(tmp_path / "s"),
-                          "--shard-size", "1", "--smoke-test", "--quiet"])
+    rc = preprocess_main(
+        [
+            "--dataset",
+            "omg-shapes-vos",
+            "--root",
+            tiny_shapes,
+            "--out",
+            str(tmp_path / "s"),
+            "--shard-size",
+            "1",
+            "--smoke-test",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["split"] for x in lines] == ["train", "val"] and all(x["rows"] == 2 for x in lines)
@@ -187,7 +218,7 @@ def _strict_copy(tiny_shapes: str, tmp_path: Path) -> tuple[Path, dict]:
     anns = doc["annotations"]
     img = root / "images/train" / anns[0]["file_name"].replace(".png", ".jpg")
     data = bytearray(img.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 40] = bytes(range(40))
+    data[len(data) // 2 : len(data) // 2 + 40] = bytes(range(40))
     img.write_bytes(bytes(data))
     del anns[1]["segments_info"][0]["category_id"]
     anns[2]["segments_info"] = "not a list"
@@ -195,16 +226,21 @@ def _strict_copy(tiny_shapes: str, tmp_path: Path) -> tuple[Path, dict]:
     vos = get_entry("omg-shapes-vos").split_paths("train", str(root))
     video = sorted(Path(vos["frames"]).iterdir())[0]
     (video / "00003.jpg").unlink()
-    keys = {"jpeg": str(anns[0]["image_id"]), "category": str(anns[1]["image_id"]), "typed": str(anns[2]["image_id"]),
-            "davis": video.name}
+    keys = {
+        "jpeg": str(anns[0]["image_id"]),
+        "category": str(anns[1]["image_id"]),
+        "typed": str(anns[2]["image_id"]),
+        "davis": video.name,
+    }
     return root, keys
 
 
 def test_corrupt_jpegs_missing_fields_and_missing_frames_are_quarantined(ray_local, tiny_shapes, tmp_path):
     root, keys = _strict_copy(tiny_shapes, tmp_path)
     out = tmp_path / "out"
-    m = preprocess_split(get_entry("omg-shapes"), "train", str(out), str(root), shard_size=4, progress=False,
-                         log=lambda _: None)
+    m = preprocess_split(
+        get_entry("omg-shapes"), "train", str(out), str(root), shard_size=4, progress=False, log=lambda _: None
+    )
     q = {r["key"]: r for r in read_quarantine(m, str(out / "omg-shapes/train"))}
     assert sorted(q) == sorted([keys["jpeg"], keys["category"], keys["typed"]]) and m["rows"] == 13
     assert "corrupt" in q[keys["jpeg"]]["reason"] and "extraneous bytes" in q[keys["jpeg"]]["reason"]
@@ -212,8 +248,9 @@ def test_corrupt_jpegs_missing_fields_and_missing_frames_are_quarantined(ray_loc
     assert q[keys["category"]]["field"] == "category_id" and "missing" in q[keys["category"]]["reason"]
     assert q[keys["category"]]["source"].endswith("panoptic_train.json")
     assert "malformed annotation" in q[keys["typed"]]["reason"]
-    vm = preprocess_split(get_entry("omg-shapes-vos"), "train", str(out), str(root), shard_size=4, progress=False,
-                          log=lambda _: None)
+    vm = preprocess_split(
+        get_entry("omg-shapes-vos"), "train", str(out), str(root), shard_size=4, progress=False, log=lambda _: None
+    )
     (d,) = read_quarantine(vm, str(out / "omg-shapes-vos/train"))
     assert d["key"] == keys["davis"] and d["source"].endswith("00003.jpg") and "frame is missing" in d["reason"]
     assert vm["rows"] == vm["num_source_records"] - 1
@@ -222,8 +259,19 @@ def test_corrupt_jpegs_missing_fields_and_missing_frames_are_quarantined(ray_loc
 def test_an_unwritable_output_names_errno_and_path_last(ray_local, tiny_shapes, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    rc = preprocess_main(["--dataset", "omg-shapes", "--split", "val", "--root", tiny_shapes, "--out",
-                          str(blocker / "shards"), "--quiet"])
+    rc = preprocess_main(
+        [
+            "--dataset",
+            "omg-shapes",
+            "--split",
+            "val",
+            "--root",
+            tiny_shapes,
+            "--out",
+            str(blocker / "shards"),
+            "--quiet",
+        ]
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and last.startswith("preprocess: error: ") and "[ENOTDIR]" in last and str(blocker) in last, last
 
@@ -262,10 +310,31 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
     os.mkfifo(img)
     ray_tmp = tempfile.mkdtemp(prefix="omgrt-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_ADDRESS="")
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.preprocess", "--dataset", "omg-shapes", "--split", "val",
-                             "--root", str(root), "--out", str(tmp_path / "out"), "--shard-size", "1", "--num-cpus", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True, preexec_fn=default_sigint if how == "SIGINT" else None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            "--dataset",
+            "omg-shapes",
+            "--split",
+            "val",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--shard-size",
+            "1",
+            "--num-cpus",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=default_sigint if how == "SIGINT" else None,
+    )
     lines: list[str] = []
 
     def read_stderr():
@@ -311,8 +380,19 @@ def test_a_split_that_gives_no_row_is_an_error_unless_allowed(ray_local, tiny_sh
     shutil.copytree(tiny_shapes, root)
     for img in (root / "images/val").glob("*.jpg"):
         img.write_bytes(img.read_bytes()[:100])  # every image truncated: every record quarantined
-    argv = ["--dataset", "omg-shapes", "--split", "val", "--root", str(root), "--out", str(tmp_path / "o"), "--quiet",
-            "--shard-size", "1"]
+    argv = [
+        "--dataset",
+        "omg-shapes",
+        "--split",
+        "val",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+        "--shard-size",
+        "1",
+    ]
     assert preprocess_main(argv) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "omg-shapes/val gave 0 rows: all 6 records were quarantined" in last and "--allow-empty" in last, last
@@ -337,8 +417,24 @@ def test_every_split_is_reached_and_an_empty_one_is_said(ray_local, tiny_shapes,
     rows = {d["split"]: d["rows"] for d in map(json.loads, captured.out.strip().splitlines())}
     assert rows == {"train": 0, "val": 2}, rows
     assert "preprocess: warning: omg-shapes-vos/train gave 0 rows: the split lists no record" in captured.err
-    assert preprocess_main(["--dataset", "omg-shapes-vos", "--split", "train", "--split", "val", "--root", str(root),
-                            "--out", str(out), "--quiet"]) == 1
+    assert (
+        preprocess_main(
+            [
+                "--dataset",
+                "omg-shapes-vos",
+                "--split",
+                "train",
+                "--split",
+                "val",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert '"split": "val"' in captured.out, "the named val split was processed before the error"
     last = captured.err.strip().splitlines()[-1]

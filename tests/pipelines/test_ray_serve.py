@@ -53,19 +53,43 @@ def app(tmp_path_factory):
     port, ready = _free_port(), tmp / "ready"
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_ADDRESS="")
     log = open(tmp / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "serve.py"), "--checkpoint", ckpt,
-                             "--replicas", "2", "--port", str(port), "--num-cpus", "2", "--max-bytes", "200000",
-                             "--ready-file", str(ready)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "serve.py"),
+            "--checkpoint",
+            ckpt,
+            "--replicas",
+            "2",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--max-bytes",
+            "200000",
+            "--ready-file",
+            str(ready),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
     try:
         deadline = time.monotonic() + 300
         while not ready.exists():
             assert proc.poll() is None, (tmp / "serve.log").read_text()[-4000:]
             assert time.monotonic() < deadline, (tmp / "serve.log").read_text()[-4000:]
             time.sleep(0.5)
-        yield {"url": ready.read_text().rstrip("/"), "proc": proc, "checkpoint": ckpt, "log": tmp / "serve.log",
-               "ray_tmp": ray_tmp}
+        yield {
+            "url": ready.read_text().rstrip("/"),
+            "proc": proc,
+            "checkpoint": ckpt,
+            "log": tmp / "serve.log",
+            "ray_tmp": ray_tmp,
+        }
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -83,10 +107,14 @@ def test_fifty_concurrent_requests_answer_as_the_predictor(app):
     docs = []
     for k in range(50):
         image = schema.b64_png(images[k % 3])
-        docs.append([{"task": "panoptic", "image": image},
-                     {"task": "semantic", "image": image, "vocabulary": "hexagon\nstuff:sky"},
-                     {"task": "interactive", "image": image, "points": [[10 + k % 7, 20]]},
-                     {"task": "instance", "image": image, "topk": 5}][k % 4])
+        docs.append(
+            [
+                {"task": "panoptic", "image": image},
+                {"task": "semantic", "image": image, "vocabulary": "hexagon\nstuff:sky"},
+                {"task": "interactive", "image": image, "points": [[10 + k % 7, 20]]},
+                {"task": "instance", "image": image, "topk": 5},
+            ][k % 4]
+        )
     own = OMGPredictor.from_checkpoint(app["checkpoint"])
     expected = [schema.predict(own, schema.Request.from_json(d)).to_json() for d in docs]
     replies: list = []
@@ -140,12 +168,17 @@ def test_a_request_picks_its_model_by_uri(app, tmp_path):
     """Multiplexing: the header serve_multiplexed_model_id names another checkpoint; that model answers."""
     other = tiny_checkpoint(tmp_path / "other.pt", seed=1)
     doc = {"task": "panoptic", "image": schema.b64_png(_images(1)[0])}
-    req = urllib.request.Request(f"{app['url']}/api/predict", data=json.dumps(doc).encode(),
-                                 headers={"Content-Type": "application/json", "serve_multiplexed_model_id": other})
+    req = urllib.request.Request(
+        f"{app['url']}/api/predict",
+        data=json.dumps(doc).encode(),
+        headers={"Content-Type": "application/json", "serve_multiplexed_model_id": other},
+    )
     with urllib.request.urlopen(req, timeout=120) as r:
         got = json.loads(r.read())
-    expect = {c: schema.predict(OMGPredictor.from_checkpoint(c), schema.Request.from_json(doc)).to_json()
-              for c in (other, app["checkpoint"])}
+    expect = {
+        c: schema.predict(OMGPredictor.from_checkpoint(c), schema.Request.from_json(doc)).to_json()
+        for c in (other, app["checkpoint"])
+    }
     assert _same(got, expect[other]) and not _same(expect[other], expect[app["checkpoint"]])
     req = urllib.request.Request(f"{app['url']}/api/info", headers={"serve_multiplexed_model_id": "/nonexistent.pt"})
     with pytest.raises(urllib.error.HTTPError) as info:
@@ -161,7 +194,9 @@ def test_ctrl_c_stops_the_app_and_its_ray(app):
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        left = [p for p in psutil.process_iter(["cmdline"]) if any(app["ray_tmp"] in a for a in (p.info["cmdline"] or []))]
+        left = [
+            p for p in psutil.process_iter(["cmdline"]) if any(app["ray_tmp"] in a for a in (p.info["cmdline"] or []))
+        ]
         if not left:
             break
         time.sleep(0.5)

@@ -29,7 +29,9 @@ def shards(ray_local, tiny_shapes, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("train-shards")
     catalog = load_catalog()
     for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
-        preprocess_split(catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None)
+        preprocess_split(
+            catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None
+        )
     return str(out)
 
 
@@ -69,8 +71,17 @@ def fault(step: int, mode: str, rank: int = 1) -> str:
 def _train(shards, storage, tracking, extra=(), capsys=None) -> tuple[int, dict]:
     """-> (exit status, the final JSON line); the last lines of stderr ride along under ``"_stderr"``, for
     assertion messages."""
-    rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
-                     f"tracking.tracking_uri={tracking}", TRACE, *extra])
+    rc = train_main(
+        [
+            "--config",
+            CONFIG,
+            f"data.shards={shards}",
+            f"checkpoint.storage_path={storage}",
+            f"tracking.tracking_uri={tracking}",
+            TRACE,
+            *extra,
+        ]
+    )
     captured = capsys.readouterr() if capsys else None
     out = captured.out if captured else ""
     lines = [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
@@ -121,9 +132,17 @@ def reference(shards, data_env, tracking_server, tmp_path_factory):
     saved = os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     try:
-        rc = train_main(["--config", CONFIG, f"data.shards={shards}", f"checkpoint.storage_path={storage}",
-                         f"tracking.tracking_uri={tracking_server.uri}", TRACE,
-                         "--hook=pipelines.train_hooks:Stall:step=3,seconds=5"])
+        rc = train_main(
+            [
+                "--config",
+                CONFIG,
+                f"data.shards={shards}",
+                f"checkpoint.storage_path={storage}",
+                f"tracking.tracking_uri={tracking_server.uri}",
+                TRACE,
+                "--hook=pipelines.train_hooks:Stall:step=3,seconds=5",
+            ]
+        )
     finally:
         if saved is None:
             os.environ.pop("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
@@ -150,8 +169,17 @@ def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server,
     assert run.info.status == "FINISHED"
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     assert p["model.variant"] == "tiny_convnext" and p["scaling.num_workers"] == "2" and p["optim.max_steps"] == "6"
-    for key in ("train/loss_total", "train/loss_cls", "train/loss_mask", "train/loss_dice", "train/loss_obj",
-                "train/lr", "train/samples_per_s", "val/omg-shapes/PQ", "val/omg-shapes-sam/mIoU"):
+    for key in (
+        "train/loss_total",
+        "train/loss_cls",
+        "train/loss_mask",
+        "train/loss_dice",
+        "train/loss_obj",
+        "train/lr",
+        "train/samples_per_s",
+        "val/omg-shapes/PQ",
+        "val/omg-shapes-sam/mIoU",
+    ):
         assert key in m, key
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss_total")
     assert [h.step for h in history] == [1, 2, 3, 4, 5, 6]
@@ -163,8 +191,11 @@ def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server,
     assert inputs == {"omg-shapes/train", "omg-shapes-sam/train", "omg-shapes-vps/train"}
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert "config.json" in arts
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
     assert [x.name for x in models] == ["model"], "the final model, an MLflow 3 LoggedModel (pyfunc)"
     from pipelines.tracking import resolve_model_uri
 
@@ -189,16 +220,18 @@ RELAUNCH_ATTEMPTS = int(os.environ.get("OMG_TEST_RELAUNCH_ATTEMPTS", "1"))
 
 @pytest.mark.slow(seconds=55)
 @pytest.mark.parametrize("attempt", range(RELAUNCH_ATTEMPTS))
-def test_relaunch_resumes_without_repeating_samples(attempt, reference, shards, data_env, mlflow_server, tmp_path,
-                                                     capsys):
+def test_relaunch_resumes_without_repeating_samples(
+    attempt, reference, shards, data_env, mlflow_server, tmp_path, capsys
+):
     """A worker fails right after the checkpoint of step 3 (the failure that raced Ray's checkpoint registry and
     restarted at step 0); the relaunch resumes at exactly 3. ``OMG_TEST_RELAUNCH_ATTEMPTS=N`` repeats it N times."""
     import mlflow
 
     lean = ["validation.pairs=[]", "tracking.log_model=false"]  # the batches a step sees do not depend on them
     rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0", fault(3, "raise"), *lean], capsys)
-    assert rc == 1 and out["_stderr"].endswith("joint_train: error: RuntimeError: injected failure at step 3"), \
-        out["_stderr"]
+    assert rc == 1 and out["_stderr"].endswith("joint_train: error: RuntimeError: injected failure at step 3"), out[
+        "_stderr"
+    ]
     first = _trace(tmp_path)
     assert [r["step"] for r in first[1]] == [0, 1, 2]
     rc, out = _train(shards, tmp_path, mlflow_server, ["checkpoint.max_failures=0", *lean], capsys)
@@ -213,7 +246,14 @@ def test_relaunch_resumes_without_repeating_samples(attempt, reference, shards, 
     mlflow.set_tracking_uri(mlflow_server)
     run = mlflow.get_run(out["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags.get("omg.resumed") == "true"
-    assert [h.step for h in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss_total")] == [1, 2, 3, 4, 5, 6]
+    assert [h.step for h in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss_total")] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
     assert _checkpoint_steps(tmp_path, out["run"]) == [3, 6], "num_to_keep 2, no orphan folder"
 
 
@@ -228,17 +268,38 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
     import mlflow
 
     steps, every = 12, 4  # the relaunch trains steps 8-11
-    args = [f"data.shards={shards}", f"checkpoint.storage_path={tmp_path}", f"tracking.tracking_uri={mlflow_server}",
-            f"optim.max_steps={steps}", f"checkpoint.every_steps={every}", "tracking.log_model=false",
-            "validation.pairs=[]"]
+    args = [
+        f"data.shards={shards}",
+        f"checkpoint.storage_path={tmp_path}",
+        f"tracking.tracking_uri={mlflow_server}",
+        f"optim.max_steps={steps}",
+        f"checkpoint.every_steps={every}",
+        "tracking.log_model=false",
+        "validation.pairs=[]",
+    ]
     env = dict(os.environ, PYTHONPATH=str(Path(CONFIG).parents[2]))
     # every worker waits before step 8 (after the checkpoint of step 8): the interrupt lands mid-run however
     # slowly the test process itself gets to send it on a loaded machine
     stall = "--hook=pipelines.train_hooks:Stall:step=8"
-    proc = subprocess.Popen([sys.executable, str(Path(CONFIG).parents[1] / "joint_train.py"), "--config", CONFIG,
-                             "--num-cpus", "2", TRACE, stall, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True,
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(CONFIG).parents[1] / "joint_train.py"),
+            "--config",
+            CONFIG,
+            "--num-cpus",
+            "2",
+            TRACE,
+            stall,
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -258,17 +319,22 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
     assert "interrupted; the same command resumes" in tail, tail
     own = [line for line in err.splitlines() if not line.startswith("\x1b[36m(")]  # not a Ray actor's output
     # (this test's second Ray instance makes Ray's PlacementGroupCleaner actor log a traceback of its own)
-    assert not [x for x in own if "Traceback" in x or "Fatal Python error" in x or "*** SIG" in x
-                or "Stack (most recent call first)" in x], "\n".join(own[-40:])
+    assert not [
+        x
+        for x in own
+        if "Traceback" in x or "Fatal Python error" in x or "*** SIG" in x or "Stack (most recent call first)" in x
+    ], "\n".join(own[-40:])
     run_name = tail.split("resumes ", 1)[1].split(" ", 1)[0]
     resume_at = int(tail.split("from step ", 1)[1].split(" ", 1)[0])
     killed_at = max(r["step"] for r in _trace(tmp_path)[0])
     assert 0 < resume_at <= killed_at + 1 and killed_at + 1 - resume_at <= every, (resume_at, killed_at)
     mlflow.set_tracking_uri(mlflow_server)
     # a run is its name and its storage (another test may train the same configuration into this server elsewhere)
-    runs = mlflow.search_runs(experiment_names=["omg-smoke"], output_format="list",
-                              filter_string=f"tags.`omg.run_name` = '{run_name}' and "
-                                            f"tags.`omg.storage` = '{Path(tmp_path).resolve()}'")
+    runs = mlflow.search_runs(
+        experiment_names=["omg-smoke"],
+        output_format="list",
+        filter_string=f"tags.`omg.run_name` = '{run_name}' and tags.`omg.storage` = '{Path(tmp_path).resolve()}'",
+    )
     assert [r.info.status for r in runs] == ["KILLED"]
     assert not [p for p in (tmp_path / run_name / "checkpoints").iterdir() if not (p / "COMPLETE.json").exists()]
 
@@ -277,7 +343,7 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
     err = capsys.readouterr().err
     assert f"resuming {run_name} from step {resume_at}" in err
     for rank, rows in _trace(tmp_path).items():
-        after = [r["step"] for r in rows[before[rank]:]]
+        after = [r["step"] for r in rows[before[rank] :]]
         assert after == list(range(resume_at, steps)), f"rank {rank} relaunch trained {after[:5]}..."
     assert mlflow.get_run(runs[0].info.run_id).info.status == "FINISHED"
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import ROOT
 from tests.serve.test_serve import _gt_segment
 
-from tests import ROOT
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 INSTALL = "install it with: sudo apt-get install -y chromium chromium-driver (Debian/Ubuntu)"
@@ -30,17 +30,36 @@ ARTIFACTS = Path(os.environ.get("OMG_TEST_ARTIFACTS", ROOT / "tests" / "artifact
 
 if not (CHROMIUM and CHROMEDRIVER) and os.environ.get("OMG_REQUIRE_BROWSER") == "1":
     raise RuntimeError(f"OMG_REQUIRE_BROWSER=1 but headless Chromium + chromedriver are not installed; {INSTALL}")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason=f"headless Chromium + chromedriver not found; {INSTALL}")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason=f"headless Chromium + chromedriver not found; {INSTALL}"
+)
 
 
 @pytest.fixture(scope="module")
 def served(interactive_checkpoint, tiny_shapes):
     """`omg serve` in a subprocess (its own process group) on a free loopback port; stopped afterwards."""
     env = dict(os.environ, OMG_DATA_DIR=str(Path(tiny_shapes).parent))
-    proc = subprocess.Popen([sys.executable, "-m", "omg.cli", "serve", "--checkpoint", interactive_checkpoint,
-                             "--samples", tiny_shapes, "--port", "0", "--quiet"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "omg.cli",
+            "serve",
+            "--checkpoint",
+            interactive_checkpoint,
+            "--samples",
+            tiny_shapes,
+            "--port",
+            "0",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline, url, seen = time.monotonic() + 120, None, []
         while time.monotonic() < deadline and url is None:
@@ -67,8 +86,16 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
-                "--no-proxy-server", "--disable-extensions", "--disable-background-networking"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+        "--no-proxy-server",
+        "--disable-extensions",
+        "--disable-background-networking",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     try:
@@ -82,7 +109,7 @@ def _wait(driver, condition, what: str, timeout: float = 60):
 
     try:
         return WebDriverWait(driver, timeout).until(lambda d: condition(d))
-    except Exception:
+    except Exception:  # noqa: BLE001 - selenium's timeout, or the driver gone: said with the page's status
         status = driver.find_element("id", "status").text
         raise AssertionError(f"timed out waiting for {what}; page status: {status!r}") from None
 
@@ -95,8 +122,16 @@ def _ready(driver) -> int:
 
 def _result_ready(driver, after: int) -> int:
     """Wait until a result newer than number ``after`` is on screen and nothing is in flight."""
-    _wait(driver, lambda d: d.execute_script("return (document.body.dataset.busy || '0') === '0' && "
-                                             "Number(document.body.dataset.ready || 0)") > after, "a result")
+    _wait(
+        driver,
+        lambda d: (
+            d.execute_script(
+                "return (document.body.dataset.busy || '0') === '0' && Number(document.body.dataset.ready || 0)"
+            )
+            > after
+        ),
+        "a result",
+    )
     return _ready(driver)
 
 
@@ -156,13 +191,18 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     # drag a box around the shape: a second mask
     ys, xs = np.nonzero(gt)
     x0, y0, x1, y1 = xs.min() - 1, ys.min() - 1, xs.max() + 2, ys.max() + 2
-    ActionChains(d).move_to_element_with_offset(marks, *_at(d, marks, x0, y0)).click_and_hold() \
-        .move_by_offset(5, 5).move_to_element_with_offset(marks, *_at(d, marks, x1, y1)).release().perform()
+    ActionChains(d).move_to_element_with_offset(marks, *_at(d, marks, x0, y0)).click_and_hold().move_by_offset(
+        5, 5
+    ).move_to_element_with_offset(marks, *_at(d, marks, x1, y1)).release().perform()
     ready = _result_ready(d, ready)
     assert len(d.find_elements("css selector", "#results li")) == 2
     box_mask = _label_map(d) == 2
     assert (box_mask & gt).sum() / max((box_mask | gt).sum(), 1) > 0.3
-    doc = json.loads(__import__("urllib.parse").parse.unquote(d.find_element("id", "download-json").get_attribute("href").split(",", 1)[1]))
+    doc = json.loads(
+        __import__("urllib.parse").parse.unquote(
+            d.find_element("id", "download-json").get_attribute("href").split(",", 1)[1]
+        )
+    )
     assert [("point" in p, "box" in p) for p in doc["prompts"]] == [(True, False), (False, True)]
     d.save_screenshot(str(ARTIFACTS / "serve_box.png"))
 
@@ -197,8 +237,13 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     d.find_element("id", "video-upload").send_keys(str(clip))
     _wait(d, lambda d: d.execute_script("return document.body.dataset.video || ''") != "", "the video's overlay")
     assert int(d.execute_script("return document.body.dataset.video")) == len(list(folder.glob("*.jpg")))
-    _wait(d, lambda d: d.execute_script("const v = document.getElementById('video-result'); "
-                                        "return v.readyState >= 2 && v.videoWidth === 64"), "Chromium to play it")
+    _wait(
+        d,
+        lambda d: d.execute_script(
+            "const v = document.getElementById('video-result'); return v.readyState >= 2 && v.videoWidth === 64"
+        ),
+        "Chromium to play it",
+    )
     assert d.find_elements("css selector", "#video-legend li"), "a legend of tracks"
     d.save_screenshot(str(ARTIFACTS / "serve_video.png"))
     clip.unlink()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omg.serve import Limits, ServeApp, find_samples, make_server
 from omg.inference.schema import RequestError, decode_upload
+from omg.serve import Limits, ServeApp, find_samples, make_server
 from tests import http_call
 
 
@@ -55,8 +55,12 @@ def server(interactive_checkpoint, tiny_shapes):
     from omg.inference.predictor import OMGPredictor
 
     predictor = OMGPredictor.from_checkpoint(interactive_checkpoint)
-    app = ServeApp(predictor, samples=find_samples(tiny_shapes), limits=Limits(max_bytes=300_000, max_pixels=1 << 20),
-                   checkpoint=interactive_checkpoint)
+    app = ServeApp(
+        predictor,
+        samples=find_samples(tiny_shapes),
+        limits=Limits(max_bytes=300_000, max_pixels=1 << 20),
+        checkpoint=interactive_checkpoint,
+    )
     srv = make_server(app, "127.0.0.1", 0, quiet=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -75,7 +79,9 @@ def _gt_segment(root: str, sample: str, min_area: int = 120):
     ann = next(a for a in doc["annotations"] if a["file_name"].startswith(sample))
     ids = rgb2id(np.asarray(Image.open(Path(root) / "annotations" / "panoptic_val" / ann["file_name"]).convert("RGB")))
     things = {c["id"] for c in doc["categories"] if c["isthing"]}
-    segs = [s for s in ann["segments_info"] if s["category_id"] in things and not s.get("iscrowd") and s["area"] >= min_area]
+    segs = [
+        s for s in ann["segments_info"] if s["category_id"] in things and not s.get("iscrowd") and s["area"] >= min_area
+    ]
     if not segs:
         return None
     seg = max(segs, key=lambda s: s["area"])
@@ -108,8 +114,14 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     status, img = http_call(f"{url}/api/image", {"sample": name})
     assert status == 200 and (img["width"], img["height"]) == (64, 64)
 
-    status, res = http_call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"point": [x, y]}],
-                                              "vocabulary": "circle, disc\nsquare, box\ntriangle\nstar\nhexagon"})
+    status, res = http_call(
+        f"{url}/api/prompt",
+        {
+            "image_id": img["image_id"],
+            "prompts": [{"point": [x, y]}],
+            "vocabulary": "circle, disc\nsquare, box\ntriangle\nstar\nhexagon",
+        },
+    )
     assert status == 200, res
     (m,) = res["masks"]
     assert m["label"] in ("circle", "square", "triangle", "star", "hexagon") and 0 <= m["label_score"] <= 1
@@ -123,7 +135,9 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     # a point and a box in one request come back in the request's order
     ys, xs = np.nonzero(gt)
     box = [float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1]
-    status, two = http_call(f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"box": box}, {"point": [x, y]}]})
+    status, two = http_call(
+        f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"box": box}, {"point": [x, y]}]}
+    )
     assert status == 200 and [m["prompt"] for m in two["masks"]] == [1, 2]
     # no vocabulary in the request: the masks are named with the training one (as in every schema request)
     assert {m["label"] for m in two["masks"]} <= set(info["vocabulary"].replace(",", "\n").split())
@@ -148,27 +162,35 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     assert status == 200 and up["image_id"] != img["image_id"]
 
 
-@pytest.mark.parametrize("path,body,ctype,status,words", [
-    ("/api/prompt", b"{not json", "application/json", 400, "not valid JSON"),
-    ("/api/prompt", {"image_id": "nope", "prompts": [{"point": [1, 1]}]}, None, 404, "unknown image_id"),
-    ("/api/prompt", {"image_id": "img1", "prompts": []}, None, 400, "non-empty list"),
-    ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [1]}]}, None, 400, "prompts[0]"),
-    ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [500, 5]}]}, None, 400, "outside"),
-    ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [9, 9, 3, 3]}]}, None, 400, "not an XYXY box"),
-    ("/api/segment", {"image_id": "img1", "task": "video"}, None, 400, "field 'task'"),
-    ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": 3}, None, 400, "field 'vocabulary'"),
-    ("/api/image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "image/png", 400, "PNG upload: cannot read the image header"),
-    ("/api/image", b"x" * 400_000, "image/png", 413, "exceeds the limit"),
-    ("/api/image", {"sample": "../../etc/passwd"}, None, 404, "no sample"),
-    ("/api/segment", {"image_id": "img1", "task": "instance", "min_score": "abc"}, None, 400, "field 'min_score'"),
-    ("/api/segment", {"image_id": "img1", "task": "instance", "min_score": True}, None, 400, "field 'min_score'"),
-    ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [True, 5]}]}, None, 400, "prompts[0]"),
-    ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [1, 2, False, 9]}]}, None, 400, "prompts[0]"),
-    ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": "\n".join(f"c{i}" for i in range(301))},
-     None, 413, "301 classes, at most 300"),
-    ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": "x" * 20_001}, None, 413, "characters"),
-    ("/api/nothing", {}, None, 404, "no such endpoint"),
-])
+@pytest.mark.parametrize(
+    "path,body,ctype,status,words",
+    [
+        ("/api/prompt", b"{not json", "application/json", 400, "not valid JSON"),
+        ("/api/prompt", {"image_id": "nope", "prompts": [{"point": [1, 1]}]}, None, 404, "unknown image_id"),
+        ("/api/prompt", {"image_id": "img1", "prompts": []}, None, 400, "non-empty list"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [1]}]}, None, 400, "prompts[0]"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [500, 5]}]}, None, 400, "outside"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [9, 9, 3, 3]}]}, None, 400, "not an XYXY box"),
+        ("/api/segment", {"image_id": "img1", "task": "video"}, None, 400, "field 'task'"),
+        ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": 3}, None, 400, "field 'vocabulary'"),
+        ("/api/image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "image/png", 400, "PNG upload: cannot read the image header"),
+        ("/api/image", b"x" * 400_000, "image/png", 413, "exceeds the limit"),
+        ("/api/image", {"sample": "../../etc/passwd"}, None, 404, "no sample"),
+        ("/api/segment", {"image_id": "img1", "task": "instance", "min_score": "abc"}, None, 400, "field 'min_score'"),
+        ("/api/segment", {"image_id": "img1", "task": "instance", "min_score": True}, None, 400, "field 'min_score'"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [True, 5]}]}, None, 400, "prompts[0]"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [1, 2, False, 9]}]}, None, 400, "prompts[0]"),
+        (
+            "/api/segment",
+            {"image_id": "img1", "task": "panoptic", "vocabulary": "\n".join(f"c{i}" for i in range(301))},
+            None,
+            413,
+            "301 classes, at most 300",
+        ),
+        ("/api/segment", {"image_id": "img1", "task": "panoptic", "vocabulary": "x" * 20_001}, None, 413, "characters"),
+        ("/api/nothing", {}, None, 404, "no such endpoint"),
+    ],
+)
 def test_malformed_requests_get_a_4xx_with_a_clear_message(server, tiny_shapes, path, body, ctype, status, words):
     url, _ = server
     name = sorted(find_samples(tiny_shapes))[0]
@@ -239,16 +261,20 @@ def test_the_schema_endpoint_answers_as_the_predictor_and_caches_features(server
     url, app = server
     image = np.asarray(Image.open(next(iter(find_samples(tiny_shapes).values()))).convert("RGB"))
     own = OMGPredictor.from_checkpoint(app.checkpoint)
-    for doc in ({"task": "interactive", "image": schema.b64_png(image), "points": [[20, 20]], "boxes": [[2, 2, 40, 40]]},
-                {"task": "panoptic", "image": schema.b64_png(image)},
-                {"task": "semantic", "image": schema.b64_png(image), "vocabulary": "circle, disc\nstuff:sky"}):
+    for doc in (
+        {"task": "interactive", "image": schema.b64_png(image), "points": [[20, 20]], "boxes": [[2, 2, 40, 40]]},
+        {"task": "panoptic", "image": schema.b64_png(image)},
+        {"task": "semantic", "image": schema.b64_png(image), "vocabulary": "circle, disc\nstuff:sky"},
+    ):
         calls = app.predictor.stats["backbone_calls"]
         status, got = http_call(f"{url}/api/predict", doc)
         assert status == 200, got
         assert got == schema.predict(own, schema.Request.from_json(doc)).to_json()
         if doc["task"] != "interactive":
             assert app.predictor.stats["backbone_calls"] == calls, "the image's features came from the cache"
-    status, err = http_call(f"{url}/api/predict", {"task": "panoptic", "image": schema.b64_png(image), "points": [[1, 1]]})
+    status, err = http_call(
+        f"{url}/api/predict", {"task": "panoptic", "image": schema.b64_png(image), "points": [[1, 1]]}
+    )
     assert status == 400 and "takes no prompts" in err["error"]
     status, err = http_call(f"{url}/api/predict", {"task": "vis", "frames": [schema.b64_png(image[:8, :8])] * 65})
     assert status == 413 and "at most 64" in err["error"]
@@ -295,12 +321,17 @@ def test_a_short_video_upload_plays_back_its_overlay(server, tiny_shapes):
     assert [r["area"] for r in doc["legend"]] == [s.area for s in want.segments]
     assert np.abs(movie[0].astype(int) - decoded[0]).mean() > 3, "the overlay is drawn on the frames"
 
-    cases = [({"task": "vos", "video": "AAAA"}, 400, "field 'task'"),
-             ({"task": "vis"}, 400, "field 'video'"),
-             ({"task": "vis", "video": "***"}, 400, "not valid base64"),
-             ({"task": "vis", "video": base64.b64encode(b"\0" * 4000).decode()}, 415, "not a video file"),
-             ({"task": "vis", "video": base64.b64encode(encode_video(frames * 9, 5, "mp4")).decode()}, 413,
-              "more than 64 frames")]
+    cases = [
+        ({"task": "vos", "video": "AAAA"}, 400, "field 'task'"),
+        ({"task": "vis"}, 400, "field 'video'"),
+        ({"task": "vis", "video": "***"}, 400, "not valid base64"),
+        ({"task": "vis", "video": base64.b64encode(b"\0" * 4000).decode()}, 415, "not a video file"),
+        (
+            {"task": "vis", "video": base64.b64encode(encode_video(frames * 9, 5, "mp4")).decode()},
+            413,
+            "more than 64 frames",
+        ),
+    ]
     for body, code, words in cases:
         status, doc = http_call(f"{url}/api/video", body)
         assert status == code and words in doc["error"], (body.get("task"), status, doc)

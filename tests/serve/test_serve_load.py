@@ -41,8 +41,9 @@ def running(app: ServeApp):
         srv.server_close()
 
 
-def _request(port: int, method: str, path: str, body: dict | bytes | None = None, ctype="application/json",
-             timeout: float = 120) -> tuple[int, dict, dict]:
+def _request(
+    port: int, method: str, path: str, body: dict | bytes | None = None, ctype="application/json", timeout: float = 120
+) -> tuple[int, dict, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
@@ -93,7 +94,9 @@ def test_200_concurrent_clients_and_not_one_reset(predictor):
         def make_request(i: int):
             if i % 2:
                 return _request(port, "GET", "/api/info")
-            return _request(port, "POST", "/api/prompt", {"image_id": image_id, "prompts": [{"point": [10 + i % 40, 20]}]})
+            return _request(
+                port, "POST", "/api/prompt", {"image_id": image_id, "prompts": [{"point": [10 + i % 40, 20]}]}
+            )
 
         statuses, errors = _burst(port, 200, make_request)
     assert not errors, errors[:5]
@@ -106,8 +109,11 @@ def test_a_saturated_server_answers_503_with_retry_after(predictor):
     with running(app) as port:
         image_id = _image_id(port)
         with app._model():  # the model is busy (another user's long request)
-            statuses, errors = _burst(port, 12, lambda i: _request(
-                port, "POST", "/api/prompt", {"image_id": image_id, "prompts": [{"point": [5, 5]}]}))
+            statuses, errors = _burst(
+                port,
+                12,
+                lambda i: _request(port, "POST", "/api/prompt", {"image_id": image_id, "prompts": [{"point": [5, 5]}]}),
+            )
         assert not errors, errors[:5]
         assert {s for s, _ in statuses} == {503}, statuses
         assert all(retry is not None and int(retry) >= 1 for _, retry in statuses)
@@ -133,14 +139,20 @@ def test_a_new_large_vocabulary_does_not_hold_up_a_click(predictor):
             result = {}
             run = uuid.uuid4().hex[:8]  # a vocabulary no cache (memory or disk) holds yet
             vocab = "\n".join(f"class number {i} {run}" for i in range(300))
-            big = threading.Thread(target=lambda: result.update(big=_request(
-                port, "POST", "/api/segment", {"image_id": image_id, "task": "panoptic", "vocabulary": vocab})))
+            big = threading.Thread(
+                target=lambda: result.update(
+                    big=_request(
+                        port, "POST", "/api/segment", {"image_id": image_id, "task": "panoptic", "vocabulary": vocab}
+                    )
+                )
+            )
             big.start()
             if not started.wait(60):
                 big.join(60)
                 pytest.fail(f"the vocabulary request never reached its text embedding: {result}")
-            status, _, doc = _request(port, "POST", "/api/prompt", {"image_id": image_id, "prompts": [{"point": [9, 9]}]},
-                                      timeout=30)
+            status, _, doc = _request(
+                port, "POST", "/api/prompt", {"image_id": image_id, "prompts": [{"point": [9, 9]}]}, timeout=30
+            )
             assert status == 200 and doc["masks"], doc
             assert big.is_alive(), "the click was answered while the vocabulary was still being embedded"
         finally:
@@ -154,7 +166,7 @@ def test_a_stalled_client_is_dropped_and_others_are_served(predictor):
     app = ServeApp(predictor, limits=Limits(workers=1, read_timeout_s=1.0))
     with running(app) as port:
         stalled = socket.create_connection(("127.0.0.1", port))
-        stalled.sendall(b"POST /api/prompt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"image_id\"")
+        stalled.sendall(b'POST /api/prompt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"image_id"')
         stalled.settimeout(30)
         assert stalled.recv(1024) == b"", "the server closed the stalled connection"
         stalled.close()
@@ -180,8 +192,12 @@ def test_soak_100_clients_for_20_seconds(predictor):
                     if k % 3 == 0:
                         status = _request(port, "GET", "/api/info")[0]
                     elif k % 3 == 1:
-                        status = _request(port, "POST", "/api/prompt",
-                                          {"image_id": image_id, "prompts": [{"point": [(i + k) % 60, 30]}]})[0]
+                        status = _request(
+                            port,
+                            "POST",
+                            "/api/prompt",
+                            {"image_id": image_id, "prompts": [{"point": [(i + k) % 60, 30]}]},
+                        )[0]
                     else:
                         status = _request(port, "POST", "/api/segment", {"image_id": image_id, "task": "semantic"})[0]
                 except Exception as err:  # noqa: BLE001
@@ -200,8 +216,15 @@ def test_soak_100_clients_for_20_seconds(predictor):
     assert not errors, errors[:5]
     assert set(statuses) == {200}, statuses
     ms = np.array(latencies) * 1000
-    figures = {"clients": 100, "seconds": 20, "requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-               "p95_ms": round(float(np.percentile(ms, 95)), 1), "resets": 0, "cpus": os.cpu_count()}
+    figures = {
+        "clients": 100,
+        "seconds": 20,
+        "requests": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "resets": 0,
+        "cpus": os.cpu_count(),
+    }
     out = ROOT / "tests" / "artifacts" / "serve_soak.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=1))

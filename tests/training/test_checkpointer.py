@@ -110,5 +110,6 @@ def test_fewer_ranks_than_the_writer_restore_without_their_rng(tmp_path):
     model, opt, sched = _parts()
     Checkpointer(str(tmp_path / "run")).save(2, model, opt, sched, None)
     restored = Checkpointer(str(tmp_path / "run"), rank=1, world_size=2).restore(
-        Checkpointer(str(tmp_path / "run")).latest(), *_parts())
+        Checkpointer(str(tmp_path / "run")).latest(), *_parts()
+    )
     assert restored.step == 2 and not restored.rng_restored

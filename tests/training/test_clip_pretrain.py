@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from omg.data.captions import CaptionOptions, generate_captions
-from omg.training.clip_pretrain import CaptionPairs, ClipPretrainConfig, lr_at, pretrain, retrieval_accuracy, save_weights
+from omg.training.clip_pretrain import (
+    CaptionPairs,
+    ClipPretrainConfig,
+    lr_at,
+    pretrain,
+    retrieval_accuracy,
+    save_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,9 @@ def test_a_few_steps_train_both_towers_and_the_weights_load_as_pretrained(captio
     tokens = tokenizer(["a small red striped square on the left"])
     with torch.no_grad():
         model.eval()
-        assert torch.allclose(fresh.encode_text(tokens), torch.nn.functional.normalize(model.encode_text(tokens), dim=-1),
-                              atol=1e-6), "the segmentation backbone now embeds text as the pretrained CLIP"
+        assert torch.allclose(
+            fresh.encode_text(tokens), torch.nn.functional.normalize(model.encode_text(tokens), dim=-1), atol=1e-6
+        ), "the segmentation backbone now embeds text as the pretrained CLIP"
     acc = retrieval_accuracy(model, tokenizer, CaptionPairs(captions, "val", "tiny_convnext"))
     assert acc["n"] == 16 and 0.0 <= acc["image_to_text"] <= 1.0
 
@@ -50,4 +58,6 @@ def test_bad_input_is_named(captions, tmp_path):
     with pytest.raises(ValueError, match="negatives"):
         ClipPretrainConfig(batch_size=1)
     config = ClipPretrainConfig(steps=100, lr=1.0, warmup_steps=10)
-    assert lr_at(0, config) == pytest.approx(0.1) and lr_at(10, config) == pytest.approx(1.0) and lr_at(99, config) < 0.01
+    assert (
+        lr_at(0, config) == pytest.approx(0.1) and lr_at(10, config) == pytest.approx(1.0) and lr_at(99, config) < 0.01
+    )

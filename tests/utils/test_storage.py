@@ -89,9 +89,11 @@ def test_a_store_away_for_a_few_seconds_is_retried_and_one_that_stays_away_is_na
 
 
 def test_a_protocol_without_its_package_is_one_line_with_the_install_command(tmp_path):
-    code = ("import sys; sys.modules['s3fs'] = None\n"
-            "from omg.cli import main\n"
-            "sys.exit(main(['data', 'validate', 's3://bucket/omg-shapes', '--dataset', 'omg-shapes']))")
+    code = (
+        "import sys; sys.modules['s3fs'] = None\n"
+        "from omg.cli import main\n"
+        "sys.exit(main(['data', 'validate', 's3://bucket/omg-shapes', '--dataset', 'omg-shapes']))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     last = out.stderr.strip().splitlines()[-1]
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
@@ -106,8 +108,11 @@ def test_a_relative_location_is_refused_inside_a_ray_job_and_made_absolute_elsew
     assert shared_location("s3://b/runs", "x") == "s3://b/runs" and shared_location("models:/m/1", "x") == "models:/m/1"
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray's job supervisor gives a job's driver
     assert shared_location("/mnt/shared/runs", "x") == "/mnt/shared/runs"
-    with pytest.raises(ValueError, match=r"^checkpoint.storage_path=runs/train: a relative path in a Ray job .* "
-                                         r"OMG_RUNS_DIR=s3://"):
+    with pytest.raises(
+        ValueError,
+        match=r"^checkpoint.storage_path=runs/train: a relative path in a Ray job .* "
+        r"OMG_RUNS_DIR=s3://",
+    ):
         shared_location("runs/train", "checkpoint.storage_path")
 
 
@@ -131,11 +136,40 @@ def test_shards_from_a_bucket_are_the_shards_from_the_disk(s3, ray_local, tiny_s
     from pipelines.preprocess import preprocess_split
 
     uio.put_tree(tiny_shapes, "s3://tst/data/omg-shapes")
-    local = preprocess_split(load_catalog()["omg-shapes"], "train", str(tmp_path / "shards"), tiny_shapes,
-                             shard_size=4, progress=False, log=lambda _: None)
-    out = subprocess.run([sys.executable, "-m", "omg.cli", "preprocess", "--dataset", "omg-shapes", "--split", "train",
-                          "--root", "s3://tst/data/omg-shapes", "--out", "s3://tst/shards", "--shard-size", "4",
-                          "--num-cpus", "2", "--quiet"], capture_output=True, text=True, env=os.environ, cwd=tmp_path)
+    local = preprocess_split(
+        load_catalog()["omg-shapes"],
+        "train",
+        str(tmp_path / "shards"),
+        tiny_shapes,
+        shard_size=4,
+        progress=False,
+        log=lambda _: None,
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omg.cli",
+            "preprocess",
+            "--dataset",
+            "omg-shapes",
+            "--split",
+            "train",
+            "--root",
+            "s3://tst/data/omg-shapes",
+            "--out",
+            "s3://tst/shards",
+            "--shard-size",
+            "4",
+            "--num-cpus",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     remote = uio.read_json("s3://tst/shards/omg-shapes/train/manifest.json")
     assert local["rows"] == remote["rows"] == 16 and len(remote["shards"]) == 4
@@ -143,5 +177,6 @@ def test_shards_from_a_bucket_are_the_shards_from_the_disk(s3, ray_local, tiny_s
         mine = pq.read_table(io.BytesIO(uio.read_bytes(str(tmp_path / "shards/omg-shapes/train" / a["path"]))))
         theirs = pq.read_table(io.BytesIO(uio.read_bytes(f"s3://tst/shards/omg-shapes/train/{b['path']}")))
         assert theirs.drop_columns("source").equals(mine.drop_columns("source")), a["path"]
-        assert [s.replace("s3://tst/data/omg-shapes", tiny_shapes) for s in theirs["source"].to_pylist()] == \
-            mine["source"].to_pylist()
+        assert [s.replace("s3://tst/data/omg-shapes", tiny_shapes) for s in theirs["source"].to_pylist()] == mine[
+            "source"
+        ].to_pylist()

@@ -30,15 +30,18 @@ def test_roundtrip():
     assert to_dict(obj) == {**data, "items": [1.0, 2.5]}
 
 
-@pytest.mark.parametrize("data,key,fragment", [
-    ({"name": "n", "inner": {"x": 1}, "extra": 1}, "extra", "unknown key"),
-    ({"inner": {"x": 1}}, "name", "missing required key"),
-    ({"name": 3, "inner": {"x": 1}}, "name", "expected a string"),
-    ({"name": "n", "inner": {"x": True}}, "inner.x", "expected an integer"),
-    ({"name": "n", "inner": {"x": 1, "mode": "c"}}, "inner.mode", "expected one of"),
-    ({"name": "n", "inner": {"x": 1}, "items": [1, "a"]}, "items.1", "expected a number"),
-    ({"name": "n", "inner": {"x": 1}, "table": {"k": "v"}}, "table.k", "expected an integer"),
-])
+@pytest.mark.parametrize(
+    "data,key,fragment",
+    [
+        ({"name": "n", "inner": {"x": 1}, "extra": 1}, "extra", "unknown key"),
+        ({"inner": {"x": 1}}, "name", "missing required key"),
+        ({"name": 3, "inner": {"x": 1}}, "name", "expected a string"),
+        ({"name": "n", "inner": {"x": True}}, "inner.x", "expected an integer"),
+        ({"name": "n", "inner": {"x": 1, "mode": "c"}}, "inner.mode", "expected one of"),
+        ({"name": "n", "inner": {"x": 1}, "items": [1, "a"]}, "items.1", "expected a number"),
+        ({"name": "n", "inner": {"x": 1}, "table": {"k": "v"}}, "table.k", "expected an integer"),
+    ],
+)
 def test_errors_name_source_and_key(data, key, fragment):
     with pytest.raises(SchemaError) as info:
         from_dict(Outer, data, "f.yaml")

@@ -26,7 +26,6 @@ import tempfile
 import types
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 
 # ----------------------------------------------------------------------------- run-time adaptations
+
 
 def shim_mmcv() -> None:
     import mmcv
@@ -45,6 +45,7 @@ def shim_mmcv() -> None:
         def __getattr__(self, name):
             def missing(*args, **kwargs):
                 raise RuntimeError(f"compiled mmcv op {name} called: not available in mmcv-lite")
+
             return missing
 
     ext_loader.load_ext = lambda name, funcs: _NoCompiledOps()
@@ -95,66 +96,114 @@ def import_official(omgseg: Path):
     head = load("seg.models.heads.mask2former_vid", "seg/models/heads/mask2former_vid.py")
     try:
         backbone = load("seg.models.backbones.openclip_backbone", "seg/models/backbones/openclip_backbone.py")
-    except Exception as err:  # the vendored open_clip may not import with this environment's timm
-        print(f"[parity] official backbone not importable ({type(err).__name__}: {err}); backbone compared by "
-              "construction only", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - the vendored open_clip may not import with this environment's timm
+        print(
+            f"[parity] official backbone not importable ({type(err).__name__}: {err}); backbone compared by "
+            "construction only",
+            file=sys.stderr,
+        )
         backbone = None
     return head, backbone
 
 
 # ----------------------------------------------------------------------------- the official model, tiny or full
 
-def head_config(d: int, queries: int, enc: int, enc_ffn: int, dec: int, dec_ffn: int, heads: int, channels,
-                classifier: str) -> dict:
+
+def head_config(
+    d: int, queries: int, enc: int, enc_ffn: int, dec: int, dec_ffn: int, heads: int, channels, classifier: str
+) -> dict:
     """The released eval config (``seg/configs/m2ov_val/models/m2_convl_300q.py``) at the given sizes, with the
     box/point queries of the released training config (``enable_box_query=True``)."""
     from mmdet.models import CrossEntropyLoss, DiceLoss, FocalLoss, MSDeformAttnPixelDecoder
+    from mmengine.config import ConfigDict
     from torch.nn import GroupNorm, ReLU
 
-    from mmengine.config import ConfigDict
-
     return ConfigDict(
-        sphere_cls=True, ov_classifier_name=classifier, logit=None, in_channels=list(channels), strides=[4, 8, 16, 32],
-        feat_channels=d, out_channels=d, num_things_classes=0, num_stuff_classes=0, num_queries=queries,
-        num_transformer_feat_level=3, enable_box_query=True,
-        pixel_decoder=dict(type=MSDeformAttnPixelDecoder, num_outs=3, norm_cfg=dict(type=GroupNorm, num_groups=32),
-                           act_cfg=dict(type=ReLU), encoder=dict(num_layers=enc, layer_cfg=dict(
-                               self_attn_cfg=dict(embed_dims=d, num_heads=heads, num_levels=3, num_points=4,
-                                                  dropout=0.0, batch_first=True),
-                               ffn_cfg=dict(embed_dims=d, feedforward_channels=enc_ffn, num_fcs=2, ffn_drop=0.0,
-                                            act_cfg=dict(type=ReLU, inplace=True)))),
-                           positional_encoding=dict(num_feats=d // 2, normalize=True)),
-        enforce_decoder_input_project=False, positional_encoding=dict(num_feats=d // 2, normalize=True),
-        transformer_decoder=dict(return_intermediate=True, num_layers=dec, layer_cfg=dict(
-            self_attn_cfg=dict(embed_dims=d, num_heads=heads, dropout=0.0, batch_first=True),
-            cross_attn_cfg=dict(embed_dims=d, num_heads=heads, dropout=0.0, batch_first=True),
-            ffn_cfg=dict(embed_dims=d, feedforward_channels=dec_ffn, num_fcs=2, ffn_drop=0.0,
-                         act_cfg=dict(type="ReLU", inplace=True))), init_cfg=None),
+        sphere_cls=True,
+        ov_classifier_name=classifier,
+        logit=None,
+        in_channels=list(channels),
+        strides=[4, 8, 16, 32],
+        feat_channels=d,
+        out_channels=d,
+        num_things_classes=0,
+        num_stuff_classes=0,
+        num_queries=queries,
+        num_transformer_feat_level=3,
+        enable_box_query=True,
+        pixel_decoder=dict(
+            type=MSDeformAttnPixelDecoder,
+            num_outs=3,
+            norm_cfg=dict(type=GroupNorm, num_groups=32),
+            act_cfg=dict(type=ReLU),
+            encoder=dict(
+                num_layers=enc,
+                layer_cfg=dict(
+                    self_attn_cfg=dict(
+                        embed_dims=d, num_heads=heads, num_levels=3, num_points=4, dropout=0.0, batch_first=True
+                    ),
+                    ffn_cfg=dict(
+                        embed_dims=d,
+                        feedforward_channels=enc_ffn,
+                        num_fcs=2,
+                        ffn_drop=0.0,
+                        act_cfg=dict(type=ReLU, inplace=True),
+                    ),
+                ),
+            ),
+            positional_encoding=dict(num_feats=d // 2, normalize=True),
+        ),
+        enforce_decoder_input_project=False,
+        positional_encoding=dict(num_feats=d // 2, normalize=True),
+        transformer_decoder=dict(
+            return_intermediate=True,
+            num_layers=dec,
+            layer_cfg=dict(
+                self_attn_cfg=dict(embed_dims=d, num_heads=heads, dropout=0.0, batch_first=True),
+                cross_attn_cfg=dict(embed_dims=d, num_heads=heads, dropout=0.0, batch_first=True),
+                ffn_cfg=dict(
+                    embed_dims=d,
+                    feedforward_channels=dec_ffn,
+                    num_fcs=2,
+                    ffn_drop=0.0,
+                    act_cfg=dict(type="ReLU", inplace=True),
+                ),
+            ),
+            init_cfg=None,
+        ),
         loss_cls=dict(type=CrossEntropyLoss, use_sigmoid=False, loss_weight=2.0, reduction="mean", class_weight=None),
         loss_mask=dict(type=CrossEntropyLoss, use_sigmoid=True, reduction="mean", loss_weight=5.0),
-        loss_dice=dict(type=DiceLoss, use_sigmoid=True, activate=True, reduction="mean", naive_dice=True, eps=1.0,
-                       loss_weight=5.0),
+        loss_dice=dict(
+            type=DiceLoss, use_sigmoid=True, activate=True, reduction="mean", naive_dice=True, eps=1.0, loss_weight=5.0
+        ),
         loss_iou=dict(type=FocalLoss, use_sigmoid=True, loss_weight=2.0, reduction="mean"),
-        train_cfg=None, test_cfg=dict(panoptic_on=True, semantic_on=False, instance_on=True))
+        train_cfg=None,
+        test_cfg=dict(panoptic_on=True, semantic_on=False, instance_on=True),
+    )
 
 
 def backbone_state(model) -> dict[str, torch.Tensor]:
     """Our model's visual trunk under the official backbone's names (openclip_backbone.py L119-176)."""
     out = {}
     for k, v in model.backbone.clip.visual.state_dict().items():
-        for ours, theirs in (("trunk.stem.", "stem."), ("trunk.norm_pre.", "norm_pre."), ("trunk.head.", "head.0."),
-                             ("head.", "head.1.")):
+        for ours, theirs in (
+            ("trunk.stem.", "stem."),
+            ("trunk.norm_pre.", "norm_pre."),
+            ("trunk.head.", "head.0."),
+            ("head.", "head.1."),
+        ):
             if k.startswith(ours):
-                out["backbone." + theirs + k[len(ours):]] = v.clone()
+                out["backbone." + theirs + k[len(ours) :]] = v.clone()
                 break
         else:
             if k.startswith("trunk.stages."):
-                i, rest = k[len("trunk.stages."):].split(".", 1)
+                i, rest = k[len("trunk.stages.") :].split(".", 1)
                 out[f"backbone.layer{int(i) + 1}.{rest}"] = v.clone()
     return out
 
 
 # ----------------------------------------------------------------------------- comparison
+
 
 def threshold_flips(name: str, k: int, ours: torch.Tensor, theirs: torch.Tensor, mems) -> dict[str, int]:
     """Where the two sides' mask logits fall on different sides of 0 in prediction set ``k``: at the mask
@@ -179,7 +228,9 @@ def after_a_flip(key: str, value: float, flips: dict[str, int]) -> str | None:
         return f"pooling threshold: {flips[f'{kind}/set{k}/pool']} mask logit(s) on the other side of 0 in this set"
     earlier = [j for j in range(k) if flips.get(f"{kind}/set{j}/attn")]
     if earlier:
-        return f"attention-mask threshold flipped in set {earlier[0]} ({flips[f'{kind}/set{earlier[0]}/attn']} pixel(s))"
+        return (
+            f"attention-mask threshold flipped in set {earlier[0]} ({flips[f'{kind}/set{earlier[0]}/attn']} pixel(s))"
+        )
     return None
 
 
@@ -211,11 +262,14 @@ def main(argv=None) -> int:
     head_mod, backbone_mod = import_official(Path(args.omgseg))
     torch.manual_seed(args.seed)
     # the released head's sizes (its prompt encoding hard-codes 128 sine features per coordinate, i.e. 256-d)
-    sizes = dict(hidden_dim=256, num_queries=300, enc_layers=6, enc_ffn_dim=1024, dec_layers=9, dec_ffn_dim=2048,
-                 nheads=8)
+    sizes = dict(
+        hidden_dim=256, num_queries=300, enc_layers=6, enc_ffn_dim=1024, dec_layers=9, dec_ffn_dim=2048, nheads=8
+    )
     ours_random = build_model(ModelConfig(variant=args.variant, **sizes)).eval()
     channels = ours_random.backbone.channels
-    text = TextEmbedder(ours_random.backbone, use_disk_cache=False).embed(Vocabulary.of(["circle", "square, box", "sky"]))
+    text = TextEmbedder(ours_random.backbone, use_disk_cache=False).embed(
+        Vocabulary.of(["circle", "square, box", "sky"])
+    )
     figures: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory() as home:
@@ -223,9 +277,19 @@ def main(argv=None) -> int:
         os.makedirs(os.path.join(home, ".cache", "embd"))
         torch.save(text.cpu(), os.path.join(home, ".cache", "embd", "parity.pth"))
         with cuda_on_cpu():
-            head = head_mod.Mask2FormerVideoHead(**head_config(
-                sizes["hidden_dim"], sizes["num_queries"], sizes["enc_layers"], sizes["enc_ffn_dim"],
-                sizes["dec_layers"], sizes["dec_ffn_dim"], sizes["nheads"], channels, "parity"))
+            head = head_mod.Mask2FormerVideoHead(
+                **head_config(
+                    sizes["hidden_dim"],
+                    sizes["num_queries"],
+                    sizes["enc_layers"],
+                    sizes["enc_ffn_dim"],
+                    sizes["dec_layers"],
+                    sizes["dec_ffn_dim"],
+                    sizes["nheads"],
+                    channels,
+                    "parity",
+                )
+            )
             head.init_weights()
         head.eval()
         official = {f"panoptic_head.{k}": v for k, v in head.state_dict().items()}
@@ -238,8 +302,10 @@ def main(argv=None) -> int:
             bb_file = os.path.join(home, "backbone.pth")
             torch.save({"state_dict": {k: v for k, v in official.items() if k.startswith("backbone.")}}, bb_file)
             official_backbone = backbone_mod.OpenCLIPBackbone(
-                model_name="convnext_large_d_320", fix=True,
-                init_cfg=dict(type="Pretrained", checkpoint=bb_file, prefix="backbone.")).eval()
+                model_name="convnext_large_d_320",
+                fix=True,
+                init_cfg=dict(type="Pretrained", checkpoint=bb_file, prefix="backbone."),
+            ).eval()
     print(f"[parity] converted {report.mapped} tensors ({len(official)} in the official state dict)", file=sys.stderr)
 
     image = torch.rand(1, 3, args.size, args.size) * 255
@@ -252,19 +318,27 @@ def main(argv=None) -> int:
             for i, (a, b) in enumerate(zip(feats, feats_o)):
                 figures[f"backbone/res{i + 2}"] = diff(a, b)
             pooled = torch.randn(1, 5, feats[-1].shape[1])
-            figures["backbone/clip_head"] = diff(model.backbone.clip_image_head(pooled),
-                                                 official_backbone.forward_feat(pooled))
+            figures["backbone/clip_head"] = diff(
+                model.backbone.clip_image_head(pooled), official_backbone.forward_feat(pooled)
+            )
         else:
-            print("[parity] backbone: compared only with --variant convnext_large_d_320 (the released one)",
-                  file=sys.stderr)
+            print(
+                "[parity] backbone: compared only with --variant convnext_large_d_320 (the released one)",
+                file=sys.stderr,
+            )
         mask_feat_o, mem_o = head.pixel_decoder(feats)
         mask_feat, mems = model.pixel_decoder(feats)
         figures["pixel_decoder/mask_features"] = diff(mask_feat, mask_feat_o)
         for i, (a, b) in enumerate(zip(mems, mem_o)):
             figures[f"pixel_decoder/memory{i}"] = diff(a, b)
 
-        sample = DetDataSample(metainfo=dict(img_shape=(args.size, args.size), batch_input_shape=(args.size, args.size),
-                                             pad_shape=(args.size, args.size)))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(args.size, args.size),
+                batch_input_shape=(args.size, args.size),
+                pad_shape=(args.size, args.size),
+            )
+        )
         sample.data_tag = "coco"  # object queries (the released forward's non-prompt branch)
         cls_o, masks_o, _ = head.forward(list(feats), [sample])
         out = model(image, text.to(image))
@@ -279,8 +353,13 @@ def main(argv=None) -> int:
         pts = torch.tensor([[40.0, 30.0]])
         box = torch.tensor([[10.0, 20.0, 90.0, 100.0]])
         coords = torch.cat([torch.cat([pts - 3, pts + 3], 1), box])
-        sam = DetDataSample(metainfo=dict(img_shape=(args.size, args.size), batch_input_shape=(args.size, args.size),
-                                          pad_shape=(args.size, args.size)))
+        sam = DetDataSample(
+            metainfo=dict(
+                img_shape=(args.size, args.size),
+                batch_input_shape=(args.size, args.size),
+                pad_shape=(args.size, args.size),
+            )
+        )
         sam.gt_instances = InstanceData(point_coords=coords, bp=torch.zeros(2, dtype=torch.long))
         sam.data_tag = "sam"
         with cuda_on_cpu():
@@ -298,15 +377,28 @@ def main(argv=None) -> int:
     width = max(len(k) for k in figures)
     for k, v in figures.items():
         print(f"{k:{width}s} {v:.3e}{'  (' + explained[k] + ')' if k in explained else ''}")
-    print(f"max abs difference {worst:.3e} over the {len(figures) - len(explained)} tensors before any threshold flip "
-          f"({'within' if worst <= 1e-4 else 'ABOVE'} 1e-4); {len(explained)} above 1e-4 after a mask logit crossed 0 "
-          f"differently (float32 rounding); backbone {args.variant}, the released head's sizes, {args.size}x{args.size}, "
-          f"torch {torch.__version__}")
+    print(
+        f"max abs difference {worst:.3e} over the {len(figures) - len(explained)} tensors before any threshold flip "
+        f"({'within' if worst <= 1e-4 else 'ABOVE'} 1e-4); {len(explained)} above 1e-4 after a mask logit crossed 0 "
+        f"differently (float32 rounding); backbone {args.variant}, the released head's sizes, {args.size}x{args.size}, "
+        f"torch {torch.__version__}"
+    )
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"figures": figures, "max": worst, "explained": sorted(explained),
-                                                   "threshold_flips": flips, "variant": args.variant,
-                                                   "size": args.size, "seed": args.seed, "torch": torch.__version__},
-                                                  indent=1))
+        Path(args.json_out).write_text(
+            json.dumps(
+                {
+                    "figures": figures,
+                    "max": worst,
+                    "explained": sorted(explained),
+                    "threshold_flips": flips,
+                    "variant": args.variant,
+                    "size": args.size,
+                    "seed": args.seed,
+                    "torch": torch.__version__,
+                },
+                indent=1,
+            )
+        )
     return 0 if worst <= 1e-4 else 1
 
 

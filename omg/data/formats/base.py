@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from collections import Counter
 
-from omg.utils import io as uio
+import numpy as np
+
 from omg.data.catalog import DatasetEntry
 from omg.data.masks import coco_bbox, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment
+from omg.utils import io as uio
 
 
 class Reader:
@@ -45,11 +45,19 @@ class Reader:
         except BadRecord:
             raise
         except KeyError as err:
-            raise BadRecord(self.annotation_file(), self.record_name(item), str(err.args[0]) if err.args else "",
-                            "missing from the annotation") from None
+            raise BadRecord(
+                self.annotation_file(),
+                self.record_name(item),
+                str(err.args[0]) if err.args else "",
+                "missing from the annotation",
+            ) from None
         except (TypeError, ValueError, IndexError, AttributeError) as err:
-            raise BadRecord(self.annotation_file(), self.record_name(item), self.annotation_key or "annotation",
-                            f"malformed annotation ({type(err).__name__}: {err})") from None
+            raise BadRecord(
+                self.annotation_file(),
+                self.record_name(item),
+                self.annotation_key or "annotation",
+                f"malformed annotation ({type(err).__name__}: {err})",
+            ) from None
 
     # ------------------------------------------------------------------ validation (omg data validate)
     def check(self, item: dict, sample: Sample, strict: bool = False) -> list[Problem]:
@@ -88,7 +96,9 @@ class Reader:
         try:
             size = uio.check_image(data, uri) if self.decode_images else uio.image_size(data, uri)
         except ValueError as err:
-            raise BadRecord(uri, record, field_, f"unreadable, truncated or corrupt image ({err.__cause__ or err})") from None
+            raise BadRecord(
+                uri, record, field_, f"unreadable, truncated or corrupt image ({err.__cause__ or err})"
+            ) from None
         return data, size
 
     def png_array(self, uri: str, record: str, field_: str) -> tuple[bytes, np.ndarray, str]:
@@ -96,7 +106,9 @@ class Reader:
         try:
             img = uio.decode_image(data, uri)
         except ValueError as err:
-            raise BadRecord(uri, record, field_, f"unreadable, truncated or corrupt mask PNG ({err.__cause__ or err})") from None
+            raise BadRecord(
+                uri, record, field_, f"unreadable, truncated or corrupt mask PNG ({err.__cause__ or err})"
+            ) from None
         return data, np.array(img), img.mode
 
     def category_map(self, categories: list | None) -> dict[int, int]:
@@ -134,18 +146,29 @@ class Reader:
         wrong = [s for s in covered if not (allowed and s["category_id"] in stuff)]
         if wrong:
             what = ", ".join(f"{s['id']} (category {s['category_id']})" for s in wrong[:5])
-            rule = ("only a stuff segment under things may be (ADE20K's converter)" if allowed else
-                    "every segment the JSON lists must have pixels in the PNG")
-            raise BadRecord(png_uri, record, "segments_info",
-                            f"segment{'s' if len(wrong) > 1 else ''} {what} listed in the JSON {'have' if len(wrong) > 1 else 'has'} "
-                            f"no pixel in the PNG: {rule}")
+            rule = (
+                "only a stuff segment under things may be (ADE20K's converter)"
+                if allowed
+                else "every segment the JSON lists must have pixels in the PNG"
+            )
+            raise BadRecord(
+                png_uri,
+                record,
+                "segments_info",
+                f"segment{'s' if len(wrong) > 1 else ''} {what} listed in the JSON "
+                f"{'have' if len(wrong) > 1 else 'has'} no pixel in the PNG: {rule}",
+            )
         self.dropped[COVERED] += len(covered)
         return {s["id"] for s in covered}
 
     def check_category(self, cat: int, source: str, record: str) -> None:
         if self.known_categories and cat not in self.known_categories:
-            raise BadRecord(source, record, "category_id",
-                            f"unknown category {cat} (not among the {len(self.known_categories)} classes of {self.entry.name})")
+            raise BadRecord(
+                source,
+                record,
+                "category_id",
+                f"unknown category {cat} (not among the {len(self.known_categories)} classes of {self.entry.name})",
+            )
 
     def check_categories(self, categories) -> list[Problem]:
         """The annotation file's category list: ids unique, ``isthing`` 0/1, every id known to the catalog."""
@@ -165,7 +188,9 @@ class Reader:
 
     def check_size(self, got: tuple[int, int], want: tuple[int, int], source: str, record: str, field_: str) -> None:
         if tuple(got) != tuple(want):
-            raise BadRecord(source, record, field_, f"size {got[1]}x{got[0]} does not match the image's {want[1]}x{want[0]}")
+            raise BadRecord(
+                source, record, field_, f"size {got[1]}x{got[0]} does not match the image's {want[1]}x{want[0]}"
+            )
 
 
 #: the reason a segment listed in the JSON but holding no pixel of its PNG is dropped (ADE20K's converter keeps
@@ -199,8 +224,9 @@ def segment_index_pngs(id_maps: list[np.ndarray], segments: list[Segment]) -> li
     return out
 
 
-def segments_from_id_maps(id_maps: list[np.ndarray], categories: dict[int, int], crowd: dict[int, bool],
-                          with_rles: bool = False) -> list[Segment]:
+def segments_from_id_maps(
+    id_maps: list[np.ndarray], categories: dict[int, int], crowd: dict[int, bool], with_rles: bool = False
+) -> list[Segment]:
     """Per-frame id maps -> one Segment per id (areas and boxes per frame), in ``categories`` order."""
     t = len(id_maps)
     out = []
@@ -213,7 +239,15 @@ def segments_from_id_maps(id_maps: list[np.ndarray], categories: dict[int, int],
             boxes.append([float(v) for v in coco_bbox(m)] if a else [0.0, 0.0, 0.0, 0.0])
             if with_rles:
                 rles.append(rle_encode(m)["counts"] if a else "")
-        out.append(Segment(id=int(sid), category_id=int(cat), iscrowd=bool(crowd.get(sid, False)), areas=areas,
-                           bboxes=boxes, rles=rles if with_rles else []))
+        out.append(
+            Segment(
+                id=int(sid),
+                category_id=int(cat),
+                iscrowd=bool(crowd.get(sid, False)),
+                areas=areas,
+                bboxes=boxes,
+                rles=rles if with_rles else [],
+            )
+        )
     assert all(len(s.areas) == t for s in out)
     return out

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg.utils import io as uio
 from omg.data.formats.base import Reader, segment_index_pngs, segments_from_id_maps
 from omg.data.masks import coco_bbox, polygons_to_mask, rgb2id, rle_decode, rle_encode
 from omg.data.records import BadRecord, Problem, Sample, Segment, digest, json_digest
+from omg.utils import io as uio
 
 
 def cityscapes_image_name(file_name: str, image_id) -> str:
@@ -59,10 +59,22 @@ class CocoPanopticReader(Reader):
                 name = cityscapes_image_name(name, ann["image_id"])
             infos = ann.get("segments_info", [])
             if remap and isinstance(infos, list):
-                infos = [dict(s, category_id=remap.get(s.get("category_id"), s.get("category_id")))
-                         if isinstance(s, dict) else s for s in infos]
-            out.append({"key": str(ann["image_id"]), "image": name, "mask": ann["file_name"],
-                        "width": im["width"], "height": im["height"], "segments_info": infos})
+                infos = [
+                    dict(s, category_id=remap.get(s.get("category_id"), s.get("category_id")))
+                    if isinstance(s, dict)
+                    else s
+                    for s in infos
+                ]
+            out.append(
+                {
+                    "key": str(ann["image_id"]),
+                    "image": name,
+                    "mask": ann["file_name"],
+                    "width": im["width"],
+                    "height": im["height"],
+                    "segments_info": infos,
+                }
+            )
         return out
 
     def parse(self, item: dict) -> Sample:
@@ -81,8 +93,12 @@ class CocoPanopticReader(Reader):
         json_ids = {s["id"] for s in infos}
         png_ids = set(np.unique(ids).tolist()) - {0}
         if png_ids - json_ids:
-            raise BadRecord(png_uri, record, "segments_info",
-                            f"ids {sorted(png_ids - json_ids)[:5]} are in the PNG but not in the JSON")
+            raise BadRecord(
+                png_uri,
+                record,
+                "segments_info",
+                f"ids {sorted(png_ids - json_ids)[:5]} are in the PNG but not in the JSON",
+            )
         covered = self.covered_segments(infos, png_ids, png_uri, record)
         sam = self.entry.format == "coco_sam"
         cats, crowd = {}, {}
@@ -98,12 +114,21 @@ class CocoPanopticReader(Reader):
                 cats[s["id"]] = s["category_id"]
                 crowd[s["id"]] = bool(s.get("iscrowd", 0))
         segments = segments_from_id_maps([ids], cats, crowd)
-        return Sample(dataset=self.entry.name, split=self.split, key=item["key"], modality="image",
-                      height=size[0], width=size[1], frame_names=[item["image"]], frames=[img_bytes],
-                      mask_kind="segment_index", masks=segment_index_pngs([ids], segments), segments=segments,
-                      source=img_uri,
-                      checksum=digest(img_bytes, png_bytes, json_digest(infos)))
-
+        return Sample(
+            dataset=self.entry.name,
+            split=self.split,
+            key=item["key"],
+            modality="image",
+            height=size[0],
+            width=size[1],
+            frame_names=[item["image"]],
+            frames=[img_bytes],
+            mask_kind="segment_index",
+            masks=segment_index_pngs([ids], segments),
+            segments=segments,
+            source=img_uri,
+            checksum=digest(img_bytes, png_bytes, json_digest(infos)),
+        )
 
     #: formats whose converter stores pre-overlap areas in the JSON (ADE20K: stuff under things): their JSON
     #: areas and boxes are compared with the PNG only by ``validate --strict``
@@ -114,8 +139,14 @@ class CocoPanopticReader(Reader):
         png_uri = uio.join(self.paths["panoptic_masks"], item["mask"])
         out = []
         if (item["height"], item["width"]) != (sample.height, sample.width):
-            out.append(Problem(uio.join(self.paths["images"], item["image"]), record, "width/height",
-                               f"image is {sample.width}x{sample.height}, JSON says {item['width']}x{item['height']}"))
+            out.append(
+                Problem(
+                    uio.join(self.paths["images"], item["image"]),
+                    record,
+                    "width/height",
+                    f"image is {sample.width}x{sample.height}, JSON says {item['width']}x{item['height']}",
+                )
+            )
         exact = strict or self.entry.format not in self.PRE_OVERLAP_AREAS
         by_id = {g.id: g for g in sample.segments}
         seen = set()
@@ -159,8 +190,15 @@ class CocoInstancesReader(Reader):
         out = []
         for im in sorted(doc.get("images", []), key=lambda i: str(i["id"])):
             anns = sorted(by_image.get(im["id"], []), key=lambda a: a["id"])
-            out.append({"key": str(im["id"]), "image": im["file_name"], "width": im["width"], "height": im["height"],
-                        "annotations": anns})
+            out.append(
+                {
+                    "key": str(im["id"]),
+                    "image": im["file_name"],
+                    "width": im["width"],
+                    "height": im["height"],
+                    "annotations": anns,
+                }
+            )
         return out
 
     def parse(self, item: dict) -> Sample:
@@ -179,23 +217,43 @@ class CocoInstancesReader(Reader):
                     mask = polygons_to_mask(seg, h, w)
                 else:
                     if list(seg["size"]) != [h, w]:
-                        raise BadRecord(self.paths["instances_json"], rec, "segmentation.size",
-                                        f"RLE size {seg['size']} != image size {[h, w]}")
+                        raise BadRecord(
+                            self.paths["instances_json"],
+                            rec,
+                            "segmentation.size",
+                            f"RLE size {seg['size']} != image size {[h, w]}",
+                        )
                     mask = rle_decode(seg)
             except BadRecord:
                 raise
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - pycocotools raises many types on a malformed RLE or polygon
                 raise BadRecord(self.paths["instances_json"], rec, "segmentation", f"cannot decode ({err})") from None
             area = int(mask.sum())
-            segments.append(Segment(id=int(ann["id"]), category_id=int(ann["category_id"]),
-                                    iscrowd=bool(ann.get("iscrowd", 0)), areas=[area],
-                                    bboxes=[[float(v) for v in coco_bbox(mask)]],
-                                    rles=[rle_encode(mask)["counts"] if area else ""]))
-        return Sample(dataset=self.entry.name, split=self.split, key=item["key"], modality="image",
-                      height=h, width=w, frame_names=[item["image"]], frames=[img_bytes], mask_kind="rle",
-                      masks=[], segments=segments, source=img_uri,
-                      checksum=digest(img_bytes, json_digest(item["annotations"])))
-
+            segments.append(
+                Segment(
+                    id=int(ann["id"]),
+                    category_id=int(ann["category_id"]),
+                    iscrowd=bool(ann.get("iscrowd", 0)),
+                    areas=[area],
+                    bboxes=[[float(v) for v in coco_bbox(mask)]],
+                    rles=[rle_encode(mask)["counts"] if area else ""],
+                )
+            )
+        return Sample(
+            dataset=self.entry.name,
+            split=self.split,
+            key=item["key"],
+            modality="image",
+            height=h,
+            width=w,
+            frame_names=[item["image"]],
+            frames=[img_bytes],
+            mask_kind="rle",
+            masks=[],
+            segments=segments,
+            source=img_uri,
+            checksum=digest(img_bytes, json_digest(item["annotations"])),
+        )
 
     def check(self, item: dict, sample: Sample, strict: bool = False) -> list[Problem]:
         """Stored area and box against the decoded mask, for RLE masks (a polygon's area is its polygon's).
@@ -222,8 +280,10 @@ class CocoInstancesReader(Reader):
         for item in items:
             for ann in item["annotations"]:
                 if ann.get("id") in seen:
-                    out.append(Problem(self.paths["instances_json"], f"annotation {ann.get('id')}", "id",
-                                       "duplicate annotation id"))
+                    out.append(
+                        Problem(
+                            self.paths["instances_json"], f"annotation {ann.get('id')}", "id", "duplicate annotation id"
+                        )
+                    )
                 seen.add(ann.get("id"))
         return out
-

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg.utils import io as uio
 from omg.data.formats.base import Reader, segments_from_id_maps
 from omg.data.records import BadRecord, Sample, digest
+from omg.utils import io as uio
 
 
 #: the DAVIS / PASCAL VOC palette of the annotation PNGs (index i -> R, G, B; 256 entries, flat)
@@ -55,21 +55,33 @@ class DavisReader(Reader):
         have = {f[:-4] for f in frames}
         for png in item.get("annotations", []):
             if png[:-4] not in have:
-                raise BadRecord(uio.join(self.paths["frames"], vid, png[:-4] + ".jpg"), f"video {vid}", "file_name",
-                                f"frame is missing (its annotation {png} exists)")
+                raise BadRecord(
+                    uio.join(self.paths["frames"], vid, png[:-4] + ".jpg"),
+                    f"video {vid}",
+                    "file_name",
+                    f"frame is missing (its annotation {png} exists)",
+                )
         numbers = [int(f[:-4]) for f in frames if f[:-4].isdigit()]
         if len(numbers) == len(frames) and numbers:
             for a, b in zip(numbers, numbers[1:]):
                 if b != a + 1:
-                    raise BadRecord(uio.join(self.paths["frames"], vid), f"video {vid}", "file_name",
-                                    f"frame {a + 1:05d}.jpg is missing (frames jump from {a:05d} to {b:05d})")
+                    raise BadRecord(
+                        uio.join(self.paths["frames"], vid),
+                        f"video {vid}",
+                        "file_name",
+                        f"frame {a + 1:05d}.jpg is missing (frames jump from {a:05d} to {b:05d})",
+                    )
 
     def parse(self, item: dict) -> Sample:
         vid = item["key"]
         record = f"video {vid}"
         if not item["frames"]:
-            raise BadRecord(uio.join(self.paths["frames"], vid), record, "frames",
-                            "no JPEG frame (the video's folder is missing or empty)")
+            raise BadRecord(
+                uio.join(self.paths["frames"], vid),
+                record,
+                "frames",
+                "no JPEG frame (the video's folder is missing or empty)",
+            )
         self.check_frames(item)
         frames, masks, maps, names = [], [], [], []
         size = None
@@ -82,7 +94,9 @@ class DavisReader(Reader):
             png_uri = uio.join(self.paths["annotations"], vid, fn[:-4] + ".png")
             png, arr, mode = self.png_array(png_uri, rec, "annotation")
             if mode not in ("P", "L") or arr.ndim != 2:
-                raise BadRecord(png_uri, rec, "annotation", f"a DAVIS annotation is an indexed PNG (mode P), got mode {mode}")
+                raise BadRecord(
+                    png_uri, rec, "annotation", f"a DAVIS annotation is an indexed PNG (mode P), got mode {mode}"
+                )
             self.check_size(arr.shape, sz, png_uri, rec, "annotation")
             frames.append(data)
             masks.append(png)
@@ -90,10 +104,23 @@ class DavisReader(Reader):
             names.append(f"{vid}/{fn}")
         objects = sorted({int(v) for v in np.unique(maps[0]).tolist() if v != 0})
         if not objects:
-            raise BadRecord(uio.join(self.paths["annotations"], vid), record, "annotation",
-                            "the first frame has no object")
+            raise BadRecord(
+                uio.join(self.paths["annotations"], vid), record, "annotation", "the first frame has no object"
+            )
         later = sorted({int(v) for m in maps for v in np.unique(m).tolist() if v != 0})
         segments = segments_from_id_maps(maps, {o: -1 for o in later}, {})
-        return Sample(dataset=self.entry.name, split=self.split, key=vid, modality="video", height=size[0],
-                      width=size[1], frame_names=names, frames=frames, mask_kind="index", masks=masks,
-                      segments=segments, source=uio.join(self.paths["frames"], vid), checksum=digest(*frames, *masks))
+        return Sample(
+            dataset=self.entry.name,
+            split=self.split,
+            key=vid,
+            modality="video",
+            height=size[0],
+            width=size[1],
+            frame_names=names,
+            frames=frames,
+            mask_kind="index",
+            masks=masks,
+            segments=segments,
+            source=uio.join(self.paths["frames"], vid),
+            checksum=digest(*frames, *masks),
+        )

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg.utils import io as uio
 from omg.data.formats.base import Reader, segment_index_pngs, segments_from_id_maps
 from omg.data.masks import rgb2id
 from omg.data.records import BadRecord, Problem, Sample, digest, json_digest
+from omg.utils import io as uio
 
 RAW_VOID = (0, 200)
 
@@ -57,13 +57,24 @@ class VIPSegReader(Reader):
                     im = images.get(ann["image_id"], {})
                     infos = ann.get("segments_info", [])
                     if remap and isinstance(infos, list):
-                        infos = [dict(x, category_id=remap.get(x.get("category_id"), x.get("category_id")))
-                                 if isinstance(x, dict) else x for x in infos]
-                    frames.append({"image": frame_name(im.get("file_name", "")), "mask": ann["file_name"],
-                                   "width": im.get("width", 0), "height": im.get("height", 0),
-                                   "segments_info": infos})
-                out.append({"key": str(vann["video_id"]), "frames": frames, "raw": False,
-                            "num_images": len(v["images"])})
+                        infos = [
+                            dict(x, category_id=remap.get(x.get("category_id"), x.get("category_id")))
+                            if isinstance(x, dict)
+                            else x
+                            for x in infos
+                        ]
+                    frames.append(
+                        {
+                            "image": frame_name(im.get("file_name", "")),
+                            "mask": ann["file_name"],
+                            "width": im.get("width", 0),
+                            "height": im.get("height", 0),
+                            "segments_info": infos,
+                        }
+                    )
+                out.append(
+                    {"key": str(vann["video_id"]), "frames": frames, "raw": False, "num_images": len(v["images"])}
+                )
             return out
         if "list" in self.paths:
             names = [x.strip() for x in uio.read_bytes(self.paths["list"]).decode().splitlines() if x.strip()]
@@ -75,19 +86,26 @@ class VIPSegReader(Reader):
                 masks = [f for f in uio.listdir(uio.join(self.paths["panoptic_masks"], name)) if f.endswith(".png")]
             except FileNotFoundError:  # a listed video without its folder: quarantined by parse()
                 masks = []
-            out.append({"key": name, "raw": True,
-                        "frames": [{"image": f[:-4] + ".jpg", "mask": f} for f in masks]})
+            out.append({"key": name, "raw": True, "frames": [{"image": f[:-4] + ".jpg", "mask": f} for f in masks]})
         return out
 
     def parse(self, item: dict) -> Sample:
         record = f"video {item['key']}"
         vid = item["key"]
         if not item["frames"]:
-            raise BadRecord(uio.join(self.paths["panoptic_masks"], vid), record, "panoptic_masks",
-                            "the video has no mask PNG (its folder is missing or empty)")
+            raise BadRecord(
+                uio.join(self.paths["panoptic_masks"], vid),
+                record,
+                "panoptic_masks",
+                "the video has no mask PNG (its folder is missing or empty)",
+            )
         if not item["raw"] and item["num_images"] != len(item["frames"]):
-            raise BadRecord(self.paths["panoptic_json"], record, "annotations",
-                            f"{len(item['frames'])} annotated frames for {item['num_images']} images (a frame is missing)")
+            raise BadRecord(
+                self.paths["panoptic_json"],
+                record,
+                "annotations",
+                f"{len(item['frames'])} annotated frames for {item['num_images']} images (a frame is missing)",
+            )
         frames, masks, id_maps, names = [], [], [], []
         cats: dict[int, int] = {}
         crowd: dict[int, bool] = {}
@@ -95,7 +113,9 @@ class VIPSegReader(Reader):
         for t, fr in enumerate(item["frames"]):
             rec = f"{record}, frame {t}"
             if not fr["image"]:
-                raise BadRecord(self.paths.get("panoptic_json", ""), rec, "image_id", "annotation for a frame not in 'images'")
+                raise BadRecord(
+                    self.paths.get("panoptic_json", ""), rec, "image_id", "annotation for a frame not in 'images'"
+                )
             img_uri = uio.join(self.paths["frames"], vid, fr["image"])
             data, sz = self.image(img_uri, rec)
             size = size or sz
@@ -105,8 +125,9 @@ class VIPSegReader(Reader):
             self.check_size(arr.shape[:2], sz, png_uri, rec, "file_name")
             if item["raw"]:
                 if arr.ndim != 2:
-                    raise BadRecord(png_uri, rec, "file_name",
-                                    f"a raw VIPSeg panomask is single-channel, got shape {arr.shape}")
+                    raise BadRecord(
+                        png_uri, rec, "file_name", f"a raw VIPSeg panomask is single-channel, got shape {arr.shape}"
+                    )
                 values = arr.astype(np.int64)
                 frame_cats = raw_panomask_categories(values)
                 ids = np.where(np.isin(values, RAW_VOID), 0, values)
@@ -118,26 +139,44 @@ class VIPSegReader(Reader):
                 json_ids = {s["id"] for s in infos}
                 png_ids = set(np.unique(ids).tolist()) - {0}
                 if png_ids - json_ids:
-                    raise BadRecord(png_uri, rec, "segments_info",
-                                    f"ids {sorted(png_ids - json_ids)[:5]} are in the PNG but not in the JSON")
+                    raise BadRecord(
+                        png_uri,
+                        rec,
+                        "segments_info",
+                        f"ids {sorted(png_ids - json_ids)[:5]} are in the PNG but not in the JSON",
+                    )
                 self.covered_segments(infos, png_ids, png_uri, rec)  # VIPSeg's converter lists the PNG's ids only
                 frame_cats = {s["id"]: s["category_id"] for s in infos if s["id"] in png_ids}
                 crowd.update({s["id"]: bool(s.get("iscrowd", 0)) for s in infos})
             for sid, cat in frame_cats.items():
                 self.check_category(cat, png_uri, f"{rec}, segment {sid}")
                 if cats.setdefault(sid, cat) != cat:
-                    raise BadRecord(png_uri, f"{rec}, segment {sid}", "category_id",
-                                    f"track {sid} changes category ({cats[sid]} -> {cat})")
+                    raise BadRecord(
+                        png_uri,
+                        f"{rec}, segment {sid}",
+                        "category_id",
+                        f"track {sid} changes category ({cats[sid]} -> {cat})",
+                    )
             frames.append(data)
             masks.append(png)  # the source bytes, for the checksum
             id_maps.append(ids)
             names.append(f"{vid}/{fr['image']}")
         segments = segments_from_id_maps(id_maps, dict(sorted(cats.items())), crowd)
-        return Sample(dataset=self.entry.name, split=self.split, key=vid, modality="video", height=size[0],
-                      width=size[1], frame_names=names, frames=frames, mask_kind="segment_index",
-                      masks=segment_index_pngs(id_maps, segments),
-                      segments=segments, source=uio.join(self.paths["frames"], vid),
-                      checksum=digest(*frames, *masks, json_digest([f.get("segments_info") for f in item["frames"]])))
+        return Sample(
+            dataset=self.entry.name,
+            split=self.split,
+            key=vid,
+            modality="video",
+            height=size[0],
+            width=size[1],
+            frame_names=names,
+            frames=frames,
+            mask_kind="segment_index",
+            masks=segment_index_pngs(id_maps, segments),
+            segments=segments,
+            source=uio.join(self.paths["frames"], vid),
+            checksum=digest(*frames, *masks, json_digest([f.get("segments_info") for f in item["frames"]])),
+        )
 
     def check(self, item: dict, sample: Sample, strict: bool = False) -> list[Problem]:
         """The conversion's per-frame JSON areas against the PNGs (the official converter writes them from the
@@ -153,10 +192,14 @@ class VIPSegReader(Reader):
                 rec = f"video {item['key']}, frame {t}, segment {info['id']}"
                 if g is None:
                     if strict:
-                        out.append(Problem(png_uri, rec, "id", "segment in the JSON but not in the PNG (dropped on load)"))
+                        out.append(
+                            Problem(png_uri, rec, "id", "segment in the JSON but not in the PNG (dropped on load)")
+                        )
                     continue
                 if "area" in info and info["area"] != g.areas[t]:
-                    out.append(Problem(png_uri, rec, "area", f"JSON area {info['area']} != {g.areas[t]} pixels in the PNG"))
+                    out.append(
+                        Problem(png_uri, rec, "area", f"JSON area {info['area']} != {g.areas[t]} pixels in the PNG")
+                    )
         return out
 
     def check_items(self, items: list[dict], strict: bool = False) -> list[Problem]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg.utils import io as uio
 from omg.data.formats.base import Reader, segments_from_id_maps
 from omg.data.records import BadRecord, Sample, digest
+from omg.utils import io as uio
 
 IGNORE = 255
 
@@ -42,8 +42,12 @@ class VSPWReader(Reader):
         vid = item["key"]
         record = f"video {vid}"
         if not item["frames"]:
-            raise BadRecord(uio.join(self.paths["frames"], vid, "origin"), record, "frames",
-                            "no JPEG frame (the video's folder is missing or empty)")
+            raise BadRecord(
+                uio.join(self.paths["frames"], vid, "origin"),
+                record,
+                "frames",
+                "no JPEG frame (the video's folder is missing or empty)",
+            )
         num_classes = len(self.entry.classes)
         frames, masks, maps, names = [], [], [], []
         size = None
@@ -72,6 +76,18 @@ class VSPWReader(Reader):
         segments = segments_from_id_maps(shifted, {c + 1: c for c in classes}, {})
         for s in segments:
             s.id -= 1
-        return Sample(dataset=self.entry.name, split=self.split, key=vid, modality="video", height=size[0],
-                      width=size[1], frame_names=names, frames=frames, mask_kind="semantic", masks=masks,
-                      segments=segments, source=uio.join(self.paths["frames"], vid), checksum=digest(*frames, *masks))
+        return Sample(
+            dataset=self.entry.name,
+            split=self.split,
+            key=vid,
+            modality="video",
+            height=size[0],
+            width=size[1],
+            frame_names=names,
+            frames=frames,
+            mask_kind="semantic",
+            masks=masks,
+            segments=segments,
+            source=uio.join(self.paths["frames"], vid),
+            checksum=digest(*frames, *masks),
+        )
