@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_predict_latency import timed  # the median of repeats after a warm-up (this folder is on sys.path)
+from common import median_seconds
 
 
 def main(argv=None) -> int:
@@ -70,9 +70,9 @@ def main(argv=None) -> int:
                 for graph, label in (("image_encoder", "image"), ("prompt_decoder", "click")):
                     g = _Graph(Path(tmp), f"{graph}.{ext}", fmt, threads)
                     with torch.no_grad():
-                        eager = timed(lambda: modules[graph](*inputs[graph]), args.repeats)
+                        eager = median_seconds(lambda: modules[graph](*inputs[graph]), args.repeats)
                         ref = modules[graph](*inputs[graph])
-                    exported = timed(lambda: g(*inputs[graph]), args.repeats)
+                    exported = median_seconds(lambda: g(*inputs[graph]), args.repeats)
                     got = g(*inputs[graph])
                     diff = max(float((a - b).abs().max()) for a, b in zip(got, ref))
                     row.update(

@@ -24,9 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT
 
 BASELINE = r"""
 import resource, sys, time
@@ -90,7 +88,7 @@ def main(argv=None) -> int:
 
     from omg.modeling.checkpoint import save_checkpoint
     from omg.modeling.model import ModelConfig, build_model
-    from tests.conftest import LABEL_SPACE
+    from tests.helpers import LABEL_SPACE
 
     w, h = args.size
     work = Path(tempfile.mkdtemp(prefix="omg-longvideo-"))

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,24 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_predict_latency import timed  # benchmarks/ is on sys.path when run as a script
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url: str, doc, headers=None) -> dict:
-    req = urllib.request.Request(
-        url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    with urllib.request.urlopen(req, timeout=300) as r:
-        return json.loads(r.read())
+from common import free_port, median_seconds, post_json
 
 
 def wait_for(url: str, proc: subprocess.Popen | None, seconds: float = 300) -> None:
@@ -84,17 +66,17 @@ class Requests:
 def measure(call, reqs: Requests, repeats: int) -> dict[str, float]:
     call(reqs.click())  # the server sees the click's image first
     return {
-        "click_ms": timed(lambda: call(reqs.click()), repeats) * 1000,
-        "image_ms": timed(lambda: call(reqs.image()), repeats) * 1000,
+        "click_ms": median_seconds(lambda: call(reqs.click()), repeats) * 1000,
+        "image_ms": median_seconds(lambda: call(reqs.image()), repeats) * 1000,
     }
 
 
 def throughput(url: str, reqs: Requests, clients: int, n: int) -> float:
     docs = [reqs.image() for _ in range(n)]
-    post(url, docs[0])
+    post_json(url, docs[0])
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda d: post(url, d), docs))
+        list(pool.map(lambda d: post_json(url, d), docs))
     return n / (time.perf_counter() - t0)
 
 
@@ -155,7 +137,7 @@ def main(argv=None) -> int:
         srv = make_server(ServeApp(OMGPredictor.from_checkpoint(ckpt)), "127.0.0.1", 0, quiet=True)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{srv.server_address[1]}/api/predict"
-        out["omg serve"] = measure(lambda d: post(url, d), reqs, args.repeats)
+        out["omg serve"] = measure(lambda d: post_json(url, d), reqs, args.repeats)
         srv.shutdown()
         srv.server_close()
 
@@ -195,7 +177,7 @@ def main(argv=None) -> int:
         )
         wait_for(f"http://127.0.0.1:{port}/ping", procs[-1])
         url = f"http://127.0.0.1:{port}/invocations"
-        out["mlflow pyfunc"] = measure(lambda d: post(url, {"inputs": [d]}), reqs, args.repeats)
+        out["mlflow pyfunc"] = measure(lambda d: post_json(url, {"inputs": [d]}), reqs, args.repeats)
         os.killpg(procs[-1].pid, signal.SIGTERM)
         procs[-1].wait(timeout=30)
 
@@ -215,7 +197,7 @@ def main(argv=None) -> int:
             wait_for(f"http://127.0.0.1:{port}/api/info", None)
 
         deploy(1, True)
-        out["ray serve"] = measure(lambda d: post(url, d), reqs, args.repeats)
+        out["ray serve"] = measure(lambda d: post_json(url, d), reqs, args.repeats)
         rates = {}
         for replicas, batching in ((1, False), (1, True), (2, False), (2, True)):
             deploy(replicas, batching)

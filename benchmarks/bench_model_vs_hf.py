@@ -23,9 +23,9 @@ import json
 import platform
 import statistics
 import sys
-import time
 
 import torch
+from common import seconds
 
 
 def build_ours(variant: str, num_classes: int):
@@ -85,16 +85,6 @@ def build_hf(variant: str, num_classes: int):
     return model, forward, scalar
 
 
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", default="convnext_large_d_320")
@@ -129,8 +119,8 @@ def main(argv=None) -> int:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
 
-        f = timed(fwd, args.repeats)
-        fb = timed(fwd_bwd, args.repeats)
+        f = seconds(fwd, args.repeats)
+        fb = seconds(fwd_bwd, args.repeats)
         trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
         results[name] = {
             "forward_s": statistics.median(f),

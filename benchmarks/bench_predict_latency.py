@@ -14,22 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
-
-
-def timed(fn, repeats):
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from common import median_seconds
 
 
 def main(argv=None) -> int:
@@ -64,17 +53,17 @@ def main(argv=None) -> int:
     for name in args.variants:
         cfg = ModelConfig.tiny(name) if get_variant(name).tiny else ModelConfig(variant=name)
         pred = OMGPredictor(build_model(cfg), meta)
-        t_set = timed(lambda: pred.set_image(image), args.repeats)
+        t_set = median_seconds(lambda: pred.set_image(image), args.repeats)
         pred.set_image(image)
-        t_pan = timed(lambda: pred.predict("panoptic"), args.repeats)
-        t_voc = timed(lambda: pred.predict("semantic", vocabulary=["hexagon", "stuff:water"]), args.repeats)
-        t_click = timed(lambda: pred.predict("interactive", points=[[s // 2, s // 3]]), args.repeats)
+        t_pan = median_seconds(lambda: pred.predict("panoptic"), args.repeats)
+        t_voc = median_seconds(lambda: pred.predict("semantic", vocabulary=["hexagon", "stuff:water"]), args.repeats)
+        t_click = median_seconds(lambda: pred.predict("interactive", points=[[s // 2, s // 3]]), args.repeats)
 
         def video():
             pred.set_video(frames)
             pred.predict("vis")
 
-        t_vid = timed(video, max(1, args.repeats - 1))
+        t_vid = median_seconds(video, max(1, args.repeats - 1))
         print(
             f"{name:22s} image: set_image {t_set * 1000:7.0f} ms, panoptic {t_pan * 1000:6.0f} ms, "
             f"new vocabulary {t_voc * 1000:5.0f} ms, click {t_click * 1000:5.0f} ms | "

@@ -20,13 +20,13 @@ import urllib.request
 
 import numpy as np
 import torch
-from bench_predict_latency import timed as predict_timed  # benchmarks/ is on sys.path when run as a script
+from common import median_seconds
 from PIL import Image
 
 
 def timed(fn, repeats: int) -> float:
-    """Median milliseconds of ``repeats`` calls after a warm-up (bench_predict_latency's timer)."""
-    return predict_timed(fn, repeats) * 1000
+    """Median milliseconds of ``repeats`` calls after a warm-up."""
+    return median_seconds(fn, repeats) * 1000
 
 
 def post(url: str, body: bytes, ctype: str) -> dict:

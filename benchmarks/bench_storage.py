@@ -30,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import common  # noqa: F401 - puts the repository on sys.path (tests.services)
+
 from omg.env import runs_dir
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from omg import __version__
 from omg.cli import main
-from tests.conftest import TINY_SHAPES
+from tests.helpers import TINY_SHAPES
 
 OMG = [sys.executable, "-m", "omg.cli"]
 

@@ -20,7 +20,7 @@ from omg.utils import io as uio
 from omg.utils.errors import describe
 from pipelines.errors import root_cause
 from tests.evaluation import metric_toys as toys
-from tests.evaluation.test_metrics import _write_pq_files
+from tests.helpers import write_pq_files
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "pipelines/configs/shapes_smoke.yaml")
 
@@ -133,7 +133,7 @@ def _pq(base: Path, capsys, *extra) -> tuple[int, str]:
 
 
 def test_metric_pq_names_the_file_and_the_image(tmp_path, capsys):
-    _write_pq_files(tmp_path, *toys.pq_toy())
+    write_pq_files(tmp_path, *toys.pq_toy())
     pred = json.loads((tmp_path / "pred.json").read_text())
     png = tmp_path / "pred" / pred["annotations"][0]["file_name"]
     original_png, original_json = png.read_bytes(), (tmp_path / "pred.json").read_text()
@@ -170,7 +170,7 @@ def test_metric_pq_names_the_file_and_the_image(tmp_path, capsys):
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_json_out_never_replaces_a_device_and_a_full_disk_is_said(tmp_path, capsys):
-    _write_pq_files(tmp_path, *toys.pq_toy())
+    write_pq_files(tmp_path, *toys.pq_toy())
     rc, last = _pq(tmp_path, capsys, "--json-out", "/dev/full")
     assert (
         rc == 1 and last == "omg metric pq: error: cannot write --json-out: No space left on device [ENOSPC]: /dev/full"

@@ -15,7 +15,7 @@ from omg.data import synthetic
 from omg.data.masks import rgb2id, rle_decode
 from omg.data.synthetic import SynthOptions, generate, iter_files, shape_polygon
 from omg.data.validate import validate_omg_shapes
-from tests.conftest import TINY_SHAPES
+from tests.helpers import TINY_SHAPES
 
 
 def _digest(root: str) -> dict[str, str]:

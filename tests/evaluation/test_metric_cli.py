@@ -13,7 +13,7 @@ from omg.data.catalog import get_entry
 from omg.data.formats.davis import DAVIS_PALETTE
 from omg.data.masks import id2rgb, rle_encode
 from tests.evaluation import metric_toys as toys
-from tests.evaluation.test_metrics import _write_pq_files
+from tests.helpers import write_pq_files
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:
@@ -23,7 +23,7 @@ def _run(argv, capsys) -> tuple[int, str, str]:
 
 
 def test_pq_and_json_out(tmp_path, capsys):
-    _write_pq_files(tmp_path, *toys.pq_toy())
+    write_pq_files(tmp_path, *toys.pq_toy())
     rc, out, _ = _run(
         [
             "metric",

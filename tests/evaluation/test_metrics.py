@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from omg.data.masks import id2rgb
 from omg.evaluation.panoptic import PQEvaluator, pq_from_files
 from tests.evaluation.metric_toys import PQ_CATEGORIES, pq_toy
+from tests.helpers import write_pq_files
 
 # ------------------------------------------------------------------------------ 1. PQ
 
@@ -35,23 +34,8 @@ def test_pq_golden():
     assert pc[11]["pq"] == pytest.approx(0.756368, abs=1e-6) and pc[11]["sq"] == pytest.approx(0.756368, abs=1e-6)
 
 
-def _write_pq_files(tmp_path, gt_pan, gt_segs, pred_pan, pred_segs):
-    for role, pans, segs in (("gt", gt_pan, gt_segs), ("pred", pred_pan, pred_segs)):
-        (tmp_path / role).mkdir()
-        anns = []
-        for k in pans:
-            Image.fromarray(id2rgb(pans[k])).save(tmp_path / role / f"{k:012d}.png")
-            anns.append({"image_id": k, "file_name": f"{k:012d}.png", "segments_info": list(segs[k].values())})
-        doc = {
-            "annotations": anns,
-            "categories": list(PQ_CATEGORIES.values()),
-            "images": [{"id": k, "file_name": f"{k:012d}.jpg", "height": 96, "width": 128} for k in pans],
-        }
-        (tmp_path / f"{role}.json").write_text(json.dumps(doc))
-
-
 def test_pq_from_official_files(tmp_path):
-    _write_pq_files(tmp_path, *pq_toy())
+    write_pq_files(tmp_path, *pq_toy())
     r = pq_from_files(
         str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(tmp_path / "pred.json"), str(tmp_path / "pred")
     )
@@ -62,7 +46,7 @@ def test_pq_from_official_files(tmp_path):
 def test_pq_malformed_inputs_name_file_and_id(tmp_path):
     gt_pan, gt_segs, pred_pan, pred_segs = pq_toy()
     del pred_segs[1][24]
-    _write_pq_files(tmp_path, gt_pan, gt_segs, pred_pan, pred_segs)
+    write_pq_files(tmp_path, gt_pan, gt_segs, pred_pan, pred_segs)
     with pytest.raises(
         ValueError, match=r"pred/000000000001.png \(image_id 1\): segment id 24 is in the prediction PNG"
     ):

@@ -16,7 +16,7 @@ from omg.inference.media import load_image
 from omg.inference.predictor import OMGPredictor
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.model import ModelConfig, build_model
-from tests.conftest import LABEL_SPACE
+from tests.helpers import LABEL_SPACE
 
 pytestmark = pytest.mark.slow  # exports take ~1.5 min in all; `make test` (CI) runs them
 

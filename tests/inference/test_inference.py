@@ -30,7 +30,7 @@ from omg.inference.video import associate, clip_length, split_clips, vos_from_pr
 from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from omg.utils.vocabulary import Vocabulary
-from tests.conftest import LABEL_SPACE
+from tests.helpers import LABEL_SPACE
 
 BIG = 20.0
 

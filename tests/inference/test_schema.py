@@ -16,7 +16,7 @@ from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
 from omg.inference.schema import Limits, Request, RequestError, Response, b64_png
 from omg.modeling.model import ModelConfig, build_model
-from tests.conftest import LABEL_SPACE
+from tests.helpers import LABEL_SPACE
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from omg.inference.predictor import VIDEO_TASKS, OMGPredictor
 from omg.inference.results import VideoInstanceResult, VideoPanopticResult, VideoSemanticResult, VOSResult
 from omg.inference.video import clip_length, split_clips, stream_clips
 from omg.utils import io as uio
-from tests.conftest import tiny_checkpoint
+from tests.helpers import tiny_checkpoint
 
 CONCAT = {"vis": VideoInstanceResult, "vps": VideoPanopticResult, "vss": VideoSemanticResult, "vos": VOSResult}
 

@@ -166,7 +166,7 @@ def test_the_converted_model_runs_every_task_in_omg_predict(official, clip_file,
 
     from omg.cli import main
     from omg.modeling.checkpoint import save_checkpoint
-    from tests.conftest import LABEL_SPACE
+    from tests.helpers import LABEL_SPACE
 
     model, _ = convert_official(official, "tiny_convnext", clip_file, nheads=H)
     ckpt = str(tmp_path / "c.pt")

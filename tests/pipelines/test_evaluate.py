@@ -12,7 +12,7 @@ import torch
 from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from pipelines.evaluate import main as evaluate_main
-from tests.conftest import LABEL_SPACE
+from tests.helpers import LABEL_SPACE
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
 from tests import http_call
-from tests.conftest import LABEL_SPACE, tiny_checkpoint
+from tests.helpers import LABEL_SPACE, tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # logs a model to MLflow and serves it (~30 s in all); `make test` (CI) runs it
 

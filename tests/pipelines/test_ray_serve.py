@@ -23,7 +23,7 @@ import pytest
 from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
 from tests import ROOT, default_sigint, http_call
-from tests.conftest import tiny_checkpoint
+from tests.helpers import tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # a Ray Serve app with two replicas: ~1 min
 

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests import ROOT
-from tests.serve.test_serve import _gt_segment
+from tests.helpers import gt_segment
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -162,7 +162,7 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     names = [o.get_attribute("value") for o in d.find_elements("css selector", "#sample option")]
     assert names, "the page lists omg-shapes samples"
     # the sample with the largest thing segment
-    best = max(((n, _gt_segment(tiny_shapes, n)) for n in names), key=lambda t: -1 if t[1] is None else t[1][0].sum())
+    best = max(((n, gt_segment(tiny_shapes, n)) for n in names), key=lambda t: -1 if t[1] is None else t[1][0].sum())
     name, (gt, (x, y)) = best
     Select(d.find_element("id", "sample")).select_by_value(name)
     d.find_element("id", "load-sample").click()

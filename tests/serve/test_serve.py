@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from PIL import Image
 from omg.inference.schema import RequestError, decode_upload
 from omg.serve import Limits, ServeApp, find_samples, make_server
 from tests import http_call
+from tests.helpers import gt_segment
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -71,27 +71,6 @@ def server(interactive_checkpoint, tiny_shapes):
         srv.server_close()
 
 
-def _gt_segment(root: str, sample: str, min_area: int = 120):
-    """(mask, centroid) of the largest thing segment of a sample, from the COCO panoptic ground truth."""
-    from omg.data.masks import rgb2id
-
-    doc = json.loads((Path(root) / "annotations" / "panoptic_val.json").read_text())
-    ann = next(a for a in doc["annotations"] if a["file_name"].startswith(sample))
-    ids = rgb2id(np.asarray(Image.open(Path(root) / "annotations" / "panoptic_val" / ann["file_name"]).convert("RGB")))
-    things = {c["id"] for c in doc["categories"] if c["isthing"]}
-    segs = [
-        s for s in ann["segments_info"] if s["category_id"] in things and not s.get("iscrowd") and s["area"] >= min_area
-    ]
-    if not segs:
-        return None
-    seg = max(segs, key=lambda s: s["area"])
-    m = ids == seg["id"]
-    ys, xs = np.nonzero(m)
-    # a pixel of the shape near its centroid (the centroid of a star may fall outside it)
-    k = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
-    return m, (float(xs[k]) + 0.5, float(ys[k]) + 0.5)
-
-
 def _mask_from(doc: dict, n: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(doc["label_png"])))) == n
 
@@ -107,7 +86,7 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
     # the sample with the largest thing
     best = None
     for name in info["samples"]:
-        seg = _gt_segment(tiny_shapes, name)
+        seg = gt_segment(tiny_shapes, name)
         if seg is not None and (best is None or seg[0].sum() > best[1][0].sum()):
             best = (name, seg)
     name, (gt, (x, y)) = best
