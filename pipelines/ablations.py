@@ -37,6 +37,7 @@ from omg.utils import io as uio
 from omg.utils.progress import Progress, format_duration
 from omg.utils.typed import SchemaError, from_dict, to_dict
 from pipelines.cluster import shared_location
+from pipelines.errors import usage_error
 
 HERE = Path(__file__).resolve().parent
 GRIDS_FILE = HERE / "configs" / "ablations.yaml"
@@ -487,8 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             for t in grid.trials
         }
     except (SchemaError, ValueError, OSError) as err:
-        print(f"ablations: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("ablations", err)
     if args.list:
         print(f"grid {grid.name}: {grid.description}\nbaseline: {grid.baseline}\n")
         for t, cfg in configs.items():

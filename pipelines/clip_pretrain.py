@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 from omg.env import apply_env_defaults, runs_dir
 from omg.training.clip_pretrain import ClipPretrainConfig
 from omg.utils import io as uio
-from pipelines.errors import fail, interruptible
+from pipelines.errors import usage_error
 
 EXPERIMENT = "clip-pretrain"
 
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         for split in ("train", "val"):
             CaptionPairs(root, split, config.variant)  # a missing or broken file: said before Ray starts
     except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"clip_pretrain: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("clip_pretrain", err)
     out = args.out or os.path.join(runs_dir("clip"), f"{config.variant}.pt")
     out = str(Path(out).resolve()) if "://" not in out else out
     record_uri = out + ".json"
@@ -178,12 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     from ray.train import RunConfig, ScalingConfig
 
-    from pipelines.cluster import init_ray, shutdown_ray
-    from pipelines.joint_train import _interruptible_trainer_class, worker_env
+    from pipelines.cluster import init_ray, run_trainer, torch_trainer, worker_env
 
     owned = init_ray(args.num_cpus)
     storage = str(Path(runs_dir("clip")).resolve())
-    trainer = _interruptible_trainer_class()(
+    trainer = torch_trainer(
         train_loop_per_worker,
         train_loop_config={
             "config": config,
@@ -199,18 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             name=f"clip-{config.variant}", storage_path=storage, worker_runtime_env={"env_vars": worker_env()}
         ),
     )
-    with interruptible():
-        try:
-            trainer.fit()
-        except KeyboardInterrupt:
-            trainer.abort()
-            shutdown_ray(owned)
-            print("clip_pretrain: interrupted; nothing was written (the same command starts again)", file=sys.stderr)
-            return 130
-        except Exception as err:  # noqa: BLE001 - Ray Train wraps the worker's exception: its cause goes last
-            shutdown_ray(owned)
-            return fail("clip_pretrain", err)
-    shutdown_ray(owned)
+    rc = run_trainer(trainer, owned, "clip_pretrain", lambda: "nothing was written (the same command starts again)")
+    if rc:
+        return rc
     record = uio.read_json(record_uri)
     print(json.dumps({"weights": out, **{k: record[k] for k in ("val_before", "val_after", "mlflow_run_id")}}))
     return 0

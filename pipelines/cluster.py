@@ -1,4 +1,5 @@
-"""Where a pipeline meets the cluster: joining Ray (or starting a local one) and the locations its tasks use.
+"""Where a pipeline meets the cluster: joining Ray (or starting a local one), the locations its tasks use, the
+environment its workers get, and running a Ray Train trainer to its end (:func:`run_trainer`).
 
 On a cluster the nodes share nothing but the network, so a location a Ray task, an actor or a later job reads must
 be one every node can read: a URI (object storage), or an absolute path on a filesystem every node mounts. A
@@ -9,6 +10,7 @@ other node sees and Ray deletes: :func:`shared_location` refuses it, with the fi
 from __future__ import annotations
 
 import os
+import sys
 
 
 def in_ray_job() -> bool:
@@ -57,3 +59,59 @@ def shutdown_ray(owned: bool) -> None:
 
     if owned and ray.is_initialized():
         ray.shutdown()
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's OMG_*, MLFLOW_* and offline settings, for the workers of an already running cluster."""
+    keep = ("OMG_", "MLFLOW_", "HF_", "TRANSFORMERS_", "RAY_AUTH_MODE", "RAY_USAGE_STATS")
+    return {k: v for k, v in os.environ.items() if k.startswith(keep)}
+
+
+def torch_trainer(*args, **kwargs):
+    """A Ray Train ``TorchTrainer`` whose interrupt is the driver's: Ray Train's own SIGINT handler (which aborts the
+    run and then exits the process with a status of its choosing) is not installed, so Ctrl-C (and SIGTERM, under
+    :func:`pipelines.errors.interruptible`) raises ``KeyboardInterrupt`` out of ``fit()``; its ``abort()`` then
+    stops the run as Ray's handler would (the controller aborts its worker group). Arguments: ``TorchTrainer``'s."""
+    from ray.train.torch import TorchTrainer
+
+    class InterruptibleTrainer(TorchTrainer):
+        controller = None
+
+        def _register_sigint_handler(self, controller) -> None:  # Ray Train V2's hook, called by fit()
+            self.controller = controller
+
+        def abort(self) -> None:
+            import ray
+
+            if self.controller is None:
+                return
+            try:
+                ray.get(self.controller.abort.remote(), timeout=60)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass  # abort ends the controller actor: its death is the expected answer
+
+    return InterruptibleTrainer(*args, **kwargs)
+
+
+def run_trainer(trainer, owned: bool, prog: str, on_interrupt, on_failure=None) -> int:
+    """``trainer.fit()`` (a :func:`torch_trainer`) to its end, then Ray shut down (``owned``: :func:`init_ray`'s
+    answer). Ctrl-C or SIGTERM: the workers aborted first (none of them touches the run afterwards), then
+    ``on_interrupt()`` tidies up and returns the line to say -> 130. A failure: ``on_failure()``, then the cause
+    (Ray Train wraps the worker's exception) as the last line -> 1. Otherwise 0."""
+    from pipelines.errors import fail, interruptible
+
+    with interruptible():
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            trainer.abort()
+            shutdown_ray(owned)
+            print(f"{prog}: interrupted; {on_interrupt()}", file=sys.stderr, flush=True)
+            return 130
+        except Exception as err:  # noqa: BLE001 - Ray Train wraps the worker's exception: its cause goes last
+            shutdown_ray(owned)
+            if on_failure is not None:
+                on_failure()
+            return fail(prog, err)
+    shutdown_ray(owned)
+    return 0

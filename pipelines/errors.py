@@ -18,7 +18,19 @@ from typing import Iterator
 
 from omg.utils.errors import describe
 
-__all__ = ["TaskFailed", "describe", "fail", "interruptible", "root_cause"]
+__all__ = ["TaskFailed", "UsageError", "describe", "fail", "interruptible", "root_cause", "usage_error"]
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for (a config key, a path, a name, a flag): said as ``<prog>: error:
+    <message>`` with exit status 2 (:func:`usage_error`), before anything starts."""
+
+
+def usage_error(prog: str, err: BaseException) -> int:
+    """Print ``<prog>: error: <message>`` on stderr and return 2 (the usage-error status of every entry point)."""
+    sys.stdout.flush()
+    print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+    return 2
 
 
 class TaskFailed(Exception):

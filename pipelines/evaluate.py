@@ -28,7 +28,7 @@ from omg.inference.predictor import PROMPT_LABELS
 from omg.utils import io as uio
 from omg.utils.progress import Progress
 from pipelines.cluster import shared_location
-from pipelines.errors import fail
+from pipelines.errors import fail, usage_error
 
 
 def checkpoint_digest(uri: str) -> str:
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pairs = plan(args, load_catalog())
     except (ValueError, KeyError) as err:
-        print(f"evaluate: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
+        return usage_error("evaluate", err.args[0] if isinstance(err, KeyError) else err)
     from pipelines.tracking import is_model_uri, pin_model_uri, resolve_model_uri, tracking_uri
 
     try:
@@ -232,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             for entry, _, _ in pairs
         }
     except ValueError as err:
-        print(f"evaluate: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("evaluate", err)
     except OSError as err:
         return fail("evaluate", err, 2)
     import ray

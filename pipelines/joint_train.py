@@ -41,8 +41,8 @@ from omg.training.checkpointer import Checkpointer
 from omg.utils import io as uio
 from omg.utils.progress import format_duration
 from omg.utils.typed import SchemaError
-from pipelines.cluster import shared_location
-from pipelines.errors import fail, interruptible
+from pipelines.cluster import init_ray, run_trainer, shared_location, torch_trainer, worker_env
+from pipelines.errors import UsageError, fail, usage_error
 from pipelines.train_hooks import parse_hook
 
 SMOKE_OVERRIDES = [
@@ -105,12 +105,6 @@ def ingest_config(cfg: TrainConfig, specs: list):
         seed=cfg.seed,
         datasets=tuple(specs),
     )
-
-
-def worker_env() -> dict[str, str]:
-    """The driver's OMG_*, MLFLOW_* and offline settings, for workers of an already running cluster."""
-    keep = ("OMG_", "MLFLOW_", "HF_", "TRANSFORMERS_", "RAY_AUTH_MODE", "RAY_USAGE_STATS")
-    return {k: v for k, v in os.environ.items() if k.startswith(keep)}
 
 
 def git_commit() -> str:
@@ -545,76 +539,86 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    # ---- setup
-    apply_env_defaults()
-    args = build_parser().parse_intermixed_args(argv)  # KEY=VALUE and --options in any order
+@dataclass(frozen=True)
+class Prepared:
+    """What the driver settled before Ray starts: the config, the run's name and storage, the data."""
+
+    config: TrainConfig
+    name: str
+    storage: str
+    specs: list
+    manifests: dict[str, dict]
+    label_space: LabelSpace
+    ingest: IngestConfig
+    val_root: dict[str, str]
+    hooks: tuple
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """The config (overrides applied, locations as every node sees them), the fine-tuning checkpoint's fit, the
+    datasets' manifests and label space, the validation roots, the hooks, and the storage's first file. A mistake
+    in what was asked raises :class:`~pipelines.errors.UsageError`; a storage that takes no file, ``OSError``."""
+    from omg.data.ingest import build_label_space
+
     try:
         cfg = load_config(args.config, list(args.overrides) + (SMOKE_OVERRIDES if args.smoke_test else []))
         cfg = shared_locations(cfg)
     except (SchemaError, ValueError) as err:
-        print(f"joint_train: error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(err) from None
     if cfg.model.init_from:  # fine-tuning: the checkpoint's architecture must be this config's
         from omg.modeling.checkpoint import config_differences
 
         try:
             diffs = config_differences(cfg.model, cfg.model.init_from)
         except (FileNotFoundError, ValueError) as err:
-            print(f"joint_train: error: model.init_from: {err}", file=sys.stderr)
-            return 2
+            raise UsageError(f"model.init_from: {err}") from None
         if diffs:
-            print(
-                f"joint_train: error: model.init_from={cfg.model.init_from}: the model section must be the "
-                f"checkpoint's: {'; '.join(diffs)}",
-                file=sys.stderr,
+            raise UsageError(
+                f"model.init_from={cfg.model.init_from}: the model section must be the checkpoint's: {'; '.join(diffs)}"
             )
-            return 2
         print(f"[train] starting from the weights of {cfg.model.init_from}", file=sys.stderr, flush=True)
-    stem = Path(args.config).stem
-    name = cfg.run_name(stem)
-    storage = cfg.checkpoint.storage_path
+    name, storage = cfg.run_name(Path(args.config).stem), cfg.checkpoint.storage_path
     print(
         f"[train] run {name} (storage {storage})\n[train] resolved config:\n" + json.dumps(config_dict(cfg), indent=1),
         file=sys.stderr,
         flush=True,
     )
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-
-    from pipelines.cluster import init_ray, shutdown_ray
-
-    # ---- build
     try:
         specs, manifests = resolve_datasets(cfg)
+        hooks = tuple(parse_hook(h) for h in args.hook)
     except (SchemaError, FileNotFoundError, ValueError) as err:
-        print(f"joint_train: error: {err}", file=sys.stderr)
-        return 2
-    from omg.data.ingest import build_label_space
-
-    label_space = build_label_space(manifests)
-    ingest = ingest_config(cfg, specs)
+        raise UsageError(err) from None
     catalog = load_catalog()
     val_root = {}
     for pair in cfg.validation.pairs:
         ds = pair.split(":")[0]
         if ds not in catalog:
-            print(f"joint_train: error: validation pair {pair!r}: no catalog dataset {ds!r}", file=sys.stderr)
-            return 2
+            raise UsageError(f"validation pair {pair!r}: no catalog dataset {ds!r}")
         try:
             val_root[ds] = shared_location(catalog[ds].resolve_root(), f"the root of {ds}")
         except ValueError as err:
-            print(f"joint_train: error: validation pair {pair!r}: {err}", file=sys.stderr)
-            return 2
+            raise UsageError(f"validation pair {pair!r}: {err}") from None
+    # the storage must take our files before any worker starts: a read-only or full disk is said here
+    uio.write_json(uio.join(storage, name, "config.json"), config_dict(cfg))
+    return Prepared(
+        cfg, name, storage, specs, manifests, build_label_space(manifests), ingest_config(cfg, specs), val_root, hooks
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    # ---- setup
+    apply_env_defaults()
+    args = build_parser().parse_intermixed_args(argv)  # KEY=VALUE and --options in any order
     try:
-        hooks = [parse_hook(h) for h in args.hook]
-    except ValueError as err:
-        print(f"joint_train: error: {err}", file=sys.stderr)
-        return 2
-    try:  # the storage must take our files before any worker starts: a read-only or full disk is said here
-        uio.write_json(uio.join(storage, name, "config.json"), config_dict(cfg))
+        run = prepare(args)
+    except UsageError as err:
+        return usage_error("joint_train", err)
     except OSError as err:
         return fail("joint_train", err)
+    cfg, name, storage = run.config, run.name, run.storage
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+
     owned = init_ray(args.num_cpus)
     # ---- resume (the same record the workers read: the newest complete checkpoint of this run)
     latest = Checkpointer(uio.join(storage, name)).latest()
@@ -625,37 +629,36 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    # ---- build
     datasets = {}
     if cfg.data.ingest == "ray":
         from omg.data.ingest import BatchBuilder
         from pipelines.ingest import ray_training_dataset
 
-        builder = BatchBuilder(ingest, label_space)
-        per_epoch = builder.steps_per_epoch(cfg.scaling.num_workers)
+        per_epoch = BatchBuilder(run.ingest, run.label_space).steps_per_epoch(cfg.scaling.num_workers)
         total = cfg.optim.max_steps or cfg.optim.epochs * per_epoch
-        epochs = -(-total // max(per_epoch, 1))
         datasets["train"] = ray_training_dataset(
-            ingest,
-            label_space,
-            epochs=epochs,
+            run.ingest,
+            run.label_space,
+            epochs=-(-total // max(per_epoch, 1)),
             concurrency=cfg.data.ray_data_concurrency,
             rows=(start * cfg.scaling.num_workers, total * cfg.scaling.num_workers),
         )
     spec = WorkerSpec(
         config=cfg,
-        label_space=label_space,
-        ingest=ingest,
+        label_space=run.label_space,
+        ingest=run.ingest,
         name=name,
         storage=storage,
-        manifests=manifests,
+        manifests=run.manifests,
         git_commit=git_commit(),
-        val_root=val_root,
+        val_root=run.val_root,
         ray_job_id=os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
         mlflow=not args.no_mlflow,
         start_step=start,
-        hooks=tuple(hooks),
+        hooks=run.hooks,
     )
-    trainer = _interruptible_trainer_class()(
+    trainer = torch_trainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
         scaling_config=ScalingConfig(
@@ -671,29 +674,21 @@ def main(argv: list[str] | None = None) -> int:
         ),
         datasets=datasets or None,
     )
+
     # ---- train (Ctrl-C or SIGTERM: a clean stop, the MLflow run marked KILLED, a relaunch resumes)
+    def interrupted() -> str:
+        latest = tidy_checkpoints(storage, name)  # one the interrupt caught mid-write leaves no orphan folder
+        mark_interrupted(cfg, name, storage, args.no_mlflow)
+        return (
+            f"the same command resumes {name} from step {latest.step if latest else 0} (its newest complete checkpoint)"
+        )
+
     t0 = time.monotonic()
-    with interruptible():
-        try:
-            trainer.fit()
-        except KeyboardInterrupt:
-            trainer.abort()  # the workers stop first, so that none of them touches the run afterwards
-            shutdown_ray(owned)
-            latest = tidy_checkpoints(storage, name)  # one the interrupt caught mid-write leaves no orphan folder
-            mark_interrupted(cfg, name, storage, args.no_mlflow)
-            print(
-                f"joint_train: interrupted; the same command resumes {name} from step "
-                f"{latest.step if latest else 0} (its newest complete checkpoint)",
-                file=sys.stderr,
-                flush=True,
-            )
-            return 130
-        except Exception as err:  # noqa: BLE001 - Ray Train wraps the worker's exception: its cause goes last
-            shutdown_ray(owned)
-            tidy_checkpoints(storage, name)  # the workers are gone: no orphan folder
-            return fail("joint_train", err)
-    shutdown_ray(owned)
-    info = uio.read_json(uio.join(storage, name, "run.json")) if uio.exists(uio.join(storage, name, "run.json")) else {}
+    rc = run_trainer(trainer, owned, "joint_train", interrupted, on_failure=lambda: tidy_checkpoints(storage, name))
+    if rc:
+        return rc
+    record = uio.join(storage, name, "run.json")
+    info = uio.read_json(record) if uio.exists(record) else {}
     print(
         json.dumps(
             {
@@ -706,33 +701,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
-
-
-def _interruptible_trainer_class():
-    from ray.train.torch import TorchTrainer
-
-    class InterruptibleTrainer(TorchTrainer):
-        """A ``TorchTrainer`` whose interrupt is the driver's: Ray Train's own SIGINT handler (which aborts the
-        run and then exits the process with a status of its choosing) is not installed, so Ctrl-C (and SIGTERM,
-        under :func:`pipelines.errors.interruptible`) raises ``KeyboardInterrupt`` out of ``fit()``; then
-        :meth:`abort` stops the run as Ray's handler would (the controller aborts its worker group)."""
-
-        controller = None
-
-        def _register_sigint_handler(self, controller) -> None:  # Ray Train V2's hook, called by fit()
-            self.controller = controller
-
-        def abort(self) -> None:
-            import ray
-
-            if self.controller is None:
-                return
-            try:
-                ray.get(self.controller.abort.remote(), timeout=60)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                pass  # abort ends the controller actor: its death is the expected answer
-
-    return InterruptibleTrainer
 
 
 def tidy_checkpoints(storage: str, name: str):

@@ -42,7 +42,7 @@ from omg.env import apply_env_defaults, runs_dir
 from omg.utils import io as uio
 from omg.utils.progress import Progress
 from pipelines.cluster import init_ray, shared_location, shutdown_ray
-from pipelines.errors import TaskFailed, describe, fail, interruptible
+from pipelines.errors import TaskFailed, describe, fail, interruptible, usage_error
 
 PARQUET_OPTIONS = dict(
     compression="zstd",
@@ -364,11 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             jobs += [(entry, split, root) for split in splits]
         args.out = shared_location(args.out, "--out")
     except KeyError as err:
-        print(f"preprocess: error: {err.args[0]}", file=sys.stderr)
-        return 2
+        return usage_error("preprocess", err.args[0])
     except ValueError as err:  # a malformed catalog file (SchemaError names file and key), a bad split
-        print(f"preprocess: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("preprocess", err)
     limit = 2 * args.shard_size if args.smoke_test else None
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     owned = False
