@@ -25,21 +25,19 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from omg.config import TrainConfig, config_dict, flat_params, load_config
+from omg.config import TrainConfig, config_dict, load_config
 from omg.data.catalog import load_catalog
 from omg.data.ingest import IngestConfig
 from omg.data.labels import LabelSpace
 from omg.env import apply_env_defaults
 from omg.training.checkpointer import Checkpointer
 from omg.utils import io as uio
-from omg.utils.progress import format_duration
 from omg.utils.typed import SchemaError
 from pipelines.cluster import init_ray, run_trainer, shared_location, torch_trainer, worker_env
 from pipelines.errors import UsageError, fail, usage_error
@@ -162,7 +160,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from omg.modeling.variants import get_variant
     from omg.training.optim import build_optimizer, build_scheduler
     from omg.training.step import train_step
-    from pipelines.train_hooks import HookContext
+    from pipelines.tracking import TrainingTracker
+    from pipelines.train_hooks import Checkpointing, HookContext, ProgressLog, StepState, Validation
 
     logging.getLogger().setLevel(logging.WARNING)  # open_clip narrates every model build at INFO
     spec: WorkerSpec = loop_config["spec"]
@@ -210,22 +209,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpointer.clean()  # collective: rank 0 removes folders a crash left incomplete
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
-    reduce_fn = None
-    if world > 1:
-        import torch.distributed as dist
-
-        def reduce_fn(x: torch.Tensor) -> torch.Tensor:
-            y = x.detach().clone().float()
-            dist.all_reduce(y)
-            return y / world
-
-    criterion = Criterion(num_points=cfg.optim.num_points, reduce_fn=reduce_fn)
+    criterion = Criterion(num_points=cfg.optim.num_points, reduce_fn=_mean_over_workers(world))
     amp = cfg.amp == "auto" and device.type == "cuda"
-    hooks = spec.hooks
-    hook_ctx = HookContext(rank=rank, world_size=world, run_dir=spec.run_dir)
 
-    tracker = Tracker(spec, rank, run_id, resumed=step > 0)
-    tracker.start_step = step
+    # ---- the hooks: the user's, then logging, validation, checkpoints (pipelines/train_hooks.py)
+    tracker = TrainingTracker(spec, rank, run_id, resumed=step > 0)
+    hook_ctx = HookContext(rank=rank, world_size=world, run_dir=spec.run_dir)
+    hooks = [
+        *spec.hooks,
+        ProgressLog(cfg.tracking.log_every, steps_per_epoch, tracker.log, start_step=step),
+        Validation(cfg.validation.every_steps, lambda m, s: validate(spec, tracker, m, s)),
+        Checkpointing(cfg.checkpoint.every_steps, lambda s, m, o, sc: checkpointer.save(s, m, o, sc, tracker.run_id)),
+    ]
     try:
         # ---- train
         if cfg.data.ingest == "ray":
@@ -238,7 +233,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             batches = local_batches(builder, step, total, rank, world, cfg.data.loader_workers)
         for hook in hooks:
             hook.on_start(hook_ctx)
-        t0, last_log, log_samples = time.monotonic(), time.monotonic(), 0
+        state = StepState(step, total, {}, 0, inner, optimizer, scheduler)
         for batch in batches:
             if step >= total:
                 break
@@ -248,35 +243,98 @@ def train_loop_per_worker(loop_config: dict) -> None:
             for hook in hooks:
                 hook.on_step_end(hook_ctx, step, batch)
             step += 1
-            log_samples += len(batch["images"]) * world
-            if rank == 0 and (step % cfg.tracking.log_every == 0 or step == total):
-                now = time.monotonic()
-                rate = log_samples / max(now - last_log, 1e-9)
-                last_log, log_samples = now, 0
-                stats.update(
-                    {"lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate, "epoch": step / steps_per_epoch}
-                )
-                tracker.log(stats, step)
-                eta = (now - t0) / max(step - tracker.start_step, 1) * (total - step)
-                print(
-                    f"[train] step {step}/{total} ({100 * step / total:.0f}%) loss {stats['loss/total']:.3f} "
-                    f"(cls {stats['loss/cls']:.2f} mask {stats['loss/mask']:.2f} dice {stats['loss/dice']:.2f} "
-                    f"obj {stats['loss/obj']:.2f}) {rate:.1f} samples/s lr {stats['lr']:.2e} "
-                    f"ETA {format_duration(eta)}",
-                    flush=True,
-                )
-            if cfg.validation.every_steps and step % cfg.validation.every_steps == 0 and step < total and rank == 0:
-                tracker.validate(inner, label_space, step)
-            if step % cfg.checkpoint.every_steps == 0 or step == total:
-                checkpointer.save(step, inner, optimizer, scheduler, tracker.run_id)
+            state = StepState(step, total, stats, len(batch["images"]) * world, inner, optimizer, scheduler)
+            for hook in hooks:
+                hook.after_step(hook_ctx, state)
+        for hook in hooks:
+            hook.on_end(hook_ctx, state)
         # ---- evaluate + export
         if rank == 0:
-            tracker.validate(inner, label_space, step)
-            tracker.export(inner, label_space, step, clip_source)
+            validate(spec, tracker, inner, step)
+            export(spec, tracker, inner, step, clip_source)
         tracker.finish("FINISHED")
     except BaseException:
         tracker.finish("FAILED")
         raise
+
+
+def _mean_over_workers(world: int):
+    """The criterion's normalisers averaged over the workers (None with one worker)."""
+    if world == 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    def reduce_fn(x: torch.Tensor) -> torch.Tensor:
+        y = x.detach().clone().float()
+        dist.all_reduce(y)
+        return y / world
+
+    return reduce_fn
+
+
+def validate(spec: WorkerSpec, tracker, inner, step: int) -> dict:
+    """Rank 0: the validation pairs on the live model (their first ``validation.limit`` samples), written under
+    ``<run_dir>/val/step<N>/`` and logged as ``val/<dataset>/<metric>`` at ``step`` (only with MLflow on)."""
+    cfg = spec.config
+    if not tracker.active or not cfg.validation.pairs:
+        return {}
+    from omg.evaluation.runner import evaluate_pair
+    from omg.inference.predictor import OMGPredictor
+    from pipelines.tracking import metric_key
+
+    inner.eval()
+    catalog = load_catalog()
+    predictor = OMGPredictor(inner, {"label_space": spec.label_space.to_dict(), "test_size": list(cfg.data.test_size)})
+    out = {}
+    try:
+        for pair in cfg.validation.pairs:
+            name, split, task = pair.split(":")
+            r = evaluate_pair(
+                "<live model>",
+                catalog[name],
+                split,
+                task,
+                spec.val_root.get(name),
+                uio.join(spec.run_dir, "val", f"step{step}", name, split, task),
+                limit=cfg.validation.limit,
+                predictor=predictor,
+            )
+            for k, v in r.metrics.items():
+                if v == v:
+                    out[metric_key("val", name, k)] = v
+            print(
+                f"[val] step {step} {name}/{split}/{task}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in list(r.metrics.items())[:4]),
+                flush=True,
+            )
+    finally:
+        inner.train()
+    tracker.log_metrics(out, step)
+    return out
+
+
+def export(spec: WorkerSpec, tracker, inner, step: int, clip_source: str | None) -> None:
+    """Rank 0: the self-describing checkpoint ``<run_dir>/model.pt`` (model config, weights, training vocabulary,
+    test size, the run), the MLflow model (``tracking.log_model``, registered as ``tracking.register_as``), and
+    ``<run_dir>/run.json`` saying where both are."""
+    from omg.modeling.checkpoint import save_checkpoint
+
+    cfg = spec.config
+    uri = uio.join(spec.run_dir, "model.pt")
+    meta = {
+        "label_space": spec.label_space.to_dict(),
+        "test_size": list(cfg.data.test_size),
+        "train_config": config_dict(cfg),
+        "step": step,
+        "mlflow_run_id": tracker.run_id,
+        "run_name": spec.name,
+        "clip_weights": clip_source,
+    }
+    save_checkpoint(inner, uri, meta)
+    print(f"[train] exported {uri}", flush=True)
+    record = {"model": uri, "mlflow_run_id": tracker.run_id, "step": step, **tracker.log_model(uri)}
+    uio.write_json(uio.join(spec.run_dir, "run.json"), record)
 
 
 def _barrier(world: int):
@@ -325,197 +383,6 @@ def local_batches(builder, step: int, total: int, rank: int, world: int, loader_
                 return
         epoch, offset = epoch + 1, 0
         ds = plan(epoch)
-
-
-class Tracker:
-    """MLflow on rank 0 (a no-op elsewhere): resumes the run of a relaunched name, ends FINISHED/FAILED."""
-
-    def __init__(self, spec: WorkerSpec, rank: int, run_id: str | None, resumed: bool):
-        self.spec, self.cfg, self.rank = spec, spec.config, rank
-        cfg = self.cfg
-        self.run_id = run_id
-        self.start_step = 0
-        self.finished = False
-        self.active = rank == 0 and spec.mlflow
-        if not self.active:
-            return
-        import mlflow
-
-        from pipelines.tracking import MetricLog, setup, tracking_uri
-
-        setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
-        if self.run_id is None:  # a relaunch before the first checkpoint: the run of this name and storage
-            runs = mlflow.search_runs(
-                filter_string=f"tags.`omg.run_name` = '{spec.name}' and tags.`omg.storage` = '{spec.storage}'",
-                output_format="list",
-            )
-            self.run_id = runs[0].info.run_id if runs else None
-        existing = self.run_id is not None
-        tags = {
-            "omg.run_name": spec.name,
-            "omg.storage": spec.storage,
-            "git_commit": spec.git_commit,
-            "ray_job_id": spec.ray_job_id,
-            "omg.variant": cfg.model.variant,
-            **cfg.tracking.tags,
-        }
-        if cfg.tracking.parent_run_id:
-            tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
-        run = mlflow.start_run(
-            run_id=self.run_id,
-            run_name=None if self.run_id else spec.name,
-            tags=tags,
-            log_system_metrics=cfg.tracking.system_metrics,
-        )
-        self.run_id = run.info.run_id
-        # every metric point goes through here: sent in the background, held while the server is unreachable, and
-        # a step the run already holds (trained again after a restart) not sent twice
-        self.metrics = MetricLog(self.run_id, tracking_uri(cfg.tracking.tracking_uri), resume=existing)
-        if not resumed:
-            mlflow.log_params(flat_params(cfg))
-            mlflow.log_dict(config_dict(cfg), "config.json")
-            for name, m in spec.manifests.items():
-                self._log_input(mlflow, name, m)
-        else:
-            mlflow.set_tag("omg.resumed", "true")
-
-    @staticmethod
-    def _log_input(mlflow, name: str, manifest: dict) -> None:
-        """The shard manifest as an MLflow dataset input (one row per shard: path, rows, bytes, sha256)."""
-        import warnings
-
-        import pandas as pd
-
-        df = pd.DataFrame(manifest["shards"]).astype({"rows": "float64", "bytes": "float64"})
-        with warnings.catch_warnings():  # MLflow's hints about integer columns and local sources
-            warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(
-                df, source=manifest["_uri"], name=f"{name}/{manifest['split']}", digest=manifest["listing_digest"][:32]
-            )
-            mlflow.log_input(ds, context="training")
-
-    def log(self, stats: dict, step: int) -> None:
-        if self.active:
-            self.metrics.log(
-                {
-                    k.replace("loss/", "train/loss_") if k.startswith("loss/") else f"train/{k}": v
-                    for k, v in stats.items()
-                },
-                step,
-            )
-
-    def validate(self, inner, label_space, step: int) -> dict:
-        if not self.active or not self.cfg.validation.pairs:
-            return {}
-        from omg.evaluation.runner import evaluate_pair
-        from omg.inference.predictor import OMGPredictor
-        from pipelines.tracking import metric_key
-
-        inner.eval()
-        catalog = load_catalog()
-        predictor = OMGPredictor(
-            inner, {"label_space": label_space.to_dict(), "test_size": list(self.cfg.data.test_size)}
-        )
-        out = {}
-        try:
-            for pair in self.cfg.validation.pairs:
-                name, split, task = pair.split(":")
-                r = evaluate_pair(
-                    "<live model>",
-                    catalog[name],
-                    split,
-                    task,
-                    self.spec.val_root.get(name),
-                    uio.join(self.spec.run_dir, "val", f"step{step}", name, split, task),
-                    limit=self.cfg.validation.limit,
-                    predictor=predictor,
-                )
-                for k, v in r.metrics.items():
-                    if v == v:
-                        out[metric_key("val", name, k)] = v
-                print(
-                    f"[val] step {step} {name}/{split}/{task}: "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in list(r.metrics.items())[:4]),
-                    flush=True,
-                )
-        finally:
-            inner.train()
-        self.metrics.log(out, step)
-        return out
-
-    def export(self, inner, label_space, step: int, clip_source: str | None) -> None:
-        from omg.modeling.checkpoint import save_checkpoint
-
-        uri = uio.join(self.spec.run_dir, "model.pt")
-        meta = {
-            "label_space": label_space.to_dict(),
-            "test_size": list(self.cfg.data.test_size),
-            "train_config": config_dict(self.cfg),
-            "step": step,
-            "mlflow_run_id": self.run_id,
-            "run_name": self.spec.name,
-            "clip_weights": clip_source,
-        }
-        save_checkpoint(inner, uri, meta)
-        print(f"[train] exported {uri}", flush=True)
-        record = {"model": uri, "mlflow_run_id": self.run_id, "step": step}
-        if self.active:
-            import mlflow
-
-            with tempfile.TemporaryDirectory(prefix="omg-export-") as tmp:
-                local = uri
-                if "://" in uri:  # a remote checkpoint: MLflow logs local files
-                    local = os.path.join(tmp, "model.pt")
-                    Path(local).write_bytes(uio.read_bytes(uri))
-                if self.cfg.tracking.log_model:
-                    from pipelines.tracking import log_pyfunc
-
-                    info = log_pyfunc(local, register_as=self.cfg.tracking.register_as)
-                    record["logged_model"] = info.model_uri
-                    if info.registered_model_version is not None:
-                        record["registered_model"] = (
-                            f"models:/{self.cfg.tracking.register_as}/{info.registered_model_version}"
-                        )
-                    print(
-                        f"[train] logged the pyfunc model {info.model_uri}"
-                        + (f", registered as {record['registered_model']}" if "registered_model" in record else ""),
-                        flush=True,
-                    )
-                else:
-                    mlflow.log_artifact(local, "checkpoint")
-        uio.write_json(uio.join(self.spec.run_dir, "run.json"), record)
-
-    def finish(self, status: str) -> None:
-        """Send the metrics still held (waiting up to ``tracking.flush_timeout_s`` for an unreachable server, 30 s
-        at most when the run failed anyway) and end the MLflow run. Points the server never took are saved to
-        ``<run_dir>/unsent_metrics.jsonl`` and fail the run: its checkpoints are complete, a relaunch resumes."""
-        if not self.active or self.finished:
-            return
-        self.finished = True
-        import mlflow
-
-        timeout = (
-            self.cfg.tracking.flush_timeout_s if status == "FINISHED" else min(30.0, self.cfg.tracking.flush_timeout_s)
-        )
-        left = self.metrics.close(timeout)
-        if left:
-            uri = uio.join(self.spec.run_dir, "unsent_metrics.jsonl")
-            uio.write_bytes(
-                uri,
-                "".join(
-                    json.dumps({"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp}) + "\n"
-                    for m in left
-                ).encode(),
-            )
-            if status == "FINISHED":
-                # (the run stays RUNNING in MLflow: the server cannot be told otherwise; a relaunch ends it)
-                raise RuntimeError(
-                    f"the MLflow tracking server {self.metrics.tracking} did not take {len(left)} "
-                    f"metric points in {timeout:.0f} s ({self.metrics.error}): they are saved in {uri}; "
-                    f"the checkpoints in {self.spec.run_dir} are complete"
-                )
-        if mlflow.active_run() is not None:
-            mlflow.end_run(status)
 
 
 # ============================================================================= the driver

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from omg.env import runs_dir
+from omg.utils import io as uio
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -288,3 +289,141 @@ class MetricLog:
             self._cond.notify_all()
         self._thread.join(timeout=1.0)
         return left
+
+
+# ----------------------------------------------------------------------------- a training run in MLflow
+
+
+class TrainingTracker:
+    """A training run in MLflow, on rank 0 (a no-op elsewhere): starts the run, or resumes the run of a relaunched
+    name (by its checkpoint's run id, else by name and storage), logs the resolved config, the shard manifests as
+    dataset inputs, the tags (git commit, Ray job, variant, an ablation's axes); metrics through :class:`MetricLog`;
+    the model at the end; and ends the run FINISHED or FAILED, never RUNNING. ``spec`` is the loop's
+    ``WorkerSpec`` (pipelines/joint_train.py)."""
+
+    def __init__(self, spec, rank: int, run_id: str | None, resumed: bool):
+        from omg.config import config_dict, flat_params
+
+        self.spec, self.cfg, self.rank = spec, spec.config, rank
+        cfg = self.cfg
+        self.run_id = run_id
+        self.finished = False
+        self.active = rank == 0 and spec.mlflow
+        if not self.active:
+            return
+        import mlflow
+
+        setup(cfg.tracking.experiment, cfg.tracking.tracking_uri)
+        if self.run_id is None:  # a relaunch before the first checkpoint: the run of this name and storage
+            runs = mlflow.search_runs(
+                filter_string=f"tags.`omg.run_name` = '{spec.name}' and tags.`omg.storage` = '{spec.storage}'",
+                output_format="list",
+            )
+            self.run_id = runs[0].info.run_id if runs else None
+        existing = self.run_id is not None
+        tags = {
+            "omg.run_name": spec.name,
+            "omg.storage": spec.storage,
+            "git_commit": spec.git_commit,
+            "ray_job_id": spec.ray_job_id,
+            "omg.variant": cfg.model.variant,
+            **cfg.tracking.tags,
+        }
+        if cfg.tracking.parent_run_id:
+            tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+        run = mlflow.start_run(
+            run_id=self.run_id,
+            run_name=None if self.run_id else spec.name,
+            tags=tags,
+            log_system_metrics=cfg.tracking.system_metrics,
+        )
+        self.run_id = run.info.run_id
+        # every metric point goes through here: sent in the background, held while the server is unreachable, and
+        # a step the run already holds (trained again after a restart) not sent twice
+        self.metrics = MetricLog(self.run_id, tracking_uri(cfg.tracking.tracking_uri), resume=existing)
+        if not resumed:
+            mlflow.log_params(flat_params(cfg))
+            mlflow.log_dict(config_dict(cfg), "config.json")
+            for name, m in spec.manifests.items():
+                self._log_input(mlflow, name, m)
+        else:
+            mlflow.set_tag("omg.resumed", "true")
+
+    @staticmethod
+    def _log_input(mlflow, name: str, manifest: dict) -> None:
+        """The shard manifest as an MLflow dataset input (one row per shard: path, rows, bytes, sha256)."""
+        import pandas as pd
+
+        df = pd.DataFrame(manifest["shards"]).astype({"rows": "float64", "bytes": "float64"})
+        with warnings.catch_warnings():  # MLflow's hints about integer columns and local sources
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(
+                df, source=manifest["_uri"], name=f"{name}/{manifest['split']}", digest=manifest["listing_digest"][:32]
+            )
+            mlflow.log_input(ds, context="training")
+
+    def log(self, stats: dict, step: int) -> None:
+        """A training step's statistics as ``train/...`` metrics (``loss/x`` -> ``train/loss_x``)."""
+        self.log_metrics(
+            {k.replace("loss/", "train/loss_") if k.startswith("loss/") else f"train/{k}": v for k, v in stats.items()},
+            step,
+        )
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.active:
+            self.metrics.log(metrics, step)
+
+    def log_model(self, checkpoint: str) -> dict:
+        """The exported checkpoint (any URI) as the run's pyfunc model (``tracking.log_model``; registered as
+        ``tracking.register_as``), else as a plain artifact; -> ``{"logged_model", "registered_model"}`` (what
+        there is) for the run record."""
+        if not self.active:
+            return {}
+        import mlflow
+
+        record = {}
+        with uio.local_file(checkpoint) as local:  # MLflow logs local files (same base name: model.pt)
+            if not self.cfg.tracking.log_model:
+                mlflow.log_artifact(local, "checkpoint")
+                return record
+            info = log_pyfunc(local, register_as=self.cfg.tracking.register_as)
+        record["logged_model"] = info.model_uri
+        if info.registered_model_version is not None:
+            record["registered_model"] = f"models:/{self.cfg.tracking.register_as}/{info.registered_model_version}"
+        print(
+            f"[train] logged the pyfunc model {info.model_uri}"
+            + (f", registered as {record['registered_model']}" if "registered_model" in record else ""),
+            flush=True,
+        )
+        return record
+
+    def finish(self, status: str) -> None:
+        """Send the metrics still held (waiting up to ``tracking.flush_timeout_s`` for an unreachable server, 30 s
+        at most when the run failed anyway) and end the MLflow run. Points the server never took are saved to
+        ``<run_dir>/unsent_metrics.jsonl`` and fail the run: its checkpoints are complete, a relaunch resumes."""
+        if not self.active or self.finished:
+            return
+        self.finished = True
+        import json
+
+        import mlflow
+
+        timeout = (
+            self.cfg.tracking.flush_timeout_s if status == "FINISHED" else min(30.0, self.cfg.tracking.flush_timeout_s)
+        )
+        left = self.metrics.close(timeout)
+        if left:
+            uri = uio.join(self.spec.run_dir, "unsent_metrics.jsonl")
+            lines = [
+                json.dumps({"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp}) for m in left
+            ]
+            uio.write_bytes(uri, "".join(line + "\n" for line in lines).encode())
+            if status == "FINISHED":
+                # (the run stays RUNNING in MLflow: the server cannot be told otherwise; a relaunch ends it)
+                raise RuntimeError(
+                    f"the MLflow tracking server {self.metrics.tracking} did not take {len(left)} "
+                    f"metric points in {timeout:.0f} s ({self.metrics.error}): they are saved in {uri}; "
+                    f"the checkpoints in {self.spec.run_dir} are complete"
+                )
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status)

@@ -1,14 +1,20 @@
-"""Callbacks for the training loop (``pipelines/joint_train.py --hook MODULE:NAME[:KEY=VALUE,...]``).
+"""The training loop's hooks: what happens around each step, composed rather than written into the loop.
 
-The loop calls every hook at three points and knows nothing else about them::
+The loop (``pipelines/joint_train.py``: ``train_loop_per_worker``) calls every hook at these points and knows
+nothing else about them::
 
     on_start(ctx)                 after the model is built and the run resumed, before the first step
     on_step_begin(ctx, step)      before the step with this (0-based) index
     on_step_end(ctx, step, batch) after the optimiser update of that step
+    after_step(ctx, state)        then, with the loop's state (``state.step`` = steps done, the checkpoint step)
+    on_end(ctx, state)            after the last step (not after a failure)
 
-``ctx`` is a :class:`HookContext`. Hooks are built on the driver and travel to the workers with the
-loop's config, so a hook class must be importable on every worker (this module is). The two below are
-what the resilience tests install; a profiler or a custom logger is written the same way.
+``ctx`` is a :class:`HookContext`, ``state`` a :class:`StepState`. The loop's own work is hooks too, in this
+order: :class:`ProgressLog` (losses to MLflow, a progress line), :class:`Validation` (periodic validation),
+:class:`Checkpointing` (periodic checkpoints). Hooks given with ``--hook MODULE:NAME[:KEY=VALUE,...]`` run before
+them; they are built on the driver and travel to the workers with the loop's config, so a hook class must be
+importable on every worker (this module is). The resilience tests' hooks are below (:class:`FaultInjection`,
+:class:`Stall`, :class:`SampleTrace`); a profiler or a custom logger is written the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import importlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 from omg.utils import io as uio
+from omg.utils.progress import format_duration
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,23 @@ class HookContext:
     world_size: int
     #: the run's folder in the checkpoint storage (``<storage_path>/<run name>``)
     run_dir: str
+
+
+@dataclass
+class StepState:
+    """The loop's state after a step, as the hooks see it."""
+
+    #: steps done (the step a checkpoint, a metric point or a validation is recorded at)
+    step: int
+    total: int
+    #: the step's losses (``loss/total``, ``loss/cls``, ...)
+    stats: dict[str, float]
+    #: samples the step trained on, every worker's
+    samples: int
+    #: the model (unwrapped from DDP), its optimiser and schedule
+    model: Any
+    optimizer: Any
+    scheduler: Any
 
 
 class TrainHook:
@@ -43,6 +68,84 @@ class TrainHook:
 
     def on_step_end(self, ctx: HookContext, step: int, batch: dict) -> None:
         pass
+
+    def after_step(self, ctx: HookContext, state: StepState) -> None:
+        pass
+
+    def on_end(self, ctx: HookContext, state: StepState) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- the loop's own work
+
+
+@dataclass
+class ProgressLog(TrainHook):
+    """Rank 0, every ``every`` steps and at the last: the step's losses, learning rate, samples/s and epoch to
+    ``log(metrics, step)`` (the MLflow tracker) and a progress line with the ETA."""
+
+    every: int
+    steps_per_epoch: int
+    log: Callable[[dict, int], None]
+    start_step: int = 0
+    _t0: float = field(default=0.0, init=False)
+    _last: float = field(default=0.0, init=False)
+    _samples: int = field(default=0, init=False)
+
+    def on_start(self, ctx: HookContext) -> None:
+        self._t0 = self._last = time.monotonic()
+
+    def after_step(self, ctx: HookContext, state: StepState) -> None:
+        self._samples += state.samples
+        if ctx.rank != 0 or not (state.step % self.every == 0 or state.step == state.total):
+            return
+        now = time.monotonic()
+        rate = self._samples / max(now - self._last, 1e-9)
+        self._last, self._samples = now, 0
+        stats = dict(
+            state.stats,
+            lr=state.optimizer.param_groups[0]["lr"],
+            samples_per_s=rate,
+            epoch=state.step / self.steps_per_epoch,
+        )
+        self.log(stats, state.step)
+        eta = (now - self._t0) / max(state.step - self.start_step, 1) * (state.total - state.step)
+        print(
+            f"[train] step {state.step}/{state.total} ({100 * state.step / state.total:.0f}%) loss "
+            f"{stats['loss/total']:.3f} (cls {stats['loss/cls']:.2f} mask {stats['loss/mask']:.2f} dice "
+            f"{stats['loss/dice']:.2f} obj {stats['loss/obj']:.2f}) {rate:.1f} samples/s lr {stats['lr']:.2e} "
+            f"ETA {format_duration(eta)}",
+            flush=True,
+        )
+
+
+@dataclass
+class Validation(TrainHook):
+    """Rank 0, every ``every`` steps before the last (0: never): ``validate(model, step)`` (the final validation
+    belongs to the export)."""
+
+    every: int
+    validate: Callable[[Any, int], dict]
+
+    def after_step(self, ctx: HookContext, state: StepState) -> None:
+        if self.every and state.step % self.every == 0 and state.step < state.total and ctx.rank == 0:
+            self.validate(state.model, state.step)
+
+
+@dataclass
+class Checkpointing(TrainHook):
+    """Every ``every`` steps and at the last, collectively: ``save(step, model, optimizer, scheduler)`` (the
+    checkpointer's, with the MLflow run id)."""
+
+    every: int
+    save: Callable[[int, Any, Any, Any], Any]
+
+    def after_step(self, ctx: HookContext, state: StepState) -> None:
+        if state.step % self.every == 0 or state.step == state.total:
+            self.save(state.step, state.model, state.optimizer, state.scheduler)
+
+
+# ----------------------------------------------------------------------------- the resilience tests' hooks
 
 
 @dataclass
