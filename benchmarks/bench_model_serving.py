@@ -118,14 +118,14 @@ def main(argv=None) -> int:
 
         # the baseline: the same requests through the predictor, in process
         predictor = OMGPredictor.from_checkpoint(ckpt)
+        clicked = predictor.set_image(schema.Request.from_json(reqs.click()).images[0])
 
         def in_process(doc):
             req = schema.Request.from_json(doc)
             if req.task == "interactive":  # a seen image: its features are kept (as the servers do)
-                return schema.predict(predictor, req, image_set=True).to_json()
+                return schema.predict(predictor, req, clicked).to_json()
             return schema.predict(predictor, req).to_json()
 
-        predictor.set_image(schema.Request.from_json(reqs.click()).images[0])
         out["in-process"] = measure(in_process, reqs, args.repeats)
         print(
             f"in-process predictor   click {out['in-process']['click_ms']:7.1f} ms  "

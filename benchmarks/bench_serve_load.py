@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     from omg.env import apply_env_defaults
     from omg.inference.predictor import OMGPredictor
     from omg.modeling.model import ModelConfig, build_model
-    from omg.serve.app import Handler, ServeApp, make_server
+    from omg.serve.app import ServeApp
+    from omg.serve.server import Handler, make_server
 
     apply_env_defaults()
     torch.manual_seed(0)

@@ -512,16 +512,17 @@ def to_response(req: Request, result: Any) -> Response:
     return Response(req.task, w, h, segs, list(vocab) if vocab is not None else None, t)
 
 
-def predict(predictor, req: Request, image_set: bool = False) -> Response:
-    """Run ``req`` on ``predictor`` (an :class:`~omg.inference.predictor.OMGPredictor` or a drop-in such as the
-    exported runtime). ``image_set``: the caller already set this request's image (a feature cache).
-    A request the model cannot take (an unknown class word, a prompt outside the image) is a 400."""
+def predict(predictor, req: Request, state: Any = None) -> Response:
+    """Run ``req`` on ``predictor`` (an :class:`~omg.inference.predictor.OMGPredictor`, whose model may be the
+    exported runtime's). ``state``: the request's image's :class:`~omg.inference.predictor.ImageState`, which the
+    caller holds (a feature cache), so the image is not encoded again. A request the model cannot take (an unknown
+    class word, a prompt outside the image) is a 400."""
     try:
-        if req.video:
-            predictor.set_video(list(req.images))
-        elif not image_set:
-            predictor.set_image(req.images[0])
         kw: dict[str, Any] = {}
+        if req.video:
+            kw["state"] = predictor.set_video(list(req.images))
+        else:
+            kw["state"] = state if state is not None else predictor.set_image(req.images[0])
         if req.task != "vos":
             kw["vocabulary"] = list(req.vocabulary) if req.vocabulary else None
         if req.task == "interactive":

@@ -6,7 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-from omg.serve.app import Limits, RemoteModel, ServeApp, make_server
+from omg.inference.schema import Limits
+from omg.serve.app import ServeApp
+from omg.serve.remote import RemoteModel
+from omg.serve.server import make_server
 from omg.utils import io as uio
 from omg.utils.errors import describe
 

@@ -2,8 +2,9 @@
 
 A person picks an omg-shapes sample or uploads a PNG/JPEG, clicks points and drags boxes, and sees
 each prompted mask with its open-vocabulary label; or switches to panoptic / instance / semantic
-mode for the whole image. Standard library HTTP server (one thread per request, one model lock),
-loopback by default.
+mode for the whole image. This module is the app (the image cache, the model lock, the endpoints, for any
+transport); its pieces beside it: :mod:`omg.serve.server` (the HTTP server, loopback by default),
+:mod:`omg.serve.drawing` (overlays and PNGs), :mod:`omg.serve.remote` (a model behind another server).
 
 Endpoints (JSON unless noted; errors are ``{"error": "..."}`` with a 4xx/5xx status):
 
@@ -43,21 +44,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import colorsys
 import contextlib
 import hashlib
 import io
 import json
 import math
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, is_dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -68,41 +63,14 @@ from PIL import Image
 from omg.data.masks import mask_box, rle_decode
 from omg.inference import schema
 from omg.inference.schema import Limits, RequestError, decode_upload, number, parse_vocabulary
+from omg.serve.drawing import overlay, palette, png_b64
+from omg.serve.remote import RemoteModel
 from omg.utils import io as uio
 
 PAGE = Path(__file__).with_name("page.html")
 TASKS = ("panoptic", "instance", "semantic")
 #: what the page runs on an uploaded video (VOS needs the first frame's objects)
 VIDEO_TASKS = ("vis", "vps", "vss")
-
-
-def png_b64(array: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=False)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def palette(n: int) -> np.ndarray:
-    """``n`` distinct saturated colours (golden-ratio hues), n x 3 uint8."""
-    out = np.zeros((max(n, 1), 3), dtype=np.uint8)
-    for i in range(n):
-        out[i] = np.array(colorsys.hsv_to_rgb((i * 0.618033988749895 + 0.08) % 1.0, 0.85, 0.95)) * 255
-    return out
-
-
-def overlay(label_map: np.ndarray, colors: np.ndarray, alpha: int = 140) -> np.ndarray:
-    """H x W label map (0 = none, k = colors[k - 1]) -> RGBA overlay with outlines drawn opaque."""
-    h, w = label_map.shape
-    rgba = np.zeros((h, w, 4), dtype=np.uint8)
-    on = label_map > 0
-    rgba[on, :3] = colors[label_map[on] - 1]
-    rgba[on, 3] = alpha
-    edge = np.zeros_like(on)
-    edge[1:, :] |= label_map[1:, :] != label_map[:-1, :]
-    edge[:, 1:] |= label_map[:, 1:] != label_map[:, :-1]
-    edge &= on
-    rgba[edge, 3] = 255
-    return rgba
 
 
 def nbytes(obj: Any) -> int:
@@ -120,45 +88,6 @@ def nbytes(obj: Any) -> int:
     return 0
 
 
-class RemoteModel:
-    """A model behind another server that speaks the inference schema: an MLflow scoring server (``mlflow models
-    serve``; a URL ending in ``/invocations``) or a schema endpoint (``.../api/predict``: ``omg serve``, the Ray
-    Serve app). Its 4xx answers become the same 4xx here; an unreachable or failing server is a 502."""
-
-    def __init__(self, url: str, timeout_s: float = 120.0):
-        self.url, self.timeout_s = url, timeout_s
-        self.mlflow = url.rstrip("/").endswith("/invocations")
-
-    def __call__(self, req: schema.Request) -> schema.Response:
-        doc = req.to_json()
-        body = json.dumps({"inputs": [doc]} if self.mlflow else doc).encode()
-        http = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(http, timeout=self.timeout_s) as r:
-                answer = json.loads(r.read())
-        except urllib.error.HTTPError as err:
-            try:
-                said = json.loads(err.read())
-                said = str(said.get("error") or said.get("message") or said)
-            except ValueError:
-                said = str(err.reason)
-            # MLflow's scoring server prefixes the whole input ("Failed to predict data '<input>'. \nError: ...")
-            said = said.rsplit("\nError: ", 1)[-1]
-            if self.mlflow:  # the pyfunc model names the request in its batch: here there is one
-                said = said.removeprefix("request 0: ")
-            if 400 <= err.code < 500:
-                raise RequestError(err.code, said) from None
-            raise RequestError(502, f"the model server {self.url} answered {err.code}: {said}") from None
-        except (OSError, ValueError) as err:
-            raise RequestError(502, f"the model server {self.url} cannot be reached: {err}") from None
-        return schema.Response.from_json(answer["predictions"][0] if self.mlflow else answer)
-
-    def vocabulary(self) -> list[str]:
-        """The class names the model answers with by default (asked with a panoptic request on a blank image)."""
-        blank = schema.Request("panoptic", (np.zeros((32, 32, 3), np.uint8),))
-        return list(self(blank).vocabulary or [])
-
-
 class ServeApp:
     """The model side of the server: image cache, prompts, whole-image tasks. Thread-safe."""
 
@@ -169,7 +98,7 @@ class ServeApp:
         limits: Limits | None = None,
         checkpoint: str = "",
         id_prefix: str = "",
-        remote: "RemoteModel | None" = None,
+        remote: RemoteModel | None = None,
     ):
         """``predictor``: the model in this process; or ``remote``: a model behind another server that speaks the
         inference schema (``mlflow models serve``, the Ray Serve app), with ``predictor`` None."""
@@ -253,8 +182,7 @@ class ServeApp:
         state = None
         if self.predictor is not None:
             with self._model():
-                self.predictor.set_image(image)
-                state = self.predictor.image_state()
+                state = self.predictor.set_image(image)
         image_id = self._new_id()
         self._keep(image_id, image, state)
         return {
@@ -281,11 +209,11 @@ class ServeApp:
             self._counter += 1
             return f"{self.id_prefix}img{self._counter}"
 
-    def _use(self, image_id: Any, inline: Any = None) -> tuple[np.ndarray, str]:
-        """Select a cached image, and with a local model its features (the caller then holds the model lock); returns
-        (image, its id). ``inline``: the image itself (base64), sent by the page when this server does not know
-        ``image_id`` (one replica of several: the upload went to another): it is kept under a new id of this
-        server's."""
+    def _use(self, image_id: Any, inline: Any = None) -> tuple[np.ndarray, str, Any]:
+        """A cached image: (image, its id, its features' state with a local model, else None; a new image's features
+        are computed, so the caller then holds the model lock). ``inline``: the image itself (base64), sent by the
+        page when this server does not know ``image_id`` (one replica of several: the upload went to another): it is
+        kept under a new id of this server's."""
         with self._cache_lock:
             local = (
                 image_id[len(self.id_prefix) :]
@@ -305,29 +233,24 @@ class ServeApp:
                 raise RequestError(404, f"unknown image_id {image_id!r}: POST the image to /api/image first")
         if hit is None:
             image = schema.decode_image_field(inline, "image", self.limits)
-            state = None
-            if self.predictor is not None:
-                self.predictor.set_image(image)
-                state = self.predictor.image_state()
+            state = None if self.predictor is None else self.predictor.set_image(image)
             image_id = self._new_id()
             self._keep(image_id, image, state)
-            return image, image_id
+            return image, image_id, state
         image, state, _ = hit
-        if self.predictor is not None:
-            self.predictor.restore_image_state(state)
-        return image, image_id
+        return image, image_id, state
 
     def _answer(self, image_id: Any, inline: Any, make) -> tuple[schema.Response, np.ndarray, str, float]:
         """(response, image, image id, ms) of the schema request ``make(image)`` about a cached image, from the
-        local predictor (its features restored, under the model lock) or the remote model."""
+        local predictor (on the image's cached features, under the model lock) or the remote model."""
         t0 = time.perf_counter()
         if self.predictor is None:  # no model here: the cache has its own lock
-            image, image_id = self._use(image_id, inline)
+            image, image_id, _ = self._use(image_id, inline)
             res = self.remote(make(image))
         else:
             with self._model():
-                image, image_id = self._use(image_id, inline)
-                res = schema.predict(self.predictor, make(image), image_set=True)
+                image, image_id, state = self._use(image_id, inline)
+                res = schema.predict(self.predictor, make(image), state)
         return res, image, image_id, (time.perf_counter() - t0) * 1000
 
     # ------------------------------------------------------------------ prompts
@@ -418,11 +341,11 @@ class ServeApp:
                 if hit is not None:
                     self._images.move_to_end(key)
             if hit is not None:
-                self.predictor.restore_image_state(hit[1])
+                state = hit[1]
             else:
-                self.predictor.set_image(image)
-                self._keep(key, image, self.predictor.image_state())
-            return schema.predict(self.predictor, req, image_set=True).to_json()
+                state = self.predictor.set_image(image)
+                self._keep(key, image, state)
+            return schema.predict(self.predictor, req, state).to_json()
 
     def predict_batch(self, reqs: list[schema.Request]) -> list[schema.Response]:
         """Whole-image requests with one task, vocabulary and options (``schema.Request``s) in one forward pass: the
@@ -592,7 +515,8 @@ class ServeApp:
 
     def handle(self, method: str, path: str, content_type: str, body: bytes) -> tuple[int, str, bytes, dict]:
         """One HTTP request -> (status, content type, body, headers): the whole API for any transport (the stdlib
-        server below; the Ray Serve deployment, ``pipelines/serve.py``). Errors are JSON ``{"error": ...}``."""
+        server, :mod:`omg.serve.server`; the Ray Serve deployment, ``pipelines/serve.py``). Errors are JSON
+        ``{"error": ...}``."""
         try:
             return self._route(method, path.split("?", 1)[0], content_type.split(";")[0].strip().lower(), body)
         except RequestError as err:
@@ -653,144 +577,3 @@ class ServeApp:
             if path == "/api/segment"
             else self.predict(doc)
         )
-
-
-# ============================================================================= HTTP
-
-
-class Handler(BaseHTTPRequestHandler):
-    app: ServeApp  # set on the subclass made by make_server
-    quiet: bool = False
-    server_version = "omg-serve"
-
-    def setup(self) -> None:
-        self.timeout = self.app.limits.read_timeout_s  # a stalled client cannot hold a worker
-        super().setup()
-
-    def log_message(self, fmt: str, *args) -> None:
-        if not self.quiet:
-            super().log_message(fmt, *args)
-
-    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _body(self, limit: int) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise RequestError(411, "a Content-Length header is required")
-        try:
-            n = int(length)
-        except ValueError:
-            raise RequestError(400, f"bad Content-Length {length!r}") from None
-        if n < 0:
-            raise RequestError(400, f"bad Content-Length {length!r}")
-        if n > limit:
-            raise RequestError(413, f"request body of {n} bytes exceeds the limit of {limit} bytes")
-        data = self.rfile.read(n)
-        if len(data) != n:
-            raise RequestError(400, f"request body ended after {len(data)} of {n} bytes")
-        return data
-
-    def _reply(self, status: int, ctype: str, body: bytes, headers: dict) -> None:
-        if status == 413:
-            self.close_connection = True  # an unread body must not be parsed as the next request
-        self._send(status, body, ctype, headers)
-
-    def _serve(self, method: str) -> None:
-        try:
-            path = self.path.split("?", 1)[0]
-            body = b""
-            if method == "POST":
-                try:
-                    body = self._body(self.app.body_limit(path))
-                except RequestError as err:
-                    self._reply(err.status, "application/json", json.dumps({"error": str(err)}).encode(), {})
-                    return
-            self._reply(*self.app.handle(method, self.path, self.headers.get("Content-Type") or "", body))
-        except (socket.timeout, ConnectionError):
-            self.close_connection = True  # the client stalled or left: nothing to answer
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    do_DELETE = do_PATCH = do_PUT
-
-
-BUSY = (
-    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-)
-
-
-class PoolHTTPServer(HTTPServer):
-    """An HTTP server with a real listen backlog and a bounded pool of worker threads.
-
-    The stdlib ``ThreadingHTTPServer`` listens with a backlog of 5 (connections beyond it are reset under a
-    burst) and starts a thread per connection without bound. Here the accept loop hands each connection
-    to ``workers`` threads; at most ``max_pending`` connections wait for one, and a connection beyond that
-    is answered 503 with ``Retry-After`` by a separate small pool (which reads what the client sent before
-    closing, so the client sees the answer rather than a reset)."""
-
-    daemon_threads = True
-
-    def __init__(self, address, handler, limits: Limits):
-        self.request_queue_size = limits.backlog
-        self.limits = limits
-        self._pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="omg-serve")
-        self._rejects = ThreadPoolExecutor(max_workers=2, thread_name_prefix="omg-serve-busy")
-        self._pending = threading.BoundedSemaphore(limits.max_pending)
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address) -> None:
-        if not self._pending.acquire(blocking=False):
-            self._rejects.submit(self._busy, request)
-            return
-        self._pool.submit(self._work, request, client_address)
-
-    def _work(self, request, client_address) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001 - as socketserver does: report, keep serving
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-            self._pending.release()
-
-    def _busy(self, request) -> None:
-        body = json.dumps({"error": "the server is busy; retry in a second"}).encode()
-        try:
-            request.settimeout(2.0)
-            with contextlib.suppress(OSError):
-                request.recv(65536)  # the request line and headers, so closing does not reset the client
-            request.sendall(BUSY % (len(body), body))
-            request.shutdown(socket.SHUT_WR)
-            while request.recv(65536):  # drain until the client closes (or the timeout)
-                pass
-        except OSError:
-            pass
-        finally:
-            self.shutdown_request(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._rejects.shutdown(wait=False, cancel_futures=True)
-
-
-def make_server(app: ServeApp, host: str = "127.0.0.1", port: int = 8765, quiet: bool = False) -> PoolHTTPServer:
-    handler = type("OMGHandler", (Handler,), {"app": app, "quiet": quiet})
-    return PoolHTTPServer((host, port), handler, app.limits)

@@ -92,7 +92,7 @@ def test_every_graph_equals_the_eager_model(exported, tiny_shapes, fmt):
     # an omg-shapes image at the predictor's input (resized to the test size, padded with the pixel mean)
     pred = OMGPredictor(model, {"test_size": [64, 64]})
     first = json.loads(open(f"{tiny_shapes}/annotations/panoptic_val.json").read())["images"][0]["file_name"]
-    batch, _ = pred._prepare([load_image(f"{tiny_shapes}/images/val/{first}")])
+    batch, _ = pred.core.prepare([load_image(f"{tiny_shapes}/images/val/{first}")])
     _check_graphs(model.eval(), folders[fmt], fmt, batch.cpu())
 
 

@@ -258,6 +258,27 @@ def test_features_are_computed_once(predictor):
     assert c.masks.shape == (1, 96, 128) and d.masks.shape == (1, 96, 128)
 
 
+def test_the_caller_holds_image_and_video_states(predictor):
+    """sam2's init_state: each image's or video's state is an object the caller holds and passes as ``state=``;
+    switching between them costs no backbone call, and VOS from a prompt on the first frame leaves the current
+    image as it was (nothing is saved and restored on the predictor)."""
+    a, b = _image(seed=1), _image(seed=2)
+    sa = predictor.set_image(a)
+    sb = predictor.set_image(b)
+    alone = OMGPredictor(predictor.model, predictor.metadata)
+    alone.set_image(a)
+    calls = predictor.stats["backbone_calls"]
+    assert np.array_equal(predictor.panoptic(state=sa).panoptic, alone.panoptic().panoptic)
+    assert np.array_equal(predictor.panoptic().panoptic, predictor.panoptic(state=sb).panoptic), "b is current"
+    assert predictor.stats["backbone_calls"] == calls
+    video = predictor.videos.init_state(np.random.default_rng(3).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8))
+    vos = predictor.vos(points=[[20, 20]], state=video)
+    assert vos.masks.shape == (4, 64, 64)
+    assert np.array_equal(predictor.panoptic().panoptic, predictor.panoptic(state=sb).panoptic), "still b"
+    with pytest.raises(ValueError, match="needs a video: call set_video"):
+        predictor.vis()
+
+
 def test_every_image_task_and_a_batch(predictor):
     imgs = [_image(seed=1), _image(64, 80, seed=2)]
     predictor.set_image(imgs)
@@ -299,7 +320,7 @@ def test_every_video_task(predictor):
 def test_the_input_is_padded_with_the_pixel_mean(predictor):
     """The released preprocessor normalises, then pads with 0 (vidseg_data_preprocessor.py L116-131): the padding is
     the mean colour, 0 after normalisation, not black. 128 x 100 at test size 128 stays, padded to 128 x 128."""
-    batch, sizes = predictor._prepare([_image(128, 100)])
+    batch, sizes = predictor.core.prepare([_image(128, 100)])
     mean = torch.tensor(predictor.model.backbone.variant.pixel_mean).view(3, 1, 1)
     assert sizes == [(128, 100)] and batch.shape[-2:] == (128, 128)
     assert torch.equal(batch[0, :, :, 100:], mean.expand(3, 128, 28))
@@ -323,8 +344,8 @@ def test_the_training_batch_is_padded_with_the_pixel_mean():
 def test_the_test_resize_rounds_as_mmcv(predictor):
     """mmcv's rescale_size: factor = min(long / max(h, w), short / min(h, w)); new size int(x * f + 0.5)."""
     predictor.test_size = (1333, 800)
-    assert predictor._resize_factor(427, 640) == pytest.approx(800 / 427)
-    _, sizes = predictor._prepare([_image(427, 640)])
+    assert predictor.core.resize_factor(427, 640) == pytest.approx(800 / 427)
+    _, sizes = predictor.core.prepare([_image(427, 640)])
     assert sizes == [(800, int(640 * 800 / 427 + 0.5))] == [(800, 1199)]
 
 
@@ -335,13 +356,13 @@ def test_post_processing_runs_at_the_original_size_by_default(predictor):
     from omg.inference.postprocess import panoptic_inference
 
     image = _image(100, 150, seed=5)
-    predictor.set_image(image)  # test size 128: resized to 85 x 128, padded to 96 x 128
+    state = predictor.set_image(image)  # test size 128: resized to 85 x 128, padded to 96 x 128
     got = predictor.predict("panoptic")
-    obj = predictor._objects()
-    logits = predictor._class_logits(
+    obj = predictor.images.objects(state)
+    logits = predictor.core.class_logits(
         obj.embed[:1],
         obj.masks[:1, :, None],
-        predictor._image.features.clip_features[:1],
+        state.features.clip_features[:1],
         predictor.training_vocabulary,
         False,
     )[0]
@@ -360,17 +381,17 @@ def test_a_video_instance_score_is_the_mean_over_frames(predictor):
     """FH.instance_postprocess scores each frame (class score x mean probability inside that frame's mask, 0 where
     it is empty) and the YouTube-VIS metric averages an instance's frames; a track seen in 1 of 2 frames at
     probability 0.9 scores 0.45 x its class score, not 0.9 x (pooled over the video)."""
-    predictor.set_video(np.zeros((2, 32, 32, 3), np.uint8))
-    decoded = predictor._decoded("vis")
+    state = predictor.set_video(np.zeros((2, 32, 32, 3), np.uint8))
+    decoded = predictor.videos.decoded(state, "vis")
     q = decoded.clips[0].masks.shape[0]
     crafted = torch.full((2, q, 32, 32), -5.0)
     crafted[0, :, :8, :8] = math.log(0.9 / 0.1)  # every query: a mask in frame 0 only, probability 0.9
 
-    predictor._frame_logits = lambda clip, t, queries=None: crafted[t] if queries is None else crafted[t][queries]
+    predictor.videos.frame_logits = lambda clip, t, queries=None: crafted[t] if queries is None else crafted[t][queries]
     vis = predictor.predict("vis", topk=100)
     with torch.no_grad():
-        job = predictor._video_job("vis", None, "auto")
-        probs = predictor._decide(decoded.evidence, job).logits.float().softmax(-1)[:, :-1]
+        job = predictor.videos.job("vis", None, "auto")
+        probs = predictor.videos.decide(decoded.evidence, job).logits.float().softmax(-1)[:, :-1]
     top = probs.flatten().topk(100)
     thing = torch.tensor(predictor.training_vocabulary.isthing)[top.indices % probs.shape[1]]
     assert len(vis.scores) == int(thing.sum()) > 0
@@ -564,9 +585,9 @@ def test_prompted_masks_are_labelled_by_the_best_matching_object_query(predictor
     """prompt_labels="queries": the object query whose mask best matches a prompted mask (IoU at stride 4 x the
     query's top class probability) gives its class and that probability; a mask no query overlaps keeps the frozen
     CLIP's label (source "clip")."""
-    from omg.inference.predictor import _ObjectQueries
+    from omg.inference.image_tasks import ObjectQueries
 
-    predictor.set_image(_image())  # 96 x 128: stride-4 masks of 24 x 32
+    state = predictor.set_image(_image())  # 96 x 128: stride-4 masks of 24 x 32
     vocab = predictor.vocabulary(None)
     c = len(vocab)
     logits = torch.full((1, 3, c + 1), -10.0)
@@ -577,14 +598,14 @@ def test_prompted_masks_are_labelled_by_the_best_matching_object_query(predictor
     masks[0, 0, :, :16] = 10.0  # circle: the left half
     masks[0, 1, :12, 16:] = 10.0  # sky: the top right quarter
     masks[0, 2, :6, :8] = 10.0  # square: the top left corner, inside the circle's mask
-    predictor._image.objects = _ObjectQueries(masks, torch.zeros(1, 3, 8), torch.zeros(1, 3))
-    monkeypatch.setattr(predictor, "_class_logits", lambda *a: logits)
+    state.objects = ObjectQueries(masks, torch.zeros(1, 3, 8), torch.zeros(1, 3))
+    monkeypatch.setattr(predictor.core, "class_logits", lambda *a: logits)
     m = torch.full((4, 24, 32), -10.0)
     m[0, 12:24, 0:16] = 10.0  # the circle's bottom half: IoU 0.5 with it
     m[1, 0:6, 0:8] = 10.0  # the square's corner exactly (IoU 1 x 0.5) vs the circle (IoU 0.125 x 1)
     m[2, 12:24, 16:32] = 10.0  # the bottom right: no query there
     m[3, 0:12, 8:24] = 10.0  # 96 px on the circle and 96 on the sky: IoU 1/5 with the circle, 1/3 with the sky
-    labels, scores, matched = predictor._prompt_labels_by_queries(0, m, vocab)
+    labels, scores, matched = predictor.images.prompt_labels_by_queries(state, 0, m, vocab)
     assert [labels[k].item() for k in (0, 1, 3)] == [0, 1, 4] and matched.tolist() == [True, True, False, True]
     assert scores[0] == pytest.approx(1.0, abs=1e-3) and scores[1] == pytest.approx(0.5, abs=1e-3)
     # through interactive(): every label says where it came from

@@ -73,7 +73,7 @@ def test_a_short_video_streams_to_the_whole_video_result(predictor, task, frames
     stable ids; 7 frames = 3 clips of the short length 3)."""
     video = _video(frames)
     kwargs = {"first_frame_masks": _first_frame(video)} if task == "vos" else dict(options)
-    predictor.set_video(video)
+    state = predictor.set_video(video)
     whole = predictor.predict(task, **kwargs)
     streamed = list(predictor.stream(iter(video), task, **kwargs))
     assert [f.index for f in streamed] == list(range(frames))
@@ -81,7 +81,8 @@ def test_a_short_video_streams_to_the_whole_video_result(predictor, task, frames
     _equal(CONCAT[task].concat([f.result for f in streamed]), whole)
     # deciding at the end is exact whatever the length; the predictor's own video is left as it was
     _equal(CONCAT[task].concat([f.result for f in predictor.stream(video, task, lookahead=None, **kwargs)]), whole)
-    assert predictor._video is not None and len(predictor._video.frames) == frames
+    assert predictor.predict(task, **kwargs) is not None, "the predictor's video is still set"
+    assert len(state.frames) == frames and state.decoded, "and its decoded clips still kept"
 
 
 def test_the_stream_holds_a_bounded_number_of_frames(predictor):

@@ -200,8 +200,7 @@ def test_the_image_cache_is_sized_in_bytes_and_says_when_an_image_expired(intera
 
     predictor = OMGPredictor.from_checkpoint(interactive_checkpoint)
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    predictor.set_image(img)
-    per_image = img.nbytes + nbytes(predictor.image_state())
+    per_image = img.nbytes + nbytes(predictor.set_image(img))
     assert per_image > 100_000, "features, not only pixels, are counted"
     app = ServeApp(predictor, limits=Limits(cache_bytes=int(2.5 * per_image)))
     ids = [app.add_image(img)["image_id"] for _ in range(3)]

@@ -1,0 +1,251 @@
+"""The image tasks (panoptic, instance, semantic, interactive) on an :class:`ImageState` the caller holds.
+
+``init_state`` runs the backbone and pixel decoder once; every task after it reuses them. The object queries'
+masks and class embeddings do not depend on the vocabulary, so they are decoded once per state (kept on it) and a
+new vocabulary costs one text embedding (cached) and a matrix product; prompts cost one decoder pass. Boxes are
+XYXY in pixels of the original image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from omg.data.masks import mask_box
+from omg.inference import open_vocab as ov
+from omg.inference.core import PredictorCore, as_image, to_original
+from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
+from omg.inference.results import InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult
+from omg.modeling.model import Features
+from omg.modeling.prompts import Prompts
+from omg.utils.vocabulary import Vocabulary
+
+IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
+
+
+@dataclass
+class ObjectQueries:
+    """The object queries' outputs on the state's image(s); they do not depend on the vocabulary."""
+
+    masks: torch.Tensor  # N x Q x h4 x w4 mask logits
+    embed: torch.Tensor  # N x Q x E class embeddings
+    objectness: torch.Tensor  # N x Q logits
+
+
+@dataclass
+class ImageState:
+    """One image, or a batch of them, with its features computed (:meth:`ImageTasks.init_state`). Hold it to ask
+    any number of tasks, vocabularies and prompts of the same image(s) without another backbone call."""
+
+    features: Features
+    original: list[tuple[int, int]]  # (height, width) of each image
+    resized: list[tuple[int, int]]  # (height, width) of each at the network's input
+    batched: bool  # a list was given: the tasks answer a list
+    objects: ObjectQueries | None = None  # decoded on the first task that needs them
+
+
+class ImageTasks:
+    def __init__(self, core: PredictorCore):
+        self.core = core
+
+    @torch.no_grad()
+    def init_state(self, image: np.ndarray | Sequence[np.ndarray]) -> ImageState:
+        """Compute the image features once (H x W x 3 RGB uint8, or a list of such images)."""
+        batched = not isinstance(image, np.ndarray)
+        arrays = [as_image(a, f"image {i}") for i, a in enumerate(image)] if batched else [as_image(image, "image")]
+        if not arrays:
+            raise ValueError("set_image got an empty list")
+        batch, sizes = self.core.prepare(arrays)
+        feats = self.core.model.extract(batch)
+        self.core.stats["backbone_calls"] += 1
+        return ImageState(feats, [a.shape[:2] for a in arrays], sizes, batched)
+
+    def objects(self, state: ImageState) -> ObjectQueries:
+        """The object queries' outputs on ``state`` (decoded once, kept on it)."""
+        if state.objects is None:
+            out = self.core.model.decode(state.features, self.core.decoder_text())
+            self.core.stats["decoder_calls"] += 1
+            state.objects = ObjectQueries(out.pred_masks[:, :, 0], out.class_embed, out.pred_objectness[..., 0])
+        return state.objects
+
+    def _input_logits(self, state: ImageState, masks: torch.Tensor, i: int) -> torch.Tensor:
+        return self.core.output_logits(masks, state.features.image_size, state.resized[i], state.original[i])
+
+    @staticmethod
+    def _per_image(state: ImageState, run: Callable[[int], Any]) -> Any:
+        results = [run(i) for i in range(len(state.original))]
+        return results if state.batched else results[0]
+
+    def _inputs(
+        self, state: ImageState, i: int, vocab: Vocabulary, open_vocab: bool | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image i's (Q x (C + 1) class logits for ``vocab``, Q x h x w mask logits where post-processing runs)."""
+        obj = self.objects(state)
+        masks = obj.masks[i : i + 1]
+        logits = self.core.class_logits(
+            obj.embed[i : i + 1], masks[:, :, None], state.features.clip_features[i : i + 1], vocab, open_vocab
+        )[0]
+        return logits, self._input_logits(state, masks[0], i)
+
+    @torch.no_grad()
+    def panoptic(
+        self,
+        state: ImageState,
+        vocabulary: Sequence[Any] | Vocabulary | None = None,
+        open_vocab: bool | str = "auto",
+    ) -> PanopticResult | list[PanopticResult]:
+        vocab = self.core.vocabulary(vocabulary)
+
+        def run(i: int) -> PanopticResult:
+            logits, mlog = self._inputs(state, i, vocab, open_vocab)
+            pan, segs = panoptic_inference(logits, mlog, torch.tensor(vocab.isthing, device=mlog.device))
+            pan_full = to_original(pan, state.original[i]).astype(np.int32)
+            infos = []
+            for s in segs:
+                m = pan_full == s.id
+                infos.append(
+                    SegmentInfo(s.id, s.label, vocab.display[s.label], s.score, s.isthing, int(m.sum()), mask_box(m))
+                )
+            return PanopticResult(pan_full, [s for s in infos if s.area > 0], vocab.display)
+
+        return self._per_image(state, run)
+
+    @torch.no_grad()
+    def instance(
+        self,
+        state: ImageState,
+        vocabulary: Sequence[Any] | Vocabulary | None = None,
+        open_vocab: bool | str = "auto",
+        topk: int = 100,
+    ) -> InstanceResult | list[InstanceResult]:
+        vocab = self.core.vocabulary(vocabulary)
+
+        def run(i: int) -> InstanceResult:
+            logits, mlog = self._inputs(state, i, vocab, open_vocab)
+            inst = instance_inference(logits, mlog, torch.tensor(vocab.isthing, device=mlog.device), topk=topk)
+            order = inst.scores.argsort(descending=True)
+            masks_full = to_original(inst.masks[order], state.original[i]).astype(bool)
+            labels = inst.labels[order].cpu().numpy()
+            return InstanceResult(
+                masks_full, labels, inst.scores[order].cpu().numpy(), [vocab.display[k] for k in labels], vocab.display
+            )
+
+        return self._per_image(state, run)
+
+    @torch.no_grad()
+    def semantic(
+        self,
+        state: ImageState,
+        vocabulary: Sequence[Any] | Vocabulary | None = None,
+        open_vocab: bool | str = "auto",
+    ) -> SemanticResult | list[SemanticResult]:
+        vocab = self.core.vocabulary(vocabulary)
+
+        def run(i: int) -> SemanticResult:
+            logits, mlog = self._inputs(state, i, vocab, open_vocab)
+            labels, _ = semantic_inference(logits, mlog)
+            return SemanticResult(to_original(labels, state.original[i]).astype(np.int32), vocab.display)
+
+        return self._per_image(state, run)
+
+    @torch.no_grad()
+    def interactive(
+        self, state: ImageState, points=None, boxes=None, vocabulary: Sequence[Any] | Vocabulary | None = None
+    ) -> InteractiveResult | list[InteractiveResult]:
+        if points is None and boxes is None:
+            raise ValueError("task 'interactive' needs points and / or boxes")
+        core = self.core
+        prompts = self.scaled_prompts(state, points, boxes)
+        out = core.model.decode(state.features, core.decoder_text(), prompts)
+        core.stats["decoder_calls"] += 1
+        vocab = core.vocabulary(vocabulary) if vocabulary is not None else None
+        results = []
+        for i in range(len(state.original)):
+            valid = prompts.valid[i]
+            m = out.pred_masks[i, valid, 0]
+            mlog = self._input_logits(state, m, i)
+            prob = mlog.sigmoid()
+            binary = prob > 0.5
+            scores = ((prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
+            res = InteractiveResult(to_original(binary, state.original[i]).astype(bool), scores)
+            if vocab is not None:
+                p = ov.clip_logits(
+                    core.model.backbone, state.features.clip_features[i : i + 1], m[None, :, None], core.text(vocab)
+                )[0][0].softmax(-1)
+                sc, lab = p.max(-1)
+                matched = torch.zeros_like(lab, dtype=torch.bool)
+                if core.prompt_labels == "queries":
+                    ql, qs, matched = self.prompt_labels_by_queries(state, i, m, vocab)
+                    lab, sc = torch.where(matched, ql, lab), torch.where(matched, qs, sc)
+                res.labels, res.label_scores = lab.cpu().numpy(), sc.cpu().numpy()
+                res.names = [vocab.display[k] for k in res.labels]
+                res.label_sources = ["queries" if b else "clip" for b in matched.tolist()]
+            results.append(res)
+        return results if state.batched else results[0]
+
+    def prompt_labels_by_queries(
+        self, state: ImageState, i: int, m: torch.Tensor, vocab: Vocabulary
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image i's prompted masks (P x h4 x w4 logits) labelled by the object queries of the same image: the query
+        whose mask best matches the prompted one (the largest IoU at stride 4 x the query's top class probability)
+        gives its class and that probability, classified as panoptic classifies (the CLIP ensemble when a class
+        is unseen). -> (labels P, scores P, matched P: False where no query's mask overlaps the prompted one)."""
+        obj = self.objects(state)
+        logits = self.core.class_logits(
+            obj.embed[i : i + 1],
+            obj.masks[i : i + 1, :, None],
+            state.features.clip_features[i : i + 1],
+            vocab,
+            "auto",
+        )[0]
+        top, cls = logits.float().softmax(-1)[:, :-1].max(-1)  # Q: the best class and its probability
+        q = (obj.masks[i] > 0).flatten(1).float()  # Q x h4w4
+        p = (m > 0).flatten(1).float()  # P x h4w4
+        inter = p @ q.T
+        iou = inter / (p.sum(1, keepdim=True) + q.sum(1)[None] - inter).clamp(min=1)
+        fit, k = (iou * top[None]).max(-1)
+        return cls[k], top[k], fit > 0
+
+    def scaled_prompts(self, state: ImageState, points, boxes) -> Prompts:
+        """Points (K x 2, x y) and boxes (K x 4, XYXY) in pixels of the original image(s), checked to lie inside
+        it, scaled to the network's input (per image when the state is a batch)."""
+        n = len(state.original)
+        if not state.batched:
+            points = [points] if points is not None else [None]
+            boxes = [boxes] if boxes is not None else [None]
+        points = points if points is not None else [None] * n
+        boxes = boxes if boxes is not None else [None] * n
+        if len(points) != n or len(boxes) != n:
+            raise ValueError(f"prompts for {max(len(points), len(boxes))} images, but {n} image(s) are set")
+        pts, bxs = [], []
+        for i in range(n):
+            h, w = state.original[i]
+            rh, rw = state.resized[i]
+            sy, sx = rh / h, rw / w
+            p = None if points[i] is None else np.asarray(points[i], dtype=np.float32).reshape(-1, 2)
+            b = None if boxes[i] is None else np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)
+            if p is not None:
+                bad = (p[:, 0] < 0) | (p[:, 0] > w) | (p[:, 1] < 0) | (p[:, 1] > h)
+                if bad.any():
+                    k = int(np.flatnonzero(bad)[0])
+                    raise ValueError(f"image {i}: point {k} {p[k].tolist()} lies outside the {w}x{h} image")
+                p = p * np.array([sx, sy], dtype=np.float32)
+            if b is not None:
+                bad = (
+                    (b[:, 0] < 0)
+                    | (b[:, 1] < 0)
+                    | (b[:, 2] > w)
+                    | (b[:, 3] > h)
+                    | (b[:, 2] <= b[:, 0])
+                    | (b[:, 3] <= b[:, 1])
+                )
+                if bad.any():
+                    k = int(np.flatnonzero(bad)[0])
+                    raise ValueError(f"image {i}: box {k} {b[k].tolist()} is not an XYXY box inside the {w}x{h} image")
+                b = b * np.array([sx, sy, sx, sy], dtype=np.float32)
+            pts.append(None if p is None else torch.from_numpy(p))
+            bxs.append(None if b is None else torch.from_numpy(b))
+        return Prompts.from_lists(pts, bxs, state.resized).to(self.core.device)
