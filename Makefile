@@ -23,7 +23,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # ruff's linter and formatter (pyproject.toml [tool.ruff]); `ruff format` and `ruff check --fix` repair most of it
-LINTED = omg pipelines dashboards tests benchmarks tools
+LINTED = omg omg_platform tests benchmarks tools
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)

@@ -6,7 +6,7 @@ JPEG and the PNG from disk, decode both at full size, build one boolean mask per
 and run the *same* augmentation (resize, flip, crop) on the image and every mask.
 
 Ours ("shards"): ``omg.data.ingest.BatchBuilder`` reading the Parquet shards written by
-``pipelines/preprocess.py``: the same samples, the same augmentation draws, decoding the
+``omg_platform/pipelines/preprocess.py``: the same samples, the same augmentation draws, decoding the
 JPEG at the scale the augmentation needs and pushing one id map (not S masks) through it.
 
     python benchmarks/bench_ingest.py --image-size 512 --crop 384 --samples 150
@@ -91,7 +91,9 @@ def main(argv=None) -> int:
     p.add_argument("--crop", type=int, default=384)
     p.add_argument("--resize", type=float, nargs=2, default=(0.8, 2.0))
     p.add_argument("--samples", type=int, default=150)
-    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
+    p.add_argument(
+        "--json-out", help="also write the figures to this JSON file (used by omg_platform/pipelines/nightly.py)"
+    )
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     data = os.path.join(args.work, f"shapes-{args.image_size}-{args.images}")
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
     subprocess.run(
         [
             sys.executable,
-            "pipelines/preprocess.py",
+            "omg_platform/pipelines/preprocess.py",
             "--dataset",
             "omg-shapes",
             "--split",

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
             [
                 sys.executable,
                 "-m",
-                "omg.cli",
+                "omg_platform.cli",
                 "predict",
                 "--checkpoint",
                 ckpt,

@@ -193,7 +193,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=runs_dir("bench-metrics"))
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
+    p.add_argument(
+        "--json-out", help="also write the figures to this JSON file (used by omg_platform/pipelines/nightly.py)"
+    )
     args = p.parse_args(argv)
     from omg.evaluation.panoptic import pq_from_files
     from omg.evaluation.ytvis import ytvis_ap

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         # mlflow models serve (the pyfunc model, logged into a scratch store)
         import mlflow
 
-        from pipelines.tracking import log_pyfunc
+        from omg_platform.tracking import log_pyfunc
 
         store = f"sqlite:///{work}/mlflow.db"
         mlflow.set_tracking_uri(store)
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         import ray
         from ray import serve
 
-        from pipelines.serve import build_app
+        from omg_platform.pipelines.serve import build_app
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         port = free_port()

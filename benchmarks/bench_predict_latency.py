@@ -27,7 +27,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--frames", type=int, default=6)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
+    p.add_argument(
+        "--json-out", help="also write the figures to this JSON file (used by omg_platform/pipelines/nightly.py)"
+    )
     args = p.parse_args(argv)
     from omg.inference.predictor import OMGPredictor
     from omg.modeling.model import ModelConfig, build_model

@@ -1,4 +1,4 @@
-"""Preprocessing throughput: rows/s of pipelines/preprocess.py with 1 vs 2 concurrent Ray Data workers.
+"""Preprocessing throughput: rows/s of omg_platform/pipelines/preprocess.py with 1 vs 2 concurrent Ray Data workers.
 
     python benchmarks/bench_preprocess.py --images 400 --image-size 256
 
@@ -29,7 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=25)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
+    p.add_argument(
+        "--json-out", help="also write the figures to this JSON file (used by omg_platform/pipelines/nightly.py)"
+    )
     args = p.parse_args(argv)
 
     import ray
@@ -37,8 +39,8 @@ def main(argv=None) -> int:
     from omg.data.catalog import get_entry
     from omg.data.synthetic import SynthOptions, generate
     from omg.env import apply_env_defaults
-    from pipelines.cluster import init_ray
-    from pipelines.preprocess import preprocess_split
+    from omg_platform.pipelines.cluster import init_ray
+    from omg_platform.pipelines.preprocess import preprocess_split
 
     apply_env_defaults()
     data = os.path.join(args.work, f"shapes-{args.image_size}-{args.images}")

@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     from omg.data.synthetic import SynthOptions, generate
     from omg.env import apply_env_defaults
     from omg.utils import io as uio
-    from pipelines.cluster import init_ray
-    from pipelines.preprocess import preprocess_split
+    from omg_platform.pipelines.cluster import init_ray
+    from omg_platform.pipelines.preprocess import preprocess_split
     from tests.services import S3Server, running
 
     apply_env_defaults()

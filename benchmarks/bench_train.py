@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py --steps 30
 
-Runs ``pipelines/joint_train.py`` (the smoke config's tiny model, omg-shapes shards built under
+Runs ``omg_platform/pipelines/joint_train.py`` (the smoke config's tiny model, omg-shapes shards built under
 --work) twice in fresh Python processes: ``scaling.num_workers=1`` and ``=2`` with the same
 per-worker batch. Reads back from the run's trace/log: samples/s over the steps after the first
 five (steady state), the peak RSS of each worker process (sampled every 0.5 s with psutil), and
@@ -50,7 +50,7 @@ def sample_memory(stop: threading.Event, peaks: dict[int, float], root_pid: int)
 def run(workers: int, args, shards: str, storage: str) -> dict:
     cmd = [
         sys.executable,
-        "pipelines/joint_train.py",
+        "omg_platform/pipelines/joint_train.py",
         "--config",
         args.config,
         f"data.shards={shards}",
@@ -99,18 +99,20 @@ def run(workers: int, args, shards: str, storage: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="pipelines/configs/shapes_smoke.yaml")
+    p.add_argument("--config", default="omg_platform/pipelines/configs/shapes_smoke.yaml")
     p.add_argument("--work", default=runs_dir("bench-train"))
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=2, help="the config's data.batch_size (per worker)")
-    p.add_argument("--json-out", help="also write the figures to this JSON file (used by pipelines/nightly.py)")
+    p.add_argument(
+        "--json-out", help="also write the figures to this JSON file (used by omg_platform/pipelines/nightly.py)"
+    )
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     from omg.data.catalog import load_catalog
     from omg.data.synthetic import SynthOptions, generate
     from omg.env import apply_env_defaults
-    from pipelines.cluster import init_ray
-    from pipelines.preprocess import preprocess_split
+    from omg_platform.pipelines.cluster import init_ray
+    from omg_platform.pipelines.preprocess import preprocess_split
 
     apply_env_defaults()
     data = os.path.join(args.work, "shapes")

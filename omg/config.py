@@ -1,10 +1,12 @@
 """Typed run configs: YAML files with ``key=value`` overrides.
 
-    cfg = load_config("pipelines/configs/shapes_demo.yaml", ["optim.max_steps=200", "scaling.num_workers=1"])
+    cfg = load_config(
+        "omg_platform/pipelines/configs/shapes_demo.yaml", ["optim.max_steps=200", "scaling.num_workers=1"]
+    )
 
 Unknown keys and bad values are rejected with the key's dotted name and the file. Every
 section has paper defaults (docs/model.md §10); the YAML files under
-``pipelines/configs/`` name the recipes.
+``omg_platform/pipelines/configs/`` name the recipes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    #: where ``pipelines/preprocess.py`` wrote the shards (``<shards>/<dataset>/<split>/manifest.json``)
+    #: where ``omg_platform/pipelines/preprocess.py`` wrote the shards (``<shards>/<dataset>/<split>/manifest.json``)
     shards: str = field(default_factory=lambda: runs_dir("shards"))  # $OMG_RUNS_DIR/shards, runs/shards
     datasets: tuple[DatasetConfig, ...] = ()
     #: training crop (H, W); the paper's is 736 x 1280
@@ -134,7 +136,7 @@ class TrackingConfig:
     experiment: str = "omg-train"
     log_every: int = 10
     system_metrics: bool = True
-    #: log the exported checkpoint as an MLflow pyfunc model (pipelines/pyfunc_model.py)
+    #: log the exported checkpoint as an MLflow pyfunc model (omg_platform/pipelines/pyfunc_model.py)
     log_model: bool = True
     #: register that model under this name in the MLflow Model Registry (a new version per run)
     register_as: str | None = None

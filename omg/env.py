@@ -1,6 +1,6 @@
 """Process-wide environment defaults for the offline / Ray / MLflow stack.
 
-One place, used by the ``omg`` CLI, the ``pipelines/`` entry points and the tests
+One place, used by the ``omg`` CLI, the ``omg_platform/pipelines/`` entry points and the tests
 (``tests/conftest.py``). Each value is a *default*: a variable the user already set
 is left alone.
 
@@ -47,6 +47,11 @@ def runs_dir(*parts: str, environ: Mapping[str, str] | None = None) -> str:
     output path comes from."""
     env = os.environ if environ is None else environ
     return os.path.join(env.get("OMG_RUNS_DIR") or "runs", *parts)
+
+
+def data_dir() -> str:
+    """Where generated datasets go: ``$OMG_DATA_DIR`` (read at each call), else ``runs/data`` under the runs folder."""
+    return os.environ.get("OMG_DATA_DIR") or runs_dir("data")
 
 
 def cache_dir(*parts: str, environ: Mapping[str, str] | None = None) -> str:

@@ -42,7 +42,7 @@ def train_interactive(tiny_shapes: str, tmp: Path) -> None:
     from omg.modeling.text import TextEmbedder
     from omg.training.optim import build_optimizer, build_scheduler
     from omg.training.step import train_step
-    from pipelines.preprocess import preprocess_split
+    from omg_platform.pipelines.preprocess import preprocess_split
 
     catalog = load_catalog()
     for name in ("omg-shapes", "omg-shapes-sam"):
@@ -127,6 +127,13 @@ LABEL_SPACE = {
     },
     "class_agnostic": [],
 }
+
+
+def write_jpg(path: Path, size: tuple[int, int], seed: int = 0) -> None:
+    """A random RGB JPEG of ``size`` (height, width) at ``path`` (folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path, quality=95)
 
 
 def tiny_checkpoint(path, seed: int = 0) -> str:

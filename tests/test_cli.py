@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from omg import __version__
-from omg.cli import main
+from omg_platform.cli import main
 from tests.helpers import TINY_SHAPES
 
-OMG = [sys.executable, "-m", "omg.cli"]
+OMG = [sys.executable, "-m", "omg_platform.cli"]
 
 
 def _tiny_flags() -> list[str]:
@@ -174,7 +174,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(tmp_path):
 def test_the_demo_shows_training_progress_from_ray_workers(tmp_path, capsys, monkeypatch):
     """Ray prefixes a worker's lines with a coloured "(RayTrainWorker pid=...)": the demo used to test for "[" before
     removing that prefix, so every "[train] step ..." line was dropped and the training stage printed nothing."""
-    from pipelines.demo import Demo
+    from omg_platform.pipelines.demo import Demo
 
     monkeypatch.setenv("OMG_RUNS_DIR", str(tmp_path))
     demo = Demo(tmp_path, tmp_path / "data", quick=True, seed=0)

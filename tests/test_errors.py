@@ -13,16 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-from omg.cli import main as omg_main
 from omg.modeling.checkpoint import load_checkpoint, save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from omg.utils import io as uio
 from omg.utils.errors import describe
-from pipelines.errors import root_cause
+from omg_platform.cli import main as omg_main
+from omg_platform.errors import root_cause
 from tests.evaluation import metric_toys as toys
 from tests.helpers import write_pq_files
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "pipelines/configs/shapes_smoke.yaml")
+CONFIG = str(Path(__file__).resolve().parents[1] / "omg_platform/pipelines/configs/shapes_smoke.yaml")
 
 
 def _last_err(capsys) -> str:
@@ -32,7 +32,7 @@ def _last_err(capsys) -> str:
 
 def test_a_malformed_catalog_file_is_named_with_its_key(tmp_path, monkeypatch, capsys):
     from omg.data.catalog import DEFAULT_CATALOG_DIR
-    from pipelines.preprocess import main as preprocess_main
+    from omg_platform.pipelines.preprocess import main as preprocess_main
 
     text = (DEFAULT_CATALOG_DIR / "cityscapes-panoptic.yaml").read_text()
     (tmp_path / "cityscapes-panoptic.yaml").write_text(text.replace("modality: image", "modality: picture"))
@@ -47,7 +47,7 @@ def test_a_malformed_catalog_file_is_named_with_its_key(tmp_path, monkeypatch, c
 
 
 def test_an_unknown_model_variant_names_the_key_and_the_known_ones(capsys):
-    from pipelines.joint_train import main as train_main
+    from omg_platform.pipelines.joint_train import main as train_main
 
     assert train_main(["--config", CONFIG, "model.variant=nope"]) == 2
     last = _last_err(capsys)
@@ -55,7 +55,7 @@ def test_an_unknown_model_variant_names_the_key_and_the_known_ones(capsys):
 
 
 def test_training_storage_that_takes_no_files_is_said_before_any_worker_starts(tmp_path, capsys):
-    from pipelines.joint_train import main as train_main
+    from omg_platform.pipelines.joint_train import main as train_main
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

@@ -46,7 +46,8 @@ def test_no_ray_or_mlflow_imports_in_source():
 
 
 #: what each part of omg may import (besides itself and ``omg.env``, the process-wide defaults): lower layers
-#: never import higher ones. cli (the top) and the package root may import anything.
+#: never import higher ones. ``commands`` (the library's subcommands, the top) and the package root may import
+#: anything of omg.
 LAYERS = {
     "utils": set(),
     "env": set(),
@@ -60,30 +61,79 @@ LAYERS = {
     "serve": {"data", "modeling", "inference", "utils"},
     "export": {"data", "modeling", "inference", "utils"},
 }
+PLATFORM_DIR = OMG_DIR.parent / "omg_platform"
+#: the same for the platform (any of omg below it): the MLflow glue and the error path at the bottom, the dashboards
+#: on them, the pipelines on the dashboards (the demo builds the report), the ``omg`` command on top of everything
+PLATFORM_LAYERS = {
+    "errors": set(),
+    "tracking": set(),
+    "dashboards": {"tracking", "errors"},
+    "pipelines": {"dashboards", "tracking", "errors"},
+    "cli": {"pipelines", "dashboards", "tracking", "errors"},
+}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in ``path``, also inside functions."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module))
+    return out
+
+
+def _layer_offenders(root: Path, package: str, layers: dict[str, set[str]], allowed: set[str]) -> list[str]:
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        part = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        if part not in layers:
+            continue
+        for line, name in _imports(path):
+            parts = name.split(".")
+            if parts[0] != package or len(parts) < 2:
+                continue
+            if parts[1] != part and parts[1] not in layers[part] | allowed:
+                offenders.append(f"{package}/{rel}:{line} ({part}) imports {name}")
+    return offenders
 
 
 def test_lower_layers_never_import_higher_ones():
-    """Static check of every omg import (also inside functions): data and modeling do not import each other,
-    losses take nothing from data, inference/evaluation/serve never reach training or the CLI."""
-    offenders = []
-    for path in sorted(OMG_DIR.rglob("*.py")):
-        rel = path.relative_to(OMG_DIR)
-        part = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        if part not in LAYERS:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module]
-                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-                else []
-            )
-            for n in names:
-                target = n.split(".")[1] if n.startswith("omg.") and n.count(".") >= 1 else None
-                if target and target != part and target not in LAYERS[part] | {"env"}:  # env: the process defaults
-                    offenders.append(f"omg/{rel}:{node.lineno} ({part}) imports {n}")
+    """Static check of every import of both packages (also inside functions): in omg, data and modeling do not
+    import each other, losses take nothing from data, inference/evaluation/serve never reach training or the
+    commands; in omg_platform, the dashboards never reach the pipelines, nothing but the command reaches it."""
+    offenders = _layer_offenders(OMG_DIR, "omg", LAYERS, {"env"})  # env: the process defaults
+    offenders += _layer_offenders(PLATFORM_DIR, "omg_platform", PLATFORM_LAYERS, set())
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_library_never_imports_the_platform():
+    """omg is installable and usable alone (``pip install omg``): no module of it imports omg_platform."""
+    offenders = [
+        f"{path.relative_to(OMG_DIR.parent)}:{line} imports {name}"
+        for path in sorted(OMG_DIR.rglob("*.py"))
+        for line, name in _imports(path)
+        if name.split(".")[0] == "omg_platform"
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_layer_tables_name_every_part():
+    """A new part of either package is placed in its layer table (else the checks above would skip it)."""
+    for root, layers, extra in (
+        (OMG_DIR, LAYERS, {"commands", "__init__"}),
+        (PLATFORM_DIR, PLATFORM_LAYERS, {"__init__"}),
+    ):
+        parts = {
+            p.name if p.is_dir() else p.stem
+            for p in root.iterdir()
+            if p.suffix == ".py" or (p / "__init__.py").exists()
+        }
+        assert parts - set(layers) - extra == set(), (
+            f"{root.name}: parts without a layer: {parts - set(layers) - extra}"
+        )
 
 
 def test_importing_omg_loads_no_ray_or_mlflow():
@@ -100,7 +150,7 @@ def test_importing_omg_loads_no_ray_or_mlflow():
 
 def test_import_omg_is_cheap():
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, omg, omg.cli; print('torch' in sys.modules)"],
+        [sys.executable, "-c", "import sys, omg, omg_platform.cli; print('torch' in sys.modules)"],
         capture_output=True,
         text=True,
         check=True,

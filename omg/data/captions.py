@@ -105,7 +105,8 @@ class Look:
     position: str
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The random generator of a split's sample ``index`` (what makes each caption reproducible alone)."""
     return np.random.default_rng([seed, 7, SPLITS.index(split), index])
 
 
@@ -221,7 +222,7 @@ def generate_captions(
         n = opts.count(split)
         with Progress(f"omg-shapes captions/{split}", total=n, unit="img", enabled=progress) as prog:
             for i in range(n):
-                image, text, _ = sample(_rng(seed, split, i), opts)
+                image, text, _ = sample(sample_rng(seed, split, i), opts)
                 rel = f"{split}/{i:08d}.jpg"
                 uio.write_bytes(uio.join(out, rel), uio.encode_jpeg(image, opts.jpeg_quality))
                 rows.append(f"{rel}\t{text}")

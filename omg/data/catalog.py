@@ -1,4 +1,4 @@
-"""The dataset catalog: one YAML file per dataset in ``datasets_catalog/``.
+"""The dataset catalog: one YAML file per dataset in ``omg/datasets_catalog/``.
 
 Each file is loaded into a typed, validated :class:`DatasetEntry`. Errors name the file
 and the key. Example (abridged)::
@@ -112,7 +112,7 @@ EVALUATOR_TASK: dict[str, str] = {
     "noc": "interactive",
 }
 
-DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[2] / "datasets_catalog"
+DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[1] / "datasets_catalog"
 
 
 class CatalogError(SchemaError):

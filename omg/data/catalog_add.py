@@ -32,7 +32,7 @@ from omg.utils.typed import to_dict
 
 
 class _Dumper(yaml.SafeDumper):
-    """YAML like the files in datasets_catalog/: short lists and mappings on one line."""
+    """YAML like the files in omg/datasets_catalog/: short lists and mappings on one line."""
 
 
 def _Flow(value):  # noqa: N802 - reads as a type in the code above
@@ -325,7 +325,7 @@ def add_dataset(
     text = f"# {name}: added by `omg catalog add {name} --format {fmt} --root {root}`\n" + yaml.dump(
         doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120
     )
-    if classes:  # one line per class, as in datasets_catalog/
+    if classes:  # one line per class, as in omg/datasets_catalog/
 
         def line(c: ClassInfo) -> str:
             flow = _Flow({"id": c.id, "name": c.name, "synonyms": list(c.synonyms), "isthing": c.isthing})

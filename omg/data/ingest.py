@@ -5,7 +5,7 @@
 - :class:`BatchBuilder` turns one plan item (a batch from one dataset) into numpy arrays:
   decode, clip sampling, augmentation, targets in the merged label space, prompts for
   interactive (class-agnostic) datasets. It is a callable for Ray Data's ``map_batches``
-  (the Ray Train path, built in ``pipelines/``) and the body of :class:`PlanDataset`, a
+  (the Ray Train path, built in ``omg_platform/pipelines/``) and the body of :class:`PlanDataset`, a
   plain ``torch.utils.data.Dataset`` (notebooks, tests, single-process training).
   ``omg.training.inputs.to_model_inputs`` turns a built batch into model inputs.
 
@@ -99,7 +99,7 @@ class BatchBuilder:
         rng = np.random.default_rng(seed)
         sample = self.reader(name)[index]
         if spec.mode == "clip":
-            index, sample = self._long_enough(name, index, sample, rng)
+            index, sample = self.long_enough(name, index, sample, rng)
             idx = clip_indices(sample.num_frames, spec.clip_length, spec.clip_interval, rng)
         elif spec.mode == "pseudo_video":
             idx = [0, 0]
@@ -119,7 +119,7 @@ class BatchBuilder:
     #: draws before giving up on finding a video long enough for a clip (mmengine's ``max_refetch``)
     MAX_REFETCH = 1000
 
-    def _long_enough(self, name: str, index: int, sample, rng: np.random.Generator):
+    def long_enough(self, name: str, index: int, sample, rng: np.random.Generator):
         """A video too short for the clip is replaced by another random video of the dataset, as the released
         ``VideoClipSample`` returns None and mmengine's dataset refetches a random index."""
         spec = self.specs[name].sampling

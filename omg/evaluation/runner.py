@@ -2,7 +2,7 @@
 prediction files and scores them (:mod:`omg.evaluation.evaluators`).
 
 ``evaluate_pair(checkpoint, entry, split, task, root, out_dir)`` is what one Ray task of
-``pipelines/evaluate.py`` runs (and what a notebook can call directly): it sets the predictor up for the
+``omg_platform/pipelines/evaluate.py`` runs (and what a notebook can call directly): it sets the predictor up for the
 dataset (the catalog's test size, the options' post-processing), feeds the evaluator the split's records
 with a progress line, and writes ``result.json``.
 

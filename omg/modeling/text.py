@@ -117,7 +117,7 @@ class TextEmbedder:
         if self.use_disk_cache and path.exists():
             emb = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            emb = self._compute(vocab)
+            emb = self.compute(vocab)
             if self.use_disk_cache:
                 buf = io.BytesIO()
                 torch.save(emb, buf)
@@ -128,7 +128,9 @@ class TextEmbedder:
                 self._memory.popitem(last=False)
         return emb.to(device)
 
-    def _compute(self, vocab: Vocabulary) -> torch.Tensor:
+    def compute(self, vocab: Vocabulary) -> torch.Tensor:
+        """The vocabulary's embeddings from the text tower (synonyms already embedded are reused), uncached:
+        :meth:`embed` is what callers use."""
         synonyms = sorted({s for syns in vocab.names for s in syns})
         with self._lock:
             vectors = {s: self._synonyms[s] for s in synonyms if s in self._synonyms}

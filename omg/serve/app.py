@@ -125,7 +125,7 @@ class ServeApp:
 
     # ------------------------------------------------------------------ the model
     @contextlib.contextmanager
-    def _model(self) -> Iterator[None]:
+    def using_model(self) -> Iterator[None]:
         """The model lock, or 503 when it stays busy for ``model_wait_s``."""
         if not self._lock.acquire(timeout=self.limits.model_wait_s):
             raise RequestError(503, f"the model has been busy for {self.limits.model_wait_s:g} s; retry", retry_after=2)
@@ -181,7 +181,7 @@ class ServeApp:
         t0 = time.perf_counter()
         state = None
         if self.predictor is not None:
-            with self._model():
+            with self.using_model():
                 state = self.predictor.set_image(image)
         image_id = self._new_id()
         self._keep(image_id, image, state)
@@ -248,7 +248,7 @@ class ServeApp:
             image, image_id, _ = self._use(image_id, inline)
             res = self.remote(make(image))
         else:
-            with self._model():
+            with self.using_model():
                 image, image_id, state = self._use(image_id, inline)
                 res = schema.predict(self.predictor, make(image), state)
         return res, image, image_id, (time.perf_counter() - t0) * 1000
@@ -331,7 +331,7 @@ class ServeApp:
             return self.remote(req).to_json()
         if req.vocabulary:
             self._vocabulary(list(req.vocabulary))
-        with self._model():
+        with self.using_model():
             if req.video:
                 return schema.predict(self.predictor, req).to_json()
             image = req.images[0]
@@ -349,7 +349,8 @@ class ServeApp:
 
     def predict_batch(self, reqs: list[schema.Request]) -> list[schema.Response]:
         """Whole-image requests with one task, vocabulary and options (``schema.Request``s) in one forward pass: the
-        Ray Serve app's batching (``pipelines/serve.py``). A request the model cannot take is a 400 for all."""
+        Ray Serve app's batching (``omg_platform/pipelines/serve.py``). A request the model cannot take is a 400 for
+        all."""
         first = reqs[0]
         if (
             first.video
@@ -367,7 +368,7 @@ class ServeApp:
         kw: dict[str, Any] = {"vocabulary": list(first.vocabulary) if first.vocabulary else None}
         if first.task == "instance":
             kw["topk"] = first.topk
-        with self._model():
+        with self.using_model():
             self.predictor.set_image([r.images[0] for r in reqs])
             try:
                 results = self.predictor.predict(first.task, **kw)
@@ -463,7 +464,7 @@ class ServeApp:
         if self.remote is not None:
             res = self.remote(req)
         else:
-            with self._model():
+            with self.using_model():
                 res = schema.predict(self.predictor, req)
         ms = (time.perf_counter() - t0) * 1000
         segs = sorted(res.segments, key=lambda s: s.score or 0.0) if task == "vis" else res.segments  # best on top
@@ -515,7 +516,7 @@ class ServeApp:
 
     def handle(self, method: str, path: str, content_type: str, body: bytes) -> tuple[int, str, bytes, dict]:
         """One HTTP request -> (status, content type, body, headers): the whole API for any transport (the stdlib
-        server, :mod:`omg.serve.server`; the Ray Serve deployment, ``pipelines/serve.py``). Errors are JSON
+        server, :mod:`omg.serve.server`; the Ray Serve deployment, ``omg_platform/pipelines/serve.py``). Errors are JSON
         ``{"error": ...}``."""
         try:
             return self._route(method, path.split("?", 1)[0], content_type.split(";")[0].strip().lower(), body)

@@ -15,7 +15,7 @@ checkpoint is recorded, and a worker that dies right after it cannot lose it. Ra
 newest ``num_to_keep`` complete checkpoints and removes the rest; :meth:`Checkpointer.clean` (at the
 start of a run) removes folders left incomplete by a crash, so no orphan folder stays behind.
 
-The loop around it is :func:`pipelines.joint_train.train_loop_per_worker`; the design follows
+The loop around it is :func:`omg_platform.pipelines.joint_train.train_loop_per_worker`; the design follows
 torchtitan's split of Trainer and Checkpointer (the checkpointer owns the files, the loop owns the step).
 """
 

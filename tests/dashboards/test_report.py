@@ -1,4 +1,4 @@
-"""dashboards/report.py on a made-up MLflow store: a grid run with the trials' own CLIPs and again with
+"""omg_platform/dashboards/report.py on a made-up MLflow store: a grid run with the trials' own CLIPs and again with
 ``--clip-weights`` gets a section each and a table of both side by side."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _grid_run(mlflow, exp_id: str, clip_weights: str | None, pq: dict[str, float
 def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
     import mlflow
 
-    from dashboards.report import build_report, find_grids
+    from omg_platform.dashboards.report import build_report, find_grids
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)

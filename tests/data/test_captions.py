@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from omg.cli import main
-from omg.data.captions import HUE_WORDS, PATTERN_WORDS, CaptionOptions, _rng, generate_captions, sample
+from omg.data.captions import HUE_WORDS, PATTERN_WORDS, CaptionOptions, generate_captions, sample, sample_rng
 from omg.data.synthetic import HELDOUT_THINGS, THING_HUES, THING_PATTERNS
+from omg_platform.cli import main
 
 
 def test_the_held_out_shapes_are_never_named_but_their_looks_are():
     opts = CaptionOptions(image_size=48, max_things=3)
     texts, looks, closeups = [], [], 0
     for i in range(300):
-        image, text, lk = sample(_rng(0, "train", i), opts)
+        image, text, lk = sample(sample_rng(0, "train", i), opts)
         assert image.shape == (48, 48, 3) and image.dtype == np.uint8
         texts.append(text.lower())
         looks += lk

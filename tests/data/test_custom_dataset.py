@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from omg.cli import main as omg_main
 from omg.data.catalog import load_catalog
+from omg_platform.cli import main as omg_main
 from tests import FIXTURES, ROOT
 
 FIX = FIXTURES / "official"
-FINETUNE = str(ROOT / "pipelines/configs/finetune_demo.yaml")
+FINETUNE = str(ROOT / "omg_platform/pipelines/configs/finetune_demo.yaml")
 
 
 @pytest.fixture()
@@ -157,7 +157,7 @@ def _init_checkpoint(path: Path, **changes) -> str:
 
 @pytest.mark.slow(seconds=35)
 def test_your_own_data_in_four_commands(user_catalog, ray_local, tmp_path, capsys):
-    from pipelines.joint_train import main as train_main
+    from omg_platform.pipelines.joint_train import main as train_main
 
     assert (
         omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi")])
@@ -208,7 +208,7 @@ def test_your_own_data_in_four_commands(user_catalog, ray_local, tmp_path, capsy
 
 
 def test_init_from_must_have_the_configs_architecture(tmp_path, capsys):
-    from pipelines.joint_train import main as train_main
+    from omg_platform.pipelines.joint_train import main as train_main
 
     init = _init_checkpoint(tmp_path / "other.pt", hidden_dim=32)
     rc = train_main(["--config", FINETUNE, "data.datasets=[{name: omg-shapes}]", f"model.init_from={init}"])

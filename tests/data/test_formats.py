@@ -19,6 +19,7 @@ from omg.data.formats import get_reader
 from omg.data.formats.davis import DAVIS_PALETTE
 from omg.data.masks import id2rgb, rgb2id, rle_encode
 from omg.data.records import BadRecord, Sample
+from tests.helpers import write_jpg
 
 H, W = 24, 32
 
@@ -28,9 +29,7 @@ def _entry(name: str, root: Path, splits: dict, **changes):
 
 
 def _jpg(path: Path, seed: int = 0, size=(H, W)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path, quality=95)
+    write_jpg(path, size, seed)
 
 
 def _png(path: Path, arr: np.ndarray, palette=None):

@@ -16,7 +16,7 @@ from omg.data.labels import IGNORE, DatasetClasses, LabelSpace, merge_label_spac
 from omg.data.sampling import epoch_plan, worker_plan
 from omg.data.transforms import Augment, augment, clip_indices, sample_prompts
 from omg.training.inputs import to_model_inputs
-from pipelines.preprocess import preprocess_split
+from omg_platform.pipelines.preprocess import preprocess_split
 
 # ------------------------------------------------------------------------------ label space
 
@@ -195,7 +195,7 @@ def test_a_video_too_short_for_the_clip_is_replaced_by_another(shard_root):
             ),
         )
     )
-    index, sample = builder._long_enough(
+    index, sample = builder.long_enough(
         "omg-shapes-vis", short, builder.reader("omg-shapes-vis")[short], np.random.default_rng(0)
     )
     assert index != short and sample.num_frames >= need
@@ -262,7 +262,7 @@ def test_torch_dataloader_path(shard_root):
 
 
 def test_ray_data_path_yields_the_plan(shard_root, ray_local):
-    from pipelines.ingest import iter_shard_batches, plan_rows, ray_training_dataset
+    from omg_platform.pipelines.ingest import iter_shard_batches, plan_rows, ray_training_dataset
 
     cfg = _config(shard_root)
     builder = BatchBuilder(cfg)

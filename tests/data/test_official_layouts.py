@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from omg.cli import main as omg_main
 from omg.data.catalog import get_entry
 from omg.data.decode import decode_masks
 from omg.data.formats import get_reader
@@ -21,8 +20,10 @@ from omg.data.formats.base import COVERED
 from omg.data.masks import id2rgb, rgb2id
 from omg.data.shards import ShardReader
 from omg.data.validate import validate_split
-from pipelines.preprocess import preprocess_split
+from omg_platform.cli import main as omg_main
+from omg_platform.pipelines.preprocess import preprocess_split
 from tests import FIXTURES
+from tests.helpers import write_jpg
 
 FIX = FIXTURES / "official"
 
@@ -229,7 +230,7 @@ def test_a_raw_vipseg_list_naming_a_missing_video_quarantines_only_that_video(ra
         entry, "raw", str(tmp_path / "out"), str(root), shard_size=2, progress=False, log=lambda _: None
     )
     assert m["rows"] == 2 and m["quarantined"] == 1
-    from pipelines.preprocess import read_quarantine
+    from omg_platform.pipelines.preprocess import read_quarantine
 
     (q,) = read_quarantine(m, str(tmp_path / "out/vipseg/raw"))
     assert q["key"] == "no_such_video" and q["field"] == "panoptic_masks" and "missing" in q["reason"]
@@ -240,14 +241,12 @@ def test_coco_crowd_areas_and_ovis_box_areas_are_tolerated_unless_strict(tmp_pat
     decoded RLE; OVIS-style YouTube-VIS files store box areas. Neither floods validate; --strict reports them."""
     from pycocotools import mask as mask_utils
 
-    from .test_formats import _jpg
-
     h, w = 24, 32
     m = np.zeros((h, w), np.uint8, order="F")
     m[4:12, 6:20] = 1
     rle = mask_utils.encode(np.asfortranarray(m))
     rle["counts"] = rle["counts"].decode()
-    _jpg(tmp_path / "images/1.jpg", size=(h, w))
+    write_jpg(tmp_path / "images/1.jpg", (h, w))
     doc = {
         "images": [{"id": 1, "file_name": "1.jpg", "width": w, "height": h}],
         "annotations": [
@@ -274,7 +273,7 @@ def test_coco_crowd_areas_and_ovis_box_areas_are_tolerated_unless_strict(tmp_pat
     assert {p.field for p in strict.problems} == {"area", "bbox"}
 
     for t in range(2):
-        _jpg(tmp_path / f"frames/v/{t}.jpg", size=(h, w))
+        write_jpg(tmp_path / f"frames/v/{t}.jpg", (h, w))
     ovis = {
         "videos": [{"id": 1, "file_names": ["v/0.jpg", "v/1.jpg"], "width": w, "height": h, "length": 2}],
         "annotations": [

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omg.cli import main
 from omg.data.catalog import get_entry
 from omg.data.formats.davis import DAVIS_PALETTE
 from omg.data.masks import id2rgb, rle_encode
+from omg_platform.cli import main
 from tests.evaluation import metric_toys as toys
 from tests.helpers import write_pq_files
 

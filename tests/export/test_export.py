@@ -32,7 +32,7 @@ CLI_VOCABULARY = ["circle", "stuff:sky"]
 def exported(interactive_checkpoint, tmp_path_factory):
     """The trained tiny checkpoint (tiny ConvNeXt, sampled location content), exported in both formats: ONNX by
     :func:`export`, torch-export by the command line (`omg export`, in this process)."""
-    from omg.cli import main
+    from omg_platform.cli import main
 
     model, meta = load_checkpoint(interactive_checkpoint)
     out = {fmt: tmp_path_factory.mktemp(fmt) for fmt in ("onnx", "torch-export")}
@@ -136,8 +136,8 @@ def test_export_cli_and_predict_runtime_write_the_same_files(exported, tiny_shap
     """omg export (the fixture's torch-export, with a vocabulary; its ONNX graphs come from the function behind the
     command, which takes three times as long in that format), then omg predict --runtime onnx and --runtime
     torch-export: the panoptic PNGs byte for byte and the JSON (scores within 1e-4) equal the PyTorch runtime's.
-    (The commands run in this process: `omg.cli.main`.)"""
-    from omg.cli import main
+    (The commands run in this process: `omg_platform.cli.main`.)"""
+    from omg_platform.cli import main
 
     ckpt, folders = exported
     out = folders["torch-export"]

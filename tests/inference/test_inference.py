@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from omg.cli import main
 from omg.data.masks import rle_decode
 from omg.data.validate import validate_files
 from omg.inference import open_vocab as ov
@@ -30,6 +29,7 @@ from omg.inference.video import associate, clip_length, split_clips, vos_from_pr
 from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
 from omg.utils.vocabulary import Vocabulary
+from omg_platform.cli import main
 from tests.helpers import LABEL_SPACE
 
 BIG = 20.0

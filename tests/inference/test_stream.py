@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from omg.cli import main
 from omg.inference import writers
 from omg.inference.media import VideoSource, VideoWriter
 from omg.inference.predictor import VIDEO_TASKS, OMGPredictor
 from omg.inference.results import VideoInstanceResult, VideoPanopticResult, VideoSemanticResult, VOSResult
 from omg.inference.video import clip_length, split_clips, stream_clips
 from omg.utils import io as uio
+from omg_platform.cli import main
 from tests.helpers import tiny_checkpoint
 
 CONCAT = {"vis": VideoInstanceResult, "vps": VideoPanopticResult, "vss": VideoSemanticResult, "vos": VOSResult}

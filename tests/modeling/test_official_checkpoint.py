@@ -164,8 +164,8 @@ def test_every_tensor_lands_where_it_belongs(official, clip_file):
 def test_the_converted_model_runs_every_task_in_omg_predict(official, clip_file, tmp_path):
     from PIL import Image
 
-    from omg.cli import main
     from omg.modeling.checkpoint import save_checkpoint
+    from omg_platform.cli import main
     from tests.helpers import LABEL_SPACE
 
     model, _ = convert_official(official, "tiny_convnext", clip_file, nheads=H)
@@ -291,7 +291,7 @@ def test_the_cli_writes_a_checkpoint_that_predicts(official, clip_file, tmp_path
     cmd = [
         sys.executable,
         "-m",
-        "omg.cli",
+        "omg_platform.cli",
         "convert-official",
         str(src),
         "--out",

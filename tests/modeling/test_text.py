@@ -52,20 +52,20 @@ def test_cache_in_memory_and_on_disk(backbone, tmp_path, monkeypatch):
     monkeypatch.setenv("OMG_CACHE_DIR", str(tmp_path))
     embedder = TextEmbedder(backbone)
     calls = []
-    original = embedder._compute
+    original = embedder.compute
 
     def counting(vocab):
         calls.append(vocab)
         return original(vocab)
 
-    embedder._compute = counting
+    embedder.compute = counting
     a = embedder.embed(Vocabulary.of(["star", "triangle"]))
     b = embedder.embed(Vocabulary.of(["star", "triangle"]))
     assert len(calls) == 1 and torch.equal(a, b)
     files = list((tmp_path / "text_embeddings").glob("*.pt"))
     assert len(files) == 1
     fresh = TextEmbedder(backbone)
-    fresh._compute = counting
+    fresh.compute = counting
     assert torch.equal(fresh.embed(Vocabulary.of(["star", "triangle"])), a) and len(calls) == 1, "served from disk"
     fresh.embed(Vocabulary.of(["star", "hexagon"]))
     assert len(calls) == 2, "a new vocabulary is computed"

@@ -8,10 +8,10 @@ import pytest
 from omg.config import TrainConfig
 from omg.data.catalog import load_catalog
 from omg.utils.typed import SchemaError
-from pipelines.ablations import axis_values, load_grids, trial_config
+from omg_platform.pipelines.ablations import axis_values, load_grids, trial_config
 from tests import ROOT
 
-GRIDS = ROOT / "pipelines" / "configs" / "ablations.yaml"
+GRIDS = ROOT / "omg_platform" / "pipelines" / "configs" / "ablations.yaml"
 
 
 def test_every_grid_builds_valid_trial_configs(tmp_path):
@@ -81,7 +81,7 @@ def test_bad_grids_are_rejected_with_the_grid_named(tmp_path):
     )
     grid = load_grids(bad)["g"]
     with pytest.raises(SchemaError, match="trial a.*hidden_dim"):
-        trial_config(grid, "a", str(tmp_path), None, "ablations", ROOT / "pipelines" / "configs")
+        trial_config(grid, "a", str(tmp_path), None, "ablations", ROOT / "omg_platform" / "pipelines" / "configs")
 
 
 # The smoke grid end to end (trials, MLflow parent and children, the dashboard) runs on a 2-node loopback cluster
@@ -89,9 +89,10 @@ def test_bad_grids_are_rejected_with_the_grid_named(tmp_path):
 
 
 def _finish_trials(grid, storage: str, shards: str, metrics: dict[str, dict[str, float]]) -> None:
-    """The grid's trials as finished ones: the trial.json that ``run_trial`` writes (pipelines/ablations.py)."""
+    """The grid's trials as finished ones: the trial.json that ``run_trial`` writes
+    (omg_platform/pipelines/ablations.py)."""
     from omg.utils import io as uio
-    from pipelines.ablations import trial_settings
+    from omg_platform.pipelines.ablations import trial_settings
 
     for t in grid.trials:
         cfg = trial_config(grid, t, storage, None, "ablations", extra={"data.shards": shards})
@@ -117,7 +118,7 @@ def test_a_rerun_skips_finished_trials_and_reuses_the_parent_run(ray_local, tmp_
     the grid keeps its one MLflow parent run (found by grid and storage) and the summary still compares them."""
     import mlflow
 
-    from pipelines.ablations import main
+    from omg_platform.pipelines.ablations import main
 
     grid = load_grids()["smoke"]
     storage, shards, uri = str(tmp_path / "abl"), str(tmp_path / "shards"), f"sqlite:///{tmp_path}/m.db"
@@ -140,7 +141,7 @@ def test_a_rerun_skips_finished_trials_and_reuses_the_parent_run(ray_local, tmp_
 def test_a_finished_trial_of_other_settings_is_not_taken_for_this_run(tmp_path, capsys):
     """A rerun into the same storage reuses finished trials; one whose settings changed since (here the CLIP it
     starts from, as --clip-weights gives) would put an old result under new settings: refused, before Ray starts."""
-    from pipelines.ablations import changed_settings, main, trial_settings
+    from omg_platform.pipelines.ablations import changed_settings, main, trial_settings
 
     grid = load_grids()["smoke"]
     storage = str(tmp_path / "abl")

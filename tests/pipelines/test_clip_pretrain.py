@@ -1,4 +1,5 @@
-"""pipelines/clip_pretrain.py: the CLIP pretraining stage as a Ray Train job (2 DDP workers on the test's local Ray),
+"""omg_platform/pipelines/clip_pretrain.py: the CLIP pretraining stage as a Ray Train job (2 DDP workers on the
+test's local Ray),
 tracked in MLflow, its weights loadable as ``model.pretrained``; a finished output is not trained again."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import json
 import pytest
 
 from omg.data.captions import CaptionOptions, generate_captions
-from pipelines.clip_pretrain import main
+from omg_platform.pipelines.clip_pretrain import main
 
 
 @pytest.mark.slow

@@ -130,7 +130,7 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
 
     # ---- shards, by a Ray Data job on both nodes
     line = next(step)
-    assert "pipelines/preprocess.py" in line
+    assert "omg_platform.pipelines.preprocess" in line
     text = _run(line, cwd, env)
     assert "succeeded" in text, text[-3000:]
     for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
@@ -138,8 +138,12 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
 
     # ---- training: one DDP worker per node, worker 1 killed before step 4 of 6, resumed at the checkpoint of 3
     line = next(step)
-    assert "pipelines/joint_train.py" in line and "FaultInjection" in line and "register_as=omg-seg-smoke" in line
-    assert line.endswith("--hook=pipelines.train_hooks:SampleTrace"), "which samples each step saw, in S3"
+    assert (
+        "omg_platform.pipelines.joint_train" in line
+        and "FaultInjection" in line
+        and "register_as=omg-seg-smoke" in line
+    )
+    assert line.endswith("--hook=omg_platform.pipelines.train_hooks:SampleTrace"), "which samples each step saw, in S3"
     text = _run(line, cwd, env)
     assert "succeeded" in text and "ip=127.0.0.3" in text, text[-4000:]
     result = [json.loads(x) for x in text.splitlines() if x.startswith('{"run"')][-1]
@@ -171,7 +175,7 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
 
     # ---- a 2-trial ablation grid, one trial per node; each trial's log in the run's storage
     line = next(step)
-    assert "pipelines/ablations.py --grid smoke" in line
+    assert "omg_platform.pipelines.ablations --grid smoke" in line
     text = _run(line, cwd, env)
     assert "succeeded" in text, text[-4000:]
     records = {
@@ -183,7 +187,11 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     for t, r in records.items():
         assert r["log"] == f"{RUNS}/ablations/smoke/{t}/trial.log", r["log"]
         log = s3fs.cat(r["log"][len("s3://") :]).decode()
-        assert "pipelines/joint_train.py" in log and "pipelines/evaluate.py" in log and "[train] exported" in log
+        assert (
+            "omg_platform/pipelines/joint_train.py" in log
+            and "omg_platform/pipelines/evaluate.py" in log
+            and "[train] exported" in log
+        )
 
     # ---- the report, its gallery from the overlays the trials logged through the tracking server
     line = next(step)

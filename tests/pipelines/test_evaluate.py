@@ -1,4 +1,4 @@
-"""pipelines/evaluate.py: one Ray task per (dataset, split, task), metrics and artifacts in MLflow,
+"""omg_platform/pipelines/evaluate.py: one Ray task per (dataset, split, task), metrics and artifacts in MLflow,
 reruns skip finished pairs, a failing pair does not stop the others."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from omg.modeling.checkpoint import save_checkpoint
 from omg.modeling.model import ModelConfig, build_model
-from pipelines.evaluate import main as evaluate_main
+from omg_platform.pipelines.evaluate import main as evaluate_main
 from tests.helpers import LABEL_SPACE
 
 

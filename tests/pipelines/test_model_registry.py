@@ -1,4 +1,5 @@
-"""Models that ship: a checkpoint logged as an MLflow pyfunc model (pipelines/pyfunc_model.py, models from code,
+"""Models that ship: a checkpoint logged as an MLflow pyfunc model (omg_platform/pipelines/pyfunc_model.py, models
+from code,
 weights as an artifact) and registered; loaded by name it answers the inference schema exactly as the predictor
 does, in process and behind `mlflow models serve` on loopback; `omg predict` takes its models:/ URI."""
 
@@ -33,7 +34,7 @@ def registered(tmp_path_factory):
     """A random tiny checkpoint, logged and registered as version 1 of NAME in a fresh sqlite store."""
     import mlflow
 
-    from pipelines.tracking import log_pyfunc
+    from omg_platform.tracking import log_pyfunc
 
     tmp = tmp_path_factory.mktemp("registry")
     ckpt = tiny_checkpoint(tmp / "tiny.pt")
@@ -80,7 +81,7 @@ def test_the_registered_model_answers_as_the_predictor(registered):
     with pytest.raises(MlflowException, match="request 1: task 'panoptic' takes no prompts"):
         model.predict([docs[0], {**docs[1], "points": [[1, 1]]}])
     # the weights are an artifact (no pickled module), byte for byte the checkpoint
-    from pipelines.tracking import resolve_model_uri
+    from omg_platform.tracking import resolve_model_uri
 
     for uri in (registered["model_uri"], registered["run_uri"]):
         local = resolve_model_uri(uri, registered["tracking"])
@@ -93,7 +94,7 @@ def test_the_registered_model_answers_as_the_predictor(registered):
 def test_omg_predict_takes_a_models_uri(registered, tmp_path, monkeypatch, capsys):
     from PIL import Image
 
-    from omg.cli import main
+    from omg_platform.cli import main
 
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["tracking"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.nightly import FIGURES, compare, regressed
+from omg_platform.pipelines.nightly import FIGURES, compare, regressed
 from tests import ROOT
 
 
@@ -62,7 +62,7 @@ def _nightly(tmp_path: Path, ray_tmp: str, *args: str) -> subprocess.CompletedPr
     )
     cmd = [
         sys.executable,
-        str(ROOT / "pipelines" / "nightly.py"),
+        str(ROOT / "omg_platform" / "pipelines" / "nightly.py"),
         "--suite",
         "smoke",
         "--work",

@@ -1,4 +1,5 @@
-"""pipelines/preprocess.py: shards + manifest for every omg-shapes split; idempotent; resumable; quarantine."""
+"""omg_platform/pipelines/preprocess.py: shards + manifest for every omg-shapes split; idempotent; resumable;
+quarantine."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from PIL import Image
 from omg.data.catalog import get_entry, load_catalog
 from omg.data.masks import id2rgb, rgb2id
 from omg.data.records import Sample
-from pipelines.preprocess import main as preprocess_main
-from pipelines.preprocess import preprocess_split, read_quarantine
+from omg_platform.pipelines.preprocess import main as preprocess_main
+from omg_platform.pipelines.preprocess import preprocess_split, read_quarantine
 from tests import default_sigint
 
 OMG_SHAPES = ["omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps", "omg-shapes-vos"]
@@ -314,7 +315,7 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
         [
             sys.executable,
             "-m",
-            "pipelines.preprocess",
+            "omg_platform.pipelines.preprocess",
             "--dataset",
             "omg-shapes",
             "--split",

@@ -1,4 +1,5 @@
-"""The Ray Serve app (pipelines/serve.py) on a local Ray on loopback: two replicas, the page and `omg serve`'s API;
+"""The Ray Serve app (omg_platform/pipelines/serve.py) on a local Ray on loopback: two replicas, the page and `omg
+serve`'s API;
 50 concurrent schema requests (bounded) each equal to the predictor's own answer (batched ones too); the same 4xx
 as `omg serve`; the page's image-id flow across replicas; Ctrl-C stops the app and its Ray."""
 
@@ -56,7 +57,7 @@ def app(tmp_path_factory):
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "pipelines" / "serve.py"),
+            str(ROOT / "omg_platform" / "pipelines" / "serve.py"),
             "--checkpoint",
             ckpt,
             "--replicas",

@@ -1,4 +1,4 @@
-"""pipelines/joint_train.py: 2-worker CPU training through the real TorchTrainer, MLflow (a real server on
+"""omg_platform/pipelines/joint_train.py: 2-worker CPU training through the real TorchTrainer, MLflow (a real server on
 loopback), exact resume after a relaunch and after a driver interrupt (restart after a killed worker:
 tests/pipelines/test_cluster.py)."""
 
@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from omg.data.catalog import load_catalog
-from pipelines.joint_train import main as train_main
-from pipelines.preprocess import preprocess_split
+from omg_platform.pipelines.joint_train import main as train_main
+from omg_platform.pipelines.preprocess import preprocess_split
 from tests import ROOT, default_sigint
 from tests.services import MlflowServer, running
 
-CONFIG = str(ROOT / "pipelines/configs/shapes_smoke.yaml")
+CONFIG = str(ROOT / "omg_platform/pipelines/configs/shapes_smoke.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +61,11 @@ def mlflow_server(tracking_server) -> str:
     return tracking_server.uri
 
 
-TRACE = "--hook=pipelines.train_hooks:SampleTrace"
+TRACE = "--hook=omg_platform.pipelines.train_hooks:SampleTrace"
 
 
 def fault(step: int, mode: str, rank: int = 1) -> str:
-    return f"--hook=pipelines.train_hooks:FaultInjection:step={step},mode={mode},rank={rank}"
+    return f"--hook=omg_platform.pipelines.train_hooks:FaultInjection:step={step},mode={mode},rank={rank}"
 
 
 def _train(shards, storage, tracking, extra=(), capsys=None) -> tuple[int, dict]:
@@ -140,7 +140,7 @@ def reference(shards, data_env, tracking_server, tmp_path_factory):
                 f"checkpoint.storage_path={storage}",
                 f"tracking.tracking_uri={tracking_server.uri}",
                 TRACE,
-                "--hook=pipelines.train_hooks:Stall:step=3,seconds=5",
+                "--hook=omg_platform.pipelines.train_hooks:Stall:step=3,seconds=5",
             ]
         )
     finally:
@@ -197,7 +197,7 @@ def test_two_worker_training_logs_everything_to_mlflow(reference, mlflow_server,
         output_format="list",
     )
     assert [x.name for x in models] == ["model"], "the final model, an MLflow 3 LoggedModel (pyfunc)"
-    from pipelines.tracking import resolve_model_uri
+    from omg_platform.tracking import resolve_model_uri
 
     logged = resolve_model_uri(f"models:/{models[0].model_id}", tracking=mlflow_server)
     assert Path(logged).read_bytes() == Path(info["model"]).read_bytes(), "its weights are the exported checkpoint"
@@ -280,7 +280,7 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
     env = dict(os.environ, PYTHONPATH=str(Path(CONFIG).parents[2]))
     # every worker waits before step 8 (after the checkpoint of step 8): the interrupt lands mid-run however
     # slowly the test process itself gets to send it on a loaded machine
-    stall = "--hook=pipelines.train_hooks:Stall:step=8"
+    stall = "--hook=omg_platform.pipelines.train_hooks:Stall:step=8"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -374,7 +374,7 @@ class _FakeBuilder:
 
 
 def test_local_batches_cross_epochs_of_any_length_and_resume_exactly():
-    from pipelines.joint_train import local_batches
+    from omg_platform.pipelines.joint_train import local_batches
 
     b = _FakeBuilder()
     lengths = [len(b.plan(e, 0, 2)) for e in range(8)]

@@ -43,7 +43,7 @@ def served(interactive_checkpoint, tiny_shapes):
         [
             sys.executable,
             "-m",
-            "omg.cli",
+            "omg_platform.cli",
             "serve",
             "--checkpoint",
             interactive_checkpoint,

@@ -188,7 +188,7 @@ def test_other_methods_and_pages_are_refused(server):
 def test_the_server_binds_loopback_by_default():
     import inspect
 
-    from omg.cli import build_parser
+    from omg_platform.cli import build_parser
 
     assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
@@ -293,7 +293,7 @@ def test_a_short_video_upload_plays_back_its_overlay(server, tiny_shapes):
     assert doc["frames"] == len(frames) and doc["fps"] == pytest.approx(5) and (doc["width"], doc["height"]) == (64, 64)
     movie, _ = read_video_bytes(base64.b64decode(doc["overlay_webm"]), 64)
     assert len(movie) == len(frames) and movie[0].shape == (64, 64, 3)
-    with app._model():
+    with app.using_model():
         want = schema.predict(app.predictor, schema.Request("vps", tuple(decoded)))
     assert [r["name"] for r in doc["legend"]] == [s.label for s in want.segments]
     assert [r["area"] for r in doc["legend"]] == [s.area for s in want.segments]

@@ -108,7 +108,7 @@ def test_a_saturated_server_answers_503_with_retry_after(predictor):
     app = ServeApp(predictor, limits=Limits(workers=1, max_pending=2, model_wait_s=0.5))
     with running(app) as port:
         image_id = _image_id(port)
-        with app._model():  # the model is busy (another user's long request)
+        with app.using_model():  # the model is busy (another user's long request)
             statuses, errors = _burst(
                 port,
                 12,
@@ -125,7 +125,7 @@ def test_a_new_large_vocabulary_does_not_hold_up_a_click(predictor):
     being computed (the embedding is held open by the test, so no timing is involved)."""
     app = ServeApp(predictor)
     started, release = threading.Event(), threading.Event()
-    original = predictor.embedder._compute
+    original = predictor.embedder.compute
 
     def slow_compute(vocab):
         started.set()
@@ -134,7 +134,7 @@ def test_a_new_large_vocabulary_does_not_hold_up_a_click(predictor):
 
     with running(app) as port:
         image_id = _image_id(port)
-        predictor.embedder._compute = slow_compute
+        predictor.embedder.compute = slow_compute
         try:
             result = {}
             run = uuid.uuid4().hex[:8]  # a vocabulary no cache (memory or disk) holds yet
@@ -157,7 +157,7 @@ def test_a_new_large_vocabulary_does_not_hold_up_a_click(predictor):
             assert big.is_alive(), "the click was answered while the vocabulary was still being embedded"
         finally:
             release.set()
-            predictor.embedder._compute = original
+            predictor.embedder.compute = original
         big.join(120)
     assert result["big"][0] == 200 and result["big"][2]["task"] == "panoptic"
 

@@ -1,7 +1,8 @@
 """omg/utils/io.py on object storage (a real S3 server, SeaweedFS, on loopback): an operation is retried while the
 store is away for a few seconds, an error that remains names the operation and the URI, listings see what another
 process wrote, and a protocol without its package is said in one line with the install command. Also the
-locations a Ray job may not use (pipelines/cluster.py) and the tracking store of a runs folder on object storage."""
+locations a Ray job may not use (omg_platform/pipelines/cluster.py) and the tracking store of a runs folder on object
+storage."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def test_a_store_away_for_a_few_seconds_is_retried_and_one_that_stays_away_is_na
 def test_a_protocol_without_its_package_is_one_line_with_the_install_command(tmp_path):
     code = (
         "import sys; sys.modules['s3fs'] = None\n"
-        "from omg.cli import main\n"
+        "from omg_platform.cli import main\n"
         "sys.exit(main(['data', 'validate', 's3://bucket/omg-shapes', '--dataset', 'omg-shapes']))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
@@ -101,7 +102,7 @@ def test_a_protocol_without_its_package_is_one_line_with_the_install_command(tmp
 
 
 def test_a_relative_location_is_refused_inside_a_ray_job_and_made_absolute_elsewhere(monkeypatch, tmp_path):
-    from pipelines.cluster import shared_location
+    from omg_platform.pipelines.cluster import shared_location
 
     monkeypatch.chdir(tmp_path)
     assert shared_location("runs/train", "checkpoint.storage_path") == str(tmp_path / "runs/train")
@@ -117,7 +118,7 @@ def test_a_relative_location_is_refused_inside_a_ray_job_and_made_absolute_elsew
 
 
 def test_runs_on_object_storage_need_a_tracking_server(monkeypatch):
-    from pipelines.tracking import tracking_uri
+    from omg_platform.tracking import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("OMG_RUNS_DIR", "s3://b/omg/runs")
@@ -133,7 +134,7 @@ def test_shards_from_a_bucket_are_the_shards_from_the_disk(s3, ray_local, tiny_s
     row records), in the same order. (Its own local Ray:
     the session's was started without the bucket's credentials, as a node without them would be.)"""
     from omg.data.catalog import load_catalog
-    from pipelines.preprocess import preprocess_split
+    from omg_platform.pipelines.preprocess import preprocess_split
 
     uio.put_tree(tiny_shapes, "s3://tst/data/omg-shapes")
     local = preprocess_split(
@@ -149,7 +150,7 @@ def test_shards_from_a_bucket_are_the_shards_from_the_disk(s3, ray_local, tiny_s
         [
             sys.executable,
             "-m",
-            "omg.cli",
+            "omg_platform.cli",
             "preprocess",
             "--dataset",
             "omg-shapes",

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from omg.utils.log import get_logger
+from omg.utils.log import setup as setup_logging
+
+log = get_logger("omg.tools.parity")
 
 
 # ----------------------------------------------------------------------------- run-time adaptations
@@ -97,10 +99,8 @@ def import_official(omgseg: Path):
     try:
         backbone = load("seg.models.backbones.openclip_backbone", "seg/models/backbones/openclip_backbone.py")
     except Exception as err:  # noqa: BLE001 - the vendored open_clip may not import with this environment's timm
-        print(
-            f"[parity] official backbone not importable ({type(err).__name__}: {err}); backbone compared by "
-            "construction only",
-            file=sys.stderr,
+        log.warning(
+            f"official backbone not importable ({type(err).__name__}: {err}); backbone compared by construction only"
         )
         backbone = None
     return head, backbone
@@ -241,6 +241,7 @@ def diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(argv=None) -> int:
+    setup_logging("parity")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--omgseg", required=True, help="a checkout of lxtGH/OMG-Seg")
     p.add_argument("--variant", default="tiny_convnext", help="our backbone variant (convnext_large_d_320 = released)")
@@ -306,7 +307,7 @@ def main(argv=None) -> int:
                 fix=True,
                 init_cfg=dict(type="Pretrained", checkpoint=bb_file, prefix="backbone."),
             ).eval()
-    print(f"[parity] converted {report.mapped} tensors ({len(official)} in the official state dict)", file=sys.stderr)
+    log.info(f"[parity] converted {report.mapped} tensors ({len(official)} in the official state dict)")
 
     image = torch.rand(1, 3, args.size, args.size) * 255
     with torch.no_grad():
@@ -322,10 +323,7 @@ def main(argv=None) -> int:
                 model.backbone.clip_image_head(pooled), official_backbone.forward_feat(pooled)
             )
         else:
-            print(
-                "[parity] backbone: compared only with --variant convnext_large_d_320 (the released one)",
-                file=sys.stderr,
-            )
+            log.info("[parity] backbone: compared only with --variant convnext_large_d_320 (the released one)")
         mask_feat_o, mem_o = head.pixel_decoder(feats)
         mask_feat, mems = model.pixel_decoder(feats)
         figures["pixel_decoder/mask_features"] = diff(mask_feat, mask_feat_o)

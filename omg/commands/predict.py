@@ -1,0 +1,274 @@
+"""``omg predict``: a checkpoint, an input (image, image folder; for video tasks a video file, frames folder or glob),
+a task -> official-format result files and overlays under ``--out``. Video tasks stream: frames are decoded, predicted
+and written one clip at a time (:meth:`OMGPredictor.stream`), so a video of any length runs in bounded memory."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omg.utils import io as uio
+from omg.utils.log import get_logger
+
+if TYPE_CHECKING:
+    from omg.inference.predictor import OMGPredictor
+
+log = get_logger(__name__)
+
+#: the tasks of omg predict (those of OMGPredictor; written here so that --help imports no torch)
+TASKS = ("panoptic", "instance", "semantic", "interactive", "vis", "vps", "vss", "vos")
+
+
+def parse_floats(values: list[str] | None, n: int, what: str) -> list[list[float]] | None:
+    if not values:
+        return None
+    out = []
+    for v in values:
+        try:
+            nums = [float(x) for x in v.replace(" ", "").split(",")]
+        except ValueError:
+            raise ValueError(f"--{what} {v!r}: expected {n} comma-separated numbers") from None
+        if len(nums) != n:
+            raise ValueError(f"--{what} {v!r}: expected {n} comma-separated numbers, got {len(nums)}")
+        out.append(nums)
+    return out
+
+
+def category_ids_for(predictor: OMGPredictor, dataset: str | None, vocabulary: list | None) -> list[int] | None:
+    """Map vocabulary indices to a catalog dataset's category ids (through the checkpoint's label space)."""
+    from omg.data.labels import LabelSpace
+
+    if dataset is None:
+        return None
+    if vocabulary is not None:
+        raise ValueError(
+            "--dataset maps the training vocabulary to a dataset's ids; it cannot be combined with --vocabulary"
+        )
+    ls = predictor.metadata.get("label_space")
+    space = LabelSpace.from_dict(ls) if ls else None
+    if space is None or dataset not in space.mappings:
+        known = ", ".join(sorted(space.mappings if space else ()))
+        raise ValueError(
+            f"the checkpoint's label space has no mapping for dataset {dataset!r} (it has: {known or 'none'})"
+        )
+    inverse = {v: k for k, v in space.mappings[dataset].items()}
+    return [inverse.get(i, -1) for i in range(space.num_classes)]
+
+
+def run(args, load_predictor=None) -> int:
+    """``load_predictor(args)``: the predictor to run (default: the checkpoint's, PyTorch; the CLI passes the one
+    of ``--runtime``)."""
+    from omg.inference import writers
+    from omg.inference.media import VideoSource, list_images, load_image
+    from omg.inference.predictor import IMAGE_TASKS, LOOKAHEAD, VIDEO_TASKS, OMGPredictor
+    from omg.inference.writers import VideoOutput
+    from omg.utils.progress import Progress
+
+    t0 = time.monotonic()
+    predictor = (
+        load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    )
+    predictor.prompt_labels = args.prompt_labels
+    vocabulary = args.vocabulary or None
+    vocab = predictor.vocabulary(vocabulary)
+    cat_ids = category_ids_for(predictor, args.dataset, vocabulary)
+    out = args.out
+    task = args.task
+    points = parse_floats(args.points, 2, "points")
+    boxes = parse_floats(args.boxes, 4, "boxes")
+    written = []
+    if task in VIDEO_TASKS:
+        source = VideoSource.open(args.input, args.max_pixels)
+        video = source.name
+        kwargs = {}
+        if task == "vos":
+            if args.first_frame_masks and (points or boxes):
+                raise ValueError("task vos takes --first-frame-masks or --points/--boxes on the first frame, not both")
+            if args.first_frame_masks:
+                kwargs["first_frame_masks"] = writers.read_png(args.first_frame_masks)
+            elif points or boxes:
+                kwargs.update(points=points, boxes=boxes)
+            else:
+                raise ValueError(
+                    "task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0) or "
+                    "--points/--boxes on the first frame"
+                )
+        else:
+            kwargs["vocabulary"] = vocab
+        if task == "vps":
+            kwargs["track_ids"] = args.track_ids
+        movie = args.overlay_video
+        if movie is None and not args.no_overlays and source.files is None:
+            movie = uio.join(out, "overlays", f"{video}.mp4")  # a video file in: its overlay video out
+        if movie is not None and "://" in movie:
+            raise ValueError(f"--overlay-video {movie}: the overlay video is written to a local path")
+        output = VideoOutput(
+            out,
+            task,
+            video,
+            vocab.isthing,
+            cat_ids,
+            args.video_id,
+            overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
+            overlay_video=movie,
+            fps=source.fps,
+            score_threshold=args.score_threshold,
+        )
+        lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
+        names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
+
+        def frames():
+            for t, (name, frame) in enumerate(source):
+                names[t] = name
+                yield frame
+
+        try:
+            with Progress(f"predict {task} {video}", total=source.num_frames, unit="frame") as prog:
+                for f in predictor.stream(frames(), task, lookahead=lookahead, **kwargs):
+                    output.add(names.pop(f.index), f.image, f.result)
+                    prog.update()
+        except BaseException:
+            output.abort()  # no results file that looks complete
+            raise
+        written += output.close()
+    elif task in IMAGE_TASKS:
+        files = list_images(args.input) if (args.input.endswith("/") or uio.isdir(args.input)) else [args.input]
+        if task == "interactive" and len(files) != 1:
+            raise ValueError("task interactive takes one image (prompts are per image)")
+        pan_items, inst_items = [], []
+        with Progress(f"predict {task}", total=len(files), unit="img") as prog:
+            for image_id, path in enumerate(files, start=1):
+                image = load_image(path, args.max_pixels)
+                name = Path(path).stem
+                predictor.set_image(image)
+                if task == "interactive":
+                    if points is None and boxes is None:
+                        raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
+                    r = predictor.interactive(points=points, boxes=boxes, vocabulary=vocab if args.label else None)
+                    written.append(writers.write_interactive(out, name, r))
+                else:
+                    r = predictor.predict(task, vocabulary=vocab)
+                    if task == "panoptic":
+                        pan_items.append((image_id, name, r))
+                    elif task == "instance":
+                        inst_items.append((image_id, name, r))
+                    else:
+                        written.append(writers.write_semantic(out, name, r))
+                if not args.no_overlays:
+                    uri = uio.join(out, "overlays", f"{name}.png")
+                    writers.write_overlay(uri, image, *writers.overlay_ids(r, args.score_threshold))
+                    written.append(uri)
+                prog.update()
+        if pan_items:
+            written.append(writers.write_panoptic(out, pan_items, vocab.isthing, cat_ids))
+        if inst_items:
+            written.append(writers.write_instances(out, inst_items, cat_ids))
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    shown = written if len(written) <= 6 else written[:3] + ["..."] + written[-2:]
+    print(f"{task}: wrote {len(written)} outputs under {out} [{time.monotonic() - t0:.1f}s]")
+    for w in shown:
+        print(f"  {w}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    load_predictor = None
+    if args.runtime != "torch":
+        from omg.export.runtime import load_predictor
+    try:
+        return run(args, load_predictor)
+    except (ValueError, FileNotFoundError) as err:
+        log.error(err)
+        return 2
+
+
+def register(sub) -> None:
+    pred = sub.add_parser(
+        "predict",
+        help="run a checkpoint on an image, image folder or video; write official-format results",
+        description="Run any task of a checkpoint on --input (an image, a folder of images, or for video tasks a "
+        "folder of frames or a video file) and write under --out: COCO panoptic PNG+JSON (panoptic), COCO "
+        "results JSON (instance), label PNGs (semantic, vss), prompt masks + JSON (interactive), "
+        "YouTube-VIS results JSON (vis), VIPSeg PNG+JSON (vps), DAVIS PNGs (vos), and coloured overlays "
+        "(overlays/) to look at.",
+    )
+    pred.add_argument(
+        "--checkpoint",
+        required=True,
+        help="an OMG-Seg checkpoint: path, fsspec URI, or MLflow models:/NAME/VERSION or runs:/ID/PATH",
+    )
+    pred.add_argument(
+        "--input",
+        required=True,
+        help="an image file or image folder; for video tasks a video file (mp4, webm, mkv, mov, avi ... "
+        "through PyAV), a folder of frames or a quoted glob of frames ('clips/cat/*.jpg')",
+    )
+    pred.add_argument("--task", required=True, choices=TASKS)
+    pred.add_argument("--out", required=True, help="output folder or URI")
+    pred.add_argument(
+        "--vocabulary",
+        action="append",
+        help="a class (synonyms comma-separated; prefix 'stuff:' for stuff); repeat for each class "
+        "(default: the checkpoint's training vocabulary)",
+    )
+    pred.add_argument("--points", action="append", help="interactive: a point X,Y in image pixels (repeatable)")
+    pred.add_argument("--boxes", action="append", help="interactive: a box X0,Y0,X1,Y1 (repeatable)")
+    pred.add_argument("--label", action="store_true", help="interactive: name each prompted mask (see --prompt-labels)")
+    pred.add_argument(
+        "--prompt-labels",
+        choices=["queries", "clip"],
+        default="queries",
+        help="interactive --label: the class of the object query whose mask best matches the prompted "
+        "one (the frozen CLIP's where none overlaps it; default) or the frozen CLIP alone",
+    )
+    pred.add_argument(
+        "--first-frame-masks",
+        help="vos: DAVIS-style indexed PNG of the first frame's objects "
+        "(or give --points / --boxes on the first frame, an object each)",
+    )
+    pred.add_argument(
+        "--lookahead",
+        type=int,
+        default=None,
+        help="video tasks stream clip by clip: a clip is decided once this many more clips are decoded, "
+        "with the evidence of all clips so far; memory holds lookahead + 1 clips, whatever the "
+        "video's length (default: the predictor's LOOKAHEAD, 8 clips; -1: decide at the end, exact "
+        "for any length, memory grows with it)",
+    )
+    pred.add_argument(
+        "--track-ids",
+        choices=["released", "stable"],
+        default="released",
+        help="vps: the fusion head's per-frame counter over things (released, default) or query-based "
+        "ids that survive a vanishing segment (stable)",
+    )
+    pred.add_argument(
+        "--overlay-video",
+        help="video tasks: write the overlays as one video (.mp4 H.264 or .webm VP9; "
+        "default for a video file input: overlays/<video>.mp4, for frames: "
+        "one overlay PNG per frame)",
+    )
+    pred.add_argument("--dataset", help="write the category ids of this catalog dataset (training label space)")
+    pred.add_argument("--video-id", type=int, default=1, help="vis: the video_id written in the results JSON")
+    pred.add_argument("--score-threshold", type=float, default=0.3, help="overlays: hide instances below it")
+    pred.add_argument(
+        "--max-pixels",
+        type=int,
+        default=4096 * 4096,
+        help="refuse images with more pixels, checked from the header before decoding (default 4096x4096, "
+        "as omg serve)",
+    )
+    pred.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    pred.add_argument(
+        "--runtime",
+        default="torch",
+        choices=["torch", "onnx", "torch-export"],
+        help="run the image encoder and decoders as PyTorch modules (default) or as the graphs omg export "
+        "wrote (--exported; image tasks)",
+    )
+    pred.add_argument("--exported", help="the folder omg export wrote (with --runtime onnx or torch-export)")
+    pred.add_argument("--no-overlays", action="store_true")
+    pred.set_defaults(func=cmd_predict)

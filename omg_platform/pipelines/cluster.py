@@ -1,0 +1,120 @@
+"""Where a pipeline meets the cluster: joining Ray (or starting a local one), the locations its tasks use, the
+environment its workers get, and running a Ray Train trainer to its end (:func:`run_trainer`).
+
+On a cluster the nodes share nothing but the network, so a location a Ray task, an actor or a later job reads must
+be one every node can read: a URI (object storage), or an absolute path on a filesystem every node mounts. A
+relative path inside a Ray job is the job's own unpacked copy of the working directory on the head node, which no
+other node sees and Ray deletes: :func:`shared_location` refuses it, with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+from omg.utils.log import get_logger, interrupted
+
+log = get_logger(__name__)
+
+
+def in_ray_job() -> bool:
+    """This process is the driver of a job submitted with ``ray job submit`` (Ray's job supervisor sets this)."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
+def shared_location(location: str, what: str) -> str:
+    """``location`` as every node of the cluster must see it: a URI as it is, a local path made absolute. Inside a
+    Ray job, a relative path raises ``ValueError`` naming ``what`` (the setting) and the fix."""
+    if "://" in location or location.startswith(("models:/", "runs:/")):  # MLflow URIs resolve on each node
+        return location
+    if in_ray_job() and not os.path.isabs(location):
+        raise ValueError(
+            f"{what}={location}: a relative path in a Ray job is the job's copy of the working directory "
+            "on the head node, which the other nodes never see and Ray deletes with the job; give a URI "
+            "every node reads (s3://...), or set OMG_RUNS_DIR=s3://BUCKET/omg/runs and OMG_DATA_DIR on "
+            "every node (ray_cluster.yaml does)"
+        )
+    return os.path.abspath(location)
+
+
+def init_ray(num_cpus: int | None = None) -> bool:
+    """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
+    local Ray with a capped object store. Returns False when Ray was already initialised (by the caller, who
+    then also shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024 * 1024, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
+    # one heavy operator per job: let it use every CPU instead of reserving half for others
+    ctx.op_resource_reservation_enabled = False
+    return True
+
+
+def shutdown_ray(owned: bool) -> None:
+    """Stop the Ray this process started or joined (``owned``: :func:`init_ray` returned True); a local
+    cluster's processes and this job's workers go with it."""
+    import ray
+
+    if owned and ray.is_initialized():
+        ray.shutdown()
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's OMG_*, MLFLOW_* and offline settings, for the workers of an already running cluster."""
+    keep = ("OMG_", "MLFLOW_", "HF_", "TRANSFORMERS_", "RAY_AUTH_MODE", "RAY_USAGE_STATS")
+    return {k: v for k, v in os.environ.items() if k.startswith(keep)}
+
+
+def torch_trainer(*args, **kwargs):
+    """A Ray Train ``TorchTrainer`` whose interrupt is the driver's: Ray Train's own SIGINT handler (which aborts the
+    run and then exits the process with a status of its choosing) is not installed, so Ctrl-C (and SIGTERM, under
+    :func:`omg_platform.errors.interruptible`) raises ``KeyboardInterrupt`` out of ``fit()``; its ``abort()`` then
+    stops the run as Ray's handler would (the controller aborts its worker group). Arguments: ``TorchTrainer``'s."""
+    from ray.train.torch import TorchTrainer
+
+    class InterruptibleTrainer(TorchTrainer):
+        controller = None
+
+        def _register_sigint_handler(self, controller) -> None:  # Ray Train V2's hook, called by fit()
+            self.controller = controller
+
+        def abort(self) -> None:
+            import ray
+
+            if self.controller is None:
+                return
+            try:
+                ray.get(self.controller.abort.remote(), timeout=60)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass  # abort ends the controller actor: its death is the expected answer
+
+    return InterruptibleTrainer(*args, **kwargs)
+
+
+def run_trainer(trainer, owned: bool, prog: str, on_interrupt, on_failure=None) -> int:
+    """``trainer.fit()`` (a :func:`torch_trainer`) to its end, then Ray shut down (``owned``: :func:`init_ray`'s
+    answer). Ctrl-C or SIGTERM: the workers aborted first (none of them touches the run afterwards), then
+    ``on_interrupt()`` tidies up and returns the line to say -> 130. A failure: ``on_failure()``, then the cause
+    (Ray Train wraps the worker's exception) as the last line -> 1. Otherwise 0."""
+    from omg_platform.errors import fail, interruptible
+
+    with interruptible():
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            trainer.abort()
+            shutdown_ray(owned)
+            interrupted(log, on_interrupt(), prog)
+            return 130
+        except Exception as err:  # noqa: BLE001 - Ray Train wraps the worker's exception: its cause goes last
+            shutdown_ray(owned)
+            if on_failure is not None:
+                on_failure()
+            return fail(prog, err)
+    shutdown_ray(owned)
+    return 0
