@@ -31,6 +31,10 @@ COMMANDS = (
 )
 
 
+#: what the ``platform`` extra installs (pyproject.toml): a command that needs it says so when it is missing
+PLATFORM_PACKAGES = ("ray", "mlflow")
+
+
 def _leaves(parser: argparse.ArgumentParser):
     """Every parser under ``parser`` that runs a command (has no subcommands of its own)."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -89,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error(describe(err))
         return 1
     except ImportError as err:  # a URI whose protocol needs a package (MissingDependency says which, and how)
-        log.error(describe(err))
+        if (getattr(err, "name", None) or "").split(".")[0] in PLATFORM_PACKAGES:
+            log.error(
+                f"{describe(err)}: this command needs the platform extra: pip install '.[platform]' in the checkout"
+            )
+        else:
+            log.error(describe(err))
         return 2
 
 
