@@ -4,40 +4,21 @@ them. Heavy imports happen inside each command, so ``omg --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
 
 from omg.env import data_dir
 from omg.utils.log import get_logger
+from omg.utils.options import add_options, options_from_args
 
 log = get_logger(__name__)
-
-
-def _options_from_args(cls, args: argparse.Namespace):
-    """An options dataclass from the ``--field`` arguments :func:`_add_options` declared (unset: its default)."""
-    return cls(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
-    )
-
-
-def _add_options(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--field-name`` argument per field of an options dataclass."""
-    for f in dataclasses.fields(cls):
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=type(f.default),
-            default=None,
-            help=f"(default {f.default})",
-        )
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from omg.data.synthetic import SynthOptions, generate
 
-    opts = _options_from_args(SynthOptions, args)
+    opts = options_from_args(SynthOptions, args)
     t0 = time.monotonic()
     meta = generate(args.out, seed=args.seed, opts=opts, progress=not args.quiet, log=log.info)
     counts = meta["counts"]
@@ -52,7 +33,7 @@ def cmd_data_captions(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     meta = generate_captions(
-        args.root, seed=args.seed, opts=_options_from_args(CaptionOptions, args), progress=not args.quiet, log=log.info
+        args.root, seed=args.seed, opts=options_from_args(CaptionOptions, args), progress=not args.quiet, log=log.info
     )
     counts = ", ".join(f"{k}: {v}" for k, v in meta["counts"].items())
     print(f"omg-shapes captions at {args.root}/captions (seed {args.seed}) -- {counts} [{time.monotonic() - t0:.1f}s]")
@@ -215,7 +196,7 @@ def register(sub) -> None:
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--quiet", action="store_true", help="no progress output")
-    _add_options(synth, SynthOptions)
+    add_options(synth, SynthOptions)
     synth.set_defaults(func=cmd_data_synth)
 
     caps = dsub.add_parser(
@@ -234,7 +215,7 @@ def register(sub) -> None:
     )
     caps.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     caps.add_argument("--quiet", action="store_true", help="no progress output")
-    _add_options(caps, CaptionOptions)
+    add_options(caps, CaptionOptions)
     caps.set_defaults(func=cmd_data_captions)
 
     val = dsub.add_parser(

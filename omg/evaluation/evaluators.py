@@ -31,6 +31,7 @@ from omg.inference import writers
 from omg.inference.media import load_image
 from omg.inference.predictor import POSTPROCESS_AT, PROMPT_LABELS, OMGPredictor
 from omg.utils import io as uio
+from omg.utils.options import check_choices
 from omg.utils.vocabulary import Vocabulary
 
 #: the tasks evaluated on a dataset's open-vocabulary split (``*_ov``) with the CLIP ensemble
@@ -52,21 +53,42 @@ class EvalOptions:
       ``"queries"`` or ``"clip"`` (:data:`omg.inference.predictor.PROMPT_LABELS`).
     """
 
-    distractors: bool = False
-    ensemble: str = "released"
-    postprocess_at: str = "original"
-    track_ids: str = "released"
-    prompt_labels: str = "queries"
+    distractors: bool = field(
+        default=False,
+        metadata={"help": "append the training classes a dataset lacks to its vocabulary (their segments dropped)"},
+    )
+    ensemble: str = field(
+        default="released",
+        metadata={
+            "choices": ("released", "auto"),
+            "help": "CLIP ensemble: for the open_vocab task only (released) or whenever a class is unseen",
+        },
+    )
+    postprocess_at: str = field(
+        default="original",
+        metadata={
+            "choices": POSTPROCESS_AT,
+            "help": "post-process at the original image size (released) or the resized input (cheaper)",
+        },
+    )
+    track_ids: str = field(
+        default="released",
+        metadata={
+            "choices": ("released", "stable"),
+            "help": "VPS segment ids: per-frame counter (released) or query-based, stable across frames",
+        },
+    )
+    prompt_labels: str = field(
+        default="queries",
+        metadata={
+            "choices": PROMPT_LABELS,
+            "help": "prompt_label: a prompted mask's label from the object query whose mask best matches it (the "
+            "frozen CLIP's where none overlaps) or the frozen CLIP alone (the released code labels none)",
+        },
+    )
 
     def __post_init__(self):
-        for name, allowed in (
-            ("ensemble", ("released", "auto")),
-            ("postprocess_at", POSTPROCESS_AT),
-            ("track_ids", ("released", "stable")),
-            ("prompt_labels", PROMPT_LABELS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        check_choices(self)
 
     def open_vocab(self, task: str) -> bool | str:
         """The predictor's ``open_vocab`` argument for ``task``."""

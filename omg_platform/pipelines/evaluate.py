@@ -25,10 +25,10 @@ from omg.data.catalog import get_entry, load_catalog
 from omg.env import apply_env_defaults, runs_dir
 from omg.evaluation.evaluators import TASK_FORMATS, EvalOptions
 from omg.evaluation.runner import default_pairs
-from omg.inference.predictor import PROMPT_LABELS
 from omg.utils import io as uio
 from omg.utils.log import get_logger
 from omg.utils.log import setup as setup_logging
+from omg.utils.options import add_options, options_from_args
 from omg.utils.progress import Progress
 from omg_platform.errors import fail, usage_error
 from omg_platform.pipelines.cluster import shared_location
@@ -163,37 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="only print and write result.json files")
     p.add_argument("--smoke-test", action="store_true", help="--limit 2")
     conv = p.add_argument_group("conventions", "the defaults are the released OMG-Seg code's (docs/evaluation.md)")
-    conv.add_argument(
-        "--distractors",
-        action="store_true",
-        help="append the training classes a dataset lacks to its vocabulary (their segments dropped)",
-    )
-    conv.add_argument(
-        "--ensemble",
-        choices=["released", "auto"],
-        default="released",
-        help="CLIP ensemble: for the open_vocab task only (released) or whenever a class is unseen",
-    )
-    conv.add_argument(
-        "--postprocess-at",
-        choices=["original", "input"],
-        default="original",
-        help="post-process at the original image size (released) or the resized input (cheaper)",
-    )
-    conv.add_argument(
-        "--track-ids",
-        choices=["released", "stable"],
-        default="released",
-        help="VPS segment ids: per-frame counter (released) or query-based, stable across frames",
-    )
-    conv.add_argument(
-        "--prompt-labels",
-        choices=PROMPT_LABELS,
-        default="queries",
-        help="prompt_label: a prompted mask's label from the object query whose mask best matches it "
-        "(the frozen CLIP's where none overlaps) or the frozen CLIP alone (the released code labels "
-        "none)",
-    )
+    add_options(conv, EvalOptions)
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -203,13 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()
     args = build_parser().parse_args(argv)
     limit = 2 if args.smoke_test else args.limit
-    options = EvalOptions(
-        distractors=args.distractors,
-        ensemble=args.ensemble,
-        postprocess_at=args.postprocess_at,
-        track_ids=args.track_ids,
-        prompt_labels=args.prompt_labels,
-    )
+    options = options_from_args(EvalOptions, args)
     log = (lambda m: None) if args.quiet else logger.info
     try:
         pairs = plan(args, load_catalog())
