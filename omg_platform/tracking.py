@@ -7,11 +7,13 @@ maintenance mode); artifacts of experiments created here go to ``runs/mlartifact
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 from omg.env import runs_dir
 from omg.utils import io as uio
@@ -158,6 +160,23 @@ def pin_model_uri(uri: str, tracking: str | None = None) -> str:
     return uri
 
 
+@contextlib.contextmanager
+def _store(store: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs set to ``store`` inside the block (restored after): some of
+    its calls ignore the URIs they are given and read the global ones, whose default without MLFLOW_TRACKING_URI is
+    ``sqlite:///mlflow.db`` in the working directory, not this project's store."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
 def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
     """``models:/NAME/VERSION`` (or ``models:/NAME@alias``, ``models:/m-<model id>``), ``runs:/RUN_ID/PATH`` -> a
     checkpoint file on this node: the ``checkpoint`` artifact of a pyfunc model logged by :func:`log_pyfunc`, or the
@@ -185,9 +204,10 @@ def resolve_model_uri(uri: str, tracking: str | None = None) -> str:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder.parent))
         try:
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=pinned, dst_path=str(tmp), tracking_uri=store, registry_uri=store
-            )
+            with _store(store):  # a models:/ version of a logged model resolves its source through the global store
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=pinned, dst_path=str(tmp), tracking_uri=store, registry_uri=store
+                )
             (tmp / ".source").write_text(f"{store} {pinned}\n")
             (tmp / ".complete").touch()
             if folder.exists() and (movable or not (folder / ".complete").is_file()):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from omg.inference.tasks import IMAGE_TASKS, POSTPROCESS_AT, PROMPT_LABELS, VIDEO_TASKS
 from omg.utils import io as uio
 from omg.utils.log import get_logger
 
@@ -16,9 +17,6 @@ if TYPE_CHECKING:
     from omg.inference.predictor import OMGPredictor
 
 log = get_logger(__name__)
-
-#: the tasks of omg predict (those of OMGPredictor; written here so that --help imports no torch)
-TASKS = ("panoptic", "instance", "semantic", "interactive", "vis", "vps", "vss", "vos")
 
 
 def parse_floats(values: list[str] | None, n: int, what: str) -> list[list[float]] | None:
@@ -36,51 +34,98 @@ def parse_floats(values: list[str] | None, n: int, what: str) -> list[list[float
     return out
 
 
-def category_ids_for(predictor: OMGPredictor, dataset: str | None, vocabulary: list | None) -> list[int] | None:
-    """Map vocabulary indices to a catalog dataset's category ids (through the checkpoint's label space)."""
+def dataset_vocabulary(predictor: OMGPredictor, dataset: str | None, vocabulary: list | None):
+    """``--dataset``: (the vocabulary to predict with, vocabulary index -> the dataset's category id). The training
+    vocabulary through the checkpoint's label space when it maps the dataset (trained on it); else the dataset's own
+    classes by name, as ``omg eval`` asks them (open vocabulary). (None, None) without ``--dataset``."""
+    from omg.data.catalog import get_entry
     from omg.data.labels import LabelSpace
+    from omg.evaluation.evaluators import vocabulary_of
 
     if dataset is None:
-        return None
+        return None, None
     if vocabulary is not None:
-        raise ValueError(
-            "--dataset maps the training vocabulary to a dataset's ids; it cannot be combined with --vocabulary"
-        )
+        raise ValueError("--dataset predicts with the dataset's classes and writes its ids; drop --vocabulary")
     ls = predictor.metadata.get("label_space")
     space = LabelSpace.from_dict(ls) if ls else None
-    if space is None or dataset not in space.mappings:
-        known = ", ".join(sorted(space.mappings if space else ()))
-        raise ValueError(
-            f"the checkpoint's label space has no mapping for dataset {dataset!r} (it has: {known or 'none'})"
-        )
-    inverse = {v: k for k, v in space.mappings[dataset].items()}
-    return [inverse.get(i, -1) for i in range(space.num_classes)]
+    if space is not None and dataset in space.mappings:
+        inverse = {v: k for k, v in space.mappings[dataset].items()}
+        return None, [inverse.get(i, -1) for i in range(space.num_classes)]
+    entry = get_entry(dataset)
+    if entry.class_agnostic:
+        return None, None
+    return vocabulary_of(entry, include_heldout=True)
+
+
+def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) -> dict[str, int | str]:
+    """``--dataset`` (``--split``): each input's id in the dataset's own annotation file (image file stem, or a video's
+    folder name -> its image / video id, an int where the file has one), so the results score against that file.
+    The split is the one that holds every name when ``--split`` is not given."""
+    from omg.data.catalog import get_entry
+    from omg.data.formats import get_reader
+
+    entry = get_entry(dataset)
+    splits = [split] if split else list(entry.splits)
+    if split and split not in entry.splits:
+        raise ValueError(f"--split {split!r}: {dataset} has the splits {', '.join(entry.splits)}")
+    for s in splits:
+        ids = {}
+        for it in get_reader(entry, s).items():
+            if video:
+                files = it.get("file_names") or [f.get("file_name", "") for f in it.get("frames", [])]
+                name = Path(files[0]).parent.name if files else str(it["key"])
+            else:
+                name = Path(it["image"]).stem
+            ids[name] = int(it["key"]) if str(it["key"]).isdigit() else it["key"]
+        missing = [n for n in names if n not in ids]
+        if not missing:
+            return ids
+        if split:
+            raise ValueError(f"{missing[0]} is not {'a video' if video else 'an image'} of {dataset}/{split}")
+    raise ValueError(f"no split of {dataset} holds every input (first not found: {missing[0]}); name one with --split")
 
 
 def run(args, load_predictor=None) -> int:
     """``load_predictor(args)``: the predictor to run (default: the checkpoint's, PyTorch; the CLI passes the one
     of ``--runtime``)."""
     from omg.inference import writers
-    from omg.inference.media import VideoSource, list_images, load_image
-    from omg.inference.predictor import IMAGE_TASKS, LOOKAHEAD, VIDEO_TASKS, OMGPredictor
+    from omg.inference.media import VIDEO_EXT, VideoSource, list_images, load_image
+    from omg.inference.predictor import LOOKAHEAD, OMGPredictor
     from omg.inference.writers import VideoOutput
     from omg.utils.progress import Progress
 
     t0 = time.monotonic()
-    predictor = (
-        load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
-    )
-    predictor.prompt_labels = args.prompt_labels
-    vocabulary = args.vocabulary or None
-    vocab = predictor.vocabulary(vocabulary)
-    cat_ids = category_ids_for(predictor, args.dataset, vocabulary)
     out = args.out
     task = args.task
     points = parse_floats(args.points, 2, "points")
     boxes = parse_floats(args.boxes, 4, "boxes")
-    written = []
+    # the input is checked before the model loads (seconds, a GB): a wrong path or file is said at once
+    first = None
     if task in VIDEO_TASKS:
         source = VideoSource.open(args.input, args.max_pixels)
+    else:
+        if args.input.lower().endswith(VIDEO_EXT):
+            raise ValueError(
+                f"{args.input} is a video file: task {task} takes images; give a video task (--task "
+                f"{', '.join(VIDEO_TASKS)}) or a folder of images"
+            )
+        files = list_images(args.input) if (args.input.endswith("/") or uio.isdir(args.input)) else [args.input]
+        if task == "interactive" and len(files) != 1:
+            raise ValueError("task interactive takes one image (prompts are per image)")
+        if task == "interactive" and points is None and boxes is None:
+            raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
+        first = load_image(files[0], args.max_pixels)
+    before = uio.count_files(out)
+    predictor = (
+        load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    )
+    predictor.prompt_labels = args.prompt_labels
+    predictor.postprocess_at = args.postprocess_at
+    vocabulary = args.vocabulary or None
+    dataset_vocab, cat_ids = dataset_vocabulary(predictor, args.dataset, vocabulary)
+    vocab = dataset_vocab or predictor.vocabulary(vocabulary)
+    written = []
+    if task in VIDEO_TASKS:
         video = source.name
         kwargs = {}
         if task == "vos":
@@ -110,7 +155,7 @@ def run(args, load_predictor=None) -> int:
             video,
             vocab.isthing,
             cat_ids,
-            args.video_id,
+            dataset_ids(args.dataset, args.split, [video], True)[video] if args.dataset else args.video_id,
             overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
             overlay_video=movie,
             fps=source.fps,
@@ -134,18 +179,15 @@ def run(args, load_predictor=None) -> int:
             raise
         written += output.close()
     elif task in IMAGE_TASKS:
-        files = list_images(args.input) if (args.input.endswith("/") or uio.isdir(args.input)) else [args.input]
-        if task == "interactive" and len(files) != 1:
-            raise ValueError("task interactive takes one image (prompts are per image)")
         pan_items, inst_items = [], []
+        ids = dataset_ids(args.dataset, args.split, [Path(f).stem for f in files], False) if args.dataset else None
         with Progress(f"predict {task}", total=len(files), unit="img") as prog:
-            for image_id, path in enumerate(files, start=1):
-                image = load_image(path, args.max_pixels)
+            for n, path in enumerate(files, start=1):
+                image = first if n == 1 else load_image(path, args.max_pixels)
                 name = Path(path).stem
+                image_id = ids[name] if ids else n
                 predictor.set_image(image)
                 if task == "interactive":
-                    if points is None and boxes is None:
-                        raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
                     r = predictor.interactive(points=points, boxes=boxes, vocabulary=vocab if args.label else None)
                     written.append(writers.write_interactive(out, name, r))
                 else:
@@ -168,7 +210,14 @@ def run(args, load_predictor=None) -> int:
     else:
         raise ValueError(f"unknown task {task!r}")
     shown = written if len(written) <= 6 else written[:3] + ["..."] + written[-2:]
-    print(f"{task}: wrote {len(written)} outputs under {out} [{time.monotonic() - t0:.1f}s]")
+    if task in VIDEO_TASKS:
+        done = f"{source.num_frames} frames" if source.num_frames else "the video"
+    else:
+        done = f"{len(files)} image{'' if len(files) == 1 else 's'}"
+    print(
+        f"{task}: {done} predicted [{time.monotonic() - t0:.1f}s]; {out} holds {uio.count_files(out)} files "
+        f"({uio.count_files(out) - before} new), the results:"
+    )
     for w in shown:
         print(f"  {w}")
     return 0
@@ -206,7 +255,7 @@ def register(sub) -> None:
         help="an image file or image folder; for video tasks a video file (mp4, webm, mkv, mov, avi ... "
         "through PyAV), a folder of frames or a quoted glob of frames ('clips/cat/*.jpg')",
     )
-    pred.add_argument("--task", required=True, choices=TASKS)
+    pred.add_argument("--task", required=True, choices=IMAGE_TASKS + VIDEO_TASKS)
     pred.add_argument("--out", required=True, help="output folder or URI")
     pred.add_argument(
         "--vocabulary",
@@ -219,7 +268,7 @@ def register(sub) -> None:
     pred.add_argument("--label", action="store_true", help="interactive: name each prompted mask (see --prompt-labels)")
     pred.add_argument(
         "--prompt-labels",
-        choices=["queries", "clip"],
+        choices=PROMPT_LABELS,
         default="queries",
         help="interactive --label: the class of the object query whose mask best matches the prompted "
         "one (the frozen CLIP's where none overlaps it; default) or the frozen CLIP alone",
@@ -251,8 +300,16 @@ def register(sub) -> None:
         "default for a video file input: overlays/<video>.mp4, for frames: "
         "one overlay PNG per frame)",
     )
-    pred.add_argument("--dataset", help="write the category ids of this catalog dataset (training label space)")
-    pred.add_argument("--video-id", type=int, default=1, help="vis: the video_id written in the results JSON")
+    pred.add_argument(
+        "--dataset",
+        help="the inputs are this catalog dataset's: predict its classes and write its category, image and video ids, "
+        "so `omg metric` scores the results against its annotation file (the training classes when the checkpoint "
+        "was trained on it, else its class names)",
+    )
+    pred.add_argument("--split", help="with --dataset: the split the inputs are from (default: the one holding them)")
+    pred.add_argument(
+        "--video-id", type=int, default=1, help="vis, vps: the video id written in the results (without --dataset)"
+    )
     pred.add_argument("--score-threshold", type=float, default=0.3, help="overlays: hide instances below it")
     pred.add_argument(
         "--max-pixels",
@@ -260,6 +317,14 @@ def register(sub) -> None:
         default=4096 * 4096,
         help="refuse images with more pixels, checked from the header before decoding (default 4096x4096, "
         "as omg serve)",
+    )
+    pred.add_argument(
+        "--postprocess-at",
+        choices=POSTPROCESS_AT,
+        default="original",
+        help="post-process each query's mask at the original image size (the released code; default) or at the "
+        "resized input, the id maps upscaled: the same when the image is not resized, far less memory and time on "
+        "large photos",
     )
     pred.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     pred.add_argument(

@@ -30,8 +30,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{runs_dir()}/train/ (run `make demo` first, or pass --checkpoint PATH)"
         )
         return 2
+    # the samples: --samples, else the demo's omg-shapes (the full demo's, else the quick one's)
     data = args.samples or os.path.join(data_dir(), "omg-shapes")
     samples = find_samples(data)
+    if not samples and not args.samples and find_samples(os.path.join(data_dir(), "omg-shapes-quick")):
+        data = os.path.join(data_dir(), "omg-shapes-quick")
+        samples = find_samples(data)
     if not samples:
         log.warning(
             f"no sample images under {data}/images/val (an omg-shapes root; --samples ROOT): "
@@ -119,7 +123,7 @@ def register(sub) -> None:
     srv.add_argument(
         "--samples",
         help="an omg-shapes root whose val images the page offers "
-        "(default: $OMG_DATA_DIR/omg-shapes or runs/data/omg-shapes)",
+        "(default: $OMG_DATA_DIR/omg-shapes or runs/data/omg-shapes, else the quick demo's omg-shapes-quick)",
     )
     srv.add_argument("--max-bytes", type=int, default=8 * 1024 * 1024, help="upload size limit (default 8 MiB)")
     srv.add_argument(

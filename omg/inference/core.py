@@ -27,16 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from omg.inference import open_vocab as ov
+from omg.inference.tasks import POSTPROCESS_AT, PROMPT_LABELS
 from omg.modeling.heads import class_logits
 from omg.modeling.model import OMGSeg
 from omg.modeling.text import TextEmbedder
 from omg.utils.vocabulary import Vocabulary
-
-POSTPROCESS_AT = ("original", "input")
-#: how a prompted mask gets its label when a vocabulary is given (the released code labels none; both are ours):
-#: "queries", the class of the object query whose mask best matches it (as panoptic classifies it), the frozen
-#: CLIP's where no query's mask overlaps it; "clip", the frozen CLIP alone (the open-vocabulary branch's pooling)
-PROMPT_LABELS = ("queries", "clip")
 
 
 def as_image(a: Any, where: str) -> np.ndarray:

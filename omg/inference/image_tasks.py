@@ -23,8 +23,6 @@ from omg.modeling.model import Features
 from omg.modeling.prompts import Prompts
 from omg.utils.vocabulary import Vocabulary
 
-IMAGE_TASKS = ("panoptic", "instance", "semantic", "interactive")
-
 
 @dataclass
 class ObjectQueries:

@@ -37,8 +37,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from omg.inference.core import POSTPROCESS_AT, PROMPT_LABELS, PredictorCore
-from omg.inference.image_tasks import IMAGE_TASKS, ImageState, ImageTasks
+from omg.inference.core import PredictorCore
+from omg.inference.image_tasks import ImageState, ImageTasks
 from omg.inference.results import (
     InstanceResult,
     InteractiveResult,
@@ -50,7 +50,8 @@ from omg.inference.results import (
     VideoSemanticResult,
     VOSResult,
 )
-from omg.inference.video_tasks import LOOKAHEAD, VIDEO_TASKS, VideoState, VideoTasks
+from omg.inference.tasks import IMAGE_TASKS, POSTPROCESS_AT, PROMPT_LABELS, VIDEO_TASKS
+from omg.inference.video_tasks import LOOKAHEAD, VideoState, VideoTasks
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.model import OMGSeg
 from omg.utils.vocabulary import Vocabulary

@@ -16,6 +16,7 @@ A request (JSON object)::
 A response::
 
     {"task": ..., "width": W, "height": H, "frames": T (video), "vocabulary": ["circle", ...],
+     "classes": ["circle, disc", "stuff:sky", ...] (the vocabulary used, as a request writes it),
      "segments": [{"id", "category_id", "label", "score", "isthing", "area", "bbox",
                    "segmentation" (image) | "segmentations" (video), "label_score", "label_source" (interactive:
                    "queries" or "clip", see OMGPredictor.prompt_labels)}, ...]}
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -345,6 +347,9 @@ class Response:
     segments: list[Segment] = field(default_factory=list)
     vocabulary: list[str] | None = None
     frames: int | None = None
+    #: the vocabulary the answer used, as a request writes it (synonyms, ``stuff:``; :meth:`Vocabulary.items`), so a
+    #: client can send it back unchanged (the web page in front of a remote model shows it)
+    classes: list[str] | None = None
 
     def to_json(self) -> dict:
         doc: dict[str, Any] = {"task": self.task, "width": self.width, "height": self.height}
@@ -352,6 +357,8 @@ class Response:
             doc["frames"] = self.frames
         if self.vocabulary is not None:
             doc["vocabulary"] = list(self.vocabulary)
+        if self.classes is not None:
+            doc["classes"] = list(self.classes)
         doc["segments"] = [s.to_json() for s in self.segments]
         return doc
 
@@ -365,6 +372,7 @@ class Response:
             [Segment(**{k: v for k, v in s.items() if k in names}) for s in doc["segments"]],
             doc.get("vocabulary"),
             doc.get("frames"),
+            doc.get("classes"),
         )
 
     def masks(self) -> np.ndarray:
@@ -535,9 +543,15 @@ def predict(predictor, req: Request, state: Any = None) -> Response:
                 first_frame_masks=np.stack([m for _, m in req.first_frame]), object_ids=[i for i, _ in req.first_frame]
             )
         result = predictor.predict(req.task, **kw)
+        vocab = kw.get("vocabulary")
+        classes = (
+            None
+            if req.task == "vos" or (vocab is None and predictor.training_vocabulary is None)
+            else (predictor.vocabulary(vocab).items())
+        )
     except ValueError as err:
         raise RequestError(400, str(err)) from None
-    return to_response(req, result)
+    return dataclasses.replace(to_response(req, result), classes=classes)
 
 
 __all__ = [

@@ -30,11 +30,11 @@ from omg.inference.results import (
     VideoSemanticResult,
     VOSResult,
 )
+from omg.inference.tasks import VIDEO_TASKS
 from omg.inference.video import associate, clip_length, split_clips, stream_clips, vos_match, vos_paint
 from omg.modeling.heads import class_logits
 from omg.utils.vocabulary import Vocabulary
 
-VIDEO_TASKS = ("vis", "vps", "vss", "vos")
 #: VOS proposals matched to the first frame's objects (the released DAVIS config's ``num_proposals``)
 VOS_PROPOSALS = 25
 #: clips decoded past a clip before :meth:`VideoTasks.stream` decides it (a video of up to 9 clips is decided with

@@ -121,7 +121,7 @@ class ServeApp:
             self.default_vocabulary = "\n".join(remote.vocabulary())
         else:
             tv = predictor.training_vocabulary
-            self.default_vocabulary = "\n".join(", ".join(n) for n in tv.names) if tv else ""
+            self.default_vocabulary = "\n".join(tv.items()) if tv else ""
 
     # ------------------------------------------------------------------ the model
     @contextlib.contextmanager

@@ -48,4 +48,5 @@ class RemoteModel:
     def vocabulary(self) -> list[str]:
         """The class names the model answers with by default (asked with a panoptic request on a blank image)."""
         blank = schema.Request("panoptic", (np.zeros((32, 32, 3), np.uint8),))
-        return list(self(blank).vocabulary or [])
+        answer = self(blank)
+        return list(answer.classes or answer.vocabulary or [])

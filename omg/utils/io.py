@@ -299,6 +299,11 @@ def listdir(uri: str) -> list[str]:
     )
 
 
+def count_files(uri: str) -> int:
+    """Files under the folder ``uri``, at any depth (0 when it does not exist)."""
+    return _remote(uri, "list", lambda fs, path: len(fs.find(path)) if fs.exists(path) else 0, fresh=True)
+
+
 def isdir(uri: str) -> bool:
     """A folder (on object storage: a prefix with objects under it)."""
     return _remote(uri, "check", lambda fs, path: fs.isdir(path), fresh=True)
@@ -408,7 +413,7 @@ def image_size(data: bytes, source: str = "<bytes>") -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as img:
             return img.height, img.width
     except Exception as err:  # noqa: BLE001 - PIL raises many types
-        raise ValueError(f"{source}: cannot read the image header ({err})") from None
+        raise _header_error(source, data, err) from None
 
 
 def decode_image(data: bytes, source: str = "<bytes>") -> Image.Image:
@@ -430,6 +435,16 @@ class ImageTooLarge(ValueError):
     """An image whose header announces more pixels than allowed (decompression bombs never decode)."""
 
 
+def _header_error(source: str, data: bytes, err: Exception) -> ValueError:
+    """Why an image header cannot be read, in words (PIL names a file it cannot identify by its BytesIO object)."""
+    if isinstance(err, Image.UnidentifiedImageError):
+        return ValueError(
+            f"{source}: cannot read the image header: not a PNG, JPEG, BMP or WebP image ({len(data)} bytes that no "
+            "image format opens)"
+        )
+    return ValueError(f"{source}: cannot read the image header ({err})")
+
+
 def decode_rgb(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Image bytes -> H x W x 3 uint8 RGB. The size is read from the header first: more than ``max_pixels``
     raises :class:`ImageTooLarge` before any pixel is decoded (a 17 KB PNG can announce 12000 x 12000);
@@ -444,7 +459,7 @@ def decode_rgb(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_PIXEL
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(f"{source}: refused as a decompression bomb ({err})") from None
     except Exception as err:  # noqa: BLE001 - PIL raises many types
-        raise ValueError(f"{source}: cannot read the image header ({err})") from None
+        raise _header_error(source, data, err) from None
     if w * h > max_pixels:
         raise ImageTooLarge(
             f"{source}: image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels "

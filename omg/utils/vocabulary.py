@@ -119,6 +119,11 @@ class Vocabulary:
         """This vocabulary followed by ``other``'s classes."""
         return Vocabulary(self.names + other.names, self.isthing + other.isthing)
 
+    def items(self) -> list[str]:
+        """The classes as a request writes them (what :meth:`parse` reads back to this vocabulary): synonyms
+        comma-separated, a stuff class prefixed ``stuff:`` (``["circle, disc", "stuff:sky"]``)."""
+        return [("" if th else "stuff:") + ", ".join(syns) for syns, th in zip(self.names, self.isthing)]
+
     def to_dict(self) -> dict:
         return {"names": [list(n) for n in self.names], "isthing": list(self.isthing)}
 

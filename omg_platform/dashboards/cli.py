@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
+import time
 
 from omg.env import runs_dir
 from omg.utils.log import get_logger
+from omg_platform.errors import interruptible
 
 log = get_logger(__name__)
 
@@ -29,7 +33,9 @@ def register(sub) -> None:
         help="also show this MLflow run as a model row (repeatable)",
     )
     d.add_argument(
-        "--out", default=runs_dir("dashboard"), help="report folder (default $OMG_RUNS_DIR/dashboard, runs/dashboard)"
+        "--out",
+        help="report folder (default $OMG_RUNS_DIR/dashboard/<grid>, or .../dashboard/runs for --run only: the demo's "
+        "own report, $OMG_RUNS_DIR/dashboard/index.html, is never overwritten)",
     )
     d.add_argument("--experiment", default="ablations", help="MLflow experiment of the grid (default ablations)")
     d.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
@@ -47,12 +53,18 @@ def register(sub) -> None:
     ui.set_defaults(func=cmd_mlflow_ui)
 
 
+def default_out(grid: str | None) -> str:
+    """Where a report goes by default: a folder of its own under the runs folder's dashboard/, beside the demo's."""
+    return runs_dir("dashboard", grid or "runs")
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from omg_platform.dashboards.report import build_report
 
     if not args.grid and not args.run:
         log.error("give --grid NAME and/or --run RUN_ID")
         return 2
+    args.out = args.out or default_out(args.grid)
     try:
         path = build_report(
             args.out,
@@ -98,7 +110,33 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
         f"(store {cmd[cmd.index('--backend-store-uri') + 1]}; Ctrl-C stops it)",
         flush=True,
     )
+    # the server, its uvicorn and its workers in a process group of their own: Ctrl-C or SIGTERM here stops them all
+    server = subprocess.Popen(cmd, start_new_session=True)
     try:
-        return subprocess.run(cmd).returncode
+        with interruptible():
+            return server.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        stop_group(server)
+
+
+def stop_group(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Stop ``proc`` and every process of its group (SIGTERM, then SIGKILL after ``timeout_s``)."""
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; its group may still hold workers
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)

@@ -227,7 +227,8 @@ def html_table(rows: list[Row], cols: list[tuple[str, str]], baseline: str | Non
 
 
 def curves(rows: list[Row]) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """metric key -> row name -> [(step, value)] for the loss and every validation metric."""
+    """metric key -> row name -> [(step, value)] for the loss and every validation metric that changes (a constant
+    series, such as the number of evaluated segments, says nothing as a curve: it stays in the tables)."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -238,7 +239,7 @@ def curves(rows: list[Row]) -> dict[str, dict[str, list[tuple[float, float]]]]:
             if key in r.metric_keys:
                 hist = client.get_metric_history(r.run_id, key)
                 out.setdefault(key, {})[r.name] = [(m.step, m.value) for m in hist]
-    return out
+    return {k: v for k, v in out.items() if len({y for points in v.values() for _, y in points}) > 1}
 
 
 def gallery(rows: list[Row], out_dir: Path, per_task: int = 2) -> dict[str, list[tuple[str, str]]]:

@@ -16,7 +16,8 @@ def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round axis ticks (steps of 1, 2, 2.5 or 5 x a power of ten) from at or below ``lo`` to at or above ``hi``."""
     if not math.isfinite(lo) or not math.isfinite(hi):
         return [0.0]
     if hi <= lo:
@@ -25,10 +26,9 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
     start = math.floor(lo / step) * step
-    ticks, t = [], start
-    while t <= hi + step * 0.5 and len(ticks) < 20:
-        ticks.append(round(t, 10))
-        t += step
+    ticks = [round(start, 10)]
+    while ticks[-1] < hi and len(ticks) < 40:  # the axis ends at or above the highest value: nothing leaves the frame
+        ticks.append(round(start + len(ticks) * step, 10))
     return ticks
 
 
@@ -69,7 +69,7 @@ def line_chart(
     xs = [x for s in series.values() for x, _ in s]
     ys = [y for s in series.values() for _, y in s if math.isfinite(y)]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    yt = _nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
+    yt = nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
     y0, y1 = yt[0], yt[-1] if yt[-1] > yt[0] else yt[0] + 1
 
     def px(x: float) -> float:
@@ -84,7 +84,7 @@ def line_chart(
             f'<line x1="{left}" x2="{left + w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eee"/>'
             f'<text x="{left - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>'
         )
-    for t in _nice_ticks(x0, x1):
+    for t in nice_ticks(x0, x1):
         if x0 <= t <= x1:
             parts.append(f'<text x="{px(t):.1f}" y="{top + h + 14}" text-anchor="middle">{_fmt(t)}</text>')
     parts.append(f'<text x="{left + w / 2}" y="{height - 6}" text-anchor="middle">{escape(x_label)}</text>')
@@ -125,7 +125,7 @@ def bar_chart(
     parts = _open(title, width, height)
     if not items:
         return _no_data(parts, width, height)
-    yt = _nice_ticks(min(0.0, min(v for _, v in items)), max(v for _, v in items))
+    yt = nice_ticks(min(0.0, min(v for _, v in items)), max(v for _, v in items))
     y0, y1 = yt[0], yt[-1] if yt[-1] > yt[0] else yt[0] + 1
 
     def py(y: float) -> float:

@@ -36,6 +36,10 @@ def shared_location(location: str, what: str) -> str:
     return os.path.abspath(location)
 
 
+#: how many times a local Ray is started before its failure to start is the answer
+STARTS = 3
+
+
 def init_ray(num_cpus: int | None = None) -> bool:
     """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
     local Ray with a capped object store. Returns False when Ray was already initialised (by the caller, who
@@ -47,7 +51,22 @@ def init_ray(num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024 * 1024, log_to_driver=True)
+        for attempt in range(1, STARTS + 1):
+            try:
+                ray.init(
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    object_store_memory=512 * 1024 * 1024,
+                    log_to_driver=True,
+                )
+                break
+            except Exception as err:
+                # Ray waits a fixed 30 s for a new local node to register; on a machine loaded to its limit that is
+                # not always enough (seen in a test run with both cores busy twice over): start it again
+                if "timed out during startup" not in str(err) or attempt == STARTS:
+                    raise
+                log.warning(f"Ray's local node did not start in its 30 s ({err}); starting it again")
+                ray.shutdown()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line (with ETA) instead of Ray's bars
     # one heavy operator per job: let it use every CPU instead of reserving half for others

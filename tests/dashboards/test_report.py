@@ -52,3 +52,72 @@ def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
         ("b (pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt))", 25.0),
     ]
     assert (tmp_path / "two" / "grid-g.csv").exists() and (tmp_path / "two" / "grid-g-clip1.csv").exists()
+
+
+def test_mlflow_ui_stops_with_every_child_on_sigterm(tmp_path):
+    """`omg mlflow-ui` starts `mlflow server` (uvicorn and its workers): SIGTERM to the command, as a supervisor or
+    `kill` sends it, stops every one of them and frees the port (they used to keep holding it)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests.services import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "omg_platform.cli", "mlflow-ui", "--port", str(port)]
+    ui = subprocess.Popen(
+        [*cmd, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    family: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert ui.poll() is None and time.monotonic() < deadline, "the MLflow UI did not start"
+            time.sleep(0.5)
+        family = psutil.Process(ui.pid).children(recursive=True)
+        assert family, "the server runs as a child"
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, [p.pid for p in alive]
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "the port is free"
+    finally:
+        if ui.poll() is None:
+            family += [psutil.Process(ui.pid), *psutil.Process(ui.pid).children(recursive=True)]
+        for p in family:
+            try:
+                p.kill()  # nothing outlives the test, whatever failed
+            except psutil.Error:
+                pass
+
+
+def test_a_grid_report_never_overwrites_the_demos(monkeypatch, tmp_path):
+    """`omg dashboard --grid cpu` (as docs/training.md says) writes its own folder: the demo's report, with its Models
+    section, stays (it used to be rewritten without it)."""
+    from omg_platform.dashboards.cli import default_out
+
+    monkeypatch.setenv("OMG_RUNS_DIR", str(tmp_path))
+    demo_report = tmp_path / "dashboard" / "index.html"
+    assert default_out("cpu") == str(tmp_path / "dashboard" / "cpu")
+    assert default_out(None) == str(tmp_path / "dashboard" / "runs")
+    assert str(demo_report.parent) not in (default_out("cpu"), default_out(None))
+
+
+def test_an_axis_ends_at_or_above_the_highest_value():
+    """A curve stays inside its chart: the last tick is never below the highest value (0..7.9 used to end at 7.5)."""
+    from omg_platform.dashboards.svg import nice_ticks
+
+    for lo, hi in ((0, 7.9), (0, 9.6), (0.2, 0.93), (-3, 41), (12.5, 12.5), (0, 1e-3)):
+        ticks = nice_ticks(lo, hi)
+        assert ticks[0] <= lo and ticks[-1] >= hi and len(ticks) <= 12, (lo, hi, ticks)

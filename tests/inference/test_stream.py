@@ -4,6 +4,7 @@ streamed results equal the whole-video path on short videos; memory holds a boun
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,84 @@ def test_omg_predict_streams_a_video_file(predictor, tmp_path, capsys):
     assert main(["predict", "--checkpoint", ckpt, "--input", str(frames), "--task", "vis", "--out", str(broken)]) == 2
     assert "00020.png" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (broken / "results.json").exists()
+
+
+def test_predict_checks_its_input_before_loading_the_model(tmp_path, capsys):
+    """A wrong input is said at once, before the model loads (the checkpoint here does not even exist, so an error
+    about the input proves the order): a missing file, a text file named .jpg (in words, not a BytesIO repr), a video
+    file given to an image task (pointing at the video tasks), an interactive call without prompts."""
+    missing_ckpt = str(tmp_path / "no-model.pt")
+    text = tmp_path / "notes.jpg"
+    text.write_text("a text file, not an image")
+    movie = tmp_path / "clip.mp4"
+    movie.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    cases = [
+        (["--input", str(tmp_path / "none.jpg"), "--task", "panoptic"], "none.jpg"),
+        (["--input", str(text), "--task", "semantic"], f"{text}: cannot read the image header: not a PNG, JPEG"),
+        (["--input", str(movie), "--task", "panoptic"], f"{movie} is a video file: task panoptic takes images"),
+        (["--input", str(text), "--task", "interactive"], "task interactive needs --points"),
+    ]
+    for args, words in cases:
+        capsys.readouterr()
+        assert main(["predict", "--checkpoint", missing_ckpt, "--out", str(tmp_path / "out"), *args]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("omg predict: error: ") and words in last, (args, last)
+        assert "BytesIO" not in last and "no-model.pt" not in last
+
+
+def test_predict_post_processes_at_the_input_size_when_asked(tmp_path):
+    """`omg predict --postprocess-at input` (a 4000 x 3000 photo: seconds and a fraction of the memory instead of
+    300 full-size logit maps) gives the predictor's own option: the same panoptic PNG as the Python API with it."""
+    from PIL import Image
+
+    from omg.data.masks import rgb2id
+
+    ckpt = tiny_checkpoint(tmp_path / "m.pt")
+    image = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)  # resized to 38 x 64
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    for at in ("original", "input"):
+        out = tmp_path / at
+        args = ["--input", str(tmp_path / "photo.png"), "--task", "panoptic", "--out", str(out), "--no-overlays"]
+        assert main(["predict", "--checkpoint", ckpt, *args, "--postprocess-at", at]) == 0
+        predictor = OMGPredictor.from_checkpoint(ckpt, postprocess_at=at)
+        predictor.set_image(image)
+        expected = predictor.panoptic().panoptic
+        written = writers.read_png(str(out / "panoptic" / "photo.png"))
+        assert written.shape[:2] == (96, 160)
+        assert np.array_equal(rgb2id(written), expected), at
+
+
+def test_predict_writes_the_datasets_own_ids_so_its_results_score(tmp_path, tiny_shapes, monkeypatch, capsys):
+    """`omg predict --dataset`: a split's images get the image ids of its annotation file (not 1..N), and a video its
+    video id (not 1), so `omg metric` scores the results against the dataset's own files; a dataset the checkpoint
+    was not trained on (omg-shapes-vis here) is predicted with its class names instead of being refused."""
+    for name in ("omg-shapes", "omg-shapes-vis"):
+        monkeypatch.setenv(f"OMG_ROOT_{name.upper().replace('-', '_')}", tiny_shapes)
+    ckpt = tiny_checkpoint(tmp_path / "m.pt")
+    pan = tmp_path / "pan"
+    common = ["predict", "--checkpoint", ckpt, "--no-overlays"]
+    assert main([*common, "--input", f"{tiny_shapes}/images/val", "--task", "panoptic", "--out", str(pan)]) == 0
+    assert main([*common, "--input", f"{tiny_shapes}/images/val", "--task", "panoptic", "--out", str(tmp_path / "ds"),
+                 "--dataset", "omg-shapes"]) == 0  # fmt: skip
+    gt = json.loads(open(f"{tiny_shapes}/annotations/panoptic_val.json").read())
+    written = json.loads((tmp_path / "ds/panoptic.json").read_text())
+    assert sorted(a["image_id"] for a in written["annotations"]) == sorted(im["id"] for im in gt["images"])
+    plain = json.loads((pan / "panoptic.json").read_text())
+    assert sorted(a["image_id"] for a in plain["annotations"]) == list(range(1, len(gt["images"]) + 1))
+    metric = ["metric", "pq", "--gt-json", f"{tiny_shapes}/annotations/panoptic_val.json"]
+    metric += ["--gt-folder", f"{tiny_shapes}/annotations/panoptic_val"]
+    metric += ["--pred-json", str(tmp_path / "ds/panoptic.json"), "--pred-folder", str(tmp_path / "ds/panoptic")]
+    assert main(metric) == 0
+
+    gt_vis = json.loads(open(f"{tiny_shapes}/videos/val/instances.json").read())
+    video = gt_vis["videos"][1]
+    folder = f"{tiny_shapes}/videos/val/JPEGImages/{Path(video['file_names'][0]).parent.name}"
+    out = tmp_path / "vis"
+    assert main([*common, "--input", folder, "--task", "vis", "--out", str(out), "--dataset", "omg-shapes-vis"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results and {r["video_id"] for r in results} == {video["id"]}
+    assert {r["category_id"] for r in results} <= {c["id"] for c in gt_vis["categories"]}
+    capsys.readouterr()
+    assert main([*common, "--input", folder, "--task", "vis", "--out", str(out), "--dataset", "omg-shapes-vis",
+                 "--split", "train"]) == 2  # fmt: skip
+    assert "is not a video of omg-shapes-vis/train" in capsys.readouterr().err

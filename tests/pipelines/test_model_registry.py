@@ -21,6 +21,7 @@ import pytest
 
 from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
+from omg.utils.vocabulary import Vocabulary
 from tests import http_call
 from tests.helpers import LABEL_SPACE, tiny_checkpoint
 
@@ -213,7 +214,10 @@ def _the_page_works_against(backend: str, checkpoint: str) -> None:
         "remote": ServeApp(None, remote=RemoteModel(backend)),
         "local": ServeApp(OMGPredictor.from_checkpoint(checkpoint)),
     }
-    assert apps["remote"].default_vocabulary.split("\n") == [n[0] for n in LABEL_SPACE["names"]]
+    # the page shows the default vocabulary and sends it back: the same text in front of either model, synonyms and
+    # stuff classes included (a remote one used to give the first names only, so its answers differed)
+    assert apps["remote"].default_vocabulary == apps["local"].default_vocabulary
+    assert apps["local"].default_vocabulary.split("\n") == Vocabulary.from_dict(LABEL_SPACE).items()
     answers: dict[str, list] = {}
     for name, app in apps.items():
         srv = make_server(app, "127.0.0.1", 0, quiet=True)
@@ -230,6 +234,7 @@ def _the_page_works_against(backend: str, checkpoint: str) -> None:
                 ("/api/prompt", {"prompts": [{"point": [20, 20]}, {"box": [2, 2, 40, 30]}]}),
                 ("/api/prompt", {"prompts": [{"point": [5, 5]}], "vocabulary": "hexagon\nstuff:sky"}),
                 ("/api/segment", {"task": "panoptic"}),
+                ("/api/segment", {"task": "panoptic", "vocabulary": app.default_vocabulary}),
                 ("/api/segment", {"task": "semantic"}),
                 ("/api/segment", {"task": "instance", "min_score": 0.0}),
                 ("/api/prompt", {"prompts": [{"point": [500, 5]}]}),
@@ -241,5 +246,5 @@ def _the_page_works_against(backend: str, checkpoint: str) -> None:
         finally:
             srv.shutdown()
             srv.server_close()
-    assert [s for s, _ in answers["remote"]] == [200] * 5 + [400]
+    assert [s for s, _ in answers["remote"]] == [200] * 6 + [400]
     assert answers["remote"] == answers["local"]

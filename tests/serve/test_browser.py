@@ -159,6 +159,7 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     d = browser
     d.get(served)
     _wait(d, lambda d: d.execute_script("return document.body.dataset.loaded") == "1", "the page to load")
+    info_vocabulary = d.find_element("id", "vocab").get_attribute("value")  # the model's, from /api/info
     names = [o.get_attribute("value") for o in d.find_elements("css selector", "#sample option")]
     assert names, "the page lists omg-shapes samples"
     # the sample with the largest thing segment
@@ -246,5 +247,22 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     )
     assert d.find_elements("css selector", "#video-legend li"), "a legend of tracks"
     d.save_screenshot(str(ARTIFACTS / "serve_video.png"))
+    # the video panel has its own state: its own vocabulary (the model's by default, not the image panel's), a task
+    # change runs again, and a failed run leaves nothing stale playing
+    assert d.find_element("id", "video-vocab").get_attribute("value") == info_vocabulary
+    d.find_element("id", "vocab").clear()
+    d.find_element("id", "vocab").send_keys("person\ncar")  # the image panel's: the video does not use it
+    Select(d.find_element("id", "video-task")).select_by_value("vis")
+    _wait(d, lambda d: d.execute_script("return document.body.dataset.videoTask || ''") == "vis", "the task re-run")
+    assert d.find_elements("css selector", "#video-legend li")
+    assert not any(
+        "person" in li.text or "car" in li.text for li in d.find_elements("css selector", "#video-legend li")
+    )
+    d.find_element("id", "video-vocab").clear()
+    d.find_element("id", "video-vocab").send_keys(",")  # a class without a name: the server refuses it
+    d.find_element("id", "video-run").click()
+    _wait(d, lambda d: "no name" in d.find_element("id", "status").text, "the error")
+    assert d.execute_script("return document.body.dataset.video === undefined")
+    assert d.find_element("id", "video-result").get_attribute("hidden") is not None, "the old result does not play"
     clip.unlink()
     (ARTIFACTS / "serve_latency.json").write_text(json.dumps({"click_round_trip_ms": round(click_ms, 1)}))
