@@ -162,19 +162,20 @@ def pin_model_uri(uri: str, tracking: str | None = None) -> str:
 
 @contextlib.contextmanager
 def _store(store: str) -> Iterator[None]:
-    """MLflow's process-wide tracking and registry URIs set to ``store`` inside the block (restored after): some of
-    its calls ignore the URIs they are given and read the global ones, whose default without MLFLOW_TRACKING_URI is
-    ``sqlite:///mlflow.db`` in the working directory, not this project's store."""
-    import mlflow
-
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
+    """MLflow's tracking and registry URIs are ``store`` inside the block, through the environment (restored after,
+    exactly): some of its calls ignore the URIs they are given and fall back on the environment's, whose default
+    without MLFLOW_TRACKING_URI is ``sqlite:///mlflow.db`` in the working directory, not this project's store."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: store for k in names})
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def resolve_model_uri(uri: str, tracking: str | None = None) -> str:

@@ -57,20 +57,29 @@ def dataset_vocabulary(predictor: OMGPredictor, dataset: str | None, vocabulary:
     return vocabulary_of(entry, include_heldout=True)
 
 
-def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) -> dict[str, int | str]:
+def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) -> dict[str, int | str] | None:
     """``--dataset`` (``--split``): each input's id in the dataset's own annotation file (image file stem, or a video's
     folder name -> its image / video id, an int where the file has one), so the results score against that file.
-    The split is the one that holds every name when ``--split`` is not given."""
+    The split is the one that holds every name when ``--split`` is not given; when none does (inputs from
+    elsewhere, or the dataset's files not on this machine) the ids are 1..N, as without ``--dataset``, and a warning
+    says so. With ``--split`` an input the split does not hold is an error."""
     from omg.data.catalog import get_entry
     from omg.data.formats import get_reader
 
     entry = get_entry(dataset)
-    splits = [split] if split else list(entry.splits)
     if split and split not in entry.splits:
         raise ValueError(f"--split {split!r}: {dataset} has the splits {', '.join(entry.splits)}")
-    for s in splits:
+    why = "no split holds them"
+    for s in [split] if split else list(entry.splits):
         ids = {}
-        for it in get_reader(entry, s).items():
+        try:
+            items = get_reader(entry, s).items()
+        except FileNotFoundError as err:
+            if split:
+                raise
+            why = f"its files are not here ({err})"
+            continue
+        for it in items:
             if video:
                 files = it.get("file_names") or [f.get("file_name", "") for f in it.get("frames", [])]
                 name = Path(files[0]).parent.name if files else str(it["key"])
@@ -82,7 +91,11 @@ def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) 
             return ids
         if split:
             raise ValueError(f"{missing[0]} is not {'a video' if video else 'an image'} of {dataset}/{split}")
-    raise ValueError(f"no split of {dataset} holds every input (first not found: {missing[0]}); name one with --split")
+    log.warning(
+        f"--dataset {dataset}: the inputs are not that dataset's ({why}): its category ids are written, with "
+        f"{'video' if video else 'image'} ids 1..N"
+    )
+    return None
 
 
 def run(args, load_predictor=None) -> int:
@@ -155,7 +168,9 @@ def run(args, load_predictor=None) -> int:
             video,
             vocab.isthing,
             cat_ids,
-            dataset_ids(args.dataset, args.split, [video], True)[video] if args.dataset else args.video_id,
+            ((dataset_ids(args.dataset, args.split, [video], True) or {}) if args.dataset else {}).get(
+                video, args.video_id
+            ),
             overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
             overlay_video=movie,
             fps=source.fps,
@@ -181,11 +196,12 @@ def run(args, load_predictor=None) -> int:
     elif task in IMAGE_TASKS:
         pan_items, inst_items = [], []
         ids = dataset_ids(args.dataset, args.split, [Path(f).stem for f in files], False) if args.dataset else None
+        ids = ids or {Path(f).stem: n for n, f in enumerate(files, start=1)}
         with Progress(f"predict {task}", total=len(files), unit="img") as prog:
             for n, path in enumerate(files, start=1):
                 image = first if n == 1 else load_image(path, args.max_pixels)
                 name = Path(path).stem
-                image_id = ids[name] if ids else n
+                image_id = ids[name]
                 predictor.set_image(image)
                 if task == "interactive":
                     r = predictor.interactive(points=points, boxes=boxes, vocabulary=vocab if args.label else None)

@@ -543,15 +543,18 @@ def predict(predictor, req: Request, state: Any = None) -> Response:
                 first_frame_masks=np.stack([m for _, m in req.first_frame]), object_ids=[i for i, _ in req.first_frame]
             )
         result = predictor.predict(req.task, **kw)
-        vocab = kw.get("vocabulary")
-        classes = (
-            None
-            if req.task == "vos" or (vocab is None and predictor.training_vocabulary is None)
-            else (predictor.vocabulary(vocab).items())
-        )
+        classes = classes_of(predictor, req.task, kw.get("vocabulary"))
     except ValueError as err:
         raise RequestError(400, str(err)) from None
     return dataclasses.replace(to_response(req, result), classes=classes)
+
+
+def classes_of(predictor, task: str, vocabulary) -> list[str] | None:
+    """The ``classes`` of a response: the vocabulary a task ran with, as a request writes it (None for VOS, which
+    has none, and for a checkpoint without a training vocabulary asked with none)."""
+    if task == "vos" or (vocabulary is None and predictor.training_vocabulary is None):
+        return None
+    return predictor.vocabulary(vocabulary).items()
 
 
 __all__ = [
@@ -566,6 +569,7 @@ __all__ = [
     "decode_upload",
     "number",
     "parse_vocabulary",
+    "classes_of",
     "predict",
     "to_response",
 ]

@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -374,7 +375,8 @@ class ServeApp:
                 results = self.predictor.predict(first.task, **kw)
             except ValueError as err:
                 raise RequestError(400, str(err)) from None
-        return [schema.to_response(r, res) for r, res in zip(reqs, results)]
+            classes = schema.classes_of(self.predictor, first.task, kw["vocabulary"])
+        return [dataclasses.replace(schema.to_response(r, res), classes=classes) for r, res in zip(reqs, results)]
 
     # ------------------------------------------------------------------ whole image
     def segment(self, body: dict) -> dict:

@@ -217,6 +217,12 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
         d.find_element("id", f"mode-{mode}").click()
         ready = _result_ready(d, ready)
         assert mode in d.find_element("id", "status").text
+        # the click's mark belongs to the interactive view: not drawn over panoptic / instance / semantic
+        assert d.execute_script(
+            "const c = document.getElementById('marks'); const a = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; for (let i = 3; i < a.length; i += 4) if (a[i]) return false;"
+            " return true;"
+        ), f"prompt marks drawn in {mode} mode"
         d.save_screenshot(str(ARTIFACTS / f"serve_{mode}.png"))
     legend = [li.text for li in d.find_elements("css selector", "#results li")]
     assert legend and all("px" in t for t in legend)
