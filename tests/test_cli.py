@@ -224,7 +224,7 @@ def readme_commands(code: str) -> list[str]:
     return [c for c in (re.sub(r"\s+#\s.*$", "", line).strip() for line in joined.splitlines()) if c]
 
 
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=85)
 def test_the_readme_commands_work_as_written(quick_demo):
     """Every command of the README's "Using a model" and "Your own data" sections, run as written in the folder
     of the quick demo (the checkout's tests/ and omg_platform/ beside its runs/, as in a clone), with only the
@@ -275,9 +275,25 @@ def test_the_readme_commands_work_as_written(quick_demo):
                     out = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
                     assert out.returncode == 0, f"README: {command}\n{out.stderr[-3000:]}"
                     if "joint_train" in command:
-                        fill["<fine-tune run>"] = json.loads(out.stdout.strip().splitlines()[-1])["run"]
+                        tuned = json.loads(out.stdout.strip().splitlines()[-1])
+                        fill["<fine-tune run>"] = tuned["run"]
+                        _check_the_fine_tuned_model(folder / tuned["model"], out.stderr)
+                    if command.startswith("omg eval") and "my-coco" in command:
+                        assert "my-coco/examples/panoptic: PQ" in out.stdout, out.stdout[-2000:]
                 ran.append(command)
     assert len(ran) == 9, ran
+
+
+def _check_the_fine_tuned_model(path: Path, log: str) -> None:
+    """The fine-tune started from the demo model's weights, carries the new dataset's vocabulary (COCO's 133 classes)
+    and does not point at the file it started from."""
+    from omg.modeling.checkpoint import read_checkpoint
+
+    doc = read_checkpoint(str(path))
+    names = doc["metadata"]["label_space"]["names"]
+    assert len(names) == 133 and names[0][0] == "person", "the fine-tuned model carries the new dataset's vocabulary"
+    assert doc["model_config"].get("init_from") is None, "exports do not point at the file they started from"
+    assert re.search(r"starting from the weights of \S*runs/train/shapes_demo-\w+/model\.pt", log), log[-2000:]
 
 
 def _serve_then_ctrl_c(args: list[str], folder: Path, env: dict) -> None:

@@ -155,58 +155,6 @@ def _init_checkpoint(path: Path, **changes) -> str:
     return str(path)
 
 
-@pytest.mark.slow(seconds=35)
-def test_your_own_data_in_four_commands(user_catalog, ray_local, tmp_path, capsys):
-    from omg_platform.pipelines.joint_train import main as train_main
-
-    assert (
-        omg_main(["catalog", "add", "my-coco", "--format", "coco_panoptic", "--root", str(FIX / "coco-panopticapi")])
-        == 0
-    )
-    assert omg_main(["preprocess", "--dataset", "my-coco", "--out", str(tmp_path / "shards"), "--quiet"]) == 0
-    init = _init_checkpoint(tmp_path / "start.pt")
-    capsys.readouterr()
-    args = [
-        "--config",
-        FINETUNE,
-        "data.datasets=[{name: my-coco, split: examples}]",
-        f"model.init_from={init}",
-        f"data.shards={tmp_path / 'shards'}",
-        f"checkpoint.storage_path={tmp_path / 'train'}",
-        "optim.max_steps=4",
-        "checkpoint.every_steps=4",
-        "--no-mlflow",
-    ]
-    assert train_main(args) == 0
-    cap = capsys.readouterr()
-    info = json.loads(cap.out.strip().splitlines()[-1])
-    assert info["step"] == 4 and f"starting from the weights of {init}" in cap.err
-    from omg.inference.predictor import OMGPredictor
-
-    tuned = OMGPredictor.from_checkpoint(info["model"])
-    assert len(tuned.training_vocabulary) == 133 and tuned.training_vocabulary.display[0] == "person", (
-        "the fine-tuned model carries the new dataset's vocabulary"
-    )
-    assert tuned.model.config.init_from is None, "exports do not point at the file they started from"
-    assert (
-        omg_main(
-            [
-                "eval",
-                "--checkpoint",
-                info["model"],
-                "--pair",
-                "my-coco:examples:panoptic",
-                "--out",
-                str(tmp_path / "eval"),
-                "--no-mlflow",
-            ]
-        )
-        == 0
-    )
-    result = json.loads(next((tmp_path / "eval").rglob("result.json")).read_text())
-    assert result["dataset"] == "my-coco" and result["task"] == "panoptic" and "PQ" in result["metrics"]
-
-
 def test_init_from_must_have_the_configs_architecture(tmp_path, capsys):
     from omg_platform.pipelines.joint_train import main as train_main
 
