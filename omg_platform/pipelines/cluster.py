@@ -58,6 +58,7 @@ def init_ray(num_cpus: int | None = None) -> bool:
                     include_dashboard=False,
                     object_store_memory=512 * 1024 * 1024,
                     log_to_driver=True,
+                    runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_placement_group_cleaner"},
                 )
                 break
             except Exception as err:
@@ -72,6 +73,16 @@ def init_ray(num_cpus: int | None = None) -> bool:
     # one heavy operator per job: let it use every CPU instead of reserving half for others
     ctx.op_resource_reservation_enabled = False
     return True
+
+
+def quiet_placement_group_cleaner() -> None:
+    """The ``worker_process_setup_hook`` of a local Ray this process starts. That Ray has no dashboard, so Ray Train's
+    placement-group cleaner cannot ask the state API whether the training controller lives and warns so every few
+    seconds (half the lines of a fine-tune's log); a local Ray ends with its driver, leaving the cleaner nothing to
+    clean, so only its errors are kept. A cluster has its dashboard: nothing is changed there."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def shutdown_ray(owned: bool) -> None:
