@@ -49,6 +49,10 @@ def runs_dir(*parts: str, environ: Mapping[str, str] | None = None) -> str:
     return os.path.join(env.get("OMG_RUNS_DIR") or "runs", *parts)
 
 
+#: the dataset folders ``omg demo`` generates under the data directory: the full demo's, then ``--quick``'s
+DEMO_DATASETS = ("omg-shapes", "omg-shapes-quick")
+
+
 def data_dir() -> str:
     """Where generated datasets go: ``$OMG_DATA_DIR`` (read at each call), else ``runs/data`` under the runs folder."""
     return os.environ.get("OMG_DATA_DIR") or runs_dir("data")

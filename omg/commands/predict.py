@@ -90,7 +90,10 @@ def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) 
         if not missing:
             return ids
         if split:
-            raise ValueError(f"{missing[0]} is not {'a video' if video else 'an image'} of {dataset}/{split}")
+            raise ValueError(
+                f"{missing[0]} is not {'a video' if video else 'an image'} of {dataset}/{split}: give the split that "
+                "holds the inputs, or leave --split out"
+            )
     log.warning(
         f"--dataset {dataset}: the inputs are not that dataset's ({why}): its category ids are written, with "
         f"{'video' if video else 'image'} ids 1..N"
@@ -230,10 +233,8 @@ def run(args, load_predictor=None) -> int:
         done = f"{source.num_frames} frames" if source.num_frames else "the video"
     else:
         done = f"{len(files)} image{'' if len(files) == 1 else 's'}"
-    print(
-        f"{task}: {done} predicted [{time.monotonic() - t0:.1f}s]; {out} holds {uio.count_files(out)} files "
-        f"({uio.count_files(out) - before} new), the results:"
-    )
+    after = uio.count_files(out)
+    print(f"{task}: {done} predicted [{time.monotonic() - t0:.1f}s]; {out} holds {after} files ({after - before} new):")
     for w in shown:
         print(f"  {w}")
     return 0

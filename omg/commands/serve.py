@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from omg.env import data_dir, runs_dir
+from omg.env import DEMO_DATASETS, data_dir, runs_dir
 from omg.utils.errors import describe
 from omg.utils.log import get_logger
 
@@ -31,11 +31,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     # the samples: --samples, else the demo's omg-shapes (the full demo's, else the quick one's)
-    data = args.samples or os.path.join(data_dir(), "omg-shapes")
-    samples = find_samples(data)
-    if not samples and not args.samples and find_samples(os.path.join(data_dir(), "omg-shapes-quick")):
-        data = os.path.join(data_dir(), "omg-shapes-quick")
-        samples = find_samples(data)
+    roots = [args.samples] if args.samples else [os.path.join(data_dir(), name) for name in DEMO_DATASETS]
+    data, samples = roots[0], {}
+    for root in roots:
+        samples = find_samples(root)
+        if samples:
+            data = root
+            break
     if not samples:
         log.warning(
             f"no sample images under {data}/images/val (an omg-shapes root; --samples ROOT): "

@@ -70,6 +70,15 @@ __all__ = [
 Vocab = Sequence[Any] | Vocabulary | None
 
 
+def _given_or_current(task: str, given, current, what: str, setter: str):
+    """The state a task runs on: the one given, else the current one (said missing in words)."""
+    if given is not None:
+        return given
+    if current is None:
+        raise ValueError(f"task {task!r} needs {what}: call {setter}() first, or pass state=")
+    return current
+
+
 class OMGPredictor:
     def __init__(
         self,
@@ -143,18 +152,10 @@ class OMGPredictor:
         return self._video
 
     def _image_state(self, task: str, state: ImageState | None) -> ImageState:
-        if state is not None:
-            return state
-        if self._image is None:
-            raise ValueError(f"task {task!r} needs an image: call set_image() first")
-        return self._image
+        return _given_or_current(task, state, self._image, "an image", "set_image")
 
     def _video_state(self, task: str, state: VideoState | None) -> VideoState:
-        if state is not None:
-            return state
-        if self._video is None:
-            raise ValueError(f"task {task!r} needs a video: call set_video() first")
-        return self._video
+        return _given_or_current(task, state, self._video, "a video", "set_video")
 
     # ------------------------------------------------------------------ image tasks
     def panoptic(
@@ -251,20 +252,7 @@ class OMGPredictor:
             )
         return entry(**kwargs)
 
-    def stream(
-        self,
-        frames: Iterable[np.ndarray],
-        task: str,
-        vocabulary: Sequence[Any] | Vocabulary | None = None,
-        open_vocab: bool | str = "auto",
-        topk: int = 100,
-        track_ids: str = "released",
-        first_frame_masks=None,
-        object_ids: Sequence[int] | None = None,
-        points=None,
-        boxes=None,
-        lookahead: int | None = LOOKAHEAD,
-    ) -> Iterator[VideoFrame]:
+    def stream(self, frames: Iterable[np.ndarray], task: str, **options) -> Iterator[VideoFrame]:
         """A video task on any iterable of H x W x 3 RGB frames (a file's decoder, a folder, a generator, a camera),
         in bounded memory: yields a :class:`VideoFrame` per frame, in order, as soon as its clip is decided.
 
@@ -276,18 +264,8 @@ class OMGPredictor:
         ``lookahead + 1`` clips are held. A video of at most ``lookahead + 1`` clips is decided with the whole video's
         evidence, and its frames' results are exactly those of :meth:`set_video` + the task (``concat`` them);
         ``lookahead=None`` holds every clip and decides at the end (exact for any length, memory grows with it).
-        The other arguments are the task's (:meth:`vis`, :meth:`vps`, :meth:`vss`, :meth:`vos`). The predictor's
+        ``options``: ``lookahead`` (default :data:`LOOKAHEAD`) and the task's own (``vocabulary``, ``open_vocab``,
+        ``topk``, ``track_ids``; VOS: ``first_frame_masks``, ``object_ids``, ``points``, ``boxes``; see :meth:`vis`,
+        :meth:`vps`, :meth:`vss`, :meth:`vos` and :meth:`VideoTasks.stream`, which rejects any other). The predictor's
         current image or video is left as it was."""
-        return self.videos.stream(
-            frames,
-            task,
-            vocabulary,
-            open_vocab,
-            topk,
-            track_ids,
-            first_frame_masks,
-            object_ids,
-            points,
-            boxes,
-            lookahead,
-        )
+        return self.videos.stream(frames, task, **options)

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from omg.env import apply_env_defaults, runs_dir
+from omg.env import DEMO_DATASETS, apply_env_defaults, runs_dir
 from omg.utils.log import get_logger
 from omg.utils.log import setup as setup_logging
 from omg.utils.progress import format_duration
@@ -86,7 +86,7 @@ log = get_logger(__name__)
 class Demo:
     def __init__(self, runs: Path, data_dir: Path, quick: bool, seed: int):
         self.runs, self.quick, self.seed = runs, quick, seed
-        self.data = data_dir / ("omg-shapes-quick" if quick else "omg-shapes")
+        self.data = data_dir / DEMO_DATASETS[1 if quick else 0]
         self.shards = runs / ("shards-quick" if quick else "shards")
         self.state_path = runs / "demo" / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}

@@ -294,6 +294,7 @@ def test_predict_post_processes_at_the_input_size_when_asked(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "m.pt")
     image = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)  # resized to 38 x 64
     Image.fromarray(image).save(tmp_path / "photo.png")
+    written_by = {}
     for at in ("original", "input"):
         out = tmp_path / at
         args = ["--input", str(tmp_path / "photo.png"), "--task", "panoptic", "--out", str(out), "--no-overlays"]
@@ -304,6 +305,8 @@ def test_predict_post_processes_at_the_input_size_when_asked(tmp_path):
         written = writers.read_png(str(out / "panoptic" / "photo.png"))
         assert written.shape[:2] == (96, 160)
         assert np.array_equal(rgb2id(written), expected), at
+        written_by[at] = rgb2id(written)
+    assert not np.array_equal(written_by["original"], written_by["input"]), "the option changes the result here"
 
 
 def test_predict_writes_the_datasets_own_ids_so_its_results_score(tmp_path, tiny_shapes, monkeypatch, capsys):
