@@ -29,23 +29,56 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _seconds(item) -> float:
+    """What a test declares it takes: ``@pytest.mark.slow(seconds=N)`` (N measured on 2 cores; 20 when not given),
+    0 when it is not marked slow."""
+    marker = item.get_closest_marker("slow")
+    return 0.0 if marker is None else float(marker.kwargs.get("seconds", 20))
+
+
 def pytest_collection_modifyitems(config, items):
-    """The test files with the longest tests run first (`make test` gives each file whole to one pytest process,
-    in this order, so that a long file does not start last): files are ordered by the seconds their tests marked
-    ``slow`` declare (``@pytest.mark.slow(seconds=N)``, N measured on 2 cores; 20 when not given), the rest keep
-    their order after them."""
+    """The longest work first, so that nothing long starts last: files ordered by the seconds their tests declare
+    (`make test` gives each file whole to one pytest process, in this order), and within a file its slow tests first,
+    longest first (the rest keep their order after them), so a file ends on quick tests (see
+    :class:`FileAtATime`)."""
     weight: dict[str, float] = {}
     for item in items:
-        marker = item.get_closest_marker("slow")
-        if marker is not None:
-            weight[item.path] = weight.get(item.path, 0.0) + float(marker.kwargs.get("seconds", 20))
-    items.sort(key=lambda item: -weight.get(item.path, 0.0))  # stable: a file's tests keep their order
+        weight[item.path] = weight.get(item.path, 0.0) + _seconds(item)
+    items.sort(key=lambda item: (-weight[item.path], str(item.path), -_seconds(item)))  # stable
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with :class:`FileAtATime` instead of pytest-xdist's own file scheduler."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileAtATime(LoadFileScheduling):
+        """pytest-xdist's file scheduler hands a process its next file as soon as two of its tests are left: behind a
+        long test (the quick demo, the cluster walk) that file waited minutes while other processes sat idle at the
+        end of the run. Here a process gets its next file when its last test is about to run (a pytest-xdist process
+        runs a test once it knows the next one, or that there is none)."""
+
+        def _reschedule(self, node) -> None:
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
+
+    return FileAtATime(config, log)
 
 
 # The session's own text-embedding cache (subprocesses inherit it): a test never finds a vocabulary that an earlier
 # session or the user's ~/.cache/omg embedded, and nothing is left in the home directory.
 os.environ["OMG_CACHE_DIR"] = tempfile.mkdtemp(prefix="omg-test-cache-")
 atexit.register(shutil.rmtree, os.environ["OMG_CACHE_DIR"], True)
+# Likewise the runs folder (MLflow's artifacts of a sqlite-tracked experiment, a pipeline's default output): nothing
+# lands in the checkout's runs/. A test of the defaults sets or removes OMG_RUNS_DIR itself.
+os.environ["OMG_RUNS_DIR"] = tempfile.mkdtemp(prefix="omg-test-runs-")
+atexit.register(shutil.rmtree, os.environ["OMG_RUNS_DIR"], True)
 
 
 def built_once(tmp_path_factory, name: str, build) -> Path:

@@ -456,9 +456,12 @@ class RayCluster:
             aside = f"/dev/shm/omg-keep-{os.getpid()}-{i}"
             self.keep.append(aside)
             lines += [f"mkdir -p {aside}", f"mount --bind {k} {aside}"]
-        lines += [f"mount -t tmpfs tmpfs {h}" for h in hidden]
+        # a hidden folder inside a kept one (runs/ of a checkout under /tmp) is hidden once that one is back
+        inside = [h for h in hidden if any(h.startswith(k.rstrip("/") + "/") for k in keep)]
+        lines += [f"mount -t tmpfs tmpfs {h}" for h in hidden if h not in inside]
         for i, k in enumerate(keep):
             lines += [f"mkdir -p {k}", f"mount --move {self.keep[-len(keep) + i]} {k}"]
+        lines += [f"mount -t tmpfs tmpfs {h}" for h in inside]
         lines.append('exec "$@"')
         return [*_unshare_prefix(), "bash", "-c", "\n".join(lines), "private-node", *cmd]
 

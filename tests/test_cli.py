@@ -117,7 +117,7 @@ def quick_demo(tmp_path_factory):
 
 
 @pytest.mark.slow(seconds=245)
-def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo):
+def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys):
     """`omg demo --quick` in a subprocess, as `make demo` runs it: data and captions, the CLIP pretraining, shards,
     2-worker training on that CLIP (frozen), the evaluation fan-out, the smoke grid and the report; a rerun skips
     every stage."""
@@ -143,6 +143,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo):
         and doc["model_config"]["variant"] == "tiny_convnext"
     )
     assert "val image->caption top-1" in proc.stdout
+    _check_the_clip_stage(state["clip"], runs, capsys)
     # every task was evaluated and reported
     for key in (
         "omg-shapes/val/panoptic",
@@ -181,6 +182,28 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("done earlier") == 7 and "0 to run" in again.stderr
+
+
+def _check_the_clip_stage(clip: dict, runs: Path, capsys) -> None:
+    """The quick demo's CLIP stage (omg_platform/pipelines/clip_pretrain.py on 2 DDP workers) is tracked in the demo's
+    MLflow, its weights load as ``model.pretrained``, and the same command again trains nothing."""
+    import mlflow
+
+    from omg.modeling.model import ModelConfig, build_model
+    from omg_platform.pipelines.clip_pretrain import main as clip_main
+
+    mlflow.set_tracking_uri(f"sqlite:///{runs / 'mlflow.db'}")
+    run = mlflow.get_run(clip["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["clip.workers"] == "2"
+    assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4]
+    assert "val/image_to_text" in run.data.metrics and clip["val_after"]["n"] == 8
+    assert build_model(ModelConfig.tiny(pretrained=clip["weights"])).config.pretrained == clip["weights"]
+    config = json.loads(Path(clip["weights"] + ".json").read_text())["config"]
+    args = ["--root", str(runs / "data/omg-shapes-quick"), "--out", clip["weights"], "--no-mlflow"]
+    for key in ("variant", "steps", "batch_size", "lr", "seed"):
+        args += [f"--{key.replace('_', '-')}", str(config[key])]
+    assert clip_main(args) == 0
+    assert "already trained with these settings" in capsys.readouterr().err
 
 
 def test_the_demo_shows_training_progress_from_ray_workers(tmp_path, capsys, monkeypatch):
