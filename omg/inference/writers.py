@@ -107,10 +107,11 @@ def overlay_ids(r, score_threshold: float = 0.0) -> tuple[np.ndarray, dict[int, 
             k + 1: (f"{r.names[k]} {r.label_scores[k]:.2f}" if r.names else f"#{k}") for k in range(len(r.masks))
         }
     if isinstance(r, VideoInstanceResult):
-        for k in np.argsort(r.scores):  # lowest first: higher scores paint over
-            if r.scores[k] >= score_threshold:
-                ids[r.masks[k]] = r.track_ids[k]
-        return ids, {int(r.track_ids[k]): f"{r.names[k]} {r.scores[k]:.2f}" for k in range(len(r.labels))}
+        # a track (query) may stand for several classes: it is drawn and labelled by its best one shown
+        shown = [k for k in np.argsort(r.scores, kind="stable") if r.scores[k] >= score_threshold]  # lowest first
+        for k in shown:
+            ids[r.masks[k]] = r.track_ids[k]
+        return ids, {int(r.track_ids[k]): f"{r.names[k]} {r.scores[k]:.2f}" for k in shown}
     if isinstance(r, InstanceResult):  # sorted by score, highest first
         keep = [k for k in range(len(r.scores)) if r.scores[k] >= score_threshold]
         for k in keep[::-1]:

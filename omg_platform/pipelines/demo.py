@@ -246,8 +246,6 @@ class Demo:
         cmd += [a for d in EVALUATED for a in ("--dataset", d)]
         if train.get("mlflow_run_id"):
             cmd += ["--run-id", train["mlflow_run_id"]]
-        if self.quick:
-            cmd += ["--limit", "2"]
         self.run(cmd, "evaluate")
         return {"metrics": collect_eval_by_split(self.runs / "eval")}
 

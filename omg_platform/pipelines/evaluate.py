@@ -142,6 +142,19 @@ def log_results(
         return run.info.run_id
 
 
+def earlier_result(out_dir: str, limit: int | None, options: EvalOptions) -> dict | None:
+    """The ``result.json`` of an earlier evaluation of this pair that stands for the one asked: made with the same
+    ``--limit`` (a result of the first N items is not the whole split's, nor the other way round) and the same
+    conventions (a result without recorded options predates them). None when the pair must run."""
+    done = uio.join(out_dir, "result.json")
+    if not uio.exists(done):
+        return None
+    cached = uio.read_json(done)
+    if cached.get("limit") != limit or cached.get("tables", {}).get("options") != options.to_dict():
+        return None
+    return cached
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -212,21 +225,23 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     digest = checkpoint_digest(local)
     metadata = read_checkpoint(local).get("metadata", {})
-    init_ray(args.num_cpus)
-    gpus = ray.cluster_resources().get("GPU", 0) > 0
-    remote = ray.remote(eval_task).options(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1, retry_exceptions=True)
-    results, failures, pending = [], [], {}
+    results, failures, todo = [], [], []
     for entry, split, task in pairs:
         out_dir = uio.join(args.out, digest[:12], entry.name, split, task)
-        done = uio.join(out_dir, "result.json")
-        if uio.exists(done):
-            cached = uio.read_json(done)
-            # a result without recorded options predates them (other conventions): evaluated again
-            same_options = cached.get("tables", {}).get("options") == options.to_dict()
-            if (limit is None or cached.get("limit") == limit) and same_options:
-                log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({done})")
-                results.append(cached)
-                continue
+        cached = earlier_result(out_dir, limit, options)
+        if cached is not None:
+            log(f"[eval] {entry.name}/{split}/{task}: already evaluated for this checkpoint ({out_dir}/result.json)")
+            results.append(cached)
+        else:
+            todo.append((entry, split, task, out_dir))
+    pending, gpus = {}, False
+    if todo:  # Ray only when there is something to run: a rerun of a finished evaluation takes seconds
+        init_ray(args.num_cpus)
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
+        remote = ray.remote(eval_task).options(
+            num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1, retry_exceptions=True
+        )
+    for entry, split, task, out_dir in todo:
         ref = remote.remote(
             args.checkpoint,
             entry,

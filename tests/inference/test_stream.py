@@ -187,6 +187,20 @@ def test_the_frame_writers_write_the_whole_video_files(predictor, tmp_path):
     assert [c["name"] for c in doc["categories"]] == vps.vocabulary
 
 
+def test_a_video_instance_overlay_labels_each_track_by_its_best_class_shown():
+    """A query paired with two classes (the released top-k over query x class) is one track: drawn and labelled with
+    the class above the threshold, not with the other pair's "0.00" that came last."""
+    masks = np.zeros((3, 1, 8, 8), bool)
+    masks[:2, 0, :4] = True  # query 5 as "circle" (0.9) and as "star" (0.01)
+    masks[2, 0, 4:] = True  # query 2 as "square", below the threshold
+    r = VideoInstanceResult(
+        masks, np.array([0, 3, 1]), np.array([0.9, 0.01, 0.2]), np.array([5, 5, 2]), ["circle", "star", "square"], []
+    )
+    ids, labels = writers.overlay_ids(r, score_threshold=0.3)
+    assert labels == {5: "circle 0.90"}
+    assert set(np.unique(ids[0, :4])) == {5} and not ids[0, 4:].any()
+
+
 def test_omg_predict_streams_a_video_file(predictor, tmp_path, capsys):
     """An mp4 in: the official files, an overlay mp4 with every frame, progress in frames/s; a 2-frame-lookahead
     stream gives the same files as the whole video here (a short video)."""

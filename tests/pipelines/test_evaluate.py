@@ -117,6 +117,21 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     assert "1 pairs, 1 to run" in capsys.readouterr().err
 
 
+def test_an_earlier_result_stands_only_for_the_same_limit_and_conventions(tmp_path):
+    """A result of the first 2 items is not the whole split's (it once was: `omg eval` without --limit took the
+    quick demo's --limit 2 results), nor one made with other conventions."""
+    from omg.evaluation.evaluators import EvalOptions
+    from omg_platform.pipelines.evaluate import earlier_result
+
+    released = EvalOptions()
+    assert earlier_result(str(tmp_path), None, released) is None
+    doc = {"metrics": {"PQ": 50.0}, "limit": 2, "tables": {"options": released.to_dict()}}
+    (tmp_path / "result.json").write_text(json.dumps(doc))
+    assert earlier_result(str(tmp_path), 2, released) == doc
+    assert earlier_result(str(tmp_path), None, released) is None and earlier_result(str(tmp_path), 4, released) is None
+    assert earlier_result(str(tmp_path), 2, EvalOptions(track_ids="stable")) is None
+
+
 def test_evaluation_options_default_to_the_released_conventions():
     from omg.data.catalog import get_entry
     from omg.evaluation.evaluators import EvalOptions, vocabulary_of
