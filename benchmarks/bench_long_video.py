@@ -38,8 +38,8 @@ src = VideoSource.open(video)
 names, frames = zip(*src)
 p.set_video(list(frames))
 r = p.predict(task)
-o = VideoOutput(out, task, src.name, p.training_vocabulary.isthing, overlay_frames=False, overlay_video=out + "/o.mp4",
-                fps=src.fps)
+o = VideoOutput(out, task, p.training_vocabulary.isthing)
+o.start(src.name, overlay_frames=False, overlay_video=out + "/o.mp4", fps=src.fps)
 from omg.inference.writers import frame_of
 for t, name in enumerate(names):
     o.add(name, frames[t], frame_of(r, t))

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -295,7 +296,9 @@ def test_the_readme_commands_work_as_written(quick_demo):
                 if serve:
                     _serve_then_ctrl_c(args + ["--port", "0"], folder, env)
                 else:
+                    t0 = time.monotonic()
                     out = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+                    print(f"[readme] {time.monotonic() - t0:6.1f} s  {command[:100]}")  # pytest -s: where time goes
                     assert out.returncode == 0, f"README: {command}\n{out.stderr[-3000:]}"
                     if "joint_train" in command:
                         tuned = json.loads(out.stdout.strip().splitlines()[-1])

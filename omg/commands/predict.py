@@ -101,6 +101,28 @@ def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) 
     return None
 
 
+def video_inputs(uri: str) -> list[str]:
+    """``--input`` of a video task -> its videos: a video file, a frame folder or a glob of frames is one; a folder
+    of video files and / or frame folders (YouTube-VIS's ``JPEGImages/``, a camera's recordings) is each of them,
+    by name, written to one results file."""
+    from omg.inference.media import IMAGE_EXT, VIDEO_EXT
+
+    if any(c in uri for c in "*?[") or not (uri.endswith("/") or uio.isdir(uri)):
+        return [uri]
+    names = uio.listdir(uri)
+    if any(n.lower().endswith(IMAGE_EXT) for n in names):
+        return [uri]  # a frame folder
+    found, other = [], []
+    for n in names:
+        path = uio.join(uri, n)
+        (found if n.lower().endswith(VIDEO_EXT) or uio.isdir(path) else other).append(path)
+    if not found:
+        raise ValueError(f"{uri}: no image files, video files ({', '.join(VIDEO_EXT)}) or frame folders")
+    if other:
+        log.warning(f"{uri}: {len(other)} files that are not videos are not predicted ({', '.join(other[:3])}...)")
+    return sorted(found)
+
+
 def run(args, load_predictor=None) -> int:
     """``load_predictor(args)``: the predictor to run (default: the checkpoint's, PyTorch; the CLI passes the one
     of ``--runtime``)."""
@@ -118,7 +140,20 @@ def run(args, load_predictor=None) -> int:
     # the input is checked before the model loads (seconds, a GB): a wrong path or file is said at once
     first = None
     if task in VIDEO_TASKS:
-        source = VideoSource.open(args.input, args.max_pixels)
+        sources = [VideoSource.open(uri, args.max_pixels) for uri in video_inputs(args.input)]
+        if len(sources) > 1 and task == "vos":
+            raise ValueError(
+                f"{args.input} holds {len(sources)} videos: task vos takes one (its prompts are on its first frame)"
+            )
+        if len(sources) > 1 and args.overlay_video:
+            raise ValueError(
+                f"{args.input} holds {len(sources)} videos: --overlay-video names one file; leave it out "
+                "(each video's overlays go under overlays/)"
+            )
+        seen = [s.name for s in sources]
+        twice = sorted({n for n in seen if seen.count(n) > 1})
+        if twice:
+            raise ValueError(f"{args.input}: two videos named {twice[0]!r} (a video file and a frame folder?)")
     else:
         if args.input.lower().endswith(VIDEO_EXT):
             raise ValueError(
@@ -142,7 +177,6 @@ def run(args, load_predictor=None) -> int:
     vocab = dataset_vocab or predictor.vocabulary(vocabulary)
     written = []
     if task in VIDEO_TASKS:
-        video = source.name
         kwargs = {}
         if task == "vos":
             if args.first_frame_masks and (points or boxes):
@@ -160,38 +194,36 @@ def run(args, load_predictor=None) -> int:
             kwargs["vocabulary"] = vocab
         if task == "vps":
             kwargs["track_ids"] = args.track_ids
-        movie = args.overlay_video
-        if movie is None and not args.no_overlays and source.files is None:
-            movie = uio.join(out, "overlays", f"{video}.mp4")  # a video file in: its overlay video out
-        if movie is not None and "://" in movie:
-            raise ValueError(f"--overlay-video {movie}: the overlay video is written to a local path")
-        output = VideoOutput(
-            out,
-            task,
-            video,
-            vocab.isthing,
-            cat_ids,
-            ((dataset_ids(args.dataset, args.split, [video], True) or {}) if args.dataset else {}).get(
-                video, args.video_id
-            ),
-            overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
-            overlay_video=movie,
-            fps=source.fps,
-            score_threshold=args.score_threshold,
-        )
+        if args.overlay_video is not None and "://" in args.overlay_video:
+            raise ValueError(f"--overlay-video {args.overlay_video}: the overlay video is written to a local path")
+        ids = (dataset_ids(args.dataset, args.split, [s.name for s in sources], True) if args.dataset else None) or {}
         lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
-        names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
-
-        def frames():
-            for t, (name, frame) in enumerate(source):
-                names[t] = name
-                yield frame
-
+        output = VideoOutput(out, task, vocab.isthing, cat_ids, score_threshold=args.score_threshold)
         try:
-            with Progress(f"predict {task} {video}", total=source.num_frames, unit="frame") as prog:
-                for f in predictor.stream(frames(), task, lookahead=lookahead, **kwargs):
-                    output.add(names.pop(f.index), f.image, f.result)
-                    prog.update()
+            for k, source in enumerate(sources):
+                video = source.name
+                movie = args.overlay_video
+                if movie is None and not args.no_overlays and source.files is None:
+                    movie = uio.join(out, "overlays", f"{video}.mp4")  # a video file in: its overlay video out
+                output.start(
+                    video,
+                    ids.get(video, args.video_id + k),
+                    overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
+                    overlay_video=movie,
+                    fps=source.fps,
+                )
+                names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
+
+                def frames(source=source, names=names):
+                    for t, (name, frame) in enumerate(source):
+                        names[t] = name
+                        yield frame
+
+                label = f"predict {task} {video}" + (f" ({k + 1}/{len(sources)})" if len(sources) > 1 else "")
+                with Progress(label, total=source.num_frames, unit="frame") as prog:
+                    for f in predictor.stream(frames(), task, lookahead=lookahead, **kwargs):
+                        output.add(names.pop(f.index), f.image, f.result)
+                        prog.update()
         except BaseException:
             output.abort()  # no results file that looks complete
             raise
@@ -230,7 +262,7 @@ def run(args, load_predictor=None) -> int:
         raise ValueError(f"unknown task {task!r}")
     shown = written if len(written) <= 6 else written[:3] + ["..."] + written[-2:]
     if task in VIDEO_TASKS:
-        done = f"{source.num_frames} frames" if source.num_frames else "the video"
+        done = f"{output.frames} frames" + (f" of {len(sources)} videos" if len(sources) > 1 else "")
     else:
         done = f"{len(files)} image{'' if len(files) == 1 else 's'}"
     after = uio.count_files(out)
@@ -325,7 +357,11 @@ def register(sub) -> None:
     )
     pred.add_argument("--split", help="with --dataset: the split the inputs are from (default: the one holding them)")
     pred.add_argument(
-        "--video-id", type=int, default=1, help="vis, vps: the video id written in the results (without --dataset)"
+        "--video-id",
+        type=int,
+        default=1,
+        help="vis, vps: the video id written in the results (without --dataset; a folder of videos: the first's, "
+        "then +1 each)",
     )
     pred.add_argument("--score-threshold", type=float, default=0.3, help="overlays: hide instances below it")
     pred.add_argument(

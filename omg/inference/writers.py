@@ -459,48 +459,53 @@ def write_vos(out: str, video: str, frame_names: Sequence[str], r: VOSResult) ->
 
 
 class VideoOutput:
-    """``omg predict``'s outputs of one video task, frame by frame: the official files (:data:`VIDEO_TASKS` rows
-    of the table above), and overlays (``overlays/<video>/<frame>.png`` and / or an overlay video).
-    ``add(name, image, frame_result)``; ``close()`` -> the outputs written."""
+    """``omg predict``'s outputs of one video task over one or more videos, frame by frame: the official files
+    (:data:`VIDEO_TASKS` rows of the table above; one ``results.json`` / ``panoptic.json`` for all the videos), and
+    each video's overlays (``overlays/<video>/<frame>.png`` and / or an overlay video).
+    ``start(video, ...)`` before each video's frames, ``add(name, image, frame_result)``; ``close()`` -> the outputs
+    written."""
 
     def __init__(
+        self, out: str, task: str, isthing: Sequence[bool] = (), category_ids=None, score_threshold: float = 0.0
+    ):
+        if task not in ("vis", "vps", "vss", "vos"):
+            raise ValueError(f"not a video task: {task!r}")
+        self.out, self.task, self.score_threshold = out, task, score_threshold
+        self.ytvis = YtvisWriter(out, category_ids) if task == "vis" else None
+        self.vipseg = VipsegWriter(out, isthing, category_ids) if task == "vps" else None
+        self.video, self.movie, self.written = None, None, []
+        self.frames = 0  # of all the videos
+
+    def start(
         self,
-        out: str,
-        task: str,
         video: str,
-        isthing: Sequence[bool] = (),
-        category_ids=None,
         video_id: object = 1,
         overlay_frames: bool = True,
         overlay_video: str | None = None,
         fps: float = 25.0,
-        score_threshold: float = 0.0,
-    ):
-        self.out, self.task, self.video, self.video_id = out, task, video, video_id
-        self.overlay_frames, self.score_threshold = overlay_frames, score_threshold
-        self.ytvis = YtvisWriter(out, category_ids) if task == "vis" else None
-        self.vipseg = VipsegWriter(out, isthing, category_ids) if task == "vps" else None
-        self.movie = None
+    ) -> None:
+        """The next video: its name (folders under ``out``), its id in the results, and its overlays."""
+        self._end_video()
+        self.video, self.video_id, self.overlay_frames = video, video_id, overlay_frames
         if overlay_video:
             from omg.inference.media import VideoWriter
 
             self.movie = VideoWriter(overlay_video, fps)
-        self.frames = 0
 
     def add(self, name: str, image: np.ndarray, r) -> None:
+        if self.video is None:
+            raise RuntimeError("VideoOutput.add before start(video)")
         if self.task == "vis":
             self.ytvis.add(self.video_id, r)
         elif self.task == "vps":
             self.vipseg.add(self.video, name, r)
         elif self.task == "vss":
             write_semantic(self.out, f"{self.video}/{name}", r.labels[0])
-        elif self.task == "vos":
+        else:
             uio.write_bytes(
                 uio.join(self.out, "Annotations", self.video, f"{name}.png"),
                 uio.encode_png(r.masks[0], palette=DAVIS_PALETTE),
             )
-        else:
-            raise ValueError(f"not a video task: {self.task!r}")
         if self.overlay_frames or self.movie is not None:
             ids, labels = overlay_ids(r, self.score_threshold)
             shown = overlay(image, ids[0], labels)
@@ -510,9 +515,23 @@ class VideoOutput:
                 self.movie.add(shown)
         self.frames += 1
 
+    def _end_video(self) -> None:
+        if self.video is None:
+            return
+        folder = {"vss": "semantic", "vos": "Annotations"}.get(self.task)
+        if folder:
+            self.written.append(uio.join(self.out, folder, self.video))
+        if self.overlay_frames:
+            self.written.append(uio.join(self.out, "overlays", self.video))
+        self.video = None
+        if self.movie is not None:
+            movie, self.movie = self.movie, None
+            movie.close()
+            self.written.append(movie.path)
+
     def abort(self) -> None:
-        """The video failed part way: its whole-video files (results.json, panoptic.json) are not written, the
-        overlay video is closed (it holds the frames done)."""
+        """A video failed part way: the whole-run files (results.json, panoptic.json) are not written, the overlay
+        video is closed (it holds the frames done)."""
         for spooled in (self.ytvis, self.vipseg):
             if spooled is not None:
                 spooled.spool.close()
@@ -520,23 +539,14 @@ class VideoOutput:
             self.movie.close()
 
     def close(self) -> list[str]:
-        written = []
         try:
             if self.ytvis is not None:
-                written.append(self.ytvis.close())
+                self.written.insert(0, self.ytvis.close())
             if self.vipseg is not None:
-                written.append(self.vipseg.close())
-            if self.task == "vss":
-                written.append(uio.join(self.out, "semantic", self.video))
-            if self.task == "vos":
-                written.append(uio.join(self.out, "Annotations", self.video))
-            if self.overlay_frames:
-                written.append(uio.join(self.out, "overlays", self.video))
+                self.written.insert(0, self.vipseg.close())
         finally:
-            if self.movie is not None:
-                self.movie.close()
-                written.append(self.movie.path)
-        return written
+            self._end_video()
+        return self.written
 
 
 def read_png(uri: str) -> np.ndarray:

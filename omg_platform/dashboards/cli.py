@@ -103,10 +103,15 @@ def ui_command(port: int, tracking_uri: str | None = None) -> list[str]:
     ]
 
 
+#: the MLflow UI's page of experiments in its "machine learning" view (MLflow 3 opens in its GenAI view, where
+#: runs, metrics and models are one toggle away; the view is the page's ``workflowType`` parameter)
+UI_PAGE = "/#/experiments?workflowType=machine_learning"
+
+
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     cmd = ui_command(args.port, args.tracking_uri)
     print(
-        f"MLflow UI: http://127.0.0.1:{args.port}  "
+        f"MLflow UI: http://127.0.0.1:{args.port}{UI_PAGE}  "
         f"(store {cmd[cmd.index('--backend-store-uri') + 1]}; Ctrl-C stops it)",
         flush=True,
     )

@@ -373,7 +373,7 @@ class Demo:
         print(
             f"\nreport:      {self.state['dashboard']['report']}\n"
             f"model:       {self.state['train']['model']}\n"
-            f"MLflow UI:   omg mlflow-ui   (then open http://127.0.0.1:5000)\n"
+            f"MLflow UI:   omg mlflow-ui   (then open the address it prints)\n"
             f"predict:     omg predict --checkpoint {self.state['train']['model']} --input "
             f"{self.data}/images/val --task panoptic --out runs/predict"
         )

@@ -56,11 +56,13 @@ def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
 
 def test_mlflow_ui_stops_with_every_child_on_sigterm(tmp_path):
     """`omg mlflow-ui` starts `mlflow server` (uvicorn and its workers): SIGTERM to the command, as a supervisor or
-    `kill` sends it, stops every one of them and frees the port (they used to keep holding it)."""
+    `kill` sends it, stops every one of them and frees the port (they used to keep holding it); the address it prints
+    opens the runs (MLflow 3 opens in its GenAI view otherwise)."""
     import signal
     import socket
     import subprocess
     import sys
+    import threading
     import time
 
     import psutil
@@ -71,12 +73,17 @@ def test_mlflow_ui_stops_with_every_child_on_sigterm(tmp_path):
     cmd = [sys.executable, "-m", "omg_platform.cli", "mlflow-ui", "--port", str(port)]
     ui = subprocess.Popen(
         [*cmd, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        text=True,
     )
     family: list = []
     try:
+        # the address it prints opens the runs' view ("machine learning"), not MLflow 3's GenAI home
+        address = ui.stdout.readline().split()[2]
+        threading.Thread(target=ui.stdout.read, daemon=True).start()  # the server's own lines, drained
+        assert address == f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning", address
         deadline = time.monotonic() + 120
         while True:
             with socket.socket() as s:

@@ -357,3 +357,42 @@ def test_predict_writes_the_datasets_own_ids_so_its_results_score(tmp_path, tiny
     assert main([*common, "--input", folder, "--task", "vis", "--out", str(out), "--dataset", "omg-shapes-vis",
                  "--split", "train"]) == 2  # fmt: skip
     assert "is not a video of omg-shapes-vis/train" in capsys.readouterr().err
+
+    # the split's folder of videos: one results file with every video's id, scored against the split's own file
+    out = tmp_path / "vis-all"
+    assert main([*common, "--input", f"{tiny_shapes}/videos/val/JPEGImages", "--task", "vis", "--out", str(out),
+                 "--dataset", "omg-shapes-vis"]) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert {r["video_id"] for r in results} == {v["id"] for v in gt_vis["videos"]}
+    assert f"{len(gt_vis['videos'])} videos" in capsys.readouterr().out
+    score = ["metric", "ytvis", "--gt-json", f"{tiny_shapes}/videos/val/instances.json"]
+    assert main([*score, "--results", str(out / "results.json")]) == 0
+
+
+def test_a_folder_of_videos_is_each_of_them(tmp_path, capsys):
+    """`--input FOLDER` of a video task: a folder of frames is one video; a folder of video files and frame folders
+    is each of them (other files are said and left); two videos of one name, or several for vos or for one
+    --overlay-video, are refused before the model loads."""
+    from PIL import Image
+
+    from omg.commands.predict import video_inputs
+    from omg.inference.media import encode_video
+
+    frames = [np.full((32, 32, 3), 40 * t, np.uint8) for t in range(3)]
+    (tmp_path / "cam1.mp4").write_bytes(encode_video(frames, fps=5, fmt="mp4"))
+    (tmp_path / "cam2").mkdir()
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / "cam2" / f"{t:05d}.jpg")
+    (tmp_path / "notes.txt").write_text("not a video")
+    assert video_inputs(str(tmp_path)) == [str(tmp_path / "cam1.mp4"), str(tmp_path / "cam2")]
+    assert "notes.txt" in capsys.readouterr().err
+    assert video_inputs(str(tmp_path / "cam2")) == [str(tmp_path / "cam2")]
+    common = ["predict", "--checkpoint", str(tmp_path / "none.pt"), "--input", str(tmp_path), "--out", str(tmp_path)]
+    assert main([*common, "--task", "vos", "--points", "3,3"]) == 2
+    assert "holds 2 videos: task vos takes one" in capsys.readouterr().err
+    assert main([*common, "--task", "vis", "--overlay-video", str(tmp_path / "o.mp4")]) == 2
+    assert "--overlay-video names one file" in capsys.readouterr().err
+    (tmp_path / "cam1").mkdir()
+    Image.fromarray(frames[0]).save(tmp_path / "cam1" / "00000.jpg")
+    assert main([*common, "--task", "vis"]) == 2
+    assert "two videos named 'cam1'" in capsys.readouterr().err.strip().splitlines()[-1]
