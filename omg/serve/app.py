@@ -64,7 +64,7 @@ from PIL import Image
 from omg.data.masks import mask_box, rle_decode
 from omg.inference import schema
 from omg.inference.schema import Limits, RequestError, decode_upload, number, parse_vocabulary
-from omg.serve.drawing import overlay, palette, png_b64
+from omg.serve.drawing import ALPHA, overlay, palette, png_b64
 from omg.serve.remote import RemoteModel
 from omg.utils import io as uio
 
@@ -158,6 +158,7 @@ class ServeApp:
             "clip_pretrained": None if self.predictor is None else self.predictor.clip_pretrained,
             "tasks": list(TASKS),
             "video_tasks": list(VIDEO_TASKS),
+            "overlay_alpha": round(ALPHA / 255, 3),  # the masks' fill opacity: the legend's swatches are drawn so
             "limits": {
                 "max_bytes": self.limits.max_bytes,
                 "max_pixels": self.limits.max_pixels,

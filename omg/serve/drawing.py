@@ -24,7 +24,11 @@ def palette(n: int) -> np.ndarray:
     return out
 
 
-def overlay(label_map: np.ndarray, colors: np.ndarray, alpha: int = 140) -> np.ndarray:
+#: the opacity of a mask's fill in the overlays (0-255); outlines are opaque. The page draws the legend's swatches so.
+ALPHA = 140
+
+
+def overlay(label_map: np.ndarray, colors: np.ndarray, alpha: int = ALPHA) -> np.ndarray:
     """H x W label map (0 = none, k = colors[k - 1]) -> RGBA overlay with outlines drawn opaque."""
     h, w = label_map.shape
     rgba = np.zeros((h, w, 4), dtype=np.uint8)

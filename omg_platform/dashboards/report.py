@@ -67,6 +67,7 @@ class GridRun:
     parent: object
     rows: list[Row]
     baseline: str
+    definition: dict = field(default_factory=dict)  # the grid as it ran (grid.json of the parent run)
 
     @property
     def clip_weights(self) -> str:
@@ -111,8 +112,19 @@ def find_grids(grid: str, experiment: str = "ablations") -> list[GridRun]:
         order = parent.data.params.get("trials", "").split(",")
         rows = [_row(c, c.data.tags.get("omg.trial", c.info.run_name)) for c in children]
         rows.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
-        out.append(GridRun(parent, rows, parent.data.tags.get("omg.baseline", rows[0].name if rows else "")))
+        baseline = parent.data.tags.get("omg.baseline", rows[0].name if rows else "")
+        out.append(GridRun(parent, rows, baseline, _grid_definition(parent.info.run_id)))
     return out
+
+
+def _grid_definition(run_id: str) -> dict:
+    """The grid.json the parent run logged ({} for a run that has none)."""
+    import mlflow
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/grid.json")
+    except Exception:  # noqa: BLE001 - a grid run from before grid.json, or an artifact store away: no reference
+        return {}
 
 
 @dataclass
@@ -126,6 +138,8 @@ class Section:
     parent: object | None = None  # the grid's MLflow parent run
     slug: str = "models"
     table_only: bool = False
+    paper: dict | None = None  # the grid's PaperReference: the paper's figures per axis value
+    noise: dict | None = None  # the grid's Noise: metric -> seed-to-seed standard deviation
 
 
 def find_runs(specs: list[str]) -> list[Row]:
@@ -152,13 +166,16 @@ def columns(rows: list[Row]) -> list[tuple[str, str]]:
     return out
 
 
-def delta_text(value: float | None, base: float | None, metric: str) -> tuple[str, str]:
-    """('+1.20', 'better'|'worse'|'same') or ('', '')."""
+def delta_text(value: float | None, base: float | None, metric: str, noise: float | None = None) -> tuple[str, str]:
+    """('+1.20', 'better'|'worse'|'same') or ('', ''); a difference within twice the metric's seed-to-seed
+    standard deviation ``noise`` is ('+1.20 ~noise', 'same')."""
     if value is None or base is None or not (math.isfinite(value) and math.isfinite(base)):
         return "", ""
     d = value - base
     if abs(d) < 0.005:
         return "±0.00", "same"
+    if noise and abs(d) < 2 * noise:
+        return f"{d:+.2f} ~noise", "same"
     better = (d < 0) if metric in LOWER_IS_BETTER else (d > 0)
     return f"{d:+.2f}", "better" if better else "worse"
 
@@ -182,8 +199,11 @@ def axis_groups(rows: list[Row], baseline: str) -> dict[str, list[Row]]:
     return groups
 
 
-def table_rows(rows: list[Row], cols: list[tuple[str, str]], baseline: str | None) -> list[dict]:
+def table_rows(
+    rows: list[Row], cols: list[tuple[str, str]], baseline: str | None, noise: dict | None = None
+) -> list[dict]:
     base = next((r for r in rows if r.name == baseline), None)
+    std = (noise or {}).get("std", {})
     out = []
     for r in rows:
         d = {"setting": r.name, **r.axes, "status": r.status, "run_id": r.run_id}
@@ -191,7 +211,7 @@ def table_rows(rows: list[Row], cols: list[tuple[str, str]], baseline: str | Non
             v = r.metrics.get(key)
             d[key] = None if v is None else round(v, 3)
             if base is not None and r is not base:
-                d[f"{key} delta"] = delta_text(v, base.metrics.get(key), key.split("/")[-1])[0] or None
+                d[f"{key} delta"] = delta_text(v, base.metrics.get(key), key.split("/")[-1], std.get(key))[0] or None
         out.append(d)
     return out
 
@@ -206,10 +226,13 @@ def write_csv(path: Path, records: list[dict]) -> None:
         w.writerows(records)
 
 
-def html_table(rows: list[Row], cols: list[tuple[str, str]], baseline: str | None, axes: list[str]) -> str:
+def html_table(
+    rows: list[Row], cols: list[tuple[str, str]], baseline: str | None, axes: list[str], noise: dict | None = None
+) -> str:
     head = "".join(f"<th>{escape(a)}</th>" for a in axes) + "".join(f"<th>{escape(t)}</th>" for _, t in cols)
     body = []
     base = next((r for r in rows if r.name == baseline), None)
+    std = (noise or {}).get("std", {})
     for r in rows:
         cells = "".join(f"<td>{escape(r.axes.get(a, ''))}</td>" for a in axes)
         for key, _ in cols:
@@ -218,12 +241,41 @@ def html_table(rows: list[Row], cols: list[tuple[str, str]], baseline: str | Non
                 cells += "<td class=na>–</td>"
                 continue
             txt, cls = (
-                ("", "") if r is base or base is None else delta_text(v, base.metrics.get(key), key.split("/")[-1])
+                ("", "")
+                if r is base or base is None
+                else delta_text(v, base.metrics.get(key), key.split("/")[-1], std.get(key))
             )
             cells += f"<td>{v:.2f}" + (f" <span class={cls}>({txt})</span>" if txt else "") + "</td>"
         mark = " <span class=base>baseline</span>" if r is base else ""
         body.append(f"<tr><td><b>{escape(r.name)}</b>{mark}</td>{cells}</tr>")
     return f"<table><tr><th>setting</th>{head}</tr>{''.join(body)}</table>"
+
+
+def paper_table(axis: str, group: list[Row], cols: list[tuple[str, str]], paper: dict) -> str:
+    """The paper's figures for the settings of ``group`` on ``axis`` (its first row the baseline's), in the columns
+    of the tasks they stand for, each with its delta against the baseline setting's: "" when the paper has none."""
+    figures = paper.get("axes", {}).get(axis, {})
+    values = [r.axes.get(axis) for r in group]
+    if not any(v in figures for v in values):
+        return ""
+    shown = [(k, t) for k, t in cols if any(k in figures.get(v, {}) for v in values)]
+    base = figures.get(values[0], {})
+    body = []
+    for v in values:
+        cells = ""
+        for key, _ in shown:
+            x = figures.get(v, {}).get(key)
+            if x is None:
+                cells += "<td class=na>–</td>"
+                continue
+            txt, cls = ("", "") if v == values[0] else delta_text(x, base.get(key), key.split("/")[-1])
+            cells += f"<td>{x:.1f}" + (f" <span class={cls}>({txt})</span>" if txt else "") + "</td>"
+        body.append(f"<tr><td>the paper: <b>{escape(str(v))}</b></td>{cells}</tr>")
+    head = "".join(f"<th>{escape(t)}</th>" for _, t in shown)
+    return (
+        f"<table class=paper><tr><th>{escape(axis)}</th>{head}</tr>{''.join(body)}</table>"
+        f"<p class=source>{escape(paper.get('source', ''))}</p>"
+    )
 
 
 def curves(rows: list[Row]) -> dict[str, dict[str, list[tuple[float, float]]]]:
@@ -277,7 +329,8 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.better{colo
 .same{color:#888}.na{color:#bbb}.base{font-size:11px;color:#666;border:1px solid #bbb;border-radius:3px;padding:0 3px}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.gallery{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;font-size:12px;text-align:center}figure img{width:192px;image-rendering:pixelated;border:1px solid #ccc}
-h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}code{background:#f4f4f4;padding:1px 4px}"""
+h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}code{background:#f4f4f4;padding:1px 4px}
+table.paper td{font-style:italic;background:#fafafa}.source{font-size:12px;color:#666;margin-top:-12px}"""
 
 
 def build_report(
@@ -324,7 +377,9 @@ def _build(
         grid_runs = find_grids(grid, experiment)
         for k, g in enumerate(grid_runs):
             title = f"Ablation grid “{grid}”" + (f", CLIP: {g.clip_label}" if len(grid_runs) > 1 else "")
-            sections.append(Section(title, g.rows, g.baseline, g.parent, f"grid-{grid}" + (f"-clip{k}" if k else "")))
+            slug = f"grid-{grid}" + (f"-clip{k}" if k else "")
+            paper, noise = g.definition.get("paper"), g.definition.get("noise")
+            sections.append(Section(title, g.rows, g.baseline, g.parent, slug, paper=paper, noise=noise))
         if len(grid_runs) > 1:  # every trial under each CLIP setting, side by side
             side = [
                 Row(f"{r.name} ({g.clip_label})", r.run_id, r.axes, r.metrics, r.status, r.metric_keys)
@@ -357,15 +412,22 @@ def _build(
             html.append("<p>No runs yet.</p>")
             continue
         axes = sorted({a for r in rows for a in r.axes})
-        html.append(html_table(rows, cols, baseline, axes))
-        write_csv(out / f"{slug}.csv", table_rows(rows, cols, baseline))
+        if sec.noise:
+            html.append(
+                "<p class=source>A delta within twice the seed-to-seed standard deviation is marked ~noise: "
+                f"{escape(sec.noise.get('source', ''))}</p>"
+            )
+        html.append(html_table(rows, cols, baseline, axes, sec.noise))
+        write_csv(out / f"{slug}.csv", table_rows(rows, cols, baseline, sec.noise))
         if sec.table_only:  # its rows' charts and overlays are in their grids' sections
             continue
         if parent is not None:
             for axis, group in axis_groups(rows, baseline).items():
                 html.append(f"<h3>Ablation: {escape(axis)}</h3>")
-                html.append(html_table(group, cols, baseline, [axis]))
-                write_csv(out / f"{slug}-{axis}.csv", table_rows(group, cols, baseline))
+                html.append(html_table(group, cols, baseline, [axis], sec.noise))
+                if sec.paper:
+                    html.append(paper_table(axis, group, cols, sec.paper))
+                write_csv(out / f"{slug}-{axis}.csv", table_rows(group, cols, baseline, sec.noise))
             html.append("<h3>Per task</h3><div class=charts>")
             for key, t in cols:
                 html.append(bar_chart(t, {r.name: r.metrics.get(key) for r in rows}, baseline, colours=colours))

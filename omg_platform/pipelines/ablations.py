@@ -65,6 +65,24 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class PaperReference:
+    """The paper's numbers for an axis's settings, shown beside the grid's by the dashboard: ``axes`` maps axis ->
+    axis value -> {"<dataset>/<metric>" of this grid: the paper's figure for the task that dataset stands for}."""
+
+    source: str  # where the figures are and what they measure (model, datasets, scale)
+    axes: dict[str, dict[str, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Noise:
+    """How much a metric moves between seeds of the baseline trial (sample standard deviation), measured: the
+    dashboard calls a delta within twice it noise."""
+
+    source: str  # how it was measured (seeds, machine, date)
+    std: dict[str, float]  # "<dataset>/<metric>" -> standard deviation
+
+
+@dataclass(frozen=True)
 class Grid:
     description: str
     base: str  # a run config, relative to the grids file
@@ -73,6 +91,8 @@ class Grid:
     overrides: dict[str, Any] = field(default_factory=dict)
     eval: EvalSpec = field(default_factory=EvalSpec)
     name: str = ""
+    paper: PaperReference | None = None
+    noise: Noise | None = None
 
     def __post_init__(self):
         if self.baseline not in self.trials:

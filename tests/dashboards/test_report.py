@@ -7,12 +7,14 @@ import csv
 from pathlib import Path
 
 
-def _grid_run(mlflow, exp_id: str, clip_weights: str | None, pq: dict[str, float]) -> str:
+def _grid_run(mlflow, exp_id: str, clip_weights: str | None, pq: dict[str, float], grid: dict | None = None) -> str:
     tags = {"omg.grid": "g", "omg.kind": "ablation-grid", "omg.baseline": "a", "omg.axes": "x"}
     if clip_weights is not None:  # a grid run from before the tag existed has none
         tags["omg.clip_weights"] = clip_weights
     with mlflow.start_run(experiment_id=exp_id, run_name="grid-g", tags=tags) as parent:
-        mlflow.log_params({"trials": "a,b", "description": "made up"})
+        mlflow.log_params({"trials": ",".join(pq), "description": "made up"})
+        if grid is not None:  # what omg ablate logs: the grid as it ran
+            mlflow.log_dict(grid, "grid.json")
         for trial, value in pq.items():
             with mlflow.start_run(
                 experiment_id=exp_id, run_name=trial, nested=True, tags={"omg.trial": trial, "omg.axis.x": trial}
@@ -52,6 +54,30 @@ def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
         ("b (pretrained tiny_convnext (clip.pt), tiny_vit (vit.pt))", 25.0),
     ]
     assert (tmp_path / "two" / "grid-g.csv").exists() and (tmp_path / "two" / "grid-g-clip1.csv").exists()
+
+
+def test_the_paper_beside_each_axis_and_deltas_within_the_noise(tmp_path):
+    """A grid with the paper's figures (ablations.yaml ``paper``) shows them under the axis's table with their own
+    delta, in the columns of the tasks they stand for; a delta within twice the measured seed-to-seed spread
+    (``noise``) is marked ~noise instead of better or worse."""
+    import mlflow
+
+    from omg_platform.dashboards.report import build_report
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    exp_id = mlflow.create_experiment("ablations")
+    grid = {
+        "paper": {"source": "made-up paper", "axes": {"x": {"a": {"ds/PQ": 49.9}, "b": {"ds/PQ": 45.2}}}},
+        "noise": {"source": "3 seeds", "std": {"ds/PQ": 1.5}},
+    }
+    _grid_run(mlflow, exp_id, None, {"a": 30.0, "b": 28.0, "c": 25.0}, grid)
+    html = Path(build_report(tmp_path / "r", grid="g", tracking_uri=uri, with_gallery=False)).read_text()
+    assert "the paper: <b>b</b></td><td>45.2 <span class=worse>(-4.70)</span>" in html
+    assert "made-up paper" in html and "3 seeds" in html
+    assert "<span class=same>(-2.00 ~noise)</span>" in html and "<span class=worse>(-5.00)</span>" in html
+    rows = {r["setting"]: r for r in csv.DictReader(open(tmp_path / "r" / "grid-g.csv"))}
+    assert rows["b"]["ds/PQ delta"] == "-2.00 ~noise" and rows["c"]["ds/PQ delta"] == "-5.00"
 
 
 def test_mlflow_ui_stops_with_every_child_on_sigterm(tmp_path):

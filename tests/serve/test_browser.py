@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,20 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     assert iou > 0.3, f"click at ({x:.0f}, {y:.0f}): mask IoU {iou:.2f} with the shape"
     rows = d.find_elements("css selector", "#results li")
     assert len(rows) == 1 and "#1" in rows[0].text and "%" in rows[0].text
+    # the legend's swatch is the mask as drawn (its fill at the overlay's opacity, its outline opaque), not a colour
+    # the image never shows
+    fill, outline = d.execute_script(
+        "const s = getComputedStyle(document.querySelector('#results li .swatch'));"
+        "return [s.backgroundColor, s.borderTopColor];"
+    )
+    drawn = d.execute_script(
+        "const c = document.getElementById('overlay'), a = c.getContext('2d').getImageData(0, 0, c.width, c.height)"
+        ".data; for (let i = 3; i < a.length; i += 4)"
+        "  if (a[i] > 0 && a[i] < 255) return Array.from(a.slice(i - 3, i + 1));"
+    )
+    fill, outline = [[float(v) for v in re.findall(r"[\d.]+", c)] for c in (fill, outline)]
+    assert np.allclose(fill[:3], drawn[:3], atol=2) and abs(fill[3] - drawn[3] / 255) < 0.01, (fill, drawn)
+    assert np.allclose(outline, drawn[:3], atol=2), (outline, drawn)
     # a label from the object queries shows their class probability; one from the tests' randomly initialised
     # CLIP is shown as a guess, not with a confident score
     doc = json.loads(urllib.parse.unquote(d.find_element("id", "download-json").get_attribute("href").split(",", 1)[1]))
