@@ -71,6 +71,12 @@ def pytest_xdist_make_scheduler(config, log):
     return FileAtATime(config, log)
 
 
+# Every Ray a test starts (the tests' own, a pipeline's local one, the cluster walk's nodes) starts its workers when
+# a task asks for one: by default a new Ray prestarts a worker per CPU for its first job, which the Ray Train jobs
+# (workers with their own runtime environment) never use. The suite starts some twenty of them on 2 CPU-bound
+# cores: that is 2 idle processes and ~3 CPU-seconds each, and half of an idle Ray's CPU while it waits.
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+
 # The session's own text-embedding cache (subprocesses inherit it): a test never finds a vocabulary that an earlier
 # session or the user's ~/.cache/omg embedded, and nothing is left in the home directory.
 os.environ["OMG_CACHE_DIR"] = tempfile.mkdtemp(prefix="omg-test-cache-")

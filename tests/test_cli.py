@@ -18,7 +18,7 @@ import pytest
 
 from omg import __version__
 from omg_platform.cli import main
-from tests import ROOT
+from tests import ROOT, default_sigint
 from tests.helpers import TINY_SHAPES
 
 OMG = [sys.executable, "-m", "omg_platform.cli"]
@@ -331,7 +331,15 @@ def _serve_then_ctrl_c(args: list[str], folder: Path, env: dict) -> None:
     import signal
     import urllib.request
 
-    server = subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        args,
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint,  # Ctrl-C reaches it even when this test runs in a background job
+    )
     try:
         lines = []
         for line in server.stdout:

@@ -7,6 +7,7 @@ docs/cluster.md by tests/pipelines/test_cluster.py."""
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import re
 import shlex
@@ -97,10 +98,16 @@ def _names_exist(parsed: argparse.Namespace) -> None:
             assert name in catalog, f"--dataset {name}: not in the catalog"
 
 
+@functools.cache
+def _parser(module_name: str) -> argparse.ArgumentParser:
+    """The parser of the ``omg`` command (``omg_platform.cli``) or of a pipeline job, built once."""
+    return importlib.import_module(module_name).build_parser()
+
+
 def _check_job(module_name: str, argv: list[str], capsys) -> None:
     """A pipeline job's command line, read by its own parser; a training run's config and overrides by the config
     loader, its hooks by the hook parser."""
-    parsed = _parse(importlib.import_module(module_name).build_parser(), argv, capsys)
+    parsed = _parse(_parser(module_name), argv, capsys)
     _repo_paths(argv)
     _names_exist(parsed)
     if module_name.endswith(".joint_train"):
@@ -120,9 +127,7 @@ def test_a_documented_command_is_read_as_written(where, command, capsys):
     command = re.sub(r"<[^>]+>", "RUN", command)  # <run>, <head>, ...
     args = shlex.split(command)
     if args[0] == "omg":
-        from omg_platform.cli import build_parser
-
-        parsed = _parse(build_parser(), args[1:], capsys)
+        parsed = _parse(_parser("omg_platform.cli"), args[1:], capsys)
         if hasattr(parsed, "pipeline"):  # `omg eval`, `omg ablate` ...: the pipeline module's own flags
             _check_job(f"omg_platform.pipelines.{parsed.pipeline}", parsed.rest, capsys)
         else:

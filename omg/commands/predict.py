@@ -123,50 +123,158 @@ def video_inputs(uri: str) -> list[str]:
     return sorted(found)
 
 
-def run(args, load_predictor=None) -> int:
-    """``load_predictor(args)``: the predictor to run (default: the checkpoint's, PyTorch; the CLI passes the one
-    of ``--runtime``)."""
+def video_sources(args) -> list:
+    """The videos of ``--input`` (a video task), opened (headers read) and checked before the model loads."""
+    from omg.inference.media import VideoSource
+
+    sources = [VideoSource.open(uri, args.max_pixels) for uri in video_inputs(args.input)]
+    if len(sources) > 1 and args.task == "vos":
+        raise ValueError(
+            f"{args.input} holds {len(sources)} videos: task vos takes one (its prompts are on its first frame)"
+        )
+    if len(sources) > 1 and args.overlay_video:
+        raise ValueError(
+            f"{args.input} holds {len(sources)} videos: --overlay-video names one file; leave it out "
+            "(each video's overlays go under overlays/)"
+        )
+    if args.overlay_video is not None and "://" in args.overlay_video:
+        raise ValueError(f"--overlay-video {args.overlay_video}: the overlay video is written to a local path")
+    seen = [s.name for s in sources]
+    twice = sorted({n for n in seen if seen.count(n) > 1})
+    if twice:
+        raise ValueError(f"{args.input}: two videos named {twice[0]!r} (a video file and a frame folder?)")
+    return sources
+
+
+def image_files(args, points, boxes) -> list[str]:
+    """The images of ``--input`` (an image task), checked before the model loads."""
+    from omg.inference.media import VIDEO_EXT, list_images
+
+    if args.input.lower().endswith(VIDEO_EXT):
+        raise ValueError(
+            f"{args.input} is a video file: task {args.task} takes images; give a video task (--task "
+            f"{', '.join(VIDEO_TASKS)}) or a folder of images"
+        )
+    files = list_images(args.input) if (args.input.endswith("/") or uio.isdir(args.input)) else [args.input]
+    if args.task == "interactive" and len(files) != 1:
+        raise ValueError("task interactive takes one image (prompts are per image)")
+    if args.task == "interactive" and points is None and boxes is None:
+        raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
+    return files
+
+
+def video_task_options(args, vocab, points, boxes) -> dict:
+    """The keyword arguments of :meth:`OMGPredictor.stream` for the task: the VOS prompts, else the vocabulary."""
     from omg.inference import writers
-    from omg.inference.media import VIDEO_EXT, VideoSource, list_images, load_image
-    from omg.inference.predictor import LOOKAHEAD, OMGPredictor
+
+    if args.task != "vos":
+        return {"vocabulary": vocab, **({"track_ids": args.track_ids} if args.task == "vps" else {})}
+    if args.first_frame_masks and (points or boxes):
+        raise ValueError("task vos takes --first-frame-masks or --points/--boxes on the first frame, not both")
+    if args.first_frame_masks:
+        return {"first_frame_masks": writers.read_png(args.first_frame_masks)}
+    if points or boxes:
+        return {"points": points, "boxes": boxes}
+    raise ValueError(
+        "task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0) or --points/--boxes on the first "
+        "frame"
+    )
+
+
+def predict_videos(args, predictor, sources, vocab, cat_ids, options: dict) -> tuple[list[str], int]:
+    """Stream each video through the predictor into one :class:`VideoOutput`. -> (outputs written, frames)."""
+    from omg.inference.predictor import LOOKAHEAD
     from omg.inference.writers import VideoOutput
     from omg.utils.progress import Progress
 
+    names = [s.name for s in sources]
+    ids = (dataset_ids(args.dataset, args.split, names, True) if args.dataset else None) or {}
+    lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
+    output = VideoOutput(args.out, args.task, vocab.isthing, cat_ids, score_threshold=args.score_threshold)
+    try:
+        for k, source in enumerate(sources):
+            movie = args.overlay_video
+            if movie is None and not args.no_overlays and source.files is None:
+                movie = uio.join(args.out, "overlays", f"{source.name}.mp4")  # a video file in: its overlay video
+            output.start(
+                source.name,
+                ids.get(source.name, args.video_id + k),
+                overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
+                overlay_video=movie,
+                fps=source.fps,
+            )
+            frame_names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
+
+            def frames(source=source, frame_names=frame_names):
+                for t, (name, frame) in enumerate(source):
+                    frame_names[t] = name
+                    yield frame
+
+            label = f"predict {args.task} {source.name}" + (f" ({k + 1}/{len(sources)})" if len(sources) > 1 else "")
+            with Progress(label, total=source.num_frames, unit="frame") as prog:
+                for f in predictor.stream(frames(), args.task, lookahead=lookahead, **options):
+                    output.add(frame_names.pop(f.index), f.image, f.result)
+                    prog.update()
+    except BaseException:
+        output.abort()  # no results file that looks complete
+        raise
+    return output.close(), output.frames
+
+
+def predict_images(args, predictor, files, first, vocab, cat_ids, points, boxes) -> list[str]:
+    """Each image through the predictor; the task's official files. -> the outputs written."""
+    from omg.inference import writers
+    from omg.inference.media import load_image
+    from omg.utils.progress import Progress
+
+    task, out, written, pan_items, inst_items = args.task, args.out, [], [], []
+    ids = dataset_ids(args.dataset, args.split, [Path(f).stem for f in files], False) if args.dataset else None
+    ids = ids or {Path(f).stem: n for n, f in enumerate(files, start=1)}
+    with Progress(f"predict {task}", total=len(files), unit="img") as prog:
+        for n, path in enumerate(files, start=1):
+            image = first if n == 1 else load_image(path, args.max_pixels)
+            name = Path(path).stem
+            predictor.set_image(image)
+            if task == "interactive":
+                r = predictor.interactive(points=points, boxes=boxes, vocabulary=vocab if args.label else None)
+                written.append(writers.write_interactive(out, name, r))
+            else:
+                r = predictor.predict(task, vocabulary=vocab)
+                if task == "panoptic":
+                    pan_items.append((ids[name], name, r))
+                elif task == "instance":
+                    inst_items.append((ids[name], name, r))
+                else:
+                    written.append(writers.write_semantic(out, name, r))
+            if not args.no_overlays:
+                uri = uio.join(out, "overlays", f"{name}.png")
+                writers.write_overlay(uri, image, *writers.overlay_ids(r, args.score_threshold))
+                written.append(uri)
+            prog.update()
+    if pan_items:
+        written.append(writers.write_panoptic(out, pan_items, vocab.isthing, cat_ids))
+    if inst_items:
+        written.append(writers.write_instances(out, inst_items, cat_ids))
+    return written
+
+
+def run(args, load_predictor=None) -> int:
+    """``load_predictor(args)``: the predictor to run (default: the checkpoint's, PyTorch; the CLI passes the one
+    of ``--runtime``)."""
+    from omg.inference.media import load_image
+    from omg.inference.predictor import OMGPredictor
+
     t0 = time.monotonic()
-    out = args.out
-    task = args.task
+    if args.task not in VIDEO_TASKS + IMAGE_TASKS:
+        raise ValueError(f"unknown task {args.task!r}")
     points = parse_floats(args.points, 2, "points")
     boxes = parse_floats(args.boxes, 4, "boxes")
     # the input is checked before the model loads (seconds, a GB): a wrong path or file is said at once
-    first = None
-    if task in VIDEO_TASKS:
-        sources = [VideoSource.open(uri, args.max_pixels) for uri in video_inputs(args.input)]
-        if len(sources) > 1 and task == "vos":
-            raise ValueError(
-                f"{args.input} holds {len(sources)} videos: task vos takes one (its prompts are on its first frame)"
-            )
-        if len(sources) > 1 and args.overlay_video:
-            raise ValueError(
-                f"{args.input} holds {len(sources)} videos: --overlay-video names one file; leave it out "
-                "(each video's overlays go under overlays/)"
-            )
-        seen = [s.name for s in sources]
-        twice = sorted({n for n in seen if seen.count(n) > 1})
-        if twice:
-            raise ValueError(f"{args.input}: two videos named {twice[0]!r} (a video file and a frame folder?)")
-    else:
-        if args.input.lower().endswith(VIDEO_EXT):
-            raise ValueError(
-                f"{args.input} is a video file: task {task} takes images; give a video task (--task "
-                f"{', '.join(VIDEO_TASKS)}) or a folder of images"
-            )
-        files = list_images(args.input) if (args.input.endswith("/") or uio.isdir(args.input)) else [args.input]
-        if task == "interactive" and len(files) != 1:
-            raise ValueError("task interactive takes one image (prompts are per image)")
-        if task == "interactive" and points is None and boxes is None:
-            raise ValueError("task interactive needs --points X,Y and/or --boxes X0,Y0,X1,Y1")
-        first = load_image(files[0], args.max_pixels)
-    before = uio.count_files(out)
+    video = args.task in VIDEO_TASKS
+    sources = video_sources(args) if video else None
+    files = None if video else image_files(args, points, boxes)
+    first = None if video else load_image(files[0], args.max_pixels)
+    before = uio.count_files(args.out)
     predictor = (
         load_predictor(args) if load_predictor else OMGPredictor.from_checkpoint(args.checkpoint, device=args.device)
     )
@@ -175,99 +283,19 @@ def run(args, load_predictor=None) -> int:
     vocabulary = args.vocabulary or None
     dataset_vocab, cat_ids = dataset_vocabulary(predictor, args.dataset, vocabulary)
     vocab = dataset_vocab or predictor.vocabulary(vocabulary)
-    written = []
-    if task in VIDEO_TASKS:
-        kwargs = {}
-        if task == "vos":
-            if args.first_frame_masks and (points or boxes):
-                raise ValueError("task vos takes --first-frame-masks or --points/--boxes on the first frame, not both")
-            if args.first_frame_masks:
-                kwargs["first_frame_masks"] = writers.read_png(args.first_frame_masks)
-            elif points or boxes:
-                kwargs.update(points=points, boxes=boxes)
-            else:
-                raise ValueError(
-                    "task vos needs --first-frame-masks (a DAVIS-style indexed PNG of frame 0) or "
-                    "--points/--boxes on the first frame"
-                )
-        else:
-            kwargs["vocabulary"] = vocab
-        if task == "vps":
-            kwargs["track_ids"] = args.track_ids
-        if args.overlay_video is not None and "://" in args.overlay_video:
-            raise ValueError(f"--overlay-video {args.overlay_video}: the overlay video is written to a local path")
-        ids = (dataset_ids(args.dataset, args.split, [s.name for s in sources], True) if args.dataset else None) or {}
-        lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
-        output = VideoOutput(out, task, vocab.isthing, cat_ids, score_threshold=args.score_threshold)
-        try:
-            for k, source in enumerate(sources):
-                video = source.name
-                movie = args.overlay_video
-                if movie is None and not args.no_overlays and source.files is None:
-                    movie = uio.join(out, "overlays", f"{video}.mp4")  # a video file in: its overlay video out
-                output.start(
-                    video,
-                    ids.get(video, args.video_id + k),
-                    overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
-                    overlay_video=movie,
-                    fps=source.fps,
-                )
-                names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
-
-                def frames(source=source, names=names):
-                    for t, (name, frame) in enumerate(source):
-                        names[t] = name
-                        yield frame
-
-                label = f"predict {task} {video}" + (f" ({k + 1}/{len(sources)})" if len(sources) > 1 else "")
-                with Progress(label, total=source.num_frames, unit="frame") as prog:
-                    for f in predictor.stream(frames(), task, lookahead=lookahead, **kwargs):
-                        output.add(names.pop(f.index), f.image, f.result)
-                        prog.update()
-        except BaseException:
-            output.abort()  # no results file that looks complete
-            raise
-        written += output.close()
-    elif task in IMAGE_TASKS:
-        pan_items, inst_items = [], []
-        ids = dataset_ids(args.dataset, args.split, [Path(f).stem for f in files], False) if args.dataset else None
-        ids = ids or {Path(f).stem: n for n, f in enumerate(files, start=1)}
-        with Progress(f"predict {task}", total=len(files), unit="img") as prog:
-            for n, path in enumerate(files, start=1):
-                image = first if n == 1 else load_image(path, args.max_pixels)
-                name = Path(path).stem
-                image_id = ids[name]
-                predictor.set_image(image)
-                if task == "interactive":
-                    r = predictor.interactive(points=points, boxes=boxes, vocabulary=vocab if args.label else None)
-                    written.append(writers.write_interactive(out, name, r))
-                else:
-                    r = predictor.predict(task, vocabulary=vocab)
-                    if task == "panoptic":
-                        pan_items.append((image_id, name, r))
-                    elif task == "instance":
-                        inst_items.append((image_id, name, r))
-                    else:
-                        written.append(writers.write_semantic(out, name, r))
-                if not args.no_overlays:
-                    uri = uio.join(out, "overlays", f"{name}.png")
-                    writers.write_overlay(uri, image, *writers.overlay_ids(r, args.score_threshold))
-                    written.append(uri)
-                prog.update()
-        if pan_items:
-            written.append(writers.write_panoptic(out, pan_items, vocab.isthing, cat_ids))
-        if inst_items:
-            written.append(writers.write_instances(out, inst_items, cat_ids))
+    if video:
+        options = video_task_options(args, vocab, points, boxes)
+        written, frames = predict_videos(args, predictor, sources, vocab, cat_ids, options)
+        done = f"{frames} frames" + (f" of {len(sources)} videos" if len(sources) > 1 else "")
     else:
-        raise ValueError(f"unknown task {task!r}")
-    shown = written if len(written) <= 6 else written[:3] + ["..."] + written[-2:]
-    if task in VIDEO_TASKS:
-        done = f"{output.frames} frames" + (f" of {len(sources)} videos" if len(sources) > 1 else "")
-    else:
+        written = predict_images(args, predictor, files, first, vocab, cat_ids, points, boxes)
         done = f"{len(files)} image{'' if len(files) == 1 else 's'}"
-    after = uio.count_files(out)
-    print(f"{task}: {done} predicted [{time.monotonic() - t0:.1f}s]; {out} holds {after} files ({after - before} new):")
-    for w in shown:
+    after = uio.count_files(args.out)
+    print(
+        f"{args.task}: {done} predicted [{time.monotonic() - t0:.1f}s]; {args.out} holds {after} files "
+        f"({after - before} new):"
+    )
+    for w in written if len(written) <= 6 else written[:3] + ["..."] + written[-2:]:
         print(f"  {w}")
     return 0
 

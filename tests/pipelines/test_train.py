@@ -1,5 +1,5 @@
 """omg_platform/pipelines/joint_train.py: 2-worker CPU training through the real TorchTrainer, MLflow (a real server on
-loopback), exact resume after a relaunch and after a driver interrupt (restart after a killed worker:
+loopback), exact resume after a relaunch, a driver interrupt that ends cleanly (restart after a killed worker:
 tests/pipelines/test_cluster.py)."""
 
 from __future__ import annotations
@@ -261,13 +261,15 @@ def test_relaunch_resumes_without_repeating_samples(
 # tests/pipelines/test_cluster.py, one DDP worker per node.
 
 
-@pytest.mark.slow(seconds=75)
-def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_env, mlflow_server, tmp_path, capsys):
-    """SIGINT to the driver mid-run: exit 130 with one clear line (no traceback, no native stack dump), the MLflow
-    run KILLED (not RUNNING); the relaunch says the step it resumes at and resumes exactly there."""
+@pytest.mark.slow(seconds=50)
+def test_a_driver_interrupt_ends_cleanly_and_says_where_the_relaunch_resumes(shards, data_env, mlflow_server, tmp_path):
+    """SIGINT to the driver mid-run: exit 130 with one clear line that says the step the same command resumes at
+    (no traceback, no native stack dump), the MLflow run KILLED (not RUNNING), only complete checkpoints. (What a
+    relaunch does from there, exactly the uninterrupted run's batches: test_relaunch_resumes_without_repeating_samples.)
+    """
     import mlflow
 
-    steps, every = 12, 4  # the relaunch trains steps 8-11
+    steps, every = 6, 3
     args = [
         f"data.shards={shards}",
         f"checkpoint.storage_path={tmp_path}",
@@ -278,9 +280,9 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
         "validation.pairs=[]",
     ]
     env = dict(os.environ, PYTHONPATH=str(Path(CONFIG).parents[2]))
-    # every worker waits before step 8 (after the checkpoint of step 8): the interrupt lands mid-run however
+    # every worker waits before step 3 (after the checkpoint of step 3): the interrupt lands mid-run however
     # slowly the test process itself gets to send it on a loaded machine
-    stall = "--hook=omg_platform.pipelines.train_hooks:Stall:step=8"
+    stall = "--hook=omg_platform.pipelines.train_hooks:Stall:step=3"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -304,7 +306,7 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             trace = _trace(tmp_path)
-            if len(trace.get(0, [])) >= 8:
+            if len(trace.get(0, [])) >= 3:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, f"training ended before the interrupt: {proc.communicate()[1][-3000:]}"
@@ -337,15 +339,6 @@ def test_a_driver_interrupt_ends_cleanly_and_the_relaunch_resumes(shards, data_e
     )
     assert [r.info.status for r in runs] == ["KILLED"]
     assert not [p for p in (tmp_path / run_name / "checkpoints").iterdir() if not (p / "COMPLETE.json").exists()]
-
-    before = {rank: len(rows) for rank, rows in _trace(tmp_path).items()}
-    assert train_main(["--config", CONFIG, TRACE, *args]) == 0
-    err = capsys.readouterr().err
-    assert f"resuming {run_name} from step {resume_at}" in err
-    for rank, rows in _trace(tmp_path).items():
-        after = [r["step"] for r in rows[before[rank] :]]
-        assert after == list(range(resume_at, steps)), f"rank {rank} relaunch trained {after[:5]}..."
-    assert mlflow.get_run(runs[0].info.run_id).info.status == "FINISHED"
 
 
 def test_bad_config_is_rejected_with_the_key(capsys):
