@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # pytest processes (pytest-xdist; 0 runs in this one): each test file runs whole on one of them, the longest first
 # (tests/conftest.py orders them and hands out files). 3 on 2 cores: the end-to-end tests spend part of their time
 # waiting (servers and Ray starting, a tracking-server outage), which a third process fills: the cores then stay 98 %
-# busy (12 min 38 s for 497 tests, 2026-12-06, 2-core EPYC; 12 min 33 s vs 11 min 32 s on 2 vs 3 with fewer tests)
+# busy: 12 min 38 s for 497 tests vs 13 min 35 s (92 % busy) on 2 processes (2026-12-06, 2-core EPYC)
 TEST_WORKERS ?= 3
 XDIST  = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
