@@ -5,12 +5,14 @@ Fixtures stay in conftest.py; this module holds plain functions and constants, i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from omg.data.masks import id2rgb
+from tests import ROOT
 
 #: a small omg-shapes: every split and format, a few seconds to generate
 TINY_SHAPES = dict(
@@ -186,3 +188,21 @@ def gt_segment(root: str, sample: str, min_area: int = 120):
     # a pixel of the shape near its centroid (the centroid of a star may fall outside it)
     k = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
     return m, (float(xs[k]) + 0.5, float(ys[k]) + 0.5)
+
+
+#: the README sections whose commands a newcomer runs after `make demo`
+README_SECTIONS = ("Using a model", "Your own data in four commands")
+
+
+def readme_blocks(heading: str) -> list[tuple[str, str]]:
+    """(language, code) of the fenced blocks of the README's section ``## heading``."""
+    text = (ROOT / "README.md").read_text()
+    assert f"\n## {heading}\n" in text, f"README has no section {heading!r}"
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(bash|python)\n(.*?)```", section, re.S)
+
+
+def readme_commands(code: str) -> list[str]:
+    """A bash block's commands: continuation lines joined, comments removed."""
+    joined = re.sub(r"\\\n\s*", " ", code)
+    return [c for c in (re.sub(r"(^|\s+)#(\s.*)?$", "", line).strip() for line in joined.splitlines()) if c]

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from omg import __version__
 from omg_platform.cli import main
 from tests import ROOT, default_sigint
-from tests.helpers import TINY_SHAPES
+from tests.helpers import README_SECTIONS, TINY_SHAPES, readme_blocks, readme_commands
 
 OMG = [sys.executable, "-m", "omg_platform.cli"]
 
@@ -144,7 +145,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys)
         and doc["model_config"]["variant"] == "tiny_convnext"
     )
     assert "val image->caption top-1" in proc.stdout
-    _check_the_clip_stage(state["clip"], runs, capsys)
+    _check_the_clip_stage(state["clip"], state["data"]["root"], runs, capsys)
     # every task was evaluated and reported
     for key in (
         "omg-shapes/val/panoptic",
@@ -185,7 +186,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys)
     assert again.stderr.count("done earlier") == 7 and "0 to run" in again.stderr
 
 
-def _check_the_clip_stage(clip: dict, runs: Path, capsys) -> None:
+def _check_the_clip_stage(clip: dict, data: str, runs: Path, capsys) -> None:
     """The quick demo's CLIP stage (omg_platform/pipelines/clip_pretrain.py on 2 DDP workers) is tracked in the demo's
     MLflow, its weights load as ``model.pretrained``, and the same command again trains nothing."""
     import mlflow
@@ -200,7 +201,7 @@ def _check_the_clip_stage(clip: dict, runs: Path, capsys) -> None:
     assert "val/image_to_text" in run.data.metrics and clip["val_after"]["n"] == 8
     assert build_model(ModelConfig.tiny(pretrained=clip["weights"])).config.pretrained == clip["weights"]
     config = json.loads(Path(clip["weights"] + ".json").read_text())["config"]
-    args = ["--root", str(runs / "data/omg-shapes-quick"), "--out", clip["weights"], "--no-mlflow"]
+    args = ["--root", data, "--out", clip["weights"], "--no-mlflow"]
     for key in ("variant", "steps", "batch_size", "lr", "seed"):
         args += [f"--{key.replace('_', '-')}", str(config[key])]
     assert clip_main(args) == 0
@@ -230,22 +231,6 @@ NOT_RUN_HERE = {
     "omg convert-official": "needs the released OMG-Seg weights and the laion2b CLIP, which cannot be downloaded here "
     "(tests/modeling/test_official_checkpoint.py converts official-layout files)",
 }
-#: the README sections whose commands a newcomer runs after `make demo`
-README_SECTIONS = ("Using a model", "Your own data in four commands")
-
-
-def readme_blocks(heading: str) -> list[tuple[str, str]]:
-    """(language, code) of the fenced blocks of the README's section ``## heading``."""
-    text = (ROOT / "README.md").read_text()
-    assert f"\n## {heading}\n" in text, f"README has no section {heading!r}"
-    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```(bash|python)\n(.*?)```", section, re.S)
-
-
-def readme_commands(code: str) -> list[str]:
-    """A bash block's commands: continuation lines joined, comments removed."""
-    joined = re.sub(r"\\\n\s*", " ", code)
-    return [c for c in (re.sub(r"(^|\s+)#(\s.*)?$", "", line).strip() for line in joined.splitlines()) if c]
 
 
 @pytest.mark.slow(seconds=85)
@@ -348,6 +333,7 @@ def _serve_then_ctrl_c(args: list[str], folder: Path, env: dict) -> None:
                 break
         url = re.search(r"http://\S+/", "".join(lines))
         assert url, "".join(lines)[-3000:]
+        threading.Thread(target=server.stdout.read, daemon=True).start()  # its later lines, drained
         info = json.loads(urllib.request.urlopen(url.group(0) + "api/info", timeout=30).read())
         assert info["samples"] and info["vocabulary"], info
         server.send_signal(signal.SIGINT)

@@ -15,7 +15,7 @@ import shlex
 import pytest
 
 from tests import ROOT
-from tests.test_cli import README_SECTIONS, readme_commands
+from tests.helpers import README_SECTIONS, readme_commands
 
 #: programs that are not ours, whose lines the docs show for context (a shell, curl, MLflow's and Ray's own CLIs)
 NOT_OURS = ("export", "curl", "mlflow", "cd", "sudo", "pip", "make", "git", "ray up", "ray dashboard", "open")
@@ -61,9 +61,11 @@ def doc_commands() -> list[tuple[str, str]]:
 COMMANDS = [(where, command) for where, command in doc_commands() if not command.startswith(NOT_OURS)]
 
 
-def _parse(parser: argparse.ArgumentParser, args: list[str], capsys) -> argparse.Namespace:
+def _parse(parser: argparse.ArgumentParser, args: list[str], capsys, intermixed: bool = True) -> argparse.Namespace:
+    """``args`` as the program reads them: a job's ``KEY=VALUE`` and ``--options`` in any order (joint_train's
+    ``parse_intermixed_args``), the ``omg`` command's subcommands with ``parse_args``."""
     try:
-        return parser.parse_intermixed_args(args) if not parser._subparsers else parser.parse_args(args)
+        return parser.parse_intermixed_args(args) if intermixed else parser.parse_args(args)
     except SystemExit:
         pytest.fail(f"the parser refuses it: {capsys.readouterr().err.strip().splitlines()[-1]}")
 
@@ -127,7 +129,7 @@ def test_a_documented_command_is_read_as_written(where, command, capsys):
     command = re.sub(r"<[^>]+>", "RUN", command)  # <run>, <head>, ...
     args = shlex.split(command)
     if args[0] == "omg":
-        parsed = _parse(_parser("omg_platform.cli"), args[1:], capsys)
+        parsed = _parse(_parser("omg_platform.cli"), args[1:], capsys, intermixed=False)
         if hasattr(parsed, "pipeline"):  # `omg eval`, `omg ablate` ...: the pipeline module's own flags
             _check_job(f"omg_platform.pipelines.{parsed.pipeline}", parsed.rest, capsys)
         else:

@@ -109,13 +109,12 @@ def video_inputs(uri: str) -> list[str]:
 
     if any(c in uri for c in "*?[") or not (uri.endswith("/") or uio.isdir(uri)):
         return [uri]
-    names = uio.listdir(uri)
-    if any(n.lower().endswith(IMAGE_EXT) for n in names):
+    listing = uio.entries(uri)
+    if any(not folder and n.lower().endswith(IMAGE_EXT) for n, folder in listing):
         return [uri]  # a frame folder
     found, other = [], []
-    for n in names:
-        path = uio.join(uri, n)
-        (found if n.lower().endswith(VIDEO_EXT) or uio.isdir(path) else other).append(path)
+    for n, folder in listing:
+        (found if folder or n.lower().endswith(VIDEO_EXT) else other).append(uio.join(uri, n))
     if not found:
         raise ValueError(f"{uri}: no image files, video files ({', '.join(VIDEO_EXT)}) or frame folders")
     if other:

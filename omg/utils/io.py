@@ -291,12 +291,18 @@ def remove_tree(uri: str) -> None:
 
 def listdir(uri: str) -> list[str]:
     """Sorted base names of the entries of a directory."""
-    return _remote(
-        uri,
-        "list",
-        lambda fs, path: sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)),
-        fresh=True,
-    )
+    return [name for name, _ in entries(uri)]
+
+
+def entries(uri: str) -> list[tuple[str, bool]]:
+    """Sorted (base name, is a folder) of the entries of a directory, from one listing (on object storage a
+    folder is a prefix with objects under it)."""
+
+    def ls(fs, path):
+        listed = fs.ls(path, detail=True)
+        return sorted((os.path.basename(e["name"].rstrip("/")), e.get("type") == "directory") for e in listed)
+
+    return _remote(uri, "list", ls, fresh=True)
 
 
 def count_files(uri: str) -> int:

@@ -24,7 +24,10 @@ from html import escape
 from pathlib import Path
 
 from omg.utils import io as uio
+from omg.utils.log import get_logger
 from omg_platform.dashboards.svg import PALETTE, bar_chart, line_chart
+
+log = get_logger(__name__)
 
 #: (metric name, column title) in display order; a column appears for every dataset that logged it
 TASK_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -123,7 +126,8 @@ def _grid_definition(run_id: str) -> dict:
 
     try:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/grid.json")
-    except Exception:  # noqa: BLE001 - a grid run from before grid.json, or an artifact store away: no reference
+    except Exception as err:  # noqa: BLE001 - a grid run from before grid.json, or an artifact store away
+        log.warning(f"grid run {run_id}: its grid.json cannot be read ({err}); no paper figures or noise band shown")
         return {}
 
 
@@ -199,11 +203,16 @@ def axis_groups(rows: list[Row], baseline: str) -> dict[str, list[Row]]:
     return groups
 
 
+def _delta(value: float | None, base: Row, key: str, noise: dict | None) -> tuple[str, str]:
+    """:func:`delta_text` of a table cell: ``key``'s value against the baseline row's, with the grid's noise band."""
+    std = (noise or {}).get("std", {}).get(key)
+    return delta_text(value, base.metrics.get(key), key.split("/")[-1], std)
+
+
 def table_rows(
     rows: list[Row], cols: list[tuple[str, str]], baseline: str | None, noise: dict | None = None
 ) -> list[dict]:
     base = next((r for r in rows if r.name == baseline), None)
-    std = (noise or {}).get("std", {})
     out = []
     for r in rows:
         d = {"setting": r.name, **r.axes, "status": r.status, "run_id": r.run_id}
@@ -211,7 +220,7 @@ def table_rows(
             v = r.metrics.get(key)
             d[key] = None if v is None else round(v, 3)
             if base is not None and r is not base:
-                d[f"{key} delta"] = delta_text(v, base.metrics.get(key), key.split("/")[-1], std.get(key))[0] or None
+                d[f"{key} delta"] = _delta(v, base, key, noise)[0] or None
         out.append(d)
     return out
 
@@ -232,7 +241,6 @@ def html_table(
     head = "".join(f"<th>{escape(a)}</th>" for a in axes) + "".join(f"<th>{escape(t)}</th>" for _, t in cols)
     body = []
     base = next((r for r in rows if r.name == baseline), None)
-    std = (noise or {}).get("std", {})
     for r in rows:
         cells = "".join(f"<td>{escape(r.axes.get(a, ''))}</td>" for a in axes)
         for key, _ in cols:
@@ -240,11 +248,7 @@ def html_table(
             if v is None:
                 cells += "<td class=na>–</td>"
                 continue
-            txt, cls = (
-                ("", "")
-                if r is base or base is None
-                else delta_text(v, base.metrics.get(key), key.split("/")[-1], std.get(key))
-            )
+            txt, cls = ("", "") if r is base or base is None else _delta(v, base, key, noise)
             cells += f"<td>{v:.2f}" + (f" <span class={cls}>({txt})</span>" if txt else "") + "</td>"
         mark = " <span class=base>baseline</span>" if r is base else ""
         body.append(f"<tr><td><b>{escape(r.name)}</b>{mark}</td>{cells}</tr>")

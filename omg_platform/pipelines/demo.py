@@ -176,7 +176,7 @@ class Demo:
             "--out",
             str(out),
         ]
-        if self.quick:  # the plumbing of a multi-node pretraining too: 2 DDP workers
+        if self.quick:  # the plumbing of a distributed pretraining too: 2 DDP workers
             cmd += ["--batch-size", "8", "--workers", "2", "--cpus-per-worker", "1"]
         self.run(cmd, "clip")
         record = json.loads(Path(f"{out}.json").read_text())
