@@ -60,7 +60,9 @@ class Row:
 def _row(run, name: str) -> Row:
     axes = {k[len("omg.axis.") :]: v for k, v in run.data.tags.items() if k.startswith("omg.axis.")}
     metrics = {k[len("eval/") :]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
-    return Row(name, run.info.run_id, axes, metrics, run.info.status, sorted(run.data.metrics))
+    stopped = run.data.tags.get("omg.stopped")  # a trial a Tune scheduler stopped early (omg ablate --scheduler)
+    status = f"stopped early ({stopped})" if stopped else run.info.status
+    return Row(name, run.info.run_id, axes, metrics, status, sorted(run.data.metrics))
 
 
 @dataclass

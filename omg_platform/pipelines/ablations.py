@@ -1,26 +1,32 @@
-"""Ablation grids: every trial a training run plus the evaluation fan-out, tracked in MLflow.
+"""Ablation grids and sweeps on Ray Tune: every trial a training run plus the evaluation fan-out, tracked in MLflow.
 
     python -m omg_platform.pipelines.ablations --grid cpu                   # the CPU grid on omg-shapes
     python -m omg_platform.pipelines.ablations --grid backbone --list       # what a grid would run
+    python -m omg_platform.pipelines.ablations --grid cpu --search random --samples 8 --scheduler asha
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python -m omg_platform.pipelines.ablations --grid backbone \
         --storage s3://bucket/omg/ablations
 
-Grids live in ``omg_platform/pipelines/configs/ablations.yaml``: a base run config, overrides, a baseline trial
-and trials (overrides + the axis values they stand for). The driver opens one MLflow parent run per
-grid (experiment ``ablations``); each trial is a Ray task that runs ``omg_platform/pipelines/joint_train.py`` (a
-child run tagged ``omg.axis.<axis>=<value>``) and then ``omg_platform/pipelines/evaluate.py`` into the same child
-run. Trials run concurrently as the cluster's CPUs (GPUs) allow. A finished trial leaves
-``<storage>/<grid>/<trial>/trial.json``; rerunning the grid skips those and resumes the others from
-their last checkpoint. ``omg dashboard`` turns the runs into the paper-shaped tables.
+Grids live in ``omg_platform/pipelines/configs/ablations.yaml``: a base run config, overrides, a baseline trial,
+trials (overrides + the axis values they stand for), and optionally a ``sweep`` space (ranges of settings around the
+baseline) with the ``metric`` a scheduler or search decides on. One run is one Ray Tune experiment
+(``<storage>/<grid>/tune*`` or ``sweep-*``): each trial is a Tune trial that launches the training run's Ray Train
+``TorchTrainer`` (a child MLflow run of the grid's parent run, tagged ``omg.axis.<axis>=<value>``), whose workers
+report every validation to Tune, then evaluates the model into the same child run and leaves
+``<storage>/<grid>/<trial>/trial.json``. Trials run as the cluster's CPUs (GPUs) allow. ``--scheduler asha`` stops
+the losers at their validations (marked ``omg.stopped`` in MLflow); ``--search random|optuna --samples N`` samples
+the sweep space. The same command run again restores the experiment (``Tuner.restore``): finished trials are not
+trained again, the others resume from their runs' newest checkpoints. ``omg dashboard`` turns a grid's runs into
+the paper-shaped tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,7 +45,7 @@ from omg.utils.log import get_logger
 from omg.utils.log import setup as setup_logging
 from omg.utils.progress import Progress, format_duration
 from omg.utils.typed import SchemaError, from_dict, to_dict
-from omg_platform.errors import usage_error
+from omg_platform.errors import UsageError, describe, root_cause, usage_error
 from omg_platform.pipelines.cluster import shared_location
 
 log = get_logger(__name__)
@@ -83,6 +89,45 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """One swept setting of a grid's ``sweep`` space: exactly one of a log-uniform or uniform range ``[low, high]``,
+    an integer range ``[low, high)``, or a choice of values."""
+
+    loguniform: list[float] | None = None
+    uniform: list[float] | None = None
+    randint: list[int] | None = None
+    choice: list[Any] | None = None
+
+    def __post_init__(self):
+        given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = ", ".join(given) or "none"
+            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice (got {got})")
+        values = getattr(self, given[0])
+        if given[0] != "choice" and (len(values) != 2 or not values[0] < values[1]):
+            raise ValueError(f"{given[0]}: expected [low, high] with low < high, got {values}")
+        if given[0] == "loguniform" and values[0] <= 0:
+            raise ValueError(f"loguniform: the range must be positive, got {values}")
+        if given[0] == "choice" and not values:
+            raise ValueError("choice: no values")
+
+    def tune_domain(self):
+        from ray import tune
+
+        if self.loguniform is not None:
+            return tune.loguniform(*self.loguniform)
+        if self.uniform is not None:
+            return tune.uniform(*self.uniform)
+        if self.randint is not None:
+            return tune.randint(*self.randint)
+        return tune.choice(list(self.choice))
+
+    def __str__(self) -> str:
+        kind = next(k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None)
+        return f"{kind} {list(getattr(self, kind))}"
+
+
+@dataclass(frozen=True)
 class Grid:
     description: str
     base: str  # a run config, relative to the grids file
@@ -93,6 +138,12 @@ class Grid:
     name: str = ""
     paper: PaperReference | None = None
     noise: Noise | None = None
+    #: what a scheduler (``--scheduler asha``) or a search (``--search optuna``) decides on: a validation metric
+    #: the trials report while they train (``val/<dataset>/<metric>``), and whether more is better
+    metric: str = ""
+    mode: str = "max"
+    #: dotted config key -> its range, sampled around the baseline trial by ``--search random|optuna``
+    sweep: dict[str, Domain] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.baseline not in self.trials:
@@ -100,6 +151,8 @@ class Grid:
         axes = {tuple(sorted(t.axes)) for t in self.trials.values()}
         if len(axes) != 1:
             raise ValueError("every trial must give a value for the same axes")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be max or min, got {self.mode!r}")
 
 
 def load_grids(path: str | Path = GRIDS_FILE) -> dict[str, Grid]:
@@ -134,26 +187,31 @@ def trial_config(
     grids_dir: Path = GRIDS_FILE.parent,
     extra: dict | None = None,
     clip_weights: dict[str, str] | None = None,
+    sample: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """The trial's full run config (validated): base + grid overrides + trial overrides + tracking.
     ``clip_weights`` (open_clip model name -> weights): ``model.pretrained`` of every trial whose backbone variant
-    is that CLIP model, frozen or learned (``--clip-weights``)."""
+    is that CLIP model, frozen or learned (``--clip-weights``). ``sample``: a sweep trial (named ``trial``) is the
+    baseline trial with these values of the sweep space set, and stands for them as its axes."""
     base = grids_dir / grid.base
     try:
         data = yaml.safe_load(base.read_text()) or {}
     except OSError as err:
         raise SchemaError(str(base), "", f"cannot read the grid's base config: {err}") from None
-    spec = grid.trials[trial]
+    spec = grid.trials[grid.baseline if sample else trial]
     data = apply_values(data, grid.overrides, f"grid {grid.name} overrides")
     data = apply_values(data, spec.overrides, f"grid {grid.name} trial {trial}")
     data = apply_values(data, extra or {}, "command-line overrides")
+    if sample:
+        data = apply_values(data, sample, f"grid {grid.name} sweep sample {trial}")
+        spec = TrialSpec(axes=sample_axes(sample))
     clip_model = get_variant(data.get("model", {}).get("variant", ModelConfig.variant)).clip_model
     if clip_model in (clip_weights or {}):
         data = apply_values(data, {"model.pretrained": clip_weights[clip_model]}, "--clip-weights")
     tags = {
         "omg.grid": grid.name,
         "omg.trial": trial,
-        "omg.kind": "ablation-trial",
+        "omg.kind": "sweep-trial" if sample else "ablation-trial",
         **{f"omg.axis.{k}": v for k, v in spec.axes.items()},
     }
     data = apply_values(
@@ -217,133 +275,93 @@ def datasets_of(grid: Grid, cfg: TrainConfig) -> set[str]:
     return names | {p.split(":")[0] for p in cfg.validation.pairs}
 
 
-# ============================================================================= one trial (a Ray task)
-
-
-class TrialLog:
-    """A trial's output, at ``<storage>/<grid>/<trial>/trial.log`` whatever the storage: appended as it comes when
-    the storage is this disk; else kept in a local file and copied to the storage every ``every`` seconds and when
-    closed (a trial runs on any node: its log must not stay on that node's disk). A rerun appends to the log."""
-
-    def __init__(self, uri: str, every: float = 30.0):
-        import tempfile
-
-        self.uri, self.every = uri, every
-        fs, path = uio.fs_and_path(uri)
-        self._tmp = None
-        if uio.is_remote(fs):
-            self._tmp = tempfile.mkdtemp(prefix="omg-trial-")
-            self.path = os.path.join(self._tmp, "trial.log")
-            Path(self.path).write_bytes(uio.read_bytes(uri) if uio.exists(uri) else b"")
-        else:
-            self.path = path
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._published = time.monotonic()
-
-    def write(self, data: bytes) -> None:
-        with open(self.path, "ab") as f:
-            f.write(data)
-        if self._tmp and time.monotonic() - self._published > self.every:
-            self.publish()
-
-    def publish(self) -> None:
-        if self._tmp:
-            uio.write_bytes(self.uri, Path(self.path).read_bytes())
-            self._published = time.monotonic()
-
-    def close(self) -> None:
-        if self._tmp:
-            import shutil
-
-            try:
-                self.publish()
-            finally:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                self._tmp = None
-
-    def run(self, cmd: list[str], env: dict, cwd: str) -> int:
-        """Run ``cmd`` with its output (stdout and stderr) into the log; -> its exit status."""
-        self.write(f"\n$ {' '.join(cmd)}\n".encode())
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
-            self.write(chunk)
-        rc = proc.wait()
-        self.publish()
-        return rc
+# ============================================================================= one trial (a Tune trial)
 
 
 @dataclass(frozen=True)
-class TrialJob:
-    """One trial as the driver hands it to its Ray task."""
+class TrialPlan:
+    """What every trial of one ``omg ablate`` run is given (``tune.with_parameters``): how to build a trial's config
+    (:func:`trial_config`'s arguments), the evaluation that follows its training, and the environment its training
+    workers and evaluation tasks need on any node (dataset roots, the MLflow URI)."""
 
-    grid: str
-    trial: str
-    name: str  # the training run's name
-    axes: dict[str, Any]
-    config: TrainConfig
+    grid: Grid
     storage: str
-    ray_address: str
+    parent_run_id: str
+    experiment: str
+    grids_dir: str
+    extra: dict[str, Any]
+    clip_weights: dict[str, str]
     eval_args: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)  # dataset roots, MLflow URI
+    env: dict[str, str]
 
-    @property
-    def trial_dir(self) -> str:
-        return uio.join(self.storage, self.grid, self.trial)
+    def config(self, trial: str, sample: dict[str, Any] | None = None) -> TrainConfig:
+        return trial_config(
+            self.grid,
+            trial,
+            self.storage,
+            self.parent_run_id,
+            self.experiment,
+            Path(self.grids_dir),
+            self.extra,
+            self.clip_weights,
+            sample,
+        )
 
 
-def run_trial(job: TrialJob) -> dict:
-    """Train, then evaluate into the trial's child run. Returns the trial record (the trial.json document)."""
+def sample_name(trial_id: str) -> str:
+    """A sweep trial's name from its Tune trial id (``3f2a1_00004`` -> ``sample-00004``): stable when the experiment
+    is restored, so a restored trial resumes its own training run."""
+    return f"sample-{trial_id.rsplit('_', 1)[-1]}"
+
+
+def run_trial(params: dict, plan: TrialPlan) -> None:
+    """One trial, in its Tune trial actor: the training run (Ray Train ``TorchTrainer`` launched from here; its
+    workers report every validation to Tune, whose scheduler may stop the trial there), then the evaluation
+    fan-out into the trial's MLflow run, then ``<storage>/<grid>/<trial>/trial.json`` (the trial's record)."""
     import tempfile
 
     import ray
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from omg_platform.pipelines import evaluate, joint_train
 
     t0 = time.monotonic()
-    trial_dir = job.trial_dir
-    env = dict(os.environ, **job.env)
-    env["RAY_ADDRESS"] = job.ray_address
-    cwd = str(HERE.parents[1])  # the repository
-    log = TrialLog(uio.join(trial_dir, "trial.log"))
+    os.environ.update(plan.env)  # this actor's process: its training workers and evaluation tasks inherit them
+    sample = params.get("sample")
+    trial = params["trial"] if not sample else sample_name(tune.get_context().get_trial_id())
+    cfg = plan.config(trial, sample)
+    with tempfile.TemporaryDirectory(prefix="omg-trial-") as tmp:  # read only by this process
+        config_path = os.path.join(tmp, f"{cfg.name}.yaml")
+        Path(config_path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        run = joint_train.prepare(joint_train.build_parser().parse_intermixed_args(["--config", config_path]))
+    joint_train.build_trainer(run, callbacks=(TuneReportCallback(),), report=True).fit()
+    info = uio.read_json(uio.join(run.storage, run.name, "run.json"))
+    trial_dir = uio.join(plan.storage, plan.grid.name, trial)
+    cmd = ["--checkpoint", info["model"], "--out", uio.join(trial_dir, "eval"), "--quiet", *plan.eval_args]
+    cmd += ["--run-id", info["mlflow_run_id"]] if info.get("mlflow_run_id") else ["--no-mlflow"]
+    rc = evaluate.main(cmd)
     record = {
-        "grid": job.grid,
-        "trial": job.trial,
-        "axes": job.axes,
-        "node": ray.util.get_node_ip_address(),
-        "log": log.uri,
-        "status": "failed",
-        "settings": trial_settings(job.config),
+        "grid": plan.grid.name,
+        "trial": trial,
+        "axes": sample_axes(sample) if sample else plan.grid.trials[trial].axes,
+        "node": info.get("node") or ray.util.get_node_ip_address(),
+        "status": "finished" if rc == 0 else "failed",
+        "settings": trial_settings(cfg),
+        "model": info["model"],
+        "run_id": info.get("mlflow_run_id"),
+        "step": info.get("step"),
+        "metrics": collect_eval(uio.join(trial_dir, "eval")),
+        "seconds": round(time.monotonic() - t0, 1),
     }
-    try:
-        with tempfile.TemporaryDirectory(prefix="omg-trial-config-") as tmp:  # read only by this node's process
-            config_path = os.path.join(tmp, "config.yaml")
-            Path(config_path).write_text(yaml.safe_dump(to_dict(job.config), sort_keys=False))
-            rc = log.run([sys.executable, str(HERE / "joint_train.py"), "--config", config_path], env, cwd)
-        if rc != 0:
-            record["error"] = f"training exited with {rc} (see {log.uri})"
-            return record
-        info = uio.read_json(uio.join(job.storage, job.grid, job.name, "run.json"))
-        record.update(model=info["model"], run_id=info.get("mlflow_run_id"), step=info.get("step"))
-        cmd = [
-            sys.executable,
-            str(HERE / "evaluate.py"),
-            "--checkpoint",
-            info["model"],
-            "--out",
-            uio.join(trial_dir, "eval"),
-            "--quiet",
-            *job.eval_args,
-        ]
-        cmd += ["--run-id", info["mlflow_run_id"]] if info.get("mlflow_run_id") else ["--no-mlflow"]
-        rc = log.run(cmd, env, cwd)
-        metrics = collect_eval(uio.join(trial_dir, "eval"))
-        record.update(metrics=metrics, seconds=round(time.monotonic() - t0, 1))
-        if rc != 0:
-            record["error"] = f"evaluation exited with {rc} (see {log.uri})"
-            return record
-        record["status"] = "finished"
-        uio.write_json(uio.join(trial_dir, "trial.json"), record)
-        return record
-    finally:
-        log.close()
+    uio.write_json(uio.join(trial_dir, "trial.json"), record)
+    if rc != 0:
+        raise RuntimeError(f"{plan.grid.name}/{trial}: the evaluation of {info['model']} failed (exit status {rc})")
+
+
+def sample_axes(sample: dict[str, Any]) -> dict[str, str]:
+    """A sweep trial's sampled values as axis values (MLflow tags): numbers to 4 significant digits."""
+    return {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in sample.items()}
 
 
 def collect_eval(out_dir: str) -> dict[str, float]:
@@ -359,35 +377,43 @@ def collect_eval(out_dir: str) -> dict[str, float]:
 
 
 class ParentRun:
-    """The grid's MLflow parent run: found again by (grid, storage) on a rerun. Tagged ``omg.clip_weights`` with the
-    ``--clip-weights`` it ran with (``VARIANT=PATH;...``, empty: the trials' own CLIPs), which the dashboard
-    groups grids by."""
+    """The grid's MLflow parent run: found again by (grid, storage, kind) on a rerun. Tagged ``omg.clip_weights``
+    with the ``--clip-weights`` it ran with (``VARIANT=PATH;...``, empty: the trials' own CLIPs), which the
+    dashboard groups grids by. ``kind``: ``ablation-grid`` (the dashboard's tables) or ``sweep``."""
 
-    def __init__(self, grid: Grid, storage: str, experiment: str, tracking: str | None, clip_weights: str = ""):
+    def __init__(
+        self,
+        grid: Grid,
+        storage: str,
+        experiment: str,
+        tracking: str | None,
+        clip_weights: str = "",
+        kind: str = "ablation-grid",
+        extra_tags: dict[str, str] | None = None,
+    ):
         import mlflow
 
         from omg_platform.tracking import setup
 
         self.mlflow = mlflow
         exp_id = setup(experiment, tracking)
-        runs = mlflow.search_runs(
-            [exp_id],
-            filter_string=f"tags.`omg.grid` = '{grid.name}' and "
-            f"tags.`omg.kind` = 'ablation-grid' and tags.`omg.storage` = '{storage}'",
-            output_format="list",
-        )
         tags = {
             "omg.grid": grid.name,
-            "omg.kind": "ablation-grid",
+            "omg.kind": kind,
             "omg.storage": storage,
             "omg.baseline": grid.baseline,
             "omg.axes": ",".join(next(iter(grid.trials.values())).axes),
             "omg.clip_weights": clip_weights,
+            **(extra_tags or {}),
         }
+        keys = ("omg.grid", "omg.kind", "omg.storage", *(extra_tags or {}))
+        found = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys)
+        runs = mlflow.search_runs([exp_id], filter_string=found, output_format="list")
         if runs:
             self.run = mlflow.start_run(run_id=runs[0].info.run_id)
         else:
-            self.run = mlflow.start_run(run_name=f"grid-{grid.name}", tags=tags)
+            prefix = "grid" if kind == "ablation-grid" else kind
+            self.run = mlflow.start_run(run_name=f"{prefix}-{grid.name}", tags=tags)
             mlflow.log_dict(to_dict(grid), "grid.json")
             mlflow.log_params(
                 {
@@ -398,6 +424,20 @@ class ParentRun:
                 }
             )
         self.run_id = self.run.info.run_id
+
+    def mark_stopped(self, trial: str, step: int, why: str) -> None:
+        """The child run of a trial the scheduler stopped (its workers were killed mid-run: it is still RUNNING):
+        KILLED, tagged ``omg.stopped`` with the step and the reason (the dashboard shows it)."""
+        client = self.mlflow.MlflowClient()
+        runs = self.mlflow.search_runs(
+            [self.run.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`omg.trial` = '{trial}'",
+            output_format="list",
+        )
+        for run in runs:
+            client.set_tag(run.info.run_id, "omg.stopped", f"step {step}: {why}")
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, "KILLED")
 
     def finish(self, records: list[dict], ok: bool) -> None:
         rows = [{"trial": r["trial"], **r["axes"], "status": r["status"], **r.get("metrics", {})} for r in records]
@@ -413,6 +453,159 @@ def cluster_slots(cfg: TrainConfig) -> int:
     if cfg.scaling.use_gpu:
         return max(1, int(res.get("GPU", 0) // cfg.scaling.num_workers))
     return max(1, int(res.get("CPU", 1) // (cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)))
+
+
+#: how trials are chosen (``--search``) and stopped (``--scheduler``)
+SEARCHES = ("grid", "random", "optuna")
+SCHEDULERS = ("fifo", "asha")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How an ``omg ablate`` run drives Ray Tune: the grid's trials (``grid``) or ``samples`` draws from the grid's
+    ``sweep`` space (``random``, ``optuna``); every trial to its end (``fifo``) or the losers stopped at their
+    validations by ASHA (``asha``, on the grid's ``metric``)."""
+
+    search: str = "grid"
+    samples: int = 8
+    scheduler: str = "fifo"
+    seed: int = 0
+    grace_steps: int | None = None  # ASHA's first rung (default: the validation interval)
+    reduction_factor: int = 3
+
+    def experiment(self, grid: Grid, selected: list[str]) -> str:
+        """The Tune experiment's folder under ``<storage>/<grid>/``: the same command finds it again (and restores
+        it); another selection, search or scheduler is another experiment."""
+        if self.search == "grid":
+            name = "tune"
+            if selected != list(grid.trials):
+                name += "-" + hashlib.sha256(",".join(sorted(selected)).encode()).hexdigest()[:8]
+        else:
+            name = f"sweep-{self.search}-n{self.samples}-seed{self.seed}"
+        return name + ("-asha" if self.scheduler == "asha" else "")
+
+
+def search_space(grid: Grid, todo: list[str], settings: TuneSettings, slots: int) -> tuple[dict, Any, int]:
+    """-> (Tune's param space, its search algorithm, num_samples); at most ``slots`` trials at once."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if settings.search == "grid":
+        return {"trial": tune.grid_search(todo)}, BasicVariantGenerator(max_concurrent=slots), 1
+    space = {"trial": grid.baseline, "sample": {k: d.tune_domain() for k, d in grid.sweep.items()}}
+    if settings.search == "random":
+        return space, BasicVariantGenerator(random_state=settings.seed, max_concurrent=slots), settings.samples
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError as err:
+        raise UsageError(f"--search optuna needs Optuna: pip install optuna ({err})") from None
+    search = OptunaSearch(metric=grid.metric, mode=grid.mode, seed=settings.seed)
+    return space, ConcurrencyLimiter(search, max_concurrent=slots), settings.samples
+
+
+def scheduler_for(grid: Grid, cfg: TrainConfig, settings: TuneSettings):
+    """ASHA on the grid's validation metric, in training steps (the workers report ``step`` with every validation):
+    first rung at ``grace_steps``, the last at ``optim.max_steps``; None for ``fifo``."""
+    if settings.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="step",
+        metric=grid.metric,
+        mode=grid.mode,
+        max_t=cfg.optim.max_steps + 1,  # a trial that reaches the end is evaluated, not stopped for being done
+        grace_period=settings.grace_steps or cfg.validation.every_steps,
+        reduction_factor=settings.reduction_factor,
+    )
+
+
+def check_metric(grid: Grid, cfg: TrainConfig, settings: TuneSettings) -> None:
+    """ASHA and Optuna decide on the grid's ``metric``: it must be one the trials' validations report."""
+    if settings.scheduler == "fifo" and settings.search != "optuna":
+        return
+    what = f"--scheduler {settings.scheduler}" if settings.scheduler != "fifo" else "--search optuna"
+    if not grid.metric:
+        raise UsageError(f"{what}: grid {grid.name} names no metric (metric: val/DATASET/METRIC in its YAML)")
+    parts = grid.metric.split("/")
+    datasets = {p.split(":")[0] for p in cfg.validation.pairs}
+    if len(parts) != 3 or parts[0] != "val" or parts[1] not in datasets:
+        raise UsageError(
+            f"{what}: grid {grid.name}'s metric {grid.metric!r} is not reported during training: it must be "
+            f"val/DATASET/METRIC of a validation pair ({', '.join(cfg.validation.pairs) or 'none'})"
+        )
+    if not cfg.validation.every_steps or cfg.optim.max_steps is None:
+        raise UsageError(f"{what}: the trials need validation.every_steps and optim.max_steps (steps are ASHA's time)")
+
+
+class TrialProgress:
+    """A Tune callback: a line when a trial starts, and the progress line (with ETA) when one ends."""
+
+    def __new__(cls, prog: Progress, grid: str):
+        from ray import tune
+
+        class _Callback(tune.Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                log.info(f"[ablate] {grid}/{trial_name(trial.config, trial.trial_id)}: started")
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                step = (trial.last_result or {}).get("step")
+                prog.update(extra=f"{trial_name(trial.config, trial.trial_id)} ended at step {step}")
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                prog.update(extra=f"{trial_name(trial.config, trial.trial_id)} FAILED")
+
+        return _Callback()
+
+
+def trial_name(config: dict, trial_id: str | None) -> str:
+    return sample_name(trial_id or "?") if config.get("sample") else config["trial"]
+
+
+def run_tune(
+    plan: TrialPlan,
+    selected: list[str],
+    todo: list[str],
+    settings: TuneSettings,
+    first: TrainConfig,
+    slots: int,
+    prog: Progress,
+) -> list[tuple[str, dict, dict, Exception | None]]:
+    """Run the Tune experiment of this selection and settings, or restore it where a killed driver left it (its
+    finished trials are not trained again, the others resume from their runs' newest checkpoints): -> (trial, its
+    parameters, its last reported result, its error) per trial."""
+    from ray import tune
+
+    path = uio.join(plan.storage, plan.grid.name)
+    name = settings.experiment(plan.grid, selected)
+    # the trial's training workers (their own placement group) and its evaluation tasks hold its CPUs/GPUs; the
+    # trial itself only waits on them, so it asks for next to nothing (Tune refuses a request of nothing at all)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), {"memory": 1})
+    where = uio.join(path, name)
+    if tune.Tuner.can_restore(where):
+        log.info(f"[ablate] resuming the Tune experiment {where}: its finished trials are not trained again")
+        tuner = tune.Tuner.restore(where, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        space, search, samples = search_space(plan.grid, todo, settings, slots)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                num_samples=samples,
+                search_alg=search,
+                scheduler=scheduler_for(plan.grid, first, settings),
+                trial_dirname_creator=lambda t: f"{trial_name(t.config, t.trial_id)}-{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=path,
+                verbose=0,  # our progress line instead of Tune's tables
+                callbacks=[TrialProgress(prog, plan.grid.name)],
+            ),
+        )
+    results = tuner.fit()
+    return [(trial_name(r.config, r.metrics.get("trial_id")), r.config, r.metrics, r.error) for r in results]
 
 
 def summary_table(grid: Grid, records: dict[str, dict]) -> str:
@@ -455,11 +648,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage",
         default=runs_dir("ablations"),
-        help="checkpoints, logs and results: <storage>/<grid>/<trial>/ (default runs/ablations)",
+        help="checkpoints, Tune experiments and results: <storage>/<grid>/ (default runs/ablations)",
     )
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment (default: ablations)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster holds)")
+    t = p.add_argument_group("search and early stopping (Ray Tune)")
+    t.add_argument(
+        "--search",
+        choices=SEARCHES,
+        default="grid",
+        help="grid: the grid's trials (default); random or optuna: --samples draws from its sweep space",
+    )
+    t.add_argument("--samples", type=int, default=8, help="trials of a random or optuna search (default 8)")
+    t.add_argument("--seed", type=int, default=0, help="the search's seed (default 0: the same draws every time)")
+    t.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default="fifo",
+        help="fifo: every trial to its end (default); asha: stop the losers at their validations (the grid's metric)",
+    )
+    t.add_argument("--grace-steps", type=int, help="ASHA: steps before a trial can be stopped (default: validation)")
+    t.add_argument("--reduction-factor", type=int, default=3, help="ASHA: 1 in N trials goes on at a rung (default 3)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument(
         "--set",
@@ -479,6 +689,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sweep_table(grid: Grid, records: dict[str, dict]) -> str:
+    """Plain-text table of a sweep: the sampled values, the status and the headline metrics, best first."""
+    keys = sorted({k for r in records.values() for k in r.get("metrics", {}) if k.split("/")[-1] in HEADLINE})
+    params = list(grid.sweep)
+    head = f"{'trial':14s} " + " ".join(f"{p:>16s}" for p in params) + f" {'status':>22s} "
+    lines = [head + " ".join(f"{k:>22s}" for k in keys)]
+    target = grid.metric.replace("val/", "", 1)
+    sign = -1 if grid.mode == "max" else 1
+    order = sorted(records, key=lambda t: (sign * records[t].get("metrics", {}).get(target, -sign * math.inf), t))
+    for t in order:
+        r = records[t]
+        cells = [f"{r['axes'].get(p, '-'):>16s}" for p in params] + [f"{r['status']:>22s}"]
+        cells += [f"{r['metrics'][k]:22.2f}" if k in r.get("metrics", {}) else f"{'-':>22s}" for k in keys]
+        lines.append(f"{t:14s} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def settings_from(args: argparse.Namespace, grid: Grid) -> TuneSettings:
+    settings = TuneSettings(
+        search=args.search,
+        samples=args.samples,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        grace_steps=args.grace_steps,
+        reduction_factor=args.reduction_factor,
+    )
+    if settings.search != "grid":
+        if not grid.sweep:
+            raise UsageError(f"--search {settings.search}: grid {grid.name} has no sweep space (sweep: in its YAML)")
+        if args.trial:
+            raise UsageError(f"--trial selects a grid's trials; --search {settings.search} samples its sweep space")
+    if settings.samples < 1 or settings.reduction_factor < 2:
+        raise UsageError("--samples must be at least 1 and --reduction-factor at least 2")
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging("ablations")
     apply_env_defaults()
@@ -492,13 +738,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:12s} {len(g.trials)} trials  {g.description}")
             return 0
         if not args.grid or args.grid not in grids:
-            raise ValueError(
+            raise UsageError(
                 f"--grid: choose one of {', '.join(grids)}" + (f" (not {args.grid!r})" if args.grid else "")
             )
         grid = grids[args.grid]
         unknown = [t for t in args.trial or [] if t not in grid.trials]
         if unknown:
-            raise ValueError(f"--trial {unknown[0]!r}: grid {grid.name} has {', '.join(grid.trials)}")
+            raise UsageError(f"--trial {unknown[0]!r}: grid {grid.name} has {', '.join(grid.trials)}")
+        settings = settings_from(args, grid)
         extra = {".".join(k): v for k, v in (parse_override(s) for s in args.set)}
         clip_weights, clip_given = {}, []
         for item in args.clip_weights:
@@ -509,13 +756,14 @@ def main(argv: list[str] | None = None) -> int:
                 clip_weights[get_variant(variant).clip_model] = shared_location(path, "--clip-weights")
                 clip_given.append(f"{variant}={shared_location(path, '--clip-weights')}")
             except KeyError as err:
-                raise ValueError(f"--clip-weights {item!r}: {err.args[0]}") from None
+                raise UsageError(f"--clip-weights {item!r}: {err.args[0]}") from None
         storage = shared_location(args.storage, "--storage")
         configs = {
             t: trial_config(grid, t, storage, None, args.experiment, Path(args.grids_file).parent, extra, clip_weights)
             for t in grid.trials
         }
-    except (SchemaError, ValueError, OSError) as err:
+        check_metric(grid, configs[grid.baseline], settings)
+    except (SchemaError, ValueError, OSError, UsageError) as err:
         return usage_error("ablations", err)
     if args.list:
         print(f"grid {grid.name}: {grid.description}\nbaseline: {grid.baseline}\n")
@@ -526,104 +774,99 @@ def main(argv: list[str] | None = None) -> int:
                 f"  variant {cfg.model.variant}, "
                 f"{cfg.optim.max_steps or str(cfg.optim.epochs) + ' epochs'} steps, {cfg.scaling.num_workers} workers"
             )
+        if grid.sweep:
+            print(f"\nsweep space (--search random|optuna, around {grid.baseline}; metric {grid.metric or '-'}):")
+            for k, d in grid.sweep.items():
+                print(f"  {k}: {d}")
         return 0
-    import ray
-
     from omg_platform.pipelines.cluster import init_ray
     from omg_platform.tracking import tracking_uri
 
     t0 = time.monotonic()
     uri = tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:") or "://" not in uri:
-        os.environ["MLFLOW_TRACKING_URI"] = uri  # the trials' processes log to the same store
-    selected = args.trial or list(grid.trials)
+        os.environ["MLFLOW_TRACKING_URI"] = uri  # the trials log to the same store
+    sweep = settings.search != "grid"
+    selected = [] if sweep else args.trial or list(grid.trials)
     records: dict[str, dict] = {}
-    todo = []
     for t in selected:
         done = uio.join(storage, grid.name, t, "trial.json")
         if uio.exists(done) and uio.read_json(done).get("status") == "finished":
             records[t] = uio.read_json(done)
-            log.info(f"[ablate] {grid.name}/{t}: finished earlier ({done})")
-        else:
-            todo.append(t)
     changed = {
         t: changed_settings(r["settings"], trial_settings(configs[t])) for t, r in records.items() if "settings" in r
     }
     changed = {t: c for t, c in changed.items() if c}
     if changed:
         t, diff = next(iter(changed.items()))
-        log.error(
+        return usage_error(
+            "ablations",
             f"{uio.join(storage, grid.name, t)} finished with other settings "
             f"({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}): its result is not this run's; give "
-            f"another --storage (or remove it to train again)"
+            f"another --storage (or remove it to train again)",
         )
-        return 2
-    parent = ParentRun(grid, storage, args.experiment, args.tracking_uri, ";".join(sorted(clip_given)))
-    init_ray(args.num_cpus)
-    address = ray.get_runtime_context().gcs_address
-    first = configs[selected[0]]
-    slots = args.max_concurrent or cluster_slots(first)
-    log.info(
-        f"[ablate] grid {grid.name}: {len(selected)} trials, {len(todo)} to run, {slots} at a time; "
-        f"MLflow parent run {parent.run_id} (experiment {args.experiment})"
+    todo = [t for t in selected if t not in records]
+    for t in records:
+        log.info(f"[ablate] {grid.name}/{t}: finished earlier ({uio.join(storage, grid.name, t, 'trial.json')})")
+    parent = ParentRun(
+        grid,
+        storage,
+        args.experiment,
+        args.tracking_uri,
+        ";".join(sorted(clip_given)),
+        kind="sweep" if sweep else "ablation-grid",
+        extra_tags={"omg.tune_experiment": settings.experiment(grid, selected)},
     )
-    # SPREAD: trial drivers go to different nodes (their training workers go where the CPUs/GPUs are)
-    remote = ray.remote(run_trial).options(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")
-    pending: dict = {}
+    plan = TrialPlan(
+        grid=grid,
+        storage=storage,
+        parent_run_id=parent.run_id,
+        experiment=args.experiment,
+        grids_dir=str(Path(args.grids_file).parent),
+        extra=extra,
+        clip_weights=clip_weights,
+        eval_args=tuple(eval_args(grid)),
+        env={
+            **dataset_root_env(datasets_of(grid, configs[grid.baseline])),
+            **{k: os.environ[k] for k in ("MLFLOW_TRACKING_URI",) if k in os.environ},
+        },
+    )
+    first = configs[selected[0] if selected else grid.baseline]
+    count = settings.samples if sweep else len(todo)
+    if count:  # Ray only when there is something to run
+        init_ray(args.num_cpus, dashboard=settings.scheduler != "fifo")  # a stopped trial's CPUs come back
+    slots = args.max_concurrent or (cluster_slots(first) if count else 1)
+    log.info(
+        f"[ablate] grid {grid.name}: {count if sweep else len(selected)} trials, {count} to run, {slots} at a time "
+        f"({settings.search} search, {settings.scheduler} scheduler); MLflow parent run {parent.run_id} "
+        f"(experiment {args.experiment})"
+    )
+    outcome = []
+    if count:
+        with Progress(f"ablate {grid.name}", total=count, unit="trial") as prog:
+            outcome = run_tune(plan, selected, todo, settings, first, slots, prog)
     failures = []
-    with Progress(f"ablate {grid.name}", total=len(todo), unit="trial") as prog:
-        while todo or pending:
-            while todo and len(pending) < slots:
-                t = todo.pop(0)
-                cfg = trial_config(
-                    grid, t, storage, parent.run_id, args.experiment, Path(args.grids_file).parent, extra, clip_weights
-                )
-                job = TrialJob(
-                    grid=grid.name,
-                    trial=t,
-                    name=cfg.name,
-                    axes=grid.trials[t].axes,
-                    config=cfg,
-                    storage=storage,
-                    ray_address=address,
-                    eval_args=tuple(eval_args(grid)),
-                    env={
-                        **dataset_root_env(datasets_of(grid, cfg)),
-                        **(
-                            {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
-                            if "MLFLOW_TRACKING_URI" in os.environ
-                            else {}
-                        ),
-                    },
-                )
-                pending[remote.remote(job)] = t
-                log.info(f"[ablate] {grid.name}/{t}: started ({grid.trials[t].axes})")
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            t = pending.pop(ready[0])
-            try:
-                r = ray.get(ready[0])
-            except Exception as err:  # noqa: BLE001 - the task itself died (node lost, ...): reported, not raised
-                r = {
-                    "trial": t,
-                    "axes": grid.trials[t].axes,
-                    "status": "failed",
-                    "error": f"{type(err).__name__}: {err}",
-                }
-            records[t] = r
-            if r["status"] != "finished":
-                failures.append(t)
-            prog.update(
-                extra=f"{t} {r['status']} on {r.get('node', '?')}"
-                + (f" in {format_duration(r['seconds'])}" if r.get("seconds") else "")
-            )
+    for t, params, last, error in outcome:
+        done = uio.join(storage, grid.name, t, "trial.json")
+        record = uio.read_json(done) if uio.exists(done) else {"trial": t, "axes": {}, "status": "failed"}
+        if error is not None:
+            record.update(status="failed", error=describe(root_cause(error)))
+        elif record["status"] != "finished":  # no error and no record: the scheduler stopped it
+            record.update(status=f"stopped at step {last.get('step')}", step=last.get("step"))
+            record["axes"] = sample_axes(params["sample"]) if sweep else grid.trials[t].axes
+            record["metrics"] = {k[len("val/") :]: v for k, v in last.items() if k.startswith("val/")}
+            parent.mark_stopped(t, last.get("step"), f"stopped by {settings.scheduler.upper()} on {grid.metric}")
+        records[t] = record
+        if record["status"] == "failed":
+            failures.append(t)
     ok = not failures
-    parent.finish([records[t] for t in selected if t in records], ok)
-    print(summary_table(grid, records))
+    parent.finish(list(records.values()), ok)
+    print(sweep_table(grid, records) if sweep else summary_table(grid, records))
     for t in failures:
         print(f"FAILED {grid.name}/{t}: {records[t].get('error')}")
     print(
         f"MLflow parent run {parent.run_id}; trials under {uio.join(storage, grid.name)} "
-        f"[{format_duration(time.monotonic() - t0)}]; report: omg dashboard --grid {grid.name}"
+        f"[{format_duration(time.monotonic() - t0)}]" + ("" if sweep else f"; report: omg dashboard --grid {grid.name}")
     )
     return 0 if ok else 1
 

@@ -40,10 +40,12 @@ def shared_location(location: str, what: str) -> str:
 STARTS = 3
 
 
-def init_ray(num_cpus: int | None = None) -> bool:
+def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> bool:
     """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
-    local Ray with a capped object store. Returns False when Ray was already initialised (by the caller, who
-    then also shuts it down)."""
+    local Ray with a capped object store, and its dashboard only with ``dashboard`` (Ray Train's placement-group
+    cleaner asks the dashboard's state API whether a training controller still lives: a job whose controllers can
+    be killed mid-run, as a Tune scheduler stopping a trial does, needs it, or their workers' CPUs stay reserved).
+    Returns False when Ray was already initialised (by the caller, who then also shuts it down)."""
     import ray
 
     if ray.is_initialized():
@@ -55,7 +57,7 @@ def init_ray(num_cpus: int | None = None) -> bool:
             try:
                 ray.init(
                     num_cpus=num_cpus,
-                    include_dashboard=False,
+                    include_dashboard=dashboard,
                     object_store_memory=512 * 1024 * 1024,
                     log_to_driver=True,
                     runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_placement_group_cleaner"},

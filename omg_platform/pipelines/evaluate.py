@@ -238,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     if todo:  # Ray only when there is something to run: a rerun of a finished evaluation takes seconds
         init_ray(args.num_cpus)
         gpus = ray.cluster_resources().get("GPU", 0) > 0
+        # DEFAULT: placed on the cluster even when this driver is a Tune trial (whose placement group would
+        # otherwise capture them, and holds no CPU)
         remote = ray.remote(eval_task).options(
-            num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1, retry_exceptions=True
+            num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1, retry_exceptions=True, scheduling_strategy="DEFAULT"
         )
     for entry, split, task, out_dir in todo:
         ref = remote.remote(

@@ -146,6 +146,7 @@ class WorkerSpec:
     mlflow: bool
     start_step: int  # the step the driver resumed at (its Ray dataset starts there)
     hooks: tuple = ()  # omg_platform.pipelines.train_hooks callbacks
+    report: bool = False  # every validation's metrics to ray.train.report (a Tune trial's scheduler reads them)
 
     @property
     def run_dir(self) -> str:
@@ -219,12 +220,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     amp = cfg.amp == "auto" and device.type == "cuda"
 
     # ---- the hooks: the user's, then logging, validation, checkpoints (omg_platform/pipelines/train_hooks.py)
+    report = ray.train.report if spec.report else None
     tracker = TrainingTracker(spec, rank, run_id, resumed=step > 0)
     hook_ctx = HookContext(rank=rank, world_size=world, run_dir=spec.run_dir)
     hooks = [
         *spec.hooks,
         ProgressLog(cfg.tracking.log_every, steps_per_epoch, tracker.log, start_step=step),
-        Validation(cfg.validation.every_steps, lambda m, s: validate(spec, tracker, m, s)),
+        Validation(cfg.validation.every_steps, lambda m, s: validate(spec, tracker, m, s), report),
         Checkpointing(cfg.checkpoint.every_steps, lambda s, m, o, sc: checkpointer.save(s, m, o, sc, tracker.run_id)),
     ]
     try:
@@ -255,9 +257,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for hook in hooks:
             hook.on_end(hook_ctx, state)
         # ---- evaluate + export
+        final = {}
         if rank == 0:
-            validate(spec, tracker, inner, step)
+            final = validate(spec, tracker, inner, step)
             export(spec, tracker, inner, step, clip_source)
+        if report is not None:
+            report({"step": step, **final})
         tracker.finish("FINISHED")
     except BaseException:
         tracker.finish("FAILED")
@@ -322,7 +327,7 @@ def validate(spec: WorkerSpec, tracker, inner, step: int) -> dict:
 def export(spec: WorkerSpec, tracker, inner, step: int, clip_source: str | None) -> None:
     """Rank 0: the self-describing checkpoint ``<run_dir>/model.pt`` (model config, weights, training vocabulary,
     test size, the run), the MLflow model (``tracking.log_model``, registered as ``tracking.register_as``), and
-    ``<run_dir>/run.json`` saying where both are."""
+    ``<run_dir>/run.json`` saying where both are (and the node rank 0 ran on)."""
     from omg.modeling.checkpoint import save_checkpoint
 
     cfg = spec.config
@@ -338,7 +343,15 @@ def export(spec: WorkerSpec, tracker, inner, step: int, clip_source: str | None)
     }
     save_checkpoint(inner, uri, meta)
     log.info(f"[train] exported {uri}")
-    record = {"model": uri, "mlflow_run_id": tracker.run_id, "step": step, **tracker.log_model(uri)}
+    import ray
+
+    record = {
+        "model": uri,
+        "mlflow_run_id": tracker.run_id,
+        "step": step,
+        "node": ray.util.get_node_ip_address(),  # where rank 0 trained
+        **tracker.log_model(uri),
+    }
     uio.write_json(uio.join(spec.run_dir, "run.json"), record)
 
 
@@ -474,28 +487,20 @@ def prepare(args: argparse.Namespace) -> Prepared:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup_logging("joint_train")
-    # ---- setup
-    apply_env_defaults()
-    args = build_parser().parse_intermixed_args(argv)  # KEY=VALUE and --options in any order
-    try:
-        run = prepare(args)
-    except UsageError as err:
-        return usage_error("joint_train", err)
-    except OSError as err:
-        return fail("joint_train", err)
-    cfg, name, storage = run.config, run.name, run.storage
+def build_trainer(run: Prepared, mlflow: bool = True, callbacks: tuple = (), report: bool = False):
+    """The run's :func:`~omg_platform.pipelines.cluster.torch_trainer` (Ray must be up): its Ray dataset (``ray``
+    ingest) starting at the step of the newest complete checkpoint, the workers' spec, scaling and storage.
+    ``callbacks``: Ray Train callbacks (a Tune trial's ``TuneReportCallback``); ``report``: the workers report every
+    validation's metrics and ``step`` with ``ray.train.report`` (what a Tune scheduler decides on)."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
 
-    owned = init_ray(args.num_cpus)
+    cfg, name, storage = run.config, run.name, run.storage
     # ---- resume (the same record the workers read: the newest complete checkpoint of this run)
     latest = Checkpointer(uio.join(storage, name)).latest()
     start = latest.step if latest else 0
     if start:
         log.info(f"[train] resuming {name} from step {start}: the newest complete checkpoint ({latest.uri})")
-    # ---- build
     datasets = {}
     if cfg.data.ingest == "ray":
         from omg.data.ingest import BatchBuilder
@@ -520,11 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         git_commit=git_commit(),
         val_root=run.val_root,
         ray_job_id=os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
-        mlflow=not args.no_mlflow,
+        mlflow=mlflow,
         start_step=start,
         hooks=run.hooks,
+        report=report,
     )
-    trainer = torch_trainer(
+    return torch_trainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
         scaling_config=ScalingConfig(
@@ -537,9 +543,26 @@ def main(argv: list[str] | None = None) -> int:
             storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
             worker_runtime_env={"env_vars": worker_env()},
+            callbacks=list(callbacks) or None,
         ),
         datasets=datasets or None,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging("joint_train")
+    # ---- setup
+    apply_env_defaults()
+    args = build_parser().parse_intermixed_args(argv)  # KEY=VALUE and --options in any order
+    try:
+        run = prepare(args)
+    except UsageError as err:
+        return usage_error("joint_train", err)
+    except OSError as err:
+        return fail("joint_train", err)
+    cfg, name, storage = run.config, run.name, run.storage
+    owned = init_ray(args.num_cpus)
+    trainer = build_trainer(run, mlflow=not args.no_mlflow)
 
     # ---- train (Ctrl-C or SIGTERM: a clean stop, the MLflow run marked KILLED, a relaunch resumes)
     def interrupted() -> str:

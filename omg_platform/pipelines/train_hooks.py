@@ -125,14 +125,19 @@ class ProgressLog(TrainHook):
 @dataclass
 class Validation(TrainHook):
     """Rank 0, every ``every`` steps before the last (0: never): ``validate(model, step)`` (the final validation
-    belongs to the export)."""
+    belongs to the export). With ``report``, every rank then calls ``report({"step": step, **metrics})`` (rank 0's
+    metrics; the others' are empty): ``ray.train.report``, which a Tune trial's scheduler decides on."""
 
     every: int
     validate: Callable[[Any, int], dict]
+    report: Callable[[dict], None] | None = None
 
     def after_step(self, ctx: HookContext, state: StepState) -> None:
-        if self.every and state.step % self.every == 0 and state.step < state.total and ctx.rank == 0:
-            self.validate(state.model, state.step)
+        if not (self.every and state.step % self.every == 0 and state.step < state.total):
+            return
+        metrics = self.validate(state.model, state.step) if ctx.rank == 0 else {}
+        if self.report is not None:
+            self.report({"step": state.step, **metrics})
 
 
 @dataclass

@@ -3,6 +3,13 @@ finished trials (the smoke grid's training end to end: tests/pipelines/test_clus
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from omg.config import TrainConfig
@@ -170,3 +177,105 @@ def test_a_finished_trial_of_other_settings_is_not_taken_for_this_run(tmp_path, 
     assert changed_settings(a, a) == [] and changed_settings(a, b) == [
         "model.interactive_self_attn: 'masked' -> 'full'"
     ]
+
+
+# ----------------------------------------------------------------------------- a sweep on Ray Tune, end to end
+
+SWEEP_GRID = """
+tiny:
+  description: a random sweep at test size, its validation a Tune scheduler decides on
+  base: shapes_smoke.yaml
+  overrides:
+    scaling.num_workers: 1
+    optim.max_steps: 4
+    checkpoint.every_steps: 2
+    validation.every_steps: 2
+    validation.limit: 2
+    validation.pairs: ["omg-shapes-sam:val:interactive"]
+    tracking.log_model: false
+  baseline: a
+  trials:
+    a: {axes: {x: a}}
+  # min, not max: of these draws the first trial scores lowest at step 2, so ASHA keeps it and stops the second
+  metric: val/omg-shapes-sam/mIoU
+  mode: min
+  sweep:
+    optim.lr: {loguniform: [1.0e-5, 1.0e-1]}
+  eval:
+    pairs: ["omg-shapes-sam:val:interactive"]
+    limit: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def shards(ray_local, tiny_shapes, tmp_path_factory) -> str:
+    from omg_platform.pipelines.preprocess import preprocess_split
+
+    out = tmp_path_factory.mktemp("sweep-shards")
+    catalog = load_catalog()
+    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
+        preprocess_split(
+            catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None
+        )
+    return str(out)
+
+
+@pytest.mark.slow(seconds=150)
+def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retraining(shards, tiny_shapes, tmp_path):
+    """``--search random --scheduler asha``: 3 draws, one at a time. The first trial trains to the end and is
+    evaluated; ASHA stops the second at its first validation (its workers killed mid-run: the MLflow run KILLED and
+    tagged). The driver (and its Ray) is SIGKILLed while the third trains; the same command restores the Tune
+    experiment: the finished trial is not trained again, the stopped one stays stopped, the third ends."""
+    import shutil
+
+    import mlflow
+
+    shutil.copy(ROOT / "omg_platform" / "pipelines" / "configs" / "shapes_smoke.yaml", tmp_path)
+    (tmp_path / "grids.yaml").write_text(SWEEP_GRID)
+    storage, uri = tmp_path / "sweeps", f"sqlite:///{tmp_path}/m.db"
+    env = dict(os.environ, OMG_ROOT_OMG_SHAPES_SAM=tiny_shapes, MLFLOW_TRACKING_URI=uri, OMG_RUNS_DIR=str(tmp_path))
+    cmd = [
+        sys.executable,
+        "-m",
+        "omg_platform.pipelines.ablations",
+        *("--grid", "tiny", "--grids-file", str(tmp_path / "grids.yaml"), "--storage", str(storage)),
+        *("--set", f"data.shards={shards}", "--search", "random", "--samples", "3", "--scheduler", "asha"),
+        *("--reduction-factor", "2", "--max-concurrent", "1", "--num-cpus", "2"),
+    ]
+    with open(tmp_path / "first.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (storage / "tiny" / "tiny-sample-00002" / "config.json").exists():  # the third trial trains
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "the third trial did not start"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    first = storage / "tiny" / "sample-00000" / "trial.json"
+    assert json.loads(first.read_text())["status"] == "finished"
+    written = first.stat().st_mtime_ns
+
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "resuming the Tune experiment" in out.stderr, out.stderr[-3000:]
+    assert first.stat().st_mtime_ns == written, "the finished trial was not trained or evaluated again"
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("sample-")}
+    assert set(rows) == {"sample-00000", "sample-00001", "sample-00002"}, out.stdout
+    assert "finished" in rows["sample-00000"] and "stopped at step 2" in rows["sample-00001"], out.stdout
+
+    mlflow.set_tracking_uri(uri)
+    runs = {
+        r.data.tags.get("omg.trial", r.info.run_name): r
+        for r in mlflow.search_runs(experiment_names=["ablations"], output_format="list")
+    }
+    assert (
+        runs["sample-00000"].info.status == "FINISHED"
+        and "eval/omg-shapes-sam/mIoU" in runs["sample-00000"].data.metrics
+    )
+    stopped = runs["sample-00001"]
+    assert stopped.info.status == "KILLED", stopped.info.status
+    assert stopped.data.tags["omg.stopped"] == "step 2: stopped by ASHA on val/omg-shapes-sam/mIoU"
+    assert stopped.data.tags["omg.kind"] == "sweep-trial" and "omg.axis.optim.lr" in stopped.data.tags
+    assert runs["sweep-tiny"].data.tags["omg.kind"] == "sweep"
