@@ -11,7 +11,11 @@ import importlib
 PIPELINES = (
     ("preprocess", "preprocess", "Ray Data job: a catalog dataset -> Parquet shards + manifest"),
     ("eval", "evaluate", "Ray fan-out: evaluate a checkpoint on (dataset, split, task) pairs, log to MLflow"),
-    ("ablate", "ablations", "Ray: run an ablation grid (training + evaluation per trial, MLflow parent/child runs)"),
+    (
+        "ablate",
+        "ablations",
+        "Ray Tune: an ablation grid or a sweep (per trial: training + evaluation, MLflow child run)",
+    ),
     ("demo", "demo", "the platform end to end on omg-shapes: data, shards, training, evaluation, ablations, report"),
 )
 

@@ -279,3 +279,33 @@ def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retrain
     assert stopped.data.tags["omg.stopped"] == "step 2: stopped by ASHA on val/omg-shapes-sam/mIoU"
     assert stopped.data.tags["omg.kind"] == "sweep-trial" and "omg.axis.optim.lr" in stopped.data.tags
     assert runs["sweep-tiny"].data.tags["omg.kind"] == "sweep"
+
+
+def test_sweep_settings_are_checked_before_anything_runs(tmp_path, capsys):
+    """A sweep needs a sweep space; ASHA and Optuna need a metric the trials' validations report; a range is one
+    kind with low < high. Each is said in one line before Ray or MLflow starts."""
+    from omg_platform.pipelines.ablations import Domain, TuneSettings, main, search_space
+
+    for argv, says in (
+        (["--grid", "smoke", "--search", "random"], "grid smoke has no sweep space"),
+        (["--grid", "smoke", "--scheduler", "asha"], "grid smoke names no metric"),
+        (["--grid", "cpu", "--search", "random", "--trial", "vit-learned-masked"], "--trial selects a grid's trials"),
+    ):
+        assert main([*argv, "--storage", str(tmp_path)]) == 2
+        assert says in capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(ValueError, match="low < high"):
+        Domain(loguniform=[1e-3, 1e-4])
+    with pytest.raises(ValueError, match="exactly one"):
+        Domain(uniform=[0, 1], choice=[1])
+    grid = load_grids(GRIDS)["cpu"]
+    assert grid.metric == "val/omg-shapes/PQ" and set(grid.sweep) == {
+        "optim.lr",
+        "optim.weight_decay",
+        "model.num_queries",
+    }
+    optuna = TuneSettings(search="optuna", samples=4)
+    space, search, samples = search_space(grid, [], optuna, slots=2)
+    assert samples == 4 and type(search).__name__ == "ConcurrencyLimiter" and set(space["sample"]) == set(grid.sweep)
+    assert optuna.experiment(grid, []) == "sweep-optuna-n4-seed0"
+    assert TuneSettings(scheduler="asha").experiment(grid, list(grid.trials)) == "tune-asha"
+    assert TuneSettings().experiment(grid, ["vit-learned-masked"]).startswith("tune-")
