@@ -138,8 +138,9 @@ class Grid:
     name: str = ""
     paper: PaperReference | None = None
     noise: Noise | None = None
-    #: what a scheduler (``--scheduler asha``) or a search (``--search optuna``) decides on: a validation metric
-    #: the trials report while they train (``val/<dataset>/<metric>``), and whether more is better
+    #: what a scheduler (``--scheduler asha``) or a search (``--search optuna``) decides on: what the trials report
+    #: at every validation while they train (``val/<dataset>/<metric>``, or ``train/loss``: the mean loss since the
+    #: last validation), and whether more is better
     metric: str = ""
     mode: str = "max"
     #: dotted config key -> its range, sampled around the baseline trial by ``--search random|optuna``
@@ -530,22 +531,35 @@ def check_metric(grid: Grid, cfg: TrainConfig, settings: TuneSettings) -> None:
         raise UsageError(f"{what}: grid {grid.name} names no metric (metric: val/DATASET/METRIC in its YAML)")
     parts = grid.metric.split("/")
     datasets = {p.split(":")[0] for p in cfg.validation.pairs}
-    if len(parts) != 3 or parts[0] != "val" or parts[1] not in datasets:
+    if grid.metric != "train/loss" and (len(parts) != 3 or parts[0] != "val" or parts[1] not in datasets):
         raise UsageError(
             f"{what}: grid {grid.name}'s metric {grid.metric!r} is not reported during training: it must be "
-            f"val/DATASET/METRIC of a validation pair ({', '.join(cfg.validation.pairs) or 'none'})"
+            f"train/loss or val/DATASET/METRIC of a validation pair ({', '.join(cfg.validation.pairs) or 'none'})"
         )
     if not cfg.validation.every_steps or cfg.optim.max_steps is None:
         raise UsageError(f"{what}: the trials need validation.every_steps and optim.max_steps (steps are ASHA's time)")
 
 
 class TrialProgress:
-    """A Tune callback: a line when a trial starts, and the progress line (with ETA) when one ends."""
+    """A Tune callback: a line when a trial starts, the progress line (with ETA) when one ends, and every few
+    seconds the placement groups of trials' dead training controllers released
+    (:func:`~omg_platform.pipelines.cluster.release_orphaned_placement_groups`)."""
 
-    def __new__(cls, prog: Progress, grid: str):
+    def __new__(cls, prog: Progress, grid: str, every: float = 5.0):
         from ray import tune
 
+        from omg_platform.pipelines.cluster import release_orphaned_placement_groups
+
         class _Callback(tune.Callback):
+            _last = 0.0
+
+            def on_step_begin(self, iteration, trials, **info):
+                if time.monotonic() - self._last > every:
+                    self._last = time.monotonic()
+                    released = release_orphaned_placement_groups()
+                    if released:
+                        log.info(f"[ablate] released the CPUs/GPUs of {released} ended training run(s)")
+
             def on_trial_start(self, iteration, trials, trial, **info):
                 log.info(f"[ablate] {grid}/{trial_name(trial.config, trial.trial_id)}: started")
 
@@ -834,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     first = configs[selected[0] if selected else grid.baseline]
     count = settings.samples if sweep else len(todo)
     if count:  # Ray only when there is something to run
-        init_ray(args.num_cpus, dashboard=settings.scheduler != "fifo")  # a stopped trial's CPUs come back
+        init_ray(args.num_cpus)
     slots = args.max_concurrent or (cluster_slots(first) if count else 1)
     log.info(
         f"[ablate] grid {grid.name}: {count if sweep else len(selected)} trials, {count} to run, {slots} at a time "

@@ -40,12 +40,10 @@ def shared_location(location: str, what: str) -> str:
 STARTS = 3
 
 
-def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> bool:
+def init_ray(num_cpus: int | None = None) -> bool:
     """Connect to ``RAY_ADDRESS`` (a cluster, or the job's own cluster under ``ray job submit``), else start a
-    local Ray with a capped object store, and its dashboard only with ``dashboard`` (Ray Train's placement-group
-    cleaner asks the dashboard's state API whether a training controller still lives: a job whose controllers can
-    be killed mid-run, as a Tune scheduler stopping a trial does, needs it, or their workers' CPUs stay reserved).
-    Returns False when Ray was already initialised (by the caller, who then also shuts it down)."""
+    local Ray with a capped object store. Returns False when Ray was already initialised (by the caller, who
+    then also shuts it down)."""
     import ray
 
     if ray.is_initialized():
@@ -57,7 +55,7 @@ def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> bool:
             try:
                 ray.init(
                     num_cpus=num_cpus,
-                    include_dashboard=dashboard,
+                    include_dashboard=False,
                     object_store_memory=512 * 1024 * 1024,
                     log_to_driver=True,
                     runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_placement_group_cleaner"},
@@ -85,6 +83,27 @@ def quiet_placement_group_cleaner() -> None:
     import logging
 
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+def release_orphaned_placement_groups() -> int:
+    """Remove the placement groups whose creating actor is dead; -> how many. A Ray Train controller reserves its
+    workers' CPUs/GPUs in a placement group it creates; when the controller dies with a Tune trial that a scheduler
+    stopped, Ray keeps the group until the job ends (its lifetime is the job's), and Ray Train's own cleaner needs
+    the dashboard's state API, which is not always there (seen on a local Ray: a stopped trial's CPU stayed reserved
+    and the sweep waited forever). Groups created by a driver (no creating actor) and detached ones are kept."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    nil, created = ray.ActorID.nil().binary(), gcs_pb2.PlacementGroupTableData.CREATED
+    removed = 0
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if info.state == created and info.creator_actor_dead and info.creator_actor_id != nil and not info.is_detached:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
+            removed += 1
+    return removed
 
 
 def shutdown_ray(owned: bool) -> None:

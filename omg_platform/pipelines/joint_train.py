@@ -221,12 +221,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # ---- the hooks: the user's, then logging, validation, checkpoints (omg_platform/pipelines/train_hooks.py)
     report = ray.train.report if spec.report else None
+    validation = Validation(cfg.validation.every_steps, lambda m, s: validate(spec, tracker, m, s), report)
     tracker = TrainingTracker(spec, rank, run_id, resumed=step > 0)
     hook_ctx = HookContext(rank=rank, world_size=world, run_dir=spec.run_dir)
     hooks = [
         *spec.hooks,
         ProgressLog(cfg.tracking.log_every, steps_per_epoch, tracker.log, start_step=step),
-        Validation(cfg.validation.every_steps, lambda m, s: validate(spec, tracker, m, s), report),
+        validation,
         Checkpointing(cfg.checkpoint.every_steps, lambda s, m, o, sc: checkpointer.save(s, m, o, sc, tracker.run_id)),
     ]
     try:
@@ -262,7 +263,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             final = validate(spec, tracker, inner, step)
             export(spec, tracker, inner, step, clip_source)
         if report is not None:
-            report({"step": step, **final})
+            report(validation.result(step, final))
         tracker.finish("FINISHED")
     except BaseException:
         tracker.finish("FAILED")

@@ -125,19 +125,28 @@ class ProgressLog(TrainHook):
 @dataclass
 class Validation(TrainHook):
     """Rank 0, every ``every`` steps before the last (0: never): ``validate(model, step)`` (the final validation
-    belongs to the export). With ``report``, every rank then calls ``report({"step": step, **metrics})`` (rank 0's
-    metrics; the others' are empty): ``ray.train.report``, which a Tune trial's scheduler decides on."""
+    belongs to the export). With ``report``, every rank then calls ``report(`` :meth:`result` ``)`` (rank 0's
+    validation metrics; the others' are empty): ``ray.train.report``, which a Tune trial's scheduler decides on."""
 
     every: int
     validate: Callable[[Any, int], dict]
     report: Callable[[dict], None] | None = None
+    _losses: list = field(default_factory=list, init=False)
 
     def after_step(self, ctx: HookContext, state: StepState) -> None:
+        self._losses.append(state.stats["loss/total"])
         if not (self.every and state.step % self.every == 0 and state.step < state.total):
             return
         metrics = self.validate(state.model, state.step) if ctx.rank == 0 else {}
         if self.report is not None:
-            self.report({"step": state.step, **metrics})
+            self.report(self.result(state.step, metrics))
+
+    def result(self, step: int, metrics: dict) -> dict:
+        """What a validation reports: ``step``, ``train/loss`` (the mean total loss of the steps since the last
+        report: an early signal where a task metric is still 0 for every trial) and the validation metrics."""
+        loss = float(np.mean(self._losses)) if self._losses else float("nan")
+        self._losses = []
+        return {"step": step, "train/loss": loss, **metrics}
 
 
 @dataclass

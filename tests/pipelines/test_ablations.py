@@ -279,6 +279,9 @@ def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retrain
     assert stopped.data.tags["omg.stopped"] == "step 2: stopped by ASHA on val/omg-shapes-sam/mIoU"
     assert stopped.data.tags["omg.kind"] == "sweep-trial" and "omg.axis.optim.lr" in stopped.data.tags
     assert runs["sweep-tiny"].data.tags["omg.kind"] == "sweep"
+    assert "released the CPUs/GPUs of" in out.stderr + (tmp_path / "first.log").read_text(), (
+        "the stopped trial's CPU released"
+    )
 
 
 def test_sweep_settings_are_checked_before_anything_runs(tmp_path, capsys):
@@ -298,7 +301,7 @@ def test_sweep_settings_are_checked_before_anything_runs(tmp_path, capsys):
     with pytest.raises(ValueError, match="exactly one"):
         Domain(uniform=[0, 1], choice=[1])
     grid = load_grids(GRIDS)["cpu"]
-    assert grid.metric == "val/omg-shapes/PQ" and set(grid.sweep) == {
+    assert grid.metric == "train/loss" and set(grid.sweep) == {
         "optim.lr",
         "optim.weight_decay",
         "model.num_queries",
