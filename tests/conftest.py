@@ -117,6 +117,24 @@ def tiny_shapes(tmp_path_factory) -> str:
     return str(built_once(tmp_path_factory, "omg-shapes", build) / "omg-shapes")
 
 
+@pytest.fixture(scope="session")
+def smoke_shards(tiny_shapes, tmp_path_factory, request) -> str:
+    """Training shards of the tiny omg-shapes dataset for ``shapes_smoke.yaml``'s three datasets (built once per
+    test run; treat as read-only)."""
+    from omg.data.catalog import load_catalog
+    from omg_platform.pipelines.preprocess import preprocess_split
+
+    def build(folder):
+        request.getfixturevalue("ray_local")  # the shards are written by Ray Data
+        catalog = load_catalog()
+        for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
+            preprocess_split(
+                catalog[name], "train", str(folder), tiny_shapes, shard_size=8, progress=False, log=lambda _: None
+            )
+
+    return str(built_once(tmp_path_factory, "smoke-shards", build))
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same random state (point sampling, init), so results repeat."""

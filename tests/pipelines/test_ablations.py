@@ -207,21 +207,10 @@ tiny:
 """
 
 
-@pytest.fixture(scope="module")
-def shards(ray_local, tiny_shapes, tmp_path_factory) -> str:
-    from omg_platform.pipelines.preprocess import preprocess_split
-
-    out = tmp_path_factory.mktemp("sweep-shards")
-    catalog = load_catalog()
-    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
-        preprocess_split(
-            catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None
-        )
-    return str(out)
-
-
 @pytest.mark.slow(seconds=150)
-def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retraining(shards, tiny_shapes, tmp_path):
+def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retraining(
+    smoke_shards, tiny_shapes, tmp_path
+):
     """``--search random --scheduler asha``: 3 draws, one at a time. The first trial trains to the end and is
     evaluated; ASHA stops the second at its first validation (its workers killed mid-run: the MLflow run KILLED and
     tagged). The driver (and its Ray) is SIGKILLed while the third trains; the same command restores the Tune
@@ -239,7 +228,7 @@ def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retrain
         "-m",
         "omg_platform.pipelines.ablations",
         *("--grid", "tiny", "--grids-file", str(tmp_path / "grids.yaml"), "--storage", str(storage)),
-        *("--set", f"data.shards={shards}", "--search", "random", "--samples", "3", "--scheduler", "asha"),
+        *("--set", f"data.shards={smoke_shards}", "--search", "random", "--samples", "3", "--scheduler", "asha"),
         *("--reduction-factor", "2", "--max-concurrent", "1", "--num-cpus", "2"),
     ]
     with open(tmp_path / "first.log", "wb") as log:

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from omg.data.catalog import load_catalog
 from omg_platform.pipelines.joint_train import main as train_main
-from omg_platform.pipelines.preprocess import preprocess_split
 from tests import ROOT, default_sigint
 from tests.services import MlflowServer, running
 
@@ -25,14 +23,8 @@ CONFIG = str(ROOT / "omg_platform/pipelines/configs/shapes_smoke.yaml")
 
 
 @pytest.fixture(scope="module")
-def shards(ray_local, tiny_shapes, tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("train-shards")
-    catalog = load_catalog()
-    for name in ("omg-shapes", "omg-shapes-sam", "omg-shapes-vps"):
-        preprocess_split(
-            catalog[name], "train", str(out), tiny_shapes, shard_size=8, progress=False, log=lambda _: None
-        )
-    return str(out)
+def shards(smoke_shards) -> str:
+    return smoke_shards
 
 
 @pytest.fixture(scope="module")
