@@ -179,6 +179,15 @@ def axis_values(grid: Grid) -> dict[str, list[str]]:
     return out
 
 
+def base_config(grid: Grid, grids_dir: Path = GRIDS_FILE.parent) -> dict:
+    """The grid's base run config (``base``, relative to the grids file) as a plain dict."""
+    path = grids_dir / grid.base
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise SchemaError(str(path), "", f"cannot read the grid's base config: {err}") from None
+
+
 def trial_config(
     grid: Grid,
     trial: str,
@@ -189,16 +198,14 @@ def trial_config(
     extra: dict | None = None,
     clip_weights: dict[str, str] | None = None,
     sample: dict[str, Any] | None = None,
+    base: dict | None = None,
 ) -> TrainConfig:
     """The trial's full run config (validated): base + grid overrides + trial overrides + tracking.
     ``clip_weights`` (open_clip model name -> weights): ``model.pretrained`` of every trial whose backbone variant
     is that CLIP model, frozen or learned (``--clip-weights``). ``sample``: a sweep trial (named ``trial``) is the
-    baseline trial with these values of the sweep space set, and stands for them as its axes."""
-    base = grids_dir / grid.base
-    try:
-        data = yaml.safe_load(base.read_text()) or {}
-    except OSError as err:
-        raise SchemaError(str(base), "", f"cannot read the grid's base config: {err}") from None
+    baseline trial with these values of the sweep space set, and stands for them as its axes. ``base``: the grid's
+    base config as :func:`base_config` read it (a trial on another node has no copy of the grids folder)."""
+    data = base if base is not None else base_config(grid, grids_dir)
     spec = grid.trials[grid.baseline if sample else trial]
     data = apply_values(data, grid.overrides, f"grid {grid.name} overrides")
     data = apply_values(data, spec.overrides, f"grid {grid.name} trial {trial}")
@@ -227,7 +234,7 @@ def trial_config(
         },
         "ablations",
     )
-    return from_dict(TrainConfig, data, f"{base} (grid {grid.name}, trial {trial})")
+    return from_dict(TrainConfig, data, f"{grid.base} (grid {grid.name}, trial {trial})")
 
 
 #: the parts of a trial's config that make its result (a finished trial is reused only if they are unchanged)
@@ -289,7 +296,7 @@ class TrialPlan:
     storage: str
     parent_run_id: str
     experiment: str
-    grids_dir: str
+    base: dict  # the grid's base config, read by the driver
     extra: dict[str, Any]
     clip_weights: dict[str, str]
     eval_args: tuple[str, ...]
@@ -302,10 +309,10 @@ class TrialPlan:
             self.storage,
             self.parent_run_id,
             self.experiment,
-            Path(self.grids_dir),
-            self.extra,
-            self.clip_weights,
-            sample,
+            extra=self.extra,
+            clip_weights=self.clip_weights,
+            sample=sample,
+            base=self.base,
         )
 
 
@@ -319,8 +326,6 @@ def run_trial(params: dict, plan: TrialPlan) -> None:
     """One trial, in its Tune trial actor: the training run (Ray Train ``TorchTrainer`` launched from here; its
     workers report every validation to Tune, whose scheduler may stop the trial there), then the evaluation
     fan-out into the trial's MLflow run, then ``<storage>/<grid>/<trial>/trial.json`` (the trial's record)."""
-    import tempfile
-
     import ray
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -332,10 +337,7 @@ def run_trial(params: dict, plan: TrialPlan) -> None:
     sample = params.get("sample")
     trial = params["trial"] if not sample else sample_name(tune.get_context().get_trial_id())
     cfg = plan.config(trial, sample)
-    with tempfile.TemporaryDirectory(prefix="omg-trial-") as tmp:  # read only by this process
-        config_path = os.path.join(tmp, f"{cfg.name}.yaml")
-        Path(config_path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        run = joint_train.prepare(joint_train.build_parser().parse_intermixed_args(["--config", config_path]))
+    run = joint_train.prepare_run(cfg)
     joint_train.build_trainer(run, callbacks=(TuneReportCallback(),), report=True).fit()
     info = uio.read_json(uio.join(run.storage, run.name, "run.json"))
     trial_dir = uio.join(plan.storage, plan.grid.name, trial)
@@ -540,37 +542,35 @@ def check_metric(grid: Grid, cfg: TrainConfig, settings: TuneSettings) -> None:
         raise UsageError(f"{what}: the trials need validation.every_steps and optim.max_steps (steps are ASHA's time)")
 
 
-class TrialProgress:
+def trial_progress(prog: Progress, grid: str, every: float = 5.0):
     """A Tune callback: a line when a trial starts, the progress line (with ETA) when one ends, and every few
     seconds the placement groups of trials' dead training controllers released
     (:func:`~omg_platform.pipelines.cluster.release_orphaned_placement_groups`)."""
+    from ray import tune
 
-    def __new__(cls, prog: Progress, grid: str, every: float = 5.0):
-        from ray import tune
+    from omg_platform.pipelines.cluster import release_orphaned_placement_groups
 
-        from omg_platform.pipelines.cluster import release_orphaned_placement_groups
+    class _Callback(tune.Callback):
+        _last = 0.0
 
-        class _Callback(tune.Callback):
-            _last = 0.0
+        def on_step_begin(self, iteration, trials, **info):
+            if time.monotonic() - self._last > every:
+                self._last = time.monotonic()
+                released = release_orphaned_placement_groups()
+                if released:
+                    log.info(f"[ablate] released the CPUs/GPUs of {released} ended training run(s)")
 
-            def on_step_begin(self, iteration, trials, **info):
-                if time.monotonic() - self._last > every:
-                    self._last = time.monotonic()
-                    released = release_orphaned_placement_groups()
-                    if released:
-                        log.info(f"[ablate] released the CPUs/GPUs of {released} ended training run(s)")
+        def on_trial_start(self, iteration, trials, trial, **info):
+            log.info(f"[ablate] {grid}/{trial_name(trial.config, trial.trial_id)}: started")
 
-            def on_trial_start(self, iteration, trials, trial, **info):
-                log.info(f"[ablate] {grid}/{trial_name(trial.config, trial.trial_id)}: started")
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            step = (trial.last_result or {}).get("step")
+            prog.update(extra=f"{trial_name(trial.config, trial.trial_id)} ended at step {step}")
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                step = (trial.last_result or {}).get("step")
-                prog.update(extra=f"{trial_name(trial.config, trial.trial_id)} ended at step {step}")
+        def on_trial_error(self, iteration, trials, trial, **info):
+            prog.update(extra=f"{trial_name(trial.config, trial.trial_id)} FAILED")
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                prog.update(extra=f"{trial_name(trial.config, trial.trial_id)} FAILED")
-
-        return _Callback()
+    return _Callback()
 
 
 def trial_name(config: dict, trial_id: str | None) -> str:
@@ -615,7 +615,7 @@ def run_tune(
                 name=name,
                 storage_path=path,
                 verbose=0,  # our progress line instead of Tune's tables
-                callbacks=[TrialProgress(prog, plan.grid.name)],
+                callbacks=[trial_progress(prog, plan.grid.name)],
             ),
         )
     results = tuner.fit()
@@ -836,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         storage=storage,
         parent_run_id=parent.run_id,
         experiment=args.experiment,
-        grids_dir=str(Path(args.grids_file).parent),
+        base=base_config(grid, Path(args.grids_file).parent),
         extra=extra,
         clip_weights=clip_weights,
         eval_args=tuple(eval_args(grid)),

@@ -444,12 +444,22 @@ def prepare(args: argparse.Namespace) -> Prepared:
     """The config (overrides applied, locations as every node sees them), the fine-tuning checkpoint's fit, the
     datasets' manifests and label space, the validation roots, the hooks, and the storage's first file. A mistake
     in what was asked raises :class:`~omg_platform.errors.UsageError`; a storage that takes no file, ``OSError``."""
+    try:
+        cfg = load_config(args.config, list(args.overrides) + (SMOKE_OVERRIDES if args.smoke_test else []))
+        hooks = tuple(parse_hook(h) for h in args.hook)
+    except (SchemaError, ValueError) as err:
+        raise UsageError(err) from None
+    return prepare_run(cfg, Path(args.config).stem, hooks)
+
+
+def prepare_run(cfg: TrainConfig, stem: str = "omg", hooks: tuple = ()) -> Prepared:
+    """:func:`prepare` for a config already built (an ablation trial's): the run is named ``cfg.name``, else
+    ``<stem>-<digest>``."""
     from omg.data.ingest import build_label_space
 
     try:
-        cfg = load_config(args.config, list(args.overrides) + (SMOKE_OVERRIDES if args.smoke_test else []))
         cfg = shared_locations(cfg)
-    except (SchemaError, ValueError) as err:
+    except ValueError as err:
         raise UsageError(err) from None
     if cfg.model.init_from:  # fine-tuning: the checkpoint's architecture must be this config's
         from omg.modeling.checkpoint import config_differences
@@ -463,12 +473,11 @@ def prepare(args: argparse.Namespace) -> Prepared:
                 f"model.init_from={cfg.model.init_from}: the model section must be the checkpoint's: {'; '.join(diffs)}"
             )
         log.info(f"[train] starting from the weights of {cfg.model.init_from}")
-    name, storage = cfg.run_name(Path(args.config).stem), cfg.checkpoint.storage_path
+    name, storage = cfg.run_name(stem), cfg.checkpoint.storage_path
     log.info(f"[train] run {name} (storage {storage})")
     log.info("[train] resolved config:\n" + json.dumps(config_dict(cfg), indent=1))
     try:
         specs, manifests = resolve_datasets(cfg)
-        hooks = tuple(parse_hook(h) for h in args.hook)
     except (SchemaError, FileNotFoundError, ValueError) as err:
         raise UsageError(err) from None
     catalog = load_catalog()
