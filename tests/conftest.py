@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -85,6 +86,50 @@ atexit.register(shutil.rmtree, os.environ["OMG_CACHE_DIR"], True)
 # lands in the checkout's runs/. A test of the defaults sets or removes OMG_RUNS_DIR itself.
 os.environ["OMG_RUNS_DIR"] = tempfile.mkdtemp(prefix="omg-test-runs-")
 atexit.register(shutil.rmtree, os.environ["OMG_RUNS_DIR"], True)
+
+
+# What a test run may leave in the checkout: Python's and pytest's caches and the tests' own reports.
+LEFT_BY_DESIGN = ("__pycache__", ".pytest_cache/", ".hypothesis/", "tests/artifacts/", ".venv/")
+_CHECKOUT = pytest.StashKey[set]()
+
+
+def _checkout_entries() -> set[str] | None:
+    """Untracked and ignored entries of the checkout (``git status``; None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    lines = [line for line in out.stdout.splitlines() if line.startswith(("??", "!!"))]
+    return {line[3:] for line in lines if not any(part in line for part in LEFT_BY_DESIGN)}
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the run's own process, not a pytest-xdist worker
+        session.config.stash[_CHECKOUT] = _checkout_entries()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that leaves files in the checkout fails (e.g. MLflow's ``./mlruns`` of an experiment created without an
+    artifact location): tests write to their temp folders only."""
+    before = session.config.stash.get(_CHECKOUT, None)
+    after = _checkout_entries() if before is not None else None
+    if before is None or after is None or not (new := sorted(after - before)):
+        return
+    writer = session.config.get_terminal_writer()
+    writer.line()
+    writer.line(
+        f"the tests left files in the checkout (remove them, and fix the test that wrote them): {', '.join(new)}",
+        red=True,
+    )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def built_once(tmp_path_factory, name: str, build) -> Path:

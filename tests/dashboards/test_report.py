@@ -30,7 +30,7 @@ def test_a_grid_run_with_each_clip_setting_side_by_side(tmp_path):
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    exp_id = mlflow.create_experiment("ablations")
+    exp_id = mlflow.create_experiment("ablations", artifact_location=(tmp_path / "artifacts").as_uri())
     _grid_run(mlflow, exp_id, None, {"a": 10.0, "b": 12.0})
     html = Path(build_report(tmp_path / "one", grid="g", tracking_uri=uri, with_gallery=False)).read_text()
     assert "Ablation grid “g”</h2>" in html and "side by side" not in html, "one CLIP setting: one section, as before"
@@ -66,7 +66,7 @@ def test_the_paper_beside_each_axis_and_deltas_within_the_noise(tmp_path):
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    exp_id = mlflow.create_experiment("ablations")
+    exp_id = mlflow.create_experiment("ablations", artifact_location=(tmp_path / "artifacts").as_uri())
     grid = {
         "paper": {"source": "made-up paper", "axes": {"x": {"a": {"ds/PQ": 49.9}, "b": {"ds/PQ": 45.2}}}},
         "noise": {"source": "3 seeds", "std": {"ds/PQ": 1.5}},
