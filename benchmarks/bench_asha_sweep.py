@@ -2,6 +2,7 @@
 with ASHA, on omg-shapes.
 
     python benchmarks/bench_asha_sweep.py --data-root runs/data/omg-shapes --shards runs/shards [--samples 8]
+        [--set validation.every_steps=25]
 
 Both runs draw the same ``--samples`` configurations (``--seed``) from the cpu grid's ``sweep`` space
 (``omg_platform/pipelines/configs/ablations.yaml``) and evaluate every trial that reaches its last step. Prints, per
@@ -48,6 +49,7 @@ def sweep(storage: Path, scheduler: str, args, env: dict) -> float:
         str(storage),
         "--set",
         f"data.shards={args.shards}",
+        *(x for kv in args.set for x in ("--set", kv)),
     ]
     t0 = time.monotonic()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -77,6 +79,14 @@ def main() -> None:
     p.add_argument("--shards", required=True, help="its training shards (omg preprocess)")
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for both sweeps, e.g. --set validation.every_steps=25 (ASHA's first rung: the validation "
+        "interval)",
+    )
     args = p.parse_args()
     args.shards = os.path.abspath(args.shards)
     with tempfile.TemporaryDirectory(prefix="omg-bench-asha-") as tmp:
