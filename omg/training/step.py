@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from omg.losses.criterion import Criterion
+from omg.training.corrections import ClickSimulator
 from omg.training.inputs import to_model_inputs
 
 
@@ -22,13 +23,19 @@ def train_step(
     grad_clip: float,
     device,
     amp: bool = False,
+    refine_rounds: int = 0,
 ) -> dict[str, float]:
-    """Forward, loss (every prediction set), backward, clip, step. ``model`` may be DDP-wrapped."""
+    """Forward, loss (every prediction set), backward, clip, step. ``model`` may be DDP-wrapped. A location batch of a
+    model with refinement first runs 0..``refine_rounds`` rounds of simulated corrections (uniformly drawn; RITM's
+    ``max_num_next_clicks``), without gradient (:mod:`omg.training.corrections`)."""
     inner = model.module if hasattr(model, "module") else model
     images, targets, prompts = to_model_inputs(batch, device, pad_value=inner.backbone.variant.pixel_mean)
+    corrections, rounds = None, 0
+    if prompts is not None and inner.refinement is not None and refine_rounds > 0:
+        corrections, rounds = ClickSimulator(targets), random.randint(0, refine_rounds)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
-        out = model(images, text, prompts)
+        out = model(images, text, prompts, corrections, rounds)
     loss = criterion(
         [p for p in out.predictions],
         targets,
