@@ -311,7 +311,7 @@ def run(args, load_predictor=None) -> int:
     else:
         prompts = {"points": points, "boxes": boxes}
         if labels is not None:
-            from omg.inference.image_tasks import ObjectPrompt
+            from omg.inference.objects import ObjectPrompt
 
             prompts = {"objects": [ObjectPrompt(points, labels, boxes[0] if boxes else None)]}
         written = predict_images(args, predictor, files, first, vocab, cat_ids, prompts)

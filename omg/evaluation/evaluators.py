@@ -28,8 +28,8 @@ import numpy as np
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.inference import writers
-from omg.inference.image_tasks import ObjectPrompt
 from omg.inference.media import load_image
+from omg.inference.objects import ObjectPrompt
 from omg.inference.predictor import POSTPROCESS_AT, PROMPT_LABELS, OMGPredictor
 from omg.utils import io as uio
 from omg.utils.options import check_choices

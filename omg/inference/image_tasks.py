@@ -17,50 +17,12 @@ import torch
 from omg.data.masks import mask_box
 from omg.inference import open_vocab as ov
 from omg.inference.core import PredictorCore, as_image, to_original
+from omg.inference.objects import ObjectPrompt, to_prompts
 from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
 from omg.inference.results import InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult
 from omg.modeling.model import Features, OMGOutput
-from omg.modeling.prompts import Prompts, points_to_boxes
-from omg.modeling.refine import binary_prev
+from omg.modeling.prompts import Prompts
 from omg.utils.vocabulary import Vocabulary
-
-
-@dataclass
-class ObjectPrompt:
-    """One object's prompts for interactive refinement (a model with ``refinement``; docs/model.md §7.3), in pixels
-    of the original image: ``points`` K x 2 (x, y) with ``labels`` K (1 positive, the default; 0 negative), an
-    optional ``box`` (XYXY) and an optional previous ``mask``: the ``logits`` plane of this object from the last
-    :class:`InteractiveResult` (the mask grid, as returned), or an H x W bool / probability mask of the image.
-    The object's location query is built from its box, else from its first positive click (the released
-    encoding); every click enters as a token. One positive click and nothing else is the released prompt."""
-
-    points: Any = ()
-    labels: Any = None
-    box: Any = None
-    mask: np.ndarray | None = None
-
-    def checked(self, j: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """-> (points K x 2, labels K, box 4 or None), checked against the image ``size`` (height, width); the
-        errors name object ``j`` and the field."""
-        h, w = size
-        pts = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)
-        labels = np.ones(len(pts), np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
-        if len(labels) != len(pts):
-            raise ValueError(f"object {j}: {len(pts)} points but {len(labels)} labels")
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError(f"object {j}: labels must be 1 (positive) or 0 (negative), got {labels.tolist()}")
-        bad = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"object {j}: point {k} {pts[k].tolist()} lies outside the {w}x{h} image")
-        box = None
-        if self.box is not None:
-            box = np.asarray(self.box, dtype=np.float32).reshape(-1)
-            if box.shape != (4,) or box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h or (box[2:] <= box[:2]).any():
-                raise ValueError(f"object {j}: box {box.tolist()} is not an XYXY box inside the {w}x{h} image")
-        if box is None and not (labels == 1).any():
-            raise ValueError(f"object {j}: needs a positive click or a box")
-        return pts, labels, box
 
 
 @dataclass
@@ -265,121 +227,36 @@ class ImageTasks:
         prompts, its output)."""
         core = self.core
         per_image = [list(o) for o in objects] if state.batched else [list(objects)]
-        replayed = core.model.refinement is not None
-
-        def clicks_needed(o: ObjectPrompt) -> int:  # the shortest prefix the object can start from
-            labels = np.ones(len(np.asarray(o.points).reshape(-1, 2)), np.int64) if o.labels is None else o.labels
-            labels = np.asarray(labels).reshape(-1)
-            if not replayed or o.mask is not None or len(labels) <= 1:
-                return 0  # no replay: the object as given
-            return 1 if o.box is not None or labels[0] == 1 else int(np.argmax(labels == 1)) + 1
-
-        starts = [[clicks_needed(o) for o in objs] for objs in per_image]
-        totals = [[len(np.asarray(o.points).reshape(-1, 2)) for o in objs] for objs in per_image]
-        spans = [t - s + 1 for row_s, row_t in zip(starts, totals) for s, t in zip(row_s, row_t) if s]
-        steps = max(spans, default=1)
+        refine = core.model.refinement is not None
+        # clicks of each object in the first pass (0: the object as given, in every pass)
+        starts = [[o.replay_start() if refine else 0 for o in objs] for objs in per_image]
+        steps = max(
+            (o.num_clicks - s + 1 for objs, ss in zip(per_image, starts) for o, s in zip(objs, ss) if s), default=1
+        )
         prev: list[list[np.ndarray | None]] = [[None] * len(objs) for objs in per_image]
         for step in range(steps):
-            batch = []
-            for i, objs in enumerate(per_image):
-                row = []
-                for j, o in enumerate(objs):
-                    s, t = starts[i][j], totals[i][j]
-                    if not s:
-                        row.append(o)
-                        continue
-                    n = min(s + step, t)
-                    labels = None if o.labels is None else np.asarray(o.labels).reshape(-1)[:n]
-                    pts = np.asarray(o.points, dtype=np.float32).reshape(-1, 2)[:n]
-                    row.append(ObjectPrompt(pts, labels, o.box, prev[i][j]))
-                batch.append(row)
+            batch = [
+                [
+                    o.first_clicks(min(s + step, o.num_clicks), prev[i][j]) if s else o
+                    for j, (o, s) in enumerate(zip(objs, ss))
+                ]
+                for i, (objs, ss) in enumerate(zip(per_image, starts))
+            ]
             prompts = self.object_prompts(state, batch if state.batched else batch[0])
             out = core.model.decode(state.features, core.decoder_text(), prompts)
             core.stats["decoder_calls"] += 1
-            for i, objs in enumerate(per_image):
-                for j in range(len(objs)):
-                    if starts[i][j] and starts[i][j] + step < totals[i][j]:  # the next pass adds a click to it
+            for i, (objs, ss) in enumerate(zip(per_image, starts)):
+                for j, (o, s) in enumerate(zip(objs, ss)):
+                    if s and s + step < o.num_clicks:  # the next pass adds a click to it: this answer is its mask
                         prev[i][j] = out.pred_masks[i, j, 0].float().cpu().numpy()
         return prompts, out
 
     def object_prompts(self, state: ImageState, objects: Sequence[ObjectPrompt]) -> Prompts:
-        """Objects (one image; a batched state takes a list of them per image) -> location prompts with every
-        click, its label and the previous masks, scaled to the network's input."""
-        n = len(state.original)
-        per_image = list(objects) if state.batched else [list(objects)]
-        if len(per_image) != n:
-            raise ValueError(f"objects for {len(per_image)} images, but {n} image(s) are set")
-        if any(not objs for objs in per_image):
-            raise ValueError("task 'interactive': every image needs at least one object")
-        mh, mw = state.features.mask_features.shape[-2:]
-        firsts, kinds, clicks, prevs = [], [], [], []
-        for i, objs in enumerate(per_image):
-            h, w = state.original[i]
-            rh, rw = state.resized[i]
-            scale = np.array([rw / w, rh / h], dtype=np.float32)
-            row_first, row_kind, row_clicks, row_prev = [], [], [], []
-            for j, obj in enumerate(objs):
-                pts, labels, box = obj.checked(j, (h, w))
-                pts = pts * scale
-                if box is not None:
-                    row_first.append(box * np.concatenate([scale, scale]))
-                    row_kind.append(False)
-                else:
-                    x, y = pts[int(np.flatnonzero(labels == 1)[0])]
-                    row_first.append(np.array([x, y, x, y], np.float32))
-                    row_kind.append(True)
-                row_clicks.append((pts, labels))
-                row_prev.append(None if obj.mask is None else self._prev_logits(state, i, j, obj.mask, (mh, mw)))
-            firsts.append(row_first), kinds.append(row_kind), clicks.append(row_clicks), prevs.append(row_prev)
-        p = max(len(objs) for objs in per_image)
-        k = max(1, max(len(c[0]) for row in clicks for c in row))
-        boxes = torch.zeros(n, p, 4)
-        valid = torch.zeros(n, p, dtype=torch.bool)
-        is_point = torch.zeros(n, p, dtype=torch.bool)
-        xy = torch.zeros(n, p, k, 2)
-        labels = torch.full((n, p, k), -1, dtype=torch.long)
-        prev = torch.full((n, p, mh, mw), float("nan"))
-        for i in range(n):
-            for j in range(len(firsts[i])):
-                valid[i, j], is_point[i, j] = True, kinds[i][j]
-                b = torch.from_numpy(firsts[i][j])
-                boxes[i, j] = points_to_boxes(b[None, :2])[0] if kinds[i][j] else b
-                pts, lab = clicks[i][j]
-                xy[i, j, : len(pts)] = torch.from_numpy(pts)
-                labels[i, j, : len(lab)] = torch.from_numpy(lab)
-                if prevs[i][j] is not None:
-                    prev[i, j] = prevs[i][j]
-        has_prev = not prev.isnan().all()
-        prompts = Prompts(
-            boxes,
-            valid,
-            torch.tensor(state.resized, dtype=torch.long),
-            is_point,
-            xy,
-            labels,
-            prev if has_prev else None,
-        )
+        """Objects (one image's; a batched state takes a list of them per image) -> location prompts on the device."""
+        per_image = [list(o) for o in objects] if state.batched else [list(objects)]
+        grid = tuple(state.features.mask_features.shape[-2:])
+        prompts = to_prompts(per_image, state.original, state.resized, tuple(state.features.image_size), grid)
         return prompts.to(self.core.device)
-
-    def _prev_logits(self, state: ImageState, i: int, j: int, mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
-        """Object j's previous mask -> h4 x w4 logits of a binary mask (:func:`~omg.modeling.refine.binary_prev`):
-        the ``logits`` plane an :class:`InteractiveResult` returned, or an H x W bool / probability mask of image i
-        (resized to the input, padded, averaged over each cell of the mask grid: > 0.5 is in the mask)."""
-        m = np.asarray(mask)
-        if m.shape == grid:
-            return binary_prev(torch.from_numpy(m.astype(np.float32)))
-        if m.shape != tuple(state.original[i]):
-            raise ValueError(
-                f"object {j}: mask of shape {m.shape} is neither the image's {tuple(state.original[i])} nor the "
-                f"mask grid {grid} of the logits an interactive result returns"
-            )
-        prob = torch.from_numpy(m.astype(np.float32)).clamp(0, 1)[None, None]
-        rh, rw = state.resized[i]
-        prob = torch.nn.functional.interpolate(prob, size=(rh, rw), mode="bilinear", align_corners=False)
-        ph, pw = state.features.image_size
-        prob = torch.nn.functional.pad(prob, (0, pw - rw, 0, ph - rh))
-        prob = torch.nn.functional.adaptive_avg_pool2d(prob, grid)[0, 0]
-        return binary_prev(prob - 0.5)
 
     def scaled_prompts(self, state: ImageState, points, boxes) -> Prompts:
         """Points (K x 2, x y) and boxes (K x 4, XYXY) in pixels of the original image(s), checked to lie inside

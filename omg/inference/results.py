@@ -76,7 +76,7 @@ class InteractiveResult:
     with a vocabulary, labels P / label_scores P / names / label_sources P (where each label came from:
     ``"queries"``, the class probability of the object query whose mask best matches it; ``"clip"``, the frozen
     CLIP's probability; see :data:`omg.inference.predictor.PROMPT_LABELS`). ``logits``: P x h4 x w4 float32, each
-    mask's logits on the model's mask grid, to give back as an :class:`~omg.inference.image_tasks.ObjectPrompt`'s
+    mask's logits on the model's mask grid, to give back as an :class:`~omg.inference.objects.ObjectPrompt`'s
     previous ``mask`` with the next click."""
 
     masks: np.ndarray

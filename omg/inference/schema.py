@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from omg.data.masks import coco_bbox, rle_decode, rle_encode, xywh
-from omg.inference.image_tasks import ObjectPrompt
+from omg.inference.objects import ObjectPrompt
 from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS
 from omg.inference.results import (
     InstanceResult,

@@ -66,7 +66,7 @@ from PIL import Image
 
 from omg.data.masks import mask_box, rle_decode
 from omg.inference import schema
-from omg.inference.image_tasks import ObjectPrompt
+from omg.inference.objects import ObjectPrompt
 from omg.inference.schema import Limits, RequestError, decode_upload, number, parse_vocabulary
 from omg.serve.drawing import ALPHA, overlay, palette, png_b64
 from omg.serve.remote import RemoteModel

@@ -59,6 +59,8 @@ HEADLINES = (
     ("omg-shapes-vps", "val", "vss", "mIoU"),
     ("omg-shapes-vos", "val", "vos", "J&F-Mean"),
     ("omg-shapes-sam", "val", "interactive", "mIoU"),
+    ("omg-shapes-sam", "val", "interactive", "NoC@85"),  # clicks to IoU 0.85: the refinement (docs/model.md §7.3)
+    ("omg-shapes-sam", "val", "interactive", "NoC@90"),
 )
 #: --quick: a small omg-shapes (every split and format) so the plumbing runs in a couple of minutes
 QUICK_DATA = dict(

@@ -12,8 +12,8 @@ import torch
 
 from omg.export.graphs import ExportSpec, example_inputs, export, graph_modules
 from omg.export.runtime import ExportedModel, _Graph
-from omg.inference.image_tasks import ObjectPrompt
 from omg.inference.media import load_image
+from omg.inference.objects import ObjectPrompt
 from omg.inference.predictor import OMGPredictor
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.model import ModelConfig, build_model

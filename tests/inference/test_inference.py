@@ -645,7 +645,7 @@ def test_typed_entry_points_return_their_result_types(predictor):
 def test_predict_takes_positive_and_negative_clicks_on_one_object(tmp_path, capsys):
     """``omg predict --points X,Y,L ...``: the clicks of one object (1 positive, 0 negative), answered as the
     predictor answers them clicked one at a time; a model without refinement says what it takes."""
-    from omg.inference.image_tasks import ObjectPrompt
+    from omg.inference.objects import ObjectPrompt
     from tests.helpers import tiny_checkpoint, write_jpg
 
     image = tmp_path / "photo.jpg"

@@ -226,7 +226,7 @@ def test_a_request_the_model_cannot_take_is_a_400(predictor):
 def test_objects_with_clicks_answer_what_the_predictor_returns_and_travel_as_json():
     """The refinement's request: an object with positive and negative clicks (replayed click by click) and one with
     a box and the previous mask, answered as the predictor answers the same object prompts."""
-    from omg.inference.image_tasks import ObjectPrompt
+    from omg.inference.objects import ObjectPrompt
 
     torch.manual_seed(0)
     pred = OMGPredictor(

@@ -133,7 +133,7 @@ def test_a_refinement_training_step_gives_every_parameter_a_gradient():
 
 
 def test_object_prompts_are_checked_and_their_logits_come_back_on_the_mask_grid():
-    from omg.inference.image_tasks import ObjectPrompt
+    from omg.inference.objects import ObjectPrompt
     from omg.inference.predictor import OMGPredictor
 
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
@@ -169,7 +169,7 @@ def test_object_prompts_are_checked_and_their_logits_come_back_on_the_mask_grid(
 def test_clicks_without_a_previous_mask_are_replayed_one_at_a_time():
     """Several clicks and no mask: the answer a person gets clicking them in order (each pass given the previous
     answer's mask), as the NoC protocol drives the model — in one request, one decoder pass per click."""
-    from omg.inference.image_tasks import ObjectPrompt
+    from omg.inference.objects import ObjectPrompt
     from omg.inference.predictor import OMGPredictor
 
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)

@@ -321,7 +321,7 @@ def test_a_short_video_upload_plays_back_its_overlay(server, tiny_shapes):
 def test_clicks_on_an_object_are_answered_click_by_click(server, tiny_shapes):
     """``/api/prompt`` with ``{"clicks": [[x, y, 1 or 0], ...]}``: one object corrected by its clicks, the answer
     the predictor gives clicking them one at a time (each with the mask of the one before), beside a plain point."""
-    from omg.inference.image_tasks import ObjectPrompt
+    from omg.inference.objects import ObjectPrompt
 
     url, app = server
     status, info = http_call(f"{url}/api/info")
