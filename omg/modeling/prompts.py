@@ -58,19 +58,22 @@ class Prompts:
 
     @property
     def has_corrections(self) -> bool:
-        """More than the released prompt: a negative click, a second click, or a previous mask."""
+        """More than the released prompt (one click or one box per object): a negative click, a second click, a
+        click on a boxed object, or a previous mask."""
         if self.prev_masks is not None:
             return True
         if self.clicks is None:
             return False
-        return bool(((self.click_labels >= 0).sum(-1) > 1).any() or (self.click_labels == 0).any())
+        clicked = (self.click_labels >= 0).sum(-1)
+        return bool((clicked > 1).any() or (self.click_labels == 0).any() or ((clicked > 0) & ~self.is_point).any())
 
     def check_released(self) -> None:
         """Raise the error a model without refinement gives for corrections (:attr:`has_corrections`)."""
         if self.has_corrections:
             raise ValueError(
                 "this model takes one click or one box per object (the released OMG-Seg): negative clicks, several "
-                "clicks on an object or a previous mask need a model trained with model.refinement: true"
+                "clicks on an object, a click with a box or a previous mask need a model trained with "
+                "model.refinement: true"
             )
 
     def to(self, device) -> "Prompts":

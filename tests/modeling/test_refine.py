@@ -142,8 +142,11 @@ def test_object_prompts_are_checked_and_their_logits_come_back_on_the_mask_grid(
     r = released.interactive(points=[[30, 20]])
     same = released.interactive(objects=[ObjectPrompt([[30, 20]])])
     assert np.array_equal(r.masks, same.masks) and r.logits.shape == (1, 16, 16)
-    with pytest.raises(ValueError, match="model.refinement"):
-        released.interactive(objects=[ObjectPrompt([[30, 20], [10, 10]], [1, 0])])
+    for corrected in (ObjectPrompt([[30, 20], [10, 10]], [1, 0]), ObjectPrompt([[30, 20]], box=[5, 5, 40, 40])):
+        with pytest.raises(ValueError, match="model.refinement"):
+            released.interactive(objects=[corrected])
+    boxed = released.interactive(objects=[ObjectPrompt(box=[5, 5, 40, 40])])
+    assert np.array_equal(boxed.masks, released.interactive(boxes=[[5, 5, 40, 40]]).masks)
 
     pred = OMGPredictor(_model(True), test_size=(64, 64))
     pred.set_image(image)
