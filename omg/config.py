@@ -65,9 +65,9 @@ class DataConfig:
     batch_size: int = 1  # per worker (the paper: 1 sample per GPU)
     num_prompts: int = 20
     box_prompt_prob: float = 0.0
-    #: a model with ``model.refinement``: each location batch first runs 0..N rounds (uniform) of simulated
+    #: a model with ``model.refinement``: half the location batches first run 1..N rounds (uniform) of simulated
     #: corrections without gradient (a click on each object's error, its mask as the previous mask; docs/model.md
-    #: §7.3). Ignored by a model without refinement
+    #: §7.3), the other half train the prompts as given. Ignored by a model without refinement
     refine_rounds: int = 3
     #: "local": each worker decodes its own deterministic share (exact resume); "ray": a Ray Data
     #: pipeline decodes on the cluster's CPUs and streams batches to the workers

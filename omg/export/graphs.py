@@ -93,8 +93,8 @@ class ImageEncoder(nn.Module):
 
 
 class _Queries(nn.Module):
-    """The parts of :class:`OMGSeg` its ``decode`` uses (queries, location encoder, decoder): a decoder graph holds
-    these weights only, not the backbone's."""
+    """The parts of :class:`OMGSeg` its ``decode`` uses (queries, location encoder, refinement, decoder): a decoder
+    graph holds these weights only, not the backbone's."""
 
     decode = OMGSeg.decode
 
@@ -103,6 +103,7 @@ class _Queries(nn.Module):
         self.config = model.config
         self.query_feat, self.query_embed = model.query_feat, model.query_embed
         self.location_encoder, self.decoder = model.location_encoder, model.decoder
+        self.refinement = model.refinement
 
 
 class ObjectDecoder(nn.Module):

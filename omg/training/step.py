@@ -26,13 +26,16 @@ def train_step(
     refine_rounds: int = 0,
 ) -> dict[str, float]:
     """Forward, loss (every prediction set), backward, clip, step. ``model`` may be DDP-wrapped. A location batch of a
-    model with refinement first runs 0..``refine_rounds`` rounds of simulated corrections (uniformly drawn; RITM's
-    ``max_num_next_clicks``), without gradient (:mod:`omg.training.corrections`)."""
+    model with refinement trains, half the time, the answer to its prompts as given (one click or one box: the
+    released prompt) and otherwise the answer after 1..``refine_rounds`` rounds (uniform) of simulated corrections
+    run without gradient (:mod:`omg.training.corrections`; RITM draws 0..``max_num_next_clicks`` uniformly, which
+    on the tests' tiny model left box prompts at a third of their IoU)."""
     inner = model.module if hasattr(model, "module") else model
     images, targets, prompts = to_model_inputs(batch, device, pad_value=inner.backbone.variant.pixel_mean)
     corrections, rounds = None, 0
     if prompts is not None and inner.refinement is not None and refine_rounds > 0:
-        corrections, rounds = ClickSimulator(targets), random.randint(0, refine_rounds)
+        corrections = ClickSimulator(targets)
+        rounds = 0 if random.random() < 0.5 else random.randint(1, refine_rounds)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
         out = model(images, text, prompts, corrections, rounds)

@@ -125,7 +125,7 @@ def test_a_refinement_training_step_gives_every_parameter_a_gradient():
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = Spy(trainable, lr=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    for seed in (2, 0):  # random.randint(0, 3) draws 0 rounds of simulated clicks with seed 2, 3 with seed 0
+    for seed in (1, 5):  # omg.training.step draws 0 rounds of simulated clicks with seed 1, 3 with seed 5
         random.seed(seed)
         train_step(model, batch, text, Criterion(num_points=256), opt, sched, 1.0, "cpu", refine_rounds=3)
         missing = [n for n, p in model.named_parameters() if p.requires_grad and grads.get(id(p)) is None]
