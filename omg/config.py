@@ -65,6 +65,10 @@ class DataConfig:
     batch_size: int = 1  # per worker (the paper: 1 sample per GPU)
     num_prompts: int = 20
     box_prompt_prob: float = 0.0
+    #: a model with ``model.refinement``: half the location batches first run 1..N rounds (uniform) of simulated
+    #: corrections without gradient (a click on each object's error, its mask as the previous mask; docs/model.md
+    #: §7.3), the other half train the prompts as given. Ignored by a model without refinement
+    refine_rounds: int = 3
     #: "local": each worker decodes its own deterministic share (exact resume); "ray": a Ray Data
     #: pipeline decodes on the cluster's CPUs and streams batches to the workers
     ingest: Literal["local", "ray"] = "local"
@@ -78,6 +82,8 @@ class DataConfig:
             raise ValueError(f"data.crop_size must be [height, width] >= 32, got {list(self.crop_size)}")
         if self.batch_size < 1:
             raise ValueError("data.batch_size must be >= 1")
+        if self.refine_rounds < 0:
+            raise ValueError(f"data.refine_rounds must be >= 0, got {self.refine_rounds}")
 
 
 @dataclass(frozen=True)

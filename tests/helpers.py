@@ -76,6 +76,7 @@ def train_interactive(tiny_shapes: str, tmp: Path) -> None:
             dec_ffn_dim=128,
             enc_ffn_dim=128,
             nheads=4,
+            refinement=True,
         )
     )
     text = TextEmbedder(model.backbone).embed(builder.label_space.vocabulary)
@@ -103,7 +104,7 @@ def train_interactive(tiny_shapes: str, tmp: Path) -> None:
         while steps < INTERACTIVE_STEPS:
             plan = PlanDataset(builder, epoch)
             for i in range(len(plan)):
-                train_step(model, plan[i], text, criterion, opt, sched, optim.grad_clip, "cpu")
+                train_step(model, plan[i], text, criterion, opt, sched, optim.grad_clip, "cpu", refine_rounds=3)
                 steps += 1
                 if steps >= INTERACTIVE_STEPS:
                     break
@@ -138,16 +139,18 @@ def write_jpg(path: Path, size: tuple[int, int], seed: int = 0) -> None:
     Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path, quality=95)
 
 
-def tiny_checkpoint(path, seed: int = 0) -> str:
+def tiny_checkpoint(path, seed: int = 0, refinement: bool = False) -> str:
     """A random tiny OMG-Seg checkpoint with the omg-shapes label space (``LABEL_SPACE``), test size 64, at ``path``
-    (outputs depend on ``seed`` only): for tests of serving and tracking, where the weights do not matter."""
+    (outputs depend on ``seed`` only): for tests of serving and tracking, where the weights do not matter.
+    ``refinement``: the model takes positive and negative clicks (docs/model.md §7.3)."""
     import torch
 
     from omg.modeling.checkpoint import save_checkpoint
     from omg.modeling.model import ModelConfig, build_model
 
     torch.manual_seed(seed)
-    save_checkpoint(build_model(ModelConfig.tiny()), str(path), {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    model = build_model(ModelConfig.tiny(refinement=refinement))
+    save_checkpoint(model, str(path), {"label_space": LABEL_SPACE, "test_size": [64, 64]})
     return str(path)
 
 

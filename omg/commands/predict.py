@@ -34,6 +34,25 @@ def parse_floats(values: list[str] | None, n: int, what: str) -> list[list[float
     return out
 
 
+def parse_clicks(values: list[str] | None) -> tuple[list[list[float]] | None, list[int] | None]:
+    """``--points``: each X,Y (an object each, the released prompt) or X,Y,L (L = 1 a positive click, 0 a negative
+    one: clicks on one object, for a model with refinement). -> (points, labels or None)."""
+    if not values:
+        return None, None
+    sizes = {len(v.split(",")) for v in values}
+    if sizes == {3}:
+        rows = parse_floats(values, 3, "points")
+        bad = [v for v, r in zip(values, rows) if r[2] not in (0, 1)]
+        if bad:
+            raise ValueError(f"--points {bad[0]!r}: the label L of X,Y,L is 1 (positive) or 0 (negative)")
+        return [r[:2] for r in rows], [int(r[2]) for r in rows]
+    if 3 in sizes:
+        raise ValueError(
+            "--points: give every point as X,Y (an object each) or every one as X,Y,L (clicks on one object)"
+        )
+    return parse_floats(values, 2, "points"), None
+
+
 def dataset_vocabulary(predictor: OMGPredictor, dataset: str | None, vocabulary: list | None):
     """``--dataset``: (the vocabulary to predict with, vocabulary index -> the dataset's category id). The training
     vocabulary through the checkpoint's label space when it maps the dataset (trained on it); else the dataset's own
@@ -220,8 +239,9 @@ def predict_videos(args, predictor, sources, vocab, cat_ids, options: dict) -> t
     return output.close(), output.frames
 
 
-def predict_images(args, predictor, files, first, vocab, cat_ids, points, boxes) -> list[str]:
-    """Each image through the predictor; the task's official files. -> the outputs written."""
+def predict_images(args, predictor, files, first, vocab, cat_ids, prompts: dict) -> list[str]:
+    """Each image through the predictor; the task's official files. -> the outputs written. ``prompts``: the
+    interactive task's keyword arguments (points and boxes, or objects)."""
     from omg.inference import writers
     from omg.inference.media import load_image
     from omg.utils.progress import Progress
@@ -235,7 +255,7 @@ def predict_images(args, predictor, files, first, vocab, cat_ids, points, boxes)
             name = Path(path).stem
             predictor.set_image(image)
             if task == "interactive":
-                r = predictor.interactive(points=points, boxes=boxes, vocabulary=vocab if args.label else None)
+                r = predictor.interactive(**prompts, vocabulary=vocab if args.label else None)
                 written.append(writers.write_interactive(out, name, r))
             else:
                 r = predictor.predict(task, vocabulary=vocab)
@@ -266,8 +286,10 @@ def run(args, load_predictor=None) -> int:
     t0 = time.monotonic()
     if args.task not in VIDEO_TASKS + IMAGE_TASKS:
         raise ValueError(f"unknown task {args.task!r}")
-    points = parse_floats(args.points, 2, "points")
+    points, labels = parse_clicks(args.points)
     boxes = parse_floats(args.boxes, 4, "boxes")
+    if labels is not None and (args.task != "interactive" or len(boxes or ()) > 1):
+        raise ValueError("labelled --points X,Y,L are clicks on one object: task interactive, with at most one --boxes")
     # the input is checked before the model loads (seconds, a GB): a wrong path or file is said at once
     video = args.task in VIDEO_TASKS
     sources = video_sources(args) if video else None
@@ -287,7 +309,12 @@ def run(args, load_predictor=None) -> int:
         written, frames = predict_videos(args, predictor, sources, vocab, cat_ids, options)
         done = f"{frames} frames" + (f" of {len(sources)} videos" if len(sources) > 1 else "")
     else:
-        written = predict_images(args, predictor, files, first, vocab, cat_ids, points, boxes)
+        prompts = {"points": points, "boxes": boxes}
+        if labels is not None:
+            from omg.inference.objects import ObjectPrompt
+
+            prompts = {"objects": [ObjectPrompt(points, labels, boxes[0] if boxes else None)]}
+        written = predict_images(args, predictor, files, first, vocab, cat_ids, prompts)
         done = f"{len(files)} image{'' if len(files) == 1 else 's'}"
     after = uio.count_files(args.out)
     print(
@@ -339,7 +366,13 @@ def register(sub) -> None:
         help="a class (synonyms comma-separated; prefix 'stuff:' for stuff); repeat for each class "
         "(default: the checkpoint's training vocabulary)",
     )
-    pred.add_argument("--points", action="append", help="interactive: a point X,Y in image pixels (repeatable)")
+    pred.add_argument(
+        "--points",
+        action="extend",
+        nargs="+",
+        help="interactive: points X,Y in image pixels, an object each; or clicks X,Y,L on one object (L: 1 positive, "
+        "0 negative; a model trained with refinement), e.g. --points 40,30,1 52,41,0",
+    )
     pred.add_argument("--boxes", action="append", help="interactive: a box X0,Y0,X1,Y1 (repeatable)")
     pred.add_argument("--label", action="store_true", help="interactive: name each prompted mask (see --prompt-labels)")
     pred.add_argument(

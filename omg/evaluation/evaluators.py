@@ -29,6 +29,7 @@ from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
 from omg.inference import writers
 from omg.inference.media import load_image
+from omg.inference.objects import ObjectPrompt
 from omg.inference.predictor import POSTPROCESS_AT, PROMPT_LABELS, OMGPredictor
 from omg.utils import io as uio
 from omg.utils.options import check_choices
@@ -533,9 +534,21 @@ class InteractiveEvaluator(TaskEvaluator):
     def _simulate(self, it: dict, segment_id: int, gt: np.ndarray) -> None:
         from omg.evaluation.interactive import evaluate_sample
 
+        refine = self.pred.model.refinement is not None
+        previous: list[np.ndarray] = []
+
         def predict(clicks):
+            if refine:  # every click, labelled, and the last answer's mask logits (docs/model.md §7.3)
+                obj = ObjectPrompt(
+                    [[c.x + 0.5, c.y + 0.5] for c in clicks],
+                    [int(c.positive) for c in clicks],
+                    mask=previous[-1] if previous else None,
+                )
+                r = self.pred.predict("interactive", objects=[obj])
+                previous.append(r.logits[0])
+                return r.masks[0].astype(np.float64)
             pos = [[c.x + 0.5, c.y + 0.5] for c in clicks if c.positive]
-            if not pos:
+            if not pos:  # the released model: the last positive click alone
                 return np.zeros(gt.shape)
             return self.pred.predict("interactive", points=[pos[-1]]).masks[0].astype(np.float64)
 
@@ -551,7 +564,7 @@ class InteractiveEvaluator(TaskEvaluator):
         )
 
     def evaluate(self) -> Scores:
-        from omg.evaluation.interactive import noc_metrics
+        from omg.evaluation.interactive import miou_by_click, noc_metrics
 
         files = list(self.files)
         for name, doc in (("interactive_results.json", self.results), ("interactive_clicks.json", self.click_records)):
@@ -559,9 +572,11 @@ class InteractiveEvaluator(TaskEvaluator):
             files.append(self.out(name))
         res = self.point_miou.evaluate()
         m = {"mIoU": pct(res["miou"]), "segments": float(res["count"])}
+        tables = {}
         if self.noc_ious:
             m.update(noc_metrics(self.noc_ious))
-        return Scores(m, {}, files)
+            tables["mIoU_by_click"] = [pct(v) for v in miou_by_click(self.noc_ious)]
+        return Scores(m, tables, files)
 
 
 # ----------------------------------------------------------------------------- videos

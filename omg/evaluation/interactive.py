@@ -23,49 +23,11 @@ both points for its toy case; the IoUs agree there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 
-
-@dataclass
-class Click:
-    y: int
-    x: int
-    positive: bool
-
-
-def _edt_padded(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, mode="constant")
-    return distance_transform_edt(padded)[1:-1, 1:-1]
-
-
-@dataclass
-class Clicker:
-    """The RITM click simulator for one object. ``gt``: H x W int (1 object, 0 background, -1 ignore)."""
-
-    gt: np.ndarray
-    clicks: list[Click] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.gt_mask = self.gt == 1
-        self.not_ignore = self.gt != -1
-        self.not_clicked = np.ones(self.gt.shape, dtype=bool)
-
-    def next_click(self, pred: np.ndarray) -> Click:
-        fn = self.gt_mask & ~pred & self.not_ignore
-        fp = ~self.gt_mask & pred & self.not_ignore
-        dt_fn = _edt_padded(fn) * self.not_clicked
-        dt_fp = _edt_padded(fp) * self.not_clicked
-        fn_max, fp_max = dt_fn.max(), dt_fp.max()
-        positive = bool(fn_max > fp_max)
-        ys, xs = np.nonzero(dt_fn == fn_max) if positive else np.nonzero(dt_fp == fp_max)
-        click = Click(int(ys[0]), int(xs[0]), positive)
-        self.clicks.append(click)
-        self.not_clicked[click.y, click.x] = False
-        return click
+from omg.utils.clicks import Click, Clicker, edt_padded
 
 
 def iou_with_ignore(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -125,9 +87,20 @@ def noc_metrics(all_ious: list[np.ndarray], max_clicks: int = 20) -> dict[str, f
     return out
 
 
+def miou_by_click(all_ious: list[np.ndarray], max_clicks: int = 20) -> list[float]:
+    """The mean IoU over objects after click 1, 2, ..., ``max_clicks`` (the curve RITM plots): an object whose
+    simulation stopped (IoU >= 0.90) keeps its last IoU for the later clicks."""
+    if not all_ious:
+        return []
+    padded = np.array(
+        [np.pad(np.asarray(a, float)[:max_clicks], (0, max_clicks - min(len(a), max_clicks)), "edge") for a in all_ious]
+    )
+    return padded.mean(0).tolist()
+
+
 def center_point(mask: np.ndarray) -> tuple[int, int]:
     """(x, y) of the pixel deepest inside the mask (exact EDT of the 1-px zero-padded mask; first row-major max)."""
-    dt = _edt_padded(mask.astype(bool))
+    dt = edt_padded(mask.astype(bool))
     idx = int(np.argmax(dt))
     w = mask.shape[1]
     return idx % w, idx // w

@@ -17,12 +17,15 @@ graph                     inputs                                                
 ``prompt_decoder``        same + ``boxes`` 1 x P x 4 (XYXY, input pixels; a      ``masks`` 1 x P x H/4 x W/4,
                           point is a ±3 px box), ``valid`` 1 x P bool,           ``class_embed`` 1 x P x E,
                           ``image_sizes`` 1 x 2 int64 (the resized, unpadded     ``objectness`` 1 x P
-                          input's height, width)
+                          input's height, width); a model with refinement also
+                          ``clicks`` 1 x P x K x 2, ``click_labels`` 1 x P x K
+                          int64 (1, 0, -1 none), ``prev_masks`` 1 x P x H/4 x
+                          W/4 (NaN: none; docs/model.md §7.3)
 ========================  =====================================================  =====================================
 
-Dynamic axes: C and K of ``text`` and P of the prompts. The image size is fixed per export (``--image-size``):
-the deformable encoder's level sizes are Python integers in the traced graph (``torch.export`` bakes them as
-constants), so an export serves inputs up to that size and the runtime pads smaller ones to it (see
+Dynamic axes: C and K of ``text``, P of the prompts and K of the clicks. The image size is fixed per export
+(``--image-size``): the deformable encoder's level sizes are Python integers in the traced graph (``torch.export``
+bakes them as constants), so an export serves inputs up to that size and the runtime pads smaller ones to it (see
 :mod:`omg.export.runtime`). Batch size 1 (the runtime loops over a batch).
 
 ``export.json`` records the format, the variant, the image size, each graph's inputs and outputs with shapes,
@@ -51,7 +54,7 @@ FORMATS = ("onnx", "torch-export")
 GRAPHS = ("image_encoder", "object_decoder", "prompt_decoder")
 OPSET = 18
 #: upper bounds of the dynamic axes (torch.export needs them finite)
-MAX_CLASSES, MAX_SYNONYMS, MAX_PROMPTS = 8192, 256, 4096
+MAX_CLASSES, MAX_SYNONYMS, MAX_PROMPTS, MAX_CLICKS = 8192, 256, 4096, 256
 
 
 def features_of(
@@ -90,8 +93,8 @@ class ImageEncoder(nn.Module):
 
 
 class _Queries(nn.Module):
-    """The parts of :class:`OMGSeg` its ``decode`` uses (queries, location encoder, decoder): a decoder graph holds
-    these weights only, not the backbone's."""
+    """The parts of :class:`OMGSeg` its ``decode`` uses (queries, location encoder, refinement, decoder): a decoder
+    graph holds these weights only, not the backbone's."""
 
     decode = OMGSeg.decode
 
@@ -100,6 +103,7 @@ class _Queries(nn.Module):
         self.config = model.config
         self.query_feat, self.query_embed = model.query_feat, model.query_embed
         self.location_encoder, self.decoder = model.location_encoder, model.decoder
+        self.refinement = model.refinement
 
 
 class ObjectDecoder(nn.Module):
@@ -126,9 +130,20 @@ class PromptDecoder(nn.Module):
         self.model, self.image_size = _Queries(model), tuple(image_size)
 
     def forward(
-        self, mask_features, mem_s32, mem_s16, mem_s8, text, boxes, valid, image_sizes
+        self,
+        mask_features,
+        mem_s32,
+        mem_s16,
+        mem_s8,
+        text,
+        boxes,
+        valid,
+        image_sizes,
+        clicks=None,
+        click_labels=None,
+        prev_masks=None,
     ) -> tuple[torch.Tensor, ...]:
-        prompts = Prompts(boxes, valid, image_sizes, torch.zeros_like(valid))
+        prompts = Prompts(boxes, valid, image_sizes, torch.zeros_like(valid), clicks, click_labels, prev_masks)
         out = self.model.decode(
             features_of(mask_features, mem_s32, mem_s16, mem_s8, None, self.image_size), text, prompts
         )
@@ -216,10 +231,18 @@ def example_inputs(
     boxes = torch.cat([xy, xy + wh], -1)
     valid = torch.ones(1, num_prompts, dtype=torch.bool)
     sizes = torch.tensor([[h, w]], dtype=torch.int64)
+    prompts = (boxes, valid, sizes)
+    if model.config.refinement:  # each prompt: a positive click at its box's centre and a negative one; the
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # first prompt without a previous mask
+        clicks = torch.stack([centre, centre + torch.tensor([w * 0.1, h * 0.1])], 2)
+        labels = torch.tensor([1, 0]).expand(1, num_prompts, 2).clone()
+        prev = torch.randn(1, num_prompts, h // 4, w // 4, generator=g)
+        prev[:, 0] = float("nan")
+        prompts += (clicks, labels, prev)
     return {
         "image_encoder": (image,),
         "object_decoder": (*enc[:4], text),
-        "prompt_decoder": (*enc[:4], text, boxes, valid, sizes),
+        "prompt_decoder": (*enc[:4], text, *prompts),
     }
 
 
@@ -231,15 +254,20 @@ def graph_modules(model: OMGSeg, image_size: tuple[int, int]) -> dict[str, nn.Mo
     }
 
 
-def _input_names(graph: str) -> list[str]:
+#: the prompt decoder's inputs of a model with refinement, after the released ones
+REFINEMENT_INPUTS = ("clicks", "click_labels", "prev_masks")
+
+
+def _input_names(graph: str, refinement: bool = False) -> list[str]:
     return {
         "image_encoder": ["image"],
         "object_decoder": ["mask_features", "mem_s32", "mem_s16", "mem_s8", "text"],
-        "prompt_decoder": ["mask_features", "mem_s32", "mem_s16", "mem_s8", "text", "boxes", "valid", "image_sizes"],
+        "prompt_decoder": ["mask_features", "mem_s32", "mem_s16", "mem_s8", "text", "boxes", "valid", "image_sizes"]
+        + (list(REFINEMENT_INPUTS) if refinement else []),
     }[graph]
 
 
-def _dynamic_shapes(graph: str):
+def _dynamic_shapes(graph: str, refinement: bool = False):
     c = torch.export.Dim("classes", min=1, max=MAX_CLASSES)
     k = torch.export.Dim("synonyms", min=1, max=MAX_SYNONYMS)
     p = torch.export.Dim("prompts", min=1, max=MAX_PROMPTS)
@@ -248,7 +276,11 @@ def _dynamic_shapes(graph: str):
     text = {0: c, 1: k}
     if graph == "object_decoder":
         return (None, None, None, None, text)
-    return (None, None, None, None, text, {1: p}, {1: p}, None)
+    shapes = (None, None, None, None, text, {1: p}, {1: p}, None)
+    if refinement:
+        clicks = torch.export.Dim("clicks", min=1, max=MAX_CLICKS)
+        shapes += ({1: p, 2: clicks}, {1: p, 2: clicks}, {1: p})
+    return shapes
 
 
 def _spec_of(model: OMGSeg, graph: str, file: str, image_size: tuple[int, int]) -> GraphSpec:
@@ -317,6 +349,17 @@ def _spec_of(model: OMGSeg, graph: str, file: str, image_size: tuple[int, int]) 
         TensorSpec("valid", [1, "prompts"], "bool", "False for padding prompts"),
         TensorSpec("image_sizes", [1, 2], "int64", "(height, width) of the resized, unpadded input"),
     ]
+    if cfg.refinement:
+        prompts += [
+            TensorSpec("clicks", [1, "prompts", "clicks", 2], "float32", "every click on the object, XY input pixels"),
+            TensorSpec("click_labels", [1, "prompts", "clicks"], "int64", "1 positive, 0 negative, -1 no click"),
+            TensorSpec(
+                "prev_masks",
+                [1, "prompts", h // 4, w // 4],
+                "float32",
+                "the previous binary mask as logits +-3.89 at stride 4; a NaN plane: none",
+            ),
+        ]
     return GraphSpec(file, mems + [text] + prompts, outputs)
 
 
@@ -346,12 +389,13 @@ def export_graphs(
                     module,
                     inputs[name],
                     out_dir / file,
-                    _input_names(name),
+                    _input_names(name, model.config.refinement),
                     list(module.OUTPUTS),
-                    _dynamic_shapes(name),
+                    _dynamic_shapes(name, model.config.refinement),
                 )
             else:
-                ep = torch.export.export(module, inputs[name], dynamic_shapes=_dynamic_shapes(name))
+                shapes = _dynamic_shapes(name, model.config.refinement)
+                ep = torch.export.export(module, inputs[name], dynamic_shapes=shapes)
                 torch.export.save(ep, str(out_dir / file))
         files[name] = file
         if progress:
@@ -414,7 +458,12 @@ def export(
         format=fmt,
         variant=v.name,
         image_size=image_size,
-        dynamic_axes={"classes": "text axis 0", "synonyms": "text axis 1", "prompts": "boxes / valid axis 1"},
+        dynamic_axes={
+            "classes": "text axis 0",
+            "synonyms": "text axis 1",
+            "prompts": "boxes / valid axis 1",
+            **({"clicks": "clicks / click_labels axis 2"} if model.config.refinement else {}),
+        },
         pixel_mean=tuple(v.pixel_mean),
         pixel_std=tuple(v.pixel_std),
         padding="bottom/right with the pixel mean (0 after the encoder's normalisation), to image_size",

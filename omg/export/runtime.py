@@ -30,6 +30,7 @@ from omg.export.graphs import ExportSpec
 from omg.modeling.heads import class_logits
 from omg.modeling.model import Features, OMGOutput, OMGSeg
 from omg.modeling.prompts import Prompts
+from omg.modeling.refine import clicks_of
 
 RUNTIMES = ("torch", "onnx", "torch-export")
 
@@ -79,6 +80,7 @@ class ExportedModel(nn.Module):
                 f"{model.backbone.variant.name}"
             )
         self.config = model.config
+        self.refinement = model.refinement  # not run: says the prompt graph takes clicks and previous masks
         self.backbone = model.backbone
         self.decoder = model.decoder
         self.graphs = {
@@ -130,15 +132,7 @@ class ExportedModel(nn.Module):
             if prompts is None:
                 outs.append(self.graphs["object_decoder"](*maps, text))
             else:
-                outs.append(
-                    self.graphs["prompt_decoder"](
-                        *maps,
-                        text,
-                        prompts.boxes[i : i + 1].float().cpu(),
-                        prompts.valid[i : i + 1].cpu(),
-                        prompts.image_sizes[i : i + 1].to(torch.int64).cpu(),
-                    )
-                )
+                outs.append(self.graphs["prompt_decoder"](*maps, text, *self._prompt_inputs(prompts, i, maps[0])))
             self.stats["graph_calls"] += 1
         masks = torch.cat([o[0] for o in outs]).to(device)
         class_embed, objectness = (torch.cat([o[k] for o in outs]).to(device) for k in (1, 2))
@@ -150,6 +144,23 @@ class ExportedModel(nn.Module):
         return OMGOutput(
             logits, masks[:, :, None], objectness[..., None], class_embed, [], query_embed, prompts is not None
         )
+
+    def _prompt_inputs(self, prompts: Prompts, i: int, mask_features: torch.Tensor) -> list[torch.Tensor]:
+        """Image i's prompt inputs of the prompt graph: the released ones, then (a model with refinement) every
+        click and the previous masks (NaN planes where an object has none)."""
+        out = [
+            prompts.boxes[i : i + 1].float().cpu(),
+            prompts.valid[i : i + 1].cpu(),
+            prompts.image_sizes[i : i + 1].to(torch.int64).cpu(),
+        ]
+        if self.refinement is None:
+            prompts.check_released()
+            return out
+        clicks, labels = clicks_of(prompts)
+        prev = prompts.prev_masks
+        if prev is None:
+            prev = torch.full((*prompts.boxes.shape[:2], *mask_features.shape[-2:]), float("nan"))
+        return out + [clicks[i : i + 1].float().cpu(), labels[i : i + 1].cpu(), prev[i : i + 1].float().cpu()]
 
     def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor, prompts: Prompts | None = None) -> OMGOutput:
         return self.decode(self.extract(images), text_embeddings, prompts)

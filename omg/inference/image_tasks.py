@@ -17,9 +17,10 @@ import torch
 from omg.data.masks import mask_box
 from omg.inference import open_vocab as ov
 from omg.inference.core import PredictorCore, as_image, to_original
+from omg.inference.objects import ObjectPrompt, to_prompts
 from omg.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
 from omg.inference.results import InstanceResult, InteractiveResult, PanopticResult, SegmentInfo, SemanticResult
-from omg.modeling.model import Features
+from omg.modeling.model import Features, OMGOutput
 from omg.modeling.prompts import Prompts
 from omg.utils.vocabulary import Vocabulary
 
@@ -151,14 +152,24 @@ class ImageTasks:
 
     @torch.no_grad()
     def interactive(
-        self, state: ImageState, points=None, boxes=None, vocabulary: Sequence[Any] | Vocabulary | None = None
+        self,
+        state: ImageState,
+        points=None,
+        boxes=None,
+        vocabulary: Sequence[Any] | Vocabulary | None = None,
+        objects: Sequence[ObjectPrompt] | None = None,
     ) -> InteractiveResult | list[InteractiveResult]:
-        if points is None and boxes is None:
-            raise ValueError("task 'interactive' needs points and / or boxes")
         core = self.core
-        prompts = self.scaled_prompts(state, points, boxes)
-        out = core.model.decode(state.features, core.decoder_text(), prompts)
-        core.stats["decoder_calls"] += 1
+        if objects is not None:
+            if points is not None or boxes is not None:
+                raise ValueError("task 'interactive': give objects, or points and / or boxes, not both")
+            prompts, out = self.replay(state, objects)
+        elif points is None and boxes is None:
+            raise ValueError("task 'interactive' needs points and / or boxes (or objects)")
+        else:
+            prompts = self.scaled_prompts(state, points, boxes)
+            out = core.model.decode(state.features, core.decoder_text(), prompts)
+            core.stats["decoder_calls"] += 1
         vocab = core.vocabulary(vocabulary) if vocabulary is not None else None
         results = []
         for i in range(len(state.original)):
@@ -169,6 +180,7 @@ class ImageTasks:
             binary = prob > 0.5
             scores = ((prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
             res = InteractiveResult(to_original(binary, state.original[i]).astype(bool), scores)
+            res.logits = m.float().cpu().numpy()
             if vocab is not None:
                 p = ov.clip_logits(
                     core.model.backbone, state.features.clip_features[i : i + 1], m[None, :, None], core.text(vocab)
@@ -206,6 +218,45 @@ class ImageTasks:
         iou = inter / (p.sum(1, keepdim=True) + q.sum(1)[None] - inter).clamp(min=1)
         fit, k = (iou * top[None]).max(-1)
         return cls[k], top[k], fit > 0
+
+    def replay(self, state: ImageState, objects: Sequence[ObjectPrompt]) -> tuple[Prompts, OMGOutput]:
+        """Decode ``objects`` (one image's, or a list per image of a batched state). An object with several clicks
+        and no previous mask, on a model with refinement, is answered as a person clicking gets it (and as the NoC
+        protocol measures it): its clicks one at a time, in order, each pass given the previous pass's mask — one
+        decoder pass per click, the objects of a request together; the others in one pass. -> (the last pass's
+        prompts, its output)."""
+        core = self.core
+        per_image = [list(o) for o in objects] if state.batched else [list(objects)]
+        refine = core.model.refinement is not None
+        # clicks of each object in the first pass (0: the object as given, in every pass)
+        starts = [[o.replay_start() if refine else 0 for o in objs] for objs in per_image]
+        steps = max(
+            (o.num_clicks - s + 1 for objs, ss in zip(per_image, starts) for o, s in zip(objs, ss) if s), default=1
+        )
+        prev: list[list[np.ndarray | None]] = [[None] * len(objs) for objs in per_image]
+        for step in range(steps):
+            batch = [
+                [
+                    o.first_clicks(min(s + step, o.num_clicks), prev[i][j]) if s else o
+                    for j, (o, s) in enumerate(zip(objs, ss))
+                ]
+                for i, (objs, ss) in enumerate(zip(per_image, starts))
+            ]
+            prompts = self.object_prompts(state, batch if state.batched else batch[0])
+            out = core.model.decode(state.features, core.decoder_text(), prompts)
+            core.stats["decoder_calls"] += 1
+            for i, (objs, ss) in enumerate(zip(per_image, starts)):
+                for j, (o, s) in enumerate(zip(objs, ss)):
+                    if s and s + step < o.num_clicks:  # the next pass adds a click to it: this answer is its mask
+                        prev[i][j] = out.pred_masks[i, j, 0].float().cpu().numpy()
+        return prompts, out
+
+    def object_prompts(self, state: ImageState, objects: Sequence[ObjectPrompt]) -> Prompts:
+        """Objects (one image's; a batched state takes a list of them per image) -> location prompts on the device."""
+        per_image = [list(o) for o in objects] if state.batched else [list(objects)]
+        grid = tuple(state.features.mask_features.shape[-2:])
+        prompts = to_prompts(per_image, state.original, state.resized, tuple(state.features.image_size), grid)
+        return prompts.to(self.core.device)
 
     def scaled_prompts(self, state: ImageState, points, boxes) -> Prompts:
         """Points (K x 2, x y) and boxes (K x 4, XYXY) in pixels of the original image(s), checked to lie inside

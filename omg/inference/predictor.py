@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from omg.inference.core import PredictorCore
-from omg.inference.image_tasks import ImageState, ImageTasks
+from omg.inference.image_tasks import ImageState, ImageTasks, ObjectPrompt
 from omg.inference.results import (
     InstanceResult,
     InteractiveResult,
@@ -64,6 +64,7 @@ __all__ = [
     "VIDEO_TASKS",
     "ImageState",
     "OMGPredictor",
+    "ObjectPrompt",
     "VideoState",
 ]
 
@@ -185,12 +186,18 @@ class OMGPredictor:
         return self.images.semantic(self._image_state("semantic", state), vocabulary, open_vocab)
 
     def interactive(
-        self, points=None, boxes=None, vocabulary: Vocab = None, state: ImageState | None = None
+        self,
+        points=None,
+        boxes=None,
+        vocabulary: Vocab = None,
+        state: ImageState | None = None,
+        objects: Sequence[ObjectPrompt] | None = None,
     ) -> InteractiveResult | list[InteractiveResult]:
         """One mask per prompt: ``points`` (K x 2, x y) and / or ``boxes`` (K x 4, XYXY), in pixels of the original
-        image (per image when batched). With a ``vocabulary`` each mask gets a label, by :attr:`prompt_labels`
-        (:data:`PROMPT_LABELS`)."""
-        return self.images.interactive(self._image_state("interactive", state), points, boxes, vocabulary)
+        image (per image when batched), one object each; or one mask per :class:`ObjectPrompt` of ``objects``
+        (positive and negative clicks, a box, the previous mask: a model with ``refinement``). With a
+        ``vocabulary`` each mask gets a label, by :attr:`prompt_labels` (:data:`PROMPT_LABELS`)."""
+        return self.images.interactive(self._image_state("interactive", state), points, boxes, vocabulary, objects)
 
     # ------------------------------------------------------------------ video tasks
     def vos(

@@ -75,10 +75,13 @@ class InteractiveResult:
     """One mask per prompt: masks P x H x W bool; scores P (mean mask probability inside the mask);
     with a vocabulary, labels P / label_scores P / names / label_sources P (where each label came from:
     ``"queries"``, the class probability of the object query whose mask best matches it; ``"clip"``, the frozen
-    CLIP's probability; see :data:`omg.inference.predictor.PROMPT_LABELS`)."""
+    CLIP's probability; see :data:`omg.inference.predictor.PROMPT_LABELS`). ``logits``: P x h4 x w4 float32, each
+    mask's logits on the model's mask grid, to give back as an :class:`~omg.inference.objects.ObjectPrompt`'s
+    previous ``mask`` with the next click."""
 
     masks: np.ndarray
     scores: np.ndarray
+    logits: np.ndarray | None = None
     labels: np.ndarray | None = None
     label_scores: np.ndarray | None = None
     names: list[str] | None = None

@@ -8,7 +8,11 @@ A request (JSON object)::
     {"task": "panoptic" | "instance" | "semantic" | "interactive" | "vis" | "vps" | "vss" | "vos",
      "image": "<base64 PNG/JPEG>",                  # image tasks
      "frames": ["<base64 PNG/JPEG>", ...],          # video tasks, every frame the same size
-     "points": [[x, y], ...], "boxes": [[x0, y0, x1, y1], ...],   # interactive (pixels, XYXY)
+     "points": [[x, y], ...], "boxes": [[x0, y0, x1, y1], ...],   # interactive (pixels, XYXY), an object each
+     "objects": [{"points": [[x, y], ...], "labels": [1, 0, ...], "box": [x0, y0, x1, y1],
+                  "mask": <RLE>}, ...],          # interactive refinement: clicks (1 positive, 0 negative; default
+                                                 # all positive), a box and the previous mask of each object, all
+                                                 # optional but a positive click or a box (a model with refinement)
      "first_frame": [{"id": 1, "segmentation": <RLE>}, ...],       # vos: the objects in frame 0
      "vocabulary": "circle, disc\\nstuff:sky" | ["circle, disc", "stuff:sky"],  # default: the training one
      "topk": 100, "min_score": 0.0}                # instance / vis: best-scored masks kept
@@ -25,7 +29,8 @@ in the official result conventions: masks as compressed COCO RLE (``counts`` a s
 ``[x, y, w, h]``, per-frame ``segmentations`` with ``null`` where a track is absent (YouTube-VIS),
 ``category_id`` indexing ``vocabulary``. Keys whose value is unknown are left out. What each task's
 ``id`` is: the panoptic / VPS segment id of the id maps; the rank of an instance or track (by score);
-the class index + 1 (semantic); the prompt number, points first then boxes, from 1 (interactive); the
+the class index + 1 (semantic); the prompt number, points first then boxes, or the object number, from 1
+(interactive); the
 object id (VOS). Images are decoded strictly and bounded in bytes and pixels before decoding."""
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from omg.data.masks import coco_bbox, rle_decode, rle_encode, xywh
+from omg.inference.objects import ObjectPrompt
 from omg.inference.predictor import IMAGE_TASKS, VIDEO_TASKS
 from omg.inference.results import (
     InstanceResult,
@@ -73,6 +79,7 @@ class Limits:
     max_pixels: int = uio.MAX_PIXELS  # width x height of an upload
     max_json_bytes: int = 256 * 1024  # a JSON body without images (the page's prompt / segment requests)
     max_prompts: int = 64
+    max_clicks: int = 64  # clicks on one object (interactive refinement)
     max_frames: int = 64  # frames of a video request
     max_video_bytes: int = 16 * 1024 * 1024  # a video file upload (omg serve's /api/video)
     max_classes: int = 300  # classes of a vocabulary
@@ -170,6 +177,59 @@ def _coordinates(value: Any, n: int, name: str, limit: int) -> np.ndarray | None
     return out
 
 
+def _objects(value: Any, size: tuple[int, int], limits: Limits) -> tuple[ObjectPrompt, ...]:
+    """The ``objects`` field -> object prompts, each checked (clicks, labels, box inside the image; the mask an RLE
+    of the image's size); the errors name ``objects[i].<field>``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        raise RequestError(400, "field 'objects': expected a non-empty list of objects (points, labels, box, mask)")
+    if len(value) > limits.max_prompts:
+        raise RequestError(400, f"field 'objects': {len(value)} objects, at most {limits.max_prompts}")
+    out = []
+    for i, o in enumerate(value):
+        name = f"objects[{i}]"
+        if not isinstance(o, dict) or set(o) - {"points", "labels", "box", "mask"}:
+            raise RequestError(400, f"{name}: expected an object with keys points, labels, box, mask")
+        pts = _coordinates(o.get("points"), 2, f"{name}.points", limits.max_clicks)
+        labels = o.get("labels")
+        if labels is not None and (
+            not isinstance(labels, list) or any(isinstance(v, bool) or v not in (0, 1) for v in labels)
+        ):
+            raise RequestError(400, f"{name}.labels: expected a list of 1 (positive) and 0 (negative)")
+        box = _coordinates([o["box"]], 4, f"{name}.box", 1)[0] if o.get("box") is not None else None
+        mask = None
+        if o.get("mask") is not None:
+            try:
+                mask = rle_decode(o["mask"]).astype(bool)
+            except Exception as err:  # noqa: BLE001 - any malformed RLE is the client's
+                raise RequestError(400, f"{name}.mask: not a COCO RLE ({err})") from None
+            if mask.shape != size:
+                raise RequestError(
+                    400, f"{name}.mask is {mask.shape[1]}x{mask.shape[0]}, the image {size[1]}x{size[0]}"
+                )
+        prompt = ObjectPrompt(() if pts is None else pts, labels, box, mask)
+        try:
+            prompt.checked(i, size)
+        except ValueError as err:
+            raise RequestError(400, str(err).replace(f"object {i}:", f"{name}:")) from None
+        out.append(prompt)
+    return tuple(out)
+
+
+def _object_json(o: ObjectPrompt) -> dict:
+    doc: dict[str, Any] = {"points": np.asarray(o.points, dtype=float).reshape(-1, 2).tolist()}
+    if o.labels is not None:
+        doc["labels"] = [int(v) for v in o.labels]
+    if o.box is not None:
+        doc["box"] = [float(v) for v in o.box]
+    if o.mask is not None:
+        doc["mask"] = rle_encode(np.asarray(o.mask, dtype=bool))
+    if not doc["points"]:
+        del doc["points"]
+    return doc
+
+
 def decode_image_field(value: Any, name: str, limits: Limits) -> np.ndarray:
     """A request field holding a base64 PNG/JPEG -> H x W x 3 uint8 (bounded and strict as uploads)."""
     if not isinstance(value, str) or not value:
@@ -202,8 +262,9 @@ class Request:
     vocabulary: tuple[str, ...] | None = None  # class strings (parsed by the predictor against its training one)
     topk: int = 100
     min_score: float = 0.0
+    objects: tuple[ObjectPrompt, ...] = ()  # interactive refinement: clicks, box and previous mask per object
 
-    KEYS = ("task", "image", "frames", "points", "boxes", "first_frame", "vocabulary", "topk", "min_score")
+    KEYS = ("task", "image", "frames", "points", "boxes", "objects", "first_frame", "vocabulary", "topk", "min_score")
 
     @property
     def video(self) -> bool:
@@ -248,12 +309,15 @@ class Request:
         h, w = images[0].shape[:2]
         points = _coordinates(doc.get("points"), 2, "points", limits.max_prompts)
         boxes = _coordinates(doc.get("boxes"), 4, "boxes", limits.max_prompts)
+        objects = _objects(doc.get("objects"), (h, w), limits)
         if task == "interactive":
-            if points is None and boxes is None:
-                raise RequestError(400, "task 'interactive' needs 'points' and / or 'boxes'")
+            if objects and (points is not None or boxes is not None):
+                raise RequestError(400, "task 'interactive' takes 'objects', or 'points' and / or 'boxes', not both")
+            if points is None and boxes is None and not objects:
+                raise RequestError(400, "task 'interactive' needs 'points' and / or 'boxes' (or 'objects')")
             if (0 if points is None else len(points)) + (0 if boxes is None else len(boxes)) > limits.max_prompts:
                 raise RequestError(400, f"more than {limits.max_prompts} prompts")
-        elif points is not None or boxes is not None:
+        elif points is not None or boxes is not None or objects:
             raise RequestError(400, f"task {task!r} takes no prompts (use task 'interactive')")
         first = ()
         if task == "vos":
@@ -295,6 +359,7 @@ class Request:
             tuple(vocab) if vocab else None,
             topk,
             number(doc.get("min_score", 0.0), "field 'min_score'"),
+            objects,
         )
 
     def to_json(self) -> dict:
@@ -308,6 +373,8 @@ class Request:
             doc["points"] = self.points.tolist()
         if self.boxes is not None:
             doc["boxes"] = self.boxes.tolist()
+        if self.objects:
+            doc["objects"] = [_object_json(o) for o in self.objects]
         if self.first_frame:
             doc["first_frame"] = [{"id": i, "segmentation": rle_encode(m)} for i, m in self.first_frame]
         if self.vocabulary:
@@ -535,7 +602,11 @@ def predict(predictor, req: Request, state: Any = None) -> Response:
             kw["vocabulary"] = list(req.vocabulary) if req.vocabulary else None
         if req.task == "interactive":
             # without a vocabulary the masks are named with the training one (None: a checkpoint without one)
-            kw.update(points=req.points, boxes=req.boxes, vocabulary=kw["vocabulary"] or predictor.training_vocabulary)
+            kw["vocabulary"] = kw["vocabulary"] or predictor.training_vocabulary
+            if req.objects:
+                kw["objects"] = list(req.objects)
+            else:
+                kw.update(points=req.points, boxes=req.boxes)
         if req.task in ("instance", "vis"):
             kw["topk"] = req.topk
         if req.task == "vos":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from torch import nn
 from omg.modeling.backbone import CLIPBackbone
 from omg.modeling.pixel_decoder import PixelDecoder
 from omg.modeling.prompts import LocationQueryEncoder, Prompts, location_self_attn_mask
+from omg.modeling.refine import Refinement
 from omg.modeling.transformer_decoder import MaskDecoder, PredictionSet
 from omg.modeling.variants import get_variant
 from omg.utils.typed import FieldError
@@ -55,6 +56,9 @@ class ModelConfig:
     #: differ only by position) or "sampled" (an improvement: plus the pixel features sampled inside the
     #: prompt's box, so a query starts from what is under the click; learns much faster on small budgets)
     location_content: Literal["embedding", "sampled"] = "embedding"
+    #: interactive refinement (ours; docs/model.md §7.3): positive and negative clicks and the previous mask of an
+    #: object correct its mask. False: the released model, which takes one click or one box per object
+    refinement: bool = False
     #: fine-tuning: an OMG-Seg checkpoint (path or fsspec URI) whose weights the training starts from; its model
     #: config must equal this one (the vocabulary may differ: classes are text embeddings). Not kept in exports.
     init_from: str | None = None
@@ -156,6 +160,7 @@ class OMGSeg(nn.Module):
         self.location_encoder = location_encoder
         self.query_feat = nn.Embedding(config.num_queries, config.hidden_dim)
         self.query_embed = nn.Embedding(config.num_queries, config.hidden_dim)
+        self.refinement = Refinement(config.hidden_dim, config.nheads) if config.refinement else None
 
     @property
     def size_divisibility(self) -> int:
@@ -188,10 +193,12 @@ class OMGSeg(nn.Module):
 
     # ------------------------------------------------------------------ queries
     def decode(self, features: Features, text_embeddings: torch.Tensor, prompts: Prompts | None = None) -> OMGOutput:
-        """Object queries (``prompts=None``) or location queries from ``prompts``."""
+        """Object queries (``prompts=None``) or location queries from ``prompts`` (with their clicks and previous
+        masks when the model has ``refinement``)."""
         if text_embeddings.dim() != 3 or text_embeddings.shape[0] == 0:
             raise ValueError(f"text_embeddings must be C x K x E with C >= 1, got shape {tuple(text_embeddings.shape)}")
         n = features.mask_features.shape[0]
+        first_mask = None
         if prompts is None:
             q = self.query_feat.weight[None].expand(n, -1, -1)
             q_pos = self.query_embed.weight[None].expand(n, -1, -1)
@@ -199,23 +206,54 @@ class OMGSeg(nn.Module):
         else:
             if prompts.boxes.shape[0] != n:
                 raise ValueError(f"prompts are for {prompts.boxes.shape[0]} images, features for {n}")
+            if self.refinement is None:
+                prompts.check_released()
             q, q_pos = self.location_encoder(prompts)
             if self.config.location_content == "sampled":
                 q = q + self.location_encoder.sample_content(
                     features.mask_features[:, :, 0], prompts, features.image_size
                 )
+            if self.refinement is not None:
+                q = self.refinement.queries(q, prompts, features.mask_features[:, :, 0], features.image_size)
+                if prompts.prev_masks is not None:
+                    first_mask = prompts.prev_masks[:, :, None]
             self_mask = location_self_attn_mask(prompts.valid, self.config.interactive_self_attn)
-        preds, raw = self.decoder(q, q_pos, features.memories, features.mask_features, text_embeddings, self_mask)
+        preds, raw = self.decoder(
+            q, q_pos, features.memories, features.mask_features, text_embeddings, self_mask, first_mask
+        )
+        if prompts is not None and self.refinement is not None:
+            last = preds[-1]
+            masks = self.refinement.correct(last.masks, prompts, features.image_size)
+            preds[-1] = PredictionSet(last.logits, masks, last.objectness, last.class_embed)
         last = preds[-1]
         return OMGOutput(last.logits, last.masks, last.objectness, last.class_embed, preds, raw, prompts is not None)
 
-    def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor, prompts: Prompts | None = None) -> OMGOutput:
-        return self.decode(self.extract(images), text_embeddings, prompts)
+    def forward(
+        self,
+        images: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        prompts: Prompts | None = None,
+        corrections: Callable[[OMGOutput, Prompts], Prompts] | None = None,
+        rounds: int = 0,
+    ) -> OMGOutput:
+        """Features, then the queries. With ``corrections`` (training the refinement: simulated clicks), ``rounds``
+        decodes without gradient first, each followed by ``prompts = corrections(output, prompts)`` (a click on
+        each object's largest error and its mask as the previous mask); the output is the last decode's."""
+        features = self.extract(images)
+        if corrections is not None and rounds > 0:
+            if prompts is None or self.refinement is None:
+                raise ValueError("simulated corrections need prompts and a model with refinement")
+            with torch.no_grad():
+                for _ in range(rounds):
+                    prompts = corrections(self.decode(features, text_embeddings, prompts), prompts)
+        return self.decode(features, text_embeddings, prompts)
 
     def zero_touch(self) -> torch.Tensor:
         """0 x every query parameter of both kinds: keeps DDP's gradient buckets complete on
         batches that use only one query type (docs/model.md §7.2, the DDP note)."""
         params = [self.query_feat.weight, self.query_embed.weight, *self.location_encoder.parameters()]
+        if self.refinement is not None:
+            params += list(self.refinement.parameters())
         return sum(p.sum() * 0.0 for p in params)
 
 

@@ -33,20 +33,61 @@ class Prompts:
     valid: N x P bool (False = padding, when images have different numbers of prompts).
     image_sizes: N x 2 long, (height, width) of each unpadded input.
     is_point: N x P bool, which prompts were points (informational; they are already pseudo-boxes).
+
+    Corrections of an object (only a model with ``refinement``; docs/model.md §7.3), each optional:
+    clicks: N x P x K x 2 float, every click on the object, XY in input pixels (K: the most clicks of any object).
+    click_labels: N x P x K long, 1 positive, 0 negative, -1 no click (padding).
+    prev_masks: N x P x H/4 x W/4 float, the object's previous mask logits on the mask-feature grid.
     """
 
     boxes: torch.Tensor
     valid: torch.Tensor
     image_sizes: torch.Tensor
     is_point: torch.Tensor
+    clicks: torch.Tensor | None = None
+    click_labels: torch.Tensor | None = None
+    prev_masks: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if (self.clicks is None) != (self.click_labels is None):
+            raise ValueError("Prompts: clicks and click_labels go together")
 
     @property
     def num_prompts(self) -> int:
         return self.boxes.shape[1]
 
+    @property
+    def has_corrections(self) -> bool:
+        """More than the released prompt (one click or one box per object): a negative click, a second click, a
+        click on a boxed object, or a previous mask."""
+        if self.prev_masks is not None:
+            return True
+        if self.clicks is None:
+            return False
+        clicked = (self.click_labels >= 0).sum(-1)
+        return bool((clicked > 1).any() or (self.click_labels == 0).any() or ((clicked > 0) & ~self.is_point).any())
+
+    def check_released(self) -> None:
+        """Raise the error a model without refinement gives for corrections (:attr:`has_corrections`)."""
+        if self.has_corrections:
+            raise ValueError(
+                "this model takes one click or one box per object (the released OMG-Seg): negative clicks, several "
+                "clicks on an object, a click with a box or a previous mask need a model trained with "
+                "model.refinement: true"
+            )
+
     def to(self, device) -> "Prompts":
+        def move(x):
+            return None if x is None else x.to(device)
+
         return Prompts(
-            self.boxes.to(device), self.valid.to(device), self.image_sizes.to(device), self.is_point.to(device)
+            self.boxes.to(device),
+            self.valid.to(device),
+            self.image_sizes.to(device),
+            self.is_point.to(device),
+            move(self.clicks),
+            move(self.click_labels),
+            move(self.prev_masks),
         )
 
     @staticmethod

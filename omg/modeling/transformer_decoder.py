@@ -131,11 +131,14 @@ class MaskDecoder(nn.Module):
         mask_features: torch.Tensor,
         text_embeddings: torch.Tensor,
         self_attn_mask: torch.Tensor | None = None,
+        first_mask: torch.Tensor | None = None,
     ) -> tuple[list[PredictionSet], torch.Tensor]:
         """Run the decoder.
 
         query_feat, query_pos: N x Q x D. memories: [s32, s16, s8], each N x D x T x h x w.
-        mask_features: N x D x T x H/4 x W/4. text_embeddings: C x K x E.
+        mask_features: N x D x T x H/4 x W/4. text_embeddings: C x K x E. ``first_mask`` (N x Q x T x H/4 x W/4
+        logits): the first layer's attention mask instead of the initial queries' prediction (refinement: an
+        object's previous mask; a query whose plane is NaN keeps its prediction).
         Returns the ``layers + 1`` prediction sets and the last layer's raw (pre-post-norm) queries.
         """
         n, _, t = mask_features.shape[:3]
@@ -152,7 +155,10 @@ class MaskDecoder(nn.Module):
         preds.append(pred)
         for i, layer in enumerate(self.layers):
             lvl = i % self.levels
-            mask = self.attn_mask(pred.masks, sizes[lvl])
+            prior = pred.masks
+            if i == 0 and first_mask is not None:
+                prior = torch.where(first_mask.isnan(), pred.masks, first_mask.to(pred.masks.dtype))
+            mask = self.attn_mask(prior, sizes[lvl])
             q = layer(q, query_pos, keys[lvl], key_pos[lvl], attn_mask=mask, self_attn_mask=self_attn_mask)
             pred, _ = self.predict(q, mask_features, text_embeddings)
             preds.append(pred)

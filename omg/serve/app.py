@@ -13,7 +13,10 @@ Endpoints (JSON unless noted; errors are ``{"error": "..."}`` with a 4xx/5xx sta
 ``GET  /api/sample/NAME``    a sample image (PNG)
 ``POST /api/image``          body: PNG/JPEG bytes, or JSON ``{"sample": NAME}``
                              -> ``{"image_id", "width", "height", "ms"}``
-``POST /api/prompt``         ``{"image_id", "prompts": [{"point": [x, y]} | {"box": [x0, y0, x1, y1]}], "vocabulary"}``
+``POST /api/prompt``         ``{"image_id", "prompts": [{"point": [x, y]} | {"box": [x0, y0, x1, y1]} |
+                             {"clicks": [[x, y, 1 | 0], ...], "box": optional}], "vocabulary"}``: a point or a box is
+                             an object; "clicks" are one object's positive (1) and negative (0) clicks in the order
+                             they were made (a model with refinement: each click refines the mask of the one before)
 ``POST /api/segment``        ``{"image_id", "task": "panoptic"|"instance"|"semantic", "vocabulary"}``
                              (both also take ``"image"``, the image as base64, used when the server does not
                              know ``image_id``: a replica of several; the answer's ``image_id`` is then a new one)
@@ -63,6 +66,7 @@ from PIL import Image
 
 from omg.data.masks import mask_box, rle_decode
 from omg.inference import schema
+from omg.inference.objects import ObjectPrompt
 from omg.inference.schema import Limits, RequestError, decode_upload, number, parse_vocabulary
 from omg.serve.drawing import ALPHA, overlay, palette, png_b64
 from omg.serve.remote import RemoteModel
@@ -156,6 +160,8 @@ class ServeApp:
             "samples": sorted(self.samples),
             # None: a remote model (not known here)
             "clip_pretrained": None if self.predictor is None else self.predictor.clip_pretrained,
+            # positive and negative clicks refine an object (docs/model.md §7.3); None: a remote model
+            "refinement": None if self.predictor is None else self.predictor.model.refinement is not None,
             "tasks": list(TASKS),
             "video_tasks": list(VIDEO_TASKS),
             "overlay_alpha": round(ALPHA / 255, 3),  # the masks' fill opacity: the legend's swatches are drawn so
@@ -258,44 +264,65 @@ class ServeApp:
     # ------------------------------------------------------------------ prompts
     def prompt(self, body: dict) -> dict:
         prompts = body.get("prompts")
+        expected = '{"point": [x, y]}, {"box": [x0, y0, x1, y1]} or {"clicks": [[x, y, 1 or 0], ...]}'
         if not isinstance(prompts, list) or not prompts:
-            raise RequestError(
-                400, 'field \'prompts\': expected a non-empty list of {"point": [x, y]} or {"box": [x0, y0, x1, y1]}'
-            )
+            raise RequestError(400, f"field 'prompts': expected a non-empty list of {expected}")
         if len(prompts) > self.limits.max_prompts:
             raise RequestError(400, f"field 'prompts': {len(prompts)} prompts, at most {self.limits.max_prompts}")
-        points, boxes, order = [], [], []
+
+        def numbers(value, n: int) -> bool:
+            return (
+                isinstance(value, list)
+                and len(value) == n
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            )
+
+        points, boxes, order, objects = [], [], [], []
         for i, p in enumerate(prompts):
-            kind = next((k for k in ("point", "box") if isinstance(p, dict) and k in p), None)
-            want = 2 if kind == "point" else 4
+            kind = next((k for k in ("clicks", "point", "box") if isinstance(p, dict) and k in p), None)
+            if kind == "clicks":
+                clicks, box = p["clicks"], p.get("box")
+                if (
+                    not isinstance(clicks, list)
+                    or not clicks
+                    or len(clicks) > self.limits.max_clicks
+                    or not all(numbers(c, 3) and c[2] in (0, 1) for c in clicks)
+                    or (box is not None and not numbers(box, 4))
+                ):
+                    raise RequestError(
+                        400,
+                        f'prompts[{i}]: expected {{"clicks": [[x, y, 1 or 0], ...]}} (at most '
+                        f"{self.limits.max_clicks} clicks) and an optional box, got {json.dumps(p)[:80]}",
+                    )
+                objects.append(ObjectPrompt([c[:2] for c in clicks], [int(c[2]) for c in clicks], box))
+                continue
             value = p.get(kind) if kind else None
-            if (
-                kind is None
-                or not isinstance(value, list)
-                or len(value) != want
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            ):
-                raise RequestError(
-                    400,
-                    f'prompts[{i}]: expected {{"point": [x, y]}} or {{"box": [x0, y0, x1, y1]}} '
-                    f"with numbers, got {json.dumps(p)[:80]}",
-                )
+            if kind is None or not numbers(value, 2 if kind == "point" else 4):
+                raise RequestError(400, f"prompts[{i}]: expected {expected} with numbers, got {json.dumps(p)[:80]}")
             (points if kind == "point" else boxes).append([float(v) for v in value])
+            objects.append(ObjectPrompt([value]) if kind == "point" else ObjectPrompt(box=value))
             order.append((kind, len(points if kind == "point" else boxes) - 1))
         vocab = self._vocabulary(body.get("vocabulary"))
-        res, image, image_id, ms = self._answer(
-            body.get("image_id"),
-            body.get("image"),
-            lambda image: schema.Request(
+        refine = len(order) < len(objects)  # clicks: every prompt an object, in the request's order
+
+        def request(image):
+            if refine:
+                return schema.Request(
+                    "interactive", (image,), vocabulary=tuple(vocab) if vocab else None, objects=tuple(objects)
+                )
+            return schema.Request(
                 "interactive",
                 (image,),
                 np.array(points, np.float32) if points else None,
                 np.array(boxes, np.float32) if boxes else None,
                 vocabulary=tuple(vocab) if vocab else None,
-            ),
-        )
+            )
+
+        res, image, image_id, ms = self._answer(body.get("image_id"), body.get("image"), request)
         # the answer lists points first, then boxes: back to the order of the request
-        index = [k if kind == "point" else len(points) + k for kind, k in order]
+        index = (
+            list(range(len(objects))) if refine else [k if kind == "point" else len(points) + k for kind, k in order]
+        )
         h, w = image.shape[:2]
         label_map = np.zeros((h, w), dtype=np.uint8)
         colors = palette(len(index))

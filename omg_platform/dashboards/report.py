@@ -45,6 +45,8 @@ TASK_COLUMNS: tuple[tuple[str, str], ...] = (
 LOWER_IS_BETTER = {"NoC_85", "NoC_90"}
 #: training curves: the loss and every periodic validation metric
 CURVE_PREFIXES = ("train/loss_total", "val/")
+#: evaluation curves: the interactive mIoU after each simulated click (omg/evaluation/interactive.py), x = click
+CLICK_CURVE = "/mIoU_by_click"
 
 
 @dataclass
@@ -290,7 +292,7 @@ def curves(rows: list[Row]) -> dict[str, dict[str, list[tuple[float, float]]]]:
     import mlflow
 
     client = mlflow.MlflowClient()
-    keys = sorted({k for r in rows for k in r.metric_keys if k.startswith(CURVE_PREFIXES)})
+    keys = sorted({k for r in rows for k in r.metric_keys if k.startswith(CURVE_PREFIXES) or k.endswith(CLICK_CURVE)})
     out: dict[str, dict[str, list]] = {}
     for key in keys:
         for r in rows:
@@ -440,7 +442,7 @@ def _build(
             html.append("</div>")
         html.append("<h3>Training curves</h3><div class=charts>")
         for key, series in curves(rows).items():
-            html.append(line_chart(key, series, "step", colours=colours))
+            html.append(line_chart(key, series, "click" if key.endswith(CLICK_CURVE) else "step", colours=colours))
         html.append("</div>")
         if with_gallery:
             html.append("<h3>Overlays</h3>")

@@ -59,6 +59,8 @@ HEADLINES = (
     ("omg-shapes-vps", "val", "vss", "mIoU"),
     ("omg-shapes-vos", "val", "vos", "J&F-Mean"),
     ("omg-shapes-sam", "val", "interactive", "mIoU"),
+    ("omg-shapes-sam", "val", "interactive", "NoC@85"),  # clicks to IoU 0.85: the refinement (docs/model.md §7.3)
+    ("omg-shapes-sam", "val", "interactive", "NoC@90"),
 )
 #: --quick: a small omg-shapes (every split and format) so the plumbing runs in a couple of minutes
 QUICK_DATA = dict(
@@ -247,7 +249,10 @@ class Demo:
         if train.get("mlflow_run_id"):
             cmd += ["--run-id", train["mlflow_run_id"]]
         self.run(cmd, "evaluate")
-        return {"metrics": collect_eval_by_split(self.runs / "eval")}
+        from omg_platform.pipelines.evaluate import checkpoint_digest
+
+        # this model's results only: runs/eval/ keeps every earlier model's too (a demo retrained on a new config)
+        return {"metrics": collect_eval_by_split(self.runs / "eval" / checkpoint_digest(train["model"])[:12])}
 
     def stage_ablate(self) -> dict:
         # random-init CLIPs, as before the clip stage: the grid's frozen trial is the demo's random-CLIP baseline
@@ -389,9 +394,10 @@ class Demo:
 
 
 def collect_eval_by_split(out_dir: Path) -> dict[str, dict[str, float]]:
-    """``{"<dataset>/<split>/<task>": metrics}`` from the result.json files of an evaluate.py output dir."""
+    """``{"<dataset>/<split>/<task>": metrics}`` from the result.json files of one checkpoint's evaluate.py output
+    (``<out>/<checkpoint digest>/``)."""
     out: dict[str, dict[str, float]] = {}
-    for path in sorted(out_dir.glob("*/*/*/*/result.json")):
+    for path in sorted(out_dir.glob("*/*/*/result.json")):
         r = json.loads(path.read_text())
         out[f"{r['dataset']}/{r['split']}/{r['task']}"] = {
             k: float(v) for k, v in r["metrics"].items() if v is not None and v == v

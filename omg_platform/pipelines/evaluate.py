@@ -131,6 +131,8 @@ def log_results(
                 if v is not None and v == v
             }
             mlflow.log_metrics(metrics)
+            for k, v in enumerate((r["tables"] or {}).get("mIoU_by_click", ()), start=1):  # the curve: step = click
+                mlflow.log_metric(metric_key("eval", r["dataset"], "mIoU_by_click"), float(v), step=k)
             base = f"eval/{r['dataset']}/{r['split']}/{r['task']}"
             mlflow.log_dict(r["metrics"], f"{base}/metrics.json")
             if r["tables"]:

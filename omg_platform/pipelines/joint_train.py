@@ -248,7 +248,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 break
             for hook in hooks:
                 hook.on_step_begin(hook_ctx, step)
-            stats = train_step(model, batch, text, criterion, optimizer, scheduler, cfg.optim.grad_clip, device, amp)
+            stats = train_step(
+                model,
+                batch,
+                text,
+                criterion,
+                optimizer,
+                scheduler,
+                cfg.optim.grad_clip,
+                device,
+                amp,
+                refine_rounds=cfg.data.refine_rounds,
+            )
             for hook in hooks:
                 hook.on_step_end(hook_ctx, step, batch)
             step += 1

@@ -356,6 +356,14 @@ def test_an_iou_of_exactly_090_stops_the_clicks():
     }
 
 
+def test_the_miou_curve_by_click_keeps_a_stopped_objects_last_iou():
+    from omg.evaluation.interactive import miou_by_click
+
+    curve = miou_by_click([np.array([0.9]), np.array([0.5, 0.7, 0.95]), np.array([0.1] * 20)], max_clicks=4)
+    assert curve == pytest.approx([(0.9 + 0.5 + 0.1) / 3, (0.9 + 0.7 + 0.1) / 3, (0.9 + 0.95 + 0.1) / 3] + [0.65])
+    assert miou_by_click([]) == []
+
+
 def test_single_point_miou_golden():
     from scipy.ndimage import label
 

@@ -13,6 +13,7 @@ import torch
 from omg.export.graphs import ExportSpec, example_inputs, export, graph_modules
 from omg.export.runtime import ExportedModel, _Graph
 from omg.inference.media import load_image
+from omg.inference.objects import ObjectPrompt
 from omg.inference.predictor import OMGPredictor
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.model import ModelConfig, build_model
@@ -129,6 +130,13 @@ def test_the_exported_runtime_gives_the_pytorch_results(exported, tiny_shapes, f
         )
         assert np.array_equal(ca.masks, cb.masks) and ca.names == cb.names
         assert np.allclose(ca.scores, cb.scores, atol=1e-4)
+        # the fixture's model has refinement: positive and negative clicks (replayed), a box, a previous mask
+        objects = [
+            ObjectPrompt([[16, 16], [30, 30], [20, 40]], [1, 0, 1]),
+            ObjectPrompt([[40, 30]], [0], [2, 2, 60, 60]),
+        ]
+        ra, rb = (p.interactive(objects=objects) for p in (eager, graphs))
+        assert np.array_equal(ra.masks, rb.masks) and np.allclose(ra.logits, rb.logits, atol=1e-4)
     assert graphs.model.stats["graph_calls"] > 0, "the graphs ran"
 
 

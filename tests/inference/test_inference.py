@@ -640,3 +640,30 @@ def test_typed_entry_points_return_their_result_types(predictor):
     predictor.set_video(np.zeros((3, 32, 32, 3), np.uint8))
     assert isinstance(predictor.vis(), VideoInstanceResult) and isinstance(predictor.vss(), VideoSemanticResult)
     assert isinstance(predictor.vps(track_ids="stable"), VideoPanopticResult)
+
+
+def test_predict_takes_positive_and_negative_clicks_on_one_object(tmp_path, capsys):
+    """``omg predict --points X,Y,L ...``: the clicks of one object (1 positive, 0 negative), answered as the
+    predictor answers them clicked one at a time; a model without refinement says what it takes."""
+    from omg.inference.objects import ObjectPrompt
+    from tests.helpers import tiny_checkpoint, write_jpg
+
+    image = tmp_path / "photo.jpg"
+    write_jpg(image, (48, 64))
+    refined = tiny_checkpoint(tmp_path / "refine.pt", refinement=True)
+    out = tmp_path / "out"
+    args = ["predict", "--input", str(image), "--task", "interactive", "--out", str(out), "--no-overlays"]
+    assert main([*args, "--checkpoint", refined, "--points", "20,30,1", "40,20,0", "--points", "10,10,1"]) == 0
+    got = json.loads((out / "interactive" / "photo.json").read_text())
+    pred = OMGPredictor.from_checkpoint(refined)
+    pred.set_image(np.asarray(Image.open(image).convert("RGB")))
+    want = pred.interactive(objects=[ObjectPrompt([[20, 30], [40, 20], [10, 10]], [1, 0, 1])])
+    assert len(got) == 1 and np.array_equal(rle_decode(got[0]["segmentation"]), want.masks[0])
+
+    released = tiny_checkpoint(tmp_path / "released.pt")
+    capsys.readouterr()
+    assert main([*args, "--checkpoint", released, "--points", "20,30,1", "40,20,0"]) == 2
+    assert "model.refinement: true" in capsys.readouterr().err.strip().splitlines()[-1]
+    for bad, words in ((["20,30,1", "40,20"], "every point as X,Y"), (["20,30,2"], "the label L of X,Y,L")):
+        assert main([*args, "--checkpoint", refined, "--points", *bad]) == 2
+        assert words in capsys.readouterr().err

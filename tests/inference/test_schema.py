@@ -66,6 +66,48 @@ def _roundtrip(doc: dict) -> Request:
             r"first_frame\[0\].segmentation is 4x4",
         ),
         ({"task": "vis", "frames": ["IMG"] * 65}, 413, "65 frames, at most 64"),
+        ({"task": "panoptic", "image": "IMG", "objects": [{"points": [[1, 2]]}]}, 400, "takes no prompts"),
+        ({"task": "interactive", "image": "IMG", "objects": []}, 400, "field 'objects'"),
+        (
+            {"task": "interactive", "image": "IMG", "objects": [{"points": [[1, 2]]}], "points": [[1, 2]]},
+            400,
+            "not both",
+        ),
+        ({"task": "interactive", "image": "IMG", "objects": [{"clicks": [[1, 2]]}]}, 400, r"objects\[0\]: expected"),
+        (
+            {"task": "interactive", "image": "IMG", "objects": [{"points": [[1, 2]], "labels": [2]}]},
+            400,
+            r"objects\[0\].labels",
+        ),
+        (
+            {"task": "interactive", "image": "IMG", "objects": [{"points": [[1, 2]], "labels": [0]}]},
+            400,
+            r"objects\[0\]: needs a positive click or a box",
+        ),
+        (
+            {"task": "interactive", "image": "IMG", "objects": [{"points": [[1, 2], [3, 4]], "labels": [1]}]},
+            400,
+            r"objects\[0\]: 2 points but 1 labels",
+        ),
+        (
+            {"task": "interactive", "image": "IMG", "objects": [{"points": [[100, 2]]}]},
+            400,
+            r"objects\[0\]: point 0 .* outside the 64x48 image",
+        ),
+        (
+            {"task": "interactive", "image": "IMG", "objects": [{"box": [1, 2, 3]}]},
+            400,
+            r"objects\[0\].box\[0\]: expected 4 numbers",
+        ),
+        (
+            {
+                "task": "interactive",
+                "image": "IMG",
+                "objects": [{"points": [[1, 2]], "mask": {"size": [4, 4], "counts": "0"}}],
+            },
+            400,
+            r"objects\[0\].mask is 4x4, the image 64x48",
+        ),
     ],
 )
 def test_a_bad_request_is_a_4xx_naming_the_field(doc, status, words):
@@ -179,6 +221,42 @@ def test_a_request_the_model_cannot_take_is_a_400(predictor):
     with pytest.raises(RequestError, match="outside the 64x48 image") as info:
         schema.predict(predictor, _roundtrip({"task": "interactive", "image": b64_png(_image()), "points": [[100, 5]]}))
     assert info.value.status == 400
+
+
+def test_objects_with_clicks_answer_what_the_predictor_returns_and_travel_as_json():
+    """The refinement's request: an object with positive and negative clicks (replayed click by click) and one with
+    a box and the previous mask, answered as the predictor answers the same object prompts."""
+    from omg.inference.objects import ObjectPrompt
+
+    torch.manual_seed(0)
+    pred = OMGPredictor(
+        build_model(ModelConfig.tiny(refinement=True)), {"label_space": LABEL_SPACE, "test_size": [64, 64]}
+    )
+    image = _image()
+    prev = np.zeros((48, 64), bool)
+    prev[10:30, 20:40] = True
+    doc = {
+        "task": "interactive",
+        "image": b64_png(image),
+        "objects": [
+            {"points": [[30, 20], [35, 25], [10, 40]], "labels": [1, 0, 1]},
+            {"box": [5, 5, 40, 30], "points": [[20, 20]], "labels": [0], "mask": rle_encode(prev)},
+        ],
+    }
+    req = _roundtrip(doc)
+    assert _roundtrip(req.to_json()).to_json() == req.to_json()
+    res = schema.predict(pred, req)
+    pred.set_image(image)
+    want = pred.interactive(
+        objects=[
+            ObjectPrompt([[30, 20], [35, 25], [10, 40]], [1, 0, 1]),
+            ObjectPrompt([[20, 20]], [0], [5, 5, 40, 30], prev),
+        ],
+        vocabulary=pred.training_vocabulary,
+    )
+    assert [s.id for s in res.segments] == [1, 2]
+    for seg, mask in zip(res.segments, want.masks):
+        assert np.array_equal(rle_decode(seg.segmentation), mask)
 
 
 def test_to_json_is_what_from_json_reads():

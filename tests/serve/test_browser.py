@@ -204,6 +204,29 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     assert ("CLIP not pretrained: a guess" in rows[0].text) == (source == "clip"), rows[0].text
     d.save_screenshot(str(ARTIFACTS / "serve_click.png"))
 
+    # correct it: a negative click (shift-click) where the mask spills over the shape (else on the mask, as far from
+    # the first click as it reaches): the mask no longer covers that pixel and shrinks; undo brings it back
+    from selenium.webdriver.common.keys import Keys
+
+    spill = pred & ~gt
+    ys, xs = np.nonzero(spill if spill.any() else pred)
+    k = int(np.argmax((xs - x) ** 2 + (ys - y) ** 2))
+    nx, ny = int(xs[k]), int(ys[k])
+    ActionChains(d).key_down(Keys.SHIFT).move_to_element_with_offset(
+        marks, *_at(d, marks, nx + 0.5, ny + 0.5)
+    ).click().key_up(Keys.SHIFT).perform()
+    ready = _result_ready(d, ready)
+    corrected = _label_map(d) == 1
+    assert not corrected[ny, nx] and corrected.sum() < pred.sum(), (
+        f"negative click at ({nx}, {ny}): mask {pred.sum()} px -> {corrected.sum()} px, still there: "
+        f"{bool(corrected[ny, nx])}"
+    )
+    assert len(d.find_elements("css selector", "#results li")) == 1, "a correction, not a new object"
+    d.save_screenshot(str(ARTIFACTS / "serve_negative_click.png"))
+    d.find_element("id", "undo").click()
+    ready = _result_ready(d, ready)
+    assert np.array_equal(_label_map(d) == 1, pred), "undo: the mask of the first click again"
+
     # drag a box around the shape: a second mask
     ys, xs = np.nonzero(gt)
     x0, y0, x1, y1 = xs.min() - 1, ys.min() - 1, xs.max() + 2, ys.max() + 2
@@ -219,7 +242,8 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
             d.find_element("id", "download-json").get_attribute("href").split(",", 1)[1]
         )
     )
-    assert [("point" in p, "box" in p) for p in doc["prompts"]] == [(True, False), (False, True)]
+    # the served model takes corrections: the click is an object's list of clicks
+    assert [("clicks" in p, "box" in p) for p in doc["prompts"]] == [(True, False), (False, True)]
     d.save_screenshot(str(ARTIFACTS / "serve_box.png"))
 
     # undo the box

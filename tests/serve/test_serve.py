@@ -159,6 +159,9 @@ def test_click_box_modes_and_downloads_over_http(server, tiny_shapes):
         ("/api/segment", {"image_id": "img1", "task": "instance", "min_score": True}, None, 400, "field 'min_score'"),
         ("/api/prompt", {"image_id": "img1", "prompts": [{"point": [True, 5]}]}, None, 400, "prompts[0]"),
         ("/api/prompt", {"image_id": "img1", "prompts": [{"box": [1, 2, False, 9]}]}, None, 400, "prompts[0]"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"clicks": [[1, 2, 5]]}]}, None, 400, "prompts[0]"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"clicks": []}]}, None, 400, "prompts[0]"),
+        ("/api/prompt", {"image_id": "img1", "prompts": [{"clicks": [[1, 2, 0]]}]}, None, 400, "positive click"),
         (
             "/api/segment",
             {"image_id": "img1", "task": "panoptic", "vocabulary": "\n".join(f"c{i}" for i in range(301))},
@@ -313,3 +316,31 @@ def test_a_short_video_upload_plays_back_its_overlay(server, tiny_shapes):
     for body, code, words in cases:
         status, doc = http_call(f"{url}/api/video", body)
         assert status == code and words in doc["error"], (body.get("task"), status, doc)
+
+
+def test_clicks_on_an_object_are_answered_click_by_click(server, tiny_shapes):
+    """``/api/prompt`` with ``{"clicks": [[x, y, 1 or 0], ...]}``: one object corrected by its clicks, the answer
+    the predictor gives clicking them one at a time (each with the mask of the one before), beside a plain point."""
+    from omg.inference.objects import ObjectPrompt
+
+    url, app = server
+    status, info = http_call(f"{url}/api/info")
+    assert info["refinement"] is True, "the tests' served model is trained with refinement (tests/helpers.py)"
+    name = sorted(find_samples(tiny_shapes))[0]
+    status, img = http_call(f"{url}/api/image", {"sample": name})
+    clicks = [[20, 20, 1], [30, 34, 0], [12, 40, 1]]
+    status, res = http_call(
+        f"{url}/api/prompt", {"image_id": img["image_id"], "prompts": [{"clicks": clicks}, {"point": [50, 10]}]}
+    )
+    assert status == 200, res
+    assert [m["prompt"] for m in res["masks"]] == [1, 2]
+    image = np.asarray(Image.open(io.BytesIO(http_call(f"{url}/api/sample/{name}")[1])).convert("RGB"))
+    app.predictor.set_image(image)
+    want = app.predictor.interactive(
+        objects=[ObjectPrompt([c[:2] for c in clicks], [c[2] for c in clicks]), ObjectPrompt([[50, 10]])]
+    )
+    label_map = np.asarray(Image.open(io.BytesIO(base64.b64decode(res["label_png"]))))
+    expect = np.zeros_like(label_map)
+    for n, m in enumerate(want.masks, 1):
+        expect[m] = n
+    assert np.array_equal(label_map, expect)

@@ -1,0 +1,193 @@
+"""Interactive refinement (docs/model.md §7.3): the released computation stays the default and refuses corrections;
+clicks and the previous mask reach the masks; the simulated training clicks follow the evaluation's click rule; the
+predictor's object prompts are checked and their logits come back on the mask grid."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from omg.losses.criterion import Criterion, Target
+from omg.modeling.model import ModelConfig, build_model
+from omg.modeling.prompts import Prompts
+from omg.modeling.refine import binary_prev, click_maps
+
+SIZE = 64
+
+
+def _model(refinement: bool):
+    torch.manual_seed(0)
+    return build_model(ModelConfig.tiny(refinement=refinement, location_content="sampled")).eval()
+
+
+def _text(model) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(3, 1, model.backbone.variant.embed_dim), dim=-1)
+
+
+def _image() -> torch.Tensor:
+    return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 255
+
+
+def _prompts(clicks=None, labels=None, prev=None) -> Prompts:
+    p = Prompts.from_lists([torch.tensor([[20.0, 20.0]])], [None], [(SIZE, SIZE)])
+    return Prompts(p.boxes, p.valid, p.image_sizes, p.is_point, clicks, labels, prev)
+
+
+def test_the_released_model_takes_one_click_and_refuses_corrections():
+    model = _model(False)
+    text, image = _text(model), _image()
+    assert model.refinement is None and not any("refinement" in k for k in model.state_dict())
+    plain = model(image, text, _prompts())
+    one = model(image, text, _prompts(torch.tensor([[[[20.0, 20.0]]]]), torch.tensor([[[1]]])))
+    assert torch.equal(plain.pred_masks, one.pred_masks), "one positive click as a click is the released prompt"
+    for clicks, labels, prev in (
+        (torch.tensor([[[[20.0, 20.0], [40.0, 40.0]]]]), torch.tensor([[[1, 1]]]), None),
+        (torch.tensor([[[[20.0, 20.0], [40.0, 40.0]]]]), torch.tensor([[[1, 0]]]), None),
+        (None, None, torch.zeros(1, 1, SIZE // 4, SIZE // 4)),
+    ):
+        with pytest.raises(ValueError, match="model.refinement: true"):
+            model(image, text, _prompts(clicks, labels, prev))
+
+
+def test_a_negative_click_and_a_previous_mask_change_the_mask_where_they_are():
+    model = _model(True)
+    text, image = _text(model), _image()
+    first = model(image, text, _prompts())
+    neg = _prompts(torch.tensor([[[[20.0, 20.0], [50.0, 50.0]]]]), torch.tensor([[[1, 0]]]))
+    assert not torch.equal(model(image, text, neg).pred_masks, first.pred_masks), "the click tokens reach the query"
+    prev = binary_prev(first.pred_masks[:, :, 0])
+    with_prev = model(image, text, _prompts(prev=prev))
+    assert not torch.equal(with_prev.pred_masks, first.pred_masks), "the previous mask reaches the masks"
+    missing = model(image, text, _prompts(prev=torch.full_like(prev, float("nan"))))
+    assert torch.equal(missing.pred_masks, first.pred_masks), "a NaN plane is no previous mask"
+
+
+def test_click_maps_peak_at_the_clicks_on_the_mask_grid():
+    clicks = torch.tensor([[[[10.0, 30.0], [50.0, 6.0], [0.0, 0.0]]]])
+    labels = torch.tensor([[[1, 0, -1]]])
+    maps = click_maps(clicks, labels, (16, 16), 4.0)[0, 0]  # 2 x 16 x 16
+    pos, neg = maps
+    assert divmod(int(pos.argmax()), 16) == (7, 2) and divmod(int(neg.argmax()), 16) == (1, 12)
+    assert float(pos.max()) > 0.9 and float(neg.max()) > 0.9
+
+
+def test_simulated_corrections_click_the_larger_error_with_the_evaluation_rule():
+    from omg.modeling.model import OMGOutput
+    from omg.training.corrections import ClickSimulator
+    from omg.utils.clicks import Clicker
+
+    gt = torch.zeros(3, 1, SIZE, SIZE, dtype=torch.bool)
+    gt[0, 0, 8:40, 8:40] = True  # predicted: only its top-left quarter -> a positive click in the miss
+    gt[1, 0, 8:24, 8:24] = True  # predicted: a much larger square -> a negative click in the spill
+    gt[2, 0, 40:56, 40:56] = True  # predicted exactly -> no click
+    pred = torch.full((1, 3, 1, SIZE // 4, SIZE // 4), -5.0)
+    pred[0, 0, 0, 2:6, 2:6] = 5.0
+    pred[0, 1, 0, 2:14, 2:14] = 5.0
+    pred[0, 2, 0, 10:14, 10:14] = 5.0
+    out = OMGOutput(None, pred, None, None, [], None, True)
+    p = Prompts.from_lists([torch.tensor([[10.0, 10.0], [10.0, 10.0], [45.0, 45.0]])], [None], [(SIZE, SIZE)])
+    nxt = ClickSimulator([Target(torch.full((3,), -1), gt)])(out, p)
+    assert nxt.click_labels.tolist() == [[[1, 1], [1, 0], [1, -1]]]
+    assert torch.equal(nxt.prev_masks, binary_prev(pred[:, :, 0])), "the previous masks, binary"
+    grid_gt = gt[0, 0, ::4, ::4].numpy().astype(np.int32)
+    c = Clicker(grid_gt).next_click(pred[0, 0, 0].numpy() > 0)  # the rule of omg.evaluation.interactive
+    assert nxt.clicks[0, 0, 1].tolist() == [(c.x + 0.5) * 4, (c.y + 0.5) * 4] and c.positive
+
+
+def test_a_refinement_training_step_gives_every_parameter_a_gradient():
+    from omg.training.step import train_step
+
+    model = _model(True).train()
+    text = _text(model)
+    masks = np.zeros((2, 1, SIZE, SIZE), bool)
+    masks[0, 0, 8:30, 8:30] = True
+    masks[1, 0, 34:60, 20:50] = True
+    batch = {
+        "images": np.random.default_rng(0).integers(0, 255, (1, 1, SIZE, SIZE, 3), dtype=np.uint8),
+        "image_sizes": np.array([[SIZE, SIZE]]),
+        "counts": np.array([2]),
+        "labels": np.full(2, -1),
+        "masks": masks,
+        "kind": "location",
+        "boxes": np.array([[[20, 20, 20, 20], [20, 34, 50, 60]]], np.float32),
+        "is_point": np.array([[True, False]]),
+    }
+    grads = {}
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            grads.update({id(p): p.grad for g in self.param_groups for p in g["params"]})
+            return super().step(closure)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = Spy(trainable, lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    for seed in (1, 5):  # omg.training.step draws 0 rounds of simulated clicks with seed 1, 3 with seed 5
+        random.seed(seed)
+        train_step(model, batch, text, Criterion(num_points=256), opt, sched, 1.0, "cpu", refine_rounds=3)
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and grads.get(id(p)) is None]
+        assert not missing, f"parameters without a gradient (DDP would fail): {missing[:5]}"
+
+
+def test_object_prompts_are_checked_and_their_logits_come_back_on_the_mask_grid():
+    from omg.inference.objects import ObjectPrompt
+    from omg.inference.predictor import OMGPredictor
+
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    released = OMGPredictor(_model(False), test_size=(64, 64))
+    released.set_image(image)
+    r = released.interactive(points=[[30, 20]])
+    same = released.interactive(objects=[ObjectPrompt([[30, 20]])])
+    assert np.array_equal(r.masks, same.masks) and r.logits.shape == (1, 16, 16)
+    for corrected in (ObjectPrompt([[30, 20], [10, 10]], [1, 0]), ObjectPrompt([[30, 20]], box=[5, 5, 40, 40])):
+        with pytest.raises(ValueError, match="model.refinement"):
+            released.interactive(objects=[corrected])
+    boxed = released.interactive(objects=[ObjectPrompt(box=[5, 5, 40, 40])])
+    assert np.array_equal(boxed.masks, released.interactive(boxes=[[5, 5, 40, 40]]).masks)
+
+    pred = OMGPredictor(_model(True), test_size=(64, 64))
+    pred.set_image(image)
+    first = pred.interactive(objects=[ObjectPrompt([[30, 20]])])
+    again = pred.interactive(objects=[ObjectPrompt([[30, 20], [60, 40]], [1, 0], mask=first.logits[0])])
+    assert again.masks.shape == (1, 50, 70)
+    as_bool = pred.interactive(objects=[ObjectPrompt([[30, 20], [60, 40]], [1, 0], mask=first.masks[0])])
+    assert as_bool.masks.shape == (1, 50, 70)
+    for bad, message in (
+        (ObjectPrompt([[30, 20]], [0]), "object 0: needs a positive click or a box"),
+        (ObjectPrompt([[30, 20]], [2]), "object 0: labels must be 1"),
+        (ObjectPrompt([[30, 20], [1, 1]], [1]), "object 0: 2 points but 1 labels"),
+        (ObjectPrompt([[80, 20]]), "object 0: point 0 .* outside the 70x50 image"),
+        (ObjectPrompt(box=[10, 10, 5, 20]), "object 0: box .* is not an XYXY box"),
+        (ObjectPrompt([[30, 20]], mask=np.zeros((5, 5))), r"object 0: mask of shape \(5, 5\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            pred.interactive(objects=[bad])
+    with pytest.raises(ValueError, match="not both"):
+        pred.interactive(points=[[1, 1]], objects=[ObjectPrompt([[30, 20]])])
+
+
+def test_clicks_without_a_previous_mask_are_replayed_one_at_a_time():
+    """Several clicks and no mask: the answer a person gets clicking them in order (each pass given the previous
+    answer's mask), as the NoC protocol drives the model — in one request, one decoder pass per click."""
+    from omg.inference.objects import ObjectPrompt
+    from omg.inference.predictor import OMGPredictor
+
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    pred = OMGPredictor(_model(True), test_size=(64, 64))
+    state = pred.set_image(image)
+    clicks, labels = [[30, 20], [60, 40], [10, 5]], [1, 0, 1]
+    mask = None
+    for k in range(1, 4):  # by hand: click, answer, click again with the answer as the previous mask
+        by_hand = pred.interactive(objects=[ObjectPrompt(clicks[:k], labels[:k], mask=mask)], state=state)
+        mask = by_hand.logits[0]
+    calls = pred.stats["decoder_calls"]
+    other = ObjectPrompt([[5, 5]])  # a one-click object beside it: answered as given, in the same passes
+    replayed = pred.interactive(objects=[ObjectPrompt(clicks, labels), other], state=state)
+    assert pred.stats["decoder_calls"] - calls == 3, "one decoder pass per click of the longest object"
+    assert np.array_equal(replayed.masks[0], by_hand.masks[0])
+    assert np.allclose(replayed.logits[0], by_hand.logits[0], atol=1e-5)
+    alone = pred.interactive(objects=[other], state=state)
+    assert np.array_equal(replayed.masks[1], alone.masks[0])
