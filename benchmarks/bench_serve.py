@@ -1,12 +1,14 @@
 """`omg serve` round trips over loopback HTTP vs the same predictor calls in process (the baseline).
 
-    python benchmarks/bench_serve.py [--image-size 128] [--repeats 20] [--vocabulary]
+    python benchmarks/bench_serve.py [--image-size 128] [--repeats 20] [--refinement]
 
 A tiny model with random weights (latency does not depend on them) behind the real server
 (`omg.serve.make_server`, in a thread). Measures the median of ``--repeats`` of: an image upload
 (PNG decode + backbone: features once per image), one click prompt (decoder on cached features +
 PNG overlay + JSON), a click with an open-vocabulary label, and a panoptic switch; and the same
-predictor calls without HTTP. The ratio is the server's overhead. The browser adds drawing the
+predictor calls without HTTP. The ratio is the server's overhead. ``--refinement``: the model takes corrections
+(docs/model.md §7.3), and one more row: the tenth click on an object, which the server answers by replaying the
+object's ten clicks (ten decoder passes). The browser adds drawing the
 overlay; tests/test_browser.py records that full round trip (tests/artifacts/serve_latency.json).
 """
 
@@ -40,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json-out", help="also write the figures to this JSON file")
+    p.add_argument("--refinement", action="store_true", help="a model with refinement, and the tenth-click row")
     args = p.parse_args(argv)
     from omg.inference.predictor import OMGPredictor
     from omg.modeling.model import ModelConfig, build_model
@@ -60,12 +63,15 @@ def main(argv=None) -> int:
         },
         "test_size": [s, s],
     }
-    pred = OMGPredictor(build_model(ModelConfig.tiny("tiny_convnext")), meta)
+    pred = OMGPredictor(build_model(ModelConfig.tiny("tiny_convnext", refinement=args.refinement)), meta)
     app = ServeApp(pred, limits=Limits(), checkpoint="random tiny_convnext")
     server = make_server(app, "127.0.0.1", 0, quiet=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     point = [s * 0.4, s * 0.6]
+    # ten clicks on one object, alternating positive and negative around the first
+    ring = [[s * (0.4 + 0.05 * np.cos(k)), s * (0.6 + 0.05 * np.sin(k)), k % 2] for k in range(10)]
+    ring[0] = [*point, 1]
     vocab = "circle, disc\nsquare, box\ntriangle\nstar\nhexagon\ncross"
     try:
         image_id = post(f"{url}/api/image", png, "image/png")["image_id"]
@@ -78,6 +84,9 @@ def main(argv=None) -> int:
             "click_vocab_ms": timed(lambda: post(f"{url}/api/prompt", click_v, "application/json"), args.repeats),
             "panoptic_ms": timed(lambda: post(f"{url}/api/segment", pan, "application/json"), args.repeats),
         }
+        if args.refinement:
+            tenth = json.dumps({"image_id": image_id, "prompts": [{"clicks": ring}]}).encode()
+            http["click10_ms"] = timed(lambda: post(f"{url}/api/prompt", tenth, "application/json"), args.repeats)
     finally:
         server.shutdown()
         server.server_close()
@@ -91,7 +100,13 @@ def main(argv=None) -> int:
         ),
         "panoptic_ms": timed(lambda: pred.predict("panoptic"), args.repeats),
     }
-    print(f"CPU, {torch.get_num_threads()} threads, tiny_convnext, image {s}x{s}; median of {args.repeats}")
+    if args.refinement:
+        from omg.inference.predictor import ObjectPrompt
+
+        obj = ObjectPrompt([c[:2] for c in ring], [c[2] for c in ring])
+        direct["click10_ms"] = timed(lambda: pred.predict("interactive", objects=[obj]), args.repeats)
+    model = "tiny_convnext" + (" with refinement" if args.refinement else "")
+    print(f"CPU, {torch.get_num_threads()} threads, {model}, image {s}x{s}; median of {args.repeats}")
     print(f"{'round trip':16s} {'HTTP (omg serve)':>18s} {'in process':>12s} {'ratio':>7s}")
     figures = {}
     for k in http:
