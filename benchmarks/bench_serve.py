@@ -7,8 +7,8 @@ A tiny model with random weights (latency does not depend on them) behind the re
 (PNG decode + backbone: features once per image), one click prompt (decoder on cached features +
 PNG overlay + JSON), a click with an open-vocabulary label, and a panoptic switch; and the same
 predictor calls without HTTP. The ratio is the server's overhead. ``--refinement``: the model takes corrections
-(docs/model.md §7.3), and one more row: the tenth click on an object, which the server answers by replaying the
-object's ten clicks (ten decoder passes). The browser adds drawing the
+(docs/model.md §7.3), and one more row: the tenth click on an object whose first nine the server answered before
+(the warm-up call replays all ten; the image's state keeps each click's answer, so the repeats cost one pass). The browser adds drawing the
 overlay; tests/test_browser.py records that full round trip (tests/artifacts/serve_latency.json).
 """
 

@@ -8,7 +8,8 @@ XYXY in pixels of the original image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -44,6 +45,13 @@ class ImageState:
     resized: list[tuple[int, int]]  # (height, width) of each at the network's input
     batched: bool  # a list was given: the tasks answer a list
     objects: ObjectQueries | None = None  # decoded on the first task that needs them
+    #: the masks (on the mask grid) of replayed objects after each of their clicks, the newest ANSWERS_KEPT, so that
+    #: the next click on an object costs one decoder pass (:meth:`ImageTasks.replay`)
+    answers: OrderedDict = field(default_factory=OrderedDict)
+
+
+#: an image state's kept answers of replayed objects (see ``ImageState.answers``)
+ANSWERS_KEPT = 64
 
 
 class ImageTasks:
@@ -223,17 +231,24 @@ class ImageTasks:
         """Decode ``objects`` (one image's, or a list per image of a batched state). An object with several clicks
         and no previous mask, on a model with refinement, is answered as a person clicking gets it (and as the NoC
         protocol measures it): its clicks one at a time, in order, each pass given the previous pass's mask — one
-        decoder pass per click, the objects of a request together; the others in one pass. -> (the last pass's
-        prompts, its output)."""
+        decoder pass per click, the objects of a request together; the others in one pass. An object's answers
+        after each click are kept on ``state``: a request that adds clicks to an object answered before on it
+        starts from the longest prefix of its clicks answered, so each further click costs one pass. -> (the last
+        pass's prompts, its output)."""
         core = self.core
         per_image = [list(o) for o in objects] if state.batched else [list(objects)]
         refine = core.model.refinement is not None
         # clicks of each object in the first pass (0: the object as given, in every pass)
         starts = [[o.replay_start() if refine else 0 for o in objs] for objs in per_image]
-        steps = max(
-            (o.num_clicks - s + 1 for objs, ss in zip(per_image, starts) for o, s in zip(objs, ss) if s), default=1
-        )
         prev: list[list[np.ndarray | None]] = [[None] * len(objs) for objs in per_image]
+        for i, (objs, ss) in enumerate(zip(per_image, starts)):
+            for j, (o, s) in enumerate(zip(objs, ss)):
+                for n in range(o.num_clicks - 1, s - 1, -1) if s else ():  # the longest prefix answered before
+                    if (known := state.answers.get((i, *o.key(n)))) is not None:
+                        ss[j], prev[i][j] = n + 1, known
+                        break
+        spans = [o.num_clicks - s + 1 for objs, ss in zip(per_image, starts) for o, s in zip(objs, ss) if s]
+        steps = max(spans, default=1)
         for step in range(steps):
             batch = [
                 [
@@ -247,8 +262,14 @@ class ImageTasks:
             core.stats["decoder_calls"] += 1
             for i, (objs, ss) in enumerate(zip(per_image, starts)):
                 for j, (o, s) in enumerate(zip(objs, ss)):
-                    if s and s + step < o.num_clicks:  # the next pass adds a click to it: this answer is its mask
-                        prev[i][j] = out.pred_masks[i, j, 0].float().cpu().numpy()
+                    if s and s + step <= o.num_clicks:  # its answer after click s + step: kept, binary as it is fed
+                        answer = out.pred_masks[i, j, 0].float().cpu().numpy() > 0
+                        state.answers[(i, *o.key(s + step))] = answer
+                        state.answers.move_to_end((i, *o.key(s + step)))
+                        if s + step < o.num_clicks:  # the next pass adds a click to it: this answer is its mask
+                            prev[i][j] = answer
+            while len(state.answers) > ANSWERS_KEPT:
+                state.answers.popitem(last=False)
         return prompts, out
 
     def object_prompts(self, state: ImageState, objects: Sequence[ObjectPrompt]) -> Prompts:

@@ -59,12 +59,19 @@ class ObjectPrompt:
 
     def replay_start(self) -> int:
         """How many clicks the first pass of a replay takes (0: no replay, the object as given): an object with
-        several clicks and no previous mask is answered click by click from its first positive click (or its first
-        click, with a box)."""
+        clicks and no previous mask is answered click by click from its first positive click (or its first click,
+        with a box)."""
         labels = np.ones(self.num_clicks, np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
-        if self.mask is not None or len(labels) <= 1:
+        if self.mask is not None or len(labels) == 0:
             return 0
         return 1 if self.box is not None or labels[0] == 1 else int(np.argmax(labels == 1)) + 1
+
+    def key(self, n: int) -> tuple:
+        """The object after its first ``n`` clicks, as a hashable key: (its box, its clicks (x, y, label))."""
+        labels = np.ones(self.num_clicks, np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
+        pts = np.asarray(self.points, dtype=np.float64).reshape(-1, 2)[:n]
+        box = None if self.box is None else tuple(float(v) for v in np.asarray(self.box).reshape(-1))
+        return box, tuple((float(x), float(y), int(v)) for (x, y), v in zip(pts, labels[:n]))
 
     def first_clicks(self, n: int, mask: np.ndarray | None) -> "ObjectPrompt":
         """The object after its first ``n`` clicks, with ``mask`` as its previous mask."""

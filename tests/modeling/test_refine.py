@@ -183,11 +183,32 @@ def test_clicks_without_a_previous_mask_are_replayed_one_at_a_time():
     for k in range(1, 4):  # by hand: click, answer, click again with the answer as the previous mask
         by_hand = pred.interactive(objects=[ObjectPrompt(clicks[:k], labels[:k], mask=mask)], state=state)
         mask = by_hand.logits[0]
+    fresh = pred.set_image(image)  # no answers kept on it yet
     calls = pred.stats["decoder_calls"]
-    other = ObjectPrompt([[5, 5]])  # a one-click object beside it: answered as given, in the same passes
-    replayed = pred.interactive(objects=[ObjectPrompt(clicks, labels), other], state=state)
+    other = ObjectPrompt([[5, 5]])  # a one-click object beside it: answered in the same passes
+    replayed = pred.interactive(objects=[ObjectPrompt(clicks, labels), other], state=fresh)
     assert pred.stats["decoder_calls"] - calls == 3, "one decoder pass per click of the longest object"
     assert np.array_equal(replayed.masks[0], by_hand.masks[0])
     assert np.allclose(replayed.logits[0], by_hand.logits[0], atol=1e-5)
     alone = pred.interactive(objects=[other], state=state)
     assert np.array_equal(replayed.masks[1], alone.masks[0])
+
+
+def test_the_next_click_on_an_object_costs_one_decoder_pass():
+    """The answers of a replayed object are kept on the image's state: a request that adds a click to an object
+    answered before replays from there (one pass), with the answer a fresh replay of every click gives."""
+    from omg.inference.objects import ObjectPrompt
+    from omg.inference.predictor import OMGPredictor
+
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    pred = OMGPredictor(_model(True), test_size=(64, 64))
+    clicks, labels = [[30, 20], [60, 40], [10, 5], [45, 12]], [1, 0, 1, 0]
+    state = pred.set_image(image)
+    for k in range(1, 5):  # the page's requests: the object's clicks so far, one more each time
+        calls = pred.stats["decoder_calls"]
+        answer = pred.interactive(objects=[ObjectPrompt(clicks[:k], labels[:k])], state=state)
+        assert pred.stats["decoder_calls"] - calls == 1, f"click {k}: one decoder pass"
+    fresh = pred.interactive(objects=[ObjectPrompt(clicks, labels)], state=pred.set_image(image))
+    assert np.array_equal(answer.masks, fresh.masks) and np.array_equal(answer.logits, fresh.logits)
+    undone = pred.interactive(objects=[ObjectPrompt(clicks[:2], labels[:2])], state=state)  # undo: kept too
+    assert np.array_equal(undone.masks, pred.interactive(objects=[ObjectPrompt(clicks[:2], labels[:2])]).masks)
