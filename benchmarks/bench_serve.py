@@ -8,8 +8,9 @@ A tiny model with random weights (latency does not depend on them) behind the re
 PNG overlay + JSON), a click with an open-vocabulary label, and a panoptic switch; and the same
 predictor calls without HTTP. The ratio is the server's overhead. ``--refinement``: the model takes corrections
 (docs/model.md §7.3), and one more row: the tenth click on an object whose first nine the server answered before
-(the warm-up call replays all ten; the image's state keeps each click's answer, so the repeats cost one pass). The browser adds drawing the
-overlay; tests/test_browser.py records that full round trip (tests/artifacts/serve_latency.json).
+(the warm-up call replays all ten; the image's state keeps each click's answer, so the repeats cost one pass).
+The browser adds drawing the overlay; tests/test_browser.py records that full round trip
+(tests/artifacts/serve_latency.json).
 """
 
 from __future__ import annotations
