@@ -9,8 +9,8 @@ PYTEST_ARGS ?=
 # pytest processes (pytest-xdist; 0 runs in this one): each test file runs whole on one of them, the longest first
 # (tests/conftest.py orders them and hands out files). 3 on 2 cores: the end-to-end tests spend part of their time
 # waiting (servers and Ray starting, a tracking-server outage), which a third process fills: the cores then stay 98 %
-# busy: 12 min 38 s for 497 tests vs 13 min 35 s (92 % busy) on 2 processes (2026-12-06, 2-core EPYC; the suite has
-# since grown to 503 tests, 12 min 57 s on 3 processes)
+# busy: 12 min 38 s for 497 tests vs 13 min 35 s (92 % busy) on 2 processes (2026-12-06, 2-core EPYC; the suite's
+# current time: README, "Install and the two commands")
 TEST_WORKERS ?= 3
 XDIST  = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -535,18 +535,12 @@ class InteractiveEvaluator(TaskEvaluator):
         from omg.evaluation.interactive import evaluate_sample
 
         refine = self.pred.model.refinement is not None
-        previous: list[np.ndarray] = []
 
         def predict(clicks):
-            if refine:  # every click, labelled, and the last answer's mask logits (docs/model.md §7.3)
-                obj = ObjectPrompt(
-                    [[c.x + 0.5, c.y + 0.5] for c in clicks],
-                    [int(c.positive) for c in clicks],
-                    mask=previous[-1] if previous else None,
-                )
-                r = self.pred.predict("interactive", objects=[obj])
-                previous.append(r.logits[0])
-                return r.masks[0].astype(np.float64)
+            if refine:  # every click so far, labelled, each given the answer to the ones before (docs/model.md §7.3;
+                # the image's state keeps those answers: one decoder pass a click)
+                obj = ObjectPrompt([[c.x + 0.5, c.y + 0.5] for c in clicks], [int(c.positive) for c in clicks])
+                return self.pred.predict("interactive", objects=[obj]).masks[0].astype(np.float64)
             pos = [[c.x + 0.5, c.y + 0.5] for c in clicks if c.positive]
             if not pos:  # the released model: the last positive click alone
                 return np.zeros(gt.shape)

@@ -34,8 +34,7 @@ class ObjectPrompt:
         """-> (points K x 2, labels K, box 4 or None), checked against the image ``size`` (height, width); the
         errors name object ``j`` and the field."""
         h, w = size
-        pts = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)
-        labels = np.ones(len(pts), np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
+        pts, labels = np.asarray(self.points, dtype=np.float32).reshape(-1, 2), self.label_array
         if len(labels) != len(pts):
             raise ValueError(f"object {j}: {len(pts)} points but {len(labels)} labels")
         if not np.isin(labels, (0, 1)).all():
@@ -57,19 +56,23 @@ class ObjectPrompt:
     def num_clicks(self) -> int:
         return len(np.asarray(self.points).reshape(-1, 2))
 
+    @property
+    def label_array(self) -> np.ndarray:
+        """The clicks' labels (all positive when ``labels`` is not given)."""
+        return np.ones(self.num_clicks, np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
+
     def replay_start(self) -> int:
         """How many clicks the first pass of a replay takes (0: no replay, the object as given): an object with
         clicks and no previous mask is answered click by click from its first positive click (or its first click,
         with a box)."""
-        labels = np.ones(self.num_clicks, np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
+        labels = self.label_array
         if self.mask is not None or len(labels) == 0:
             return 0
         return 1 if self.box is not None or labels[0] == 1 else int(np.argmax(labels == 1)) + 1
 
     def key(self, n: int) -> tuple:
         """The object after its first ``n`` clicks, as a hashable key: (its box, its clicks (x, y, label))."""
-        labels = np.ones(self.num_clicks, np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
-        pts = np.asarray(self.points, dtype=np.float64).reshape(-1, 2)[:n]
+        labels, pts = self.label_array, np.asarray(self.points, dtype=np.float64).reshape(-1, 2)[:n]
         box = None if self.box is None else tuple(float(v) for v in np.asarray(self.box).reshape(-1))
         return box, tuple((float(x), float(y), int(v)) for (x, y), v in zip(pts, labels[:n]))
 

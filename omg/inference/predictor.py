@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from omg.inference.core import PredictorCore
-from omg.inference.image_tasks import ImageState, ImageTasks, ObjectPrompt
+from omg.inference.image_tasks import ImageState, ImageTasks
+from omg.inference.objects import ObjectPrompt
 from omg.inference.results import (
     InstanceResult,
     InteractiveResult,

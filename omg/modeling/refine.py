@@ -20,8 +20,7 @@ refinement every click on the object, its label and the object's previous mask e
 Inputs: :class:`~omg.modeling.prompts.Prompts` with ``clicks`` (N x P x K x 2, XY in input pixels),
 ``click_labels`` (N x P x K: 1 positive, 0 negative, -1 no click) and ``prev_masks`` (N x P x h4 x w4 logits on
 the mask grid, a binary mask as :func:`binary_prev` makes it; an object whose plane is NaN has no previous mask),
-each optional: without ``clicks`` a point
-prompt is its own positive click.
+each optional: without ``clicks`` a point prompt is its own positive click.
 """
 
 from __future__ import annotations

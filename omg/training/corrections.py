@@ -40,11 +40,14 @@ class ClickSimulator:
     def __init__(self, targets: list[Target], stride: int = 4):
         self.targets = targets
         self.stride = stride
+        self._gts: np.ndarray | None = None  # the targets on the mask grid, made at the first round
 
     def __call__(self, out: OMGOutput, prompts: Prompts) -> Prompts:
         masks = out.pred_masks[:, :, 0].detach()  # N x P x h x w logits
         n, p, h, w = masks.shape
-        gts = targets_on_grid(self.targets, p, (h, w)).numpy()
+        if self._gts is None:
+            self._gts = targets_on_grid(self.targets, p, (h, w)).numpy()
+        gts = self._gts
         preds = (masks > 0).cpu().numpy()
         valid = prompts.valid.cpu().numpy()
         clicks, labels = clicks_of(prompts)

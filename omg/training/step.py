@@ -12,6 +12,9 @@ from omg.losses.criterion import Criterion
 from omg.training.corrections import ClickSimulator
 from omg.training.inputs import to_model_inputs
 
+#: a model with refinement: the share of location batches trained on their prompts as given (the released task)
+PLAIN_PROMPT_FRACTION = 0.5
+
 
 def train_step(
     model,
@@ -35,7 +38,7 @@ def train_step(
     corrections, rounds = None, 0
     if prompts is not None and inner.refinement is not None and refine_rounds > 0:
         corrections = ClickSimulator(targets)
-        rounds = 0 if random.random() < 0.5 else random.randint(1, refine_rounds)
+        rounds = 0 if random.random() < PLAIN_PROMPT_FRACTION else random.randint(1, refine_rounds)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
         out = model(images, text, prompts, corrections, rounds)

@@ -221,8 +221,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # ---- the hooks: the user's, then logging, validation, checkpoints (omg_platform/pipelines/train_hooks.py)
     report = ray.train.report if spec.report else None
-    validation = Validation(cfg.validation.every_steps, lambda m, s: validate(spec, tracker, m, s), report)
     tracker = TrainingTracker(spec, rank, run_id, resumed=step > 0)
+    validation = Validation(cfg.validation.every_steps, lambda m, s: validate(spec, tracker, m, s), report)
     hook_ctx = HookContext(rank=rank, world_size=world, run_dir=spec.run_dir)
     hooks = [
         *spec.hooks,

@@ -134,7 +134,8 @@ class Validation(TrainHook):
     _losses: list = field(default_factory=list, init=False)
 
     def after_step(self, ctx: HookContext, state: StepState) -> None:
-        self._losses.append(state.stats["loss/total"])
+        if self.report is not None:  # the losses since the last report, for train/loss (kept only when reporting)
+            self._losses.append(state.stats["loss/total"])
         if not (self.every and state.step % self.every == 0 and state.step < state.total):
             return
         metrics = self.validate(state.model, state.step) if ctx.rank == 0 else {}

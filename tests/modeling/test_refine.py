@@ -52,7 +52,7 @@ def test_the_released_model_takes_one_click_and_refuses_corrections():
             model(image, text, _prompts(clicks, labels, prev))
 
 
-def test_a_negative_click_and_a_previous_mask_change_the_mask_where_they_are():
+def test_a_negative_click_and_a_previous_mask_reach_the_masks():
     model = _model(True)
     text, image = _text(model), _image()
     first = model(image, text, _prompts())

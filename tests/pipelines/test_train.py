@@ -5,6 +5,7 @@ tests/pipelines/test_cluster.py)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -369,3 +370,26 @@ def test_local_batches_cross_epochs_of_any_length_and_resume_exactly():
     for k in (1, lengths[0] - 1, lengths[0], lengths[0] + 1, 17):
         resumed = list(local_batches(b, k, 30, 0, 2, 0))
         assert resumed == full[k:], f"resume from step {k}"
+
+
+def test_a_validation_reports_the_mean_loss_since_the_last_and_keeps_nothing_unreported():
+    """``Validation`` with a Tune report: each validation reports ``train/loss``, the mean total loss of the steps
+    since the last report (ASHA's early signal); without a report (plain training) it keeps no losses."""
+    from omg_platform.pipelines.train_hooks import HookContext, StepState, Validation
+
+    ctx, reports = HookContext(rank=0, world_size=1, run_dir="unused"), []
+
+    def step(hook, n, loss):
+        hook.after_step(ctx, StepState(n, 10, {"loss/total": loss}, 1, None, None, None))
+
+    reporting = Validation(2, lambda model, s: {"val/x/PQ": float(s)}, reports.append)
+    for n, loss in enumerate([4.0, 2.0, 1.0, 3.0], start=1):
+        step(reporting, n, loss)
+    assert reports == [
+        {"step": 2, "train/loss": 3.0, "val/x/PQ": 2.0},
+        {"step": 4, "train/loss": 2.0, "val/x/PQ": 4.0},
+    ]
+    silent = Validation(2, lambda model, s: {}, None)
+    for n in range(1, 6):
+        step(silent, n, 1.0)
+    assert math.isnan(silent.result(5, {})["train/loss"]), "plain training keeps no loss history"
