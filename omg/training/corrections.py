@@ -6,7 +6,8 @@ A round takes the model's last masks of every location query, compares each with
 adds one click at the interior centre of the larger error: positive in a miss, negative in a spill, chosen as the
 evaluation's clicker chooses (the larger distance-transform maximum; :mod:`omg.utils.clicks`). The masks become
 the objects' previous masks, binary (:func:`~omg.modeling.refine.binary_prev`), as a user holds them. An object
-predicted exactly gets no click that round.
+predicted exactly gets no click that round. Unlike the evaluation's clicker, a round does not exclude the cells
+clicked in earlier rounds (each round's clicker is new; at most 3 rounds, on the coarser mask grid).
 """
 
 from __future__ import annotations
