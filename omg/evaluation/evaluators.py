@@ -27,6 +27,7 @@ import numpy as np
 
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
+from omg.evaluation.vspw import pooled_vc, video_consistency_windows
 from omg.inference import writers
 from omg.inference.media import load_image
 from omg.inference.objects import ObjectPrompt
@@ -181,7 +182,12 @@ def semantic_gt(sample, index: dict[int, int]) -> np.ndarray:
 
 class TaskEvaluator:
     """Base: ``task``, the catalog ``formats`` it reads, the progress ``unit``; subclasses fill
-    reset/process/evaluate."""
+    reset/process/evaluate.
+
+    Data-parallel evaluation (:func:`omg.evaluation.runner.evaluate_chunk`): evaluators of the same pair process
+    contiguous chunks of the records (``first``: the index of a chunk's first record, so the overlays are those
+    of the split's first records); each returns what it gathered (:meth:`partial`) and one evaluator
+    :meth:`absorb` s them in record order, then scores: the metrics and files of the one-process run, exactly."""
 
     task: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]
@@ -189,9 +195,11 @@ class TaskEvaluator:
     include_heldout: ClassVar[bool] = False
     #: name classes by their catalog ``descriptions`` where they have any (:func:`vocabulary_of`)
     described: ClassVar[bool] = False
+    #: the attributes ``process`` gathers, in record order: lists are concatenated, other objects ``merge``-d
+    gathered: ClassVar[tuple[str, ...]] = ("processed", "files")
 
-    def __init__(self, ctx: EvalContext):
-        self.ctx = ctx
+    def __init__(self, ctx: EvalContext, first: int = 0):
+        self.ctx, self.first = ctx, first
         self.reset()
 
     @property
@@ -234,7 +242,20 @@ class TaskEvaluator:
         raise NotImplementedError
 
     def wants_overlay(self) -> bool:
-        return len(self.processed) < self.ctx.overlays
+        return self.first + len(self.processed) < self.ctx.overlays
+
+    def partial(self) -> dict[str, object]:
+        """What ``process`` gathered from this evaluator's records (picklable: it travels between processes)."""
+        return {k: getattr(self, k) for k in self.gathered}
+
+    def absorb(self, partial: dict[str, object]) -> None:
+        """Take what an evaluator of the same pair gathered from the records that follow this one's."""
+        for k in self.gathered:
+            mine = getattr(self, k)
+            if isinstance(mine, list):
+                mine.extend(partial[k])
+            else:
+                mine.merge(partial[k])
 
     def out(self, *parts: str) -> str:
         return uio.join(self.ctx.out_dir, *parts)
@@ -248,17 +269,18 @@ class PanopticEvaluator(TaskEvaluator):
 
     task = "panoptic"
     formats = ("coco_panoptic", "cityscapes_panoptic", "ade20k_panoptic")
+    gathered = TaskEvaluator.gathered + ("items",)
 
     def reset(self) -> None:
         super().reset()
-        self.preds: list[tuple] = []
+        self.items: list[tuple[dict, dict]] = []  # panoptic.json's (annotation, image entry), the PNG written
 
     def process(self, it: dict) -> None:
         image = load_image(uio.join(self.ctx.reader.paths["images"], it["image"]))
         self.pred.set_image(image)
         r = drop_unmapped(self.predict("panoptic"), self.cat_ids)
         name = it["mask"][:-4]
-        self.preds.append((it["key"], name, r))
+        self.items.append(writers.panoptic_item(self.ctx.out_dir, it["key"], name, r, self.cat_ids))
         if self.wants_overlay():
             uri = self.out("overlays", f"{name}.png")
             writers.write_overlay(uri, image, r.panoptic, {s.id: s.name for s in r.segments})
@@ -285,7 +307,9 @@ class PanopticEvaluator(TaskEvaluator):
     def evaluate(self) -> Scores:
         from omg.evaluation.panoptic import pq_from_files
 
-        files = self.files + [writers.write_panoptic(self.ctx.out_dir, self.preds, self.vocab.isthing, self.cat_ids)]
+        files = self.files + [
+            writers.panoptic_json(self.ctx.out_dir, self.items, self.vocab.display, self.vocab.isthing, self.cat_ids)
+        ]
         r = pq_from_files(
             self.gt_json(), self.ctx.reader.paths["panoptic_masks"], self.out("panoptic.json"), self.out("panoptic")
         )
@@ -337,6 +361,7 @@ class InstanceEvaluator(TaskEvaluator):
 
     task = "instance"
     formats = ("coco_panoptic",)
+    gathered = TaskEvaluator.gathered + ("results",)
 
     def reset(self) -> None:
         super().reset()
@@ -380,6 +405,7 @@ class SemanticEvaluator(TaskEvaluator):
 
     task = "semantic"
     formats = ("coco_panoptic", "cityscapes_panoptic", "ade20k_panoptic")
+    gathered = TaskEvaluator.gathered + ("confusion",)
 
     def reset(self) -> None:
         from omg.evaluation.semantic import SemSegEvaluator
@@ -453,6 +479,7 @@ class PromptLabelEvaluator(TaskEvaluator):
 
     task = "prompt_label"
     formats = ("coco_panoptic",)
+    gathered = TaskEvaluator.gathered + ("hits",)
 
     def reset(self) -> None:
         super().reset()
@@ -493,6 +520,7 @@ class InteractiveEvaluator(TaskEvaluator):
     task = "interactive"
     formats = ("coco_sam",)
     max_noc_objects = 20
+    gathered = TaskEvaluator.gathered + ("point_miou", "results", "noc_ious", "click_records")
 
     def vocabulary(self) -> tuple[Vocabulary, list[int]]:
         return [], []  # class-agnostic
@@ -557,6 +585,12 @@ class InteractiveEvaluator(TaskEvaluator):
             }
         )
 
+    def absorb(self, partial: dict[str, object]) -> None:
+        """NoC is measured on the split's first ``max_noc_objects`` objects: each chunk simulates its own first ones
+        (it cannot know how many the chunks before it hold), the concatenation keeps the split's first."""
+        super().absorb(partial)
+        del self.noc_ious[self.max_noc_objects :], self.click_records[self.max_noc_objects :]
+
     def evaluate(self) -> Scores:
         from omg.evaluation.interactive import miou_by_click, noc_metrics
 
@@ -582,6 +616,7 @@ class VISEvaluator(TaskEvaluator):
     task = "vis"
     formats = ("youtube_vis",)
     unit = "video"
+    gathered = TaskEvaluator.gathered + ("results",)
 
     def reset(self) -> None:
         super().reset()
@@ -624,6 +659,7 @@ class VPSEvaluator(TaskEvaluator):
     task = "vps"
     formats = ("vipseg",)
     unit = "video"
+    gathered = TaskEvaluator.gathered + ("preds",)
 
     def reset(self) -> None:
         super().reset()
@@ -708,6 +744,7 @@ class VSSEvaluator(TaskEvaluator):
     task = "vss"
     formats = ("vipseg",)
     unit = "video"
+    gathered = TaskEvaluator.gathered + ("confusion", "vc8", "vc16")
 
     def reset(self) -> None:
         from omg.evaluation.semantic import SemSegEvaluator
@@ -715,7 +752,8 @@ class VSSEvaluator(TaskEvaluator):
         super().reset()
         self.index = {c: k for k, c in enumerate(self.cat_ids)}
         self.confusion = SemSegEvaluator(len(self.vocab))
-        self.clips: list[tuple[np.ndarray, np.ndarray]] = []
+        self.vc8: list[float] = []  # the video-consistency windows of the videos so far (VSPW's mVC8 / mVC16)
+        self.vc16: list[float] = []
 
     def process(self, it: dict) -> None:
         reader = self.ctx.reader
@@ -725,15 +763,14 @@ class VSSEvaluator(TaskEvaluator):
         for t, fr in enumerate(it["frames"]):
             self.confusion.process(gts[t], r.labels[t], where=uio.join(reader.paths["panoptic_masks"], vid, fr["mask"]))
         writers.write_vss(self.ctx.out_dir, vid, [fr["mask"][:-4] for fr in it["frames"]], r)
-        self.clips.append((gts, r.labels))
+        self.vc8 += video_consistency_windows(gts, r.labels, 8)
+        self.vc16 += video_consistency_windows(gts, r.labels, 16)
         self.processed.append(it)
 
     def evaluate(self) -> Scores:
-        from omg.evaluation.vspw import mean_vc
-
         res = self.confusion.evaluate()
         return Scores(
-            {"mIoU": pct(res.miou), "mVC8": pct(mean_vc(self.clips, 8)), "mVC16": pct(mean_vc(self.clips, 16))},
+            {"mIoU": pct(res.miou), "mVC8": pct(pooled_vc(self.vc8)), "mVC16": pct(pooled_vc(self.vc16))},
             {},
             [self.out("semantic")],
         )

@@ -126,5 +126,9 @@ class PointMIoU:
         for g, p in zip(gts, preds):
             self.ious.append(point_iou(g, p))
 
+    def merge(self, other: PointMIoU) -> None:
+        """Append another evaluator's IoUs (of the images after this one's)."""
+        self.ious.extend(other.ious)
+
     def evaluate(self) -> dict[str, float]:
         return {"miou": float(np.mean(self.ious)) if self.ious else float("nan"), "count": len(self.ious)}

@@ -6,6 +6,10 @@ prediction files and scores them (:mod:`omg.evaluation.evaluators`).
 dataset (the catalog's test size, the options' post-processing), feeds the evaluator the split's records
 with a progress line, and writes ``result.json``.
 
+Data-parallel: :func:`evaluate_chunk` processes one contiguous chunk of a pair's records (anywhere: a Ray task
+each) and :func:`score_chunks` merges the chunks' gathered state in record order and scores it: the metrics and
+files of ``evaluate_pair``, exactly.
+
 Returns an :class:`EvalResult`: flat metrics (``{"PQ": 52.3, ...}``, percentages as the papers print them),
 per-class tables, the options, and the files written (predictions, overlays).
 """
@@ -13,11 +17,20 @@ per-class tables, the options, and the files written (predictions, overlays).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from omg.data.catalog import DatasetEntry
 from omg.data.formats import get_reader
-from omg.evaluation.evaluators import EVALUATORS, OPEN_VOCAB_TASKS, TASK_FORMATS, EvalContext, EvalOptions
+from omg.evaluation.evaluators import (
+    EVALUATORS,
+    OPEN_VOCAB_TASKS,
+    TASK_FORMATS,
+    EvalContext,
+    EvalOptions,
+    TaskEvaluator,
+)
 from omg.inference.predictor import OMGPredictor
 from omg.utils import io as uio
 from omg.utils.progress import Progress
@@ -45,6 +58,51 @@ class EvalResult:
         }
 
 
+@contextmanager
+def evaluator_for(
+    pred: OMGPredictor,
+    entry: DatasetEntry,
+    split: str,
+    task: str,
+    root: str | None,
+    out_dir: str,
+    options: EvalOptions,
+    overlays: int = 4,
+) -> Iterator[TaskEvaluator]:
+    """The pair's evaluator, with the predictor set up for the dataset (the catalog's test size, the options'
+    post-processing) while it is used, as it was afterwards."""
+    if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
+        raise ValueError(f"task {task!r} cannot be evaluated on {entry.name} (format {entry.format})")
+    saved = pred.test_size, pred.postprocess_at, pred.prompt_labels
+    pred.test_size = tuple(entry.test_size) or pred.test_size  # the released config's test size for this dataset
+    pred.postprocess_at, pred.prompt_labels = options.postprocess_at, options.prompt_labels
+    try:
+        yield EVALUATORS[task](EvalContext(pred, entry, get_reader(entry, split, root), out_dir, options, overlays))
+    finally:
+        pred.test_size, pred.postprocess_at, pred.prompt_labels = saved
+
+
+def _process(evaluator: TaskEvaluator, records: list[dict], label: str, progress: bool) -> None:
+    with Progress(label, total=len(records), unit=evaluator.unit, enabled=progress) as prog:
+        for record in records:
+            evaluator.process(record)
+            prog.update()
+
+
+def _result(entry, split, task, scores, options: EvalOptions, out_dir: str, t0: float) -> EvalResult:
+    result = EvalResult(
+        entry.name,
+        split,
+        task,
+        scores.metrics,
+        {**scores.tables, "options": options.to_dict()},
+        scores.files,
+        time.monotonic() - t0,
+    )
+    uio.write_json(uio.join(out_dir, "result.json"), result.to_dict())
+    return result
+
+
 def evaluate_pair(
     checkpoint: str,
     entry: DatasetEntry,
@@ -59,35 +117,77 @@ def evaluate_pair(
     progress: bool = False,
     options: EvalOptions | None = None,
 ) -> EvalResult:
-    if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
-        raise ValueError(f"task {task!r} cannot be evaluated on {entry.name} (format {entry.format})")
     t0 = time.monotonic()
     pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
     opts = options or EvalOptions()
-    saved = pred.test_size, pred.postprocess_at, pred.prompt_labels
-    pred.test_size = tuple(entry.test_size) or pred.test_size  # the released config's test size for this dataset
-    pred.postprocess_at, pred.prompt_labels = opts.postprocess_at, opts.prompt_labels
-    try:
-        evaluator = EVALUATORS[task](EvalContext(pred, entry, get_reader(entry, split, root), out_dir, opts, overlays))
-        records = evaluator.records(limit)
-        with Progress(f"eval {entry.name} {task}", total=len(records), unit=evaluator.unit, enabled=progress) as prog:
-            for record in records:
-                evaluator.process(record)
-                prog.update()
+    with evaluator_for(pred, entry, split, task, root, out_dir, opts, overlays) as evaluator:
+        _process(evaluator, evaluator.records(limit), f"eval {entry.name} {task}", progress)
         scores = evaluator.evaluate()
-    finally:
-        pred.test_size, pred.postprocess_at, pred.prompt_labels = saved
-    result = EvalResult(
-        entry.name,
-        split,
-        task,
-        scores.metrics,
-        {**scores.tables, "options": opts.to_dict()},
-        scores.files,
-        time.monotonic() - t0,
-    )
-    uio.write_json(uio.join(out_dir, "result.json"), result.to_dict())
-    return result
+    return _result(entry, split, task, scores, opts, out_dir, t0)
+
+
+def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
+    """``n`` records in ``chunks`` contiguous (start, stop) ranges, the first ones a record longer."""
+    size, extra = divmod(n, chunks)
+    bounds, start = [], 0
+    for k in range(chunks):
+        stop = start + size + (k < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def evaluate_chunk(
+    checkpoint: str,
+    entry: DatasetEntry,
+    split: str,
+    task: str,
+    root: str | None,
+    out_dir: str,
+    chunk: int,
+    chunks: int,
+    limit: int | None = None,
+    device: str | None = None,
+    overlays: int = 4,
+    predictor: OMGPredictor | None = None,
+    options: EvalOptions | None = None,
+) -> dict[str, object]:
+    """Process chunk ``chunk`` of ``chunks`` of the pair's records (:func:`chunk_bounds`; the files each record
+    gives are written under ``out_dir`` as the one-process run writes them) -> what the evaluator gathered, for
+    :func:`score_chunks`. Data-parallel evaluation: the chunks run anywhere, in any order."""
+    pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
+    opts = options or EvalOptions()
+    with evaluator_for(pred, entry, split, task, root, out_dir, opts, overlays) as evaluator:
+        records = evaluator.records(limit)
+        start, stop = chunk_bounds(len(records), chunks)[chunk]
+        evaluator.first = start
+        _process(evaluator, records[start:stop], f"eval {entry.name} {task} [{chunk + 1}/{chunks}]", False)
+        return evaluator.partial()
+
+
+def score_chunks(
+    checkpoint: str,
+    entry: DatasetEntry,
+    split: str,
+    task: str,
+    root: str | None,
+    out_dir: str,
+    partials: list[dict[str, object]],
+    device: str | None = None,
+    overlays: int = 4,
+    predictor: OMGPredictor | None = None,
+    options: EvalOptions | None = None,
+) -> EvalResult:
+    """What :func:`evaluate_chunk` gathered from each chunk, in chunk order -> the pair's scores and
+    ``result.json``: those of :func:`evaluate_pair` on the same records."""
+    t0 = time.monotonic()
+    pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
+    opts = options or EvalOptions()
+    with evaluator_for(pred, entry, split, task, root, out_dir, opts, overlays) as evaluator:
+        for partial in partials:
+            evaluator.absorb(partial)
+        scores = evaluator.evaluate()
+    return _result(entry, split, task, scores, opts, out_dir, t0)
 
 
 def default_pairs(entry: DatasetEntry) -> list[tuple[str, str]]:

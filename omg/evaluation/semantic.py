@@ -68,6 +68,10 @@ class SemSegEvaluator:
             self.num_classes, self.num_classes
         )
 
+    def merge(self, other: SemSegEvaluator) -> None:
+        """Add another evaluator's counts (of other images): as if this one had processed them too."""
+        self.conf += other.conf
+
     def evaluate(self, convention: str = "gt") -> SemSegResult:
         if convention not in ("gt", "union"):
             raise ValueError(f"convention must be 'gt' or 'union', got {convention!r}")

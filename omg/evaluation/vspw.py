@@ -29,6 +29,10 @@ def video_consistency_windows(gt: np.ndarray, pred: np.ndarray, n: int) -> list[
     return out
 
 
-def mean_vc(videos: list[tuple[np.ndarray, np.ndarray]], n: int) -> float:
-    windows = [v for gt, pred in videos for v in video_consistency_windows(gt, pred, n)]
+def pooled_vc(windows: list[float]) -> float:
+    """mVC_n of the windows of all videos, pooled (:func:`video_consistency_windows` of each, concatenated)."""
     return float(np.nanmean(windows)) if windows else float("nan")
+
+
+def mean_vc(videos: list[tuple[np.ndarray, np.ndarray]], n: int) -> float:
+    return pooled_vc([v for gt, pred in videos for v in video_consistency_windows(gt, pred, n)])

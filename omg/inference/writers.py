@@ -145,26 +145,39 @@ def panoptic_annotation(image_id, name: str, result: PanopticResult, category_id
     }
 
 
+def panoptic_item(out: str, image_id, name: str, result: PanopticResult, category_ids=None) -> tuple[dict, dict]:
+    """Write ``panoptic/<name>.png``; -> (its annotation, its image entry) in ``panoptic.json``."""
+    uio.write_bytes(uio.join(out, "panoptic", f"{name}.png"), uio.encode_png(id2rgb(result.panoptic)))
+    image = {
+        "id": image_id,
+        "file_name": f"{name}.jpg",
+        "height": int(result.panoptic.shape[0]),
+        "width": int(result.panoptic.shape[1]),
+    }
+    return panoptic_annotation(image_id, name, result, category_ids), image
+
+
+def panoptic_json(
+    out: str, items: Sequence[tuple[dict, dict]], vocabulary: Sequence[str], isthing: Sequence[bool], category_ids=None
+) -> str:
+    """``panoptic.json`` of the (annotation, image entry) pairs :func:`panoptic_item` returned. ``images`` is written
+    too (panopticapi ignores it), so the file validates like a ground truth."""
+    uri = uio.join(out, "panoptic.json")
+    doc = {
+        "images": [image for _, image in items],
+        "annotations": [ann for ann, _ in items],
+        "categories": categories(vocabulary, isthing, category_ids),
+    }
+    uio.write_json(uri, doc)
+    return uri
+
+
 def write_panoptic(
     out: str, items: list[tuple[object, str, PanopticResult]], isthing: Sequence[bool], category_ids=None
 ) -> str:
-    """``images`` is written too (panopticapi ignores it), so the file validates like a ground truth."""
-    anns, images = [], []
-    for image_id, name, r in items:
-        uio.write_bytes(uio.join(out, "panoptic", f"{name}.png"), uio.encode_png(id2rgb(r.panoptic)))
-        anns.append(panoptic_annotation(image_id, name, r, category_ids))
-        images.append(
-            {
-                "id": image_id,
-                "file_name": f"{name}.jpg",
-                "height": int(r.panoptic.shape[0]),
-                "width": int(r.panoptic.shape[1]),
-            }
-        )
-    vocab = items[0][2].vocabulary if items else []
-    uri = uio.join(out, "panoptic.json")
-    uio.write_json(uri, {"images": images, "annotations": anns, "categories": categories(vocab, isthing, category_ids)})
-    return uri
+    """The PNGs and ``panoptic.json`` of (image id, name, result) items."""
+    pairs = [panoptic_item(out, image_id, name, r, category_ids) for image_id, name, r in items]
+    return panoptic_json(out, pairs, items[0][2].vocabulary if items else [], isthing, category_ids)
 
 
 def instance_records(image_id, r: InstanceResult, category_ids=None) -> list[dict]:

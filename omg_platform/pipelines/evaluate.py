@@ -77,6 +77,31 @@ def eval_task(
     return {**result, "node": ray.util.get_node_ip_address()}
 
 
+def chunk_task(checkpoint: str, entry, split, task, root, out_dir, chunk, chunks, limit, device, options, tracking):
+    """Chunk ``chunk`` of ``chunks`` of a pair's records (``--chunks``) -> what its evaluator gathered."""
+    import ray
+
+    from omg.evaluation.runner import evaluate_chunk
+    from omg_platform.tracking import resolve_model_uri
+
+    checkpoint = resolve_model_uri(checkpoint, tracking)
+    partial = evaluate_chunk(
+        checkpoint, entry, split, task, root, out_dir, chunk, chunks, limit, device, options=options
+    )
+    return {"partial": partial, "node": ray.util.get_node_ip_address()}
+
+
+def score_task(checkpoint: str, entry, split, task, root, out_dir, device, options, tracking, *chunks: dict) -> dict:
+    """The chunks' gathered state, in record order -> the pair's result (that of one task on the whole split)."""
+    from omg.evaluation.runner import score_chunks
+    from omg_platform.tracking import resolve_model_uri
+
+    checkpoint = resolve_model_uri(checkpoint, tracking)
+    partials = [c["partial"] for c in chunks]
+    result = score_chunks(checkpoint, entry, split, task, root, out_dir, partials, device, options=options).to_dict()
+    return {**result, "node": sorted({c["node"] for c in chunks})[0], "nodes": sorted({c["node"] for c in chunks})}
+
+
 def plan(args, catalog) -> list[tuple]:
     pairs = []
     for name in args.dataset or []:
@@ -171,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=runs_dir("eval"), help="where prediction files go (default $OMG_RUNS_DIR/eval, runs/eval)"
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N images/videos of each split")
+    p.add_argument(
+        "--chunks",
+        type=int,
+        default=1,
+        help="data-parallel: split each pair's images/videos into N contiguous chunks, a Ray task (a CPU or GPU) "
+        "each, merged into exactly the metrics and files of one task (default 1: a task per pair)",
+    )
     p.add_argument("--run-id", help="log into this MLflow run (e.g. the training run) instead of a new one")
     p.add_argument("--experiment", default="eval", help="MLflow experiment of a new run (default: eval)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
@@ -188,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()
     args = build_parser().parse_args(argv)
     limit = 2 if args.smoke_test else args.limit
+    if args.chunks < 1:
+        return usage_error("evaluate", f"--chunks {args.chunks}: give 1 or more")
     options = options_from_args(EvalOptions, args)
     log = (lambda m: None) if args.quiet else logger.info
     try:
@@ -242,26 +276,26 @@ def main(argv: list[str] | None = None) -> int:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         # DEFAULT: placed on the cluster even when this driver is a Tune trial (whose placement group would
         # otherwise capture them, and holds no CPU)
-        remote = ray.remote(eval_task).options(
+        placed = dict(
             num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1, retry_exceptions=True, scheduling_strategy="DEFAULT"
         )
+        remote = ray.remote(eval_task).options(**placed)
+        chunk_remote, score_remote = ray.remote(chunk_task).options(**placed), ray.remote(score_task).options(**placed)
+    device = "cuda" if gpus else None
     for entry, split, task, out_dir in todo:
-        ref = remote.remote(
-            args.checkpoint,
-            entry,
-            split,
-            task,
-            roots[entry.name],
-            out_dir,
-            limit,
-            "cuda" if gpus else None,
-            options,
-            args.tracking_uri,
-        )
+        pair = (args.checkpoint, entry, split, task, roots[entry.name], out_dir)
+        if args.chunks == 1:
+            ref = remote.remote(*pair, limit, device, options, args.tracking_uri)
+        else:  # the score task starts when every chunk has returned (Ray resolves its arguments first)
+            chunks = [
+                chunk_remote.remote(*pair, k, args.chunks, limit, device, options, args.tracking_uri)
+                for k in range(args.chunks)
+            ]
+            ref = score_remote.remote(*pair, device, options, args.tracking_uri, *chunks)
         pending[ref] = (entry.name, split, task, out_dir)
     log(
         f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "
-        f"{'GPU' if gpus else 'CPU'} tasks"
+        f"{'GPU' if gpus else 'CPU'} tasks" + (f", {args.chunks} chunks each" if args.chunks > 1 else "")
     )
     with Progress("eval", total=len(pending), unit="pair", enabled=not args.quiet) as prog:
         while pending:

@@ -98,9 +98,12 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     assert len(list((tmp_path / "eval").rglob("result.json"))) == 11
     # other conventions are another evaluation: only that pair runs again, and its result records them
     vps = [a for a in args if a not in ("--quiet", "--dataset") and not a.startswith("omg-shapes")]
-    assert evaluate_main(vps + ["--no-mlflow", "--pair", "omg-shapes-vps:val:vps", "--track-ids", "stable"]) == 0
-    assert "1 pairs, 1 to run" in capsys.readouterr().err
+    # (and data-parallel: its 2 videos in 2 chunks, a Ray task each, merged by a third)
+    stable = vps + ["--no-mlflow", "--pair", "omg-shapes-vps:val:vps", "--track-ids", "stable"]
+    assert evaluate_main(stable + ["--chunks", "2"]) == 0
+    assert "1 pairs, 1 to run, CPU tasks, 2 chunks each" in capsys.readouterr().err
     result = json.loads(next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json")).read_text())
+    assert len(result["nodes"]) == 1 and "VPQ" in result["metrics"]
     assert result["tables"]["options"] == {
         "distractors": False,
         "ensemble": "released",
