@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,9 +77,19 @@ def dataset_vocabulary(predictor: OMGPredictor, dataset: str | None, vocabulary:
     return vocabulary_of(entry, include_heldout=True)
 
 
-def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) -> dict[str, int | str] | None:
+def task_vocabulary(predictor: OMGPredictor, dataset: str | None, vocabulary: list | None):
+    """(the vocabulary to predict with, vocabulary index -> category id, or None for index + 1): the dataset's
+    (:func:`dataset_vocabulary`), else ``vocabulary``, else the checkpoint's training vocabulary."""
+    dataset_vocab, cat_ids = dataset_vocabulary(predictor, dataset, vocabulary)
+    return dataset_vocab or predictor.vocabulary(vocabulary), cat_ids
+
+
+def dataset_ids(
+    dataset: str, split: str | None, names: list[str], video: bool, root: str | None = None
+) -> dict[str, int | str] | None:
     """``--dataset`` (``--split``): each input's id in the dataset's own annotation file (image file stem, or a video's
-    folder name -> its image / video id, an int where the file has one), so the results score against that file.
+    folder name -> its image / video id, an int where the file has one), so the results score against that file
+    (``root``: the dataset's, default the catalog's).
     The split is the one that holds every name when ``--split`` is not given; when none does (inputs from
     elsewhere, or the dataset's files not on this machine) the ids are 1..N, as without ``--dataset``, and a warning
     says so. With ``--split`` an input the split does not hold is an error."""
@@ -92,7 +103,7 @@ def dataset_ids(dataset: str, split: str | None, names: list[str], video: bool) 
     for s in [split] if split else list(entry.splits):
         ids = {}
         try:
-            items = get_reader(entry, s).items()
+            items = get_reader(entry, s, root).items()
         except FileNotFoundError as err:
             if split:
                 raise
@@ -239,6 +250,58 @@ def predict_videos(args, predictor, sources, vocab, cat_ids, options: dict) -> t
     return output.close(), output.frames
 
 
+@dataclass
+class ImagePrediction:
+    """What one image of an image task gave: the files written for it, and its part of the task's results file
+    (``panoptic``: its annotation and image entry in ``panoptic.json``; ``instances``: its records in
+    ``instances_results.json``)."""
+
+    name: str
+    files: list[str] = field(default_factory=list)
+    panoptic: tuple[dict, dict] | None = None
+    instances: list[dict] | None = None
+
+
+def predict_image(
+    predictor: OMGPredictor, task: str, image, name: str, image_id, vocab, cat_ids, out: str, overlay: bool, threshold
+) -> ImagePrediction:
+    """One image of ``task`` (panoptic, instance, semantic): its files written under ``out`` as ``omg predict``
+    writes them (the results file's part returned, for :func:`write_results`)."""
+    from omg.inference import writers
+
+    predictor.set_image(image)
+    r = predictor.predict(task, vocabulary=vocab)
+    done = ImagePrediction(name)
+    if task == "panoptic":
+        done.panoptic = writers.panoptic_item(out, image_id, name, r, cat_ids)
+    elif task == "instance":
+        done.instances = writers.instance_records(image_id, r, cat_ids)
+    else:
+        done.files.append(writers.write_semantic(out, name, r))
+    if overlay:
+        uri = uio.join(out, "overlays", f"{name}.png")
+        writers.write_overlay(uri, image, *writers.overlay_ids(r, threshold))
+        done.files.append(uri)
+    return done
+
+
+def write_results(out: str, task: str, done: list[ImagePrediction], vocab, cat_ids) -> list[str]:
+    """The task's results file (panoptic.json, instances_results.json) of the images ``done``, in their order."""
+    from omg.inference import writers
+
+    if task == "panoptic" and done:
+        return [writers.panoptic_json(out, [d.panoptic for d in done], vocab.display, vocab.isthing, cat_ids)]
+    if task == "instance" and done:
+        return [writers.instances_json(out, [rec for d in done for rec in d.instances])]
+    return []
+
+
+def image_ids(args, files: list[str]) -> dict[str, int | str]:
+    """Each image's id in the results: the dataset's (``--dataset``), else 1..N in the order of ``files``."""
+    ids = dataset_ids(args.dataset, args.split, [Path(f).stem for f in files], False) if args.dataset else None
+    return ids or {Path(f).stem: n for n, f in enumerate(files, start=1)}
+
+
 def predict_images(args, predictor, files, first, vocab, cat_ids, prompts: dict) -> list[str]:
     """Each image through the predictor; the task's official files. -> the outputs written. ``prompts``: the
     interactive task's keyword arguments (points and boxes, or objects)."""
@@ -246,35 +309,30 @@ def predict_images(args, predictor, files, first, vocab, cat_ids, prompts: dict)
     from omg.inference.media import load_image
     from omg.utils.progress import Progress
 
-    task, out, written, pan_items, inst_items = args.task, args.out, [], [], []
-    ids = dataset_ids(args.dataset, args.split, [Path(f).stem for f in files], False) if args.dataset else None
-    ids = ids or {Path(f).stem: n for n, f in enumerate(files, start=1)}
+    task, out, written, done = args.task, args.out, [], []
+    ids = image_ids(args, files)
     with Progress(f"predict {task}", total=len(files), unit="img") as prog:
         for n, path in enumerate(files, start=1):
             image = first if n == 1 else load_image(path, args.max_pixels)
             name = Path(path).stem
-            predictor.set_image(image)
             if task == "interactive":
+                predictor.set_image(image)
                 r = predictor.interactive(**prompts, vocabulary=vocab if args.label else None)
                 written.append(writers.write_interactive(out, name, r))
+                if not args.no_overlays:
+                    uri = uio.join(out, "overlays", f"{name}.png")
+                    writers.write_overlay(uri, image, *writers.overlay_ids(r, args.score_threshold))
+                    written.append(uri)
             else:
-                r = predictor.predict(task, vocabulary=vocab)
-                if task == "panoptic":
-                    pan_items.append((ids[name], name, r))
-                elif task == "instance":
-                    inst_items.append((ids[name], name, r))
-                else:
-                    written.append(writers.write_semantic(out, name, r))
-            if not args.no_overlays:
-                uri = uio.join(out, "overlays", f"{name}.png")
-                writers.write_overlay(uri, image, *writers.overlay_ids(r, args.score_threshold))
-                written.append(uri)
+                overlay = not args.no_overlays
+                done.append(
+                    predict_image(
+                        predictor, task, image, name, ids[name], vocab, cat_ids, out, overlay, args.score_threshold
+                    )
+                )
+                written += done[-1].files
             prog.update()
-    if pan_items:
-        written.append(writers.write_panoptic(out, pan_items, vocab.isthing, cat_ids))
-    if inst_items:
-        written.append(writers.write_instances(out, inst_items, cat_ids))
-    return written
+    return written + write_results(out, task, done, vocab, cat_ids)
 
 
 def run(args, load_predictor=None) -> int:
@@ -301,9 +359,7 @@ def run(args, load_predictor=None) -> int:
     )
     predictor.prompt_labels = args.prompt_labels
     predictor.postprocess_at = args.postprocess_at
-    vocabulary = args.vocabulary or None
-    dataset_vocab, cat_ids = dataset_vocabulary(predictor, args.dataset, vocabulary)
-    vocab = dataset_vocab or predictor.vocabulary(vocabulary)
+    vocab, cat_ids = task_vocabulary(predictor, args.dataset, args.vocabulary or None)
     if video:
         options = video_task_options(args, vocab, points, boxes)
         written, frames = predict_videos(args, predictor, sources, vocab, cat_ids, options)

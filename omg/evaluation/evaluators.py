@@ -392,8 +392,7 @@ class InstanceEvaluator(TaskEvaluator):
             "annotations": [dict(a, image_id=it["key"]) for it in items for a in it["annotations"]],
             "categories": catalog_categories(self.ctx.entry),
         }
-        uri = self.out("instances_results.json")
-        uio.write_json(uri, self.results)
+        uri = writers.instances_json(self.ctx.out_dir, self.results)
         r = coco_segm(gt, self.results, (1, 10, 100))
         return Scores(
             {k: pct(v) if v >= 0 else float("nan") for k, v in r.stats.items()}, {"per_class": r.per_class}, [uri]

@@ -172,14 +172,6 @@ def panoptic_json(
     return uri
 
 
-def write_panoptic(
-    out: str, items: list[tuple[object, str, PanopticResult]], isthing: Sequence[bool], category_ids=None
-) -> str:
-    """The PNGs and ``panoptic.json`` of (image id, name, result) items."""
-    pairs = [panoptic_item(out, image_id, name, r, category_ids) for image_id, name, r in items]
-    return panoptic_json(out, pairs, items[0][2].vocabulary if items else [], isthing, category_ids)
-
-
 def instance_records(image_id, r: InstanceResult, category_ids=None) -> list[dict]:
     return [
         {
@@ -193,12 +185,10 @@ def instance_records(image_id, r: InstanceResult, category_ids=None) -> list[dic
     ]
 
 
-def write_instances(out: str, items: list[tuple[object, str, InstanceResult]], category_ids=None) -> str:
-    recs = []
-    for image_id, _, r in items:
-        recs += instance_records(image_id, r, category_ids)
+def instances_json(out: str, records: list[dict]) -> str:
+    """``instances_results.json``: the COCO results records (:func:`instance_records`) of every image."""
     uri = uio.join(out, "instances_results.json")
-    uio.write_json(uri, recs)
+    uio.write_json(uri, records)
     return uri
 
 
