@@ -111,7 +111,7 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
 
     s3fs = team["s3"].filesystem()
     walk = cluster_walk()
-    assert len(walk) == 10, walk
+    assert len(walk) == 11, walk
     cwd = _checkout_copy(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "OMG_ROOT_"))}
     env.update(team["settings"], RAY_JOBS=team["cluster"].dashboard, OMG_CACHE_DIR=str(tmp_path / "client-cache"))
@@ -173,6 +173,15 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     overlays = client.list_artifacts(eval_run.info.run_id, "eval/omg-shapes/val/panoptic/overlays")
     assert overlays and all(a.path.endswith(".png") for a in overlays), "overlays in s3:// reach MLflow"
 
+    # ---- the val split through a Ray Data pool of 2 predictor actors (1 CPU each: one per node), files into S3
+    line = next(step)
+    assert "omg_platform.pipelines.predict" in line and "--dataset omg-shapes --split val" in line
+    text = _run(line, cwd, env)
+    assert "succeeded" in text and "6 images predicted, 0 quarantined" in text, text[-4000:]
+    job_out = f"{BUCKET}/omg/runs/predictions/omg-shapes-val"
+    rows = [r for p in s3fs.glob(f"{job_out}/items/part-*.parquet") for r in _parquet_rows(s3fs, p)]
+    assert len(rows) == 6 and {r["node"] for r in rows} <= {"127.0.0.2", "127.0.0.3"}, rows
+
     # ---- a 2-trial ablation grid on Ray Tune, one trial training on each node; the experiment in the bucket
     line = next(step)
     assert "omg_platform.pipelines.ablations --grid smoke" in line
@@ -207,8 +216,8 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     )
     assert serve.startswith(f"omg serve --checkpoint {MODEL}")
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        jobs = [
-            pool.submit(_run, predict, cwd, env),
+        jobs = [  # (omg predict at the actors' thread count: its files are then the batch job's, byte for byte)
+            pool.submit(_run, predict, cwd, dict(env, OMP_NUM_THREADS="1")),
             pool.submit(_run, evaluate, cwd, env),
             pool.submit(_check_serve, serve, cwd, env),
         ]
@@ -216,8 +225,19 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     jobs[0].result(), jobs[2].result()
     panoptic = json.loads(next((cwd / "predictions").rglob("*.json")).read_text())
     assert len(panoptic["annotations"]) == 6, "one result per val image"
+    local = {str(p.relative_to(cwd / "predictions")): p.read_bytes() for p in (cwd / "predictions").rglob("*.*")}
+    batch = {p[len(job_out) + 1 :]: s3fs.cat(p) for p in s3fs.find(job_out) if "/items/" not in p}
+    assert local.keys() == batch.keys() and local == batch, "the batch job wrote what omg predict writes"
     assert "omg-shapes/val/panoptic: PQ" in evaluated
     assert not (cwd / "runs").exists() or not any((cwd / "runs").rglob("*.pt")), "no checkpoint copied into runs/"
+
+
+def _parquet_rows(fs, path: str) -> list[dict]:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(fs.cat(path))).to_pylist()
 
 
 def _check_serve(line: str, cwd: Path, env: dict) -> None:

@@ -1,0 +1,167 @@
+"""Dataset-scale inference: Ray Data batch prediction with 2 actors vs 1 and vs ``omg predict`` in one process,
+data-parallel evaluation on 2 chunks vs 1, and the forward pass's achieved GFLOP/s against this machine's fp32
+matmul peak.
+
+    python benchmarks/bench_batch_predict.py --checkpoint runs/train/<demo run>/model.pt \\
+        --input runs/data/omg-shapes/images/val --images 200 [--roofline-size 512]
+
+Each figure is a whole command's wall time as a user meets it (Ray start, model loads, writing the files
+included), all in one run on this machine: ``omg predict`` (one process, PyTorch on every core), then
+``omg_platform/pipelines/predict.py`` with ``--actors 1`` and ``--actors 2`` (1 CPU each), the same images and
+task. Peak memory per actor: the largest resident set of an actor process while it ran (sampled from /proc).
+The evaluation: ``omg eval --pair omg-shapes:val:panoptic`` with ``--chunks 1`` and ``--chunks 2``.
+The roofline: FLOPs of one panoptic forward of the paper's model (ConvNeXt-L CLIP, 300 queries, random weights)
+counted by ``torch.utils.flop_counter`` at ``--roofline-size``, divided by its median time, against the median
+GFLOP/s of a 2048^3 fp32 matmul on the same threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import ROOT, median_seconds
+
+
+def _peak_rss(pattern: str, stop: threading.Event, out: dict) -> None:
+    """Sample /proc every 0.2 s: the largest RSS (MiB) of a process whose command line holds ``pattern``."""
+    while not stop.is_set():
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if pattern.encode() not in cmd:
+                    continue
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out["mib"] = max(out.get("mib", 0.0), int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+        stop.wait(0.2)
+
+
+def timed(cmd: list[str], env: dict, rss_of: str | None = None) -> tuple[float, float | None]:
+    """-> (wall seconds of the command, peak RSS MiB of the processes matching ``rss_of``)."""
+    stop, peak = threading.Event(), {}
+    sampler = threading.Thread(target=_peak_rss, args=(rss_of, stop, peak), daemon=True) if rss_of else None
+    if sampler:
+        sampler.start()
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    stop.set()
+    if out.returncode:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-3000:]}")
+    return wall, peak.get("mib")
+
+
+def roofline(size: int, threads: int) -> None:
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from omg.inference.predictor import OMGPredictor
+    from omg.modeling.model import ModelConfig, build_model
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    t_mm = median_seconds(lambda: a @ b, 5)
+    peak = 2 * 2048**3 / t_mm / 1e9
+    meta = {
+        "label_space": {"names": [["circle"], ["sky"]], "isthing": [True, False], "mappings": {}, "class_agnostic": []},
+        "test_size": [size, size],
+    }
+    pred = OMGPredictor(build_model(ModelConfig(variant="convnext_large_d_320")), meta)
+    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+    def forward():
+        pred.set_image(image)
+        pred.predict("panoptic")
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        forward()
+    flops = counter.get_total_flops()
+    t = median_seconds(forward, 3)
+    print(
+        f"roofline ({threads} threads): fp32 matmul 2048^3 {peak:.1f} GFLOP/s; ConvNeXt-L OMG-Seg forward at "
+        f"{size}x{size}: {flops / 1e9:.1f} GFLOP in {t:.2f} s = {flops / t / 1e9:.1f} GFLOP/s = "
+        f"{100 * flops / t / 1e9 / peak:.0f} % of the matmul peak",
+        flush=True,
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--input", required=True, help="a folder of images (repeated up to --images)")
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--task", default="panoptic")
+    p.add_argument("--data-root", help="omg-shapes root for the evaluation (default: the input's dataset)")
+    p.add_argument("--eval-limit", type=int, default=60)
+    p.add_argument("--roofline-size", type=int, default=512)
+    p.add_argument("--skip", nargs="*", default=[], choices=["predict", "eval", "roofline"])
+    args = p.parse_args(argv)
+    cores = os.cpu_count()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(PYTHONPATH=str(ROOT), RAY_TMPDIR=str(tmp / "ray"))
+    (tmp / "ray").mkdir()
+    try:
+        if "predict" not in args.skip:
+            src = sorted(p for p in Path(args.input).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+            images = tmp / "images"
+            images.mkdir()
+            for k in range(args.images):  # the input's images, repeated under new names
+                shutil.copy(src[k % len(src)], images / f"{k:06d}{src[k % len(src)].suffix}")
+            base = ["--checkpoint", args.checkpoint, "--task", args.task, "--input", str(images)]
+            one, _ = timed([sys.executable, "-m", "omg_platform.cli", "predict", *base, "--out", str(tmp / "one")], env)
+            pool = [sys.executable, "-m", "omg_platform.pipelines.predict", *base, "--num-cpus", str(cores), "--quiet"]
+            rates = {"omg predict": args.images / one}
+            print(f"{args.images} images, task {args.task}, {cores} cores", flush=True)
+            print(
+                f"omg predict (1 process, {cores} threads): {one:6.1f} s  {rates['omg predict']:.2f} img/s", flush=True
+            )
+            for n in (1, 2):
+                wall, rss = timed(
+                    pool + ["--actors", str(n), "--out", str(tmp / f"pool{n}")], env, "ImageBatchPredictor"
+                )
+                rates[n] = args.images / wall
+                print(
+                    f"pipelines/predict --actors {n}: {wall:6.1f} s  {rates[n]:.2f} img/s, "
+                    f"peak RSS per actor {rss:.0f} MiB",
+                    flush=True,
+                )
+            print(
+                f"ratios: 2 actors / 1 actor {rates[2] / rates[1]:.2f}x; 2 actors / omg predict "
+                f"{rates[2] / rates['omg predict']:.2f}x",
+                flush=True,
+            )
+        if "eval" not in args.skip:
+            root = args.data_root or str(Path(args.input).parent.parent)
+            ev = [sys.executable, "-m", "omg_platform.pipelines.evaluate", "--checkpoint", args.checkpoint]
+            ev += ["--pair", "omg-shapes:val:panoptic", "--root", root, "--limit", str(args.eval_limit), "--no-mlflow"]
+            ev += ["--num-cpus", str(cores), "--quiet"]
+            walls = {}
+            for n in (1, 2):
+                walls[n], _ = timed(ev + ["--chunks", str(n), "--out", str(tmp / f"eval{n}")], env)
+                print(f"evaluate {args.eval_limit} images, --chunks {n}: {walls[n]:6.1f} s", flush=True)
+            print(f"ratio: 2 chunks / 1 chunk {walls[1] / walls[2]:.2f}x faster", flush=True)
+        if "roofline" not in args.skip:
+            roofline(args.roofline_size, cores)
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(tmp / "ray")], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
