@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, median_seconds
+from PIL import Image
 
 
 def _peak_rss(pattern: str, stop: threading.Event, out: dict) -> None:
@@ -63,10 +64,37 @@ def timed(cmd: list[str], env: dict, rss_of: str | None = None) -> tuple[float, 
     return wall, peak.get("mib")
 
 
+class FlopCount:
+    """FLOPs of the aten ops ``torch.utils.flop_counter`` knows (matmuls, convolutions, attention), counted under a
+    dispatch mode: its ``FlopCounterMode`` tracks modules with autograd hooks, which inference mode refuses."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                count = flop_registry.get(func._overloadpacket)
+                if count is not None:
+                    counter.total += count(*args, **(kwargs or {}), out_val=out)
+                return out
+
+        self.total, self.mode = 0, Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
 def roofline(size: int, threads: int) -> None:
     import numpy as np
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from omg.inference.predictor import OMGPredictor
     from omg.modeling.model import ModelConfig, build_model
@@ -86,10 +114,10 @@ def roofline(size: int, threads: int) -> None:
         pred.set_image(image)
         pred.predict("panoptic")
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCount()
     with counter:
         forward()
-    flops = counter.get_total_flops()
+    flops = counter.total
     t = median_seconds(forward, 3)
     print(
         f"roofline ({threads} threads): fp32 matmul 2048^3 {peak:.1f} GFLOP/s; ConvNeXt-L OMG-Seg forward at "
@@ -104,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--input", required=True, help="a folder of images (repeated up to --images)")
     p.add_argument("--images", type=int, default=200)
+    p.add_argument("--image-size", type=int, help="resize the images to this square size (default: as they are)")
     p.add_argument("--task", default="panoptic")
     p.add_argument("--data-root", help="omg-shapes root for the evaluation (default: the input's dataset)")
     p.add_argument("--eval-limit", type=int, default=60)
@@ -120,13 +149,17 @@ def main(argv=None) -> int:
             src = sorted(p for p in Path(args.input).iterdir() if p.suffix.lower() in (".jpg", ".png"))
             images = tmp / "images"
             images.mkdir()
-            for k in range(args.images):  # the input's images, repeated under new names
-                shutil.copy(src[k % len(src)], images / f"{k:06d}{src[k % len(src)].suffix}")
+            for k in range(args.images):  # the input's images, repeated under new names (resized: --image-size)
+                image = Image.open(src[k % len(src)]).convert("RGB")
+                if args.image_size:
+                    image = image.resize((args.image_size, args.image_size), Image.BILINEAR)
+                image.save(images / f"{k:06d}.png")
             base = ["--checkpoint", args.checkpoint, "--task", args.task, "--input", str(images)]
             one, _ = timed([sys.executable, "-m", "omg_platform.cli", "predict", *base, "--out", str(tmp / "one")], env)
             pool = [sys.executable, "-m", "omg_platform.pipelines.predict", *base, "--num-cpus", str(cores), "--quiet"]
             rates = {"omg predict": args.images / one}
-            print(f"{args.images} images, task {args.task}, {cores} cores", flush=True)
+            size = f"{args.image_size}x{args.image_size}" if args.image_size else "as given"
+            print(f"{args.images} images ({size}), task {args.task}, {cores} cores", flush=True)
             print(
                 f"omg predict (1 process, {cores} threads): {one:6.1f} s  {rates['omg predict']:.2f} img/s", flush=True
             )

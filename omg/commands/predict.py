@@ -285,12 +285,15 @@ def predict_image(
     return done
 
 
-def write_results(out: str, task: str, done: list[ImagePrediction], vocab, cat_ids) -> list[str]:
-    """The task's results file (panoptic.json, instances_results.json) of the images ``done``, in their order."""
+def write_results(
+    out: str, task: str, done: list[ImagePrediction], display: list[str], isthing: list[bool], cat_ids
+) -> list[str]:
+    """The task's results file (panoptic.json, instances_results.json) of the images ``done``, in their order
+    (``display``, ``isthing``: the vocabulary's names and kinds, for the categories)."""
     from omg.inference import writers
 
     if task == "panoptic" and done:
-        return [writers.panoptic_json(out, [d.panoptic for d in done], vocab.display, vocab.isthing, cat_ids)]
+        return [writers.panoptic_json(out, [d.panoptic for d in done], display, isthing, cat_ids)]
     if task == "instance" and done:
         return [writers.instances_json(out, [rec for d in done for rec in d.instances])]
     return []
@@ -332,7 +335,7 @@ def predict_images(args, predictor, files, first, vocab, cat_ids, prompts: dict)
                 )
                 written += done[-1].files
             prog.update()
-    return written + write_results(out, task, done, vocab, cat_ids)
+    return written + write_results(out, task, done, vocab.display, vocab.isthing, cat_ids)
 
 
 def run(args, load_predictor=None) -> int:

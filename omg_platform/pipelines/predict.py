@@ -101,6 +101,9 @@ class ImageBatchPredictor:
         vocabulary = list(self.job.vocabulary) if self.job.vocabulary else None
         self.vocab, self.cat_ids = task_vocabulary(self.predictor, self.job.dataset, vocabulary)
         self.node = ray.util.get_node_ip_address()
+        # what the driver's results file names its categories by (every actor writes the same)
+        categories = {"display": list(self.vocab.display), "isthing": list(self.vocab.isthing), "ids": self.cat_ids}
+        uio.write_json(uio.join(items_dir(self.out), "categories.json"), categories)
 
     @classmethod
     def bound(cls, settings: ActorSettings) -> type[ImageBatchPredictor]:
@@ -308,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("predict")
     apply_env_defaults()
     args = build_parser().parse_args(argv)
-    from omg.inference.predictor import OMGPredictor
     from omg_platform.pipelines.evaluate import checkpoint_digest
     from omg_platform.tracking import is_model_uri, pin_model_uri, resolve_model_uri, tracking_uri
 
@@ -343,8 +345,6 @@ def main(argv: list[str] | None = None) -> int:
             args.score_threshold,
         )
         check_job(args.out, job)
-        # the driver's vocabulary (the results file's categories): that of every actor
-        vocab, cat_ids = task_vocabulary(OMGPredictor.from_checkpoint(local), args.dataset, args.vocabulary)
     except (ValueError, KeyError, FileNotFoundError) as err:
         return usage_error("predict", err.args[0] if isinstance(err, KeyError) else err)
     except OSError as err:
@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for d in done:  # JSON gave lists; panoptic items are (annotation, image entry) pairs
         d.panoptic = tuple(d.panoptic) if d.panoptic else None
-    results = write_results(args.out, args.task, done, vocab, cat_ids)
+    cats = uio.read_json(uio.join(items_dir(args.out), "categories.json"))  # the actors': the model is theirs
+    results = write_results(args.out, args.task, done, cats["display"], cats["isthing"], cats["ids"])
     bad = [r for r in ordered if r["status"] != "ok"]
     nodes = sorted({r["node"] for r in ordered if r["status"] == "ok"})
     print(
