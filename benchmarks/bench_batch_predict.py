@@ -5,13 +5,15 @@ matmul peak.
     python benchmarks/bench_batch_predict.py --checkpoint runs/train/<demo run>/model.pt \\
         --input runs/data/omg-shapes/images/val --images 200 [--roofline-size 512]
 
-Each figure is a whole command's wall time as a user meets it (Ray start, model loads, writing the files
-included), all in one run on this machine: ``omg predict`` (one process, PyTorch on every core), then
-``omg_platform/pipelines/predict.py`` with ``--actors 1`` and ``--actors 2`` (1 CPU each), the same images and
-task. Peak memory per actor: the largest resident set of an actor process while it ran (sampled from /proc).
-The evaluation: ``omg eval --pair omg-shapes:val:panoptic`` with ``--chunks 1`` and ``--chunks 2``.
-The roofline: FLOPs of one panoptic forward of the paper's model (ConvNeXt-L CLIP, 300 queries, random weights)
-counted by ``torch.utils.flop_counter`` at ``--roofline-size``, divided by its median time, against the median
+Each command runs as a user meets it (Ray start, model loads, writing the files included), all in one run on
+this machine: ``omg predict`` (one process, PyTorch on every core), then ``omg_platform/pipelines/predict.py``
+with ``--actors 1`` and ``--actors 2`` (1 CPU each), the same images and task; each on the first quarter of the
+images and on all of them: the whole-command rate of the full run, and the steady rate (the three quarters more
+over the seconds more), which leaves the fixed costs (start, model loads) out. Peak memory per actor: the largest
+resident set of an actor process while it ran (sampled from /proc). The evaluation: ``omg eval`` of each
+``--eval-pair`` with ``--chunks 1`` and ``--chunks 2``. The roofline: FLOPs of one panoptic prediction of the
+paper's model (ConvNeXt-L CLIP, 300 queries, random weights) counted under a dispatch mode with
+``torch.utils.flop_counter``'s formulas at ``--roofline-size``, divided by its median time, against the median
 GFLOP/s of a 2048^3 fp32 matmul on the same threads.
 """
 
@@ -135,7 +137,12 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, help="resize the images to this square size (default: as they are)")
     p.add_argument("--task", default="panoptic")
     p.add_argument("--data-root", help="omg-shapes root for the evaluation (default: the input's dataset)")
-    p.add_argument("--eval-limit", type=int, default=60)
+    p.add_argument(
+        "--eval-pair",
+        nargs="+",
+        default=["omg-shapes:val:panoptic", "omg-shapes-vis:val:vis"],
+        help="DATASET:SPLIT:TASK",
+    )
     p.add_argument("--roofline-size", type=int, default=512)
     p.add_argument("--skip", nargs="*", default=[], choices=["predict", "eval", "roofline"])
     args = p.parse_args(argv)
@@ -154,40 +161,52 @@ def main(argv=None) -> int:
                 if args.image_size:
                     image = image.resize((args.image_size, args.image_size), Image.BILINEAR)
                 image.save(images / f"{k:06d}.png")
-            base = ["--checkpoint", args.checkpoint, "--task", args.task, "--input", str(images)]
-            one, _ = timed([sys.executable, "-m", "omg_platform.cli", "predict", *base, "--out", str(tmp / "one")], env)
-            pool = [sys.executable, "-m", "omg_platform.pipelines.predict", *base, "--num-cpus", str(cores), "--quiet"]
-            rates = {"omg predict": args.images / one}
+            quarter = tmp / "quarter"  # the first quarter of them: the fixed costs apart (see the docstring)
+            quarter.mkdir()
+            for f in sorted(images.iterdir())[: args.images // 4]:
+                shutil.copy(f, quarter / f.name)
+            n_q = args.images // 4
             size = f"{args.image_size}x{args.image_size}" if args.image_size else "as given"
             print(f"{args.images} images ({size}), task {args.task}, {cores} cores", flush=True)
-            print(
-                f"omg predict (1 process, {cores} threads): {one:6.1f} s  {rates['omg predict']:.2f} img/s", flush=True
-            )
-            for n in (1, 2):
-                wall, rss = timed(
-                    pool + ["--actors", str(n), "--out", str(tmp / f"pool{n}")], env, "ImageBatchPredictor"
-                )
-                rates[n] = args.images / wall
+            commands = {
+                "omg predict": [sys.executable, "-m", "omg_platform.cli", "predict"],
+                **{
+                    f"{n} actor{'s' * (n > 1)}": [sys.executable, "-m", "omg_platform.pipelines.predict", "--quiet"]
+                    + ["--num-cpus", str(cores), "--actors", str(n)]
+                    for n in (1, 2)
+                },
+            }
+            rates = {}
+            for label, cmd in commands.items():
+                walls, rss = {}, None
+                for folder, n in ((quarter, n_q), (images, args.images)):
+                    base = ["--checkpoint", args.checkpoint, "--task", args.task, "--input", str(folder)]
+                    out = tmp / f"{label.replace(' ', '-')}-{n}"
+                    walls[n], rss = timed(cmd + base + ["--out", str(out)], env, "ImageBatchPredictor")
+                steady = (args.images - n_q) / (walls[args.images] - walls[n_q])
+                rates[label] = (args.images / walls[args.images], steady)
+                memory = f", peak RSS per actor {rss:.0f} MiB" if rss else ""
                 print(
-                    f"pipelines/predict --actors {n}: {wall:6.1f} s  {rates[n]:.2f} img/s, "
-                    f"peak RSS per actor {rss:.0f} MiB",
+                    f"{label:12s} {args.images} images {walls[args.images]:6.1f} s ({rates[label][0]:.2f} img/s), "
+                    f"{n_q} images {walls[n_q]:6.1f} s; steady {steady:.2f} img/s{memory}",
                     flush=True,
                 )
-            print(
-                f"ratios: 2 actors / 1 actor {rates[2] / rates[1]:.2f}x; 2 actors / omg predict "
-                f"{rates[2] / rates['omg predict']:.2f}x",
-                flush=True,
-            )
+            for what, k in (("whole command", 0), ("steady", 1)):
+                print(
+                    f"ratios ({what}): 2 actors / 1 actor {rates['2 actors'][k] / rates['1 actor'][k]:.2f}x; "
+                    f"2 actors / omg predict {rates['2 actors'][k] / rates['omg predict'][k]:.2f}x",
+                    flush=True,
+                )
         if "eval" not in args.skip:
             root = args.data_root or str(Path(args.input).parent.parent)
-            ev = [sys.executable, "-m", "omg_platform.pipelines.evaluate", "--checkpoint", args.checkpoint]
-            ev += ["--pair", "omg-shapes:val:panoptic", "--root", root, "--limit", str(args.eval_limit), "--no-mlflow"]
-            ev += ["--num-cpus", str(cores), "--quiet"]
-            walls = {}
-            for n in (1, 2):
-                walls[n], _ = timed(ev + ["--chunks", str(n), "--out", str(tmp / f"eval{n}")], env)
-                print(f"evaluate {args.eval_limit} images, --chunks {n}: {walls[n]:6.1f} s", flush=True)
-            print(f"ratio: 2 chunks / 1 chunk {walls[1] / walls[2]:.2f}x faster", flush=True)
+            for pair in args.eval_pair:
+                ev = [sys.executable, "-m", "omg_platform.pipelines.evaluate", "--checkpoint", args.checkpoint]
+                ev += ["--pair", pair, "--root", root, "--no-mlflow", "--num-cpus", str(cores), "--quiet"]
+                walls = {}
+                for n in (1, 2):
+                    walls[n], _ = timed(ev + ["--chunks", str(n), "--out", str(tmp / f"eval{n}")], env)
+                    print(f"evaluate {pair} --chunks {n}: {walls[n]:6.1f} s", flush=True)
+                print(f"ratio: 2 chunks / 1 chunk {walls[1] / walls[2]:.2f}x faster", flush=True)
         if "roofline" not in args.skip:
             roofline(args.roofline_size, cores)
     finally:

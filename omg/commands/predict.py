@@ -210,40 +210,67 @@ def video_task_options(args, vocab, points, boxes) -> dict:
     )
 
 
+def stream_video(
+    predictor, task: str, source, output, video_id, options: dict, lookahead, overlay_video, label: str, progress=True
+):
+    """One video through the streaming predictor into ``output`` (a :class:`VideoOutput`, started here): its
+    overlays as frames (a frame folder) or as ``overlay_video`` (a path; None: none); a progress line ``label``."""
+    from omg.utils.progress import Progress
+
+    output.start(
+        source.name,
+        video_id,
+        overlay_frames=overlay_video is None and output.overlays and source.files is not None,
+        overlay_video=overlay_video,
+        fps=source.fps,
+    )
+    frame_names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
+
+    def frames():
+        for t, (name, frame) in enumerate(source):
+            frame_names[t] = name
+            yield frame
+
+    with Progress(label, total=source.num_frames, unit="frame", enabled=progress) as prog:
+        for f in predictor.stream(frames(), task, lookahead=lookahead, **options):
+            output.add(frame_names.pop(f.index), f.image, f.result)
+            prog.update()
+
+
+def overlay_movie(out: str, source, overlays: bool, given: str | None = None) -> str | None:
+    """Where a video's overlay video goes: ``given`` (``--overlay-video``), else ``overlays/<video>.mp4`` for a video
+    file; None for frames (their overlays are PNGs) or without overlays."""
+    if given is not None:
+        return given
+    return uio.join(out, "overlays", f"{source.name}.mp4") if overlays and source.files is None else None
+
+
 def predict_videos(args, predictor, sources, vocab, cat_ids, options: dict) -> tuple[list[str], int]:
     """Stream each video through the predictor into one :class:`VideoOutput`. -> (outputs written, frames)."""
     from omg.inference.predictor import LOOKAHEAD
     from omg.inference.writers import VideoOutput
-    from omg.utils.progress import Progress
 
     names = [s.name for s in sources]
     ids = (dataset_ids(args.dataset, args.split, names, True) if args.dataset else None) or {}
     lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
-    output = VideoOutput(args.out, args.task, vocab.isthing, cat_ids, score_threshold=args.score_threshold)
+    output = VideoOutput(
+        args.out, args.task, vocab.isthing, cat_ids, score_threshold=args.score_threshold, overlays=not args.no_overlays
+    )
     try:
         for k, source in enumerate(sources):
-            movie = args.overlay_video
-            if movie is None and not args.no_overlays and source.files is None:
-                movie = uio.join(args.out, "overlays", f"{source.name}.mp4")  # a video file in: its overlay video
-            output.start(
-                source.name,
-                ids.get(source.name, args.video_id + k),
-                overlay_frames=not args.no_overlays and args.overlay_video is None and source.files is not None,
-                overlay_video=movie,
-                fps=source.fps,
-            )
-            frame_names: dict[int, str] = {}  # frame index -> name, for the frames read and not yet written
-
-            def frames(source=source, frame_names=frame_names):
-                for t, (name, frame) in enumerate(source):
-                    frame_names[t] = name
-                    yield frame
-
             label = f"predict {args.task} {source.name}" + (f" ({k + 1}/{len(sources)})" if len(sources) > 1 else "")
-            with Progress(label, total=source.num_frames, unit="frame") as prog:
-                for f in predictor.stream(frames(), args.task, lookahead=lookahead, **options):
-                    output.add(frame_names.pop(f.index), f.image, f.result)
-                    prog.update()
+            movie = overlay_movie(args.out, source, not args.no_overlays, args.overlay_video)
+            stream_video(
+                predictor,
+                args.task,
+                source,
+                output,
+                ids.get(source.name, args.video_id + k),
+                options,
+                lookahead,
+                movie,
+                label,
+            )
     except BaseException:
         output.abort()  # no results file that looks complete
         raise

@@ -349,8 +349,9 @@ class VipsegWriter:
     """VIPSeg predictions, video after video, frame after frame: ``add(video, frame_name, frame_result)`` writes
     ``panoptic/<video>/<frame>.png`` and spools the frame's segments; ``close()`` writes ``panoptic.json``."""
 
-    def __init__(self, out: str, isthing: Sequence[bool], category_ids=None):
+    def __init__(self, out: str, isthing: Sequence[bool], category_ids=None, json_out: str | None = None):
         self.out, self.isthing, self.category_ids = out, isthing, category_ids
+        self.json_out = json_out or out
         self.spool = _Spool()
         self.videos: list[str] = []
         self.vocabulary: list[str] = []
@@ -411,7 +412,7 @@ class VipsegWriter:
         yield b'],"categories":' + _json(categories(self.vocabulary, self.isthing, self.category_ids)) + b"}"
 
     def close(self) -> str:
-        uri = uio.join(self.out, "panoptic.json")
+        uri = uio.join(self.json_out, "panoptic.json")
         try:
             uio.write_chunks(uri, self.chunks())
         finally:
@@ -469,13 +470,21 @@ class VideoOutput:
     written."""
 
     def __init__(
-        self, out: str, task: str, isthing: Sequence[bool] = (), category_ids=None, score_threshold: float = 0.0
+        self,
+        out: str,
+        task: str,
+        isthing: Sequence[bool] = (),
+        category_ids=None,
+        score_threshold: float = 0.0,
+        overlays: bool = True,
+        results_out: str | None = None,
     ):
         if task not in ("vis", "vps", "vss", "vos"):
             raise ValueError(f"not a video task: {task!r}")
-        self.out, self.task, self.score_threshold = out, task, score_threshold
-        self.ytvis = YtvisWriter(out, category_ids) if task == "vis" else None
-        self.vipseg = VipsegWriter(out, isthing, category_ids) if task == "vps" else None
+        self.out, self.task, self.score_threshold, self.overlays = out, task, score_threshold, overlays
+        results_out = results_out or out  # where results.json / panoptic.json go (a batch job: one per video)
+        self.ytvis = YtvisWriter(results_out, category_ids) if task == "vis" else None
+        self.vipseg = VipsegWriter(out, isthing, category_ids, json_out=results_out) if task == "vps" else None
         self.video, self.movie, self.written = None, None, []
         self.frames = 0  # of all the videos
 

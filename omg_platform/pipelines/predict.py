@@ -1,5 +1,5 @@
-"""Predict at dataset scale with Ray Data: images from any URI (or a catalog split) -> a pool of predictor actors
--> the task's official files, written as they come, and a Parquet table of what each image gave.
+"""Predict at dataset scale with Ray Data: images or videos from any URI (or a catalog split) -> a pool of predictor
+actors -> the task's official files, written as they come, and a Parquet table of what each input gave.
 
     python -m omg_platform.pipelines.predict --checkpoint runs/demo/model.pt --task panoptic \\
         --input s3://bucket/photos/ --out s3://bucket/predictions/photos
@@ -7,13 +7,15 @@
         --dataset coco-panoptic --split val --out s3://bucket/predictions/coco-val --actors 2:8 --gpus-per-actor 0.5
     ray job submit --working-dir . -- python -m omg_platform.pipelines.predict ...
 
-Each actor loads the model once and predicts batches of images (decoded in the actor, from wherever they are);
-Ray Data streams the images to the actors, scales the pool between ``--actors MIN:MAX``, and restarts an actor
-that dies (its batch runs again). ``--out`` receives what ``omg predict`` writes for the same images, byte for
-byte: ``panoptic/*.png`` + ``panoptic.json``, ``instances_results.json``, ``semantic/*.png``, ``overlays/``;
-and ``items/part-*.parquet``, a row per image: its index and name, its id in the results, status ``ok`` or
-``quarantined`` with the reason (a file that is missing, not an image, or too large), its part of the results
-file, the seconds it took and the node that predicted it.
+Each actor loads the model once and predicts batches of images (decoded in the actor, from wherever they are),
+or one video per call through the streaming predictor (bounded memory whatever its length); Ray Data streams the
+inputs to the actors, scales the pool between ``--actors MIN:MAX``, and restarts an actor that dies (its batch
+runs again). ``--out`` receives what ``omg predict`` writes for the same inputs, byte for byte at the same thread
+count: ``panoptic/*.png`` + ``panoptic.json``, ``instances_results.json``, ``semantic/*.png``, YouTube-VIS
+``results.json``, VIPSeg ``panoptic/<video>/`` + ``panoptic.json``, ``overlays/``; and ``items/part-*.parquet``, a
+row per input: its index and name, its id in the results, status ``ok`` or ``quarantined`` with the reason (a
+file that is missing, not an image or video, or too large), its part of the results file, the seconds it took,
+when it was done (unix time) and the node that predicted it.
 
 A rerun with the same checkpoint, task and vocabulary skips every image the table holds (a killed job resumes
 where its last rows were written; ``--retry-quarantined`` tries the quarantined ones again) and writes the results
@@ -41,8 +43,13 @@ from omg_platform.pipelines.cluster import shared_location
 
 log = get_logger(__name__)
 
-#: the tasks predicted here (one image each, no prompts); videos: ``omg predict`` streams them
-TASKS = ("panoptic", "instance", "semantic")
+#: the image tasks predicted here (batches of images) and the video tasks (a video per actor call); the prompted
+#: tasks (interactive, vos) take their prompts per input: ``omg predict``
+IMAGE_TASKS = ("panoptic", "instance", "semantic")
+VIDEO_TASKS = ("vis", "vps", "vss")
+TASKS = IMAGE_TASKS + VIDEO_TASKS
+#: a video task's file of the whole run, assembled from one per video
+RESULTS_FILE = {"vis": "results.json", "vps": "panoptic.json"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class Job:
     dataset: str | None
     overlays: bool
     score_threshold: float
+    lookahead: int | None = None  # video tasks (omg predict's --lookahead; None: the whole video)
+    track_ids: str = "released"  # vps
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -65,7 +74,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Item:
-    """One image to predict: its place in the input order, name (file stem), id in the results and location."""
+    """One input (an image, or a video: a file or a frame folder) to predict: its place in the input order, name
+    (file stem, folder name), id in the results and location."""
 
     index: int
     name: str
@@ -110,8 +120,6 @@ class ImageBatchPredictor:
         return type(cls.__name__, (cls,), {"settings": settings, "__module__": cls.__module__})
 
     def __call__(self, batch: dict) -> dict:
-        from omg.inference.media import load_image
-
         rows = []
         for index, name, image_id, uri in zip(batch["index"], batch["name"], batch["image_id"], batch["uri"]):
             t0 = time.monotonic()
@@ -123,29 +131,63 @@ class ImageBatchPredictor:
                 "node": self.node,
             }
             try:
-                image = load_image(str(uri), self.max_pixels)
+                if self.job.task in VIDEO_TASKS:
+                    result, files = self.video(str(uri), str(name), json.loads(str(image_id)))
+                else:
+                    result, files = self.image(str(uri), str(name), json.loads(str(image_id)))
             except (ValueError, OSError) as err:  # the input is bad: quarantined, the job goes on
                 rows.append({**row, "status": "quarantined", "reason": describe(err), "result": "", "files": "[]"})
             else:
-                done = predict_image(
-                    self.predictor,
-                    self.job.task,
-                    image,
-                    str(name),
-                    json.loads(str(image_id)),
-                    self.vocab,
-                    self.cat_ids,
-                    self.out,
-                    self.job.overlays,
-                    self.job.score_threshold,
-                )
-                result = json.dumps({"panoptic": done.panoptic, "instances": done.instances})
-                rows.append({**row, "status": "ok", "reason": "", "result": result, "files": json.dumps(done.files)})
-            rows[-1]["seconds"] = time.monotonic() - t0
+                rows.append({**row, "status": "ok", "reason": "", "result": result, "files": json.dumps(files)})
+            rows[-1].update(seconds=time.monotonic() - t0, done_at=time.time())
         return {k: [r[k] for r in rows] for k in ROW_FIELDS}
 
+    def image(self, uri: str, name: str, image_id) -> tuple[str, list[str]]:
+        """-> (its part of the results file as JSON, the files written)."""
+        from omg.inference.media import load_image
 
-ROW_FIELDS = ("index", "name", "image_id", "uri", "status", "reason", "result", "files", "seconds", "node")
+        image = load_image(uri, self.max_pixels)  # a bad file raises before anything is written
+        job = self.job
+        done = predict_image(
+            self.predictor,
+            job.task,
+            image,
+            name,
+            image_id,
+            self.vocab,
+            self.cat_ids,
+            self.out,
+            job.overlays,
+            job.score_threshold,
+        )
+        return json.dumps({"panoptic": done.panoptic, "instances": done.instances}), done.files
+
+    def video(self, uri: str, name: str, video_id) -> tuple[str, list[str]]:
+        """-> (this video's results file, the files written). The video streams through the predictor as in
+        ``omg predict``; its part of the run's results file is written under ``items/videos/<name>/``."""
+        from omg.commands.predict import overlay_movie, stream_video
+        from omg.inference.media import VideoSource
+        from omg.inference.writers import VideoOutput
+
+        job = self.job
+        source = VideoSource.open(uri, self.max_pixels)  # a bad file raises before anything is written
+        part = uio.join(items_dir(self.out), "videos", name)
+        output = VideoOutput(
+            self.out, job.task, self.vocab.isthing, self.cat_ids, job.score_threshold, job.overlays, results_out=part
+        )
+        options = {"vocabulary": self.vocab, **({"track_ids": job.track_ids} if job.task == "vps" else {})}
+        movie = overlay_movie(self.out, source, job.overlays)
+        try:
+            stream_video(self.predictor, job.task, source, output, video_id, options, job.lookahead, movie, name, False)
+        except BaseException:
+            output.abort()
+            raise
+        written = output.close()
+        results = uio.join(part, RESULTS_FILE[job.task]) if job.task in RESULTS_FILE else ""
+        return results, [f for f in written if f != results]
+
+
+ROW_FIELDS = ("index", "name", "image_id", "uri", "status", "reason", "result", "files", "seconds", "done_at", "node")
 
 
 def items_dir(out: str) -> str:
@@ -193,12 +235,24 @@ def check_job(out: str, job: Job) -> None:
 
 
 def list_items(args) -> list[Item]:
-    """The images of ``--input`` (a file or folder; any URI) or of ``--dataset``'s ``--split``, in order, with their
-    ids as ``omg predict`` gives them."""
-    from omg.inference.media import list_images
+    """The inputs in order, with their ids as ``omg predict`` gives them: the images of ``--input`` (a file or folder;
+    any URI) or of ``--dataset``'s ``--split``; for a video task the videos of ``--input`` (a video file, a frame
+    folder, or a folder of them)."""
+    from omg.commands.predict import video_inputs
+    from omg.inference.media import VideoSource, list_images
 
-    if args.input:
+    video = args.task in VIDEO_TASKS
+    if video:
+        if not args.input:
+            raise ValueError(
+                f"task {args.task} takes --input: a video file, a frame folder or a folder of them (with --dataset "
+                "for the split's video ids and classes)"
+            )
+        files = video_inputs(args.input)
+        names = [VideoSource(f, None, None, 25.0).name for f in files]
+    elif args.input:
         files = list_images(args.input) if (args.input.endswith("/") or uio.isdir(args.input)) else [args.input]
+        names = [Path(f).stem for f in files]
     else:
         from omg.data.catalog import get_entry
         from omg.data.formats import get_reader
@@ -208,14 +262,30 @@ def list_items(args) -> list[Item]:
             raise ValueError(f"--split {args.split!r}: {args.dataset} has the splits {', '.join(entry.splits)}")
         reader = get_reader(entry, args.split, args.root)
         files = [uio.join(reader.paths["images"], it["image"]) for it in reader.items()]
-    files = files[: args.limit]
-    names = [Path(f).stem for f in files]
+        names = [Path(f).stem for f in files]
+    files, names = files[: args.limit], names[: args.limit]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"two images named {twice[0]!r}: their results would overwrite each other")
-    ids = dataset_ids(args.dataset, args.split, names, False, args.root) if args.dataset else None
-    ids = ids or {n: k for k, n in enumerate(names, start=1)}
+        raise ValueError(f"two inputs named {twice[0]!r}: their results would overwrite each other")
+    ids = dataset_ids(args.dataset, args.split, names, video, args.root) if args.dataset else None
+    ids = ids or {n: k for k, n in enumerate(names, start=args.video_id if video else 1)}
     return [Item(k, n, ids[n], f) for k, (n, f) in enumerate(zip(names, files))]
+
+
+def merge_video_results(out: str, task: str, ordered: list[dict]) -> list[str]:
+    """The run's results file of a video task from each video's (``items/videos/<name>/``), in input order: the file
+    ``omg predict`` writes for the same videos (YouTube-VIS: the tracks of each video in turn; VIPSeg: its videos,
+    annotations, and the categories)."""
+    parts = [uio.read_json(r["result"]) for r in ordered if r["status"] == "ok" and r["result"]]
+    if task not in RESULTS_FILE or not parts:
+        return []
+    uri = uio.join(out, RESULTS_FILE[task])
+    if task == "vis":
+        uio.write_json(uri, [track for part in parts for track in part])
+    else:
+        doc = {k: [x for part in parts for x in part[k]] for k in ("videos", "annotations")}
+        uio.write_json(uri, {**doc, "categories": parts[0]["categories"]})
+    return [uri]
 
 
 def run_pool(args, job: Job, todo: list[Item], stamp: str) -> int:
@@ -247,7 +317,8 @@ def run_pool(args, job: Job, todo: list[Item], stamp: str) -> int:
         + f" each), batches of {args.batch_size}"
     )
     written, part, buffer, bad = 0, 0, [], 0
-    with Progress(f"predict {job.task}", total=len(todo), unit="img", enabled=not args.quiet) as prog:
+    unit = "video" if job.task in VIDEO_TASKS else "img"
+    with Progress(f"predict {job.task}", total=len(todo), unit=unit, enabled=not args.quiet) as prog:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             got = batch.to_dict("records")
             buffer += got
@@ -266,10 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="path, fsspec URI, or MLflow models:/NAME/VERSION, runs:/...")
     p.add_argument("--task", required=True, choices=TASKS)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="an image or a folder of images: a path or any fsspec URI (s3://...)")
-    src.add_argument("--dataset", help="a catalog dataset: predict its --split's images, with its classes and ids")
-    p.add_argument("--split", help="with --dataset: the split (with --input: the split the images are from)")
+    p.add_argument(
+        "--input",
+        help="an image or a folder of images; for a video task a video file, a frame folder or a folder of them: a "
+        "path or any fsspec URI (s3://...)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="a catalog dataset: predict its --split's images (with --input: the inputs are its), with its classes "
+        "and ids",
+    )
+    p.add_argument("--split", help="with --dataset: the split")
     p.add_argument("--root", help="with --dataset: its root (default: the catalog's)")
     p.add_argument("--out", required=True, help="the output folder: a path every node sees, or a URI")
     p.add_argument("--vocabulary", action="append", help="a class (repeatable; default: the checkpoint's)")
@@ -287,11 +365,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-quarantined", action="store_true", help="a rerun predicts the quarantined images again")
     p.add_argument("--no-overlays", action="store_true")
     p.add_argument("--score-threshold", type=float, default=0.3, help="overlays: hide instances below it")
+    p.add_argument(
+        "--lookahead",
+        type=int,
+        help="video tasks: clips decoded before one is decided (default 8, as omg predict; -1: the whole video)",
+    )
+    p.add_argument("--track-ids", choices=["released", "stable"], default="released", help="vps: as omg predict")
+    p.add_argument("--video-id", type=int, default=1, help="video tasks without --dataset: the first video's id")
     p.add_argument("--max-pixels", type=int, default=4096 * 4096, help="quarantine larger images (header check)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ checkpoints")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this script")
     p.add_argument("--quiet", action="store_true")
     return p
+
+
+def video_options(args) -> tuple[int | None, str]:
+    """(lookahead, track ids) of a video task, as ``omg predict`` reads ``--lookahead`` and ``--track-ids``."""
+    from omg.inference.predictor import LOOKAHEAD
+
+    lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
+    return lookahead, args.track_ids
 
 
 def parse_actors(text: str | None) -> tuple[int, int] | None:
@@ -318,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.actors = parse_actors(args.actors)
         if args.dataset and not args.split:
-            raise ValueError("--dataset needs --split (the split whose images to predict)")
+            raise ValueError("--dataset needs --split (the split whose inputs to predict, or that holds them)")
+        if not (args.input or args.dataset):
+            raise ValueError("give --input (images or videos) or --dataset and --split (a catalog split's images)")
         if min(args.batch_size, args.part_rows) < 1:
             raise ValueError("--batch-size and --part-rows: give 1 or more")
         args.out = shared_location(args.out, "--out")
@@ -343,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset,
             not args.no_overlays,
             args.score_threshold,
+            *video_options(args),
         )
         check_job(args.out, job)
     except (ValueError, KeyError, FileNotFoundError) as err:
@@ -352,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_rows(args.out)
     keep = {n for n, r in rows.items() if r["status"] == "ok" or not args.retry_quarantined}
     todo = [it for it in items if it.name not in keep]
-    log.info(f"[predict] {len(items)} images, {len(items) - len(todo)} done before, {len(todo)} to run -> {args.out}")
+    unit = "videos" if args.task in VIDEO_TASKS else "images"
+    log.info(f"[predict] {len(items)} {unit}, {len(items) - len(todo)} done before, {len(todo)} to run -> {args.out}")
     stamp = time.strftime("%Y%m%d%H%M%S") + f"-{os.getpid()}"
     try:
         with interruptible():
@@ -367,9 +464,28 @@ def main(argv: list[str] | None = None) -> int:
     missing = [it.name for it in items if it.name not in rows]
     if missing:
         return fail(
-            "predict", RuntimeError(f"{len(missing)} images have no row in {items_dir(args.out)}: {missing[:3]}")
+            "predict", RuntimeError(f"{len(missing)} {unit} have no row in {items_dir(args.out)}: {missing[:3]}")
         )
     ordered = [rows[it.name] for it in items]
+    merge = merge_video_results if args.task in VIDEO_TASKS else image_results
+    results = merge(args.out, args.task, ordered)
+    bad = [r for r in ordered if r["status"] != "ok"]
+    nodes = sorted({r["node"] for r in ordered if r["status"] == "ok"})
+    print(
+        f"{args.task}: {len(ordered) - len(bad)} {unit} predicted, {len(bad)} quarantined, on {len(nodes)} node(s) "
+        f"[{time.monotonic() - t0:.1f}s]; "
+        f"{args.out}: {', '.join(results + [items_dir(args.out)])}"
+    )
+    for r in bad[:10]:
+        print(f"  quarantined {r['uri']}: {r['reason']}")
+    if len(bad) > 10:
+        print(f"  ... and {len(bad) - 10} more (status = 'quarantined' in {items_dir(args.out)})")
+    return 0
+
+
+def image_results(out: str, task: str, ordered: list[dict]) -> list[str]:
+    """The run's results file of an image task (panoptic.json, instances_results.json) from the rows, in input
+    order, with the categories the actors wrote."""
     done = [
         ImagePrediction(r["name"], json.loads(r["files"]), *map(json.loads(r["result"]).get, ("panoptic", "instances")))
         for r in ordered
@@ -377,19 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for d in done:  # JSON gave lists; panoptic items are (annotation, image entry) pairs
         d.panoptic = tuple(d.panoptic) if d.panoptic else None
-    cats = uio.read_json(uio.join(items_dir(args.out), "categories.json"))  # the actors': the model is theirs
-    results = write_results(args.out, args.task, done, cats["display"], cats["isthing"], cats["ids"])
-    bad = [r for r in ordered if r["status"] != "ok"]
-    nodes = sorted({r["node"] for r in ordered if r["status"] == "ok"})
-    print(
-        f"{args.task}: {len(done)} images predicted, {len(bad)} quarantined, on {len(nodes)} node(s) "
-        f"[{time.monotonic() - t0:.1f}s]; {args.out}: {', '.join(results + [items_dir(args.out)])}"
-    )
-    for r in bad[:10]:
-        print(f"  quarantined {r['uri']}: {r['reason']}")
-    if len(bad) > 10:
-        print(f"  ... and {len(bad) - 10} more (status = 'quarantined' in {items_dir(args.out)})")
-    return 0
+    if not done:
+        return []
+    cats = uio.read_json(uio.join(items_dir(out), "categories.json"))  # the actors': the model is theirs
+    return write_results(out, task, done, cats["display"], cats["isthing"], cats["ids"])
 
 
 if __name__ == "__main__":

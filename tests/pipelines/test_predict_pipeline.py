@@ -139,3 +139,29 @@ def test_a_catalog_split_is_listed_with_its_ids_and_bad_arguments_are_named(tiny
     (tmp_path / "o" / "items" / "job.json").write_text(json.dumps({"task": "instance"}))
     assert predict_main(base) == 2
     assert "holds the predictions of another job" in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.slow(seconds=30)
+@pytest.mark.parametrize("task", ["vis", "vps"])
+def test_videos_stream_through_the_actors_into_omg_predicts_files(ray_local, tiny_shapes, ckpt, tmp_path, task):
+    """A video per actor call through the streaming predictor; the run's results file assembled from each video's,
+    in order: omg predict's files for the same videos, byte for byte (a broken video file quarantined)."""
+    videos = tmp_path / "videos"
+    shutil.copytree(Path(tiny_shapes) / "videos" / "val" / "JPEGImages", videos)
+    one, threads = tmp_path / "one", torch.get_num_threads()
+    torch.set_num_threads(1)  # the actors' thread count (1 CPU each)
+    try:
+        assert (
+            omg_main(["predict", "--checkpoint", ckpt, "--task", task, "--input", str(videos), "--out", str(one)]) == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
+    (videos / "zz_broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    args = ["--checkpoint", ckpt, "--task", task, "--input", str(videos), "--out", str(out), "--batch-size", "1"]
+    assert predict_main(args + ["--quiet"]) == 0
+    ours = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and "items" not in p.parts}
+    theirs = {str(p.relative_to(one)): p.read_bytes() for p in one.rglob("*") if p.is_file()}
+    assert ours.keys() == theirs.keys() and ours == theirs
+    table = pd.concat([pd.read_parquet(p) for p in _parts(out)])
+    assert list(table.sort_values("index")["status"]) == ["ok"] * (len(table) - 1) + ["quarantined"]
