@@ -182,7 +182,7 @@ def main(argv=None) -> int:
                 for folder, n in ((quarter, n_q), (images, args.images)):
                     base = ["--checkpoint", args.checkpoint, "--task", args.task, "--input", str(folder)]
                     out = tmp / f"{label.replace(' ', '-')}-{n}"
-                    walls[n], rss = timed(cmd + base + ["--out", str(out)], env, "ImageBatchPredictor")
+                    walls[n], rss = timed(cmd + base + ["--out", str(out)], env, "BatchPredictor")
                 steady = (args.images - n_q) / (walls[args.images] - walls[n_q])
                 rates[label] = (args.images / walls[args.images], steady)
                 memory = f", peak RSS per actor {rss:.0f} MiB" if rss else ""

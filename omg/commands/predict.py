@@ -245,14 +245,20 @@ def overlay_movie(out: str, source, overlays: bool, given: str | None = None) ->
     return uio.join(out, "overlays", f"{source.name}.mp4") if overlays and source.files is None else None
 
 
+def lookahead_of(flag: int | None) -> int | None:
+    """``--lookahead``: None (the default) -> the predictor's LOOKAHEAD; negative -> None (the whole video)."""
+    from omg.inference.predictor import LOOKAHEAD
+
+    return LOOKAHEAD if flag is None else None if flag < 0 else flag
+
+
 def predict_videos(args, predictor, sources, vocab, cat_ids, options: dict) -> tuple[list[str], int]:
     """Stream each video through the predictor into one :class:`VideoOutput`. -> (outputs written, frames)."""
-    from omg.inference.predictor import LOOKAHEAD
     from omg.inference.writers import VideoOutput
 
     names = [s.name for s in sources]
     ids = (dataset_ids(args.dataset, args.split, names, True) if args.dataset else None) or {}
-    lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
+    lookahead = lookahead_of(args.lookahead)
     output = VideoOutput(
         args.out, args.task, vocab.isthing, cat_ids, score_threshold=args.score_threshold, overlays=not args.no_overlays
     )

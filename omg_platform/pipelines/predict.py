@@ -92,8 +92,8 @@ class ActorSettings:
     device: str | None
 
 
-class ImageBatchPredictor:
-    """The Ray Data actor: the model loaded once, then batches of items -> their rows (the files written). Its
+class BatchPredictor:
+    """The Ray Data actor: the model loaded once, then batches of inputs -> their rows (the files written). Its
     settings are a class attribute of the subclass :func:`bound` makes (no constructor arguments: Ray keeps those
     in the object store, where an actor restarted after its node's loss might not find them)."""
 
@@ -116,7 +116,7 @@ class ImageBatchPredictor:
         uio.write_json(uio.join(items_dir(self.out), "categories.json"), categories)
 
     @classmethod
-    def bound(cls, settings: ActorSettings) -> type[ImageBatchPredictor]:
+    def bound(cls, settings: ActorSettings) -> type[BatchPredictor]:
         return type(cls.__name__, (cls,), {"settings": settings, "__module__": cls.__module__})
 
     def __call__(self, batch: dict) -> dict:
@@ -304,7 +304,7 @@ def run_pool(args, job: Job, todo: list[Item], stamp: str) -> int:
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // args.batch_size, 200)))
     settings = ActorSettings(job, args.tracking_uri, args.out, args.max_pixels, "cuda" if gpus else None)
     ds = ds.map_batches(
-        ImageBatchPredictor.bound(settings),
+        BatchPredictor.bound(settings),
         batch_size=args.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
@@ -381,10 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def video_options(args) -> tuple[int | None, str]:
     """(lookahead, track ids) of a video task, as ``omg predict`` reads ``--lookahead`` and ``--track-ids``."""
-    from omg.inference.predictor import LOOKAHEAD
+    from omg.commands.predict import lookahead_of
 
-    lookahead = LOOKAHEAD if args.lookahead is None else None if args.lookahead < 0 else args.lookahead
-    return lookahead, args.track_ids
+    return lookahead_of(args.lookahead), args.track_ids
 
 
 def parse_actors(text: str | None) -> tuple[int, int] | None:

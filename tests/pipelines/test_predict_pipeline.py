@@ -56,7 +56,7 @@ def _kill_actors(ray_tmp: str) -> int:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "ImageBatchPredictor" in cmd:
+        if "BatchPredictor" in cmd:
             environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
             if ray_tmp in environ or ray_tmp in cmd:
                 os.kill(int(pid), signal.SIGKILL)
