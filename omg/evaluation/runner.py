@@ -58,28 +58,59 @@ class EvalResult:
         }
 
 
-@contextmanager
-def evaluator_for(
-    pred: OMGPredictor,
-    entry: DatasetEntry,
-    split: str,
-    task: str,
-    root: str | None,
-    out_dir: str,
-    options: EvalOptions,
-    overlays: int = 4,
-) -> Iterator[TaskEvaluator]:
-    """The pair's evaluator, with the predictor set up for the dataset (the catalog's test size, the options'
-    post-processing) while it is used, as it was afterwards."""
-    if task not in TASK_FORMATS or entry.format not in TASK_FORMATS[task]:
-        raise ValueError(f"task {task!r} cannot be evaluated on {entry.name} (format {entry.format})")
-    saved = pred.test_size, pred.postprocess_at, pred.prompt_labels
-    pred.test_size = tuple(entry.test_size) or pred.test_size  # the released config's test size for this dataset
-    pred.postprocess_at, pred.prompt_labels = options.postprocess_at, options.prompt_labels
-    try:
-        yield EVALUATORS[task](EvalContext(pred, entry, get_reader(entry, split, root), out_dir, options, overlays))
-    finally:
-        pred.test_size, pred.postprocess_at, pred.prompt_labels = saved
+@dataclass(frozen=True)
+class PairSpec:
+    """One (dataset, split, task) to evaluate: the checkpoint, where the dataset is (``root``: default the
+    catalog's) and where its files go, and how (device, overlays kept, conventions). Picklable: the Ray tasks of a
+    data-parallel evaluation each get one."""
+
+    checkpoint: str
+    entry: DatasetEntry
+    split: str
+    task: str
+    root: str | None
+    out_dir: str
+    device: str | None = None
+    overlays: int = 4
+    options: EvalOptions = field(default_factory=EvalOptions)
+
+    def __post_init__(self):
+        if self.task not in TASK_FORMATS or self.entry.format not in TASK_FORMATS[self.task]:
+            raise ValueError(
+                f"task {self.task!r} cannot be evaluated on {self.entry.name} (format {self.entry.format})"
+            )
+
+    def predictor(self, given: OMGPredictor | None = None) -> OMGPredictor:
+        return given or OMGPredictor.from_checkpoint(self.checkpoint, device=self.device)
+
+    @contextmanager
+    def evaluator(self, pred: OMGPredictor) -> Iterator[TaskEvaluator]:
+        """The pair's evaluator, with the predictor set up for the dataset (the catalog's test size, the options'
+        post-processing) while it is used, as it was afterwards."""
+        saved = pred.test_size, pred.postprocess_at, pred.prompt_labels
+        pred.test_size = tuple(self.entry.test_size) or pred.test_size  # the released config's test size for it
+        pred.postprocess_at, pred.prompt_labels = self.options.postprocess_at, self.options.prompt_labels
+        reader = get_reader(self.entry, self.split, self.root)
+        try:
+            yield EVALUATORS[self.task](
+                EvalContext(pred, self.entry, reader, self.out_dir, self.options, self.overlays)
+            )
+        finally:
+            pred.test_size, pred.postprocess_at, pred.prompt_labels = saved
+
+    def result(self, scores, t0: float) -> EvalResult:
+        """The scores as an :class:`EvalResult`, also written to ``result.json``."""
+        result = EvalResult(
+            self.entry.name,
+            self.split,
+            self.task,
+            scores.metrics,
+            {**scores.tables, "options": self.options.to_dict()},
+            scores.files,
+            time.monotonic() - t0,
+        )
+        uio.write_json(uio.join(self.out_dir, "result.json"), result.to_dict())
+        return result
 
 
 def _process(evaluator: TaskEvaluator, records: list[dict], label: str, progress: bool) -> None:
@@ -87,20 +118,6 @@ def _process(evaluator: TaskEvaluator, records: list[dict], label: str, progress
         for record in records:
             evaluator.process(record)
             prog.update()
-
-
-def _result(entry, split, task, scores, options: EvalOptions, out_dir: str, t0: float) -> EvalResult:
-    result = EvalResult(
-        entry.name,
-        split,
-        task,
-        scores.metrics,
-        {**scores.tables, "options": options.to_dict()},
-        scores.files,
-        time.monotonic() - t0,
-    )
-    uio.write_json(uio.join(out_dir, "result.json"), result.to_dict())
-    return result
 
 
 def evaluate_pair(
@@ -118,12 +135,11 @@ def evaluate_pair(
     options: EvalOptions | None = None,
 ) -> EvalResult:
     t0 = time.monotonic()
-    pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
-    opts = options or EvalOptions()
-    with evaluator_for(pred, entry, split, task, root, out_dir, opts, overlays) as evaluator:
+    spec = PairSpec(checkpoint, entry, split, task, root, out_dir, device, overlays, options or EvalOptions())
+    with spec.evaluator(spec.predictor(predictor)) as evaluator:
         _process(evaluator, evaluator.records(limit), f"eval {entry.name} {task}", progress)
         scores = evaluator.evaluate()
-    return _result(entry, split, task, scores, opts, out_dir, t0)
+    return spec.result(scores, t0)
 
 
 def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
@@ -138,56 +154,30 @@ def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
 
 
 def evaluate_chunk(
-    checkpoint: str,
-    entry: DatasetEntry,
-    split: str,
-    task: str,
-    root: str | None,
-    out_dir: str,
-    chunk: int,
-    chunks: int,
-    limit: int | None = None,
-    device: str | None = None,
-    overlays: int = 4,
-    predictor: OMGPredictor | None = None,
-    options: EvalOptions | None = None,
+    spec: PairSpec, chunk: int, chunks: int, limit: int | None = None, predictor: OMGPredictor | None = None
 ) -> dict[str, object]:
     """Process chunk ``chunk`` of ``chunks`` of the pair's records (:func:`chunk_bounds`; the files each record
     gives are written under ``out_dir`` as the one-process run writes them) -> what the evaluator gathered, for
     :func:`score_chunks`. Data-parallel evaluation: the chunks run anywhere, in any order."""
-    pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
-    opts = options or EvalOptions()
-    with evaluator_for(pred, entry, split, task, root, out_dir, opts, overlays) as evaluator:
+    with spec.evaluator(spec.predictor(predictor)) as evaluator:
         records = evaluator.records(limit)
         start, stop = chunk_bounds(len(records), chunks)[chunk]
         evaluator.first = start
-        _process(evaluator, records[start:stop], f"eval {entry.name} {task} [{chunk + 1}/{chunks}]", False)
+        _process(evaluator, records[start:stop], f"eval {spec.entry.name} {spec.task} [{chunk + 1}/{chunks}]", False)
         return evaluator.partial()
 
 
 def score_chunks(
-    checkpoint: str,
-    entry: DatasetEntry,
-    split: str,
-    task: str,
-    root: str | None,
-    out_dir: str,
-    partials: list[dict[str, object]],
-    device: str | None = None,
-    overlays: int = 4,
-    predictor: OMGPredictor | None = None,
-    options: EvalOptions | None = None,
+    spec: PairSpec, partials: list[dict[str, object]], predictor: OMGPredictor | None = None
 ) -> EvalResult:
     """What :func:`evaluate_chunk` gathered from each chunk, in chunk order -> the pair's scores and
     ``result.json``: those of :func:`evaluate_pair` on the same records."""
     t0 = time.monotonic()
-    pred = predictor or OMGPredictor.from_checkpoint(checkpoint, device=device)
-    opts = options or EvalOptions()
-    with evaluator_for(pred, entry, split, task, root, out_dir, opts, overlays) as evaluator:
+    with spec.evaluator(spec.predictor(predictor)) as evaluator:
         for partial in partials:
             evaluator.absorb(partial)
         scores = evaluator.evaluate()
-    return _result(entry, split, task, scores, opts, out_dir, t0)
+    return spec.result(scores, t0)
 
 
 def default_pairs(entry: DatasetEntry) -> list[tuple[str, str]]:

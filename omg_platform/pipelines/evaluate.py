@@ -24,7 +24,7 @@ import time
 from omg.data.catalog import get_entry, load_catalog
 from omg.env import apply_env_defaults, runs_dir
 from omg.evaluation.evaluators import TASK_FORMATS, EvalOptions
-from omg.evaluation.runner import default_pairs
+from omg.evaluation.runner import PairSpec, default_pairs
 from omg.utils import io as uio
 from omg.utils.log import get_logger
 from omg.utils.log import setup as setup_logging
@@ -77,29 +77,31 @@ def eval_task(
     return {**result, "node": ray.util.get_node_ip_address()}
 
 
-def chunk_task(checkpoint: str, entry, split, task, root, out_dir, chunk, chunks, limit, device, options, tracking):
-    """Chunk ``chunk`` of ``chunks`` of a pair's records (``--chunks``) -> what its evaluator gathered."""
+def chunk_task(spec, chunk: int, chunks: int, limit: int | None, tracking: str | None) -> dict:
+    """Chunk ``chunk`` of ``chunks`` of a pair's records (``--chunks``; ``spec``: its ``PairSpec``) -> what its
+    evaluator gathered, and this node's address."""
+    import dataclasses
+
     import ray
 
     from omg.evaluation.runner import evaluate_chunk
     from omg_platform.tracking import resolve_model_uri
 
-    checkpoint = resolve_model_uri(checkpoint, tracking)
-    partial = evaluate_chunk(
-        checkpoint, entry, split, task, root, out_dir, chunk, chunks, limit, device, options=options
-    )
-    return {"partial": partial, "node": ray.util.get_node_ip_address()}
+    spec = dataclasses.replace(spec, checkpoint=resolve_model_uri(spec.checkpoint, tracking))
+    return {"partial": evaluate_chunk(spec, chunk, chunks, limit), "node": ray.util.get_node_ip_address()}
 
 
-def score_task(checkpoint: str, entry, split, task, root, out_dir, device, options, tracking, *chunks: dict) -> dict:
+def score_task(spec, tracking: str | None, *chunks: dict) -> dict:
     """The chunks' gathered state, in record order -> the pair's result (that of one task on the whole split)."""
+    import dataclasses
+
     from omg.evaluation.runner import score_chunks
     from omg_platform.tracking import resolve_model_uri
 
-    checkpoint = resolve_model_uri(checkpoint, tracking)
-    partials = [c["partial"] for c in chunks]
-    result = score_chunks(checkpoint, entry, split, task, root, out_dir, partials, device, options=options).to_dict()
-    return {**result, "node": sorted({c["node"] for c in chunks})[0], "nodes": sorted({c["node"] for c in chunks})}
+    spec = dataclasses.replace(spec, checkpoint=resolve_model_uri(spec.checkpoint, tracking))
+    result = score_chunks(spec, [c["partial"] for c in chunks]).to_dict()
+    nodes = sorted({c["node"] for c in chunks})
+    return {**result, "node": nodes[0], "nodes": nodes}
 
 
 def plan(args, catalog) -> list[tuple]:
@@ -287,11 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.chunks == 1:
             ref = remote.remote(*pair, limit, device, options, args.tracking_uri)
         else:  # the score task starts when every chunk has returned (Ray resolves its arguments first)
-            chunks = [
-                chunk_remote.remote(*pair, k, args.chunks, limit, device, options, args.tracking_uri)
-                for k in range(args.chunks)
-            ]
-            ref = score_remote.remote(*pair, device, options, args.tracking_uri, *chunks)
+            spec = PairSpec(*pair, device=device, options=options)
+            chunks = [chunk_remote.remote(spec, k, args.chunks, limit, args.tracking_uri) for k in range(args.chunks)]
+            ref = score_remote.remote(spec, args.tracking_uri, *chunks)
         pending[ref] = (entry.name, split, task, out_dir)
     log(
         f"[eval] checkpoint {args.checkpoint} ({digest[:12]}): {len(pairs)} pairs, {len(pending)} to run, "

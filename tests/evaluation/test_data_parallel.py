@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from omg.data.catalog import get_entry
-from omg.evaluation.runner import chunk_bounds, default_pairs, evaluate_chunk, evaluate_pair, score_chunks
+from omg.evaluation.runner import (
+    PairSpec,
+    chunk_bounds,
+    default_pairs,
+    evaluate_chunk,
+    evaluate_pair,
+    score_chunks,
+)
 from omg.inference.predictor import OMGPredictor
 
 DATASETS = ("omg-shapes", "omg-shapes-sam", "omg-shapes-vis", "omg-shapes-vps", "omg-shapes-vos")
@@ -40,12 +47,11 @@ def test_three_chunks_give_the_one_process_metrics_and_files(interactive_checkpo
         for split, task in default_pairs(entry):
             one, three = tmp_path / f"{name}-{task}-1", tmp_path / f"{name}-{task}-3"
             whole = evaluate_pair("", entry, split, task, tiny_shapes, str(one), limit=5, predictor=pred)
-            partials = [
-                evaluate_chunk("", entry, split, task, tiny_shapes, str(three), k, 3, limit=5, predictor=pred)
-                for k in (2, 0, 1)  # in any order: the merge puts them in record order
+            spec = PairSpec("", entry, split, task, tiny_shapes, str(three))
+            partials = [  # in any order: the merge puts them in record order
+                evaluate_chunk(spec, k, 3, limit=5, predictor=pred) for k in (2, 0, 1)
             ]
-            ordered = [partials[1], partials[2], partials[0]]
-            merged = score_chunks("", entry, split, task, tiny_shapes, str(three), ordered, predictor=pred)
+            merged = score_chunks(spec, [partials[1], partials[2], partials[0]], predictor=pred)
             where = f"{name}/{split}/{task}"
             assert json.dumps(merged.metrics) == json.dumps(whole.metrics), where
             assert json.dumps(merged.tables, default=str) == json.dumps(whole.tables, default=str), where
