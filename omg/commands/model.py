@@ -60,7 +60,7 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
         raise ValueError(f"--dataset {unknown[0]!r}: not in the catalog (omg catalog list)")
     sd = load_official_state_dict(uio.read_bytes(args.src), args.src)
     log.info(f"read {len(sd)} tensors from {args.src}")
-    model, report = convert_official(sd, args.variant, args.pretrained, args.nheads)
+    model, report = convert_official(sd, args.variant, args.pretrained, args.nheads, args.fill_image_tower)
     entries = [catalog[d] for d in datasets]
     label_space = merge_label_spaces([DatasetClasses.from_entry(e) for e in entries])
     metadata = {
@@ -69,6 +69,7 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
         "test_sizes": {e.name: list(e.test_size) for e in entries if e.test_size},
         "converted_from": {"source": args.src, "format": "lxtGH/OMG-Seg (mmdet)", "tensors": report.mapped},
         "clip_weights": args.pretrained,
+        "filled_from_clip_weights": report.from_pretrained,
     }
     save_checkpoint(model, args.out, metadata)
     c = report.config
@@ -78,7 +79,19 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
         f"({args.pretrained}), {len(label_space.vocabulary)} classes from {', '.join(datasets)} "
         f"[{time.monotonic() - t0:.1f}s]"
     )
+    for group, count in filled_groups(report.from_pretrained).items():
+        print(f"  from the CLIP weights: {group} ({count} tensors)")
     return 0
+
+
+def filled_groups(names: list[str]) -> dict[str, int]:
+    """The tensors filled from ``--pretrained``, by module (the name up to its third part: ``backbone.clip.
+    transformer``, ``backbone.clip.visual``, ...), so a user sees at a glance which towers came from where."""
+    groups: dict[str, int] = {}
+    for n in names:
+        key = ".".join(n.split(".")[:3])
+        groups[key] = groups.get(key, 0) + 1
+    return groups
 
 
 def register(sub) -> None:
@@ -117,6 +130,12 @@ def register(sub) -> None:
         "--pretrained",
         help="the CLIP weights for the text tower: an open_clip tag in the local cache "
         "(laion2b_s29b_b131k_ft_soup for the released model), a path or a URI",
+    )
+    conv.add_argument(
+        "--fill-image-tower",
+        action="store_true",
+        help="take CLIP image-tower tensors the file lacks from --pretrained too (default: only the text tower, which "
+        "the released file does not hold; a missing image-tower tensor is an error naming it)",
     )
     conv.add_argument("--nheads", type=int, default=8, help="attention heads (not in the weights; released: 8)")
     conv.add_argument(

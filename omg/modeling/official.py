@@ -208,13 +208,23 @@ def config_from_official(
     )
 
 
+#: the CLIP image tower in our model: the released file holds it (a file that lacks part of it is truncated)
+IMAGE_TOWER = "backbone.clip.visual."
+
+
 def convert_official(
-    sd: dict[str, torch.Tensor], variant: str = "convnext_large_d_320", pretrained: str | None = None, nheads: int = 8
+    sd: dict[str, torch.Tensor],
+    variant: str = "convnext_large_d_320",
+    pretrained: str | None = None,
+    nheads: int = 8,
+    fill_image_tower: bool = False,
 ) -> tuple[OMGSeg, ConversionReport]:
     """A released state dict (:func:`load_official_state_dict`) -> our model with every tensor filled.
 
     ``pretrained``: the CLIP weights (open_clip tag, path or URI) the released file does not hold (the text
-    tower); without it the conversion fails listing those names."""
+    tower); without it the conversion fails listing those names. Only the text tower is taken from it: an image
+    tower tensor the file lacks is an error naming it (a truncated or foreign file), unless ``fill_image_tower``
+    (then the CLIP's image weights fill it too; the report lists every filled tensor)."""
     config = config_from_official(sd, variant, nheads)
     model = build_model(dataclasses.replace(config, pretrained=pretrained))
     own = model.state_dict()
@@ -232,21 +242,28 @@ def convert_official(
             continue
         converted[ours] = tensor
     rest = [k for k in own if k not in converted]
-    clip_only = [k for k in rest if k.startswith("backbone.clip.")]
-    missing = [k for k in rest if not k.startswith("backbone.clip.")] + ([] if pretrained else clip_only)
+    fillable = [
+        k for k in rest if k.startswith("backbone.clip.") and (fill_image_tower or not k.startswith(IMAGE_TOWER))
+    ]
+    missing = [k for k in rest if k not in fillable] + ([] if pretrained else fillable)
     problems = []
     if unmapped:
         problems.append(f"{len(unmapped)} source tensor(s) with no place in the model: {', '.join(unmapped[:8])}")
     if wrong:
         problems.append(f"{len(wrong)} with another shape: {'; '.join(wrong[:5])}")
     if missing:
-        hint = (
-            " (the CLIP text tower is not in the released file: pass the open_clip weights, --pretrained TAG|PATH)"
-            if any(k.startswith("backbone.clip.") for k in missing)
-            else ""
-        )
+        hint = ""
+        if any(k.startswith(IMAGE_TOWER) for k in missing) and not fill_image_tower:
+            hint = (
+                " (the released file holds the CLIP image tower: this one lacks part of it; "
+                "--fill-image-tower takes those from --pretrained)"
+            )
+        elif any(k.startswith("backbone.clip.") for k in missing):
+            hint = (
+                " (the CLIP text tower is not in the released file: pass the open_clip weights, --pretrained TAG|PATH)"
+            )
         problems.append(f"{len(missing)} model tensor(s) not filled{hint}: {', '.join(missing[:8])}")
     if problems:
         raise ConversionError("; ".join(problems))
     model.load_state_dict(converted, strict=False)
-    return model.eval(), ConversionReport(config, len(converted), clip_only, ignored)
+    return model.eval(), ConversionReport(config, len(converted), fillable, ignored)

@@ -216,6 +216,13 @@ def test_the_converted_model_runs_every_task_in_omg_predict(official, clip_file,
 def test_incomplete_or_foreign_sources_are_refused_with_the_names(official, clip_file):
     with pytest.raises(ConversionError, match="text tower is not in the released file"):
         convert_official(official, "tiny_convnext", None, nheads=H)
+    # a truncated file (a stage of the image tower missing) is not quietly completed from the CLIP weights
+    truncated = {k: v for k, v in official.items() if not k.startswith("backbone.layer3.blocks.0.")}
+    with pytest.raises(ConversionError, match=r"lacks part of it.*backbone\.clip\.visual\.trunk\.stages\.2\.blocks\.0"):
+        convert_official(truncated, "tiny_convnext", clip_file, nheads=H)
+    _, report = convert_official(truncated, "tiny_convnext", clip_file, nheads=H, fill_image_tower=True)
+    filled = {k for k in report.from_pretrained if k.startswith("backbone.clip.visual.")}
+    assert filled and all(k.startswith("backbone.clip.visual.trunk.stages.2.blocks.0.") for k in filled), filled
     no_box = {
         k: v
         for k, v in official.items()
