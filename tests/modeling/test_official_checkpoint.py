@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import torch
 
 from omg.modeling.model import ModelConfig, build_model
 from omg.modeling.official import ConversionError, config_from_official, convert_official, load_official_state_dict
+from tests import ROOT
 
 # the tiny test size: D hidden, Q queries, H heads, L levels, P points, 2 encoder / 3 decoder layers
 D, Q, H, L, P, ENC, ENC_F, DEC, DEC_F = 64, 20, 4, 3, 4, 2, 128, 3, 128
@@ -273,22 +275,46 @@ def _mmengine_file(official: dict, extra=None) -> bytes:
 
 
 class _Evil:
+    """Unpickled as itself, it would run a command that leaves a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
-def test_loading_is_safe(official):
+def test_loading_is_safe(official, tmp_path):
     data = _mmengine_file(official)
     sd = load_official_state_dict(data, "omg_seg_convl.pth")
     assert set(sd) == set(official) and all(torch.equal(sd[k], official[k]) for k in list(official)[:5])
-    with pytest.raises(ConversionError, match="refuses to unpickle (posix|os).system"):
-        load_official_state_dict(_mmengine_file(official, {"x": _Evil()}), "evil.pth")
+    # any other global is an inert stand-in (mmengine's, numpy's, builtins.getattr: the real file's test below);
+    # one of the modules PyTorch's weights-only unpickler blocks outright is refused, named; nothing runs either way
+    marker = tmp_path / "pwned"
+    with pytest.raises(ConversionError, match=r"evil.pth: cannot be read safely \(.*GLOBAL (posix|os)\.system"):
+        load_official_state_dict(_mmengine_file(official, {"x": _Evil(marker)}), "evil.pth")
+    assert not marker.exists()
     with pytest.raises(ConversionError, match="not a PyTorch checkpoint"):
         load_official_state_dict(b"garbage bytes", "garbage.pth")
     buf = io.BytesIO()
     torch.save({"state_dict": {"backbone.conv.weight": torch.zeros(1)}}, buf)
     with pytest.raises(ConversionError, match="not an OMG-Seg checkpoint: no panoptic_head"):
         load_official_state_dict(buf.getvalue(), "resnet.pth")
+
+
+def test_a_checkpoint_mmengine_itself_saved_loads():
+    """tests/fixtures/official/mmengine/runner_checkpoint.pth: written by mmengine 0.8.5's own save_checkpoint, as its
+    runner saves (meta, state_dict, message_hub with real HistoryBuffers, optimizer, param_schedulers; the command:
+    tests/fixtures/official/README.md). Its message_hub pickles builtins.getattr, which a loader allow-listing
+    mmengine's modules refused."""
+    data = (ROOT / "tests" / "fixtures" / "official" / "mmengine" / "runner_checkpoint.pth").read_bytes()
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    assert {"builtins.getattr", "mmengine.logging.history_buffer.HistoryBuffer"} <= set(unsafe)
+    sd = load_official_state_dict(data, "runner_checkpoint.pth")
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {
+        "panoptic_head.query_embed.weight": (4, 8),
+        "panoptic_head.query_feat.weight": (4, 8),
+    }
 
 
 def test_the_cli_writes_a_checkpoint_that_predicts(official, clip_file, tmp_path):
