@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -207,6 +208,26 @@ tiny:
 """
 
 
+def _after_the_next_state_save(folder: Path, proc, deadline: float) -> None:
+    """Return right after Tune next rewrites its ``experiment_state-*.json`` under ``folder`` (whole JSON)."""
+
+    def state():
+        files = sorted(folder.glob("*/experiment_state-*.json"))
+        return (files[-1], files[-1].stat().st_mtime_ns) if files else (None, None)
+
+    _, before = state()
+    while True:
+        path, mtime = state()
+        if path is not None and mtime != before:
+            try:
+                json.loads(path.read_text())
+                return
+            except ValueError:  # caught mid-write: the next look sees it whole
+                pass
+        assert proc.poll() is None and time.monotonic() < deadline, "Tune did not save its state"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow(seconds=150)
 def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retraining(
     smoke_shards, tiny_shapes, tmp_path
@@ -225,9 +246,11 @@ def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retrain
     (tmp_path / "grids.yaml").write_text(SWEEP_GRID)
     storage, uri = tmp_path / "sweeps", f"sqlite:///{tmp_path}/m.db"
     env = dict(os.environ, OMG_ROOT_OMG_SHAPES_SAM=tiny_shapes, MLFLOW_TRACKING_URI=uri, OMG_RUNS_DIR=str(tmp_path))
-    # Tune saves its experiment's state every 10 s or more by default: a trial that ended within that window before
-    # the kill is resumed as unfinished. Every loop here, so the kill below finds the first trial's end recorded.
-    env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
+    # Tune saves its experiment's state every 10 s or more by default (a trial that ended within that window before
+    # the kill is resumed as unfinished); every 2 s here. The kill comes right after a save that followed the second
+    # trial's start (so the state records the first trial's end), not during one: a SIGKILL mid-copy leaves a
+    # truncated experiment_state file, which Tune cannot restore (seen once with a save every loop)
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "2"
     cmd = [
         sys.executable,
         "-m",
@@ -244,7 +267,7 @@ def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retrain
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
             assert time.monotonic() < deadline, "the second trial did not start"
             time.sleep(0.2)
-        time.sleep(1)  # Tune's loop saves its state (the second trial's workers take longer to start)
+        _after_the_next_state_save(storage / "tiny", proc, deadline)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait()
