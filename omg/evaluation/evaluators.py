@@ -198,8 +198,8 @@ class TaskEvaluator:
     #: the attributes ``process`` gathers, in record order: lists are concatenated, other objects ``merge``-d
     gathered: ClassVar[tuple[str, ...]] = ("processed", "files")
 
-    def __init__(self, ctx: EvalContext, first: int = 0):
-        self.ctx, self.first = ctx, first
+    def __init__(self, ctx: EvalContext):
+        self.ctx, self.first = ctx, 0
         self.reset()
 
     @property

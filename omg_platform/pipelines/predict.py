@@ -416,8 +416,14 @@ def main(argv: list[str] | None = None) -> int:
         if min(args.batch_size, args.part_rows) < 1:
             raise ValueError("--batch-size and --part-rows: give 1 or more")
         args.out = shared_location(args.out, "--out")
-        if args.root:
-            args.root = shared_location(args.root, "--root")
+        if args.input:  # the actors read the inputs: a URI or a path every node sees (a relative one in a job: refused)
+            args.input = shared_location(args.input, "--input")
+        if args.dataset:  # the actors read the split's images from its root: a location every node sees
+            from omg.data.catalog import get_entry
+
+            args.root = shared_location(
+                args.root or get_entry(args.dataset).resolve_root(), f"the root of {args.dataset}"
+            )
         if is_model_uri(args.checkpoint):  # every actor loads the same version
             args.tracking_uri = tracking_uri(args.tracking_uri)
             args.checkpoint = pin_model_uri(args.checkpoint, args.tracking_uri)
@@ -427,8 +433,6 @@ def main(argv: list[str] | None = None) -> int:
         if not is_model_uri(args.checkpoint):
             args.checkpoint = local = shared_location(local, "--checkpoint")
         items = list_items(args)
-        if args.input and "://" not in args.input:  # the actors read the images: a path every node sees
-            items = [Item(it.index, it.name, it.image_id, os.path.abspath(it.uri)) for it in items]
         job = Job(
             args.checkpoint,
             checkpoint_digest(local),
