@@ -256,8 +256,7 @@ def predict_videos(args, predictor, sources, vocab, cat_ids, options: dict) -> t
     """Stream each video through the predictor into one :class:`VideoOutput`. -> (outputs written, frames)."""
     from omg.inference.writers import VideoOutput
 
-    names = [s.name for s in sources]
-    ids = (dataset_ids(args.dataset, args.split, names, True) if args.dataset else None) or {}
+    ids = input_ids(args, [s.name for s in sources], True)
     lookahead = lookahead_of(args.lookahead)
     output = VideoOutput(
         args.out, args.task, vocab.isthing, cat_ids, score_threshold=args.score_threshold, overlays=not args.no_overlays
@@ -271,7 +270,7 @@ def predict_videos(args, predictor, sources, vocab, cat_ids, options: dict) -> t
                 args.task,
                 source,
                 output,
-                ids.get(source.name, args.video_id + k),
+                ids[source.name],
                 options,
                 lookahead,
                 movie,
@@ -312,10 +311,17 @@ def predict_image(
     else:
         done.files.append(writers.write_semantic(out, name, r))
     if overlay:
-        uri = uio.join(out, "overlays", f"{name}.png")
-        writers.write_overlay(uri, image, *writers.overlay_ids(r, threshold))
-        done.files.append(uri)
+        done.files.append(write_overlay_of(out, name, image, r, threshold))
     return done
+
+
+def write_overlay_of(out: str, name: str, image, result, threshold: float) -> str:
+    """``overlays/<name>.png``: the result drawn over the image (instances below ``threshold`` left out)."""
+    from omg.inference import writers
+
+    uri = uio.join(out, "overlays", f"{name}.png")
+    writers.write_overlay(uri, image, *writers.overlay_ids(result, threshold))
+    return uri
 
 
 def write_results(
@@ -332,10 +338,11 @@ def write_results(
     return []
 
 
-def image_ids(args, files: list[str]) -> dict[str, int | str]:
-    """Each image's id in the results: the dataset's (``--dataset``), else 1..N in the order of ``files``."""
-    ids = dataset_ids(args.dataset, args.split, [Path(f).stem for f in files], False) if args.dataset else None
-    return ids or {Path(f).stem: n for n, f in enumerate(files, start=1)}
+def input_ids(args, names: list[str], video: bool, root: str | None = None) -> dict[str, int | str]:
+    """Each input's id in the results, by name: the dataset's (``--dataset``, :func:`dataset_ids`), else in input
+    order from 1 (images) or from ``--video-id`` (videos)."""
+    ids = dataset_ids(args.dataset, args.split, names, video, root) if args.dataset else None
+    return ids or {n: k for k, n in enumerate(names, start=args.video_id if video else 1)}
 
 
 def predict_images(args, predictor, files, first, vocab, cat_ids, prompts: dict) -> list[str]:
@@ -346,7 +353,7 @@ def predict_images(args, predictor, files, first, vocab, cat_ids, prompts: dict)
     from omg.utils.progress import Progress
 
     task, out, written, done = args.task, args.out, [], []
-    ids = image_ids(args, files)
+    ids = input_ids(args, [Path(f).stem for f in files], False)
     with Progress(f"predict {task}", total=len(files), unit="img") as prog:
         for n, path in enumerate(files, start=1):
             image = first if n == 1 else load_image(path, args.max_pixels)
@@ -356,9 +363,7 @@ def predict_images(args, predictor, files, first, vocab, cat_ids, prompts: dict)
                 r = predictor.interactive(**prompts, vocabulary=vocab if args.label else None)
                 written.append(writers.write_interactive(out, name, r))
                 if not args.no_overlays:
-                    uri = uio.join(out, "overlays", f"{name}.png")
-                    writers.write_overlay(uri, image, *writers.overlay_ids(r, args.score_threshold))
-                    written.append(uri)
+                    written.append(write_overlay_of(out, name, image, r, args.score_threshold))
             else:
                 overlay = not args.no_overlays
                 done.append(

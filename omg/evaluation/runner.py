@@ -134,10 +134,17 @@ def evaluate_pair(
     progress: bool = False,
     options: EvalOptions | None = None,
 ) -> EvalResult:
-    t0 = time.monotonic()
     spec = PairSpec(checkpoint, entry, split, task, root, out_dir, device, overlays, options or EvalOptions())
+    return evaluate_spec(spec, limit, predictor, progress)
+
+
+def evaluate_spec(
+    spec: PairSpec, limit: int | None = None, predictor: OMGPredictor | None = None, progress: bool = False
+) -> EvalResult:
+    """:func:`evaluate_pair` of a :class:`PairSpec`: every record (the first ``limit``) in this process."""
+    t0 = time.monotonic()
     with spec.evaluator(spec.predictor(predictor)) as evaluator:
-        _process(evaluator, evaluator.records(limit), f"eval {entry.name} {task}", progress)
+        _process(evaluator, evaluator.records(limit), f"eval {spec.entry.name} {spec.task}", progress)
         scores = evaluator.evaluate()
     return spec.result(scores, t0)
 

@@ -95,8 +95,6 @@ _COMPILED = tuple((re.compile(p), r) for p, r in RENAMES)
 IGNORED = (re.compile(r"^data_preprocessor\."), re.compile(r"\.num_batches_tracked$"))
 
 
-#: module prefixes of the metadata objects an mmengine checkpoint pickles next to the weights
-#: (``meta``, ``message_hub``, ``optimizer``...): allowed by name, loaded as inert stand-ins
 class ConversionError(ValueError):
     """A source that does not convert completely; the message lists the names."""
 
@@ -142,7 +140,10 @@ def load_official_state_dict(data: bytes, where: str = "checkpoint") -> dict[str
         # PyTorch's own refusal (a module its weights-only unpickler blocks outright: os, posix, subprocess ...)
         # is one line of its long message
         why = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), f"{type(err).__name__}: {err}")
-        raise ConversionError(f"{where}: cannot be read safely ({why})") from err
+        raise ConversionError(
+            f"{where}: cannot be read safely ({why}): the file holds code to run, not only weights and metadata; "
+            "convert the released checkpoint itself (lxtGH/OMG-Seg), or a file saved by mmengine's runner"
+        ) from err
     if isinstance(doc, dict) and isinstance(doc.get("state_dict"), dict):
         doc = doc["state_dict"]
     if not isinstance(doc, dict) or not doc or not all(torch.is_tensor(v) for v in doc.values()):
@@ -244,7 +245,8 @@ def convert_official(
     fillable = [
         k for k in rest if k.startswith("backbone.clip.") and (fill_image_tower or not k.startswith(IMAGE_TOWER))
     ]
-    missing = [k for k in rest if k not in fillable] + ([] if pretrained else fillable)
+    filled = set(fillable)
+    missing = [k for k in rest if k not in filled] + ([] if pretrained else fillable)
     problems = []
     if unmapped:
         problems.append(f"{len(unmapped)} source tensor(s) with no place in the model: {', '.join(unmapped[:8])}")

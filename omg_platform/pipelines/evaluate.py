@@ -16,6 +16,7 @@ rerun skips pairs already evaluated for the same checkpoint (same bytes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -44,62 +45,40 @@ def checkpoint_digest(uri: str) -> str:
     return h.hexdigest()
 
 
-def eval_task(
-    checkpoint: str,
-    entry,
-    split: str,
-    task: str,
-    root: str | None,
-    out_dir: str,
-    limit: int | None,
-    device: str | None,
-    options: EvalOptions | None = None,
-    tracking: str | None = None,
-) -> dict:
-    """One pair, on whichever node Ray chose (its address goes in the result as ``node``): a ``models:/`` or
-    ``runs:/`` checkpoint is fetched here, into this node's cache (the driver's copy is on the driver's disk)."""
-    import ray
-
-    from omg.evaluation.runner import evaluate_pair
+def _on_this_node(spec: PairSpec, tracking: str | None) -> PairSpec:
+    """``spec`` with its checkpoint on this node: a ``models:/`` or ``runs:/`` checkpoint is fetched here, into this
+    node's cache (the driver's copy is on the driver's disk)."""
     from omg_platform.tracking import resolve_model_uri
 
-    result = evaluate_pair(
-        resolve_model_uri(checkpoint, tracking),
-        entry,
-        split,
-        task,
-        root,
-        out_dir,
-        limit=limit,
-        device=device,
-        options=options,
-    ).to_dict()
+    return dataclasses.replace(spec, checkpoint=resolve_model_uri(spec.checkpoint, tracking))
+
+
+def eval_task(spec: PairSpec, limit: int | None, tracking: str | None) -> dict:
+    """One pair, on whichever node Ray chose (its address goes in the result as ``node``)."""
+    import ray
+
+    from omg.evaluation.runner import evaluate_spec
+
+    result = evaluate_spec(_on_this_node(spec, tracking), limit).to_dict()
     return {**result, "node": ray.util.get_node_ip_address()}
 
 
-def chunk_task(spec, chunk: int, chunks: int, limit: int | None, tracking: str | None) -> dict:
-    """Chunk ``chunk`` of ``chunks`` of a pair's records (``--chunks``; ``spec``: its ``PairSpec``) -> what its
-    evaluator gathered, and this node's address."""
-    import dataclasses
-
+def chunk_task(spec: PairSpec, chunk: int, chunks: int, limit: int | None, tracking: str | None) -> dict:
+    """Chunk ``chunk`` of ``chunks`` of a pair's records (``--chunks``) -> what its evaluator gathered, and this
+    node's address."""
     import ray
 
     from omg.evaluation.runner import evaluate_chunk
-    from omg_platform.tracking import resolve_model_uri
 
-    spec = dataclasses.replace(spec, checkpoint=resolve_model_uri(spec.checkpoint, tracking))
-    return {"partial": evaluate_chunk(spec, chunk, chunks, limit), "node": ray.util.get_node_ip_address()}
+    partial = evaluate_chunk(_on_this_node(spec, tracking), chunk, chunks, limit)
+    return {"partial": partial, "node": ray.util.get_node_ip_address()}
 
 
-def score_task(spec, tracking: str | None, *chunks: dict) -> dict:
+def score_task(spec: PairSpec, tracking: str | None, *chunks: dict) -> dict:
     """The chunks' gathered state, in record order -> the pair's result (that of one task on the whole split)."""
-    import dataclasses
-
     from omg.evaluation.runner import score_chunks
-    from omg_platform.tracking import resolve_model_uri
 
-    spec = dataclasses.replace(spec, checkpoint=resolve_model_uri(spec.checkpoint, tracking))
-    result = score_chunks(spec, [c["partial"] for c in chunks]).to_dict()
+    result = score_chunks(_on_this_node(spec, tracking), [c["partial"] for c in chunks]).to_dict()
     nodes = sorted({c["node"] for c in chunks})
     return {**result, "node": nodes[0], "nodes": nodes}
 
@@ -285,11 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         chunk_remote, score_remote = ray.remote(chunk_task).options(**placed), ray.remote(score_task).options(**placed)
     device = "cuda" if gpus else None
     for entry, split, task, out_dir in todo:
-        pair = (args.checkpoint, entry, split, task, roots[entry.name], out_dir)
+        spec = PairSpec(args.checkpoint, entry, split, task, roots[entry.name], out_dir, device, options=options)
         if args.chunks == 1:
-            ref = remote.remote(*pair, limit, device, options, args.tracking_uri)
+            ref = remote.remote(spec, limit, args.tracking_uri)
         else:  # the score task starts when every chunk has returned (Ray resolves its arguments first)
-            spec = PairSpec(*pair, device=device, options=options)
             chunks = [chunk_remote.remote(spec, k, args.chunks, limit, args.tracking_uri) for k in range(args.chunks)]
             ref = score_remote.remote(spec, args.tracking_uri, *chunks)
         pending[ref] = (entry.name, split, task, out_dir)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from omg.commands.predict import ImagePrediction, dataset_ids, predict_image, task_vocabulary, write_results
+from omg.commands.predict import ImagePrediction, input_ids, predict_image, task_vocabulary, write_results
 from omg.env import apply_env_defaults
 from omg.utils import io as uio
 from omg.utils.log import get_logger
@@ -267,8 +267,7 @@ def list_items(args) -> list[Item]:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"two inputs named {twice[0]!r}: their results would overwrite each other")
-    ids = dataset_ids(args.dataset, args.split, names, video, args.root) if args.dataset else None
-    ids = ids or {n: k for k, n in enumerate(names, start=args.video_id if video else 1)}
+    ids = input_ids(args, names, video, args.root)
     return [Item(k, n, ids[n], f) for k, (n, f) in enumerate(zip(names, files))]
 
 
