@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import importlib.util
 import re
 import shlex
 
@@ -147,3 +148,21 @@ def test_a_documented_command_is_read_as_written(where, command, capsys):
             assert (ROOT / target).exists(), f"{target}: no such file"
     else:
         pytest.fail(f"{where}: {command!r}: a command this test does not know (add it to NOT_OURS, or read it here)")
+
+
+def test_the_parity_page_is_what_the_harness_measured():
+    """docs/parity.md is written from the parity harness's JSON files by tools/parity/report.py (the harness itself
+    needs the official code and runs outside CI): an edit of the page's figures, or new results without the page,
+    fails here."""
+    spec = importlib.util.spec_from_file_location("parity_report", ROOT / "tools/parity/report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    docs = report.load(sorted(report.RESULTS.glob("*.json")))
+    assert {(d["settings"]["variant"], d["settings"]["size"]) for d in docs if d["ok"]} >= {
+        ("convnext_large_d_320", 128),
+        ("convnext_large_d_320", 256),
+        ("tiny_convnext", 128),
+        ("tiny_convnext", 256),
+    }, "the four runs the page reports pass"
+    assert [d["ok"] for d in docs if d["settings"]["inject_error"] is not None] == [False], "the injected error fails"
+    assert (ROOT / "docs/parity.md").read_text() == report.render(docs)

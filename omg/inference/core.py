@@ -132,10 +132,11 @@ class PredictorCore:
     ) -> torch.Tensor:
         """N x Q x (C + 1) logits for ``vocab``, with the CLIP ensemble when asked (or 'auto' and unseen classes)."""
         text = self.text(vocab)
-        logits = class_logits(embed, text, self.model.decoder.classifier.logit_scale.exp())
+        scale = self.model.decoder.classifier.logit_scale.exp()
+        logits = class_logits(embed, text, scale)
         use, seen = self.use_open_vocab(vocab, open_vocab)
         if use:
-            clip, nonempty = ov.clip_logits(self.model.backbone, clip_features, masks, text)
+            clip, nonempty = ov.clip_logits(self.model.backbone, clip_features, masks, text, scale)
             logits = ov.geometric_ensemble(logits, clip, seen, nonempty)
         return logits
 

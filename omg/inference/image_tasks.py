@@ -191,7 +191,11 @@ class ImageTasks:
             res.logits = m.float().cpu().numpy()
             if vocab is not None:
                 p = ov.clip_logits(
-                    core.model.backbone, state.features.clip_features[i : i + 1], m[None, :, None], core.text(vocab)
+                    core.model.backbone,
+                    state.features.clip_features[i : i + 1],
+                    m[None, :, None],
+                    core.text(vocab),
+                    core.model.decoder.classifier.logit_scale.exp(),
                 )[0][0].softmax(-1)
                 sc, lab = p.max(-1)
                 matched = torch.zeros_like(lab, dtype=torch.bool)

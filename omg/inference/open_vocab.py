@@ -48,9 +48,10 @@ def clip_logits(
     clip_features: torch.Tensor,
     mask_logits: torch.Tensor,
     text_embeddings: torch.Tensor,
-    scale: float = 100.0,
+    scale: torch.Tensor | float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (N x Q x C CLIP logits without background, N x Q bool non-empty masks)."""
+    """-> (N x Q x C CLIP logits without background, N x Q bool non-empty masks). ``scale``: the head's
+    ``logit_scale.exp()``, as the released CLIP branch scores with the head's ``forward_logit`` (100.003)."""
     pooled, nonempty = clip_pooled(clip_features, mask_logits)
     with torch.no_grad():
         emb = F.normalize(backbone.clip_image_head(pooled).float(), dim=-1)
@@ -69,14 +70,16 @@ def geometric_ensemble(
 
     -> ... x (C + 1) log-probabilities to use as logits in post-processing.
     """
-    p_full = in_logits.float().softmax(-1)
-    p_void = p_full[..., -1:]
-    p_in = in_logits[..., :-1].float().softmax(-1)
-    p_clip = clip_logit.float().softmax(-1)
-    a = torch.where(seen.to(p_in.device), torch.tensor(alpha), torch.tensor(beta)).to(p_in)
-    a = a.expand_as(p_in)
+    p_void = in_logits.float().softmax(-1)[..., -1:]
+    # log(p_in^(1-a) p_clip^a) as the released code writes it (mask2former_vid.py L305-312), in log space: the
+    # same value wherever the released product is finite, and no -inf (NaN after its 0/1 masking) where a
+    # probability underflows
+    log_in = in_logits[..., :-1].float().log_softmax(-1)
+    log_clip = clip_logit.float().log_softmax(-1)
+    a = torch.where(seen.to(log_in.device), torch.tensor(alpha), torch.tensor(beta)).to(log_in)
+    a = a.expand_as(log_in)
     if nonempty is not None:
         a = a * nonempty[..., None].to(a.dtype)
-    fused = (1 - a) * torch.log(p_in + 1e-8) + a * torch.log(p_clip + 1e-8)
+    fused = (1 - a) * log_in + a * log_clip
     probs = torch.cat([fused.softmax(-1) * (1 - p_void), p_void], dim=-1)
     return torch.log(probs + 1e-8)

@@ -223,6 +223,12 @@ def test_geometric_ensemble_by_hand():
     # an empty mask at stride 32: no CLIP term
     out = ov.geometric_ensemble(logits_in, torch.log(p_clip), seen, torch.tensor(False)).exp()
     assert torch.allclose(out[:3], p_in * (1 - p_void), atol=1e-6)
+    # small probabilities enter as they are, as in the released product (no epsilon inside the logarithms)
+    p_small = torch.tensor([0.99999, 1e-7, 1e-5 - 1e-7])
+    out = ov.geometric_ensemble(logits_in, torch.log(p_small), seen)
+    fused = p_in ** (1 - a) * p_small**a
+    expected = torch.cat([fused / fused.sum() * (1 - p_void), torch.tensor([p_void])])
+    assert torch.allclose(out, torch.log(expected + 1e-8), rtol=1e-5, atol=0)  # log(p + 1e-8) out, as released
 
 
 # ------------------------------------------------------------------------------ the predictor
