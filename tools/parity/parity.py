@@ -105,6 +105,7 @@ def import_official(omgseg: Path):
 
     head = load("seg.models.heads.mask2former_vid", "seg/models/heads/mask2former_vid.py")
     detector = load("seg.models.detectors.mask2former_vid", "seg/models/detectors/mask2former_vid.py")
+    fusion = load("seg.models.fusion_head.omgseg_fusionhead", "seg/models/fusion_head/omgseg_fusionhead.py")
     try:
         backbone = load("seg.models.backbones.openclip_backbone", "seg/models/backbones/openclip_backbone.py")
     except Exception as err:  # noqa: BLE001 - the vendored open_clip may not import with this environment's timm
@@ -112,7 +113,7 @@ def import_official(omgseg: Path):
             f"official backbone not importable ({type(err).__name__}: {err}); backbone compared by construction only"
         )
         backbone = None
-    return head, backbone, detector
+    return head, backbone, detector, fusion
 
 
 # ----------------------------------------------------------------------------- the official model, tiny or full
@@ -247,6 +248,7 @@ class Compared:
     max_abs: float
     worst: float
     why: str = ""
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -407,6 +409,7 @@ class Sides:
     head_point: torch.nn.Module
     backbone: torch.nn.Module | None
     detector_mod: types.ModuleType
+    fusion: torch.nn.Module
     text: torch.Tensor
     vocab: object
 
@@ -429,11 +432,109 @@ def official_inputs(raw: list[torch.Tensor], mean: torch.Tensor, std: torch.Tens
 def official_open_vocab(detector_cls, backbone, head, feats, samples, overlapping):
     """The released open-vocabulary path: the head's ``predict`` (last set, masks upsampled to the padded input)
     and ``Mask2formerVideo.open_voc_inference`` (mask pooling of the frozen CLIP's last stage, the geometric
-    ensemble), called on the official modules. -> N x Q x (C + 1) fused log-probabilities."""
+    ensemble), called on the official modules. -> (N x Q x (C + 1) fused log-probabilities, N x Q x H x W mask
+    logits upsampled to the padded input)."""
     cls, masks, _ = head.predict(list(feats), samples)
     detector = types.SimpleNamespace(backbone=backbone, panoptic_head=head, OVERLAPPING=overlapping)
     detector.alpha, detector.beta = 0.4, 0.8  # Mask2formerVideo.__init__'s values (mask2former_vid.py L57-58)
-    return detector_cls.open_voc_inference(detector, feats, cls, masks)
+    return detector_cls.open_voc_inference(detector, feats, cls, masks), masks
+
+
+def blob_inputs(size: tuple[int, int], n: int, classes: int, queries: int = 40, seed: int = 0):
+    """Post-processing inputs where segments survive: each query a disc of logits (+8 at its centre, 0 at its
+    radius), class logits peaked on one class (background included); 40 queries, as the released instance
+    post-processing takes a top-100 over queries x classes. -> (N x Q x classes, N x Q x H x W)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    centres = torch.rand(n, queries, 2, generator=g) * torch.tensor([h, w])
+    radius = (0.04 + 0.1 * torch.rand(n, queries, generator=g)) * min(h, w)
+    dist = ((ys - centres[..., 0, None, None]) ** 2 + (xs - centres[..., 1, None, None]) ** 2).sqrt()
+    masks = 8.0 * (1 - dist / radius[..., None, None])
+    logits = torch.randn(n, queries, classes, generator=g)
+    logits.scatter_add_(-1, torch.randint(classes, (n, queries, 1), generator=g), torch.full((n, queries, 1), 4.0))
+    return logits, masks
+
+
+def rounding_ties(logits: torch.Tensor, mlog: torch.Tensor, where: torch.Tensor, tol: Tolerance) -> bool:
+    """Whether every pixel in ``where`` is one the panoptic post-processing decides on a rounding tie: the two
+    largest ``score x sigmoid(mask logit)`` of the kept queries within the tolerance of each other (the pixel's
+    argmax), or a kept query's logit within the tolerance of 0 (its ``sigmoid >= 0.5`` filter)."""
+    if not bool(where.any()):
+        return True
+    scores, labels = logits.float().softmax(-1).max(-1)
+    keep = labels != logits.shape[-1] - 1
+    x = mlog[keep][:, where].float()  # K x P
+    prob = scores[keep, None] * x.sigmoid()
+    near_zero = (x.abs() <= tol.atol).any(0)
+    if prob.shape[0] < 2:
+        return bool(near_zero.all())
+    top = prob.topk(2, dim=0).values
+    return bool(((top[0] - top[1] <= tol.atol + tol.rtol * top[0]) | near_zero).all())
+
+
+def compare_postprocess(name: str, fusion, fused_o, masks_up, samples, fused, mlogs, tol) -> list[Compared]:
+    """The released fusion head (``OMGFusionHead.predict``: crop, panoptic and instance post-processing, the
+    released test_cfg) on the official fused scores and masks (N x Q x H x W, the padded input), against ours
+    (``panoptic_inference`` with the released segment ids, ``instance_inference``) on ours (``mlogs``: each image's
+    Q x h x w mask logits, cropped), image by image. Panoptic maps must be equal pixel for pixel (theirs ``class +
+    k * 1000``, void = C; ours the same + 1, void = 0) except on rounding ties (:func:`rounding_ties`); instances
+    are matched one to one by label and mask (pixels may differ only where our logit rounds at 0), their scores
+    within the tolerance."""
+    from omg.inference.postprocess import instance_inference, panoptic_inference
+
+    isthing = torch.tensor([i < fusion.num_things_classes for i in range(fusion.num_classes)])
+    results = fusion.predict(fused_o, masks_up, samples, rescale=True)
+    out = []
+    for i, (res, mlog) in enumerate(zip(results, mlogs)):
+        pan, _ = panoptic_inference(fused[i], mlog, isthing, ids="released")
+        theirs = res["pan_results"].sem_seg[0].long()
+        theirs = torch.where(theirs == fusion.num_classes, 0, theirs + 1)
+        where = pan != theirs
+        differ, rounding = int(where.sum()), rounding_ties(fused[i], mlog, where, tol)
+        note = f"{len(theirs.unique()) - int((theirs == 0).any())} segments, {int((theirs == 0).sum())} void pixels"
+        out.append(
+            Compared(
+                f"{name}/postprocess/image{i}/panoptic_ids",
+                list(pan.shape),
+                float(differ),
+                0.0 if rounding else math.inf,
+                "" if rounding else f"{differ} pixel(s) with another segment, not all on a rounding tie",
+                note + (f", {differ} pixel(s) on a rounding tie" if differ else ""),
+            )
+        )
+        ours = instance_inference(fused[i], mlog, isthing)
+        ins = res["ins_results"]
+        # matched one to one by label and mask (the two top-k orders differ: theirs unsorted, ours by class score);
+        # a mask may differ only in pixels where our logit is within the tolerance of 0 (a rounding flip of
+        # ``logit > 0``, as in Thresholds)
+        left = list(range(len(ins.labels)))
+        matched, unmatched, flipped = [], 0, 0
+        for label, mask, score, q in zip(ours.labels.tolist(), ours.masks, ours.scores.tolist(), ours.queries):
+            near_zero = mlog[q].abs() <= tol.atol
+            best = None
+            for j in left:
+                if int(ins.labels[j]) != label:
+                    continue
+                differ = mask != ins.masks[j]
+                if not bool((differ & ~near_zero).any()) and (best is None or differ.sum() < best[1]):
+                    best = (j, int(differ.sum()))
+            if best is None:
+                unmatched += 1
+                continue
+            left.remove(best[0])
+            flipped += best[1]
+            matched.append((score, float(ins.scores[best[0]])))
+        unmatched += len(left)
+        a, b = (torch.tensor([m[k] for m in matched], dtype=torch.float64) for k in (0, 1))
+        record = compare(f"{name}/postprocess/image{i}/instance_scores", a, b, tol)
+        record.note = f"{len(matched)} instances" + (
+            f", {flipped} mask pixel(s) flipped by rounding" if flipped else ""
+        )
+        if unmatched:
+            record.worst, record.why = math.inf, f"{unmatched} instance(s) without the same label and mask"
+        out.append(record)
+    return out
 
 
 def run_case(name: str, shapes, sides: Sides, th: Thresholds, seen: list[bool]) -> tuple[list, list]:
@@ -502,7 +603,7 @@ def run_case(name: str, shapes, sides: Sides, th: Thresholds, seen: list[bool]) 
         th.reset()
         with th.record_official(sides.head_eval, sides.detector_mod):
             cls_o, masks_o, _ = sides.head_eval.forward(list(feats), samples)
-            fused_o = official_open_vocab(
+            fused_o, masks_up = official_open_vocab(
                 sides.detector_mod.Mask2formerVideo,
                 clip_side,
                 sides.head_eval,
@@ -522,6 +623,13 @@ def run_case(name: str, shapes, sides: Sides, th: Thresholds, seen: list[bool]) 
         got, error = compare_sets(f"{name}/objects", out.predictions, cls_o, masks_o, tol)
         compared += got + [compare(f"{name}/open_vocab/fused_log_probs", fused, fused_o, tol)]
         errors += [error] if error else []
+        mlogs = [core.output_logits(out.pred_masks[i, :, 0], padded, hw, hw) for i, hw in enumerate(shapes)]
+        compared += compare_postprocess(f"{name}/model", sides.fusion, fused_o, masks_up, metas(), fused, mlogs, tol)
+        # random weights leave no panoptic segment (every query loses most of its mask: iou_thr 0.8): the same
+        # post-processing on blob-shaped masks and peaked class scores, where segments survive
+        cls_b, masks_b = blob_inputs(padded, len(shapes), len(sides.vocab.names) + 1)
+        mlogs = [masks_b[i, :, :h, :w] for i, (h, w) in enumerate(shapes)]
+        compared += compare_postprocess(f"{name}/blobs", sides.fusion, cls_b, masks_b, metas(), cls_b, mlogs, tol)
 
         # point and box prompts, under the released point-prompt evaluation config (a point is its +-3 px box)
         pts = [torch.tensor([[w * 0.3, h * 0.25]]) for h, w in shapes]
@@ -556,7 +664,7 @@ def held_counts(name: str, calls: dict, sets: int, th: Thresholds, clip: bool = 
     ]
 
 
-def build_sides(args, head_mod, backbone_mod, detector_mod, home: str) -> tuple[Sides, int, int]:
+def build_sides(args, head_mod, backbone_mod, detector_mod, fusion_mod, home: str) -> tuple[Sides, int, int]:
     """Ours (random weights) -> its text embeddings; the official head with its own initialisation under both
     evaluation configs; the official state dict converted into our model. -> (sides, tensors mapped, in the file)."""
     from omg.modeling.model import ModelConfig, build_model
@@ -600,7 +708,22 @@ def build_sides(args, head_mod, backbone_mod, detector_mod, home: str) -> tuple[
             fix=True,
             init_cfg=dict(type="Pretrained", checkpoint=bb_file, prefix="backbone."),
         ).eval()
-    sides = Sides(model.eval(), head_eval, head_point, official_backbone, detector_mod, text, vocab)
+    # the released fusion head under the released test_cfg (m2_convl_300q.py L116-146); "circle" and "square, box"
+    # things, "sky" stuff
+    fusion = fusion_mod.OMGFusionHead(
+        num_things_classes=2,
+        num_stuff_classes=1,
+        test_cfg=dict(
+            panoptic_on=True,
+            semantic_on=False,
+            instance_on=True,
+            max_per_image=100,
+            iou_thr=0.8,
+            filter_low_score=True,
+            object_mask_thr=0.0,
+        ),
+    )
+    sides = Sides(model.eval(), head_eval, head_point, official_backbone, detector_mod, fusion, text, vocab)
     return sides, report.mapped, len(official)
 
 
@@ -677,11 +800,11 @@ def main(argv=None) -> int:
         p.error(f"--size must be a multiple of 32, got {args.size}")
 
     shim_mmcv()
-    head_mod, backbone_mod, detector_mod = import_official(Path(args.omgseg))
+    head_mod, backbone_mod, detector_mod, fusion_mod = import_official(Path(args.omgseg))
     torch.manual_seed(args.seed)
     tol = Tolerance(args.atol, args.rtol)
     with tempfile.TemporaryDirectory() as home:
-        sides, mapped, total = build_sides(args, head_mod, backbone_mod, detector_mod, home)
+        sides, mapped, total = build_sides(args, head_mod, backbone_mod, detector_mod, fusion_mod, home)
     log.info(f"[parity] converted {mapped} tensors ({total} in the official state dict)")
     if args.inject_error is not None:
         inject_error(sides.model, args.inject_error, args.seed)
@@ -694,7 +817,10 @@ def main(argv=None) -> int:
 
     width = max(len(c.name) for c in compared)
     for c in compared:
-        print(f"{c.name:{width}s} max {c.max_abs:.3e} {c.worst:7.3f} x tol{'' if c.ok else '  FAIL ' + c.why}")
+        print(
+            f"{c.name:{width}s} max {c.max_abs:.3e} {c.worst:7.3f} x tol{'' if c.ok else '  FAIL ' + c.why}"
+            + (f"  ({c.note})" if c.note else "")
+        )
     flipped = {k: v for k, v in th.flips.items() if v}
     for k, v in flipped.items():
         print(f"threshold flip {k}: {v} element(s) held to the official side")
