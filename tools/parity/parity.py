@@ -118,6 +118,17 @@ def import_official(omgseg: Path):
 
 # ----------------------------------------------------------------------------- the official model, tiny or full
 
+#: the released evaluation's test_cfg (seg/configs/m2ov_val/models/m2_convl_300q.py L134-146), head and fusion head
+RELEASED_TEST_CFG = dict(
+    panoptic_on=True,
+    semantic_on=False,
+    instance_on=True,
+    max_per_image=100,
+    iou_thr=0.8,
+    filter_low_score=True,
+    object_mask_thr=0.0,
+)
+
 
 def head_config(
     d: int,
@@ -198,7 +209,7 @@ def head_config(
         ),
         loss_iou=dict(type=FocalLoss, use_sigmoid=True, loss_weight=2.0, reduction="mean"),
         train_cfg=None,
-        test_cfg=dict(panoptic_on=True, semantic_on=False, instance_on=True),
+        test_cfg=dict(RELEASED_TEST_CFG),
     )
 
 
@@ -708,21 +719,8 @@ def build_sides(args, head_mod, backbone_mod, detector_mod, fusion_mod, home: st
             fix=True,
             init_cfg=dict(type="Pretrained", checkpoint=bb_file, prefix="backbone."),
         ).eval()
-    # the released fusion head under the released test_cfg (m2_convl_300q.py L116-146); "circle" and "square, box"
-    # things, "sky" stuff
-    fusion = fusion_mod.OMGFusionHead(
-        num_things_classes=2,
-        num_stuff_classes=1,
-        test_cfg=dict(
-            panoptic_on=True,
-            semantic_on=False,
-            instance_on=True,
-            max_per_image=100,
-            iou_thr=0.8,
-            filter_low_score=True,
-            object_mask_thr=0.0,
-        ),
-    )
+    # the released fusion head under the released test_cfg; "circle" and "square, box" things, "sky" stuff
+    fusion = fusion_mod.OMGFusionHead(num_things_classes=2, num_stuff_classes=1, test_cfg=dict(RELEASED_TEST_CFG))
     sides = Sides(model.eval(), head_eval, head_point, official_backbone, detector_mod, fusion, text, vocab)
     return sides, report.mapped, len(official)
 
