@@ -52,7 +52,9 @@ class EvalOptions:
     - ``postprocess_at``: ``"original"`` (released) or ``"input"`` (see :mod:`omg.inference.predictor`);
     - ``track_ids``: VPS segment ids ``"released"`` (per-frame counter) or ``"stable"`` (query-based);
     - ``prompt_labels``: how ``prompt_label`` labels a prompted mask (the released code labels none):
-      ``"queries"`` or ``"clip"`` (:data:`omg.inference.predictor.PROMPT_LABELS`).
+      ``"queries"`` or ``"clip"`` (:data:`omg.inference.predictor.PROMPT_LABELS`);
+    - ``test_size``: (long side, short side) of the test-time resize instead of the dataset's (the catalog's
+      ``test_size``, the released config's) or, without one, the model's (ours; empty: those).
     """
 
     distractors: bool = field(
@@ -89,8 +91,23 @@ class EvalOptions:
         },
     )
 
+    test_size: tuple = field(
+        default=(),
+        metadata={
+            "nargs": 2,
+            "type": int,
+            "metavar": ("LONG", "SHORT"),
+            "default_text": "the dataset's, else the model's",
+            "help": "test-time resize (long side, short side) instead of the dataset's (catalog) or the model's; "
+            "e.g. 256 256 evaluates the 128-px omg-shapes upsampled 2x, as the released protocol upsamples COCO",
+        },
+    )
+
     def __post_init__(self):
         check_choices(self)
+        object.__setattr__(self, "test_size", tuple(self.test_size))  # frozen; a list from JSON or argparse
+        if self.test_size and (len(self.test_size) != 2 or min(self.test_size) < 32):
+            raise ValueError(f"test_size must be (long side, short side), each >= 32, got {list(self.test_size)}")
 
     def open_vocab(self, task: str) -> bool | str:
         """The predictor's ``open_vocab`` argument for ``task``."""
@@ -99,7 +116,8 @@ class EvalOptions:
         return task in OPEN_VOCAB_TASKS
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """As JSON holds it (a result.json's ``options``: an earlier result stands only for equal options)."""
+        return {**dataclasses.asdict(self), "test_size": list(self.test_size)}
 
 
 @dataclass

@@ -85,10 +85,11 @@ class PairSpec:
 
     @contextmanager
     def evaluator(self, pred: OMGPredictor) -> Iterator[TaskEvaluator]:
-        """The pair's evaluator, with the predictor set up for the dataset (the catalog's test size, the options'
-        post-processing) while it is used, as it was afterwards."""
+        """The pair's evaluator, with the predictor set up for the dataset (the options' test size, else the
+        catalog's, the options' post-processing) while it is used, as it was afterwards."""
         saved = pred.test_size, pred.postprocess_at, pred.prompt_labels
-        pred.test_size = tuple(self.entry.test_size) or pred.test_size  # the released config's test size for it
+        # the options' test size, else the released config's for the dataset, else the model's
+        pred.test_size = self.options.test_size or tuple(self.entry.test_size) or pred.test_size
         pred.postprocess_at, pred.prompt_labels = self.options.postprocess_at, self.options.prompt_labels
         reader = get_reader(self.entry, self.split, self.root)
         try:

@@ -1,9 +1,9 @@
 """Command-line flags from an options dataclass, so a flag is declared once, next to the field it sets.
 
-Each field becomes ``--field-name``: its type from the default (``bool`` fields: ``--name`` / ``--no-name``), its
-choices and help from the field's metadata (``field(default=..., metadata={"choices": (...), "help": "..."})``),
-the default said in the help. An unset flag leaves the field's default, so the dataclass stays the one place where
-defaults live.
+Each field becomes ``--field-name``: its type from the default (``bool`` fields: ``--name`` / ``--no-name``;
+``tuple`` fields take the metadata's ``nargs`` values of its ``type``), its choices and help from the field's metadata
+(``field(default=..., metadata={"choices": (...), "help": "..."})``), the default said in the help (or the metadata's
+``default_text``). An unset flag leaves the field's default, so the dataclass stays the one place where defaults live.
 """
 
 from __future__ import annotations
@@ -20,9 +20,20 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type) -> None:
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
-        help_text = f"{help_text} (default {f.default})" if help_text else f"(default {f.default})"
+        shown = f.metadata.get("default_text", f.default)
+        help_text = f"{help_text} (default {shown})" if help_text else f"(default {shown})"
         if isinstance(f.default, bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif isinstance(f.default, tuple):  # a fixed number of values (metadata "nargs", "type", "metavar")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                nargs=f.metadata["nargs"],
+                type=f.metadata["type"],
+                metavar=f.metadata.get("metavar"),
+                default=None,
+                help=help_text,
+            )
         else:
             parser.add_argument(
                 flag, dest=f.name, type=type(f.default), choices=f.metadata.get("choices"), default=None, help=help_text
@@ -32,7 +43,7 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type) -> None:
 def options_from_args(cls: type[T], args: argparse.Namespace) -> T:
     """The dataclass ``cls`` from the flags :func:`add_options` declared (a flag not given: the field's default)."""
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in given.items() if v is not None})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None})
 
 
 def check_choices(options: Any) -> None:

@@ -3,6 +3,7 @@ reruns skip finished pairs, a failing pair does not stop the others."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 
@@ -110,6 +111,7 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
         "postprocess_at": "original",
         "track_ids": "stable",
         "prompt_labels": "queries",
+        "test_size": [],
     }
     # a result written before the conventions were recorded is not taken for one made with them
     path = next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json"))
@@ -133,6 +135,35 @@ def test_an_earlier_result_stands_only_for_the_same_limit_and_conventions(tmp_pa
     assert earlier_result(str(tmp_path), 2, released) == doc
     assert earlier_result(str(tmp_path), None, released) is None and earlier_result(str(tmp_path), 4, released) is None
     assert earlier_result(str(tmp_path), 2, EvalOptions(track_ids="stable")) is None
+
+
+def test_a_test_size_option_overrides_the_datasets_and_the_models_while_it_evaluates(tmp_path):
+    """``--test-size LONG SHORT``: the evaluation resizes to it instead of the catalog's test size or the model's
+    (the predictor's own setting is back afterwards); it is one of the conventions an earlier result must share."""
+    from omg.data.catalog import get_entry
+    from omg.evaluation.evaluators import EvalOptions
+    from omg.evaluation.runner import PairSpec
+    from omg.inference.predictor import OMGPredictor
+    from omg.utils.options import add_options, options_from_args
+    from omg_platform.pipelines.evaluate import earlier_result
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, EvalOptions)
+    opts = options_from_args(EvalOptions, parser.parse_args(["--test-size", "256", "192"]))
+    assert opts.test_size == (256, 192) and options_from_args(EvalOptions, parser.parse_args([])).test_size == ()
+    with pytest.raises(ValueError, match="test_size must be"):
+        EvalOptions(test_size=(256, 16))
+    predictor = OMGPredictor(build_model(ModelConfig.tiny()), {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    entry = get_entry("coco-panoptic")  # the catalog's test size: the released 1333 x 800
+    for options, during in ((EvalOptions(), (1333, 800)), (opts, (256, 192))):
+        spec = PairSpec("unused.pt", entry, "val", "panoptic", str(tmp_path), str(tmp_path), "cpu", 0, options)
+        with spec.evaluator(predictor) as evaluator:
+            assert evaluator.ctx.predictor.test_size == during
+        assert predictor.test_size == (64, 64)
+    doc = {"limit": None, "tables": {"options": EvalOptions().to_dict()}}
+    (tmp_path / "result.json").write_text(json.dumps(doc))
+    assert earlier_result(str(tmp_path), None, EvalOptions()) == json.loads(json.dumps(doc)), "JSON round trip"
+    assert earlier_result(str(tmp_path), None, opts) is None
 
 
 def test_evaluation_options_default_to_the_released_conventions():
