@@ -77,8 +77,9 @@ QUICK_DATA = dict(
 CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: --quick: a few captions at the CLIP's input size (128)
 QUICK_CAPTIONS = dict(num_train=32, num_val=8)
-#: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages)
-EXPECTED = {"data": 22, "clip": 400, "shards": 6, "train": 436, "evaluate": 29, "ablate": 245, "dashboard": 4}
+#: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages; 2026-12-07, clean
+#: clone, 2-core AMD EPYC, the test size 256)
+EXPECTED = {"data": 21, "clip": 391, "shards": 6, "train": 495, "evaluate": 59, "ablate": 321, "dashboard": 3}
 EXPECTED_QUICK = {"data": 1, "clip": 22, "shards": 3, "train": 28, "evaluate": 16, "ablate": 56, "dashboard": 2}
 
 
