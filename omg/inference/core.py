@@ -115,6 +115,12 @@ class PredictorCore:
             return bool((~seen).any()), seen
         return bool(open_vocab), seen
 
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The scale of every class logit, the decoder's and the CLIP branch's: the head's ``logit_scale.exp()``
+        (100.003, as the released ``forward_logit`` scores both)."""
+        return self.model.decoder.classifier.logit_scale.exp()
+
     def decoder_text(self) -> torch.Tensor:
         """The text embeddings the decoder runs with: the training vocabulary's (a placeholder without one; the
         masks and class embeddings do not depend on it, only the decoder's own logits, which are not used)."""
@@ -132,7 +138,7 @@ class PredictorCore:
     ) -> torch.Tensor:
         """N x Q x (C + 1) logits for ``vocab``, with the CLIP ensemble when asked (or 'auto' and unseen classes)."""
         text = self.text(vocab)
-        scale = self.model.decoder.classifier.logit_scale.exp()
+        scale = self.logit_scale
         logits = class_logits(embed, text, scale)
         use, seen = self.use_open_vocab(vocab, open_vocab)
         if use:

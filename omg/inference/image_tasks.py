@@ -195,7 +195,7 @@ class ImageTasks:
                     state.features.clip_features[i : i + 1],
                     m[None, :, None],
                     core.text(vocab),
-                    core.model.decoder.classifier.logit_scale.exp(),
+                    core.logit_scale,
                 )[0][0].softmax(-1)
                 sc, lab = p.max(-1)
                 matched = torch.zeros_like(lab, dtype=torch.bool)

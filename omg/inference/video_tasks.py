@@ -208,7 +208,7 @@ class VideoTasks:
         if job.vocab is None:
             return Decision(None, objectness)
         text = core.text(job.vocab)
-        scale = core.model.decoder.classifier.logit_scale.exp()
+        scale = core.logit_scale
         total = ev.logits if ev.logits is not None else sum(class_logits(e, text, scale) for e in ev.embeds)
         logits = total / ev.clips
         use, seen = core.use_open_vocab(job.vocab, job.open_vocab)
@@ -400,7 +400,7 @@ class VideoTasks:
             raise ValueError(f"task {task!r} takes no first-frame masks or prompts (those are for task 'vos')")
         core = self.core
         text = None if job.vocab is None else core.text(job.vocab)
-        scale = core.model.decoder.classifier.logit_scale.exp()
+        scale = core.logit_scale
         decoder_text = core.decoder_text()
         evidence, previous, target = Evidence(keep_embeds=False), None, None
         pending: deque[tuple[Clip, list[np.ndarray]]] = deque()

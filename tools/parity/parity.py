@@ -575,8 +575,14 @@ def run_case(name: str, shapes, sides: Sides, th: Thresholds, seen: list[bool]) 
 
     compared, errors = [], []
     with torch.no_grad():
-        feats = model.backbone(ours_in)
-        features = model.extract(ours_in)
+        # one pass of ours: the backbone's four levels as extract computes them, caught on their way
+        levels: list = []
+        hook = model.backbone.register_forward_hook(lambda _module, _inputs, output: levels.append(output))
+        try:
+            features = model.extract(ours_in)
+        finally:
+            hook.remove()
+        feats = levels[0]
         if sides.backbone is not None:
             feats_o = sides.backbone(theirs_in)
             if len(feats) != len(feats_o):
@@ -599,7 +605,7 @@ def run_case(name: str, shapes, sides: Sides, th: Thresholds, seen: list[bool]) 
                 forward_feat=model.backbone.clip_image_head,
             )
         mask_feat_o, mem_o = sides.head_eval.pixel_decoder(feats)
-        mask_feat, mems = model.pixel_decoder(feats)
+        mask_feat, mems = features.mask_features[:, :, 0], [m[:, :, 0] for m in features.memories]  # one frame
         compared.append(compare(f"{name}/pixel_decoder/mask_features", mask_feat, mask_feat_o, tol))
         if len(mems) != len(mem_o):
             errors.append(f"{name}/pixel_decoder: {len(mems)} memories on our side, {len(mem_o)} on theirs")
@@ -611,9 +617,9 @@ def run_case(name: str, shapes, sides: Sides, th: Thresholds, seen: list[bool]) 
         samples = metas()
         for s in samples:
             s.data_tag = "coco"  # the released forward's object-query branch
+        cls_o, masks_o, _ = sides.head_eval.forward(list(feats), samples)  # every prediction set
         th.reset()
-        with th.record_official(sides.head_eval, sides.detector_mod):
-            cls_o, masks_o, _ = sides.head_eval.forward(list(feats), samples)
+        with th.record_official(sides.head_eval, sides.detector_mod):  # the thresholds of its one forward
             fused_o, masks_up = official_open_vocab(
                 sides.detector_mod.Mask2formerVideo,
                 clip_side,
@@ -622,7 +628,6 @@ def run_case(name: str, shapes, sides: Sides, th: Thresholds, seen: list[bool]) 
                 metas(),
                 [float(s) for s in seen],
             )
-        th.attn, th.pool, th.logits = th.attn[: len(cls_o)], th.pool[: len(cls_o)], th.logits[: len(cls_o)]
         core = PredictorCore(model, device="cpu")
         core.training_vocabulary = type(sides.vocab).of([n for n, s in zip(sides.vocab.names, seen) if s])
         if not torch.equal(core.text(sides.vocab), text):
