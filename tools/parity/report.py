@@ -219,7 +219,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     paths = sorted(RESULTS.glob("*.json"))
     if not paths:
-        print(f"no parity results in {RESULTS}", file=sys.stderr)
+        print(
+            f"no parity results in {RESULTS}: run tools/parity/parity.py with --json-out there first "
+            '(tools/parity/README.md, "Run it")',
+            file=sys.stderr,
+        )
         return 2
     text = render(load(paths))
     if args.check:
