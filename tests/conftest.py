@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from omg.env import apply_env_defaults
+from omg_platform.pipelines.cluster import LOCAL_TRAIN_ENV
 from tests.helpers import TINY_SHAPES, train_interactive
 
 apply_env_defaults()
@@ -77,6 +78,9 @@ def pytest_xdist_make_scheduler(config, log):
 # (workers with their own runtime environment) never use. The suite starts some twenty of them on 2 CPU-bound
 # cores: that is 2 idle processes and ~3 CPU-seconds each, and half of an idle Ray's CPU while it waits.
 os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+# and, as on any local Ray a pipeline starts (init_ray), no preemption watcher per Ray Train run: the tests' Ray is
+# started by the tests (ray_local) as often as by a pipeline
+os.environ.setdefault(*LOCAL_TRAIN_ENV)
 
 # The session's own text-embedding cache (subprocesses inherit it): a test never finds a vocabulary that an earlier
 # session or the user's ~/.cache/omg embedded, and nothing is left in the home directory.

@@ -226,6 +226,19 @@ def test_the_demo_shows_training_progress_from_ray_workers(tmp_path, capsys, mon
     assert "Moving model" in (tmp_path / "demo" / "train.log").read_text(), "everything stays in the stage's log"
 
 
+def test_the_demo_etas_follow_this_machines_pace():
+    """Stage ETAs are the reference machine's seconds until a stage has finished here, then scaled by how much longer
+    (or shorter) the finished stages took than expected."""
+    from omg_platform.pipelines.demo import Pace
+
+    pace = Pace()
+    assert pace.scale(100) == 100 and pace.note() == ""
+    pace.finished(expected=20, actual=36)  # the data stage on a 1.8x slower CPU
+    assert pace.scale(100) == 180 and "x1.80" in pace.note()
+    pace.finished(expected=380, actual=360)
+    assert pace.scale(100) == 99 and pace.note() == "", "within 10 % of the reference: nothing said"
+
+
 #: README command lines the test cannot run here, and why (everything else in the checked sections runs as written)
 NOT_RUN_HERE = {
     "omg convert-official": "needs the released OMG-Seg weights and the laion2b CLIP, which cannot be downloaded here "

@@ -77,13 +77,38 @@ QUICK_DATA = dict(
 CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: --quick: a few captions at the CLIP's input size (128)
 QUICK_CAPTIONS = dict(num_train=32, num_val=8)
-#: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages; 2026-12-07, clean
-#: clone, 2-core AMD EPYC, the test size 256)
+#: seconds of each stage of the full demo measured on 2 CPU cores (the ETAs printed between stages, times this machine's
+#: pace: :class:`Pace`; 2026-12-07, clean clone, 2-core AMD EPYC, the test size 256)
 EXPECTED = {"data": 21, "clip": 391, "shards": 6, "train": 495, "evaluate": 59, "ablate": 321, "dashboard": 3}
 EXPECTED_QUICK = {"data": 1, "clip": 22, "shards": 3, "train": 28, "evaluate": 16, "ablate": 56, "dashboard": 2}
 
 
 log = get_logger(__name__)
+
+
+class Pace:
+    """This machine's pace against the one that measured ``EXPECTED``: the seconds of the stages finished in this run
+    over what they were expected to take. The stage and demo ETAs are the expected seconds times that ratio, so that
+    on a slower CPU (a 2-core Intel Xeon ran the first stages 1.6x slower than the EPYC that measured them) they say
+    what this machine will take, from the first stage on."""
+
+    def __init__(self) -> None:
+        self.expected = self.actual = 0.0
+
+    def finished(self, expected: float, actual: float) -> None:
+        self.expected, self.actual = self.expected + expected, self.actual + actual
+
+    @property
+    def ratio(self) -> float:
+        return self.actual / self.expected if self.expected > 0 else 1.0
+
+    def scale(self, seconds: float) -> float:
+        return seconds * self.ratio
+
+    def note(self) -> str:
+        """Said when this machine is more than 10 % off the reference pace."""
+        r = self.ratio
+        return "" if abs(r - 1.0) <= 0.1 else f"; this machine runs at x{r:.2f} the reference's time"
 
 
 class Demo:
@@ -312,13 +337,15 @@ class Demo:
             return False
         import ray
 
-        from omg_platform.pipelines.cluster import init_ray
+        from omg_platform.pipelines.cluster import LOCAL_TRAIN_ENV, init_ray
 
         owned = init_ray(None)
         self.env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        self.env.setdefault(*LOCAL_TRAIN_ENV)  # the stages join a local Ray: as if each had started it
         return owned
 
     def run_stages(self, todo: list[str], expected: dict, t0: float) -> int:
+        pace = Pace()
         for i, stage in enumerate(self.STAGES, 1):
             if stage not in todo:
                 log.info(
@@ -326,11 +353,11 @@ class Demo:
                     f"({format_duration(self.state[stage].get('seconds', 0))}), skipped"
                 )
                 continue
-            left = sum(expected[s] for s in todo[todo.index(stage) :])
+            left = pace.scale(sum(expected[s] for s in todo[todo.index(stage) :]))
             log.info(
                 f"== demo {i}/{len(self.STAGES)} {stage}: {_DESCRIPTIONS[stage]} "
-                f"(about {format_duration(expected[stage])}; demo ETA {format_duration(left)}, "
-                f"elapsed {format_duration(time.monotonic() - t0)})"
+                f"(about {format_duration(pace.scale(expected[stage]))}; demo ETA {format_duration(left)}, "
+                f"elapsed {format_duration(time.monotonic() - t0)}{pace.note()})"
             )
             s0 = time.monotonic()
             try:
@@ -339,6 +366,7 @@ class Demo:
                 log.info(f"demo FAILED in stage {stage}: {err}\n(rerun `make demo` to resume from this stage)")
                 return 1
             self.state[stage] = dict(result, done=True, seconds=round(time.monotonic() - s0, 1))
+            pace.finished(expected[stage], time.monotonic() - s0)
             self.save()
             log.info(f"== demo {i}/{len(self.STAGES)} {stage}: finished in {format_duration(time.monotonic() - s0)}")
         self.summary(time.monotonic() - t0)
