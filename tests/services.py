@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from omg_platform.pipelines.cluster import LOCAL_TRAIN_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "omgtest", "omgtest-secret"
@@ -468,6 +470,7 @@ class RayCluster:
     def start(self) -> "RayCluster":
         env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", **self.env)
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" would refuse a second node
+        env.pop(LOCAL_TRAIN_ENV[0], None)  # a cluster keeps Ray Train's defaults (the tests' local Rays do not)
         self.env = env
         self.port, self.dashboard_port = free_port("127.0.0.2"), free_port("127.0.0.2")
         common = ["--num-cpus=1", "--object-store-memory=200000000", "--block", "--disable-usage-stats"]

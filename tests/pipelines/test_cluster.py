@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from omg_platform.pipelines.cluster import LOCAL_TRAIN_ENV
 from tests import ROOT
 from tests.services import (
     BIN,
@@ -113,7 +114,7 @@ def test_the_cluster_walk_with_object_storage_postgres_and_a_private_worker_node
     walk = cluster_walk()
     assert len(walk) == 11, walk
     cwd = _checkout_copy(tmp_path / "checkout")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "OMG_ROOT_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "OMG_ROOT_", LOCAL_TRAIN_ENV[0]))}
     env.update(team["settings"], RAY_JOBS=team["cluster"].dashboard, OMG_CACHE_DIR=str(tmp_path / "client-cache"))
     mlflow.set_tracking_uri(team["tracking"].uri)
     client = mlflow.MlflowClient()
