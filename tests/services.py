@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,12 +39,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel draws a client socket's own port from (Linux's default when it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_block(n: int, host: str = "127.0.0.1") -> int:
-    """A first port P such that P..P+n-1 are free now (SeaweedFS derives some of its ports from others)."""
+    """A first port P such that P..P+n-1 are free now (SeaweedFS derives some of its ports from others), outside the
+    ephemeral range: a server stopped and started again on the same ports (the storage test's outage) must find them
+    free, and a port in that range can meanwhile become any client connection's own port (seen: SeaweedFS's restart
+    failed with "bind: address already in use" on its S3 gRPC port in a full `make test`, 2026-12-07)."""
+    low, high = _ephemeral_ports()
+    # above it, or between Ray's worker ports (10002-19999 by default) and it
+    spans = [(a, b - n) for a, b in ((20000, low - 1), (high + 1, 65535)) if b - n > a]
+    rng = random.Random()
     for _ in range(200):
-        base = free_port(host)
-        if base + n >= 65535:
-            continue
+        a, b = rng.choice(spans)
+        base = rng.randint(a, b)
         try:
             with contextlib.ExitStack() as stack:
                 for p in range(base, base + n):
@@ -52,7 +68,7 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
             return base
         except OSError:
             continue
-    raise RuntimeError(f"no block of {n} free ports on {host}")
+    raise RuntimeError(f"no block of {n} free ports on {host} outside the ephemeral range {low}-{high}")
 
 
 def _postgres_bin(name: str) -> str | None:
