@@ -33,12 +33,6 @@ BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "omgtest", "omgtest-secret"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def _ephemeral_ports() -> tuple[int, int]:
     """The range the kernel draws a client socket's own port from (Linux's default when it cannot be read)."""
     try:
@@ -50,16 +44,15 @@ def _ephemeral_ports() -> tuple[int, int]:
 
 def free_port_block(n: int, host: str = "127.0.0.1") -> int:
     """A first port P such that P..P+n-1 are free now (SeaweedFS derives some of its ports from others), outside the
-    ephemeral range: a server stopped and started again on the same ports (the storage test's outage) must find them
-    free, and a port in that range can meanwhile become any client connection's own port (seen: SeaweedFS's restart
-    failed with "bind: address already in use" on its S3 gRPC port in a full `make test`, 2026-12-07)."""
+    ephemeral range: a server stopped and started again on the same ports (the storage test's S3 outage, the training
+    test's tracking-server outage) must find them free, and a port in that range can meanwhile become any client
+    connection's own port (seen: SeaweedFS's restart failed with "bind: address already in use" on its S3 gRPC port in
+    a full `make test`, 2026-12-07)."""
     low, high = _ephemeral_ports()
     # above it, or between Ray's worker ports (10002-19999 by default) and it
     spans = [(a, b - n) for a, b in ((20000, low - 1), (high + 1, 65535)) if b - n > a]
-    rng = random.Random()
     for _ in range(200):
-        a, b = rng.choice(spans)
-        base = rng.randint(a, b)
+        base = random.randint(*random.choice(spans))
         try:
             with contextlib.ExitStack() as stack:
                 for p in range(base, base + n):
@@ -69,6 +62,11 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
         except OSError:
             continue
     raise RuntimeError(f"no block of {n} free ports on {host} outside the ephemeral range {low}-{high}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, outside the ephemeral range (:func:`free_port_block`)."""
+    return free_port_block(1, host)
 
 
 def _postgres_bin(name: str) -> str | None:

@@ -365,10 +365,11 @@ class Demo:
             except RuntimeError as err:
                 log.info(f"demo FAILED in stage {stage}: {err}\n(rerun `make demo` to resume from this stage)")
                 return 1
-            self.state[stage] = dict(result, done=True, seconds=round(time.monotonic() - s0, 1))
-            pace.finished(expected[stage], time.monotonic() - s0)
+            took = time.monotonic() - s0
+            self.state[stage] = dict(result, done=True, seconds=round(took, 1))
+            pace.finished(expected[stage], took)
             self.save()
-            log.info(f"== demo {i}/{len(self.STAGES)} {stage}: finished in {format_duration(time.monotonic() - s0)}")
+            log.info(f"== demo {i}/{len(self.STAGES)} {stage}: finished in {format_duration(took)}")
         self.summary(time.monotonic() - t0)
         return 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from omg.inference.predictor import OMGPredictor
 from omg.utils.vocabulary import Vocabulary
 from tests import http_call
 from tests.helpers import LABEL_SPACE, tiny_checkpoint
+from tests.services import free_port
 
 pytestmark = pytest.mark.slow  # logs a model to MLflow and serves it (~30 s in all); `make test` (CI) runs it
 
@@ -140,16 +140,10 @@ def test_omg_predict_takes_a_models_uri(registered, tmp_path, monkeypatch, capsy
     assert last.startswith("omg predict: error: models:/omg-seg-test/7:"), last
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_on_loopback(registered):
     """`mlflow models serve -m models:/NAME/1 --env-manager local` on 127.0.0.1: an image and a click give the
     predictor's own output; a bad request is a 400 naming the field; the server is stopped (own process group)."""
-    port = _free_port()
+    port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["tracking"], PATH=f"{bin_dir}:{os.environ['PATH']}")
     log = open(registered["tmp"] / "serve.log", "wb")

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,14 +24,9 @@ from omg.inference import schema
 from omg.inference.predictor import OMGPredictor
 from tests import ROOT, default_sigint, http_call
 from tests.helpers import tiny_checkpoint
+from tests.services import free_port
 
 pytestmark = pytest.mark.slow  # a Ray Serve app with two replicas: ~1 min
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _same(a, b, tol=1e-5) -> bool:
@@ -51,7 +45,7 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rayserve")
     ckpt = tiny_checkpoint(tmp / "tiny.pt")
     ray_tmp = tempfile.mkdtemp(prefix="omgs-", dir="/tmp")  # Ray's socket paths must stay short
-    port, ready = _free_port(), tmp / "ready"
+    port, ready = free_port(), tmp / "ready"
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_ADDRESS="")
     log = open(tmp / "serve.log", "wb")
     proc = subprocess.Popen(
