@@ -509,7 +509,7 @@ class RayCluster:
                 start_new_session=True,
             )
         )
-        _wait(lambda: self._nodes() >= 1, "the Ray head", Path(self.temp, "head.log"), 120)
+        self._wait_nodes(1, "the Ray head", "head.log")
         self.procs.append(
             subprocess.Popen(
                 self._private(
@@ -528,14 +528,25 @@ class RayCluster:
                 start_new_session=True,
             )
         )
-        _wait(lambda: self._nodes() >= 2, "the Ray worker node", Path(self.temp, "worker.log"), 120)
+        self._wait_nodes(2, "the Ray worker node", "worker.log")
         return self
 
-    def _nodes(self) -> int:
+    def _wait_nodes(self, n: int, what: str, log: str) -> None:
+        """Until ``ray start`` says it started (read in its log: each `ray status` is a 2.5 core-s process), then
+        until the cluster counts ``n`` nodes."""
+        started = Path(self.temp, log)
+        _wait(lambda: self._alive() and b"Ray runtime started" in started.read_bytes(), what, started, 120)
+        _wait(lambda: self._nodes() >= n, what, started, 120)
+
+    def _alive(self) -> bool:
         for p in self.procs:
             if p.poll() is not None:
                 log = Path(self.temp, "head.log" if p is self.procs[0] else "worker.log")
                 raise RuntimeError(f"a Ray node exited: {log.read_text()[-3000:]}")
+        return True
+
+    def _nodes(self) -> int:
+        self._alive()
         out = subprocess.run([RAY, "status", "--address", self.address], capture_output=True, text=True, env=self.env)
         return out.stdout.count(" node_") if out.returncode == 0 else 0
 

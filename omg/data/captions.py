@@ -2,12 +2,14 @@
 omg-shapes generated deterministically beside it (``<root>/captions/``).
 
 The rule: a caption names what is drawn with a controlled vocabulary: shape names and their synonyms, hue words,
-surface-pattern words, size, count, position and the stuff around. Only the four training shapes are ever drawn
-or named (circle, square, triangle, star); the held-out hexagon and cross never are. Each drawn shape takes either
-its own class's look (hue band and pattern, as in omg-shapes) or, with probability ``free_look``, a hue band and a
-pattern drawn from all six of omg-shapes', so the held-out classes' hue bands (blue, magenta) and patterns
-(diagonal stripes, rings) occur on training shapes, under the words that name them. A CLIP pretrained on these pairs
-can then recognise "a blue diagonally striped shape" without ever having seen a hexagon.
+surface-pattern words, size, count, position and the stuff around. The corpus knows the whole world: all six shapes
+are drawn and named, the held-out hexagon and cross included (``shapes="all"``, the default), while omg-shapes'
+segmentation training never holds a held-out mask, shape or name (only its ``val_ov`` split does). That is the
+setting open-vocabulary segmentation relies on: a web-scale CLIP has seen ADE20K's classes in captions although the
+segmenter never saw their masks. ``shapes="train"`` draws and names the four training shapes only (captions version
+2's world: a CLIP that never heard of a hexagon), for the ablation. Each drawn shape takes either its own class's
+look (hue band and pattern, as in omg-shapes) or, with probability ``free_look``, a hue band and a pattern drawn
+from all six of omg-shapes', so shape and look are not one word for the CLIP to learn.
 
 Files (open_clip's CSV dataset layout: ``--csv-img-key filepath --csv-caption-key title``, tab separated)::
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from omg.data.synthetic import (
     STUFF_CLASSES,
+    THING_CLASSES,
     THING_HUE_SPREAD,
     THING_HUES,
     THING_PATTERNS,
@@ -39,9 +42,10 @@ from omg.data.synthetic import (
     thing_texture,
 )
 from omg.utils import io as uio
+from omg.utils.options import check_choices
 from omg.utils.progress import Progress
 
-CAPTIONS_VERSION = 2  # 2: close-ups
+CAPTIONS_VERSION = 3  # 2: close-ups; 3: the held-out shapes drawn and named (shapes='all')
 SPLITS = ("train", "val")
 
 #: the words of each hue band (HSV hue centre of omg-shapes' THING_HUES)
@@ -70,6 +74,10 @@ STUFF_WORDS: dict[str, tuple[str, ...]] = {
 NUMBERS = ("a", "two", "three", "four")
 
 
+#: the shapes a caption corpus draws and names (CaptionOptions.shapes)
+SHAPE_POOLS = {"all": THING_CLASSES, "train": TRAIN_THINGS}
+
+
 @dataclass(frozen=True)
 class CaptionOptions:
     image_size: int = 128  # the tiny CLIPs' input size
@@ -82,8 +90,16 @@ class CaptionOptions:
     #: teach the image tower what a single shape's region looks like, as photos of one object do for CLIP)
     closeup: float = 0.5
     jpeg_quality: int = 92
+    shapes: str = dataclasses.field(
+        default="all",
+        metadata={
+            "choices": tuple(SHAPE_POOLS),
+            "help": "the shapes drawn and named: all six, the held-out ones included, or the four training ones",
+        },
+    )
 
     def __post_init__(self):
+        check_choices(self)
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
         if self.num_train < 0 or self.num_val < 0 or self.max_things < 1:
@@ -98,7 +114,7 @@ class CaptionOptions:
 
 @dataclass(frozen=True)
 class Look:
-    shape: str  # a training shape
+    shape: str  # a shape of the options' pool
     hue: float  # a key of HUE_WORDS
     pattern: str  # a key of PATTERN_WORDS
     size: str  # "small" | "" | "large"
@@ -125,11 +141,11 @@ def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, 
     layout = StuffLayout.sample(rng, video=False)
     scene = Scene(stuff=layout, stuff_textures={c.id: stuff_texture(c.name, s, s, rng) for c in layout.classes})
     if rng.random() < opts.closeup:
-        thing = _sample_thing(rng, TRAIN_THINGS, s, r_range=(0.3, 0.42))
+        thing = _sample_thing(rng, SHAPE_POOLS[opts.shapes], s, r_range=(0.3, 0.42))
         thing.cx, thing.cy = (float(rng.uniform(0.4, 0.6) * s) for _ in range(2))
         scene.things = [thing]
     else:
-        scene.things = _place_things(rng, s, int(rng.integers(1, opts.max_things + 1)), TRAIN_THINGS)
+        scene.things = _place_things(rng, s, int(rng.integers(1, opts.max_things + 1)), SHAPE_POOLS[opts.shapes])
     looks = []
     bands = sorted(HUE_WORDS)
     for thing in scene.things:
@@ -162,7 +178,7 @@ def caption(rng: np.random.Generator, looks: list[Look], stuff: list[str]) -> st
     groups: dict[tuple, list[Look]] = {}
     for look in looks:
         groups.setdefault((look.shape, look.hue, look.pattern, look.size), []).append(look)
-    by_name = {c.name: c for c in TRAIN_THINGS}
+    by_name = {c.name: c for c in THING_CLASSES}
     parts = []
     for (shape, hue, pattern, size), members in groups.items():
         n = len(members)
@@ -235,7 +251,7 @@ def generate_captions(
         "seed": seed,
         "options": dataclasses.asdict(opts),
         "counts": counts,
-        "shapes": [c.name for c in TRAIN_THINGS],
+        "shapes": [c.name for c in SHAPE_POOLS[opts.shapes]],
         "hue_words": {str(k): v for k, v in HUE_WORDS.items()},
         "pattern_words": PATTERN_WORDS,
         "stuff": [c.name for c in STUFF_CLASSES],

@@ -1,5 +1,5 @@
 """The captioned companion of omg-shapes (CLIP pretraining pairs): deterministic, open_clip's CSV layout, and the
-rule that the held-out shapes are never drawn or named while their hue bands and patterns are."""
+rule that they draw and name every shape, the held-out ones included (or, ``shapes="train"``, never them)."""
 
 from __future__ import annotations
 
@@ -11,30 +11,61 @@ import pytest
 from PIL import Image
 
 from omg.data.captions import HUE_WORDS, PATTERN_WORDS, CaptionOptions, generate_captions, sample, sample_rng
-from omg.data.synthetic import HELDOUT_THINGS, THING_HUES, THING_PATTERNS
+from omg.data.synthetic import HELDOUT_THINGS, THING_CLASSES, THING_HUES, THING_PATTERNS
 from omg_platform.cli import main
 
 
-def test_the_held_out_shapes_are_never_named_but_their_looks_are():
-    opts = CaptionOptions(image_size=48, max_things=3)
-    texts, looks, closeups = [], [], 0
-    for i in range(300):
+def _samples(opts: CaptionOptions, n: int = 300):
+    texts, looks = [], []
+    for i in range(n):
         image, text, lk = sample(sample_rng(0, "train", i), opts)
-        assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+        assert image.shape == (opts.image_size, opts.image_size, 3) and image.dtype == np.uint8
         texts.append(text.lower())
-        looks += lk
-        closeups += len(lk) == 1 and lk[0].size == "large" and lk[0].position == "in the middle"
+        looks.append(lk)
+    return texts, looks
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z-]+", text))
+
+
+#: the words that name only a held-out shape ("shape" and "sign" name others too)
+HELD_OUT_WORDS = {w for c in HELDOUT_THINGS for s in c.synonyms for w in _words(s)} - {"shape", "sign"}
+
+
+def test_the_corpus_draws_and_names_all_six_shapes_by_default():
+    """The web-CLIP analogy: the captions know every concept, the held-out hexagon and cross included (the
+    segmentation training never holds them: tests/data/test_synthetic.py)."""
+    opts = CaptionOptions(image_size=48, max_things=3)
+    texts, per_image = _samples(opts)
+    looks = [lk for lks in per_image for lk in lks]
+    closeups = sum(len(lk) == 1 and lk[0].size == "large" and lk[0].position == "in the middle" for lk in per_image)
     assert 0.4 < closeups / 300 < 0.65, "about half are close-ups of one large shape (closeup 0.5)"
-    banned = {w for c in HELDOUT_THINGS for s in c.synonyms for w in re.findall(r"[a-z-]+", s)} - {"shape", "sign"}
-    assert not [t for t in texts if banned & set(re.findall(r"[a-z-]+", t))], "a held-out shape word in a caption"
+    assert {lk.shape for lk in looks} == {c.name for c in THING_CLASSES}
+    for c in HELDOUT_THINGS:
+        drawn = [t for t, lks in zip(texts, per_image) if any(lk.shape == c.name for lk in lks)]
+        assert len(drawn) > 30, c.name
+        # every caption that draws the shape names it, by one of its synonyms (plural when counted together)
+        assert all(any(syn.split()[0] in t for syn in c.synonyms) for t in drawn), c.name
+        used = {syn for syn in c.synonyms for t in drawn if syn in t}
+        assert len(used) >= 2, f"{c.name}: its synonyms vary ({used})"
+    own = sum(lk.hue == THING_HUES[lk.shape] and lk.pattern == THING_PATTERNS[lk.shape] for lk in looks) / len(looks)
+    assert 0.4 < own < 0.75, "about half keep their class's own look (free_look 0.5, plus chance matches)"
+
+
+def test_shapes_train_never_draws_or_names_a_held_out_shape_but_their_looks():
+    """``shapes="train"``: captions version 2's world, a CLIP that never heard of a hexagon (the ablation)."""
+    texts, per_image = _samples(CaptionOptions(image_size=48, max_things=3, shapes="train"))
+    looks = [lk for lks in per_image for lk in lks]
+    assert not [t for t in texts if HELD_OUT_WORDS & _words(t)], "a held-out shape word in a caption"
     assert {lk.shape for lk in looks} == {"circle", "square", "triangle", "star"}
     for c in HELDOUT_THINGS:  # the held-out classes' hue band and pattern, on training shapes, in words
         hue, pattern = THING_HUES[c.name], THING_PATTERNS[c.name]
         assert sum(lk.hue == hue for lk in looks) > 20 and sum(lk.pattern == pattern for lk in looks) > 20
         assert any(any(w in t for w in HUE_WORDS[hue]) for t in texts)
         assert any(any(w in t for w in PATTERN_WORDS[pattern]) for t in texts)
-    own = sum(lk.hue == THING_HUES[lk.shape] and lk.pattern == THING_PATTERNS[lk.shape] for lk in looks) / len(looks)
-    assert 0.4 < own < 0.75, "about half keep their class's own look (free_look 0.5, plus chance matches)"
+    with pytest.raises(ValueError, match="shapes must be one of all, train"):
+        CaptionOptions(shapes="held-out")
 
 
 def test_generation_is_deterministic_idempotent_and_in_open_clips_csv_layout(tmp_path, capsys):
