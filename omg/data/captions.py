@@ -89,6 +89,9 @@ class CaptionOptions:
     #: probability that an image is a close-up: one large shape near the middle (object-centric pictures, which
     #: teach the image tower what a single shape's region looks like, as photos of one object do for CLIP)
     closeup: float = 0.5
+    #: probability that a close-up is captioned by its shape's name alone ("a hexagon", no look, no stuff): in a
+    #: batch, those captions differ in nothing but the shape, so the CLIP must see the shape to match them
+    shape_only: float = 0.0
     jpeg_quality: int = 92
     shapes: str = dataclasses.field(
         default="all",
@@ -104,7 +107,7 @@ class CaptionOptions:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
         if self.num_train < 0 or self.num_val < 0 or self.max_things < 1:
             raise ValueError("num_train and num_val must be >= 0, max_things >= 1")
-        for name in ("free_look", "closeup"):
+        for name in ("free_look", "closeup", "shape_only"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -140,7 +143,8 @@ def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, 
     s = opts.image_size
     layout = StuffLayout.sample(rng, video=False)
     scene = Scene(stuff=layout, stuff_textures={c.id: stuff_texture(c.name, s, s, rng) for c in layout.classes})
-    if rng.random() < opts.closeup:
+    closeup = rng.random() < opts.closeup
+    if closeup:
         thing = _sample_thing(rng, SHAPE_POOLS[opts.shapes], s, r_range=(0.3, 0.42))
         thing.cx, thing.cy = (float(rng.uniform(0.4, 0.6) * s) for _ in range(2))
         scene.things = [thing]
@@ -169,7 +173,16 @@ def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, 
         size = "small" if thing.r < 0.12 * s else "large" if thing.r > 0.17 * s else ""
         looks.append(Look(thing.cls.name, hue, pattern, size, _position(thing.cx, thing.cy, s)))
     frame = scene.render(s, s, 0.0, 6)
+    if closeup and opts.shape_only and rng.random() < opts.shape_only:
+        return frame.image, shape_caption(rng, looks[0].shape), looks
     return frame.image, caption(rng, looks[::-1], [c.name for c in layout.classes]), looks[::-1]
+
+
+def shape_caption(rng: np.random.Generator, shape: str) -> str:
+    """'a hexagon', 'a photo of a six-sided shape' (a synonym and the prefix drawn from ``rng``)."""
+    cls = next(c for c in THING_CLASSES if c.name == shape)
+    name = cls.synonyms[int(rng.integers(len(cls.synonyms)))]
+    return ("a photo of a " if rng.random() < 0.5 else "a ") + name
 
 
 def caption(rng: np.random.Generator, looks: list[Look], stuff: list[str]) -> str:

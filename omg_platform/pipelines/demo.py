@@ -402,8 +402,9 @@ class Demo:
                 f"chance {100 / after['n']:.1f}%)"
             )
         print(
-            "  (open-vocabulary PQ names the held-out classes by name; the captions never name a hexagon or a "
-            "cross, so this CLIP cannot know them by name: docs/experiments.md)"
+            "  (open-vocabulary PQ names the held-out hexagon and cross by name: the captions name them, the "
+            "segmentation training never sees them; this tiny CLIP's mask-pooled features name the stuff around a "
+            "shape, not the shape: docs/experiments.md)"
         )
         print(
             f"\nreport:      {self.state['dashboard']['report']}\n"

@@ -673,3 +673,23 @@ def test_predict_takes_positive_and_negative_clicks_on_one_object(tmp_path, caps
     for bad, words in ((["20,30,1", "40,20"], "every point as X,Y"), (["20,30,2"], "the label L of X,Y,L")):
         assert main([*args, "--checkpoint", refined, "--points", *bad]) == 2
         assert words in capsys.readouterr().err
+
+
+def test_the_clip_naming_tool_scores_every_ground_truth_segment_once(predictor, tiny_shapes):
+    """tools/clip_mask_naming.py (the CLIP branch alone on ground-truth masks): each non-crowd segment of the first
+    images is named once, against the split's classes, from its own mask on the stride-4 grid."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("clip_mask_naming", root / "tools/clip_mask_naming.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    doc = json.loads((Path(tiny_shapes) / "annotations/panoptic_val_ov.json").read_text())
+    names, hits, confusion = tool.name_segments(predictor, Path(tiny_shapes), "val_ov", 2)
+    segments = [s for a in doc["annotations"][:2] for s in a["segments_info"] if not s.get("iscrowd")]
+    assert sorted(names) == sorted(c["name"] for c in doc["categories"])
+    assert sum(len(v) for v in hits.values()) == sum(confusion.values()) == len(segments)
+    ids = np.zeros((8, 12), dtype=np.int64)
+    ids[4:8, 4:12] = 5  # the resized image fills the top-left of the padded input; the grid is its stride 4
+    grid = tool.segment_masks(ids, [{"id": 5}], (16, 24), (8, 12))[0, 0, 0]
+    assert grid.shape == (4, 6) and (grid > 0).nonzero().tolist() == [[1, 1], [1, 2]]
