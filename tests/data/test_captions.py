@@ -68,6 +68,25 @@ def test_shapes_train_never_draws_or_names_a_held_out_shape_but_their_looks():
         CaptionOptions(shapes="held-out")
 
 
+def test_shape_only_close_ups_are_captioned_by_the_shape_alone():
+    """``shape_only``: a close-up's caption is its shape's name and nothing else (a batch of those differs in the
+    shape alone); other images keep their full captions, and the pictures are the same."""
+    for closeup in (1.0, 0.0):
+        only = CaptionOptions(image_size=48, closeup=closeup, shape_only=1.0)
+        full = CaptionOptions(image_size=48, closeup=closeup)
+        for i in range(30):
+            image, text, looks = sample(sample_rng(0, "train", i), only)
+            ref_image, ref_text, _ = sample(sample_rng(0, "train", i), full)
+            assert np.array_equal(image, ref_image), "the same picture"
+            if closeup:
+                synonyms = next(c.synonyms for c in THING_CLASSES if c.name == looks[0].shape)
+                assert len(looks) == 1 and text in {p + s for p in ("a ", "a photo of a ") for s in synonyms}, text
+            else:
+                assert text == ref_text
+    with pytest.raises(ValueError, match="shape_only"):
+        CaptionOptions(shape_only=1.5)
+
+
 def test_generation_is_deterministic_idempotent_and_in_open_clips_csv_layout(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     args = ["--num-train", "12", "--num-val", "4", "--image-size", "40", "--quiet"]
