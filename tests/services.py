@@ -33,6 +33,11 @@ BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "omgtest", "omgtest-secret"
 
 
+#: the port draws' own generator: every test seeds the `random` module with 0 (tests/conftest.py), so with it the
+#: pytest-xdist processes would all try the same ports in the same order
+_PORTS = random.SystemRandom()
+
+
 def _ephemeral_ports() -> tuple[int, int]:
     """The range the kernel draws a client socket's own port from (Linux's default when it cannot be read)."""
     try:
@@ -52,7 +57,7 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
     # above it, or between Ray's worker ports (10002-19999 by default) and it
     spans = [(a, b - n) for a, b in ((20000, low - 1), (high + 1, 65535)) if b - n > a]
     for _ in range(200):
-        base = random.randint(*random.choice(spans))
+        base = _PORTS.randint(*_PORTS.choice(spans))
         try:
             with contextlib.ExitStack() as stack:
                 for p in range(base, base + n):

@@ -38,14 +38,14 @@ def segment_masks(ids: np.ndarray, segments: list[dict], padded: tuple[int, int]
 
 
 def name_segments(pred: OMGPredictor, root: Path, split: str, limit: int):
-    """-> (the split's class names, {class: [named right?] per segment}, Counter of (class, named as))."""
+    """-> (the split's class names, Counter of (class, named as) over the segments)."""
     core = pred.core
     doc = json.loads((root / "annotations" / f"panoptic_{split}.json").read_text())
     cats = {c["id"]: c["name"] for c in doc["categories"]}
     names = [cats[c] for c in sorted(cats)]
     vocab = core.vocabulary(names)
     text = core.text(vocab)
-    hits, confusion = collections.defaultdict(list), collections.Counter()
+    confusion = collections.Counter()
     for ann in doc["annotations"][:limit]:
         image = next((root / "images" / split).glob(Path(ann["file_name"]).stem + ".*"))
         png = root / "annotations" / f"panoptic_{split}" / ann["file_name"]
@@ -57,10 +57,8 @@ def name_segments(pred: OMGPredictor, root: Path, split: str, limit: int):
             masks = segment_masks(ids, segments, tuple(batch.shape[-2:]), tuple(sizes[0]))
             logits, _ = clip_logits(core.model.backbone, feats.clip_features, masks, text, core.logit_scale)
         for seg, label in zip(segments, logits[0].argmax(-1).tolist()):
-            truth = cats[seg["category_id"]]
-            hits[truth].append(names[label] == truth)
-            confusion[(truth, names[label])] += 1
-    return names, hits, confusion
+            confusion[(cats[seg["category_id"]], names[label])] += 1
+    return names, confusion
 
 
 def main() -> None:
@@ -74,12 +72,13 @@ def main() -> None:
     pred = OMGPredictor.from_checkpoint(args.checkpoint)
     if args.clip:
         print(pred.model.backbone.load_pretrained(args.clip))
-    names, hits, confusion = name_segments(pred, Path(args.root), args.split, args.limit)
+    names, confusion = name_segments(pred, Path(args.root), args.split, args.limit)
     for name in names:
-        if hits[name]:
+        total = sum(c for (a, _), c in confusion.items() if a == name)
+        if total:
             named = ", ".join(f"{b} {c}" for (a, b), c in confusion.most_common() if a == name)
-            right = 100 * np.mean(hits[name])
-            print(f"{name:12s} {right:5.1f} % of {len(hits[name]):3d} segments named right ({named})")
+            right = 100 * confusion[(name, name)] / total
+            print(f"{name:12s} {right:5.1f} % of {total:3d} segments named right ({named})")
 
 
 if __name__ == "__main__":
