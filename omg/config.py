@@ -24,6 +24,7 @@ from omg.data.catalog import Sampling
 from omg.env import runs_dir
 from omg.modeling.model import ModelConfig
 from omg.utils.typed import SchemaError, from_dict, to_dict, yaml_problem
+from omg.utils.zoom import ZoomIn
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class DataConfig:
     ray_data_concurrency: int = 1
     #: test-time resize recorded in the exported model: (long side, short side)
     test_size: tuple[int, ...] = (1333, 800)
+    #: zoom-in of a refinement model's corrections, recorded in the exported model (ours, RITM's test-time step;
+    #: omg.utils.zoom, docs/model.md §7.3): null = none (the released model has no corrections to zoom)
+    zoom_in: ZoomIn | None = None
 
     def __post_init__(self):
         if len(self.crop_size) != 2 or min(self.crop_size) < 32:

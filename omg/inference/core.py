@@ -31,7 +31,9 @@ from omg.inference.tasks import POSTPROCESS_AT, PROMPT_LABELS
 from omg.modeling.heads import class_logits
 from omg.modeling.model import OMGSeg
 from omg.modeling.text import TextEmbedder
+from omg.utils.typed import from_dict
 from omg.utils.vocabulary import Vocabulary
+from omg.utils.zoom import ZoomIn
 
 
 def as_image(a: Any, where: str) -> np.ndarray:
@@ -60,6 +62,19 @@ def to_original(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return x.reshape(*shape[:-2], *size).to(m.dtype).cpu().numpy()
 
 
+def zoom_setting(zoom: ZoomIn | bool | None, metadata: dict) -> ZoomIn | None:
+    """The zoom-in a predictor runs: ``zoom`` as given (True: :class:`ZoomIn`'s defaults, False: none), or with
+    None the checkpoint's (its metadata's ``zoom_in``: the training config's ``data.zoom_in``)."""
+    if zoom is None:
+        recorded = metadata.get("zoom_in")
+        return None if recorded is None else from_dict(ZoomIn, recorded, "checkpoint metadata 'zoom_in'")
+    if isinstance(zoom, bool):
+        return ZoomIn() if zoom else None
+    if not isinstance(zoom, ZoomIn):
+        raise TypeError(f"zoom must be a ZoomIn, True, False or None, got {type(zoom).__name__}")
+    return zoom
+
+
 class PredictorCore:
     """The model and the settings every task reads. ``stats`` counts backbone and decoder calls (what the caches
     save is visible)."""
@@ -72,6 +87,7 @@ class PredictorCore:
         test_size: tuple[int, int] | None = None,
         postprocess_at: str = "original",
         prompt_labels: str = "queries",
+        zoom: ZoomIn | bool | None = None,
     ):
         if postprocess_at not in POSTPROCESS_AT:
             raise ValueError(f"postprocess_at must be one of {', '.join(POSTPROCESS_AT)}, got {postprocess_at!r}")
@@ -88,6 +104,9 @@ class PredictorCore:
         self.training_vocabulary = None if ls is None else Vocabulary.from_dict(ls)
         #: (long side, short side) limits of the test-time resize (keep ratio)
         self.test_size = tuple(test_size or metadata.get("test_size") or (1333, 800))
+        #: zoom-in of a refinement model's corrections (:mod:`omg.utils.zoom`; None: off): ``zoom`` None takes the
+        #: checkpoint's (``zoom_in`` in its metadata), True RITM's settings, False none
+        self.zoom = zoom_setting(zoom, metadata)
         self.embedder = TextEmbedder(self.model.backbone)
         self.stats = {"backbone_calls": 0, "decoder_calls": 0}
 

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from omg.inference.core import PredictorCore
+from omg.inference.core import PredictorCore, zoom_setting
 from omg.inference.image_tasks import ImageState, ImageTasks
 from omg.inference.objects import ObjectPrompt
 from omg.inference.results import (
@@ -56,6 +56,7 @@ from omg.inference.video_tasks import LOOKAHEAD, VideoState, VideoTasks
 from omg.modeling.checkpoint import load_checkpoint
 from omg.modeling.model import OMGSeg
 from omg.utils.vocabulary import Vocabulary
+from omg.utils.zoom import ZoomIn
 
 __all__ = [
     "IMAGE_TASKS",
@@ -90,8 +91,9 @@ class OMGPredictor:
         test_size: tuple[int, int] | None = None,
         postprocess_at: str = "original",
         prompt_labels: str = "queries",
+        zoom: ZoomIn | bool | None = None,
     ):
-        self.core = PredictorCore(model, metadata, device, test_size, postprocess_at, prompt_labels)
+        self.core = PredictorCore(model, metadata, device, test_size, postprocess_at, prompt_labels, zoom)
         self.images = ImageTasks(self.core)
         self.videos = VideoTasks(self.core, self.images)
         self._image: ImageState | None = None  # what set_image set: the image tasks' default state
@@ -122,6 +124,11 @@ class OMGPredictor:
         lambda self: self.core.prompt_labels,
         lambda self, v: setattr(self.core, "prompt_labels", v),
         doc="how a prompted mask gets its label (PROMPT_LABELS)",
+    )
+    zoom = property(
+        lambda self: self.core.zoom,
+        lambda self, v: setattr(self.core, "zoom", zoom_setting(v, self.core.metadata)),
+        doc="zoom-in of a refinement model's corrections (omg.utils.zoom.ZoomIn; None: off)",
     )
 
     @property

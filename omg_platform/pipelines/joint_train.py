@@ -41,7 +41,7 @@ from omg.training.checkpointer import Checkpointer
 from omg.utils import io as uio
 from omg.utils.log import get_logger
 from omg.utils.log import setup as setup_logging
-from omg.utils.typed import SchemaError
+from omg.utils.typed import SchemaError, to_dict
 from omg_platform.errors import UsageError, fail, usage_error
 from omg_platform.pipelines.cluster import init_ray, run_trainer, shared_location, torch_trainer, worker_env
 from omg_platform.pipelines.train_hooks import parse_hook
@@ -296,6 +296,17 @@ def _mean_over_workers(world: int):
     return reduce_fn
 
 
+def inference_metadata(spec: WorkerSpec) -> dict:
+    """What a predictor reads of the run (the checkpoint's metadata; the live model's at validation): the training
+    vocabulary, the test-time resize, the zoom-in of corrections."""
+    zoom = spec.config.data.zoom_in
+    return {
+        "label_space": spec.label_space.to_dict(),
+        "test_size": list(spec.config.data.test_size),
+        "zoom_in": None if zoom is None else to_dict(zoom),
+    }
+
+
 def validate(spec: WorkerSpec, tracker, inner, step: int) -> dict:
     """Rank 0: the validation pairs on the live model (their first ``validation.limit`` samples), written under
     ``<run_dir>/val/step<N>/`` and logged as ``val/<dataset>/<metric>`` at ``step`` (only with MLflow on)."""
@@ -308,7 +319,7 @@ def validate(spec: WorkerSpec, tracker, inner, step: int) -> dict:
 
     inner.eval()
     catalog = load_catalog()
-    predictor = OMGPredictor(inner, {"label_space": spec.label_space.to_dict(), "test_size": list(cfg.data.test_size)})
+    predictor = OMGPredictor(inner, inference_metadata(spec))
     out = {}
     try:
         for pair in cfg.validation.pairs:
@@ -345,8 +356,7 @@ def export(spec: WorkerSpec, tracker, inner, step: int, clip_source: str | None)
     cfg = spec.config
     uri = uio.join(spec.run_dir, "model.pt")
     meta = {
-        "label_space": spec.label_space.to_dict(),
-        "test_size": list(cfg.data.test_size),
+        **inference_metadata(spec),
         "train_config": config_dict(cfg),
         "step": step,
         "mlflow_run_id": tracker.run_id,
