@@ -62,10 +62,11 @@ def convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        candidates = [arg for arg in args if arg is not type(None)]
+        if len(candidates) == 1:  # Optional[T]: T's own error, with its key (a nested field's included)
+            return convert(candidates[0], value, source, key)
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in candidates:
             try:
                 return convert(arg, value, source, key)
             except SchemaError as err:
