@@ -54,7 +54,9 @@ class EvalOptions:
     - ``prompt_labels``: how ``prompt_label`` labels a prompted mask (the released code labels none):
       ``"queries"`` or ``"clip"`` (:data:`omg.inference.predictor.PROMPT_LABELS`);
     - ``test_size``: (long side, short side) of the test-time resize instead of the dataset's (the catalog's
-      ``test_size``, the released config's) or, without one, the model's (ours; empty: those).
+      ``test_size``, the released config's) or, without one, the model's (ours; empty: those);
+    - ``zoom_in``: the interactive corrections' zoom-in (:mod:`omg.utils.zoom`, ours): ``"model"`` (the
+      checkpoint's setting), ``"off"``, or ``"on"`` (:class:`~omg.utils.zoom.ZoomIn`'s defaults).
     """
 
     distractors: bool = field(
@@ -100,6 +102,15 @@ class EvalOptions:
             "default_text": "the dataset's, else the model's",
             "help": "test-time resize (long side, short side) instead of the dataset's (catalog) or the model's; "
             "e.g. 256 256 evaluates the 128-px omg-shapes upsampled 2x, as the released protocol upsamples COCO",
+        },
+    )
+
+    zoom_in: str = field(
+        default="model",
+        metadata={
+            "choices": ("model", "off", "on"),
+            "help": "interactive corrections on a crop around the object (RITM's zoom-in; refinement models): "
+            "as the checkpoint records it, off, or on with RITM's settings",
         },
     )
 

@@ -87,17 +87,19 @@ class PairSpec:
     def evaluator(self, pred: OMGPredictor) -> Iterator[TaskEvaluator]:
         """The pair's evaluator, with the predictor set up for the dataset (the options' test size, else the
         catalog's, the options' post-processing) while it is used, as it was afterwards."""
-        saved = pred.test_size, pred.postprocess_at, pred.prompt_labels
+        saved = pred.test_size, pred.postprocess_at, pred.prompt_labels, pred.zoom
         # the options' test size, else the released config's for the dataset, else the model's
         pred.test_size = self.options.test_size or tuple(self.entry.test_size) or pred.test_size
         pred.postprocess_at, pred.prompt_labels = self.options.postprocess_at, self.options.prompt_labels
+        if self.options.zoom_in != "model":
+            pred.zoom = self.options.zoom_in == "on"
         reader = get_reader(self.entry, self.split, self.root)
         try:
             yield EVALUATORS[self.task](
                 EvalContext(pred, self.entry, reader, self.out_dir, self.options, self.overlays)
             )
         finally:
-            pred.test_size, pred.postprocess_at, pred.prompt_labels = saved
+            pred.test_size, pred.postprocess_at, pred.prompt_labels, pred.zoom = saved
 
     def result(self, scores, t0: float) -> EvalResult:
         """The scores as an :class:`EvalResult`, also written to ``result.json``."""

@@ -24,7 +24,7 @@ from omg.inference.results import InstanceResult, InteractiveResult, PanopticRes
 from omg.modeling.model import Features
 from omg.modeling.prompts import Prompts
 from omg.utils.vocabulary import Vocabulary
-from omg.utils.zoom import Roi, clicks_in, paste
+from omg.utils.zoom import Roi, paste
 
 
 @dataclass
@@ -282,17 +282,22 @@ class ImageTasks:
             for i, (objs, ss) in enumerate(zip(per_image, starts)):
                 row = []
                 for j, (o, s) in enumerate(zip(objs, ss)):
-                    if not s:  # as given: answered in the first pass
+                    if not s:  # as given: answered in the first pass (on a crop around its own mask with zoom-in)
+                        roi, given = self.given_roi(state, i, o) if zoom and step == 0 else (None, None)
+                        if roi is not None:
+                            crops.append(
+                                (i, j, 0, roi, o.cropped(roi, given[roi.box[1] : roi.box[3], roi.box[0] : roi.box[2]]))
+                            )
+                        elif step == 0:
+                            wanted.append((i, j, 0))
                         row.append(o)
-                        wanted += [(i, j, 0)] if step == 0 else []
                         continue
                     n = min(s + step, o.num_clicks)
                     active = s + step <= o.num_clicks
                     roi = self.zoom_roi(state, i, o, n, last[i][j]) if zoom and active else None
                     prompt = o.first_clicks(n, self.prev_mask(state, i, last[i][j], roi))
                     if roi is not None:
-                        pts, labels = clicks_in(roi, prompt.points, prompt.label_array)
-                        crops.append((i, j, n, roi, ObjectPrompt(pts, labels, None, prompt.mask)))
+                        crops.append((i, j, n, roi, prompt.cropped(roi, prompt.mask)))
                     elif active:
                         wanted.append((i, j, n))
                     row.append(prompt)
@@ -323,10 +328,24 @@ class ImageTasks:
 
     def zoom_roi(self, state: ImageState, i: int, o: ObjectPrompt, n: int, last: Answer | None) -> Roi | None:
         """The crop the pass of object ``o``'s first ``n`` clicks runs on (None: the whole image), from its last
-        answer (:meth:`ZoomIn.next_roi`)."""
+        answer (:meth:`ZoomIn.next_roi`; its box, if any, inside the crop too)."""
         mask = None if last is None else self.original_mask(state, i, last)
-        positives = np.asarray(o.points, dtype=np.float32).reshape(-1, 2)[:n][o.label_array[:n] == 1]
-        return self.core.zoom.next_roi(n, mask, positives, None if last is None else last.roi)
+        return self.core.zoom.next_roi(n, mask, o.anchors(n), None if last is None else last.roi)
+
+    def given_roi(self, state: ImageState, i: int, o: ObjectPrompt) -> tuple[Roi | None, np.ndarray | None]:
+        """The crop of an object given with its previous mask (a stateless client's correction): from that mask as
+        the image's H x W mask (the ``logits`` plane of a result, or a bool / probability mask of the image);
+        -> (the crop or None, that mask). A mask of another shape is left to the prompt's check, which names it."""
+        if o.mask is None:
+            return None, None
+        m = np.asarray(o.mask)
+        if m.shape == tuple(state.features.mask_features.shape[-2:]):
+            m = self.original_mask(state, i, Answer(torch.from_numpy(m.astype(np.float32))))
+        elif m.shape == tuple(state.original[i]):
+            m = m > 0.5
+        else:
+            return None, None
+        return self.core.zoom.next_roi(o.num_clicks, m, o.anchors(o.num_clicks), None), m
 
     def prev_mask(self, state: ImageState, i: int, last: Answer | None, roi: Roi | None) -> np.ndarray | None:
         """The previous mask a pass on ``roi`` (None: the whole image) is given: a whole-image answer to a

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from omg.modeling.prompts import Prompts, points_to_boxes
 from omg.modeling.refine import binary_prev
+from omg.utils.zoom import Roi, clicks_in
 
 
 @dataclass
@@ -75,6 +76,25 @@ class ObjectPrompt:
         labels, pts = self.label_array, np.asarray(self.points, dtype=np.float64).reshape(-1, 2)[:n]
         box = None if self.box is None else tuple(float(v) for v in np.asarray(self.box).reshape(-1))
         return box, tuple((float(x), float(y), int(v)) for (x, y), v in zip(pts, labels[:n]))
+
+    def anchors(self, n: int) -> np.ndarray:
+        """What a zoom-in crop must hold besides the object's mask (K x 2, x y): its positive clicks among the first
+        ``n`` and its box's corners."""
+        pts = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)[:n][self.label_array[:n] == 1]
+        if self.box is None:
+            return pts
+        x0, y0, x1, y1 = np.asarray(self.box, dtype=np.float32).reshape(-1)
+        return np.concatenate([pts, [[x0, y0], [max(x0, x1 - 1), max(y0, y1 - 1)]]])
+
+    def cropped(self, roi: Roi, mask: np.ndarray | None) -> "ObjectPrompt":
+        """The object in the pixels of the zoom-in crop ``roi`` (:mod:`omg.utils.zoom`): its clicks inside the crop,
+        its box clipped to it, ``mask`` (already the crop's) as its previous mask."""
+        pts, labels = clicks_in(roi, self.points, self.label_array)
+        box = None
+        if self.box is not None:
+            x0, y0, x1, y1 = roi.box
+            box = np.clip(np.asarray(self.box, np.float32).reshape(-1) - [x0, y0, x0, y0], 0, [x1 - x0, y1 - y0] * 2)
+        return ObjectPrompt(pts, labels, box, mask)
 
     def first_clicks(self, n: int, mask: np.ndarray | None) -> "ObjectPrompt":
         """The object after its first ``n`` clicks, with ``mask`` as its previous mask."""

@@ -212,3 +212,78 @@ def test_the_next_click_on_an_object_costs_one_decoder_pass():
     assert np.array_equal(answer.masks, fresh.masks) and np.array_equal(answer.logits, fresh.logits)
     undone = pred.interactive(objects=[ObjectPrompt(clicks[:2], labels[:2])], state=state)  # undo: kept too
     assert np.array_equal(undone.masks, pred.interactive(objects=[ObjectPrompt(clicks[:2], labels[:2])]).masks)
+
+
+def test_zoom_in_answers_a_correction_on_a_crop_around_the_object(interactive_checkpoint, tiny_shapes, tmp_path):
+    """With zoom-in (omg/utils/zoom.py) the first click sees the whole image; a correction runs on the crop around
+    the last answer and the positive clicks (one backbone pass), its answer pasted back: the same as a predictor
+    without zoom-in answering on that crop, given the clicks inside it and the last answer cropped. The crop is
+    kept while the clicks stay inside it and overlap it (the next correction: no backbone pass). Clicks as the NoC
+    protocol places them, on the trained tiny model's first val objects."""
+    from omg.data.catalog import get_entry
+    from omg.data.decode import decode_masks
+    from omg.data.formats import get_reader
+    from omg.inference.media import load_image
+    from omg.inference.objects import ObjectPrompt
+    from omg.inference.predictor import OMGPredictor
+    from omg.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from omg.utils import io as uio
+    from omg.utils.clicks import Clicker
+    from omg.utils.zoom import ZoomIn, clicks_in, paste
+
+    zoom = ZoomIn(min_crop=0.3)
+    pred = OMGPredictor.from_checkpoint(interactive_checkpoint, zoom=zoom)
+    plain = OMGPredictor.from_checkpoint(interactive_checkpoint, zoom=False)
+    reader = get_reader(get_entry("omg-shapes-sam"), "val", tiny_shapes)
+    zoomed = kept = 0
+    for it in reader.items()[:3]:
+        image = load_image(uio.join(reader.paths["images"], it["image"]))
+        state, plain_state = pred.set_image(image), plain.set_image(image)
+        for gt in decode_masks(reader.load(it))[:, 0]:
+            clicker, answers, roi = Clicker(gt.astype(np.int32)), [], None
+            for k in range(3):
+                clicker.next_click(answers[-1].masks[0] if answers else np.zeros(gt.shape, bool))
+                pts = np.array([[c.x + 0.5, c.y + 0.5] for c in clicker.clicks])
+                labels = np.array([int(c.positive) for c in clicker.clicks])
+                last = answers[-1].masks[0] if answers else None
+                roi = None if last is None else zoom.next_roi(k + 1, last, pts[labels == 1], roi)
+                calls = pred.stats["backbone_calls"], pred.stats["decoder_calls"]
+                answers.append(pred.interactive(objects=[ObjectPrompt(pts, labels)], state=state))
+                used = pred.stats["backbone_calls"] - calls[0], pred.stats["decoder_calls"] - calls[1]
+                if roi is None:  # the whole image: the answer of the predictor without zoom-in
+                    assert used == (0, 1)
+                    by_hand = plain.interactive(objects=[ObjectPrompt(pts, labels)], state=plain_state).masks[0]
+                    assert np.array_equal(answers[-1].masks[0], by_hand)
+                    continue
+                x0, y0, x1, y1 = roi.box
+                plain.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
+                inside, inside_labels = clicks_in(roi, pts, labels)
+                crop = plain.interactive(objects=[ObjectPrompt(inside, inside_labels, mask=last[y0:y1, x0:x1])])
+                assert np.array_equal(answers[-1].masks[0], paste(crop.masks[0], roi, gt.shape))
+                assert answers[-1].scores[0] == pytest.approx(crop.scores[0])
+                assert answers[-1].logits.shape == answers[0].logits.shape, "logits on the image's mask grid"
+                assert used in ((0, 1), (1, 1)), used  # one decoder pass; a backbone pass on a new crop
+                kept += used == (0, 1)  # the crop of the click before: its features kept
+                zoomed += 1
+    assert zoomed >= 3 and kept >= 1, (zoomed, kept)
+
+    # a stateless client's correction (the object with its previous mask): a crop around that mask, not kept
+    last, n = answers[-2].masks[0], len(pts)
+    roi = zoom.next_roi(n, last, pts[labels == 1], None)
+    assert roi is not None
+    given = pred.interactive(objects=[ObjectPrompt(pts, labels, mask=last)], state=state)
+    x0, y0, x1, y1 = roi.box
+    plain.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    inside, inside_labels = clicks_in(roi, pts, labels)
+    crop = plain.interactive(objects=[ObjectPrompt(inside, inside_labels, mask=last[y0:y1, x0:x1])])
+    assert np.array_equal(given.masks[0], paste(crop.masks[0], roi, gt.shape))
+    # a box and clicks: the crop holds the box too, clipped into the crop's pixels
+    h, w = gt.shape
+    boxed = ObjectPrompt([[w - 1.5, h - 1.5], [2.5, 2.5]], [0, 0], box=[1, 1, w // 2, h // 2])
+    answer = pred.interactive(objects=[boxed], state=state)
+    assert answer.masks.shape == (1, h, w)
+
+    uri = str(tmp_path / "zoomed.pt")  # a checkpoint records its zoom-in (the training config's data.zoom_in)
+    save_checkpoint(load_checkpoint(interactive_checkpoint)[0], uri, {"zoom_in": {"min_crop": 0.3}})
+    assert OMGPredictor.from_checkpoint(uri).zoom == zoom
+    assert OMGPredictor.from_checkpoint(uri, zoom=False).zoom is None
