@@ -59,7 +59,7 @@ class Answer:
     """An object's answer after one pass: its mask logits on the mask grid of the state the pass ran on, the whole
     image's (``roi`` None) or a zoom-in crop's."""
 
-    logits: torch.Tensor  # h4 x w4, on the CPU
+    logits: torch.Tensor  # h4 x w4
     roi: Roi | None = None
 
 
@@ -257,11 +257,12 @@ class ImageTasks:
         answers. An object with several clicks and no previous mask, on a model with refinement, is answered as a
         person clicking gets it (and as the NoC protocol measures it): its clicks one at a time, in order, each
         pass given the previous pass's mask — one decoder pass per click, the objects of a request together; the
-        others in one pass. With zoom-in (``PredictorCore.zoom``) such a pass after the first click runs on a crop
-        around the object (:mod:`omg.utils.zoom`): one more decoder pass, and a backbone pass when the crop
-        changes. An object's answers after each click are kept on ``state``: a request that adds clicks to an
-        object answered before on it starts from the longest prefix of its clicks answered, so each further click
-        costs one pass."""
+        others in one pass. With zoom-in (``PredictorCore.zoom``) a correction — a pass after an object's first
+        click, or an object given with its previous mask — runs on a crop around the object instead
+        (:mod:`omg.utils.zoom`; a decoder pass of its own, and a backbone pass when the crop changes). An object's
+        answers after each click are kept on ``state`` (under the zoom-in setting they were answered with): a
+        request that adds clicks to an object answered before on it starts from the longest prefix of its clicks
+        answered, so each further click costs one pass."""
         core = self.core
         per_image = [list(o) for o in objects] if state.batched else [list(objects)]
         refine = core.model.refinement is not None
@@ -272,7 +273,7 @@ class ImageTasks:
         for i, (objs, ss) in enumerate(zip(per_image, starts)):
             for j, (o, s) in enumerate(zip(objs, ss)):
                 for n in range(o.num_clicks - 1, s - 1, -1) if s else ():  # the longest prefix answered before
-                    if (known := state.answers.get((i, *o.key(n)))) is not None:
+                    if (known := state.answers.get((i, zoom, *o.key(n)))) is not None:
                         ss[j], last[i][j] = n + 1, known
                         break
         spans = [o.num_clicks - s + 1 for objs, ss in zip(per_image, starts) for o, s in zip(objs, ss) if s]
@@ -285,9 +286,7 @@ class ImageTasks:
                     if not s:  # as given: answered in the first pass (on a crop around its own mask with zoom-in)
                         roi, given = self.given_roi(state, i, o) if zoom and step == 0 else (None, None)
                         if roi is not None:
-                            crops.append(
-                                (i, j, 0, roi, o.cropped(roi, given[roi.box[1] : roi.box[3], roi.box[0] : roi.box[2]]))
-                            )
+                            crops.append((i, j, 0, roi, o.cropped(roi, roi.crop(given))))
                         elif step == 0:
                             wanted.append((i, j, 0))
                         row.append(o)
@@ -307,21 +306,23 @@ class ImageTasks:
                 out = core.model.decode(state.features, core.decoder_text(), prompts)
                 core.stats["decoder_calls"] += 1
                 for i, j, n in wanted:
-                    last[i][j] = self.keep(state, i, per_image[i][j], n, Answer(out.pred_masks[i, j, 0].float().cpu()))
+                    answer = Answer(out.pred_masks[i, j, 0].float().cpu())
+                    last[i][j] = self.keep(state, (i, zoom, *per_image[i][j].key(n)) if n else None, answer)
             for i, j, n, roi, prompt in crops:
                 crop = self.crop_state(state, i, roi)
                 out = core.model.decode(crop.features, core.decoder_text(), self.object_prompts(crop, [prompt]))
                 core.stats["decoder_calls"] += 1
-                last[i][j] = self.keep(state, i, per_image[i][j], n, Answer(out.pred_masks[0, 0, 0].float().cpu(), roi))
+                answer = Answer(out.pred_masks[0, 0, 0].float().cpu(), roi)
+                last[i][j] = self.keep(state, (i, zoom, *per_image[i][j].key(n)) if n else None, answer)
         return last
 
     @staticmethod
-    def keep(state: ImageState, i: int, o: ObjectPrompt, n: int, answer: Answer) -> Answer:
-        """Keep a replayed object's answer after its first ``n`` clicks on ``state`` (0: an object as given, not
-        kept); -> the answer."""
-        if n:
-            state.answers[(i, *o.key(n))] = answer
-            state.answers.move_to_end((i, *o.key(n)))
+    def keep(state: ImageState, key: tuple | None, answer: Answer) -> Answer:
+        """Keep a replayed object's answer on ``state`` under ``key`` (image, zoom-in, the object after some of its
+        clicks: :meth:`ObjectPrompt.key`; None: an object as given, not kept); -> the answer."""
+        if key is not None:
+            state.answers[key] = answer
+            state.answers.move_to_end(key)
             while len(state.answers) > ANSWERS_KEPT:
                 state.answers.popitem(last=False)
         return answer
@@ -357,16 +358,12 @@ class ImageTasks:
         if last.roi is None and roi is None:
             return last.logits.numpy() > 0
         mask = self.original_mask(state, i, last)
-        if roi is None:
-            return mask
-        x0, y0, x1, y1 = roi.box
-        return mask[y0:y1, x0:x1]
+        return mask if roi is None else roi.crop(mask)
 
     def crop_state(self, state: ImageState, i: int, roi: Roi) -> ImageState:
         """The features of image i's crop ``roi`` (kept on ``state``, the newest CROPS_KEPT)."""
         if (crop := state.crops.get((i, roi))) is None:
-            x0, y0, x1, y1 = roi.box
-            crop = state.crops[(i, roi)] = self.init_state(np.ascontiguousarray(state.images[i][y0:y1, x0:x1]))
+            crop = state.crops[(i, roi)] = self.init_state(roi.crop(state.images[i]))
             while len(state.crops) > CROPS_KEPT:
                 state.crops.popitem(last=False)
         state.crops.move_to_end((i, roi))

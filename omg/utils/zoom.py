@@ -34,6 +34,10 @@ class Roi(NamedTuple):
         """XYXY, exclusive right and bottom (slicing and pasting)."""
         return self.left, self.top, self.right + 1, self.bottom + 1
 
+    def crop(self, a: np.ndarray) -> np.ndarray:
+        """The crop of an H x W (x C) array, contiguous."""
+        return np.ascontiguousarray(a[self.top : self.bottom + 1, self.left : self.right + 1])
+
 
 def _segments_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
     inter = max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
@@ -117,6 +121,5 @@ def clicks_in(roi: Roi, points: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
 def paste(crop_mask: np.ndarray, roi: Roi, size: Sequence[int]) -> np.ndarray:
     """A crop's H' x W' bool mask -> the image's H x W mask (nothing outside the crop)."""
     out = np.zeros(tuple(size), dtype=bool)
-    x0, y0, x1, y1 = roi.box
-    out[y0:y1, x0:x1] = crop_mask
+    out[roi.top : roi.bottom + 1, roi.left : roi.right + 1] = crop_mask
     return out

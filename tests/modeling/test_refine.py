@@ -255,10 +255,9 @@ def test_zoom_in_answers_a_correction_on_a_crop_around_the_object(interactive_ch
                     by_hand = plain.interactive(objects=[ObjectPrompt(pts, labels)], state=plain_state).masks[0]
                     assert np.array_equal(answers[-1].masks[0], by_hand)
                     continue
-                x0, y0, x1, y1 = roi.box
-                plain.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
+                plain.set_image(roi.crop(image))
                 inside, inside_labels = clicks_in(roi, pts, labels)
-                crop = plain.interactive(objects=[ObjectPrompt(inside, inside_labels, mask=last[y0:y1, x0:x1])])
+                crop = plain.interactive(objects=[ObjectPrompt(inside, inside_labels, mask=roi.crop(last))])
                 assert np.array_equal(answers[-1].masks[0], paste(crop.masks[0], roi, gt.shape))
                 assert answers[-1].scores[0] == pytest.approx(crop.scores[0])
                 assert answers[-1].logits.shape == answers[0].logits.shape, "logits on the image's mask grid"
@@ -272,10 +271,9 @@ def test_zoom_in_answers_a_correction_on_a_crop_around_the_object(interactive_ch
     roi = zoom.next_roi(n, last, pts[labels == 1], None)
     assert roi is not None
     given = pred.interactive(objects=[ObjectPrompt(pts, labels, mask=last)], state=state)
-    x0, y0, x1, y1 = roi.box
-    plain.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    plain.set_image(roi.crop(image))
     inside, inside_labels = clicks_in(roi, pts, labels)
-    crop = plain.interactive(objects=[ObjectPrompt(inside, inside_labels, mask=last[y0:y1, x0:x1])])
+    crop = plain.interactive(objects=[ObjectPrompt(inside, inside_labels, mask=roi.crop(last))])
     assert np.array_equal(given.masks[0], paste(crop.masks[0], roi, gt.shape))
     # a box and clicks: the crop holds the box too, clipped into the crop's pixels
     h, w = gt.shape
