@@ -112,6 +112,7 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
         "track_ids": "stable",
         "prompt_labels": "queries",
         "test_size": [],
+        "zoom_in": "model",
     }
     # a result written before the conventions were recorded is not taken for one made with them
     path = next((tmp_path / "eval").rglob("omg-shapes-vps/val/vps/result.json"))
@@ -164,6 +165,44 @@ def test_a_test_size_option_overrides_the_datasets_and_the_models_while_it_evalu
     (tmp_path / "result.json").write_text(json.dumps(doc))
     assert earlier_result(str(tmp_path), None, EvalOptions()) == json.loads(json.dumps(doc)), "JSON round trip"
     assert earlier_result(str(tmp_path), None, opts) is None
+
+
+def test_a_zoom_in_option_overrides_the_checkpoints_while_it_evaluates(tmp_path):
+    """``--zoom-in off|on``: the interactive corrections on the whole image or with RITM's zoom-in whatever the
+    checkpoint records (``model``, the default, keeps it); the predictor's own setting is back afterwards, and it is
+    one of the conventions an earlier result must share."""
+    from omg.data.catalog import get_entry
+    from omg.evaluation.evaluators import EvalOptions
+    from omg.evaluation.runner import PairSpec
+    from omg.inference.predictor import OMGPredictor
+    from omg.utils.zoom import ZoomIn
+    from omg_platform.pipelines.evaluate import earlier_result
+
+    recorded = ZoomIn(min_crop=0.3)
+    meta = {"label_space": LABEL_SPACE, "test_size": [64, 64], "zoom_in": {"min_crop": 0.3}}
+    predictor = OMGPredictor(build_model(ModelConfig.tiny(refinement=True)), meta)
+    assert predictor.zoom == recorded
+    entry = get_entry("omg-shapes-sam")
+    for option, during in (("model", recorded), ("off", None), ("on", ZoomIn())):
+        spec = PairSpec(
+            "unused.pt",
+            entry,
+            "val",
+            "interactive",
+            str(tmp_path),
+            str(tmp_path),
+            "cpu",
+            0,
+            EvalOptions(zoom_in=option),
+        )
+        with spec.evaluator(predictor) as evaluator:
+            assert evaluator.ctx.predictor.zoom == during
+        assert predictor.zoom == recorded
+    with pytest.raises(ValueError, match="zoom_in"):
+        EvalOptions(zoom_in="maybe")
+    doc = {"limit": None, "tables": {"options": EvalOptions().to_dict()}}
+    (tmp_path / "result.json").write_text(json.dumps(doc))
+    assert earlier_result(str(tmp_path), None, EvalOptions(zoom_in="off")) is None
 
 
 def test_evaluation_options_default_to_the_released_conventions():
