@@ -13,11 +13,11 @@ percentile), the clicks needed (NoC@85/90) and the ratios zoom-in / baseline.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
+from common import write_figures
 
 
 def clicks(pred, reader, objects: int) -> tuple[list[tuple[int, float]], list[np.ndarray]]:
@@ -91,9 +91,7 @@ def main(argv=None) -> int:
     ):
         whole, zoom = figures["whole"][key], figures["zoom"][key]
         print(f"{label:28s} {whole:12.2f} {zoom:10.2f} {zoom / whole:6.2f}x")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(figures, f, indent=1)
+    write_figures(args.json_out, figures)
     return 0
 
 

@@ -13,12 +13,11 @@ video's per-frame cost for "vis".
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 import torch
-from common import median_seconds
+from common import median_seconds, write_figures
 
 
 def main(argv=None) -> int:
@@ -79,9 +78,7 @@ def main(argv=None) -> int:
             "click_ms": t_click * 1000,
             "video_ms_per_frame": t_vid / args.frames * 1000,
         }
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(figures, f)
+    write_figures(args.json_out, figures)
     return 0
 
 

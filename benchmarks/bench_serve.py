@@ -23,7 +23,7 @@ import urllib.request
 
 import numpy as np
 import torch
-from common import median_seconds
+from common import median_seconds, write_figures
 from PIL import Image
 
 
@@ -114,9 +114,7 @@ def main(argv=None) -> int:
         print(f"{k[:-3]:16s} {http[k]:15.1f} ms {direct[k]:9.1f} ms {http[k] / direct[k]:6.2f}x")
         figures[f"http_{k}"] = round(http[k], 2)
         figures[f"direct_{k}"] = round(direct[k], 2)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(figures, f, indent=1)
+    write_figures(args.json_out, figures)
     return 0
 
 

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 from tests.services import free_port  # noqa: E402 - after the repository is on sys.path
 
-__all__ = ["ROOT", "free_port", "post_json", "seconds", "median_seconds"]
+__all__ = ["ROOT", "free_port", "post_json", "seconds", "median_seconds", "write_figures"]
 
 
 def seconds(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -47,3 +47,9 @@ def post_json(url: str, doc, headers: dict | None = None, timeout: float = 300) 
     )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
+
+
+def write_figures(path: str | None, figures: dict) -> None:
+    """A benchmark's ``--json-out``: its figures as JSON at ``path`` (nothing when None)."""
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=1))
