@@ -198,6 +198,12 @@ def test_a_zoom_in_option_overrides_the_checkpoints_while_it_evaluates(tmp_path)
         with spec.evaluator(predictor) as evaluator:
             assert evaluator.ctx.predictor.zoom == during
         assert predictor.zoom == recorded
+    predictor.zoom = None  # off, whatever the checkpoint says; and so it stays after an evaluation
+    with PairSpec("unused.pt", entry, "val", "interactive", str(tmp_path), str(tmp_path), "cpu", 0).evaluator(
+        predictor
+    ):
+        pass
+    assert predictor.zoom is None
     with pytest.raises(ValueError, match="zoom_in"):
         EvalOptions(zoom_in="maybe")
     doc = {"limit": None, "tables": {"options": EvalOptions().to_dict()}}
