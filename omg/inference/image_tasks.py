@@ -293,8 +293,10 @@ class ImageTasks:
                         continue
                     n = min(s + step, o.num_clicks)
                     active = s + step <= o.num_clicks
-                    roi = self.zoom_roi(state, i, o, n, last[i][j]) if zoom and active else None
-                    prompt = o.first_clicks(n, self.prev_mask(state, i, last[i][j], roi))
+                    # the last answer's mask in the image: computed once for the crop and the previous mask
+                    shown = self.original_mask(state, i, last[i][j]) if zoom and active and last[i][j] else None
+                    roi = self.zoom_roi(o, n, last[i][j], shown) if zoom and active else None
+                    prompt = o.first_clicks(n, self.prev_mask(state, i, last[i][j], roi, shown))
                     if roi is not None:
                         crops.append((i, j, n, roi, prompt.cropped(roi, prompt.mask)))
                     elif active:
@@ -327,10 +329,10 @@ class ImageTasks:
                 state.answers.popitem(last=False)
         return answer
 
-    def zoom_roi(self, state: ImageState, i: int, o: ObjectPrompt, n: int, last: Answer | None) -> Roi | None:
+    def zoom_roi(self, o: ObjectPrompt, n: int, last: Answer | None, mask: np.ndarray | None) -> Roi | None:
         """The crop the pass of object ``o``'s first ``n`` clicks runs on (None: the whole image), from its last
-        answer (:meth:`ZoomIn.next_roi`; its box, if any, inside the crop too)."""
-        mask = None if last is None else self.original_mask(state, i, last)
+        answer and that answer's ``mask`` in the image (:meth:`ZoomIn.next_roi`; its box, if any, inside the crop
+        too)."""
         return self.core.zoom.next_roi(n, mask, o.anchors(n), None if last is None else last.roi)
 
     def given_roi(self, state: ImageState, i: int, o: ObjectPrompt) -> tuple[Roi | None, np.ndarray | None]:
@@ -348,7 +350,9 @@ class ImageTasks:
             return None, None
         return self.core.zoom.next_roi(o.num_clicks, m, o.anchors(o.num_clicks), None), m
 
-    def prev_mask(self, state: ImageState, i: int, last: Answer | None, roi: Roi | None) -> np.ndarray | None:
+    def prev_mask(
+        self, state: ImageState, i: int, last: Answer | None, roi: Roi | None, shown: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """The previous mask a pass on ``roi`` (None: the whole image) is given: a whole-image answer to a
         whole-image pass as it came (binary on the mask grid, as training feeds it); else the answer's mask as the
         result gives it, in the pass's pixels (a zoom-in crop's answer fed back on the grid of the same crop did
@@ -357,7 +361,7 @@ class ImageTasks:
             return None
         if last.roi is None and roi is None:
             return last.logits.numpy() > 0
-        mask = self.original_mask(state, i, last)
+        mask = self.original_mask(state, i, last) if shown is None else shown  # ``shown``: that mask, if known
         return mask if roi is None else roi.crop(mask)
 
     def crop_state(self, state: ImageState, i: int, roi: Roi) -> ImageState:
