@@ -203,10 +203,11 @@ def register(sub) -> None:
         "captions",
         help="generate omg-shapes captions (image-caption pairs for CLIP pretraining)",
         description="Generate the captioned companion of omg-shapes under ROOT/captions, deterministically: images "
-        "of the training shapes with captions in a controlled vocabulary (shape names and synonyms, hue, "
+        "of all six shapes with captions in a controlled vocabulary (shape names and synonyms, hue, "
         "pattern, size, count, position, the stuff around), in open_clip's CSV layout (filepath <TAB> "
-        "title, paths relative to ROOT/captions). The held-out hexagon and cross are never drawn or "
-        "named; their hue bands and patterns appear on other shapes (omg/data/captions.py).",
+        "title, paths relative to ROOT/captions). The CLIP's corpus names the held-out hexagon and cross, "
+        "as a web-scale CLIP's names classes the segmenter never saw a mask of; omg-shapes' segmentation "
+        "training never holds them (--shapes train: the four training shapes only; omg/data/captions.py).",
     )
     caps.add_argument(
         "--root",
