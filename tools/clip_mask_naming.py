@@ -5,7 +5,13 @@ the model's own masks and classifier in the way, this is the ceiling of what the
 (docs/experiments.md, "Captions that name every shape").
 
     python tools/clip_mask_naming.py --checkpoint runs/train/<run>/model.pt --root runs/data/omg-shapes \
-        [--split val_ov] [--clip other_clip.pt] [--limit 80]
+        [--split val_ov] [--clip other_clip.pt] [--limit 80] [--test-size 512]
+
+Without ``--checkpoint``, ``--clip`` alone (a tiny ConvNeXt CLIP's weights, ``runs/clip/tiny_convnext.pt``): the
+naming needs only the CLIP, so a randomly initialised tiny model is built around it (``--test-size``, default 256).
+``--closeups N`` adds the CLIP's own ceiling: its global image embedding (no mask pooling) on N fresh close-ups of
+the captions' generator (one large shape in the middle, the pictures it was pretrained on), named among the six
+shapes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from PIL import Image
 from omg.data.masks import rgb2id
 from omg.inference.open_vocab import clip_logits
 from omg.inference.predictor import OMGPredictor
+from omg.modeling.heads import class_logits
 
 
 def segment_masks(ids: np.ndarray, segments: list[dict], padded: tuple[int, int], resized: tuple[int, int]):
@@ -61,17 +68,56 @@ def name_segments(pred: OMGPredictor, root: Path, split: str, limit: int):
     return names, confusion
 
 
+def name_closeups(pred: OMGPredictor, n: int) -> dict[str, float]:
+    """-> {shape: % of ``n`` fresh close-ups (captions generator, seed 99) whose global CLIP embedding is nearest to
+    the six shapes' text embeddings (the model's prompt templates, as the open-vocabulary branch names them)}."""
+    from omg.data.captions import CaptionOptions, sample, sample_rng
+    from omg.data.synthetic import THING_CLASSES
+
+    core = pred.core
+    clip = core.model.backbone.clip
+    names = [c.name for c in THING_CLASSES]
+    drawn = [sample(sample_rng(99, "val", i), CaptionOptions(closeup=1.0)) for i in range(n)]
+    x = torch.from_numpy(np.stack([image for image, _, _ in drawn])).permute(0, 3, 1, 2).float()
+    x = (x - core.model.backbone.pixel_mean) / core.model.backbone.pixel_std
+    with torch.no_grad():
+        image = clip.encode_image(x)
+        image = F.normalize(image[0] if isinstance(image, tuple) else image, dim=-1)
+        text = core.text(core.vocabulary(names))
+    named = class_logits(image, text, 1.0)[:, :-1].argmax(-1).tolist()
+    truth = [names.index(looks[0].shape) for _, _, looks in drawn]
+    return {
+        name: 100 * sum(p == t == k for p, t in zip(named, truth)) / max(1, truth.count(k))
+        for k, name in enumerate(names)
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a model checkpoint (its CLIP, its test size)")
+    p.add_argument("--checkpoint", help="a model checkpoint (its CLIP, its test size); or --clip alone")
     p.add_argument("--root", required=True, help="a dataset root with annotations/panoptic_<split>.json")
     p.add_argument("--split", default="val_ov")
     p.add_argument("--clip", help="other CLIP weights to load into the model's backbone first (model.pretrained form)")
     p.add_argument("--limit", type=int, default=80, help="the first N images")
+    p.add_argument("--test-size", type=int, help="the images' longer side at the CLIP's input (default: the model's)")
+    p.add_argument("--closeups", type=int, default=0, help="also name N close-ups by the global embedding")
     args = p.parse_args()
-    pred = OMGPredictor.from_checkpoint(args.checkpoint)
-    if args.clip:
-        print(pred.model.backbone.load_pretrained(args.clip))
+    if args.checkpoint:
+        pred = OMGPredictor.from_checkpoint(args.checkpoint)
+        if args.clip:
+            print(pred.model.backbone.load_pretrained(args.clip))
+    elif args.clip:
+        from omg.modeling.model import ModelConfig, build_model
+
+        torch.manual_seed(0)
+        pred = OMGPredictor(build_model(ModelConfig.tiny(pretrained=args.clip)).eval(), {"test_size": [256, 256]})
+    else:
+        p.error("give --checkpoint, --clip or both")
+    if args.test_size:
+        pred.core.test_size = (args.test_size, args.test_size)
+    if args.closeups:
+        named = name_closeups(pred, args.closeups)
+        print("close-ups, global embedding: " + ", ".join(f"{k} {v:.1f} %" for k, v in named.items()))
     names, confusion = name_segments(pred, Path(args.root), args.split, args.limit)
     for name in names:
         total = sum(c for (a, _), c in confusion.items() if a == name)

@@ -92,10 +92,6 @@ class CaptionOptions:
     #: probability that a close-up is captioned by its shape's name alone ("a hexagon", no look, no stuff): in a
     #: batch, those captions differ in nothing but the shape, so the CLIP must see the shape to match them
     shape_only: float = 0.0
-    #: probability that a close-up at an even index has a hard negative at the next: the same picture and caption
-    #: with another shape (same look, place, size and stuff), its name the only word that differs. The CLIP
-    #: pretraining keeps such pairs in one batch (pairs of indices 2k, 2k+1 are shuffled together)
-    hard_negatives: float = 0.0
     jpeg_quality: int = 92
     shapes: str = dataclasses.field(
         default="all",
@@ -111,7 +107,7 @@ class CaptionOptions:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
         if self.num_train < 0 or self.num_val < 0 or self.max_things < 1:
             raise ValueError("num_train and num_val must be >= 0, max_things >= 1")
-        for name in ("free_look", "closeup", "shape_only", "hard_negatives"):
+        for name in ("free_look", "closeup", "shape_only"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -142,12 +138,8 @@ def _position(cx: float, cy: float, s: int) -> str:
     return "at the top" if y < 0.5 else "at the bottom"
 
 
-def sample(
-    rng: np.random.Generator, opts: CaptionOptions, swap: np.random.Generator | None = None
-) -> tuple[np.ndarray, str, list[Look]] | None:
-    """One image (H x W x 3 uint8), its caption and the looks of its shapes (front to back). With ``swap``, the
-    hard negative of the close-up ``rng`` draws: its shape replaced by another drawn from ``swap``, everything else
-    as drawn (None when ``rng`` draws no close-up)."""
+def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, str, list[Look]]:
+    """One image (H x W x 3 uint8), its caption and the looks of its shapes (front to back)."""
     s = opts.image_size
     layout = StuffLayout.sample(rng, video=False)
     scene = Scene(stuff=layout, stuff_textures={c.id: stuff_texture(c.name, s, s, rng) for c in layout.classes})
@@ -156,8 +148,6 @@ def sample(
         thing = _sample_thing(rng, SHAPE_POOLS[opts.shapes], s, r_range=(0.3, 0.42))
         thing.cx, thing.cy = (float(rng.uniform(0.4, 0.6) * s) for _ in range(2))
         scene.things = [thing]
-    elif swap is not None:
-        return None
     else:
         scene.things = _place_things(rng, s, int(rng.integers(1, opts.max_things + 1)), SHAPE_POOLS[opts.shapes])
     looks = []
@@ -182,10 +172,6 @@ def sample(
         scene.thing_textures.append(thing_texture(colour, s, s, rng, thing.shade_dir, pattern))
         size = "small" if thing.r < 0.12 * s else "large" if thing.r > 0.17 * s else ""
         looks.append(Look(thing.cls.name, hue, pattern, size, _position(thing.cx, thing.cy, s)))
-    if swap is not None:
-        others = [c for c in SHAPE_POOLS[opts.shapes] if c.name != scene.things[0].cls.name]
-        scene.things[0] = dataclasses.replace(scene.things[0], cls=others[int(swap.integers(len(others)))])
-        looks[0] = dataclasses.replace(looks[0], shape=scene.things[0].cls.name)
     frame = scene.render(s, s, 0.0, 6)
     if closeup and opts.shape_only and rng.random() < opts.shape_only:
         return frame.image, shape_caption(rng, looks[0].shape), looks
@@ -265,10 +251,7 @@ def generate_captions(
         n = opts.count(split)
         with Progress(f"omg-shapes captions/{split}", total=n, unit="img", enabled=progress) as prog:
             for i in range(n):
-                drawn = None
-                if i % 2 and opts.hard_negatives and sample_rng(seed, split, i).random() < opts.hard_negatives:
-                    drawn = sample(sample_rng(seed, split, i - 1), opts, swap=sample_rng(seed, split, i))
-                image, text, _ = drawn or sample(sample_rng(seed, split, i), opts)
+                image, text, _ = sample(sample_rng(seed, split, i), opts)
                 rel = f"{split}/{i:08d}.jpg"
                 uio.write_bytes(uio.join(out, rel), uio.encode_jpeg(image, opts.jpeg_quality))
                 rows.append(f"{rel}\t{text}")

@@ -63,9 +63,6 @@ class CaptionPairs:
         self.mean = torch.tensor(v.pixel_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(v.pixel_std).view(1, 3, 1, 1)
         self.size = image_size(variant)
-        meta = uio.join(self.base, "meta.json")
-        #: the captions pair close-ups with hard negatives (CaptionOptions.hard_negatives): batches keep them together
-        self.twins = bool(uio.exists(meta) and uio.read_json(meta).get("options", {}).get("hard_negatives"))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -177,11 +174,7 @@ def pretrain(
     model.train()
     for step in range(config.steps):
         epoch, k = divmod(step, per_epoch)
-        if pairs.twins:  # a hard negative stays in its close-up's batch: pairs (2k, 2k+1) shuffled together
-            half = np.random.default_rng([config.seed, epoch]).permutation(len(pairs) // 2)
-            order = np.stack([2 * half, 2 * half + 1], 1).ravel()
-        else:
-            order = np.random.default_rng([config.seed, epoch]).permutation(len(pairs))
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(pairs))
         start = (k * world + rank) * config.batch_size
         idx = order[start : start + config.batch_size]
         for g in opt.param_groups:

@@ -3,7 +3,6 @@ rule that they draw and name every shape, the held-out ones included (or, ``shap
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import numpy as np
@@ -86,34 +85,6 @@ def test_shape_only_close_ups_are_captioned_by_the_shape_alone():
                 assert text == ref_text
     with pytest.raises(ValueError, match="shape_only"):
         CaptionOptions(shape_only=1.5)
-
-
-def test_a_hard_negative_is_its_close_up_with_another_shape_and_the_shape_word_alone_differs():
-    """``hard_negatives``: the sample after a close-up at an even index is the same picture (look, place, size, stuff)
-    with another shape, and its caption the close-up's with another shape's name; other samples are as drawn."""
-    opts = CaptionOptions(image_size=48, hard_negatives=1.0)
-    plain = CaptionOptions(image_size=48)
-    twins = 0
-    for k in range(20):
-        base = sample(sample_rng(0, "train", 2 * k), opts)
-        twin = sample(sample_rng(0, "train", 2 * k), opts, swap=sample_rng(0, "train", 2 * k + 1))
-        assert np.array_equal(base[0], sample(sample_rng(0, "train", 2 * k), plain)[0]), "even samples as drawn"
-        if twin is None:  # not a close-up: the odd sample is its own
-            assert len(base[2]) > 1 or base[2][0].size != "large" or base[2][0].position != "in the middle"
-            continue
-        twins += 1
-        (image, text, (look,)), (image2, text2, (look2,)) = base, twin
-        assert look2.shape != look.shape and dataclasses.replace(look2, shape=look.shape) == look
-        assert 0 < (image != image2).any(-1).mean() < 0.6, "the same picture but the silhouette"
-        names = {c.name: c.synonyms for c in THING_CLASSES}
-        strip = [
-            t.replace(next(s for s in sorted(names[sh], key=len)[::-1] if s in t), "#")
-            for t, sh in ((text, look.shape), (text2, look2.shape))
-        ]
-        assert strip[0] == strip[1], (text, text2)
-    assert twins >= 5
-    with pytest.raises(ValueError, match="hard_negatives"):
-        CaptionOptions(hard_negatives=-0.1)
 
 
 def test_generation_is_deterministic_idempotent_and_in_open_clips_csv_layout(tmp_path, capsys):
