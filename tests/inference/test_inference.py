@@ -696,3 +696,29 @@ def test_the_clip_naming_tool_scores_every_ground_truth_segment_once(predictor, 
     ids[4:8, 4:12] = 5  # the resized image fills the top-left of the padded input; the grid is its stride 4
     grid = tool.segment_masks(ids, [{"id": 5}], (16, 24), (8, 12))[0, 0, 0]
     assert grid.shape == (4, 6) and (grid > 0).nonzero().tolist() == [[1, 1], [1, 2]]
+
+
+def test_a_mask_of_the_whole_image_pools_to_the_clips_own_embedding_the_naming_tools_ceiling(predictor):
+    """tools/clip_mask_naming.py --closeups names close-ups by the CLIP's global embedding as the ceiling of mask
+    pooling: the open-vocabulary branch's pooling of a mask that covers the whole input is that embedding."""
+    import importlib.util
+
+    import torch.nn.functional as F
+
+    from omg.data.synthetic import THING_CLASSES
+
+    model = predictor.core.model
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        own = model.backbone.clip.encode_image(x)
+        own = own[0] if isinstance(own, tuple) else own
+        feats = model.extract(x * model.backbone.pixel_std + model.backbone.pixel_mean).clip_features
+        pooled, nonempty = ov.clip_pooled(feats, torch.full((2, 1, 1, 32, 32), 10.0))
+        pooled = model.backbone.clip_image_head(pooled)[:, 0]
+    assert nonempty.all() and float((F.normalize(own, dim=-1) - F.normalize(pooled, dim=-1)).abs().max()) < 1e-5
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("clip_mask_naming", root / "tools/clip_mask_naming.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    named = tool.name_closeups(predictor, 12)
+    assert sorted(named) == sorted(c.name for c in THING_CLASSES) and all(0 <= v <= 100 for v in named.values())
