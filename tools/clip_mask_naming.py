@@ -69,8 +69,9 @@ def name_segments(pred: OMGPredictor, root: Path, split: str, limit: int):
 
 
 def name_closeups(pred: OMGPredictor, n: int) -> dict[str, float]:
-    """-> {shape: % of ``n`` fresh close-ups (captions generator, seed 99) whose global CLIP embedding is nearest to
-    the six shapes' text embeddings (the model's prompt templates, as the open-vocabulary branch names them)}."""
+    """-> {shape: % of that shape's close-ups named right}, over ``n`` fresh close-ups of the captions' generator
+    (seed 99), each named by its global CLIP embedding's nearest of the six shapes' text embeddings (the model's
+    prompt templates and synonyms, as the open-vocabulary branch names classes)."""
     from omg.data.captions import CaptionOptions, sample, sample_rng
     from omg.data.synthetic import THING_CLASSES
 

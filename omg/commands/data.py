@@ -206,7 +206,7 @@ def register(sub) -> None:
         "of all six shapes with captions in a controlled vocabulary (shape names and synonyms, hue, "
         "pattern, size, count, position, the stuff around), in open_clip's CSV layout (filepath <TAB> "
         "title, paths relative to ROOT/captions). The CLIP's corpus names the held-out hexagon and cross, "
-        "as a web-scale CLIP's names classes the segmenter never saw a mask of; omg-shapes' segmentation "
+        "as a web-scale CLIP's corpus names classes the segmenter never saw a mask of; omg-shapes' segmentation "
         "training never holds them (--shapes train: the four training shapes only; omg/data/captions.py).",
     )
     caps.add_argument(

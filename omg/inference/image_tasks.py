@@ -294,9 +294,10 @@ class ImageTasks:
                     n = min(s + step, o.num_clicks)
                     active = s + step <= o.num_clicks
                     # the last answer's mask in the image: computed once for the crop and the previous mask
-                    shown = self.original_mask(state, i, last[i][j]) if zoom and active and last[i][j] else None
-                    roi = self.zoom_roi(o, n, last[i][j], shown) if zoom and active else None
-                    prompt = o.first_clicks(n, self.prev_mask(state, i, last[i][j], roi, shown))
+                    prev = last[i][j]
+                    shown = self.original_mask(state, i, prev) if zoom and active and prev is not None else None
+                    roi = self.zoom_roi(o, n, prev, shown) if zoom and active else None
+                    prompt = o.first_clicks(n, self.prev_mask(state, i, prev, roi, shown))
                     if roi is not None:
                         crops.append((i, j, n, roi, prompt.cropped(roi, prompt.mask)))
                     elif active:

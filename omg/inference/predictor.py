@@ -128,7 +128,7 @@ class OMGPredictor:
     zoom = property(
         lambda self: self.core.zoom,
         # set: a ZoomIn, True (its defaults), None or False (off); only the constructor reads the checkpoint's
-        lambda self, v: setattr(self.core, "zoom", zoom_setting(bool(v) if v is None else v, {})),
+        lambda self, v: setattr(self.core, "zoom", zoom_setting(False if v is None else v, {})),
         doc="zoom-in of a refinement model's corrections (omg.utils.zoom.ZoomIn; None: off)",
     )
 
