@@ -68,10 +68,10 @@ def name_segments(pred: OMGPredictor, root: Path, split: str, limit: int):
     return names, confusion
 
 
-def name_closeups(pred: OMGPredictor, n: int) -> dict[str, float]:
+def name_closeups(pred: OMGPredictor, n: int, size: int | None = None) -> dict[str, float]:
     """-> {shape: % of that shape's close-ups named right}, over ``n`` fresh close-ups of the captions' generator
-    (seed 99), each named by its global CLIP embedding's nearest of the six shapes' text embeddings (the model's
-    prompt templates and synonyms, as the open-vocabulary branch names classes)."""
+    (seed 99; resized to ``size`` when given), each named by its global CLIP embedding's nearest of the six shapes'
+    text embeddings (the model's prompt templates and synonyms, as the open-vocabulary branch names classes)."""
     from omg.data.captions import CaptionOptions, sample, sample_rng
     from omg.data.synthetic import THING_CLASSES
 
@@ -80,6 +80,8 @@ def name_closeups(pred: OMGPredictor, n: int) -> dict[str, float]:
     names = [c.name for c in THING_CLASSES]
     drawn = [sample(sample_rng(99, "val", i), CaptionOptions(closeup=1.0)) for i in range(n)]
     x = torch.from_numpy(np.stack([image for image, _, _ in drawn])).permute(0, 3, 1, 2).float()
+    if size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     x = (x - core.model.backbone.pixel_mean) / core.model.backbone.pixel_std
     with torch.no_grad():
         image = clip.encode_image(x)
@@ -102,6 +104,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=80, help="the first N images")
     p.add_argument("--test-size", type=int, help="the images' longer side at the CLIP's input (default: the model's)")
     p.add_argument("--closeups", type=int, default=0, help="also name N close-ups by the global embedding")
+    p.add_argument("--closeup-size", type=int, help="the close-ups' size (default: the captions', 128)")
     args = p.parse_args()
     if args.checkpoint:
         pred = OMGPredictor.from_checkpoint(args.checkpoint)
@@ -117,7 +120,7 @@ def main() -> None:
     if args.test_size:
         pred.core.test_size = (args.test_size, args.test_size)
     if args.closeups:
-        named = name_closeups(pred, args.closeups)
+        named = name_closeups(pred, args.closeups, args.closeup_size)
         print("close-ups, global embedding: " + ", ".join(f"{k} {v:.1f} %" for k, v in named.items()))
     names, confusion = name_segments(pred, Path(args.root), args.split, args.limit)
     for name in names:
