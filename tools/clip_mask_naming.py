@@ -10,8 +10,8 @@ the model's own masks and classifier in the way, this is the ceiling of what the
 Without ``--checkpoint``, ``--clip`` alone (a tiny ConvNeXt CLIP's weights, ``runs/clip/tiny_convnext.pt``): the
 naming needs only the CLIP, so a randomly initialised tiny model is built around it (``--test-size``, default 256).
 ``--closeups N`` adds the CLIP's own ceiling: its global image embedding (no mask pooling) on N fresh close-ups of
-the captions' generator (one large shape in the middle, the pictures it was pretrained on), named among the six
-shapes.
+the captions' generator (one large shape in the middle, the pictures it was pretrained on; ``--closeup-size S``
+resizes them), named among the six shapes.
 """
 
 from __future__ import annotations

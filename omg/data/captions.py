@@ -11,15 +11,10 @@ segmenter never saw their masks. ``shapes="train"`` draws and names the four tra
 look (hue band and pattern, as in omg-shapes) or, with probability ``free_look``, a hue band and a pattern drawn
 from all six of omg-shapes', so shape and look are not one word for the CLIP to learn.
 
-A third split, ``shapes``, holds close-ups captioned by their shape's name alone ("a hexagon", "a photo of a plus
-sign"), with the shape's class in a third column: the pretraining's shape batches (``omg/training/clip_pretrain.py``),
-where only the silhouette tells the captions apart. In the mixed corpus a contrastive batch is told apart by hue,
-pattern and stuff words, and a tiny CLIP trained on it alone barely names polygons (``docs/experiments.md``).
-
 Files (open_clip's CSV dataset layout: ``--csv-img-key filepath --csv-caption-key title``, tab separated)::
 
     captions/<split>/<id:08d>.jpg         the images (image_size x image_size)
-    captions/<split>.csv                  filepath <TAB> title  (paths relative to captions/; shapes.csv: <TAB> shape)
+    captions/<split>.csv                  filepath <TAB> title  (paths relative to captions/)
     captions/meta.json                    generator version, seed, options, words, counts (written last)
 """
 
@@ -50,8 +45,8 @@ from omg.utils import io as uio
 from omg.utils.options import check_choices
 from omg.utils.progress import Progress
 
-CAPTIONS_VERSION = 4  # 2: close-ups; 3: the held-out shapes drawn and named (shapes='all'); 4: the shapes split
-SPLITS = ("train", "val", "shapes")
+CAPTIONS_VERSION = 3  # 2: close-ups; 3: the held-out shapes drawn and named (shapes='all')
+SPLITS = ("train", "val")
 
 #: the words of each hue band (HSV hue centre of omg-shapes' THING_HUES)
 HUE_WORDS: dict[float, tuple[str, ...]] = {
@@ -88,8 +83,6 @@ class CaptionOptions:
     image_size: int = 128  # the tiny CLIPs' input size
     num_train: int = 2000
     num_val: int = 200
-    #: close-ups captioned by their shape's name alone, labelled: the ``shapes`` split (the pretraining's shape batches)
-    num_shapes: int = 2000
     max_things: int = 3
     #: probability that a shape takes a hue band and pattern drawn from all six, not its own class's
     free_look: float = 0.5
@@ -112,14 +105,14 @@ class CaptionOptions:
         check_choices(self)
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        if min(self.num_train, self.num_val, self.num_shapes) < 0 or self.max_things < 1:
-            raise ValueError("num_train, num_val and num_shapes must be >= 0, max_things >= 1")
+        if self.num_train < 0 or self.num_val < 0 or self.max_things < 1:
+            raise ValueError("num_train and num_val must be >= 0, max_things >= 1")
         for name in ("free_look", "closeup", "shape_only"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def count(self, split: str) -> int:
-        return {"train": self.num_train, "val": self.num_val, "shapes": self.num_shapes}[split]
+        return {"train": self.num_train, "val": self.num_val}[split]
 
 
 @dataclass(frozen=True)
@@ -254,16 +247,14 @@ def generate_captions(
         )
     counts = {}
     for split in SPLITS:
-        labelled = split == "shapes"
-        rows = ["filepath\ttitle\tshape" if labelled else "filepath\ttitle"]
-        split_opts = dataclasses.replace(opts, closeup=1.0, shape_only=1.0) if labelled else opts
+        rows = ["filepath\ttitle"]
         n = opts.count(split)
         with Progress(f"omg-shapes captions/{split}", total=n, unit="img", enabled=progress) as prog:
             for i in range(n):
-                image, text, looks = sample(sample_rng(seed, split, i), split_opts)
+                image, text, _ = sample(sample_rng(seed, split, i), opts)
                 rel = f"{split}/{i:08d}.jpg"
                 uio.write_bytes(uio.join(out, rel), uio.encode_jpeg(image, opts.jpeg_quality))
-                rows.append(f"{rel}\t{text}\t{looks[0].shape}" if labelled else f"{rel}\t{text}")
+                rows.append(f"{rel}\t{text}")
                 prog.update()
         uio.write_bytes(uio.join(out, f"{split}.csv"), ("\n".join(rows) + "\n").encode("utf-8"))
         counts[split] = n

@@ -139,13 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per worker")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--shape-steps",
-        type=int,
-        default=d.shape_steps,
-        help=f"shape batches after each caption batch (captions/shapes.csv; 0: none; default {d.shape_steps})",
-    )
-    p.add_argument("--shape-size", type=int, default=d.shape_size, help="the shape batches' image size")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP)")
     p.add_argument("--cpus-per-worker", type=int, default=2)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
@@ -161,21 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = ClipPretrainConfig(
-            variant=args.variant,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            shape_steps=args.shape_steps,
-            shape_size=args.shape_size,
+            variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
         )
-        from omg.training.clip_pretrain import CaptionPairs, ShapeBatches
+        from omg.training.clip_pretrain import CaptionPairs
 
         root = str(Path(args.root).resolve()) if "://" not in args.root else args.root
-        for split in ("train", "val"):  # a missing or broken file: said before Ray starts
-            CaptionPairs(root, split, config.variant)
-        if config.shape_steps:
-            ShapeBatches(root, config, 0, args.workers)
+        for split in ("train", "val"):
+            CaptionPairs(root, split, config.variant)  # a missing or broken file: said before Ray starts
     except (ValueError, FileNotFoundError, KeyError) as err:
         return usage_error("clip_pretrain", err)
     out = args.out or os.path.join(runs_dir("clip"), f"{config.variant}.pt")

@@ -76,7 +76,7 @@ QUICK_DATA = dict(
 #: the CLIP pretraining of the demo (steps of 64 captions) and of --quick (a few steps: plumbing only)
 CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: --quick: a few captions at the CLIP's input size (128)
-QUICK_CAPTIONS = dict(num_train=32, num_val=8, num_shapes=16)
+QUICK_CAPTIONS = dict(num_train=32, num_val=8)
 #: seconds of each stage of the full demo on 2 CPU cores (the ETAs printed between stages, times this machine's
 #: pace: :class:`Pace`): measured on the faster 2-core AMD EPYC (2026-12-07, clean clone, the test size 256); train,
 #: evaluate and ablate since validation every 425 steps, the grid at 128 px and zoom-in: a clean clone's run on a

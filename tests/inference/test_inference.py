@@ -720,5 +720,6 @@ def test_a_mask_of_the_whole_image_pools_to_the_clips_own_embedding_the_naming_t
     spec = importlib.util.spec_from_file_location("clip_mask_naming", root / "tools/clip_mask_naming.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    named = tool.name_closeups(predictor, 12)
-    assert sorted(named) == sorted(c.name for c in THING_CLASSES) and all(0 <= v <= 100 for v in named.values())
+    for size in (None, 64):  # the captions' 128 px, or resized (--closeup-size)
+        named = tool.name_closeups(predictor, 12, size)
+        assert sorted(named) == sorted(c.name for c in THING_CLASSES) and all(0 <= v <= 100 for v in named.values())
