@@ -698,7 +698,7 @@ def test_the_clip_naming_tool_scores_every_ground_truth_segment_once(predictor, 
     assert grid.shape == (4, 6) and (grid > 0).nonzero().tolist() == [[1, 1], [1, 2]]
 
 
-def test_a_mask_of_the_whole_image_pools_to_the_clips_own_embedding_the_naming_tools_ceiling(predictor):
+def test_a_mask_of_the_whole_image_pools_to_the_clips_own_embedding_the_naming_tools_ceiling(predictor, monkeypatch):
     """tools/clip_mask_naming.py --closeups names close-ups by the CLIP's global embedding as the ceiling of mask
     pooling: the open-vocabulary branch's pooling of a mask that covers the whole input is that embedding."""
     import importlib.util
@@ -720,6 +720,11 @@ def test_a_mask_of_the_whole_image_pools_to_the_clips_own_embedding_the_naming_t
     spec = importlib.util.spec_from_file_location("clip_mask_naming", root / "tools/clip_mask_naming.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    clip = model.backbone.clip
+    seen = []
+    encode = clip.encode_image
+    monkeypatch.setattr(clip, "encode_image", lambda x, *a, **k: seen.append(tuple(x.shape[-2:])) or encode(x, *a, **k))
     for size in (None, 64):  # the captions' 128 px, or resized (--closeup-size)
         named = tool.name_closeups(predictor, 12, size)
         assert sorted(named) == sorted(c.name for c in THING_CLASSES) and all(0 <= v <= 100 for v in named.values())
+    assert seen == [(128, 128), (64, 64)], "the close-ups reach the CLIP at the captions' size, or at --closeup-size"
