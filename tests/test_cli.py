@@ -202,7 +202,7 @@ def _check_the_clip_stage(clip: dict, data: str, runs: Path, capsys) -> None:
     assert build_model(ModelConfig.tiny(pretrained=clip["weights"])).config.pretrained == clip["weights"]
     config = json.loads(Path(clip["weights"] + ".json").read_text())["config"]
     args = ["--root", data, "--out", clip["weights"], "--no-mlflow"]
-    for key in ("variant", "steps", "batch_size", "lr", "seed"):
+    for key in ("variant", "steps", "batch_size", "lr", "seed", "region_weight", "region_images", "region_size"):
         args += [f"--{key.replace('_', '-')}", str(config[key])]
     assert clip_main(args) == 0
     assert "already trained with these settings" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def name_closeups(pred: OMGPredictor, n: int, size: int | None = None) -> dict[s
     clip = core.model.backbone.clip
     names = [c.name for c in THING_CLASSES]
     drawn = [sample(sample_rng(99, "val", i), CaptionOptions(closeup=1.0)) for i in range(n)]
-    x = torch.from_numpy(np.stack([image for image, _, _ in drawn])).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.stack([d.image for d in drawn])).permute(0, 3, 1, 2).float()
     if size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     x = (x - core.model.backbone.pixel_mean) / core.model.backbone.pixel_std
@@ -88,7 +88,7 @@ def name_closeups(pred: OMGPredictor, n: int, size: int | None = None) -> dict[s
         image = F.normalize(image[0] if isinstance(image, tuple) else image, dim=-1)
         text = core.text(core.vocabulary(names))
     named = class_logits(image, text, 1.0)[:, :-1].argmax(-1).tolist()
-    truth = [names.index(looks[0].shape) for _, _, looks in drawn]
+    truth = [names.index(looks[0].shape) for _, _, looks, _ in drawn]
     return {
         name: 100 * sum(p == t == k for p, t in zip(named, truth)) / max(1, truth.count(k))
         for k, name in enumerate(names)

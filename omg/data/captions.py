@@ -15,7 +15,13 @@ Files (open_clip's CSV dataset layout: ``--csv-img-key filepath --csv-caption-ke
 
     captions/<split>/<id:08d>.jpg         the images (image_size x image_size)
     captions/<split>.csv                  filepath <TAB> title  (paths relative to captions/)
+    captions/panoptic_<split>.json        where each named thing and stuff is: COCO panoptic, one annotation per
+    captions/panoptic_<split>/<id>.png    image (file_name <id>.png), categories with their ``synonyms``
     captions/meta.json                    generator version, seed, options, words, counts (written last)
+
+The panoptic annotations make the corpus a grounded one, as Panoptic Narrative Grounding (Gonzalez et al., ICCV
+2021) grounds COCO captions' phrases in panoptic masks: the CLIP pretraining's region loss
+(``ClipPretrainConfig.region_weight``) reads them; an image-level CLIP needs only the CSV.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from omg.data.masks import id2rgb
 from omg.data.synthetic import (
+    CLASSES,
     STUFF_CLASSES,
     THING_CLASSES,
     THING_HUE_SPREAD,
@@ -35,9 +43,12 @@ from omg.data.synthetic import (
     THING_PATTERNS,
     TRAIN_THINGS,
     Scene,
+    Segment,
     StuffLayout,
     _place_things,
     _sample_thing,
+    panoptic_categories,
+    segment_info,
     stuff_texture,
     thing_texture,
 )
@@ -45,7 +56,7 @@ from omg.utils import io as uio
 from omg.utils.options import check_choices
 from omg.utils.progress import Progress
 
-CAPTIONS_VERSION = 3  # 2: close-ups; 3: the held-out shapes drawn and named (shapes='all')
+CAPTIONS_VERSION = 4  # 2: close-ups; 3: the held-out shapes drawn and named (shapes='all'); 4: panoptic regions
 SPLITS = ("train", "val")
 
 #: the words of each hue band (HSV hue centre of omg-shapes' THING_HUES)
@@ -115,6 +126,15 @@ class CaptionOptions:
         return {"train": self.num_train, "val": self.num_val}[split]
 
 
+class Captioned(NamedTuple):
+    """One sample of the corpus."""
+
+    image: np.ndarray  # H x W x 3 uint8
+    text: str
+    looks: list["Look"]  # the shapes as the caption names them
+    segments: list[Segment]  # where each thing and stuff is (disjoint; VOID elsewhere)
+
+
 @dataclass(frozen=True)
 class Look:
     shape: str  # a shape of the options' pool
@@ -138,8 +158,8 @@ def _position(cx: float, cy: float, s: int) -> str:
     return "at the top" if y < 0.5 else "at the bottom"
 
 
-def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, str, list[Look]]:
-    """One image (H x W x 3 uint8), its caption and the looks of its shapes (front to back)."""
+def sample(rng: np.random.Generator, opts: CaptionOptions) -> Captioned:
+    """One image, its caption, the looks of its shapes (front to back) and its segments."""
     s = opts.image_size
     layout = StuffLayout.sample(rng, video=False)
     scene = Scene(stuff=layout, stuff_textures={c.id: stuff_texture(c.name, s, s, rng) for c in layout.classes})
@@ -174,8 +194,10 @@ def sample(rng: np.random.Generator, opts: CaptionOptions) -> tuple[np.ndarray, 
         looks.append(Look(thing.cls.name, hue, pattern, size, _position(thing.cx, thing.cy, s)))
     frame = scene.render(s, s, 0.0, 6)
     if closeup and opts.shape_only and rng.random() < opts.shape_only:
-        return frame.image, shape_caption(rng, looks[0].shape), looks
-    return frame.image, caption(rng, looks[::-1], [c.name for c in layout.classes]), looks[::-1]
+        return Captioned(frame.image, shape_caption(rng, looks[0].shape), looks, frame.segments)
+    return Captioned(
+        frame.image, caption(rng, looks[::-1], [c.name for c in layout.classes]), looks[::-1], frame.segments
+    )
 
 
 def shape_caption(rng: np.random.Generator, shape: str) -> str:
@@ -246,17 +268,36 @@ def generate_captions(
             f"{old.get('version')}); choose another root or delete {out} first"
         )
     counts = {}
+    categories = [{**cat, "synonyms": list(c.synonyms)} for c, cat in zip(CLASSES, panoptic_categories(None))]
     for split in SPLITS:
         rows = ["filepath\ttitle"]
+        images, annotations = [], []
         n = opts.count(split)
         with Progress(f"omg-shapes captions/{split}", total=n, unit="img", enabled=progress) as prog:
             for i in range(n):
-                image, text, _ = sample(sample_rng(seed, split, i), opts)
+                drawn = sample(sample_rng(seed, split, i), opts)
                 rel = f"{split}/{i:08d}.jpg"
-                uio.write_bytes(uio.join(out, rel), uio.encode_jpeg(image, opts.jpeg_quality))
-                rows.append(f"{rel}\t{text}")
+                uio.write_bytes(uio.join(out, rel), uio.encode_jpeg(drawn.image, opts.jpeg_quality))
+                rows.append(f"{rel}\t{drawn.text}")
+                pan = np.zeros(drawn.image.shape[:2], dtype=np.int64)
+                for seg_id, seg in enumerate(drawn.segments, start=1):
+                    pan[seg.mask] = seg_id
+                uio.write_bytes(uio.join(out, f"panoptic_{split}/{i:08d}.png"), uio.encode_png(id2rgb(pan)))
+                h, w = pan.shape
+                images.append({"id": i, "file_name": rel, "width": w, "height": h})
+                annotations.append(
+                    {
+                        "image_id": i,
+                        "file_name": f"{i:08d}.png",
+                        "segments_info": [segment_info(k, seg) for k, seg in enumerate(drawn.segments, start=1)],
+                    }
+                )
                 prog.update()
         uio.write_bytes(uio.join(out, f"{split}.csv"), ("\n".join(rows) + "\n").encode("utf-8"))
+        uio.write_json(
+            uio.join(out, f"panoptic_{split}.json"),
+            {"images": images, "annotations": annotations, "categories": categories},
+        )
         counts[split] = n
     meta = {
         "generator": "omg-shapes captions",

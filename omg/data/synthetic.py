@@ -525,11 +525,11 @@ def _unique_ids(rng: np.random.Generator, n: int) -> list[int]:
     return ids
 
 
-def panoptic_categories(split: str) -> list[dict]:
-    """COCO panoptic ``categories``; held-out classes are listed only in ``val_ov``."""
+def panoptic_categories(split: str | None) -> list[dict]:
+    """COCO panoptic ``categories``; held-out classes are listed only in ``val_ov`` (and for ``None``: all)."""
     out = []
     for c in CLASSES:
-        if c.heldout and split != "val_ov":
+        if c.heldout and split not in ("val_ov", None):
             continue
         color = [int(v) for v in hashlib.sha256(c.name.encode()).digest()[:3]]
         out.append(
@@ -544,7 +544,7 @@ def panoptic_categories(split: str) -> list[dict]:
     return out
 
 
-def _segment_info(seg_id: int, seg: Segment) -> dict:
+def segment_info(seg_id: int, seg: Segment) -> dict:
     return {
         "id": seg_id,
         "category_id": seg.category_id,
@@ -583,7 +583,7 @@ def write_image_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
             infos = []
             for seg_id, seg in zip(ids, frame.segments):
                 pan[seg.mask] = seg_id
-                infos.append(_segment_info(seg_id, seg))
+                infos.append(segment_info(seg_id, seg))
                 if THING_BY_ID.get(seg.category_id):
                     inst_anns.append(
                         {
@@ -656,7 +656,7 @@ def write_video_split(w: _Writer, split: str, opts: SynthOptions, seed: int, pro
                 infos = []
                 for seg in frame.segments:
                     pan[seg.mask] = track_ids[seg.key]
-                    infos.append(_segment_info(track_ids[seg.key], seg))
+                    infos.append(segment_info(track_ids[seg.key], seg))
                     if seg.key in davis_ids:
                         davis[seg.mask] = davis_ids[seg.key]
                     if seg.key in per_track:

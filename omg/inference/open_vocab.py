@@ -20,27 +20,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from omg.modeling.backbone import clip_pooled
 from omg.modeling.heads import class_logits
+
+__all__ = ["ALPHA", "BETA", "clip_logits", "clip_pooled", "geometric_ensemble"]
 
 ALPHA = 0.4
 BETA = 0.8
-
-
-def clip_pooled(clip_features: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask pooling of the stride-32 CLIP features.
-
-    clip_features N x C5 x T x h x w; mask_logits N x Q x T x H4 x W4 -> (N x Q x C5 pooled, N x Q bool non-empty).
-    """
-    n, q, t = mask_logits.shape[:3]
-    h, w = clip_features.shape[-2:]
-    m = F.interpolate(
-        mask_logits.detach().float().flatten(0, 2)[:, None], size=(h, w), mode="bilinear", align_corners=False
-    ).view(n, q, t * h * w)
-    binary = (m > 0).to(clip_features.dtype)
-    area = binary.sum(-1)
-    feats = clip_features.flatten(2)  # N x C5 x (T h w)
-    pooled = torch.bmm(binary, feats.transpose(1, 2)) / area.clamp(min=1.0)[..., None]
-    return pooled, area > 0
 
 
 def clip_logits(

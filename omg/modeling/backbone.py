@@ -68,6 +68,22 @@ class CLIPBackbone(nn.Module):
                 if not name.startswith("visual.") or name.startswith(_CLIP_HEADS.get(variant.kind, ())):
                     p.requires_grad_(False)
 
+    @classmethod
+    def wrapping(cls, clip: nn.Module, variant: BackboneVariant) -> "CLIPBackbone":
+        """A trainable view of an existing open_clip model of ``variant`` (its parameters shared, none frozen): how
+        the CLIP pretraining's region loss reads stage-4 features and the CLIP image head during training."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.variant, self.frozen, self.clip = variant, False, clip
+        dev = next(clip.parameters()).device
+        self.register_buffer(
+            "pixel_mean", torch.tensor(variant.pixel_mean, device=dev).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(variant.pixel_std, device=dev).view(1, 3, 1, 1), persistent=False
+        )
+        return self
+
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "CLIPBackbone":
         super().train(mode)
@@ -249,3 +265,21 @@ def _quiet_random_init():
         yield
     finally:
         root.removeFilter(flt)
+
+
+def clip_pooled(clip_features: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask pooling of the stride-32 CLIP features (the open-vocabulary branch, docs/model.md §8.4; the CLIP
+    pretraining's region loss pools its regions with it too).
+
+    clip_features N x C5 x T x h x w; mask_logits N x Q x T x H4 x W4 -> (N x Q x C5 pooled, N x Q bool non-empty).
+    """
+    n, q, t = mask_logits.shape[:3]
+    h, w = clip_features.shape[-2:]
+    m = F.interpolate(
+        mask_logits.detach().float().flatten(0, 2)[:, None], size=(h, w), mode="bilinear", align_corners=False
+    ).view(n, q, t * h * w)
+    binary = (m > 0).to(clip_features.dtype)
+    area = binary.sum(-1)
+    feats = clip_features.flatten(2)  # N x C5 x (T h w)
+    pooled = torch.bmm(binary, feats.transpose(1, 2)) / area.clamp(min=1.0)[..., None]
+    return pooled, area > 0

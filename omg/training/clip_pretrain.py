@@ -7,6 +7,16 @@ dict: ``ModelConfig(pretrained=PATH)`` (``CLIPBackbone.load_pretrained``) loads 
 
 Images are read at the CLIP's input size (the tiny towers': 128) and normalised with the variant's pixel statistics,
 as the segmentation model normalises them; the text is open_clip's tokenizer of the variant.
+
+**Region loss** (``region_weight`` > 0; not the paper's recipe, whose CLIP is a web-scale image-level one): the
+captions are grounded (``captions/panoptic_<split>.json``: where each named thing and stuff is), and each step adds
+``region_weight`` times a region loss on ``region_images`` of its images, upsampled to ``region_size`` as the
+segmenter's test size upsamples them: every segment is mask-pooled over the stride-32 features exactly as the
+open-vocabulary branch pools a query's mask (``clip_pooled``), mapped through the CLIP image head, and classified
+among the corpus's classes by cross-entropy at CLIP's temperature, each class's text a ViLD prompt template (the
+inference's, ``omg.modeling.text.VILD_TEMPLATES``) around one of its synonyms, drawn per step. An image-level
+InfoNCE alone leaves a tiny CLIP's pooled features naming the stuff around a small shape, not the shape
+(docs/experiments.md, "Grounded captions: a region loss at the test grid").
 """
 
 from __future__ import annotations
@@ -33,12 +43,21 @@ class ClipPretrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 20
     seed: int = 0
+    #: the region loss (module docstring): its weight (0: the image-level CLIP recipe), images per step, their size
+    region_weight: float = 0.0
+    region_images: int = 8
+    region_size: int = 256
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError("steps must be >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError("lr must be > 0 and warmup_steps >= 0")
+        if self.region_weight < 0 or not 1 <= self.region_images <= self.batch_size or self.region_size % 32:
+            raise ValueError(
+                f"region_weight must be >= 0 (got {self.region_weight}), region_images in [1, batch_size] (got "
+                f"{self.region_images}) and region_size a multiple of 32 (got {self.region_size})"
+            )
 
 
 class CaptionPairs:
@@ -67,13 +86,90 @@ class CaptionPairs:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def images(self, indices) -> torch.Tensor:
-        """N x 3 x S x S normalised images (S: the CLIP's input size)."""
+    def pixels(self, indices, size: int) -> torch.Tensor:
+        """N x 3 x size x size RGB in 0..255."""
         arrays = [uio.decode_rgb(uio.read_bytes(uio.join(self.base, self.paths[i])), self.paths[i]) for i in indices]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return x
+
+    def images(self, indices) -> torch.Tensor:
+        """N x 3 x S x S normalised images (S: the CLIP's input size)."""
+        return (self.pixels(indices, self.size) - self.mean) / self.std
+
+
+class CaptionRegions:
+    """Where each named thing and stuff of ``<root>/captions/<split>.csv``'s images is: the companion's COCO panoptic
+    annotations (``panoptic_<split>.json`` and its PNGs), in the CSV's order."""
+
+    def __init__(self, root: str, split: str, pairs: CaptionPairs):
+        self.base = uio.join(root, "captions")
+        uri = uio.join(self.base, f"panoptic_{split}.json")
+        if not uio.exists(uri):
+            raise FileNotFoundError(
+                f"{uri}: captions without regions (captions version < 4); the region loss needs them: "
+                f"regenerate the captions (omg data captions --root {root}) or set region_weight 0"
+            )
+        doc = uio.read_json(uri)
+        by_file = {im["file_name"]: im["id"] for im in doc["images"]}
+        anns = {a["image_id"]: a for a in doc["annotations"]}
+        missing = [p for p in pairs.paths if by_file.get(p) not in anns]
+        if missing:
+            raise ValueError(f"{uri}: no annotation of {len(missing)} captioned images, e.g. {missing[0]!r}")
+        self.split = split
+        self.annotations = [anns[by_file[p]] for p in pairs.paths]
+        #: the classes in id order: (id, name, synonyms)
+        self.classes = [(c["id"], c["name"], tuple(c.get("synonyms") or [c["name"]])) for c in doc["categories"]]
+        self.index = {cid: k for k, (cid, _, _) in enumerate(self.classes)}
+
+    def segments(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class indices Q, masks Q x H x W float) of image ``i``'s non-crowd segments."""
+        from omg.data.masks import rgb2id
+
+        ann = self.annotations[i]
+        rel = f"panoptic_{self.split}/{ann['file_name']}"
+        ids = rgb2id(uio.decode_rgb(uio.read_bytes(uio.join(self.base, rel)), rel))
+        segs = [s for s in ann["segments_info"] if not s.get("iscrowd")]
+        labels = torch.tensor([self.index[s["category_id"]] for s in segs], dtype=torch.long)
+        masks = torch.from_numpy(np.stack([ids == s["id"] for s in segs]) if segs else np.zeros((0, *ids.shape)))
+        return labels, masks.float()
+
+
+def region_loss(
+    backbone, regions: CaptionRegions, pairs: CaptionPairs, indices, size: int, text: torch.Tensor, scale
+) -> tuple[torch.Tensor, float]:
+    """-> (cross-entropy of the images' segments, mask-pooled at ``size`` as the open-vocabulary branch pools a
+    mask, against the class texts C x E; the fraction named right)."""
+    from omg.modeling.backbone import clip_pooled
+
+    feats = backbone(pairs.pixels(indices, size))[-1]  # N x C5 x size/32 x size/32
+    drawn = [regions.segments(i) for i in indices]
+    q = max(1, max(len(labels) for labels, _ in drawn))
+    logits = torch.full((len(indices), q, 1, size // 4, size // 4), -10.0)
+    labels = torch.full((len(indices), q), -1, dtype=torch.long)
+    for n, (lab, masks) in enumerate(drawn):
+        if len(lab):
+            m = F.interpolate(masks[:, None], size=(size, size), mode="nearest")
+            logits[n, : len(lab), 0] = F.interpolate(m, size=(size // 4, size // 4), mode="area")[:, 0] * 20 - 10
+            labels[n, : len(lab)] = lab
+    pooled, nonempty = clip_pooled(feats[:, :, None], logits)
+    keep = nonempty & (labels >= 0)
+    emb = F.normalize(backbone.clip_image_head(pooled[keep]), dim=-1)
+    scores = scale * emb @ text.T
+    target = labels[keep]
+    return F.cross_entropy(scores, target), float((scores.argmax(-1) == target).float().mean())
+
+
+def region_texts(regions: CaptionRegions, rng: np.random.Generator) -> list[str]:
+    """One prompt per class: a ViLD template (the inference's) around one of its synonyms, drawn from ``rng``."""
+    from omg.modeling.text import VILD_TEMPLATES
+
+    out = []
+    for _, _, synonyms in regions.classes:
+        template = VILD_TEMPLATES[int(rng.integers(len(VILD_TEMPLATES)))]
+        out.append(template.format(synonyms[int(rng.integers(len(synonyms)))]))
+    return out
 
 
 def image_size(variant: str) -> int:
@@ -170,6 +266,12 @@ def pretrain(
     loss_fn = ClipLoss(local_loss=world > 1, gather_with_grad=world > 1, rank=rank, world_size=world)
     opt = torch.optim.AdamW(_param_groups(inner, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     per_epoch = len(pairs) // (config.batch_size * world)
+    backbone = regions = None
+    if config.region_weight > 0:
+        from omg.modeling.backbone import CLIPBackbone
+
+        regions = CaptionRegions(root, "train", pairs)
+        backbone = CLIPBackbone.wrapping(inner, get_variant(config.variant))
     losses = []
     model.train()
     for step in range(config.steps):
@@ -181,6 +283,13 @@ def pretrain(
             g["lr"] = lr_at(step, config)
         image_features, text_features, logit_scale = model(pairs.images(idx), tokenizer([pairs.titles[i] for i in idx]))
         loss = loss_fn(image_features, text_features, logit_scale)
+        if regions is not None:
+            texts = region_texts(regions, np.random.default_rng([config.seed, 5, step, rank]))
+            text = inner.encode_text(tokenizer(texts), normalize=True)
+            reg, _ = region_loss(
+                backbone, regions, pairs, idx[: config.region_images], config.region_size, text, logit_scale
+            )
+            loss = loss + config.region_weight * reg
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

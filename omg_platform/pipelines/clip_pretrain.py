@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per worker")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--region-weight",
+        type=float,
+        default=d.region_weight,
+        help="the region loss on the captions' panoptic regions (omg/training/clip_pretrain.py; default "
+        f"{d.region_weight}: the image-level CLIP recipe)",
+    )
+    p.add_argument("--region-images", type=int, default=d.region_images, help="images per step in the region loss")
+    p.add_argument("--region-size", type=int, default=d.region_size, help="their size (the segmenter's test size)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP)")
     p.add_argument("--cpus-per-worker", type=int, default=2)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
@@ -154,13 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = ClipPretrainConfig(
-            variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+            variant=args.variant,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            region_weight=args.region_weight,
+            region_images=args.region_images,
+            region_size=args.region_size,
         )
-        from omg.training.clip_pretrain import CaptionPairs
+        from omg.training.clip_pretrain import CaptionPairs, CaptionRegions
 
         root = str(Path(args.root).resolve()) if "://" not in args.root else args.root
         for split in ("train", "val"):
             CaptionPairs(root, split, config.variant)  # a missing or broken file: said before Ray starts
+        if config.region_weight > 0:
+            CaptionRegions(root, "train", CaptionPairs(root, "train", config.variant))
     except (ValueError, FileNotFoundError, KeyError) as err:
         return usage_error("clip_pretrain", err)
     out = args.out or os.path.join(runs_dir("clip"), f"{config.variant}.pt")

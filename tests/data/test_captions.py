@@ -3,6 +3,7 @@ rule that they draw and name every shape, the held-out ones included (or, ``shap
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from omg.data.captions import HUE_WORDS, PATTERN_WORDS, CaptionOptions, generate_captions, sample, sample_rng
+from omg.data.masks import rgb2id
 from omg.data.synthetic import HELDOUT_THINGS, THING_CLASSES, THING_HUES, THING_PATTERNS
 from omg_platform.cli import main
 
@@ -18,7 +20,7 @@ from omg_platform.cli import main
 def _samples(opts: CaptionOptions, n: int = 300):
     texts, looks = [], []
     for i in range(n):
-        image, text, lk = sample(sample_rng(0, "train", i), opts)
+        image, text, lk, _ = sample(sample_rng(0, "train", i), opts)
         assert image.shape == (opts.image_size, opts.image_size, 3) and image.dtype == np.uint8
         texts.append(text.lower())
         looks.append(lk)
@@ -75,8 +77,8 @@ def test_shape_only_close_ups_are_captioned_by_the_shape_alone():
         only = CaptionOptions(image_size=48, closeup=closeup, shape_only=1.0)
         full = CaptionOptions(image_size=48, closeup=closeup)
         for i in range(30):
-            image, text, looks = sample(sample_rng(0, "train", i), only)
-            ref_image, ref_text, _ = sample(sample_rng(0, "train", i), full)
+            image, text, looks, _ = sample(sample_rng(0, "train", i), only)
+            ref_image, ref_text, _, _ = sample(sample_rng(0, "train", i), full)
             assert np.array_equal(image, ref_image), "the same picture"
             if closeup:
                 synonyms = next(c.synonyms for c in THING_CLASSES if c.name == looks[0].shape)
@@ -93,12 +95,26 @@ def test_generation_is_deterministic_idempotent_and_in_open_clips_csv_layout(tmp
     assert main(["data", "captions", "--root", str(a), *args]) == 0
     assert main(["data", "captions", "--root", str(b), *args]) == 0
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 12 + 4 + 3
+    assert len(files) == 2 * (12 + 4) + 5  # images and their panoptic PNGs; 2 CSVs, 2 panoptic JSONs, meta
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files), "byte-identical for the same seed"
     df = pd.read_csv(a / "captions/train.csv", sep="\t")
     assert list(df.columns) == ["filepath", "title"] and len(df) == 12
     assert Image.open(a / "captions" / df.filepath[0]).size == (40, 40)
     assert "omg-shapes captions at" in capsys.readouterr().out
+    # grounded: COCO panoptic annotations of every image, its segments where the generator drew them
+    pan = json.loads((a / "captions/panoptic_train.json").read_text())
+    assert [im["file_name"] for im in pan["images"]] == list(df.filepath)
+    cats = {c["id"]: c for c in pan["categories"]}
+    assert {c.name for c in THING_CLASSES} <= {c["name"] for c in cats.values()}
+    assert cats[5]["synonyms"] == ["hexagon", "six-sided shape", "honeycomb cell"]
+    for i, ann in enumerate(pan["annotations"]):
+        ids = rgb2id(np.asarray(Image.open(a / "captions/panoptic_train" / ann["file_name"]).convert("RGB")))
+        drawn = sample(sample_rng(0, "train", i), CaptionOptions(num_train=12, num_val=4, image_size=40))
+        assert [(s["category_id"], s["area"]) for s in ann["segments_info"]] == [
+            (seg.category_id, int(seg.mask.sum())) for seg in drawn.segments
+        ]
+        for info, seg in zip(ann["segments_info"], drawn.segments):
+            assert np.array_equal(ids == info["id"], seg.mask)
     # a complete companion is left as it is; another seed or options is an error naming the file
     assert main(["data", "captions", "--root", str(a), *args]) == 0
     with pytest.raises(FileExistsError, match="captions/meta.json"):

@@ -9,9 +9,13 @@ import torch
 from omg.data.captions import CaptionOptions, generate_captions
 from omg.training.clip_pretrain import (
     CaptionPairs,
+    CaptionRegions,
     ClipPretrainConfig,
+    build_clip,
     lr_at,
     pretrain,
+    region_loss,
+    region_texts,
     retrieval_accuracy,
     save_weights,
 )
@@ -48,6 +52,53 @@ def test_a_few_steps_train_both_towers_and_the_weights_load_as_pretrained(captio
     assert acc["n"] == 16 and 0.0 <= acc["image_to_text"] <= 1.0
 
 
+def test_the_region_loss_pools_a_segment_as_the_open_vocabulary_branch_pools_a_mask(captions):
+    """A segment's region embedding is the open-vocabulary branch's for that mask (``clip_logits``, the released
+    mechanism), and a mask of the whole image pools to the CLIP's own global embedding; a few steps with the region
+    loss train the CLIP."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from omg.inference.open_vocab import clip_logits
+    from omg.modeling.backbone import CLIPBackbone
+    from omg.modeling.variants import get_variant
+
+    pairs = CaptionPairs(captions, "train", "tiny_convnext")
+    regions = CaptionRegions(captions, "train", pairs)
+    assert [name for _, name, _ in regions.classes][4:6] == ["hexagon", "cross"], "the held-out shapes too"
+    clip, tokenizer = build_clip("tiny_convnext")
+    clip.eval()
+    backbone = CLIPBackbone.wrapping(clip, get_variant("tiny_convnext"))
+    texts = region_texts(regions, np.random.default_rng(0))
+    from omg.modeling.text import VILD_TEMPLATES
+
+    assert len(texts) == len(regions.classes)
+    assert texts[4] in {t.format(syn) for t in VILD_TEMPLATES for syn in regions.classes[4][2]}, "a ViLD prompt"
+    text = F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
+    with torch.no_grad():
+        loss, right = region_loss(backbone, regions, pairs, [0, 1], 256, text, 100.0)
+        # by hand, through the inference's own function: image 0 at 256, its segments as stride-4 mask logits
+        labels, masks = regions.segments(0)
+        feats = backbone(pairs.pixels([0], 256))[-1]
+        m = F.interpolate(F.interpolate(masks[:, None], size=(256, 256), mode="nearest"), size=(64, 64), mode="area")
+        logits, nonempty = clip_logits(backbone, feats[:, :, None], (m * 20 - 10)[None], text[:, None], 100.0)
+        ce = F.cross_entropy(logits[0][nonempty[0]], labels[nonempty[0]], reduction="sum")
+        # the whole image: the global embedding (at the CLIP's input size, its cells all pooled)
+        whole = torch.full((1, 1, 1, 32, 32), 10.0)
+        feats128 = backbone(pairs.pixels([0], 128))[-1]
+        pooled, _ = clip_logits(backbone, feats128[:, :, None], whole, text[:, None], 1.0)
+        glob = F.normalize(clip.encode_image(pairs.images([0])), dim=-1) @ text.T
+    assert torch.allclose(pooled[0, 0], glob[0], atol=1e-5)
+    n0 = int(nonempty[0].sum())
+    assert n0 >= 2 and 0.0 <= right <= 1.0 and torch.isfinite(loss)
+    with torch.no_grad():
+        loss0, _ = region_loss(backbone, regions, pairs, [0], 256, text, 100.0)
+    assert torch.allclose(loss0 * n0, ce, rtol=1e-4), "the region loss of image 0 is the branch's logits' CE"
+    config = ClipPretrainConfig(steps=2, batch_size=12, warmup_steps=1, region_weight=1.0, region_images=2)
+    model, _, losses = pretrain(config, captions)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
 def test_bad_input_is_named(captions, tmp_path):
     with pytest.raises(FileNotFoundError, match="omg data captions --root"):
         CaptionPairs(str(tmp_path), "train", "tiny_convnext")
@@ -57,6 +108,10 @@ def test_bad_input_is_named(captions, tmp_path):
         CaptionPairs(captions, "train", "convnext_large_d_320")
     with pytest.raises(ValueError, match="negatives"):
         ClipPretrainConfig(batch_size=1)
+    with pytest.raises(ValueError, match="region_size a multiple of 32"):
+        ClipPretrainConfig(region_size=100)
+    with pytest.raises(FileNotFoundError, match="captions without regions"):
+        CaptionRegions(str(tmp_path), "train", CaptionPairs(captions, "train", "tiny_convnext"))
     config = ClipPretrainConfig(steps=100, lr=1.0, warmup_steps=10)
     assert (
         lr_at(0, config) == pytest.approx(0.1) and lr_at(10, config) == pytest.approx(1.0) and lr_at(99, config) < 0.01
