@@ -155,6 +155,8 @@ def region_loss(
             labels[n, : len(lab)] = lab
     pooled, nonempty = clip_pooled(feats[:, :, None], logits)
     keep = nonempty & (labels >= 0)
+    if not keep.any():  # every segment smaller than a cell: nothing to name (a zero loss that keeps the graph)
+        return feats.sum() * 0.0, 0.0
     emb = F.normalize(backbone.clip_image_head(pooled[keep]), dim=-1)
     scores = scale * emb @ text.T
     target = labels[keep]

@@ -363,7 +363,9 @@ def test_an_interrupted_or_killed_driver_leaves_nothing_running(how, tiny_shapes
     reader.join(60)
     err = "".join(lines)
     if how == "SIGINT":
-        assert proc.returncode == 130, err[-2000:]
+        # 130, or killed by the SIGINT itself after saying so: what a shell reports as 130 either way (seen once, on
+        # a loaded machine where Ray's local node had to be started twice: the message last, no traceback, then -2)
+        assert proc.returncode in (130, -signal.SIGINT), err[-2000:]
         assert err.strip().splitlines()[-1].startswith("preprocess: interrupted;"), err[-2000:]
         assert "Traceback" not in err, err[-3000:]
     deadline = time.monotonic() + 30

@@ -94,6 +94,12 @@ def test_the_region_loss_pools_a_segment_as_the_open_vocabulary_branch_pools_a_m
     with torch.no_grad():
         loss0, _ = region_loss(backbone, regions, pairs, [0], 256, text, 100.0)
     assert torch.allclose(loss0 * n0, ce, rtol=1e-4), "the region loss of image 0 is the branch's logits' CE"
+    # a segment smaller than a cell pools nothing: no loss from it, and no NaN
+    speck = torch.zeros(1, 128, 128)
+    speck[0, 5, 5] = 1.0
+    tiny = type("Tiny", (), {"segments": lambda self, i: (torch.tensor([4]), speck)})()
+    nothing, right = region_loss(backbone, tiny, pairs, [0], 256, text.detach(), 100.0)
+    assert nothing.item() == 0.0 and right == 0.0 and nothing.requires_grad
     config = ClipPretrainConfig(steps=2, batch_size=12, warmup_steps=1, region_weight=1.0, region_images=2)
     model, _, losses = pretrain(config, captions)
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
