@@ -29,19 +29,14 @@ from PIL import Image
 from omg.data.masks import rgb2id
 from omg.inference.open_vocab import clip_logits
 from omg.inference.predictor import OMGPredictor
+from omg.modeling.backbone import mask_logits_at_stride4
 from omg.modeling.heads import class_logits
 
 
 def segment_masks(ids: np.ndarray, segments: list[dict], padded: tuple[int, int], resized: tuple[int, int]):
     """1 x S x 1 x H/4 x W/4 mask logits (+-10) of the segments, on the padded input's stride-4 grid."""
-    out = []
-    for seg in segments:
-        m = torch.from_numpy((ids == seg["id"]).astype(np.float32))[None, None]
-        m = F.interpolate(m, size=resized, mode="nearest")
-        full = torch.zeros(1, 1, *padded)
-        full[..., : resized[0], : resized[1]] = m
-        out.append(F.interpolate(full, size=(padded[0] // 4, padded[1] // 4), mode="area")[0, 0] * 20 - 10)
-    return torch.stack(out)[None, :, None]
+    masks = torch.from_numpy(np.stack([ids == seg["id"] for seg in segments]))
+    return mask_logits_at_stride4(masks, resized, padded)[None, :, None]
 
 
 def name_segments(pred: OMGPredictor, root: Path, split: str, limit: int):

@@ -50,12 +50,7 @@ class CLIPBackbone(nn.Module):
             self.clip = open_clip.create_model(variant.clip_model, pretrained=None, device=dev)
         if variant.kind == "vit":
             self.clip.visual.output_tokens = True
-        self.register_buffer(
-            "pixel_mean", torch.tensor(variant.pixel_mean, device=dev).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(variant.pixel_std, device=dev).view(1, 3, 1, 1), persistent=False
-        )
+        self._register_pixel_stats(dev)
         if self.frozen:
             for p in self.clip.parameters():
                 p.requires_grad_(False)
@@ -75,14 +70,12 @@ class CLIPBackbone(nn.Module):
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self.variant, self.frozen, self.clip = variant, False, clip
-        dev = next(clip.parameters()).device
-        self.register_buffer(
-            "pixel_mean", torch.tensor(variant.pixel_mean, device=dev).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(variant.pixel_std, device=dev).view(1, 3, 1, 1), persistent=False
-        )
+        self._register_pixel_stats(next(clip.parameters()).device)
         return self
+
+    def _register_pixel_stats(self, dev: torch.device) -> None:
+        for name, values in (("pixel_mean", self.variant.pixel_mean), ("pixel_std", self.variant.pixel_std)):
+            self.register_buffer(name, torch.tensor(values, device=dev).view(1, 3, 1, 1), persistent=False)
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "CLIPBackbone":
@@ -265,6 +258,16 @@ def _quiet_random_init():
         yield
     finally:
         root.removeFilter(flt)
+
+
+def mask_logits_at_stride4(masks: torch.Tensor, resized: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
+    """Q x H x W masks (0/1, an image's own size) -> Q x H4 x W4 mask logits (+-10 where a stride-4 cell is mostly
+    in / out): each mask resized as its image was (nearest), placed in the padded input and area-averaged to the
+    stride-4 grid, as a query's mask logits are: what :func:`clip_pooled` pools a known segment with."""
+    m = F.interpolate(masks.float()[:, None], size=resized, mode="nearest")
+    full = m.new_zeros(m.shape[0], 1, *padded)
+    full[..., : resized[0], : resized[1]] = m
+    return F.interpolate(full, size=(padded[0] // 4, padded[1] // 4), mode="area")[:, 0] * 20 - 10
 
 
 def clip_pooled(clip_features: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

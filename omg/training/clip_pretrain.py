@@ -96,7 +96,11 @@ class CaptionPairs:
 
     def images(self, indices) -> torch.Tensor:
         """N x 3 x S x S normalised images (S: the CLIP's input size)."""
-        return (self.pixels(indices, self.size) - self.mean) / self.std
+        return self.normalise(self.pixels(indices, self.size))
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """0..255 pixels -> the variant's normalised input."""
+        return (pixels - self.mean) / self.std
 
 
 class CaptionRegions:
@@ -116,7 +120,10 @@ class CaptionRegions:
         anns = {a["image_id"]: a for a in doc["annotations"]}
         missing = [p for p in pairs.paths if by_file.get(p) not in anns]
         if missing:
-            raise ValueError(f"{uri}: no annotation of {len(missing)} captioned images, e.g. {missing[0]!r}")
+            raise ValueError(
+                f"{uri}: no annotation of {len(missing)} captioned images, e.g. {missing[0]!r}: the regions are of "
+                f"other captions; regenerate them (delete {self.base} and run omg data captions --root {root})"
+            )
         self.split = split
         self.annotations = [anns[by_file[p]] for p in pairs.paths]
         #: the classes in id order: (id, name, synonyms)
@@ -137,21 +144,21 @@ class CaptionRegions:
 
 
 def region_loss(
-    backbone, regions: CaptionRegions, pairs: CaptionPairs, indices, size: int, text: torch.Tensor, scale
+    backbone, regions: CaptionRegions, indices, pixels: torch.Tensor, size: int, text: torch.Tensor, scale
 ) -> tuple[torch.Tensor, float]:
-    """-> (cross-entropy of the images' segments, mask-pooled at ``size`` as the open-vocabulary branch pools a
-    mask, against the class texts C x E; the fraction named right)."""
-    from omg.modeling.backbone import clip_pooled
+    """Images ``indices`` (their pixels N x 3 x H x W, 0..255) -> (cross-entropy of their segments, mask-pooled at
+    ``size`` as the open-vocabulary branch pools a mask, against the class texts C x E; the fraction named right)."""
+    from omg.modeling.backbone import clip_pooled, mask_logits_at_stride4
 
-    feats = backbone(pairs.pixels(indices, size))[-1]  # N x C5 x size/32 x size/32
+    x = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+    feats = backbone(x)[-1]  # N x C5 x size/32 x size/32
     drawn = [regions.segments(i) for i in indices]
     q = max(1, max(len(labels) for labels, _ in drawn))
-    logits = torch.full((len(indices), q, 1, size // 4, size // 4), -10.0)
-    labels = torch.full((len(indices), q), -1, dtype=torch.long)
+    logits = torch.full((len(indices), q, 1, size // 4, size // 4), -10.0, device=feats.device)
+    labels = torch.full((len(indices), q), -1, dtype=torch.long, device=feats.device)
     for n, (lab, masks) in enumerate(drawn):
         if len(lab):
-            m = F.interpolate(masks[:, None], size=(size, size), mode="nearest")
-            logits[n, : len(lab), 0] = F.interpolate(m, size=(size // 4, size // 4), mode="area")[:, 0] * 20 - 10
+            logits[n, : len(lab), 0] = mask_logits_at_stride4(masks, (size, size), (size, size))
             labels[n, : len(lab)] = lab
     pooled, nonempty = clip_pooled(feats[:, :, None], logits)
     keep = nonempty & (labels >= 0)
@@ -283,14 +290,15 @@ def pretrain(
         idx = order[start : start + config.batch_size]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, config)
-        image_features, text_features, logit_scale = model(pairs.images(idx), tokenizer([pairs.titles[i] for i in idx]))
+        pixels = pairs.pixels(idx, pairs.size)  # read once: the batch, and the region loss's first images
+        texts = tokenizer([pairs.titles[i] for i in idx])
+        image_features, text_features, logit_scale = model(pairs.normalise(pixels), texts)
         loss = loss_fn(image_features, text_features, logit_scale)
         if regions is not None:
+            k = config.region_images
             texts = region_texts(regions, np.random.default_rng([config.seed, 5, step, rank]))
             text = inner.encode_text(tokenizer(texts), normalize=True)
-            reg, _ = region_loss(
-                backbone, regions, pairs, idx[: config.region_images], config.region_size, text, logit_scale
-            )
+            reg, _ = region_loss(backbone, regions, idx[:k], pixels[:k], config.region_size, text, logit_scale)
             loss = loss + config.region_weight * reg
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -162,23 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()
     args = build_parser().parse_args(argv)
     try:
+        # every field the command line sets (the rest: the config's defaults)
         config = ClipPretrainConfig(
-            variant=args.variant,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            region_weight=args.region_weight,
-            region_images=args.region_images,
-            region_size=args.region_size,
+            **{f.name: getattr(args, f.name) for f in dataclasses.fields(ClipPretrainConfig) if hasattr(args, f.name)}
         )
         from omg.training.clip_pretrain import CaptionPairs, CaptionRegions
 
         root = str(Path(args.root).resolve()) if "://" not in args.root else args.root
-        for split in ("train", "val"):
-            CaptionPairs(root, split, config.variant)  # a missing or broken file: said before Ray starts
+        # a missing or broken file: said before Ray starts
+        pairs = {split: CaptionPairs(root, split, config.variant) for split in ("train", "val")}
         if config.region_weight > 0:
-            CaptionRegions(root, "train", CaptionPairs(root, "train", config.variant))
+            CaptionRegions(root, "train", pairs["train"])
     except (ValueError, FileNotFoundError, KeyError) as err:
         return usage_error("clip_pretrain", err)
     out = args.out or os.path.join(runs_dir("clip"), f"{config.variant}.pt")

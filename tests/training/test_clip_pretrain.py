@@ -76,7 +76,7 @@ def test_the_region_loss_pools_a_segment_as_the_open_vocabulary_branch_pools_a_m
     assert texts[4] in {t.format(syn) for t in VILD_TEMPLATES for syn in regions.classes[4][2]}, "a ViLD prompt"
     text = F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
     with torch.no_grad():
-        loss, right = region_loss(backbone, regions, pairs, [0, 1], 256, text, 100.0)
+        loss, right = region_loss(backbone, regions, [0, 1], pairs.pixels([0, 1], 128), 256, text, 100.0)
         # by hand, through the inference's own function: image 0 at 256, its segments as stride-4 mask logits
         labels, masks = regions.segments(0)
         feats = backbone(pairs.pixels([0], 256))[-1]
@@ -92,13 +92,13 @@ def test_the_region_loss_pools_a_segment_as_the_open_vocabulary_branch_pools_a_m
     n0 = int(nonempty[0].sum())
     assert n0 >= 2 and 0.0 <= right <= 1.0 and torch.isfinite(loss)
     with torch.no_grad():
-        loss0, _ = region_loss(backbone, regions, pairs, [0], 256, text, 100.0)
+        loss0, _ = region_loss(backbone, regions, [0], pairs.pixels([0], 128), 256, text, 100.0)
     assert torch.allclose(loss0 * n0, ce, rtol=1e-4), "the region loss of image 0 is the branch's logits' CE"
     # a segment smaller than a cell pools nothing: no loss from it, and no NaN
     speck = torch.zeros(1, 128, 128)
     speck[0, 5, 5] = 1.0
     tiny = type("Tiny", (), {"segments": lambda self, i: (torch.tensor([4]), speck)})()
-    nothing, right = region_loss(backbone, tiny, pairs, [0], 256, text.detach(), 100.0)
+    nothing, right = region_loss(backbone, tiny, [0], pairs.pixels([0], 128), 256, text.detach(), 100.0)
     assert nothing.item() == 0.0 and right == 0.0 and nothing.requires_grad
     config = ClipPretrainConfig(steps=2, batch_size=12, warmup_steps=1, region_weight=1.0, region_images=2)
     model, _, losses = pretrain(config, captions)
