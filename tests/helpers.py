@@ -177,14 +177,17 @@ def write_pq_files(tmp_path, gt_pan, gt_segs, pred_pan, pred_segs):
         (tmp_path / f"{role}.json").write_text(json.dumps(doc))
 
 
-def gt_segment(root: str, sample: str, min_area: int = 120):
-    """(mask, centroid) of the largest thing segment of a sample, from the COCO panoptic ground truth."""
+def gt_segment(root: str, sample: str, min_area: int = 120, category: int | None = None):
+    """(mask, centroid) of the largest thing segment (of ``category`` if given) of a ``val`` or ``val_ov`` sample,
+    from the COCO panoptic ground truth."""
     from omg.data.masks import rgb2id
 
-    doc = json.loads((Path(root) / "annotations" / "panoptic_val.json").read_text())
+    split = "val_ov" if (Path(root) / "images" / "val_ov" / f"{sample}.jpg").exists() else "val"
+    doc = json.loads((Path(root) / "annotations" / f"panoptic_{split}.json").read_text())
     ann = next(a for a in doc["annotations"] if a["file_name"].startswith(sample))
-    ids = rgb2id(np.asarray(Image.open(Path(root) / "annotations" / "panoptic_val" / ann["file_name"]).convert("RGB")))
-    things = {c["id"] for c in doc["categories"] if c["isthing"]}
+    png = Path(root) / "annotations" / f"panoptic_{split}" / ann["file_name"]
+    ids = rgb2id(np.asarray(Image.open(png).convert("RGB")))
+    things = {c["id"] for c in doc["categories"] if c["isthing"]} if category is None else {category}
     segs = [
         s for s in ann["segments_info"] if s["category_id"] in things and not s.get("iscrowd") and s["area"] >= min_area
     ]

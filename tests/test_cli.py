@@ -121,7 +121,7 @@ def quick_demo(tmp_path_factory):
 @pytest.mark.slow(seconds=245)
 def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys):
     """`omg demo --quick` in a subprocess, as `make demo` runs it: data and captions, the CLIP pretraining, shards,
-    2-worker training on that CLIP (frozen), the evaluation fan-out, the smoke grid and the report; a rerun skips
+    2-worker training on that CLIP (frozen), the evaluation fan-out, the fine-tuning grid and the report; a rerun skips
     every stage."""
     tmp_path, env, proc = quick_demo
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -154,6 +154,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys)
         "omg-shapes/val_ov/open_vocab",
         "omg-shapes/val_ov/open_vocab_described",
         "omg-shapes/val/prompt_label",
+        "omg-shapes/val_ov/open_vocab_prompt_label",
         "omg-shapes-vis/val/vis",
         "omg-shapes-vps/val/vps",
         "omg-shapes-vos/val/vos",
@@ -167,6 +168,7 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys)
         "open_vocab",
         "open_vocab_described",
         "prompt_label",
+        "open_vocab_prompt_label",
         "vis",
         "vps",
         "vss",
@@ -175,6 +177,11 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys)
     ):
         assert f"  {task} " in proc.stdout
     assert "omg mlflow-ui" in proc.stdout
+    # the grid fine-tunes the demo model with its CLIP frozen and learned
+    assert state["ablate"]["grid"] == "finetune"
+    for trial, variant in (("frozen", "tiny_convnext"), ("learned", "tiny_convnext_learned")):
+        config = json.loads((runs / f"ablations/finetune/finetune-{trial}/config.json").read_text())
+        assert (config["model"]["init_from"], config["model"]["variant"]) == (state["train"]["model"], variant)
     # the demo's model is registered in the MLflow Model Registry, and the report says how to serve it
     assert state["train"]["registered_model"] == "models:/omg-seg-demo/1"
     assert "mlflow models serve -m models:/omg-seg-demo/1 --env-manager local" in proc.stdout

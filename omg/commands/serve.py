@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             break
     if not samples:
         log.warning(
-            f"no sample images under {data}/images/val (an omg-shapes root; --samples ROOT): "
+            f"no sample images under {data}/images/val or val_ov (an omg-shapes root; --samples ROOT): "
             "the page offers uploads only"
         )
     return serve(

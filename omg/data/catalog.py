@@ -49,6 +49,7 @@ Task = Literal[
     "open_vocab",
     "open_vocab_described",
     "prompt_label",
+    "open_vocab_prompt_label",
 ]
 Format = Literal[
     "coco_panoptic",

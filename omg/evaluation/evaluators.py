@@ -37,7 +37,7 @@ from omg.utils.options import check_choices
 from omg.utils.vocabulary import Vocabulary
 
 #: the tasks evaluated on a dataset's open-vocabulary split (``*_ov``) with the CLIP ensemble
-OPEN_VOCAB_TASKS = ("open_vocab", "open_vocab_described")
+OPEN_VOCAB_TASKS = ("open_vocab", "open_vocab_described", "open_vocab_prompt_label")
 
 
 @dataclass(frozen=True)
@@ -533,10 +533,28 @@ class PromptLabelEvaluator(TaskEvaluator):
             "label_acc_stuff": acc({c.id for c in classes if not c.isthing}),
             "labelled_segments": float(len(self.hits)),
         }
+        if self.include_heldout:
+            metrics["label_acc_heldout"] = acc({c.id for c in classes if c.heldout})
+            metrics["label_acc_seen_things"] = acc({c.id for c in classes if c.isthing and not c.heldout})
         per_class = {
             c.name: {"label_acc": acc({c.id}), "segments": sum(cat == c.id for cat, _ in self.hits)} for c in classes
         }
         return Scores(metrics, {"per_class": per_class})
+
+
+class OpenVocabPromptLabelEvaluator(PromptLabelEvaluator):
+    """``prompt_label`` on the open-vocabulary split with every class in the vocabulary, held-out ones too (ours):
+    is a click on a hexagon, a shape no segmentation label ever showed, labelled hexagon? Metrics as
+    ``prompt_label``'s plus ``label_acc_heldout`` (the held-out classes' segments) and ``label_acc_seen_things``,
+    each prefixed ``OV_`` (``OV_label_acc_heldout``), apart from the closed-set task's in one tracking run."""
+
+    task = "open_vocab_prompt_label"
+    include_heldout = True
+
+    def evaluate(self) -> Scores:
+        s = super().evaluate()
+        s.metrics = {f"OV_{k}": v for k, v in s.metrics.items()}
+        return s
 
 
 class InteractiveEvaluator(TaskEvaluator):
@@ -843,6 +861,7 @@ EVALUATORS: dict[str, type[TaskEvaluator]] = {
         OpenVocabEvaluator,
         DescribedOpenVocabEvaluator,
         PromptLabelEvaluator,
+        OpenVocabPromptLabelEvaluator,
         InteractiveEvaluator,
         VISEvaluator,
         VPSEvaluator,

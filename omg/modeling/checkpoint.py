@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from omg.modeling.model import ModelConfig, OMGSeg, build_model
+from omg.modeling.variants import VARIANTS
 from omg.utils import io as uio
 
 FORMAT = "omg-seg-checkpoint/1"
@@ -104,9 +105,21 @@ def config_differences(config: ModelConfig, uri: str) -> list[str]:
         if f.name in _PROVENANCE:
             continue
         mine, theirs = getattr(config, f.name), stored.get(f.name, f.default)
+        if f.name == "variant" and same_architecture(mine, theirs):
+            continue  # the same CLIP, frozen or learned: fine-tuning may unfreeze it (the ablation grid "finetune")
         if (list(mine) if isinstance(mine, tuple) else mine) != (list(theirs) if isinstance(theirs, tuple) else theirs):
             out.append(f"model.{f.name} is {mine!r} here, {theirs!r} in the checkpoint")
     return out
+
+
+def same_architecture(variant: str, other: str) -> bool:
+    """Whether two backbone variants are the same network, frozen or learned (``tiny_convnext`` and
+    ``tiny_convnext_learned``): the same weights fit both."""
+    if variant not in VARIANTS or other not in VARIANTS:
+        return variant == other
+    skip = {"name", "frozen", "lr_mult", "description"}
+    a, b = VARIANTS[variant], VARIANTS[other]
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(a) if f.name not in skip)
 
 
 def clip_weights(model_config: ModelConfig, metadata: dict[str, Any] | None) -> str | None:

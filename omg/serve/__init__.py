@@ -30,11 +30,16 @@ def default_checkpoint(runs_dir: str) -> str | None:
 
 def find_samples(data_dir: str | None, limit: int = 24) -> dict[str, str]:
     """``{name: URI}`` of omg-shapes validation images under ``data_dir`` (a path or any fsspec URI): the page's
-    sample picker. A root without ``images/val`` gives none."""
+    sample picker. Up to ``limit`` of ``images/val`` (the shapes segmentation was trained on) and of
+    ``images/val_ov`` (each holds a held-out shape, a hexagon or a cross: type its name into the classes to find
+    it). The two splits' file names differ (their image ids do). A root without them gives none."""
     if not data_dir:
         return {}
-    folder = uio.join(data_dir, "images", "val")
-    if not uio.exists(folder):
-        return {}
-    files = [n for n in uio.listdir(folder) if os.path.splitext(n)[1].lower() in (".jpg", ".jpeg", ".png")][:limit]
-    return {os.path.splitext(n)[0]: uio.join(folder, n) for n in files}
+    out = {}
+    for split in ("val", "val_ov"):
+        folder = uio.join(data_dir, "images", split)
+        if not uio.exists(folder):
+            continue
+        names = [n for n in uio.listdir(folder) if os.path.splitext(n)[1].lower() in (".jpg", ".jpeg", ".png")]
+        out.update({os.path.splitext(n)[0]: uio.join(folder, n) for n in names[:limit]})
+    return out

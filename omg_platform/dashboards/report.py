@@ -38,9 +38,11 @@ TASK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("STQ", "STQ"),
     ("JF-Mean", "J&F"),
     ("NoC_85", "NoC@85"),
+    ("OV_PQ", "open-vocab PQ (all classes)"),
     ("OV_PQ_heldout", "open-vocab PQ (held-out)"),
     ("OVD_PQ_heldout", "open-vocab PQ (held-out, described)"),
     ("label_acc", "prompt labels"),
+    ("OV_label_acc_heldout", "prompt labels (held-out)"),
 )
 LOWER_IS_BETTER = {"NoC_85", "NoC_90"}
 #: training curves: the loss and every periodic validation metric

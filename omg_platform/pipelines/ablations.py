@@ -145,6 +145,9 @@ class Grid:
     mode: str = "max"
     #: dotted config key -> its range, sampled around the baseline trial by ``--search random|optuna``
     sweep: dict[str, Domain] = field(default_factory=dict)
+    #: dotted config keys a run of the grid must be given (``--set KEY=VALUE``), e.g. the model a fine-tuning grid
+    #: starts from
+    needs: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.baseline not in self.trials:
@@ -646,7 +649,7 @@ def summary_table(grid: Grid, records: dict[str, dict]) -> str:
 
 
 #: the paper's headline figure of each task
-HEADLINE = ("PQ", "AP", "mIoU", "VPQ", "J&F-Mean", "OV_PQ_heldout")
+HEADLINE = ("PQ", "AP", "mIoU", "VPQ", "J&F-Mean", "OV_PQ", "OV_PQ_heldout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -777,6 +780,9 @@ def main(argv: list[str] | None = None) -> int:
             for t in grid.trials
         }
         check_metric(grid, configs[grid.baseline], settings)
+        missing = [k for k in grid.needs if k not in extra]
+        if missing and not args.list:
+            raise UsageError(f"grid {grid.name} needs --set {missing[0]}=... ({grid.description})")
     except (SchemaError, ValueError, OSError, UsageError) as err:
         return usage_error("ablations", err)
     if args.list:

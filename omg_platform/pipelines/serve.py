@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per replica")
     p.add_argument("--gpus", type=float, default=0.0, help="GPUs per replica (the model runs on CUDA when > 0)")
     p.add_argument("--no-batching", action="store_true", help="answer every /api/predict request on its own")
-    p.add_argument("--samples", help="omg-shapes root whose val images the page offers")
+    p.add_argument("--samples", help="omg-shapes root whose val and val_ov images the page offers")
     p.add_argument("--max-bytes", type=int, default=Limits.max_bytes)
     p.add_argument("--max-pixels", type=int, default=Limits.max_pixels)
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started here")

@@ -162,3 +162,19 @@ def test_init_from_must_have_the_configs_architecture(tmp_path, capsys):
     rc = train_main(["--config", FINETUNE, "data.datasets=[{name: omg-shapes}]", f"model.init_from={init}"])
     err = capsys.readouterr().err
     assert rc == 2 and "model.hidden_dim is 64 here, 32 in the checkpoint" in err
+
+
+def test_init_from_may_unfreeze_the_same_clip_but_not_change_it(tmp_path):
+    """Fine-tuning may learn a CLIP the checkpoint kept frozen (tiny_convnext -> tiny_convnext_learned: the same
+    network, the same weights fit; the finetune grid's learned trial); another network is refused."""
+    from omg.modeling.checkpoint import config_differences, same_architecture
+    from omg.modeling.model import ModelConfig
+
+    model_section = yaml.safe_load(Path(FINETUNE).read_text())["model"]
+    assert model_section["variant"] == "tiny_convnext"
+    init = _init_checkpoint(tmp_path / "frozen.pt")
+    assert config_differences(ModelConfig(**{**model_section, "variant": "tiny_convnext_learned"}), init) == []
+    assert config_differences(ModelConfig(**{**model_section, "variant": "tiny_vit"}), init) == [
+        "model.variant is 'tiny_vit' here, 'tiny_convnext' in the checkpoint"
+    ]
+    assert same_architecture("ViT-L-14", "ViT-L-14-learned") and not same_architecture("tiny_vit", "tiny_convnext")

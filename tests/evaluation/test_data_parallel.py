@@ -60,4 +60,4 @@ def test_three_chunks_give_the_one_process_metrics_and_files(interactive_checkpo
             a.pop("result.json"), b.pop("result.json")
             assert a.keys() == b.keys() and a == b, where
             checked += 1
-    assert checked == 11
+    assert checked == 12

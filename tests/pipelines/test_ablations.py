@@ -342,6 +342,7 @@ def test_sweep_settings_are_checked_before_anything_runs(tmp_path, capsys):
         (["--grid", "smoke", "--search", "random"], "grid smoke has no sweep space"),
         (["--grid", "smoke", "--scheduler", "asha"], "grid smoke names no metric"),
         (["--grid", "cpu", "--search", "random", "--trial", "vit-learned-masked"], "--trial selects a grid's trials"),
+        (["--grid", "finetune"], "grid finetune needs --set model.init_from=..."),  # the model it fine-tunes
     ):
         assert main([*argv, "--storage", str(tmp_path)]) == 2
         assert says in capsys.readouterr().err.strip().splitlines()[-1]

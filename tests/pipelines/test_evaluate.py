@@ -56,6 +56,7 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
         "omg-shapes/val_ov/open_vocab",
         "omg-shapes/val_ov/open_vocab_described",
         "omg-shapes/val/prompt_label",
+        "omg-shapes/val_ov/open_vocab_prompt_label",
         "omg-shapes-sam/val/interactive",
         "omg-shapes-vis/val/vis",
         "omg-shapes-vps/val/vps",
@@ -76,6 +77,7 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
         "eval/omg-shapes/OVD_PQ_heldout",
         "eval/omg-shapes/label_acc",
         "eval/omg-shapes/label_acc_things",
+        "eval/omg-shapes/OV_label_acc_heldout",
         "eval/omg-shapes-sam/mIoU",
         "eval/omg-shapes-sam/NoC_85",
         "eval/omg-shapes-vis/AP",
@@ -95,8 +97,8 @@ def test_every_omg_shapes_task_lands_in_mlflow(ray_local, tiny_shapes, tiny_ckpt
     # a rerun skips every pair evaluated for this checkpoint
     assert evaluate_main([a for a in args if a != "--quiet"] + ["--no-mlflow"]) == 0
     err = capsys.readouterr().err
-    assert err.count("already evaluated for this checkpoint") == 11 and "11 pairs, 0 to run" in err
-    assert len(list((tmp_path / "eval").rglob("result.json"))) == 11
+    assert err.count("already evaluated for this checkpoint") == 12 and "12 pairs, 0 to run" in err
+    assert len(list((tmp_path / "eval").rglob("result.json"))) == 12
     # other conventions are another evaluation: only that pair runs again, and its result records them
     vps = [a for a in args if a not in ("--quiet", "--dataset") and not a.startswith("omg-shapes")]
     # (and data-parallel: its 2 videos in 2 chunks, a Ray task each, merged by a third)
@@ -306,6 +308,50 @@ def test_prompt_labels_are_scored_per_clicked_segment(tiny_shapes, tmp_path):
     assert cats.count(11) > 0 and len(stuff) > cats.count(11), "the test needs sky and other stuff"
     assert np.isclose(m["label_acc"], 100.0 * cats.count(11) / len(cats)) and m["label_acc_things"] == 0.0
     assert np.isclose(m["label_acc_stuff"], 100.0 * cats.count(11) / len(stuff))
+    assert "label_acc_heldout" not in m  # the closed-set task: no held-out class in its vocabulary
+
+
+def test_open_vocab_prompt_labels_score_held_out_shapes_apart(tiny_shapes, tmp_path):
+    """open_vocab_prompt_label: the clicks of prompt_label on val_ov with every class in the vocabulary, held-out
+    ones too; OV_label_acc_heldout is the share of held-out shapes labelled right, OV_label_acc_seen_things that of
+    the trained things. A CLIP that calls everything a hexagon is right on the hexagons only."""
+    import numpy as np
+
+    from omg.data.catalog import get_entry
+    from omg.data.decode import decode_masks
+    from omg.data.formats import get_reader
+    from omg.evaluation.evaluators import EVALUATORS, EvalContext, EvalOptions
+    from omg.evaluation.runner import default_pairs
+    from omg.inference.predictor import OMGPredictor
+
+    entry = get_entry("omg-shapes")
+    assert ("val_ov", "open_vocab_prompt_label") in default_pairs(entry)
+    torch.manual_seed(0)
+    pred = OMGPredictor(build_model(ModelConfig.tiny()), {"label_space": LABEL_SPACE, "test_size": [64, 64]})
+    reader = get_reader(entry, "val_ov", tiny_shapes)
+    ev = EVALUATORS["open_vocab_prompt_label"](EvalContext(pred, entry, reader, str(tmp_path), EvalOptions(), 0))
+    hexagon = next(c for c in entry.classes if c.name == "hexagon")
+    assert hexagon.heldout and hexagon.id in ev.cat_ids  # the held-out classes are in the vocabulary
+    answer = pred.predict
+
+    def everything_is_a_hexagon(task, **kwargs):
+        r = answer(task, **kwargs)
+        r.labels = np.full(len(r.masks), ev.cat_ids.index(hexagon.id))
+        return r
+
+    pred.predict = everything_is_a_hexagon
+    cats = []
+    for it in reader.items():
+        ev.process(it)
+        sample = reader.load(it)
+        masks = decode_masks(sample)[:, 0]
+        cats += [g.category_id for j, g in enumerate(sample.segments) if not g.iscrowd and masks[j].any()]
+    m = ev.evaluate().metrics
+    heldout = [c for c in cats if entry.classes[[k.id for k in entry.classes].index(c)].heldout]
+    assert cats.count(hexagon.id) > 0 and len(heldout) > cats.count(hexagon.id), "the test needs both held-out shapes"
+    assert np.isclose(m["OV_label_acc_heldout"], 100.0 * cats.count(hexagon.id) / len(heldout))
+    assert m["OV_label_acc_seen_things"] == 0.0 and m["OV_label_acc_stuff"] == 0.0
+    assert m["OV_labelled_segments"] == len(cats)  # apart from prompt_label's label_acc in one tracking run
 
 
 def test_a_failing_pair_is_reported_not_fatal(ray_local, tiny_shapes, tiny_ckpt, tmp_path, capsys):

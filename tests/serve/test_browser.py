@@ -6,6 +6,7 @@ and saves screenshots to ``tests/artifacts/`` (``$OMG_TEST_ARTIFACTS`` overrides
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -36,24 +37,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def served(interactive_checkpoint, tiny_shapes):
-    """`omg serve` in a subprocess (its own process group) on a free loopback port; stopped afterwards."""
-    env = dict(os.environ, OMG_DATA_DIR=str(Path(tiny_shapes).parent))
+@contextlib.contextmanager
+def serving(checkpoint: str, samples: str):
+    """`omg serve` in a subprocess (its own process group) on a free loopback port -> its URL; stopped afterwards."""
+    env = dict(os.environ, OMG_DATA_DIR=str(Path(samples).parent))
+    cmd = [sys.executable, "-m", "omg_platform.cli", "serve", "--checkpoint", checkpoint, "--samples", samples]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "omg_platform.cli",
-            "serve",
-            "--checkpoint",
-            interactive_checkpoint,
-            "--samples",
-            tiny_shapes,
-            "--port",
-            "0",
-            "--quiet",
-        ],
+        [*cmd, "--port", "0", "--quiet"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -78,6 +68,12 @@ def served(interactive_checkpoint, tiny_shapes):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def served(interactive_checkpoint, tiny_shapes):
+    with serving(interactive_checkpoint, tiny_shapes) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +307,70 @@ def test_click_drag_switch_undo_and_download_in_chromium(served, browser, tiny_s
     assert d.find_element("id", "video-result").get_attribute("hidden") is not None, "the old result does not play"
     clip.unlink()
     (ARTIFACTS / "serve_latency.json").write_text(json.dumps({"click_round_trip_ms": round(click_ms, 1)}))
+
+
+#: a finished demo's runs folder (after `make demo`: runs): the held-out test serves its model, whose CLIP was
+#: pretrained on the captions that name hexagons (the tests' models never read a caption); unset, it is skipped
+DEMO_RUNS = os.environ.get("OMG_DEMO_RUNS")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEMO_RUNS, reason="needs a finished demo's model: OMG_DEMO_RUNS=runs (after make demo)")
+def test_typing_hexagon_finds_the_held_out_shape(browser):
+    """Open vocabulary in the page: on a val_ov image, the panoptic view names no hexagon with the model's own classes
+    (segmentation never saw one); typing "hexagon" as one more class finds the shape by that name, and a click on it
+    is labelled hexagon."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    from omg.serve import default_checkpoint
+
+    runs = Path(DEMO_RUNS)
+    data = runs / "data" / "omg-shapes"
+    checkpoint = default_checkpoint(str(runs))
+    assert checkpoint and (data / "images" / "val_ov").is_dir(), f"{runs}: no demo model or omg-shapes val_ov"
+    hexagon = 5  # omg/datasets_catalog/omg-shapes.yaml: held out of every segmentation training split
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with serving(checkpoint, str(data)) as url:
+        d = browser
+        d.get(url)
+        _wait(d, lambda d: d.execute_script("return document.body.dataset.loaded") == "1", "the page to load")
+        vocab = d.find_element("id", "vocab")
+        assert "hexagon" not in vocab.get_attribute("value"), "the model's own classes: the training ones"
+        names = [o.get_attribute("value") for o in d.find_elements("css selector", "#sample option")]
+        shapes = [(n, gt_segment(str(data), n, category=hexagon)) for n in names]
+        name, (gt, (x, y)) = max(((n, g) for n, g in shapes if g is not None), key=lambda t: t[1][0].sum())
+        Select(d.find_element("id", "sample")).select_by_value(name)
+        d.find_element("id", "load-sample").click()
+        _wait(d, lambda d: d.execute_script("return document.body.dataset.image || ''") != "", "the image features")
+        ready = _result_ready(d, 0)
+
+        def found() -> tuple[list[str], float]:
+            doc = json.loads(
+                urllib.parse.unquote(d.find_element("id", "download-json").get_attribute("href").split(",", 1)[1])
+            )
+            labels = _label_map(d)
+            named = [s["id"] for s in doc["legend"] if s["name"] == "hexagon"]
+            iou = max(((labels == k) & gt).sum() / ((labels == k) | gt).sum() for k in named) if named else 0.0
+            return [s["name"] for s in doc["legend"]], float(iou)
+
+        d.find_element("id", "mode-panoptic").click()
+        ready = _result_ready(d, ready)
+        legend, _ = found()
+        assert "hexagon" not in legend, legend
+        vocab.send_keys("\nhexagon")
+        d.find_element("id", "apply-vocab").click()
+        ready = _result_ready(d, ready)
+        legend, iou = found()
+        d.execute_script("window.scrollTo(0, 0)")
+        d.save_screenshot(str(ARTIFACTS / "serve_hexagon.png"))
+        assert "hexagon" in legend and iou > 0.5, f"{name}: legend {legend}, the hexagon's IoU {iou:.2f}"
+
+        # a click on it, with hexagon in the classes: its mask is labelled hexagon
+        d.find_element("id", "mode-interactive").click()
+        ready = _result_ready(d, ready)
+        marks = d.find_element("id", "marks")
+        ActionChains(d).move_to_element_with_offset(marks, *_at(d, marks, x, y)).click().perform()
+        ready = _result_ready(d, ready)
+        rows = d.find_elements("css selector", "#results li")
+        assert len(rows) == 1 and "hexagon" in rows[0].text, [r.text for r in rows]
