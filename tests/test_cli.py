@@ -179,6 +179,9 @@ def test_quick_demo_runs_every_stage_then_a_rerun_skips_them(quick_demo, capsys)
     assert "omg mlflow-ui" in proc.stdout
     # the grid fine-tunes the demo model with its CLIP frozen and learned
     assert state["ablate"]["grid"] == "finetune"
+    assert "the model trained further with its CLIP learned (grid finetune; frozen -> learned): OV_PQ_heldout" in (
+        proc.stdout
+    )
     for trial, variant in (("frozen", "tiny_convnext"), ("learned", "tiny_convnext_learned")):
         config = json.loads((runs / f"ablations/finetune/finetune-{trial}/config.json").read_text())
         assert (config["model"]["init_from"], config["model"]["variant"]) == (state["train"]["model"], variant)

@@ -588,10 +588,11 @@ def run_tune(
     first: TrainConfig,
     slots: int,
     prog: Progress,
-) -> list[tuple[str, dict, dict, Exception | None]]:
+) -> tuple[list[tuple[str, dict, dict, Exception | None]], int]:
     """Run the Tune experiment of this selection and settings, or restore it where a killed driver left it (its
-    finished trials are not trained again, the others resume from their runs' newest checkpoints): -> (trial, its
-    parameters, its last reported result, its error) per trial."""
+    finished trials are not trained again, the others resume from their runs' newest checkpoints): -> ((trial, its
+    parameters, its last reported result, its error) per trial, how many trials neither ended nor failed: Tune
+    stopped by Ctrl-C or SIGTERM, its experiment saved for the same command to resume)."""
     from ray import tune
 
     path = uio.join(plan.storage, plan.grid.name)
@@ -622,7 +623,10 @@ def run_tune(
             ),
         )
     results = tuner.fit()
-    return [(trial_name(r.config, r.metrics.get("trial_id")), r.config, r.metrics, r.error) for r in results]
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    return [
+        (trial_name(r.config, r.metrics.get("trial_id")), r.config, r.metrics, r.error) for r in results
+    ], unfinished
 
 
 def summary_table(grid: Grid, records: dict[str, dict]) -> str:
@@ -861,16 +865,19 @@ def main(argv: list[str] | None = None) -> int:
         f"({settings.search} search, {settings.scheduler} scheduler); MLflow parent run {parent.run_id} "
         f"(experiment {args.experiment})"
     )
-    outcome = []
+    outcome, unfinished = [], 0
     if count:
         with Progress(f"ablate {grid.name}", total=count, unit="trial") as prog:
-            outcome = run_tune(plan, selected, todo, settings, first, slots, prog)
+            outcome, unfinished = run_tune(plan, selected, todo, settings, first, slots, prog)
     failures = []
     for t, params, last, error in outcome:
         done = uio.join(storage, grid.name, t, "trial.json")
         record = uio.read_json(done) if uio.exists(done) else {"trial": t, "axes": {}, "status": "failed"}
         if error is not None:
             record.update(status="failed", error=describe(root_cause(error)))
+        elif record["status"] != "finished" and unfinished:  # interrupted: the same command resumes it
+            record.update(status="interrupted")
+            record["axes"] = sample_axes(params["sample"]) if sweep else grid.trials[t].axes
         elif record["status"] != "finished":  # no error and no record: the scheduler stopped it
             record.update(status=f"stopped at step {last.get('step')}", step=last.get("step"))
             record["axes"] = sample_axes(params["sample"]) if sweep else grid.trials[t].axes
@@ -879,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
         records[t] = record
         if record["status"] == "failed":
             failures.append(t)
-    ok = not failures
+    ok = not failures and not unfinished
     parent.finish(list(records.values()), ok)
     print(sweep_table(grid, records) if sweep else summary_table(grid, records))
     for t in failures:
@@ -888,6 +895,12 @@ def main(argv: list[str] | None = None) -> int:
         f"MLflow parent run {parent.run_id}; trials under {uio.join(storage, grid.name)} "
         f"[{format_duration(time.monotonic() - t0)}]" + ("" if sweep else f"; report: omg dashboard --grid {grid.name}")
     )
+    if unfinished:
+        log.error(
+            f"ablations: interrupted with {unfinished} of {len(outcome)} trials unfinished; the same command resumes "
+            "them (finished trials are not trained again)"
+        )
+        return 130
     return 0 if ok else 1
 
 

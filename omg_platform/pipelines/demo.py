@@ -75,6 +75,9 @@ QUICK_DATA = dict(
     min_frames=8,
     max_frames=10,
 )
+#: the fine-tuning grid's trials (configs/ablations.yaml ``finetune``) and what the summary shows of them
+FINETUNED = ("frozen", "learned")
+FINETUNE_SHOWN = ("omg-shapes/OV_PQ_heldout", "omg-shapes/OV_PQ", "omg-shapes/PQ")
 #: the CLIP pretraining of the demo (steps of 64 captions) and of --quick (a few steps: plumbing only)
 CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: the weight of its region loss (omg/training/clip_pretrain.py; docs/experiments.md, "Grounded captions")
@@ -85,9 +88,10 @@ QUICK_CAPTIONS = dict(num_train=32, num_val=8)
 #: pace: :class:`Pace`): measured on the faster 2-core AMD EPYC (2026-12-07, clean clone, the test size 256); train,
 #: evaluate and ablate since validation every 425 steps, the grid at 128 px and zoom-in: a clean clone's run on a
 #: machine 1.39x slower (its data, clip and shards stages over these), divided by 1.39 (benchmarks/RESULTS.md);
-#: clip since the region loss: its 884 s on a machine that ran the other stages 1.72x slower, divided by 1.72
-EXPECTED = {"data": 21, "clip": 515, "shards": 6, "train": 418, "evaluate": 53, "ablate": 229, "dashboard": 3}
-EXPECTED_QUICK = {"data": 1, "clip": 22, "shards": 3, "train": 28, "evaluate": 16, "ablate": 56, "dashboard": 2}
+#: clip since the region loss: its 884 s on a machine that ran the other stages 1.72x slower, divided by 1.72; ablate
+#: since the fine-tuning grid: its 137 s on a machine that ran the other stages 1.24x slower, divided by 1.24
+EXPECTED = {"data": 21, "clip": 515, "shards": 6, "train": 418, "evaluate": 53, "ablate": 110, "dashboard": 3}
+EXPECTED_QUICK = {"data": 1, "clip": 22, "shards": 3, "train": 28, "evaluate": 16, "ablate": 40, "dashboard": 2}
 
 
 log = get_logger(__name__)
@@ -307,7 +311,10 @@ class Demo:
         if self.quick:  # the plumbing: two steps each
             cmd += ["--set", "optim.max_steps=2", "--set", "optim.warmup_iters=1", "--set", "checkpoint.every_steps=2"]
         self.run(cmd, "ablate")
-        return {"grid": "finetune"}
+        trials = {
+            t: json.loads((self.runs / "ablations" / "finetune" / t / "trial.json").read_text()) for t in FINETUNED
+        }
+        return {"grid": "finetune", "metrics": {t: r.get("metrics", {}) for t, r in trials.items()}}
 
     def stage_dashboard(self) -> dict:
         from omg_platform.dashboards.report import build_report
@@ -400,7 +407,7 @@ class Demo:
                 if floor is None
                 else (f"  (floor {floor:g}: {'met' if v is not None and v >= floor else 'NOT met'})")
             )
-            print(f"  {task:20s} {ds + '/' + split:22s} {key:14s} {'-' if v is None else f'{v:6.2f}'}{mark}")
+            print(f"  {task:23s} {ds + '/' + split:20s} {key:20s} {'-' if v is None else f'{v:6.2f}'}{mark}")
         if self.quick:
             print(
                 "  (--quick: a few training steps on a tiny dataset check the plumbing; the learning floors are "
@@ -419,6 +426,13 @@ class Demo:
             "segmentation training never sees them; the CLIP's region loss on the grounded captions makes its "
             "mask-pooled features name a small shape, not the stuff around it: docs/experiments.md)"
         )
+        grid = self.state["ablate"].get("metrics", {})
+        if all(grid.get(t) for t in FINETUNED):
+            frozen, learned = (grid[t] for t in FINETUNED)
+            moves = ", ".join(
+                f"{k.split('/')[1]} {frozen[k]:.2f} -> {learned[k]:.2f}" for k in FINETUNE_SHOWN if k in frozen
+            )
+            print(f"  the model trained further with its CLIP learned (grid finetune; frozen -> learned): {moves}")
         print(
             f"\nreport:      {self.state['dashboard']['report']}\n"
             f"model:       {self.state['train']['model']}\n"

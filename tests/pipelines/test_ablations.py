@@ -302,6 +302,35 @@ def test_an_asha_sweep_stops_a_loser_and_a_killed_driver_resumes_without_retrain
     assert runs["sweep-tiny"].data.tags["omg.kind"] == "sweep"
 
 
+def test_an_interrupted_grid_says_so_and_exits_130(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or SIGTERM) stops Tune, which saves its experiment and returns: the trials that neither ended nor failed
+    are interrupted, not "stopped by the scheduler"; the driver says that the same command resumes them and exits
+    130, so that a caller (the demo) does not take the grid for done. Tune itself is replaced here: Tune's reaction
+    to the signal is Ray's."""
+    import mlflow
+
+    from omg_platform.pipelines import ablations, cluster
+
+    def tune_interrupted(plan, selected, todo, settings, first, slots, prog):
+        return [(t, {}, {"step": 1}, None) for t in todo], len(todo)
+
+    monkeypatch.setattr(cluster, "init_ray", lambda num_cpus=None: None)
+    monkeypatch.setattr(ablations, "run_tune", tune_interrupted)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    argv = ["--grid", "smoke", "--storage", str(tmp_path / "s"), "--tracking-uri", uri, "--max-concurrent", "1"]
+    assert ablations.main(argv) == 130
+    out, err = capsys.readouterr()
+    said = "ablations: interrupted with 2 of 2 trials unfinished; the same command resumes them (finished trials"
+    assert err.strip().splitlines()[-1].endswith(f"{said} are not trained again)")
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("convnext-")] == [
+        "convnext-masked",
+        "convnext-full",
+    ]
+    mlflow.set_tracking_uri(uri)
+    (parent,) = mlflow.search_runs(experiment_names=["ablations"], output_format="list")
+    assert parent.info.status == "FAILED" and "omg.stopped" not in parent.data.tags
+
+
 def test_the_placement_group_of_a_dead_actor_is_released(ray_local):
     """A placement group whose creating actor died (a Ray Train controller killed with its stopped Tune trial) is
     removed, so its CPUs come back to the next trial; one a driver created (Tune's own) and a live actor's stay."""
