@@ -430,7 +430,9 @@ class Demo:
         if all(grid.get(t) for t in FINETUNED):
             frozen, learned = (grid[t] for t in FINETUNED)
             moves = ", ".join(
-                f"{k.split('/')[1]} {frozen[k]:.2f} -> {learned[k]:.2f}" for k in FINETUNE_SHOWN if k in frozen
+                f"{k.split('/')[1]} {frozen[k]:.2f} -> {learned[k]:.2f}"
+                for k in FINETUNE_SHOWN
+                if k in frozen and k in learned
             )
             print(f"  the model trained further with its CLIP learned (grid finetune; frozen -> learned): {moves}")
         print(
