@@ -360,18 +360,25 @@ class PanopticEvaluator(TaskEvaluator):
         return Scores(m, {"per_class": r.per_class}, files)
 
 
-class OpenVocabEvaluator(PanopticEvaluator):
+class Prefixed:
+    """Mixin before an evaluator: its metrics named ``prefix`` + name, so that an open-vocabulary task's stay apart
+    from its closed-set twin's in one tracking run (``OV_PQ`` beside ``PQ``)."""
+
+    prefix: ClassVar[str]
+
+    def evaluate(self) -> Scores:
+        s = super().evaluate()  # type: ignore[misc]
+        s.metrics = {f"{self.prefix}{k}": v for k, v in s.metrics.items()}
+        return s
+
+
+class OpenVocabEvaluator(Prefixed, PanopticEvaluator):
     """PQ with the held-out classes in the vocabulary; metrics ``OV_*`` (apart from the closed-set PQ)."""
 
     task = "open_vocab"
     formats = ("coco_panoptic", "ade20k_panoptic")
     include_heldout = True
-    prefix: ClassVar[str] = "OV_"
-
-    def evaluate(self) -> Scores:
-        s = super().evaluate()
-        s.metrics = {f"{self.prefix}{k}": v for k, v in s.metrics.items()}
-        return s
+    prefix = "OV_"
 
 
 class DescribedOpenVocabEvaluator(OpenVocabEvaluator):
@@ -542,19 +549,15 @@ class PromptLabelEvaluator(TaskEvaluator):
         return Scores(metrics, {"per_class": per_class})
 
 
-class OpenVocabPromptLabelEvaluator(PromptLabelEvaluator):
+class OpenVocabPromptLabelEvaluator(Prefixed, PromptLabelEvaluator):
     """``prompt_label`` on the open-vocabulary split with every class in the vocabulary, held-out ones too (ours):
     is a click on a hexagon, a shape no segmentation label ever showed, labelled hexagon? Metrics as
     ``prompt_label``'s plus ``label_acc_heldout`` (the held-out classes' segments) and ``label_acc_seen_things``,
-    each prefixed ``OV_`` (``OV_label_acc_heldout``), apart from the closed-set task's in one tracking run."""
+    each prefixed ``OV_`` (``OV_label_acc_heldout``)."""
 
     task = "open_vocab_prompt_label"
     include_heldout = True
-
-    def evaluate(self) -> Scores:
-        s = super().evaluate()
-        s.metrics = {f"OV_{k}": v for k, v in s.metrics.items()}
-        return s
+    prefix = "OV_"
 
 
 class InteractiveEvaluator(TaskEvaluator):

@@ -875,14 +875,15 @@ def main(argv: list[str] | None = None) -> int:
         record = uio.read_json(done) if uio.exists(done) else {"trial": t, "axes": {}, "status": "failed"}
         if error is not None:
             record.update(status="failed", error=describe(root_cause(error)))
-        elif record["status"] != "finished" and unfinished:  # interrupted: the same command resumes it
-            record.update(status="interrupted")
+        elif record["status"] != "finished":  # no error and no record: interrupted, or the scheduler stopped it
             record["axes"] = sample_axes(params["sample"]) if sweep else grid.trials[t].axes
-        elif record["status"] != "finished":  # no error and no record: the scheduler stopped it
-            record.update(status=f"stopped at step {last.get('step')}", step=last.get("step"))
-            record["axes"] = sample_axes(params["sample"]) if sweep else grid.trials[t].axes
-            record["metrics"] = {k[len("val/") :]: v for k, v in last.items() if k.startswith("val/")}
-            parent.mark_stopped(t, last.get("step"), f"stopped by {settings.scheduler.upper()} on {grid.metric}")
+            if unfinished:  # Ctrl-C or SIGTERM: the same command resumes it
+                record.update(status="interrupted")
+            else:
+                record.update(status=f"stopped at step {last.get('step')}", step=last.get("step"))
+                record["metrics"] = {k[len("val/") :]: v for k, v in last.items() if k.startswith("val/")}
+                why = f"stopped by {settings.scheduler.upper()} on {grid.metric}"
+                parent.mark_stopped(t, last.get("step"), why)
         records[t] = record
         if record["status"] == "failed":
             failures.append(t)

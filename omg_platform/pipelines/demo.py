@@ -75,9 +75,9 @@ QUICK_DATA = dict(
     min_frames=8,
     max_frames=10,
 )
-#: the fine-tuning grid's trials (configs/ablations.yaml ``finetune``) and what the summary shows of them
-FINETUNED = ("frozen", "learned")
-FINETUNE_SHOWN = ("omg-shapes/OV_PQ_heldout", "omg-shapes/OV_PQ", "omg-shapes/PQ")
+#: the demo's ablation grid (configs/ablations.yaml: its baseline and one other trial) and what the summary shows
+ABLATE_GRID = "finetune"
+ABLATE_SHOWN = ("omg-shapes/OV_PQ_heldout", "omg-shapes/OV_PQ", "omg-shapes/PQ")
 #: the CLIP pretraining of the demo (steps of 64 captions) and of --quick (a few steps: plumbing only)
 CLIP_STEPS, CLIP_STEPS_QUICK = 400, 4
 #: the weight of its region loss (omg/training/clip_pretrain.py; docs/experiments.md, "Grounded captions")
@@ -296,11 +296,14 @@ class Demo:
     def stage_ablate(self) -> dict:
         """The fine-tuning grid (``configs/ablations.yaml`` ``finetune``): the demo model trained further with its
         CLIP frozen or learned, evaluated on the closed-set tasks and the held-out shapes by name."""
+        from omg_platform.pipelines.ablations import load_grids
+
+        grid = load_grids()[ABLATE_GRID]
         cmd = [
             sys.executable,
             str(HERE / "ablations.py"),
             "--grid",
-            "finetune",
+            grid.name,
             "--storage",
             str(self.runs / "ablations"),
             "--set",
@@ -311,10 +314,9 @@ class Demo:
         if self.quick:  # the plumbing: two steps each
             cmd += ["--set", "optim.max_steps=2", "--set", "optim.warmup_iters=1", "--set", "checkpoint.every_steps=2"]
         self.run(cmd, "ablate")
-        trials = {
-            t: json.loads((self.runs / "ablations" / "finetune" / t / "trial.json").read_text()) for t in FINETUNED
-        }
-        return {"grid": "finetune", "metrics": {t: r.get("metrics", {}) for t, r in trials.items()}}
+        trials = [grid.baseline, *(t for t in grid.trials if t != grid.baseline)]  # the baseline first
+        records = {t: json.loads((self.runs / "ablations" / grid.name / t / "trial.json").read_text()) for t in trials}
+        return {"grid": grid.name, "metrics": {t: r.get("metrics", {}) for t, r in records.items()}}
 
     def stage_dashboard(self) -> dict:
         from omg_platform.dashboards.report import build_report
@@ -426,15 +428,12 @@ class Demo:
             "segmentation training never sees them; the CLIP's region loss on the grounded captions makes its "
             "mask-pooled features name a small shape, not the stuff around it: docs/experiments.md)"
         )
-        grid = self.state["ablate"].get("metrics", {})
-        if all(grid.get(t) for t in FINETUNED):
-            frozen, learned = (grid[t] for t in FINETUNED)
-            moves = ", ".join(
-                f"{k.split('/')[1]} {frozen[k]:.2f} -> {learned[k]:.2f}"
-                for k in FINETUNE_SHOWN
-                if k in frozen and k in learned
-            )
-            print(f"  the model trained further with its CLIP learned (grid finetune; frozen -> learned): {moves}")
+        ablate = self.state["ablate"]
+        trials = list(ablate.get("metrics", {}).items())  # the grid's baseline first
+        if ablate["grid"] == ABLATE_GRID and len(trials) == 2 and all(m for _, m in trials):
+            (base, a), (other, b) = trials
+            moves = ", ".join(f"{k.split('/')[1]} {a[k]:.2f} -> {b[k]:.2f}" for k in ABLATE_SHOWN if k in a and k in b)
+            print(f"  the model trained further with its CLIP {other} (grid {ABLATE_GRID}; {base} -> {other}): {moves}")
         print(
             f"\nreport:      {self.state['dashboard']['report']}\n"
             f"model:       {self.state['train']['model']}\n"

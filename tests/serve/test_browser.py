@@ -323,13 +323,14 @@ def test_typing_hexagon_finds_the_held_out_shape(browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
+    from omg.data.catalog import get_entry
     from omg.serve import default_checkpoint
 
     runs = Path(DEMO_RUNS)
     data = runs / "data" / "omg-shapes"
     checkpoint = default_checkpoint(str(runs))
     assert checkpoint and (data / "images" / "val_ov").is_dir(), f"{runs}: no demo model or omg-shapes val_ov"
-    hexagon = 5  # omg/datasets_catalog/omg-shapes.yaml: held out of every segmentation training split
+    hexagon = next(c.id for c in get_entry("omg-shapes").classes if c.name == "hexagon" and c.heldout)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with serving(checkpoint, str(data)) as url:
         d = browser
